@@ -1,0 +1,199 @@
+//! `vitals-hub decode CHARACTERISTIC HEX`: the technician's and developer's window into the codecs.
+
+use crate::gatt::{self, Characteristic};
+use crate::model::{Reading, Value};
+use clap::{Args, ValueEnum};
+use serde_json::{json, Value as Json};
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// A 16-bit UUID (`2A18`, `0x2A18`) or a name (`glucose-measurement`).
+    #[arg(required_unless_present = "list")]
+    pub characteristic: Option<String>,
+    /// The value as hex; spaces, colons and a `0x` prefix are ignored.
+    #[arg(required_unless_present = "list")]
+    pub hex: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// List the characteristics the hub decodes.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Parse hex text: pairs of hex digits, with optional `0x`, spaces, `:` or `-` between bytes.
+pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    let t = s.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    let digits: Vec<u8> = t
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b':' | b'-' | b'\t'))
+        .collect();
+    if digits.is_empty() {
+        return Err("the value is empty; give it as hex, e.g. 0055".into());
+    }
+    if let Some(bad) = digits.iter().find(|b| !b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`{}` is not a hex digit; give the value as hex, e.g. 0055",
+            *bad as char
+        ));
+    }
+    if digits.len() % 2 != 0 {
+        return Err(format!(
+            "{} hex digits is an odd number; each byte needs two",
+            digits.len()
+        ));
+    }
+    let nibble = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+    Ok(digits
+        .chunks_exact(2)
+        .map(|p| match p {
+            [hi, lo] => (nibble(*hi) << 4) | nibble(*lo),
+            _ => 0,
+        })
+        .collect())
+}
+
+/// A reading as `decode` prints it.
+pub fn reading_json(r: &Reading) -> Json {
+    let (value, special) = match r.value {
+        Value::Number(d) => (json!(d.to_f64()), Json::Null),
+        Value::Special(s) => (Json::Null, json!(s)),
+    };
+    json!({
+        "kind": r.kind,
+        "value": value,
+        "value_exact": r.value.number().map(|d| d.to_string()),
+        "unit": r.unit,
+        "special": special,
+        "device_time": r.device_time,
+        "sequence": r.sequence,
+        "user_id": r.user_id,
+        "specimen": r.specimen,
+        "sample_location": r.sample_location,
+        "body_site": r.body_site,
+        "meal": r.meal,
+        "flags": r.flags,
+    })
+}
+
+/// The full JSON document for a decoded value.
+pub fn decoded_json(decoded: &gatt::Decoded) -> Result<Json, String> {
+    let ch = decoded.characteristic();
+    let fields = serde_json::to_value(decoded).map_err(|e| format!("internal: {e}"))?;
+    let readings: Vec<Json> = decoded.readings().iter().map(reading_json).collect();
+    Ok(json!({
+        "characteristic": ch.uuid_text(),
+        "name": ch.name(),
+        "fields": fields,
+        "readings": readings,
+    }))
+}
+
+fn text(doc: &Json, decoded: &gatt::Decoded) -> String {
+    let ch = decoded.characteristic();
+    let mut out = format!("{} ({})\n", ch.name(), ch.uuid_text());
+    out.push_str("fields:\n");
+    if let Some(map) = doc.get("fields").and_then(Json::as_object) {
+        for (k, v) in map {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+    } else if let Some(v) = doc.get("fields") {
+        out.push_str(&format!("  {v}\n"));
+    }
+    let readings = decoded.readings();
+    if readings.is_empty() {
+        out.push_str("readings: none\n");
+    } else {
+        out.push_str("readings:\n");
+        for r in &readings {
+            let v = match r.value {
+                Value::Number(d) => format!("{d} {}", r.unit),
+                Value::Special(s) => format!("{s} ({})", r.unit),
+            };
+            out.push_str(&format!("  {}: {v}", r.kind));
+            if let Some(t) = r.device_time {
+                out.push_str(&format!(" at {t} (device clock)"));
+            }
+            if let Some(u) = r.user_id {
+                out.push_str(&format!(", user {u}"));
+            }
+            if !r.flags.is_empty() {
+                let names: Vec<String> = r
+                    .flags
+                    .iter()
+                    .map(|f| {
+                        serde_json::to_string(f)
+                            .unwrap_or_default()
+                            .replace('"', "")
+                    })
+                    .collect();
+                out.push_str(&format!(" [{}]", names.join(", ")));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn list() -> String {
+    let mut out = String::new();
+    for c in Characteristic::ALL {
+        out.push_str(&format!("{}  {}\n", c.uuid_text(), c.name()));
+    }
+    out
+}
+
+/// Decode and render; `Err` is the one line for stderr.
+pub fn render(args: &DecodeArgs) -> Result<String, String> {
+    if args.list {
+        return Ok(list());
+    }
+    let (Some(ch), Some(hex)) = (&args.characteristic, &args.hex) else {
+        return Err("give CHARACTERISTIC and HEX, or --list".into());
+    };
+    let ch: Characteristic = ch
+        .parse()
+        .map_err(|e: gatt::UnknownCharacteristic| e.to_string())?;
+    let bytes = parse_hex(hex)?;
+    let decoded = gatt::decode(ch, &bytes).map_err(|e| e.to_string())?;
+    let doc = decoded_json(&decoded)?;
+    Ok(match args.format {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
+        ),
+        Format::Text => text(&doc, &decoded),
+    })
+}
+
+pub fn run(args: &DecodeArgs) -> ExitCode {
+    match render(args) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout
+                .write_all(out.as_bytes())
+                .and_then(|_| stdout.flush())
+                .is_err()
+            {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(line) => {
+            eprintln!("vitals-hub decode: {line}");
+            ExitCode::from(super::EXIT_BAD_INPUT)
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The `vitals-hub` subcommands. Thin: parse, call the library, print.
+
+mod decode;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// vitals-hub: remote patient monitoring home hub.
+#[derive(Debug, Parser)]
+#[command(name = "vitals-hub", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode one Bluetooth GATT value (hex) of a health characteristic and print its fields and
+    /// readings.
+    Decode(decode::DecodeArgs),
+}
+
+/// Exit status for input that cannot be decoded or used.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Decode(args) => decode::run(&args),
+    }
+}

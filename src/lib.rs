@@ -1,0 +1,19 @@
+//! vitals-hub: the software of a remote patient monitoring home hub.
+//!
+//! It reads Bluetooth LE medical devices, keeps every reading encrypted on local disk until the
+//! clinic has it, raises alerts on the hub itself, and uploads to the clinic as FHIR R4 over mutual
+//! TLS. The components, in the order data flows through them:
+//!
+//! - [`model`]: domain types — [`model::Reading`], measurement kinds, exact decimal values with UCUM
+//!   units, special values, clinically relevant status flags.
+//! - [`gatt`]: pure codecs for the Bluetooth SIG health profiles (SFLOAT/FLOAT, glucose + RACP, blood
+//!   pressure, heart rate, pulse oximetry, thermometer, weight scale, CGM, current time, device
+//!   information, battery) — bytes in, `model` out, and encoders for the hub's writes and simulators.
+//! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
+//!
+//! The BLE sessions, the encrypted store, alerts, FHIR mapping and the uplink are added as the
+//! product grows (see `ARCHITECTURE.md` in the design folder).
+
+pub mod cli;
+pub mod gatt;
+pub mod model;
