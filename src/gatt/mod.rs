@@ -237,3 +237,54 @@ mod tests {
         assert!("2A99".parse::<Characteristic>().is_err());
     }
 }
+
+/// Shared proptest strategies for the codec round-trip tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::datetime::DateTime;
+    use super::{Float, SFloat};
+    use crate::model::days_in_month;
+    use proptest::prelude::*;
+
+    /// At least 10,000 cases per property, as CI requires.
+    pub fn config() -> ProptestConfig {
+        ProptestConfig::with_cases(10_000)
+    }
+
+    /// Any SFLOAT bit pattern (every pattern is a valid encoding).
+    pub fn sfloat() -> impl Strategy<Value = SFloat> {
+        any::<u16>().prop_map(SFloat::from_raw)
+    }
+
+    /// Any FLOAT bit pattern.
+    pub fn float() -> impl Strategy<Value = Float> {
+        any::<u32>().prop_map(Float::from_raw)
+    }
+
+    /// A Date Time field that decodes: a valid date, or any field set to 0 ("unknown").
+    pub fn date_time() -> impl Strategy<Value = DateTime> {
+        (
+            prop_oneof![Just(0u16), 1582u16..=9999],
+            0u8..=12,
+            0u8..=31,
+            0u8..=23,
+            0u8..=59,
+            0u8..=59,
+        )
+            .prop_map(|(year, month, day, hour, minute, second)| {
+                let day = if year != 0 && month != 0 {
+                    day.min(days_in_month(year.into(), month))
+                } else {
+                    day
+                };
+                DateTime {
+                    year,
+                    month,
+                    day,
+                    hour,
+                    minute,
+                    second,
+                }
+            })
+    }
+}
