@@ -293,6 +293,29 @@ impl GattValue for LocalTimeInformation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gatt::testing::{config, date_time};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn date_time_round_trips(t in date_time()) {
+            prop_assert_eq!(DateTime::decode(&t.encode().unwrap()).unwrap(), t);
+        }
+
+        #[test]
+        fn current_time_round_trips(t in date_time(), dow in 0u8..=7, frac in any::<u8>(), reason in any::<u8>()) {
+            let ct = CurrentTime { date_time: t, day_of_week: dow, fractions256: frac, adjust_reason: reason };
+            prop_assert_eq!(CurrentTime::decode(&ct.encode().unwrap()).unwrap(), ct);
+        }
+
+        #[test]
+        fn local_time_information_round_trips(tz in prop_oneof![Just(-128i8), -48i8..=56], dst in prop_oneof![Just(0u8), Just(2), Just(4), Just(8), Just(255)]) {
+            let v = LocalTimeInformation { time_zone: TimeZone(tz), dst_offset: DstOffset(dst) };
+            prop_assert_eq!(LocalTimeInformation::decode(&v.encode().unwrap()).unwrap(), v);
+        }
+    }
 
     #[test]
     fn clock_write_is_a_valid_current_time() {

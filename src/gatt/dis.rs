@@ -265,6 +265,42 @@ impl GattValue for PnpId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gatt::testing::config;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn battery_round_trips(p in 0u8..=100) {
+            let v = BatteryLevel { percent: p };
+            prop_assert_eq!(BatteryLevel::decode(&v.encode().unwrap()).unwrap(), v);
+        }
+
+        #[test]
+        fn strings_round_trip(s in "[^\u{0} ]{0,8}( [^\u{0} ]{1,8}){0,3}") {
+            let v = ModelNumber { value: s };
+            prop_assert_eq!(ModelNumber::decode(&v.encode().unwrap()).unwrap(), v);
+        }
+
+        #[test]
+        fn system_id_round_trips(m in 0u64..=0xFF_FFFF_FFFF, oui in 0u32..=0xFF_FFFF) {
+            let v = SystemId { manufacturer_identifier: m, oui };
+            prop_assert_eq!(SystemId::decode(&v.encode().unwrap()).unwrap(), v);
+        }
+
+        #[test]
+        fn regulatory_list_round_trips(raw in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let v = RegulatoryCertificationDataList::decode(&raw).unwrap();
+            prop_assert_eq!(v.encode().unwrap(), raw);
+        }
+
+        #[test]
+        fn pnp_id_round_trips(src in 1u8..=2, vendor in any::<u16>(), product in any::<u16>(), version in any::<u16>()) {
+            let v = PnpId { vendor_id_source: src, vendor_id: vendor, product_id: product, product_version: version };
+            prop_assert_eq!(PnpId::decode(&v.encode().unwrap()).unwrap(), v);
+        }
+    }
 
     #[test]
     fn system_id_as_eui64() {

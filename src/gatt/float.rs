@@ -220,6 +220,30 @@ impl Serialize for Float {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gatt::testing::config;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Every finite SFLOAT re-encodes (possibly in another representation) to the same number.
+        #[test]
+        fn sfloat_numbers_re_encode_exactly(raw in any::<u16>()) {
+            let v = SFloat::from_raw(raw).value();
+            if let Value::Number(d) = v {
+                let again = SFloat::from_decimal(d).unwrap().value().number().unwrap();
+                prop_assert_eq!(again.cmp_value(&d), std::cmp::Ordering::Equal);
+            }
+        }
+
+        #[test]
+        fn float_numbers_re_encode_exactly(raw in any::<u32>()) {
+            if let Value::Number(d) = Float::from_raw(raw).value() {
+                let again = Float::from_decimal(d).unwrap().value().number().unwrap();
+                prop_assert_eq!(again.cmp_value(&d), std::cmp::Ordering::Equal);
+            }
+        }
+    }
 
     fn num(m: i64, e: i16) -> Value {
         Value::Number(Decimal::new(m, e))

@@ -665,7 +665,211 @@ impl GlucoseFeature {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gatt::testing::{config, date_time, sfloat};
     use crate::model::Decimal;
+    use proptest::prelude::*;
+
+    fn measurement() -> impl Strategy<Value = GlucoseMeasurement> {
+        let conc = (sfloat(), any::<bool>(), 0u8..16, 0u8..16).prop_map(|(value, mol, t, l)| {
+            Concentration {
+                value,
+                unit: if mol {
+                    ConcentrationUnit::MolPerL
+                } else {
+                    ConcentrationUnit::KgPerL
+                },
+                sample_type: t,
+                sample_location: l,
+            }
+        });
+        (
+            any::<u16>(),
+            date_time(),
+            proptest::option::of(any::<i16>()),
+            proptest::option::of(conc),
+            proptest::option::of(any::<u16>()),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(
+                    sequence_number,
+                    base_time,
+                    time_offset_min,
+                    concentration,
+                    sensor_status,
+                    context_follows,
+                )| {
+                    GlucoseMeasurement {
+                        sequence_number,
+                        base_time,
+                        time_offset_min,
+                        concentration,
+                        sensor_status,
+                        context_follows,
+                    }
+                },
+            )
+    }
+
+    fn context() -> impl Strategy<Value = GlucoseContext> {
+        (
+            any::<u16>(),
+            proptest::option::of(any::<u8>()),
+            proptest::option::of(
+                (any::<u8>(), sfloat()).prop_map(|(id, amount_kg)| Carbohydrate { id, amount_kg }),
+            ),
+            proptest::option::of(any::<u8>()),
+            proptest::option::of((0u8..16, 0u8..16)),
+            proptest::option::of((any::<u16>(), 0u8..=100).prop_map(
+                |(duration_s, intensity_pct)| Exercise {
+                    duration_s,
+                    intensity_pct,
+                },
+            )),
+            proptest::option::of((any::<u8>(), sfloat(), any::<bool>()).prop_map(
+                |(id, amount, l)| Medication {
+                    id,
+                    amount,
+                    unit: if l {
+                        MedicationUnit::Litre
+                    } else {
+                        MedicationUnit::Kg
+                    },
+                },
+            )),
+            proptest::option::of(sfloat()),
+        )
+            .prop_map(
+                |(
+                    sequence_number,
+                    extended_flags,
+                    carbohydrate,
+                    meal,
+                    tester_health,
+                    exercise,
+                    medication,
+                    hba1c_pct,
+                )| GlucoseContext {
+                    sequence_number,
+                    extended_flags,
+                    carbohydrate,
+                    meal,
+                    tester_health,
+                    exercise,
+                    medication,
+                    hba1c_pct,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn measurement_round_trips(m in measurement()) {
+            let bytes = m.encode().unwrap();
+            prop_assert_eq!(GlucoseMeasurement::decode(&bytes).unwrap(), m);
+        }
+
+        #[test]
+        fn context_round_trips(c in context()) {
+            let bytes = c.encode().unwrap();
+            prop_assert_eq!(GlucoseContext::decode(&bytes).unwrap(), c);
+        }
+
+        #[test]
+        fn feature_round_trips(f in any::<u16>()) {
+            let v = GlucoseFeature(f);
+            prop_assert_eq!(GlucoseFeature::decode(&v.encode().unwrap()).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn every_flag_combination_has_its_length() {
+        for flags in 0u8..=0xFF {
+            let need = 10
+                + 2 * usize::from(flags & 1)
+                + 3 * usize::from((flags >> 1) & 1)
+                + 2 * usize::from((flags >> 3) & 1);
+            let mut b = vec![0u8; need];
+            b[0] = flags;
+            // A valid base time: 2020-01-01.
+            b[3..10].copy_from_slice(&[0xe4, 0x07, 1, 1, 0, 0, 0]);
+            let r = GlucoseMeasurement::decode(&b);
+            if flags & 0xE0 != 0 {
+                assert!(
+                    matches!(r, Err(DecodeError::ReservedFlags { .. })),
+                    "{flags:#x}"
+                );
+                continue;
+            }
+            assert!(r.is_ok(), "{flags:#x}: {r:?}");
+            let mut long = b.clone();
+            long.push(0);
+            assert!(matches!(
+                GlucoseMeasurement::decode(&long),
+                Err(DecodeError::FlagsLength { .. })
+            ));
+            assert!(matches!(
+                GlucoseMeasurement::decode(&b[..need - 1]),
+                Err(DecodeError::FlagsLength { .. })
+            ));
+        }
+        for flags in 0u8..=0xFF {
+            let need = 3
+                + usize::from(flags >> 7)
+                + 3 * usize::from(flags & 1)
+                + usize::from((flags >> 1) & 1)
+                + usize::from((flags >> 2) & 1)
+                + 3 * usize::from((flags >> 3) & 1)
+                + 3 * usize::from((flags >> 4) & 1)
+                + 2 * usize::from((flags >> 6) & 1);
+            let mut b = vec![0u8; need];
+            b[0] = flags;
+            assert!(GlucoseContext::decode(&b).is_ok(), "{flags:#x}");
+            assert!(GlucoseContext::decode(&b[..need - 1]).is_err());
+        }
+    }
+
+    #[test]
+    fn control_solution_and_clamps_are_flagged() {
+        let mut m = GlucoseMeasurement::decode(&[
+            0x0a, 1, 0, 0xe4, 0x07, 1, 1, 0, 0, 0, 0x64, 0xb0, 0x4a, 0x20, 0x00,
+        ])
+        .unwrap();
+        let r = &m.readings()[0];
+        assert_eq!(r.value, Value::Number(Decimal::new(100, 0)));
+        assert_eq!(r.unit, Unit::MgPerDl);
+        assert!(
+            r.flags.contains(&Flag::ControlSolution),
+            "type 10 is control solution"
+        );
+        assert!(r.flags.contains(&Flag::ResultAboveDeviceRange));
+        assert!(!r.is_alertable());
+        m.concentration = m.concentration.map(|c| Concentration {
+            sample_type: 1,
+            sample_location: 1,
+            ..c
+        });
+        m.sensor_status = None;
+        assert!(m.readings()[0].is_alertable());
+    }
+
+    #[test]
+    fn context_joins_by_sequence_number() {
+        let m =
+            GlucoseMeasurement::decode(&[0x12, 4, 0, 0xe4, 0x07, 1, 1, 0, 0, 0, 0x64, 0xb0, 0x11])
+                .unwrap();
+        let c = GlucoseContext::decode(&[0x02, 4, 0, 3]).unwrap();
+        assert_eq!(
+            m.readings_with_context(Some(&c))[0].meal,
+            Some(Meal::Fasting)
+        );
+        let other = GlucoseContext::decode(&[0x02, 5, 0, 3]).unwrap();
+        assert_eq!(m.readings_with_context(Some(&other))[0].meal, None);
+        let ketone = GlucoseContext::decode(&[0x02, 4, 0, 6]).unwrap();
+        assert_eq!(m.readings_with_context(Some(&ketone))[0].meal, None);
+    }
 
     #[test]
     fn flags_length_mismatch_names_the_numbers() {

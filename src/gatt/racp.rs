@@ -447,6 +447,82 @@ impl GattValue for RacpMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gatt::testing::{config, date_time};
+    use proptest::prelude::*;
+
+    fn operator() -> impl Strategy<Value = Operator> {
+        prop_oneof![
+            Just(Operator::AllRecords),
+            Just(Operator::LessThanOrEqual),
+            Just(Operator::GreaterThanOrEqual),
+            Just(Operator::WithinRange),
+            Just(Operator::FirstRecord),
+            Just(Operator::LastRecord),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = RacpMessage> {
+        let request = (
+            prop_oneof![
+                Just(RequestOp::ReportStoredRecords),
+                Just(RequestOp::DeleteStoredRecords),
+                Just(RequestOp::ReportNumberOfStoredRecords)
+            ],
+            operator(),
+            any::<bool>(),
+            any::<u16>(),
+            any::<u16>(),
+            date_time(),
+            date_time(),
+        )
+            .prop_map(|(op, operator, time, a, b, t1, t2)| {
+                let n = operator.operand_values();
+                let filter = (n > 0).then(|| {
+                    if time {
+                        Filter {
+                            filter_type: 0x02,
+                            values: [t1, t2]
+                                .into_iter()
+                                .take(n)
+                                .map(FilterValue::Time)
+                                .collect(),
+                        }
+                    } else {
+                        let (lo, hi) = (a.min(b), a.max(b));
+                        Filter {
+                            filter_type: 0x01,
+                            values: [lo, hi].into_iter().take(n).map(FilterValue::U16).collect(),
+                        }
+                    }
+                });
+                RacpMessage::Request {
+                    op,
+                    operator,
+                    filter,
+                }
+            });
+        prop_oneof![
+            request,
+            Just(RacpMessage::Abort),
+            any::<u16>().prop_map(RacpMessage::NumberOfRecords),
+            (any::<u8>(), any::<u8>()).prop_map(|(request_op_code, response_code)| {
+                RacpMessage::Response {
+                    request_op_code,
+                    response_code,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn round_trips(m in message()) {
+            let bytes = m.encode().unwrap();
+            prop_assert_eq!(RacpMessage::decode(&bytes).unwrap(), m);
+        }
+    }
 
     #[test]
     fn hub_requests_have_the_documented_bytes() {

@@ -1,0 +1,116 @@
+//! `vitals-hub decode` as a user runs it: the real binary, its stdout, stderr and exit status.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vitals-hub"))
+        .args(args)
+        .output()
+        .expect("run vitals-hub")
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+#[test]
+fn glucose_by_uuid_and_by_name() {
+    // 104 mg/dL (104e-5 kg/L), base time 11:10:30, offset -5 min, capillary whole blood, finger.
+    let hex = "030100e307021b0b0a1efbff68b011";
+    for ch in ["2A18", "0x2A18", "glucose-measurement"] {
+        let doc = json(&run(&["decode", ch, hex]));
+        assert_eq!(doc["characteristic"], "0x2A18");
+        assert_eq!(doc["name"], "glucose-measurement");
+        assert_eq!(doc["fields"]["sequence_number"], 1);
+        assert_eq!(doc["fields"]["time_offset_min"], -5);
+        let r = &doc["readings"][0];
+        assert_eq!(r["kind"], "glucose");
+        assert_eq!(r["value"], 104.0);
+        assert_eq!(r["unit"], "mg/dL");
+        assert_eq!(r["special"], Value::Null);
+        assert_eq!(r["device_time"], "2019-02-27T11:05:30");
+        assert_eq!(r["specimen"], "capillary_whole_blood");
+    }
+}
+
+#[test]
+fn special_values_have_null_value() {
+    // Glucose concentration NaN (0x07FF).
+    let doc = json(&run(&["decode", "2a18", "020100e307021b0b0a1eff0711"]));
+    let r = &doc["readings"][0];
+    assert_eq!(r["value"], Value::Null);
+    assert_eq!(r["special"], "nan");
+}
+
+#[test]
+fn text_format_is_for_people() {
+    let out = run(&[
+        "decode",
+        "--format",
+        "text",
+        "2A18",
+        "030100e307021b0b0a1efbff68b011",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("glucose: 104 mg/dL at 2019-02-27T11:05:30"),
+        "{text}"
+    );
+}
+
+fn assert_rejected(args: &[&str], needle: &str) {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
+    assert!(err.contains(needle), "{err} should mention {needle}");
+}
+
+#[test]
+fn undecodable_input_exits_2_with_one_line() {
+    assert_rejected(
+        &["decode", "2A18", "1b0100e307021b0b0a1efbff1e0012"],
+        "flags 0x1B require 17 bytes, got 15",
+    );
+    assert_rejected(&["decode", "2A18", "zz"], "not a hex digit");
+    assert_rejected(&["decode", "2A18", "123"], "odd number");
+    assert_rejected(&["decode", "2A99", "00"], "not a characteristic");
+    assert_rejected(
+        &["decode", "battery-level", "65"],
+        "battery level 101 is out of range",
+    );
+    assert_rejected(&["decode", "2A52", "060101"], "response code");
+}
+
+#[test]
+fn list_names_every_characteristic() {
+    let out = run(&["decode", "--list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for name in [
+        "0x2A18  glucose-measurement",
+        "0x2AA7  cgm-measurement",
+        "0x2A52  record-access-control-point",
+    ] {
+        assert!(text.contains(name), "{text}");
+    }
+}
