@@ -13,8 +13,6 @@ pub struct Vector {
     pub hex: String,
     pub valid: bool,
     pub expected: Json,
-    #[serde(default)]
-    pub note: Option<String>,
 }
 
 impl Vector {
