@@ -1,7 +1,7 @@
 //! Fixture checks for `gatt::bp` (0x2A35, 0x2A36), plus the timestamp and key helpers the other
 //! profile checks share.
 
-use super::common::{all, int_field, value_field, Vector};
+use super::common::{all, date_time_matches, int_field, value_field, Vector};
 use serde_json::Value as Json;
 use vitals_hub::gatt::bp::{BloodPressureMeasurement, IntermediateCuffPressure, PressureUnit};
 use vitals_hub::gatt::datetime::DateTime;
@@ -29,31 +29,7 @@ pub fn only_keys(v: &Vector, known: &[&str]) -> Result<(), String> {
 pub fn timestamp_field(v: &Vector, key: &str, got: Option<&DateTime>) -> Result<(), String> {
     match (v.get(key), got) {
         (None, None) => Ok(()),
-        (Some(e), Some(t)) => {
-            let f = |k: &str| e.get(k).and_then(Json::as_i64);
-            let want = [
-                f("year"),
-                f("month"),
-                f("day"),
-                f("hour"),
-                f("minute"),
-                f("second"),
-            ];
-            let have = [
-                t.year,
-                t.month.into(),
-                t.day.into(),
-                t.hour.into(),
-                t.minute.into(),
-                t.second.into(),
-            ]
-            .map(|x: u16| Some(i64::from(x)));
-            if want == have {
-                Ok(())
-            } else {
-                Err(format!("{key}: {have:?}, expected {want:?}"))
-            }
-        }
+        (Some(e), Some(t)) => date_time_matches(t, e).map_err(|m| format!("{key}: {m}")),
         (e, g) => Err(format!("{key}: got {g:?}, expected {e:?}")),
     }
 }

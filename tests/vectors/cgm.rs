@@ -2,14 +2,13 @@
 //! unknown key fails the check). A vector marked `crc_ok: false` passes only when decoding reports
 //! the CRC error; the harness then skips its re-encode step, since decoding failed.
 
-use super::common::{all, sfloat_matches, Vector};
+use super::common::{all, date_time_matches, sfloat_matches, Vector};
 use super::plx::{boolean, every_key, int, sfloat_opt};
 use serde_json::Value as Json;
 use vitals_hub::gatt::cgm::{
     decode_records, CgmFeature, CgmMeasurement, CgmRecord, CgmStatus, SessionRunTime,
     SessionStartTime, SocpMessage, SocpOp,
 };
-use vitals_hub::gatt::datetime::DateTime;
 use vitals_hub::gatt::{DecodeError, GattValue, SFloat};
 
 fn le16(b: &[u8], at: usize) -> Option<u16> {
@@ -57,31 +56,6 @@ fn crc_error(
         );
     }
     all(checks)
-}
-
-fn date_time(got: &DateTime, want: &Json) -> Result<(), String> {
-    let f = |k: &str| want.get(k).and_then(Json::as_i64);
-    let w = (
-        f("year"),
-        f("month"),
-        f("day"),
-        f("hour"),
-        f("minute"),
-        f("second"),
-    );
-    let g = (
-        Some(got.year.into()),
-        Some(got.month.into()),
-        Some(got.day.into()),
-        Some(got.hour.into()),
-        Some(got.minute.into()),
-        Some(got.second.into()),
-    );
-    if w == g {
-        Ok(())
-    } else {
-        Err(format!("start: got {g:?}, expected {w:?}"))
-    }
 }
 
 /// A value whose CRC is optional or feature-dependent: `crc_ok: false` must be a CRC error; a
@@ -330,7 +304,7 @@ pub fn check(v: &Vector) -> Option<Result<(), String>> {
             |s| s.e2e_crc,
             |s, k, want| {
                 Some(match k {
-                    "start" => date_time(&s.start, want),
+                    "start" => date_time_matches(&s.start, want),
                     "time_zone_raw" => int(k, want, Some(s.time_zone.0.into())),
                     "time_zone_min" => int(k, want, s.time_zone.minutes().map(Into::into)),
                     "dst_raw" => int(k, want, Some(s.dst_offset.0.into())),

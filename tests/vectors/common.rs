@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::Value as Json;
+use vitals_hub::gatt::datetime::DateTime;
 use vitals_hub::gatt::{Float, SFloat};
 use vitals_hub::model::{Special, Value};
 
@@ -112,5 +113,32 @@ pub fn all(results: Vec<Result<(), String>>) -> Result<(), String> {
         Ok(())
     } else {
         Err(errs.join("; "))
+    }
+}
+
+/// Compare a decoded Date Time with an expected `{year, month, day, hour, minute, second}` object.
+pub fn date_time_matches(got: &DateTime, want: &Json) -> Result<(), String> {
+    let f = |k: &str| want.get(k).and_then(Json::as_i64);
+    let w = [
+        f("year"),
+        f("month"),
+        f("day"),
+        f("hour"),
+        f("minute"),
+        f("second"),
+    ];
+    let g = [
+        got.year,
+        got.month.into(),
+        got.day.into(),
+        got.hour.into(),
+        got.minute.into(),
+        got.second.into(),
+    ]
+    .map(|x: u16| Some(i64::from(x)));
+    if w == g {
+        Ok(())
+    } else {
+        Err(format!("date time {g:?}, expected {w:?}"))
     }
 }

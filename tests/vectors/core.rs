@@ -1,6 +1,8 @@
 //! Fixture checks for the numeric formats, time, device information, glucose and RACP.
 
-use super::common::{all, int_field, sfloat_matches, value_field, value_matches, Vector};
+use super::common::{
+    all, date_time_matches, int_field, sfloat_matches, value_field, value_matches, Vector,
+};
 use serde_json::Value as Json;
 use vitals_hub::gatt::datetime::{CurrentTime, DateTime};
 use vitals_hub::gatt::dis::{BatteryLevel, SystemId};
@@ -9,32 +11,6 @@ use vitals_hub::gatt::glucose::{
 };
 use vitals_hub::gatt::racp::{FilterValue, RacpMessage};
 use vitals_hub::gatt::{Float, GattValue, SFloat};
-
-fn date_time_matches(got: &DateTime, e: Option<&Json>) -> Result<(), String> {
-    let e = e.ok_or("no expected date time")?;
-    let field = |k: &str| e.get(k).and_then(Json::as_i64);
-    let want = (
-        field("year"),
-        field("month"),
-        field("day"),
-        field("hour"),
-        field("minute"),
-        field("second"),
-    );
-    let have = (
-        Some(got.year.into()),
-        Some(got.month.into()),
-        Some(got.day.into()),
-        Some(got.hour.into()),
-        Some(got.minute.into()),
-        Some(got.second.into()),
-    );
-    if want == have {
-        Ok(())
-    } else {
-        Err(format!("date time {have:?}, expected {want:?}"))
-    }
-}
 
 fn decode<T: GattValue>(v: &Vector) -> Result<T, String> {
     T::decode(&v.bytes()).map_err(|e| format!("decode failed: {e}"))
@@ -51,10 +27,10 @@ pub fn check(v: &Vector) -> Option<Result<(), String>> {
             let raw = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             value_matches(Float::from_raw(raw).value(), &v.expected["value"])
         }
-        "0x2A08" => decode::<DateTime>(v).and_then(|d| date_time_matches(&d, Some(&v.expected))),
+        "0x2A08" => decode::<DateTime>(v).and_then(|d| date_time_matches(&d, &v.expected)),
         "0x2A2B" => decode::<CurrentTime>(v).and_then(|c| {
             all(vec![
-                date_time_matches(&c.date_time, Some(&v.expected)),
+                date_time_matches(&c.date_time, &v.expected),
                 int_field(v, "day_of_week", Some(c.day_of_week.into())),
                 int_field(v, "fractions256", Some(c.fractions256.into())),
                 int_field(v, "adjust_reason", Some(c.adjust_reason.into())),
@@ -83,7 +59,9 @@ pub fn check(v: &Vector) -> Option<Result<(), String>> {
             all(vec![
                 int_field(v, "flags", Some(b[0].into())),
                 int_field(v, "sequence_number", Some(m.sequence_number.into())),
-                date_time_matches(&m.base_time, v.get("base_time")),
+                v.get("base_time")
+                    .ok_or_else(|| "no base_time".to_string())
+                    .and_then(|e| date_time_matches(&m.base_time, e)),
                 int_field(v, "time_offset_min", m.time_offset_min.map(Into::into)),
                 value_field(v, "concentration", conc.map(|c| c.value.value())),
                 unit_ok,
