@@ -159,7 +159,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             if max_cursor >= 0 {
                 let dev = device(&store).await;
                 let c = store.cursor(&dev, "racp").await.unwrap().unwrap();
-                assert!(c >= max_cursor, "round {round}: cursor {c} < acked {max_cursor}");
+                assert!(
+                    c >= max_cursor,
+                    "round {round}: cursor {c} < acked {max_cursor}"
+                );
             }
             assert_eq!(store.integrity_check().await.unwrap(), "ok");
             store.close().await;

@@ -20,8 +20,13 @@ use vitals_hub::store::{OutboxPayload, OutboxState, Store};
 #[derive(Debug, Clone)]
 enum Op {
     /// Append `n` readings; `dup` re-appends an earlier stable key in the same batch.
-    Append { n: usize, dup: Option<usize> },
-    Alert { dup: Option<usize> },
+    Append {
+        n: usize,
+        dup: Option<usize>,
+    },
+    Alert {
+        dup: Option<usize>,
+    },
     MarkInFlight(Vec<usize>),
     Ack(Vec<usize>),
     Retry(Vec<usize>, i64),
@@ -137,8 +142,12 @@ fn run(ops: Vec<Op>) {
                     }
                 }
                 Op::Alert { dup } => {
-                    let alerts: Vec<String> =
-                        m.keys.iter().filter(|k| k.starts_with("alert")).cloned().collect();
+                    let alerts: Vec<String> = m
+                        .keys
+                        .iter()
+                        .filter(|k| k.starts_with("alert"))
+                        .cloned()
+                        .collect();
                     let key = match dup {
                         Some(d) if !alerts.is_empty() => alerts[d % alerts.len()].clone(),
                         _ => {
@@ -262,7 +271,8 @@ fn run(ops: Vec<Op>) {
                 assert_eq!(matches!(item.payload, OutboxPayload::Alert(_)), e.alert);
             }
             let s = store.stats().await.unwrap();
-            let count = |st: OutboxState| m.entries.values().filter(|e| e.state == st).count() as u64;
+            let count =
+                |st: OutboxState| m.entries.values().filter(|e| e.state == st).count() as u64;
             assert_eq!(s.pending, count(OutboxState::Pending));
             assert_eq!(s.in_flight, count(OutboxState::InFlight));
             assert_eq!(s.acked, count(OutboxState::Acked));

@@ -81,10 +81,7 @@ fn raw_bytes_hold_no_marker() {
             .unwrap();
         let pending = store.pending(10, clock.now()).await.unwrap();
         let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
-        store
-            .reject(ids[..2].to_vec(), ERROR_MARKER)
-            .await
-            .unwrap();
+        store.reject(ids[..2].to_vec(), ERROR_MARKER).await.unwrap();
         store
             .retry(ids[2..].to_vec(), ERROR_MARKER, clock.now())
             .await
@@ -92,8 +89,15 @@ fn raw_bytes_hold_no_marker() {
         // Round trip works, so the markers really were written (sealed).
         let back = store.readings(0, 1).await.unwrap();
         assert_eq!(back[0].patient_id.as_deref(), Some(PATIENT_MARKER));
-        assert_eq!(back[0].reading.value.number().unwrap().mantissa, VALUE_MARKER);
-        let found = store.device_by_address(ADDRESS_MARKER).await.unwrap().unwrap();
+        assert_eq!(
+            back[0].reading.value.number().unwrap().mantissa,
+            VALUE_MARKER
+        );
+        let found = store
+            .device_by_address(ADDRESS_MARKER)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.record.serial.as_deref(), Some(SERIAL_MARKER));
 
         let markers: Vec<Vec<u8>> = [
@@ -110,7 +114,12 @@ fn raw_bytes_hold_no_marker() {
         .collect();
         let markers: Vec<&[u8]> = markers.iter().map(Vec::as_slice).collect();
         // While open: the WAL holds the recent pages.
-        assert!(std::fs::metadata(dir.path().join("store.db-wal")).unwrap().len() > 0);
+        assert!(
+            std::fs::metadata(dir.path().join("store.db-wal"))
+                .unwrap()
+                .len()
+                > 0
+        );
         let n = scan(dir.path(), &markers);
         assert!(n >= 3, "scanned {n} files");
         // Rotation leaves old ciphertexts in free pages; still nothing plain.
@@ -124,7 +133,9 @@ fn raw_bytes_hold_no_marker() {
 fn swap_column(db: &std::path::Path, table: &str, column: &str) {
     let conn = rusqlite::Connection::open(db).unwrap();
     let rows: Vec<(i64, Vec<u8>)> = conn
-        .prepare(&format!("SELECT id, {column} FROM {table} ORDER BY id LIMIT 2"))
+        .prepare(&format!(
+            "SELECT id, {column} FROM {table} ORDER BY id LIMIT 2"
+        ))
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -146,10 +157,16 @@ fn swapped_rows_fail_loudly_and_are_not_skipped() {
     let rt = rt();
     rt.block_on(async {
         let clock: Arc<dyn Clock> = clock();
-        let store = Store::open(config(dir.path()), clock.clone()).await.unwrap();
+        let store = Store::open(config(dir.path()), clock.clone())
+            .await
+            .unwrap();
         let dev = device(&store).await;
         store
-            .append(&dev, vec![reading(1, "a"), reading(2, "b"), reading(3, "c")], None)
+            .append(
+                &dev,
+                vec![reading(1, "a"), reading(2, "b"), reading(3, "c")],
+                None,
+            )
             .await
             .unwrap();
         let first_uuid = store.readings(0, 1).await.unwrap()[0].uuid.clone();
@@ -157,7 +174,9 @@ fn swapped_rows_fail_loudly_and_are_not_skipped() {
 
         swap_column(&dir.path().join("store.db"), "readings", "sealed");
 
-        let store = Store::open(config(dir.path()), clock.clone()).await.unwrap();
+        let store = Store::open(config(dir.path()), clock.clone())
+            .await
+            .unwrap();
         let err = store.pending(10, clock.now()).await.unwrap_err();
         match &err {
             StoreError::Integrity { table, column, row } => {
@@ -170,9 +189,9 @@ fn swapped_rows_fail_loudly_and_are_not_skipped() {
         assert!(err.to_string().contains(&first_uuid));
         let events = store.events(20).await.unwrap();
         assert!(
-            events
-                .iter()
-                .any(|e| e.kind == "integrity_failure" && e.severity == "security" && e.detail.contains(&first_uuid)),
+            events.iter().any(|e| e.kind == "integrity_failure"
+                && e.severity == "security"
+                && e.detail.contains(&first_uuid)),
             "{events:?}"
         );
         // The bad entry is quarantined, not dropped: the next call reports the second swapped row,
@@ -181,11 +200,12 @@ fn swapped_rows_fail_loudly_and_are_not_skipped() {
         assert!(matches!(err2, StoreError::Integrity { .. }));
         let rest = store.pending(10, clock.now()).await.unwrap();
         assert_eq!(rest.len(), 1);
-        let OutboxPayload::Reading(r) = &rest[0].payload else { panic!() };
+        let OutboxPayload::Reading(r) = &rest[0].payload else {
+            panic!()
+        };
         assert_eq!(r.stable_key, "c");
         let s = store.stats().await.unwrap();
         assert_eq!(s.quarantined, 2);
         store.close().await;
-
     });
 }

@@ -77,7 +77,9 @@ fn seal_raw(
 }
 
 fn open_raw(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let (nonce, body) = sealed.split_at_checked(NONCE_LEN).ok_or(CryptoError::Open)?;
+    let (nonce, body) = sealed
+        .split_at_checked(NONCE_LEN)
+        .ok_or(CryptoError::Open)?;
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Open)?;
     let mut body = body.to_vec();
     let plain = key
@@ -196,7 +198,9 @@ impl IndexKey {
         }
     }
 
-    /// HMAC-SHA256 over `domain ‖ 0x00 ‖ value`; the domain keeps hashes of different things apart.
+    /// HMAC-SHA256 over `domain ‖ 0x00 ‖ value`, truncated to 128 bits (ample against collisions at
+    /// any volume a hub sees, and half the index size); the domain keeps hashes of different things
+    /// apart.
     pub fn hash(&self, domain: &str, value: &[u8]) -> Vec<u8> {
         let mut ctx = hmac::Context::with_key(&self.mac);
         ctx.update(DOMAIN.as_bytes());
@@ -204,7 +208,7 @@ impl IndexKey {
         ctx.update(domain.as_bytes());
         ctx.update(&[0]);
         ctx.update(value);
-        ctx.sign().as_ref().to_vec()
+        ctx.sign().as_ref().iter().take(16).copied().collect()
     }
 }
 

@@ -47,7 +47,11 @@ pub enum KeyFileError {
         "key file {path} is owned by uid {owner}, but the hub runs as uid {euid}; the hub will not use it. \
          Fix: `chown {euid} {path}` if this file is the hub's own key"
     )]
-    WrongOwner { path: PathBuf, owner: u32, euid: u32 },
+    WrongOwner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
     /// The file does not hold exactly 32 bytes.
     #[error("key file {path} holds {len} bytes, not {KEK_LEN}; it is not a vitals-hub key (restore it from the backup)")]
     WrongLength { path: PathBuf, len: usize },

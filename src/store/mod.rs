@@ -420,7 +420,8 @@ impl Store {
 
     /// Add a device to the allow-list, or update what is known about it (matched by address).
     pub async fn upsert_device(&self, record: DeviceRecord, allowed: bool) -> Result<DeviceKey> {
-        self.call(move |db| db.upsert_device(&record, allowed)).await
+        self.call(move |db| db.upsert_device(&record, allowed))
+            .await
     }
 
     /// The device with this Bluetooth address.
@@ -481,7 +482,12 @@ impl Store {
     }
 
     /// Back to pending with the error and the time of the next attempt.
-    pub async fn retry(&self, ids: Vec<i64>, error: &str, next_attempt: UtcMillis) -> Result<usize> {
+    pub async fn retry(
+        &self,
+        ids: Vec<i64>,
+        error: &str,
+        next_attempt: UtcMillis,
+    ) -> Result<usize> {
         let error = error.to_owned();
         self.call(move |db| db.retry(&ids, &error, next_attempt))
             .await
@@ -536,7 +542,9 @@ impl Store {
         let new_key_id = self.call(|db| db.begin_data_key_rotation()).await?;
         let mut rows = 0u64;
         loop {
-            let n = self.call(move |db| db.reencrypt_batch(batch.max(1))).await?;
+            let n = self
+                .call(move |db| db.reencrypt_batch(batch.max(1)))
+                .await?;
             if n == 0 {
                 break;
             }
