@@ -83,7 +83,13 @@ fn size_limit_warns_at_80_percent_refuses_when_full_and_never_evicts() {
         };
         assert!(used >= limit);
         let events = store.events(100).await.unwrap();
-        assert_eq!(events.iter().filter(|e| e.kind == "capacity_warning").count(), 1);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.kind == "capacity_warning")
+                .count(),
+            1
+        );
         assert!(events.iter().any(|e| e.kind == "store_full"));
         // Nothing was evicted.
         assert_eq!(store.stats().await.unwrap().pending, i as u64);
@@ -96,7 +102,11 @@ fn size_limit_warns_at_80_percent_refuses_when_full_and_never_evicts() {
             .map(|p| p.id)
             .collect();
         store.ack(ids).await.unwrap();
-        assert_eq!(store.prune(clock.now()).await.unwrap(), 0, "retention not yet over");
+        assert_eq!(
+            store.prune(clock.now()).await.unwrap(),
+            0,
+            "retention not yet over"
+        );
         clock.advance(61_000);
         assert_eq!(store.prune(clock.now()).await.unwrap(), i as u64);
         store.append(&dev, batch(i, 50), None).await.unwrap();
@@ -111,7 +121,9 @@ fn corrupt_database_is_moved_aside_and_a_fresh_one_started() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let clock: Arc<dyn Clock> = clock();
-        let store = Store::open(config(dir.path()), clock.clone()).await.unwrap();
+        let store = Store::open(config(dir.path()), clock.clone())
+            .await
+            .unwrap();
         let dev = device(&store).await;
         store.append(&dev, batch(0, 300), None).await.unwrap();
         store.close().await;
@@ -123,7 +135,9 @@ fn corrupt_database_is_moved_aside_and_a_fresh_one_started() {
         }
         std::fs::write(&db, &bytes).unwrap();
 
-        let store = Store::open(config(dir.path()), clock.clone()).await.unwrap();
+        let store = Store::open(config(dir.path()), clock.clone())
+            .await
+            .unwrap();
         let events = store.events(20).await.unwrap();
         let ev = events
             .iter()
