@@ -3,7 +3,7 @@
 //! # Design note
 //!
 //! **Shape.** One SQLite database `<state_dir>/store.db` (rusqlite, bundled SQLite), one connection,
-//! owned by one OS thread ([`db`]). [`Store`] is the async handle: every call is a closure sent over a
+//! owned by one OS thread (the private `db` module). [`Store`] is the async handle: every call is a closure sent over a
 //! bounded channel and answered on a oneshot, so nothing blocks the tokio runtime and all writes are
 //! serialised without locks. Other processes (`vitals-hub keys rotate`) may open the same file; SQLite's
 //! locking plus `busy_timeout` serialises them, and the worker reloads its key cache whenever
@@ -53,10 +53,14 @@
 //! **Capacity.** [`StoreConfig::size_limit`] (default 1 GiB) bounds live pages. At 80 % an event
 //! fires; at 100 % appends fail with [`StoreError::Full`] and an event — unsent data is never evicted.
 //! Acked data is pruned after [`StoreConfig::retention`]. SQLite's own `max_page_count` sits 10 % above
-//! the limit so acks, prunes and events still commit when appends are refused. Budget (bytes per
-//! reading measured by `vitals-hub bench store`, ≈0.6 KiB including indexes and outbox entry): 1 GiB
-//! holds ≈1.7 million readings — ≈20 days of a 1 Hz heart-rate or SpO2 stream (86 400 readings/day),
-//! or centuries of spot readings (≈50/day). A real disk-full (`SQLITE_FULL`/ENOSPC) fails the one
+//! the limit so acks, prunes and events still commit when appends are refused. Budget, measured by
+//! `vitals-hub bench store` (≈660 bytes of database per reading including its indexes and outbox
+//! entry): 1 GiB holds ≈1.6 million readings — ≈19 days of a 1 Hz heart-rate or SpO2 stream
+//! (86 400 readings/day), or decades of spot readings (≈50/day). SD-card wear: batched appends write
+//! ≈4.7 KB per reading to the device (WAL frames plus checkpoint), single-reading commits far more;
+//! streams should be appended in batches of a few seconds, spot readings one by one (they are rare).
+//! Row uuids are UUIDv7 (time-ordered) so their index grows at the right edge. A real disk-full
+//! (`SQLITE_FULL`/ENOSPC) fails the one
 //! transaction with [`StoreError::DiskFull`] and an event; the store stays up and the next call succeeds
 //! once space is back.
 //!
