@@ -9,11 +9,14 @@
 //! - [`gatt`]: pure codecs for the Bluetooth SIG health profiles (SFLOAT/FLOAT, glucose + RACP, blood
 //!   pressure, heart rate, pulse oximetry, thermometer, weight scale, CGM, current time, device
 //!   information, battery) — bytes in, `model` out, and encoders for the hub's writes and simulators.
+//! - [`store`]: the encrypted store-and-forward store (SQLite + ring AEAD): devices, readings,
+//!   download cursors, the upload outbox, alerts and the audit log; fsync'd before anything is acked.
 //! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
 //!
-//! The BLE sessions, the encrypted store, alerts, FHIR mapping and the uplink are added as the
+//! The BLE sessions, alerts, FHIR mapping and the uplink are added as the
 //! product grows (see `ARCHITECTURE.md` in the design folder).
 
 pub mod cli;
 pub mod gatt;
 pub mod model;
+pub mod store;

@@ -1,6 +1,8 @@
 //! The `vitals-hub` subcommands. Thin: parse, call the library, print.
 
+mod bench;
 mod decode;
+mod keys;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,6 +20,10 @@ pub enum Command {
     /// Decode one Bluetooth GATT value (hex) of a health characteristic and print its fields and
     /// readings.
     Decode(decode::DecodeArgs),
+    /// Key management: rotate the data key or the key-encryption key.
+    Keys(keys::KeysArgs),
+    /// Measure the hub on this machine.
+    Bench(bench::BenchArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -27,5 +33,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(&args),
+        Command::Keys(args) => keys::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -5,9 +5,11 @@
 //! device's own wall-clock time when it sent one, and the status flags that matter clinically
 //! ([`Flag`]). This module is pure: std and serde only.
 
+mod clock;
 mod decimal;
 mod time;
 
+pub use clock::{Clock, ManualClock, SystemClock, UtcMillis};
 pub use decimal::Decimal;
 pub use time::{civil_from_days, days_from_civil, days_in_month, LocalDateTime, TimeError};
 

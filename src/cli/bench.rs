@@ -1,0 +1,53 @@
+//! `vitals-hub bench store`: the store's throughput and cost figures, printed in one run.
+
+use crate::store::bench;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Appends/s (single and batched, encrypted vs plaintext SQLite), bytes per reading, peak RSS,
+    /// AEAD seal throughput.
+    Store(StoreBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreBenchArgs {
+    /// Readings appended in the batched runs.
+    #[arg(long, default_value_t = 20_000)]
+    pub readings: usize,
+    /// Readings appended one per transaction (each commit is an fsync).
+    #[arg(long, default_value_t = 500)]
+    pub single: usize,
+    /// Readings per batch.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Directory for the temporary databases (default: the system temp dir). Put it on the disk
+    /// you want measured.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(args: &BenchArgs) -> ExitCode {
+    let BenchCommand::Store(a) = &args.command;
+    let opts = bench::Options {
+        readings: a.readings,
+        single: a.single,
+        batch: a.batch.max(1),
+        dir: a.dir.clone().unwrap_or_else(std::env::temp_dir),
+    };
+    match bench::run(&opts, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

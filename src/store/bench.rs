@@ -1,0 +1,278 @@
+//! The store benchmark behind `vitals-hub bench store`: encrypted store vs a plaintext rusqlite
+//! baseline with the same schema, statements and durability settings (WAL, `synchronous=FULL`).
+//! Figures, never assertions: tests do not time anything.
+
+use super::crypto;
+use super::{DeviceRecord, NewReading, Result, Store, StoreConfig, StoreError};
+use crate::model::{Decimal, Kind, Reading, SystemClock, Unit, UtcMillis, Value};
+use rusqlite::{params, Connection};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub readings: usize,
+    pub single: usize,
+    pub batch: usize,
+    pub dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sample(i: usize) -> NewReading {
+    let mut reading = Reading::new(
+        Kind::HeartRate,
+        Value::Number(Decimal::new(60 + (i % 40) as i64, 0)),
+        Unit::PerMin,
+    );
+    reading.sequence = Some((i % 65_536) as u16);
+    NewReading {
+        reading,
+        received_at: UtcMillis(1_750_000_000_000 + i as i64 * 1000),
+        stable_key: format!("dev-0001-patient-8867-4-{i}"),
+        test_data: false,
+    }
+}
+
+fn proc_field(file: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(file).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn write_bytes() -> u64 {
+    proc_field("/proc/self/io", "write_bytes:").unwrap_or(0)
+}
+
+fn files_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The plaintext baseline: the same tables and statements, the payload as plain JSON.
+struct Plain {
+    conn: Connection,
+}
+
+impl Plain {
+    fn open(path: &Path) -> Result<Plain> {
+        let mut conn = Connection::open(path)?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;
+             PRAGMA secure_delete=FAST; PRAGMA journal_size_limit=67108864;",
+        )?;
+        super::schema::migrate(&mut conn)?;
+        conn.execute(
+            "INSERT INTO keys(id, purpose, state, kek_id, wrapped, seals, created_at) VALUES (1, 'data', 'active', 'plain', x'', 0, 0)",
+            [],
+        )?;
+        conn.execute(
+            "INSERT INTO devices(id, uuid, address_hash, allowed, key_id, sealed, created_min, updated_min) VALUES (1, 'd', x'00', 1, 1, x'', 0, 0)",
+            [],
+        )?;
+        Ok(Plain { conn })
+    }
+
+    fn append(&mut self, items: &[NewReading]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for (n, item) in items.iter().enumerate() {
+            let dedup = item.stable_key.as_bytes();
+            let existing: Option<i64> = {
+                let mut st = tx.prepare_cached("SELECT id FROM readings WHERE dedup = ?1")?;
+                let mut rows = st.query([dedup])?;
+                rows.next()?.map(|r| r.get(0)).transpose()?
+            };
+            if existing.is_some() {
+                continue;
+            }
+            let payload = serde_json::to_vec(&(
+                &item.reading,
+                item.received_at,
+                &item.stable_key,
+                item.test_data,
+            ))
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let coarse = item.received_at.floor_minute().as_millis();
+            tx.prepare_cached(
+                "INSERT INTO readings(uuid, device_id, dedup, received_min, key_id, sealed) VALUES (?1, 1, ?2, ?3, 1, ?4)",
+            )?
+            .execute(params![format!("{}-{n}", item.stable_key), dedup, coarse, payload])?;
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached(
+                "INSERT INTO outbox(item, item_id, priority, state, next_attempt, created_min) VALUES ('reading', ?1, 1, 'pending', ?2, ?3)",
+            )?
+            .execute(params![id, i64::MIN, coarse])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn rate(n: usize, start: Instant) -> f64 {
+    n as f64 / start.elapsed().as_secs_f64().max(1e-9)
+}
+
+/// Run every measurement and print the figures to `out`.
+pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
+    let root = opts.dir.join(format!(
+        "vitals-bench-{}-{}",
+        std::process::id(),
+        SystemClock.now_millis()
+    ));
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let result = run_in(opts, &root, out);
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+trait NowMillis {
+    fn now_millis(&self) -> i64;
+}
+impl NowMillis for SystemClock {
+    fn now_millis(&self) -> i64 {
+        crate::model::Clock::now(self).as_millis()
+    }
+}
+
+fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(io(Path::new("stdout")));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io(root))?;
+    let aes = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| {
+            c.lines()
+                .filter(|l| l.starts_with("flags") || l.starts_with("Features"))
+                .any(|l| l.split_whitespace().any(|f| f == "aes"))
+        })
+        .unwrap_or(false);
+    w(out, format!("vitals-hub bench store — dir {}, {} single + {} batched readings (batch {}), CPU AES instructions: {}",
+        opts.dir.display(), opts.single, opts.readings, opts.batch, if aes { "yes" } else { "no" }))?;
+
+    // Plaintext baseline.
+    let plain_dir = root.join("plain");
+    std::fs::create_dir_all(&plain_dir).map_err(io(&plain_dir))?;
+    let mut plain = Plain::open(&plain_dir.join("plain.db"))?;
+    let t = Instant::now();
+    for i in 0..opts.single {
+        plain.append(std::slice::from_ref(&sample(i)))?;
+    }
+    let plain_single = rate(opts.single, t);
+    let items: Vec<NewReading> = (0..opts.readings).map(|i| sample(1_000_000 + i)).collect();
+    let wb = write_bytes();
+    let t = Instant::now();
+    for chunk in items.chunks(opts.batch) {
+        plain.append(chunk)?;
+    }
+    let plain_batched = rate(opts.readings, t);
+    let plain_written = write_bytes().saturating_sub(wb);
+    drop(plain);
+    let plain_size = files_size(&plain_dir);
+
+    // Encrypted store.
+    let enc_dir = root.join("enc");
+    let (enc_single, enc_batched, enc_written) = rt.block_on(async {
+        let mut cfg = StoreConfig::new(&enc_dir);
+        cfg.kek = super::KekSource::resolve(&enc_dir, None);
+        cfg.size_limit = u64::MAX / 4;
+        let store = Store::open(cfg, Arc::new(SystemClock)).await?;
+        let dev = store
+            .upsert_device(
+                DeviceRecord {
+                    address: "C0:26:DA:00:00:01".into(),
+                    profile: "heart_rate".into(),
+                    ..DeviceRecord::default()
+                },
+                true,
+            )
+            .await?;
+        let t = Instant::now();
+        for i in 0..opts.single {
+            store.append(&dev, vec![sample(i)], None).await?;
+        }
+        let single = rate(opts.single, t);
+        let wb = write_bytes();
+        let t = Instant::now();
+        for chunk in items.chunks(opts.batch) {
+            store.append(&dev, chunk.to_vec(), None).await?;
+        }
+        let batched = rate(opts.readings, t);
+        let written = write_bytes().saturating_sub(wb);
+        store.close().await;
+        Ok::<_, StoreError>((single, batched, written))
+    })?;
+    let enc_size = files_size(&enc_dir);
+    let total = (opts.single + opts.readings).max(1) as f64;
+    let per = |b: u64| b as f64 / opts.readings.max(1) as f64;
+
+    w(
+        out,
+        "appends/s                  encrypted    plaintext    ratio".into(),
+    )?;
+    w(
+        out,
+        format!(
+            "  1 reading per tx     {enc_single:>11.0}  {plain_single:>11.0}    {:.2}",
+            enc_single / plain_single.max(1e-9)
+        ),
+    )?;
+    w(out, format!("  batches of {:<4}      {enc_batched:>11.0}  {plain_batched:>11.0}    {:.2}  (target >= 0.50)", opts.batch, enc_batched / plain_batched.max(1e-9)))?;
+    w(
+        out,
+        "bytes per reading          encrypted    plaintext".into(),
+    )?;
+    w(
+        out,
+        format!(
+            "  written (batched run) {:>10.0}  {:>11.0}   (/proc/self/io write_bytes)",
+            per(enc_written),
+            per(plain_written)
+        ),
+    )?;
+    w(
+        out,
+        format!(
+            "  on disk (db+wal)      {:>10.0}  {:>11.0}",
+            enc_size as f64 / total,
+            plain_size as f64 / total
+        ),
+    )?;
+    let budget = |b: f64| (1u64 << 30) as f64 / b.max(1.0);
+    let readings_per_gib = budget(enc_size as f64 / total);
+    w(out, format!("capacity of 1 GiB: {:.0} readings = {:.1} days of a 1 Hz stream, {:.0} years of 50 spot readings/day",
+        readings_per_gib, readings_per_gib / 86_400.0, readings_per_gib / 50.0 / 365.0))?;
+
+    let (aes_n, aes_mb) = crypto::seal_throughput(&ring::aead::AES_256_GCM, 256, 400);
+    let (cha_n, cha_mb) = crypto::seal_throughput(&ring::aead::CHACHA20_POLY1305, 256, 400);
+    w(out, "AEAD seal, 256-byte payload (ring)".into())?;
+    w(
+        out,
+        format!("  AES-256-GCM          {aes_n:>11.0} seals/s {aes_mb:>8.1} MB/s"),
+    )?;
+    w(
+        out,
+        format!(
+            "  ChaCha20-Poly1305    {cha_n:>11.0} seals/s {cha_mb:>8.1} MB/s   (used by the store)"
+        ),
+    )?;
+    let hwm = proc_field("/proc/self/status", "VmHWM:").unwrap_or(0);
+    w(out, format!("peak RSS (VmHWM): {hwm} kB"))?;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Schema and migrations, versioned with `PRAGMA user_version`.
+//!
+//! Version 0 is an empty file. Each migration runs in one transaction together with the bump of
+//! `user_version`, so a crash leaves the database at the old or the new version, never in between.
+//! A database newer than this build is refused (no silent downgrade).
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The schema version this build writes.
+pub const LATEST: u32 = 2;
+
+/// Migration `i` takes the database from version `i` to `i + 1`.
+const MIGRATIONS: [&str; LATEST as usize] = [
+    // v1: the full store.
+    r#"
+CREATE TABLE meta(
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+CREATE TABLE keys(
+  id INTEGER PRIMARY KEY,
+  purpose TEXT NOT NULL CHECK (purpose IN ('data', 'index')),
+  state TEXT NOT NULL CHECK (state IN ('active', 'retired')),
+  kek_id TEXT NOT NULL,
+  wrapped BLOB NOT NULL,
+  seals INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX keys_one_active ON keys(purpose) WHERE state = 'active';
+CREATE TABLE devices(
+  id INTEGER PRIMARY KEY,
+  uuid TEXT NOT NULL UNIQUE,
+  address_hash BLOB NOT NULL UNIQUE,
+  allowed INTEGER NOT NULL,
+  key_id INTEGER NOT NULL REFERENCES keys(id),
+  sealed BLOB NOT NULL,
+  created_min INTEGER NOT NULL,
+  updated_min INTEGER NOT NULL
+) STRICT;
+CREATE TABLE cursors(
+  device_id INTEGER NOT NULL REFERENCES devices(id),
+  name TEXT NOT NULL,
+  value INTEGER NOT NULL,
+  updated_min INTEGER NOT NULL,
+  PRIMARY KEY (device_id, name)
+) STRICT;
+CREATE TABLE readings(
+  id INTEGER PRIMARY KEY,
+  uuid TEXT NOT NULL UNIQUE,
+  device_id INTEGER NOT NULL REFERENCES devices(id),
+  dedup BLOB NOT NULL UNIQUE,
+  received_min INTEGER NOT NULL,
+  key_id INTEGER NOT NULL REFERENCES keys(id),
+  sealed BLOB NOT NULL
+) STRICT;
+CREATE INDEX readings_key ON readings(key_id);
+CREATE TABLE alerts(
+  id INTEGER PRIMARY KEY,
+  uuid TEXT NOT NULL UNIQUE,
+  dedup BLOB NOT NULL UNIQUE,
+  created_min INTEGER NOT NULL,
+  key_id INTEGER NOT NULL REFERENCES keys(id),
+  sealed BLOB NOT NULL
+) STRICT;
+CREATE TABLE outbox(
+  id INTEGER PRIMARY KEY,
+  item TEXT NOT NULL CHECK (item IN ('reading', 'alert')),
+  item_id INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'acked', 'rejected', 'quarantined')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt INTEGER NOT NULL,
+  key_id INTEGER REFERENCES keys(id),
+  last_error BLOB,
+  created_min INTEGER NOT NULL,
+  done_at INTEGER,
+  UNIQUE (item, item_id)
+) STRICT;
+CREATE INDEX outbox_ready ON outbox(state, priority, id);
+CREATE INDEX outbox_done ON outbox(state, done_at);
+CREATE TABLE events(
+  id INTEGER PRIMARY KEY,
+  at INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  detail TEXT NOT NULL
+) STRICT;
+"#,
+    // v2: events get a severity, so security events can be listed and forwarded on their own.
+    r#"
+ALTER TABLE events ADD COLUMN severity TEXT NOT NULL DEFAULT 'info';
+CREATE INDEX events_severity ON events(severity, id);
+"#,
+];
+
+/// Errors of the migration step.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The database was written by a newer vitals-hub.
+    #[error(
+        "database schema version {found} is newer than this vitals-hub supports ({LATEST}); \
+         install the newer vitals-hub again (downgrades are not supported)"
+    )]
+    TooNew { found: u32 },
+    /// SQLite refused a migration statement.
+    #[error("migration to schema version {to} failed: {source}")]
+    Migration {
+        to: u32,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// The database's schema version.
+pub fn version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Migrate to [`LATEST`]. Returns the version found.
+pub fn migrate(conn: &mut Connection) -> Result<u32, SchemaError> {
+    migrate_to(conn, LATEST)
+}
+
+/// Migrate to `target` (≤ [`LATEST`]); tests use it to build databases of earlier versions.
+pub fn migrate_to(conn: &mut Connection, target: u32) -> Result<u32, SchemaError> {
+    let err = |to| move |source| SchemaError::Migration { to, source };
+    let found = version(conn).map_err(err(0))?;
+    if found > LATEST {
+        return Err(SchemaError::TooNew { found });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let from = u32::try_from(i).unwrap_or(u32::MAX);
+        let to = from.saturating_add(1);
+        if from < found || to > target {
+            continue;
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err(to))?;
+        tx.execute_batch(sql).map_err(err(to))?;
+        tx.pragma_update(None, "user_version", to)
+            .map_err(err(to))?;
+        tx.commit().map_err(err(to))?;
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_migrates_to_latest() {
+        for start in 0..=LATEST {
+            let mut c = Connection::open_in_memory().unwrap();
+            migrate_to(&mut c, start).unwrap();
+            assert_eq!(version(&c).unwrap(), start);
+            assert_eq!(migrate(&mut c).unwrap(), start);
+            assert_eq!(version(&c).unwrap(), LATEST);
+            let sev: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'severity'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(sev, 1);
+        }
+    }
+
+    #[test]
+    fn refuses_newer() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "user_version", LATEST + 1).unwrap();
+        let e = migrate(&mut c).unwrap_err();
+        assert!(e.to_string().contains("newer"));
+    }
+}

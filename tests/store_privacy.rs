@@ -1,0 +1,211 @@
+//! PHI never reaches the disk in plain: a raw scan of the database, its WAL and every other file in
+//! the state directory finds no marker; a ciphertext copied into another row fails to open, is
+//! reported with the row named and recorded as a security event.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod store_support;
+
+use std::sync::Arc;
+use store_support::*;
+use vitals_hub::model::{Clock, LocalDateTime};
+use vitals_hub::store::{DeviceRecord, OutboxPayload, Store, StoreError};
+
+const VALUE_MARKER: i64 = 73_914_528_611;
+const PATIENT_MARKER: &str = "PATIENT-7Q4XZ-MARKER";
+const SERIAL_MARKER: &str = "SERIAL-99KJ-MARKER";
+const ADDRESS_MARKER: &str = "F3:A1:B2:C4:D5:E6";
+const KEY_MARKER: &str = "STABLEKEY-M4RK3R";
+const ERROR_MARKER: &str = "OperationOutcome-echo-73914528611";
+
+fn scan(dir: &std::path::Path, markers: &[&[u8]]) -> usize {
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            files += 1;
+            for m in markers {
+                assert!(
+                    !bytes.windows(m.len()).any(|w| w == *m),
+                    "marker {:?} found in {}",
+                    String::from_utf8_lossy(m),
+                    p.display()
+                );
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn raw_bytes_hold_no_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut cfg = config(dir.path());
+        cfg.patient_id = Some(PATIENT_MARKER.into());
+        let clock: Arc<dyn Clock> = clock();
+        let store = Store::open(cfg.clone(), clock.clone()).await.unwrap();
+        let dev = store
+            .upsert_device(
+                DeviceRecord {
+                    address: ADDRESS_MARKER.into(),
+                    serial: Some(SERIAL_MARKER.into()),
+                    patient_binding: Some(PATIENT_MARKER.into()),
+                    ..device_record("x")
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        let mut items = Vec::new();
+        for i in 0..200 {
+            let mut r = reading(VALUE_MARKER, &format!("{KEY_MARKER}-{i}"));
+            r.reading.device_time = Some(LocalDateTime::new(2031, 7, 19, 23, 58, 41).unwrap());
+            items.push(r);
+        }
+        store
+            .append(&dev, items, Some(("racp".into(), 7)))
+            .await
+            .unwrap();
+        let pending = store.pending(10, clock.now()).await.unwrap();
+        let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
+        store.reject(ids[..2].to_vec(), ERROR_MARKER).await.unwrap();
+        store
+            .retry(ids[2..].to_vec(), ERROR_MARKER, clock.now())
+            .await
+            .unwrap();
+        // Round trip works, so the markers really were written (sealed).
+        let back = store.readings(0, 1).await.unwrap();
+        assert_eq!(back[0].patient_id.as_deref(), Some(PATIENT_MARKER));
+        assert_eq!(
+            back[0].reading.value.number().unwrap().mantissa,
+            VALUE_MARKER
+        );
+        let found = store
+            .device_by_address(ADDRESS_MARKER)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.record.serial.as_deref(), Some(SERIAL_MARKER));
+
+        let markers: Vec<Vec<u8>> = [
+            VALUE_MARKER.to_string(),
+            PATIENT_MARKER.into(),
+            SERIAL_MARKER.into(),
+            ADDRESS_MARKER.into(),
+            KEY_MARKER.into(),
+            ERROR_MARKER.into(),
+            "2031-07-19".into(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+        let markers: Vec<&[u8]> = markers.iter().map(Vec::as_slice).collect();
+        // While open: the WAL holds the recent pages.
+        assert!(
+            std::fs::metadata(dir.path().join("store.db-wal"))
+                .unwrap()
+                .len()
+                > 0
+        );
+        let n = scan(dir.path(), &markers);
+        assert!(n >= 3, "scanned {n} files");
+        // Rotation leaves old ciphertexts in free pages; still nothing plain.
+        store.rotate_data_key(50).await.unwrap();
+        scan(dir.path(), &markers);
+        store.close().await;
+        scan(dir.path(), &markers);
+    });
+}
+
+fn swap_column(db: &std::path::Path, table: &str, column: &str) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = conn
+        .prepare(&format!(
+            "SELECT id, {column} FROM {table} ORDER BY id LIMIT 2"
+        ))
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (a, b) = (&rows[0], &rows[1]);
+    for (id, v) in [(a.0, &b.1), (b.0, &a.1)] {
+        conn.execute(
+            &format!("UPDATE {table} SET {column} = ?1 WHERE id = ?2"),
+            rusqlite::params![v, id],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn swapped_rows_fail_loudly_and_are_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let clock: Arc<dyn Clock> = clock();
+        let store = Store::open(config(dir.path()), clock.clone())
+            .await
+            .unwrap();
+        let dev = device(&store).await;
+        store
+            .append(
+                &dev,
+                vec![reading(1, "a"), reading(2, "b"), reading(3, "c")],
+                None,
+            )
+            .await
+            .unwrap();
+        let first_uuid = store.readings(0, 1).await.unwrap()[0].uuid.clone();
+        store.close().await;
+
+        swap_column(&dir.path().join("store.db"), "readings", "sealed");
+
+        let store = Store::open(config(dir.path()), clock.clone())
+            .await
+            .unwrap();
+        let err = store.pending(10, clock.now()).await.unwrap_err();
+        match &err {
+            StoreError::Integrity { table, column, row } => {
+                assert_eq!(*table, "readings");
+                assert_eq!(*column, "sealed");
+                assert_eq!(row, &first_uuid);
+            }
+            other => panic!("expected an integrity error, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&first_uuid));
+        let events = store.events(20).await.unwrap();
+        assert!(
+            events.iter().any(|e| e.kind == "integrity_failure"
+                && e.severity == "security"
+                && e.detail.contains(&first_uuid)),
+            "{events:?}"
+        );
+        // The bad entry is quarantined, not dropped: the next call reports the second swapped row,
+        // and the untouched third row is still delivered.
+        let err2 = store.pending(10, clock.now()).await.unwrap_err();
+        assert!(matches!(err2, StoreError::Integrity { .. }));
+        let rest = store.pending(10, clock.now()).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        let OutboxPayload::Reading(r) = &rest[0].payload else {
+            panic!()
+        };
+        assert_eq!(r.stable_key, "c");
+        let s = store.stats().await.unwrap();
+        assert_eq!(s.quarantined, 2);
+        store.close().await;
+    });
+}
