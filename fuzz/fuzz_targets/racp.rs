@@ -8,6 +8,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(decoded) = gatt::decode(Characteristic::RecordAccessControlPoint, data) {
         let _ = decoded.readings();
         let again = decoded.encode().expect("decoded values re-encode");
-        assert_eq!(gatt::decode(Characteristic::RecordAccessControlPoint, &again).expect("re-encoded values decode"), decoded);
+        assert_eq!(
+            gatt::decode(Characteristic::RecordAccessControlPoint, &again)
+                .expect("re-encoded values decode"),
+            decoded
+        );
     }
 });
