@@ -16,6 +16,7 @@
 //! The BLE sessions, alerts, FHIR mapping and the uplink are added as the
 //! product grows (see `ARCHITECTURE.md` in the design folder).
 
+pub mod alerts;
 pub mod cli;
 pub mod gatt;
 pub mod model;

@@ -1,5 +1,6 @@
 //! The `vitals-hub` subcommands. Thin: parse, call the library, print.
 
+mod alerts;
 mod bench;
 mod decode;
 mod keys;
@@ -24,6 +25,9 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Measure the hub on this machine.
     Bench(bench::BenchArgs),
+    /// Alert rules: replay them over recorded readings, print the starting points.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -35,5 +39,12 @@ pub fn main() -> ExitCode {
         Command::Decode(args) => decode::run(&args),
         Command::Keys(args) => keys::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Alerts(cmd) => match alerts::run(&cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vitals-hub alerts: {e:#}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
     }
 }

@@ -100,6 +100,69 @@ impl Decimal {
     }
 }
 
+/// Why text is not a decimal number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a decimal number (write e.g. 70, 5.5 or -1.25)")]
+pub struct DecimalParseError(pub String);
+
+impl std::str::FromStr for Decimal {
+    type Err = DecimalParseError;
+
+    /// `70`, `-1.25`, `5.50` (trailing zeros kept as resolution), `1e3`, `2.5E-2`.
+    fn from_str(s: &str) -> Result<Self, DecimalParseError> {
+        let bad = || DecimalParseError(s.to_string());
+        let t = s.trim();
+        let (num, exp) = match t.find(['e', 'E']) {
+            Some(i) => (
+                t.get(..i).ok_or_else(bad)?,
+                t.get(i + 1..)
+                    .ok_or_else(bad)?
+                    .parse::<i16>()
+                    .map_err(|_| bad())?,
+            ),
+            None => (t, 0),
+        };
+        let (neg, digits) = match num.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, num.strip_prefix('+').unwrap_or(num)),
+        };
+        let (int, frac) = match digits.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (digits, ""),
+        };
+        if (int.is_empty() && frac.is_empty())
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let mut mantissa: i64 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            mantissa = mantissa
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(i64::from(b - b'0')))
+                .ok_or_else(bad)?;
+        }
+        let frac_len = i16::try_from(frac.len()).map_err(|_| bad())?;
+        let exponent = exp.checked_sub(frac_len).ok_or_else(bad)?;
+        Ok(Decimal::new(
+            if neg { -mantissa } else { mantissa },
+            exponent,
+        ))
+    }
+}
+
+impl Decimal {
+    /// The exact decimal of an `f64` as it prints (its shortest round-trip form): `5.5` → `55e-1`.
+    /// Config files write limits as TOML floats; this recovers the digits the person wrote.
+    pub fn from_f64_shortest(v: f64) -> Option<Decimal> {
+        if !v.is_finite() {
+            return None;
+        }
+        format!("{v}").parse().ok()
+    }
+}
+
 impl fmt::Display for Decimal {
     /// Plain positional notation with exactly the digits the representation has: `59e-1` → `5.9`,
     /// `725e-1` → `72.5`, `12e1` → `120`.
@@ -141,6 +204,22 @@ mod tests {
         assert_eq!(Decimal::new(59, -1).to_f64(), 5.9);
         assert_eq!(Decimal::new(2047, 7).to_f64(), 20470000000.0);
         assert_eq!(Decimal::new(98, -8).to_f64(), 9.8e-07);
+    }
+
+    #[test]
+    fn parses_text() {
+        assert_eq!("5.5".parse::<Decimal>().unwrap(), Decimal::new(55, -1));
+        assert_eq!("-1.25".parse::<Decimal>().unwrap(), Decimal::new(-125, -2));
+        assert_eq!("70".parse::<Decimal>().unwrap(), Decimal::new(70, 0));
+        assert_eq!("2.5E-2".parse::<Decimal>().unwrap(), Decimal::new(25, -3));
+        assert_eq!(Decimal::from_f64_shortest(38.0).unwrap().to_string(), "38");
+        assert_eq!(
+            Decimal::from_f64_shortest(0.1).unwrap(),
+            Decimal::new(1, -1)
+        );
+        for bad in ["", "-", ".", "1.2.3", "abc", "1e", "99999999999999999999"] {
+            assert!(bad.parse::<Decimal>().is_err(), "{bad}");
+        }
     }
 
     #[test]
