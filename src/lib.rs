@@ -19,5 +19,6 @@
 pub mod alerts;
 pub mod cli;
 pub mod gatt;
+pub mod hub;
 pub mod model;
 pub mod store;

@@ -1,0 +1,5 @@
+//! Wiring: the daemon's tasks and what joins them — ingest (readings to the store, then the alert
+//! rules), the local alert hook, and (with the daemon) the BLE sessions, the uplink and systemd
+//! notification.
+
+pub mod hook;
