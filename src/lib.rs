@@ -11,11 +11,14 @@
 //!   information, battery) — bytes in, `model` out, and encoders for the hub's writes and simulators.
 //! - [`store`]: the encrypted store-and-forward store (SQLite + ring AEAD): devices, readings,
 //!   download cursors, the upload outbox, alerts and the audit log; fsync'd before anything is acked.
+//! - [`ble`]: Bluetooth LE sessions (btleplug behind a narrow `Link` seam): scanning in windows,
+//!   the allow-list and bond check, one session per device, RACP downloads, pairing via zbus.
 //! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
 //!
 //! The BLE sessions, alerts, FHIR mapping and the uplink are added as the
 //! product grows (see `ARCHITECTURE.md` in the design folder).
 
+pub mod ble;
 pub mod cli;
 pub mod gatt;
 pub mod model;
