@@ -315,18 +315,18 @@ impl FakeBluez {
     async fn publish(&self, address: &str) -> Connection {
         let weak = Arc::downgrade(&self.inner);
         let mut b = zbus::connection::Builder::address(address)
-            .unwrap()
+            
             .serve_at("/", zbus::fdo::ObjectManager)
-            .unwrap()
+            
             .serve_at("/org/bluez", AgentManager { fake: weak.clone() })
-            .unwrap()
+            
             .serve_at(ADAPTER, Adapter { fake: weak.clone() })
-            .unwrap();
+            ;
         let devices = self.inner.devices.lock().unwrap().clone();
         for d in devices {
             b = serve_device(b, &d, &weak);
         }
-        b.name("org.bluez").unwrap().build().await.unwrap()
+        b.name("org.bluez").build().await.unwrap()
     }
 
     /// Add a device while running (InterfacesAdded is emitted).
@@ -440,8 +440,7 @@ fn serve_device(
                 m: d.clone(),
                 fake: weak.clone(),
             },
-        )
-        .unwrap();
+        );
     for (si, s) in d.services.iter().enumerate() {
         let sp = service_path(&dp, si);
         b = b
@@ -451,8 +450,7 @@ fn serve_device(
                     uuid: s.uuid,
                     device: dp.clone(),
                 },
-            )
-            .unwrap();
+            );
         for (ci, c) in s.chars.iter().enumerate() {
             let cp = char_path(&dp, si, ci);
             b = b
@@ -464,12 +462,10 @@ fn serve_device(
                         service: sp.clone(),
                         fake: weak.clone(),
                     },
-                )
-                .unwrap();
+                );
             if c.flags.iter().any(|f| *f == "notify" || *f == "indicate") {
                 b = b
-                    .serve_at(format!("{cp}/desc{:04x}", 0), Descriptor { ch: cp.clone() })
-                    .unwrap();
+                    .serve_at(format!("{cp}/desc{:04x}", 0), Descriptor { ch: cp.clone() });
             }
         }
     }
@@ -985,3 +981,4 @@ impl Descriptor {
 }
 
 pub mod devices;
+pub mod harness;
