@@ -81,7 +81,12 @@ fn figures() {
         let ended = env.hub.events().iter().any(|e| matches!(e, BleEvent::SessionEnded { device, .. } if *device == key));
         println!("FIGURE glucose_500: {wall:?} from hub start to cursor 500 (scan window included), racp writes {racp_first}, session ended {ended}");
 
-        // 1,000 connect/disconnect cycles through btleplug on another device.
+        // 1,000 connect/disconnect cycles through btleplug on another device, with the hub stopped
+        // so its scan windows do not blur the count.
+        let _fake = env.fake.clone();
+        env.stop().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        println!("FIGURE before cycles: RSS {} KiB, live match rules {}", rss_kib(), live.load(Ordering::SeqCst));
         let manager = btleplug::platform::Manager::new().await.unwrap();
         let adapter = manager.adapters().await.unwrap().into_iter().next().unwrap();
         let _ = adapter.peripherals().await.unwrap();
@@ -97,8 +102,8 @@ fn figures() {
         for i in 1..=1000 {
             p.connect().await.unwrap();
             p.disconnect().await.unwrap();
-            if i == 100 || i % 250 == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if i == 100 || i % 100 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 samples.push((i, rss_kib(), live.load(Ordering::SeqCst)));
             }
         }
@@ -106,6 +111,5 @@ fn figures() {
         for (i, rss, rules) in &samples {
             println!("FIGURE after {i:>4} cycles: RSS {rss} KiB, live match rules {rules}");
         }
-        env.stop().await;
     });
 }
