@@ -3,7 +3,12 @@
 //! 1. Time to download 500 stored glucose records through the fake.
 //! 2. Resident memory and the broker's live match rules (AddMatch − RemoveMatch seen by a bus
 //!    monitor) across 1,000 connect/disconnect cycles through btleplug; neither may grow.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "fake_bluez/mod.rs"]
 mod fake_bluez;
@@ -32,7 +37,11 @@ fn rss_kib() -> u64 {
 #[test]
 #[ignore]
 fn figures() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let broker = broker();
     rt.block_on(async {
         // A bus monitor counting match rules added and removed by everyone.

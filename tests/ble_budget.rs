@@ -1,7 +1,12 @@
 //! Ten devices at once stay within the connection budget, and a device that hangs in service
 //! discovery (ServicesResolved never turns true) does not delay the others; connect aborts
 //! (`le-connection-abort-by-local`) are retried.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "fake_bluez/mod.rs"]
 mod fake_bluez;
@@ -17,11 +22,17 @@ const HANGING: &str = "C0:26:DA:00:03:00";
 
 #[test]
 fn ten_devices_within_budget_and_a_hanging_one_does_not_stall() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let broker = broker();
     rt.block_on(async {
         let start = now_local().add_minutes(-1000).unwrap();
-        let addrs: Vec<String> = (1..=10).map(|i| format!("C0:26:DA:00:03:{i:02X}")).collect();
+        let addrs: Vec<String> = (1..=10)
+            .map(|i| format!("C0:26:DA:00:03:{i:02X}"))
+            .collect();
         let mut devices = Vec::new();
         let hanging = glucose_meter(HANGING, GlucoseMeter::new(start, 5), now_local());
         hanging.faults.lock().unwrap().discovery = Discovery::Never;
@@ -34,7 +45,8 @@ fn ten_devices_within_budget_and_a_hanging_one_does_not_stall() {
             }
             devices.push(d);
         }
-        let mut allowed: Vec<(&str, &str)> = addrs.iter().map(|a| (a.as_str(), "glucose")).collect();
+        let mut allowed: Vec<(&str, &str)> =
+            addrs.iter().map(|a| (a.as_str(), "glucose")).collect();
         allowed.push((HANGING, "glucose"));
         let mut cfg = fast_config();
         cfg.max_connections = 3;
@@ -58,12 +70,23 @@ fn ten_devices_within_budget_and_a_hanging_one_does_not_stall() {
         let max = env.fake.inner.connected_max.load(Ordering::SeqCst);
         eprintln!("ten devices done in {took:?}, at most {max} connected at once");
         assert!(max <= 3, "{max} connections at once; the budget is 3");
-        assert_eq!(env.readings().await.len(), 10 * 20 + 10, "200 glucose + one battery reading each");
+        assert_eq!(
+            env.readings().await.len(),
+            10 * 20 + 10,
+            "200 glucose + one battery reading each"
+        );
         // The hanging device was tried, timed out, and was told to disconnect.
         let h = env.fake.device(HANGING);
         assert!(h.connect_calls.load(Ordering::SeqCst) >= 1);
         assert!(took < Duration::from_secs(30), "{took:?}");
-        assert!(env.fake.device(&addrs[3]).connect_calls.load(Ordering::SeqCst) >= 2, "abort retried");
+        assert!(
+            env.fake
+                .device(&addrs[3])
+                .connect_calls
+                .load(Ordering::SeqCst)
+                >= 2,
+            "abort retried"
+        );
         env.stop().await;
     });
 }

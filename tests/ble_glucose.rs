@@ -1,7 +1,12 @@
 //! Glucose end to end through real btleplug against the fake BlueZ: a RACP download into the store,
 //! link loss in the middle of a 300-record download with every record stored exactly once, the
 //! cursor committed with the records, and a malformed record reported while the session goes on.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "fake_bluez/mod.rs"]
 mod fake_bluez;

@@ -3,7 +3,12 @@
 //! not stored), a PLX spot-check oximeter, a heart-rate strap and a PLX continuous oximeter (stored
 //! as windowed summaries, every raw value to the alert hook), and a CGM with E2E-CRC (a record with
 //! a bad CRC is an event; the rest are stored with session-start-relative times).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "fake_bluez/mod.rs"]
 mod fake_bluez;
@@ -14,7 +19,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 use vitals_hub::ble::{BleEvent, DeviceConfig};
 use vitals_hub::gatt::bp::{BloodPressureMeasurement, PressureUnit};
-use vitals_hub::gatt::cgm::{CgmFeature, CgmMeasurement, CgmRecord, SessionStartTime, FEATURE_E2E_CRC};
+use vitals_hub::gatt::cgm::{
+    CgmFeature, CgmMeasurement, CgmRecord, SessionStartTime, FEATURE_E2E_CRC,
+};
 use vitals_hub::gatt::datetime::{DstOffset, TimeZone};
 use vitals_hub::gatt::hr::HeartRateMeasurement;
 use vitals_hub::gatt::plx::{ContinuousMeasurement, SpotCheckMeasurement};
@@ -40,7 +47,13 @@ fn eq(a: Decimal, m: i64, e: i16) -> bool {
 }
 
 fn stream(trigger: u16, values: Vec<(u16, Vec<u8>)>, gap_ms: u64, hang_up: bool) -> Stream {
-    Stream { trigger, values, gap: Duration::from_millis(gap_ms), hang_up, sent: false }
+    Stream {
+        trigger,
+        values,
+        gap: Duration::from_millis(gap_ms),
+        hang_up,
+        sent: false,
+    }
 }
 
 fn bp(t: LocalDateTime, sys: i64, dia: i64, user: u8) -> Vec<u8> {
@@ -60,7 +73,11 @@ fn bp(t: LocalDateTime, sys: i64, dia: i64, user: u8) -> Vec<u8> {
 
 #[test]
 fn every_profile_end_to_end() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let broker = broker();
     rt.block_on(async {
         let now = now_local();

@@ -1,7 +1,12 @@
 //! A bluetoothd restart (the `org.bluez` owner goes away and a new one takes the name with a fresh
 //! object tree) is survived without restarting the hub: a meter that appears after the restart is
 //! downloaded by the same running hub.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "fake_bluez/mod.rs"]
 mod fake_bluez;
@@ -17,19 +22,33 @@ const AFTER: &str = "C0:26:DA:00:04:02";
 
 #[test]
 fn bluetoothd_restart_is_survived() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let broker = broker();
     rt.block_on(async {
         let start = now_local().add_minutes(-1000).unwrap();
         let a = glucose_meter(BEFORE, GlucoseMeter::new(start, 10), now_local());
         let env = Env::start(&broker, vec![a], &[(BEFORE, "glucose")], fast_config()).await;
-        let ka = env.store.device_by_address(BEFORE).await.unwrap().unwrap().key;
+        let ka = env
+            .store
+            .device_by_address(BEFORE)
+            .await
+            .unwrap()
+            .unwrap()
+            .key;
         env.wait_for(20, "first download", || async {
             env.store.cursor(&ka, CURSOR_GLUCOSE).await.unwrap() == Some(10)
         })
         .await;
 
-        let kb = env.store.upsert_device(record(AFTER, "glucose"), true).await.unwrap();
+        let kb = env
+            .store
+            .upsert_device(record(AFTER, "glucose"), true)
+            .await
+            .unwrap();
         let b = glucose_meter(AFTER, GlucoseMeter::new(start, 7), now_local());
         env.fake.inner.devices.lock().unwrap().push(Arc::new(b));
         env.fake.restart().await;

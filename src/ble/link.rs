@@ -65,7 +65,11 @@ pub struct BtleLink {
 }
 
 impl BtleLink {
-    pub(crate) fn new(peripheral: Peripheral, op_timeout: Duration, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        peripheral: Peripheral,
+        op_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
         BtleLink {
             peripheral,
             op_timeout,
@@ -172,10 +176,8 @@ impl Link for BtleLink {
     }
 
     fn writable(&self, ch: u16) -> bool {
-        self.characteristic(ch).is_ok_and(|c| {
-            c.properties
-                .contains(btleplug::api::CharPropFlags::WRITE)
-        })
+        self.characteristic(ch)
+            .is_ok_and(|c| c.properties.contains(btleplug::api::CharPropFlags::WRITE))
     }
 
     async fn read(&self, ch: u16) -> Result<Vec<u8>, LinkError> {
@@ -199,14 +201,24 @@ impl Link for BtleLink {
     }
 
     async fn notifications(&self) -> Result<Notifications, LinkError> {
-        let s = timed("notifications", self.op_timeout, self.peripheral.notifications()).await?;
+        let s = timed(
+            "notifications",
+            self.op_timeout,
+            self.peripheral.notifications(),
+        )
+        .await?;
         Ok(Box::pin(s.filter_map(|n| async move {
             short_uuid(n.uuid).map(|u| (u, n.value))
         })))
     }
 
     async fn is_connected(&self) -> Result<bool, LinkError> {
-        timed("is_connected", self.op_timeout, self.peripheral.is_connected()).await
+        timed(
+            "is_connected",
+            self.op_timeout,
+            self.peripheral.is_connected(),
+        )
+        .await
     }
 
     async fn disconnect(&self) -> Result<(), LinkError> {

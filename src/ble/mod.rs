@@ -212,7 +212,10 @@ pub enum BleEvent {
     /// A reading of another user was held for assignment.
     HeldForAssignment { device: DeviceKey, user_id: u8 },
     /// The meter refused an RACP request with this response code.
-    RacpRefused { device: DeviceKey, response_code: u8 },
+    RacpRefused {
+        device: DeviceKey,
+        response_code: u8,
+    },
     /// One stored summary of a continuous stream.
     Summary {
         device: DeviceKey,
@@ -250,9 +253,14 @@ pub struct RawValue {
 pub enum DeviceState {
     InSession,
     /// Finished; left alone until the cooldown passes.
-    Done { at: UtcMillis },
+    Done {
+        at: UtcMillis,
+    },
     /// Failed; retried after `retry_after_ms`.
-    Failed { at: UtcMillis, failures: u32 },
+    Failed {
+        at: UtcMillis,
+        failures: u32,
+    },
     /// Allow-listed but not bonded.
     PairingNeeded,
 }
@@ -336,10 +344,18 @@ impl Hub {
     }
 
     pub fn events(&self) -> Vec<BleEvent> {
-        self.shared.events.lock().map(|v| v.clone()).unwrap_or_default()
+        self.shared
+            .events
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
     pub fn held(&self) -> Vec<HeldReading> {
-        self.shared.held.lock().map(|v| v.clone()).unwrap_or_default()
+        self.shared
+            .held
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
     /// Devices seen that are not on the allow-list (never connected).
     pub fn ignored(&self) -> usize {
@@ -406,8 +422,8 @@ impl Hub {
             .await
             .map_err(|_| err("timeout".into()))?
             .map_err(|e| err(e.to_string()))?;
-        let end = tokio::time::Instant::now()
-            + Duration::from_millis(self.shared.config.scan_window_ms);
+        let end =
+            tokio::time::Instant::now() + Duration::from_millis(self.shared.config.scan_window_ms);
         let mut seen: HashSet<PeripheralId> = HashSet::new();
         loop {
             tokio::select! {
@@ -415,9 +431,8 @@ impl Hub {
                 _ = shutdown.changed() => break,
                 ev = events.next() => match ev {
                     Some(CentralEvent::DeviceDiscovered(id)) | Some(CentralEvent::DeviceUpdated(id)) => {
-                        if seen.insert(id.clone()) || !self.busy(&id, &adapter).await {
-                            self.consider(&adapter, id).await;
-                        }
+                        seen.insert(id.clone());
+                        self.consider(&adapter, id).await;
                     }
                     Some(_) => {}
                     None => return Err(err("the BlueZ event stream ended".into())),
@@ -430,10 +445,6 @@ impl Hub {
         Ok(())
     }
 
-    async fn busy(&self, _id: &PeripheralId, _adapter: &Adapter) -> bool {
-        false
-    }
-
     async fn consider(&self, adapter: &Adapter, id: PeripheralId) {
         let op = Duration::from_millis(self.shared.config.op_timeout_ms);
         let Ok(Ok(p)) = tokio::time::timeout(op, adapter.peripheral(&id)).await else {
@@ -442,7 +453,9 @@ impl Hub {
         let address = p.address().to_string().to_ascii_uppercase();
         let now = self.shared.clock.now();
         {
-            let Ok(states) = self.states.lock() else { return };
+            let Ok(states) = self.states.lock() else {
+                return;
+            };
             match states.get(&address) {
                 Some(DeviceState::InSession) => return,
                 Some(DeviceState::Done { at })
@@ -553,11 +566,16 @@ impl Hub {
         let first = self
             .states
             .lock()
-            .map(|mut s| s.insert(address.to_string(), DeviceState::PairingNeeded) != Some(DeviceState::PairingNeeded))
+            .map(|mut s| {
+                s.insert(address.to_string(), DeviceState::PairingNeeded)
+                    != Some(DeviceState::PairingNeeded)
+            })
             .unwrap_or(false);
         if first {
             warn!(device = %key, "Allow-listed device is not bonded; pair it with the hub.");
-            self.shared.event(BleEvent::PairingNeeded { device: key.clone() });
+            self.shared.event(BleEvent::PairingNeeded {
+                device: key.clone(),
+            });
         }
     }
 }

@@ -13,7 +13,10 @@ const AGENT_PATH: &str = "/org/vitalshub/agent";
 
 /// The BlueZ object path of a device on hci0.
 pub fn device_path(address: &str) -> String {
-    format!("/org/bluez/hci0/dev_{}", address.to_ascii_uppercase().replace(':', "_"))
+    format!(
+        "/org/bluez/hci0/dev_{}",
+        address.to_ascii_uppercase().replace(':', "_")
+    )
 }
 
 /// Where the passkey comes from (the technician, reading it off the device's display or label).
@@ -72,15 +75,19 @@ async fn prop(conn: &Connection, path: &str, name: &str) -> Result<bool, zbus::E
         )
         .await?;
     let v: OwnedVariant = reply.body().deserialize()?;
-    bool::try_from(v).map_err(zbus::Error::from)
+    bool::try_from(v)
 }
 
 /// Whether BlueZ has this device paired (false when BlueZ does not know it).
 pub async fn is_paired(address: &str) -> Result<bool, BleError> {
-    let conn = Connection::system().await.map_err(|e| BleError::Bluez(e.to_string()))?;
+    let conn = Connection::system()
+        .await
+        .map_err(|e| BleError::Bluez(e.to_string()))?;
     match prop(&conn, &device_path(address), "Paired").await {
         Ok(b) => Ok(b),
-        Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with("UnknownObject") => Ok(false),
+        Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with("UnknownObject") => {
+            Ok(false)
+        }
         Err(e) => Err(BleError::Dbus {
             address: address.to_string(),
             call: "Get(Device1.Paired)",
@@ -102,7 +109,9 @@ pub async fn pair(
         call,
         detail: e.to_string(),
     };
-    let conn = Connection::system().await.map_err(|e| BleError::Bluez(e.to_string()))?;
+    let conn = Connection::system()
+        .await
+        .map_err(|e| BleError::Bluez(e.to_string()))?;
     let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let asked2 = asked.clone();
     let source: PasskeySource = Arc::new(move || {
@@ -113,7 +122,7 @@ pub async fn pair(
         .at(AGENT_PATH, Agent { passkey: source })
         .await
         .map_err(|e| fail("serve Agent1", e))?;
-    let agent = ObjectPath::try_from(AGENT_PATH).map_err(|e| fail("agent path", e.into()))?;
+    let agent = ObjectPath::try_from(AGENT_PATH).map_err(|e| fail("agent path", e))?;
     let result = async {
         conn.call_method(
             Some("org.bluez"),
@@ -134,7 +143,13 @@ pub async fn pair(
         .await
         .map_err(|e| fail("AgentManager1.RequestDefaultAgent", e))?;
         let path = device_path(address);
-        let pair = conn.call_method(Some("org.bluez"), path.as_str(), Some("org.bluez.Device1"), "Pair", &());
+        let pair = conn.call_method(
+            Some("org.bluez"),
+            path.as_str(),
+            Some("org.bluez.Device1"),
+            "Pair",
+            &(),
+        );
         match tokio::time::timeout(timeout, pair).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -145,7 +160,13 @@ pub async fn pair(
             }
             Err(_) => {
                 let _ = conn
-                    .call_method(Some("org.bluez"), path.as_str(), Some("org.bluez.Device1"), "CancelPairing", &())
+                    .call_method(
+                        Some("org.bluez"),
+                        path.as_str(),
+                        Some("org.bluez.Device1"),
+                        "CancelPairing",
+                        &(),
+                    )
                     .await;
                 return Err(BleError::Pairing {
                     address: address.to_string(),
@@ -162,9 +183,13 @@ pub async fn pair(
         )
         .await
         .map_err(|e| fail("Set(Device1.Trusted)", e))?;
-        let paired = prop(&conn, &path, "Paired").await.map_err(|e| fail("Get(Paired)", e))?;
+        let paired = prop(&conn, &path, "Paired")
+            .await
+            .map_err(|e| fail("Get(Paired)", e))?;
         let bonded = prop(&conn, &path, "Bonded").await.unwrap_or(paired);
-        let trusted = prop(&conn, &path, "Trusted").await.map_err(|e| fail("Get(Trusted)", e))?;
+        let trusted = prop(&conn, &path, "Trusted")
+            .await
+            .map_err(|e| fail("Get(Trusted)", e))?;
         Ok(BondInfo {
             paired,
             bonded,
@@ -178,7 +203,13 @@ pub async fn pair(
     }
     .await;
     let _ = conn
-        .call_method(Some("org.bluez"), "/org/bluez", Some("org.bluez.AgentManager1"), "UnregisterAgent", &(&agent,))
+        .call_method(
+            Some("org.bluez"),
+            "/org/bluez",
+            Some("org.bluez.AgentManager1"),
+            "UnregisterAgent",
+            &(&agent,),
+        )
         .await;
     let _ = conn.object_server().remove::<Agent, _>(AGENT_PATH).await;
     let bond = result?;

@@ -112,7 +112,9 @@ impl<L: Link> Session<'_, L> {
         match r {
             Ok(done) => done,
             Err(LinkError::NotPaired) => Outcome::PairingNeeded,
-            Err(LinkError::NotConnected) => Outcome::LinkLost { stored: self.stored },
+            Err(LinkError::NotConnected) => Outcome::LinkLost {
+                stored: self.stored,
+            },
             Err(e) => Outcome::Failed(e.to_string()),
         }
     }
@@ -252,7 +254,11 @@ impl<L: Link> Session<'_, L> {
         }
     }
 
-    async fn next(&self, notes: &mut Notifications, idle: Duration) -> Result<Option<(u16, Vec<u8>)>, LinkError> {
+    async fn next(
+        &self,
+        notes: &mut Notifications,
+        idle: Duration,
+    ) -> Result<Option<(u16, Vec<u8>)>, LinkError> {
         match tokio::time::timeout(idle, notes.next()).await {
             Ok(Some(n)) => Ok(Some(n)),
             Ok(None) => Err(LinkError::NotConnected),
@@ -286,10 +292,14 @@ impl<L: Link> Session<'_, L> {
         }
         self.link.subscribe(RACP).await?;
         let request = match cursor {
-            Some(c) => RacpMessage::report_from_sequence(u16::try_from(c.saturating_add(1)).unwrap_or(u16::MAX)),
+            Some(c) => RacpMessage::report_from_sequence(
+                u16::try_from(c.saturating_add(1)).unwrap_or(u16::MAX),
+            ),
             None => RacpMessage::report_all(),
         };
-        let bytes = request.encode().map_err(|e| LinkError::Other(e.to_string()))?;
+        let bytes = request
+            .encode()
+            .map_err(|e| LinkError::Other(e.to_string()))?;
         self.link.write(RACP, &bytes).await?;
 
         let mut batch: Vec<Reading> = Vec::new();
@@ -306,7 +316,10 @@ impl<L: Link> Session<'_, L> {
                         if let Ok(b) = RacpMessage::abort().encode() {
                             let _ = self.link.write(RACP, &b).await;
                         }
-                        break Err(LinkError::Timeout { op: "RACP transfer", after: idle * 2 });
+                        break Err(LinkError::Timeout {
+                            op: "RACP transfer",
+                            after: idle * 2,
+                        });
                     }
                     continue;
                 }
@@ -320,7 +333,9 @@ impl<L: Link> Session<'_, L> {
                     }
                     match GlucoseMeasurement::decode(&n.1) {
                         Ok(m) => {
-                            batch_max = Some(batch_max.map_or(m.sequence_number, |x| x.max(m.sequence_number)));
+                            batch_max = Some(
+                                batch_max.map_or(m.sequence_number, |x| x.max(m.sequence_number)),
+                            );
                             if m.context_follows {
                                 pending = Some(m);
                             } else {
@@ -346,22 +361,21 @@ impl<L: Link> Session<'_, L> {
                     Err(e) => self.malformed(GLUCOSE_CTX, &e.to_string()),
                 },
                 RACP => match RacpMessage::decode(&n.1) {
-                    Ok(RacpMessage::Response { request_op_code, response_code })
-                        if request_op_code == op::REPORT_STORED_RECORDS =>
-                    {
-                        match response_code {
-                            response::SUCCESS | response::NO_RECORDS_FOUND => break Ok(()),
-                            code => {
-                                let name = gatt::racp::response_name(code).unwrap_or("reserved");
-                                warn!(device = %self.tag, code, name, "RACP request refused.");
-                                self.shared.event(BleEvent::RacpRefused {
-                                    device: self.device.clone(),
-                                    response_code: code,
-                                });
-                                break Err(LinkError::Other(format!("RACP response {name}")));
-                            }
+                    Ok(RacpMessage::Response {
+                        request_op_code,
+                        response_code,
+                    }) if request_op_code == op::REPORT_STORED_RECORDS => match response_code {
+                        response::SUCCESS | response::NO_RECORDS_FOUND => break Ok(()),
+                        code => {
+                            let name = gatt::racp::response_name(code).unwrap_or("reserved");
+                            warn!(device = %self.tag, code, name, "RACP request refused.");
+                            self.shared.event(BleEvent::RacpRefused {
+                                device: self.device.clone(),
+                                response_code: code,
+                            });
+                            break Err(LinkError::Other(format!("RACP response {name}")));
                         }
-                    }
+                    },
                     Ok(_) => {}
                     Err(e) => self.malformed(RACP, &e.to_string()),
                 },
@@ -372,7 +386,9 @@ impl<L: Link> Session<'_, L> {
             batch.extend(p.readings_with_context(None));
         }
         self.commit_glucose(&mut batch, batch_max).await;
-        result.map(|()| Outcome::Done { stored: self.stored })
+        result.map(|()| Outcome::Done {
+            stored: self.stored,
+        })
     }
 
     async fn commit_glucose(&mut self, batch: &mut Vec<Reading>, max: Option<u16>) {
@@ -387,7 +403,11 @@ impl<L: Link> Session<'_, L> {
     // ---------------------------------------------------------------------------------------
     // Spot measurements: indications until quiet or hang-up.
 
-    async fn spot(&mut self, mut notes: Notifications, chars: &[u16]) -> Result<Outcome, LinkError> {
+    async fn spot(
+        &mut self,
+        mut notes: Notifications,
+        chars: &[u16],
+    ) -> Result<Outcome, LinkError> {
         for c in chars {
             self.link.subscribe(*c).await?;
         }
@@ -395,7 +415,9 @@ impl<L: Link> Session<'_, L> {
         loop {
             match self.next(&mut notes, quiet).await {
                 Ok(Some((ch, bytes))) => {
-                    let Some(kind) = gatt::Characteristic::from_uuid(ch) else { continue };
+                    let Some(kind) = gatt::Characteristic::from_uuid(ch) else {
+                        continue;
+                    };
                     if !chars.contains(&ch) {
                         continue;
                     }
@@ -407,9 +429,17 @@ impl<L: Link> Session<'_, L> {
                         Err(e) => self.malformed(ch, &e.to_string()),
                     }
                 }
-                Ok(None) => return Ok(Outcome::Done { stored: self.stored }),
+                Ok(None) => {
+                    return Ok(Outcome::Done {
+                        stored: self.stored,
+                    })
+                }
                 // Many cuffs send and hang up: that ends the transfer normally.
-                Err(LinkError::NotConnected) => return Ok(Outcome::Done { stored: self.stored }),
+                Err(LinkError::NotConnected) => {
+                    return Ok(Outcome::Done {
+                        stored: self.stored,
+                    })
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -419,7 +449,10 @@ impl<L: Link> Session<'_, L> {
     // Continuous streams (HR, PLX continuous): windowed summaries; raw values to the alert hook.
 
     async fn continuous(&mut self, mut notes: Notifications) -> Result<Outcome, LinkError> {
-        let chars: Vec<u16> = [HR_MEAS, PLX_CONT].into_iter().filter(|c| self.link.has(*c)).collect();
+        let chars: Vec<u16> = [HR_MEAS, PLX_CONT]
+            .into_iter()
+            .filter(|c| self.link.has(*c))
+            .collect();
         for c in &chars {
             self.link.subscribe(*c).await?;
         }
@@ -434,7 +467,9 @@ impl<L: Link> Session<'_, L> {
             }
             match self.next(&mut notes, quiet).await {
                 Ok(Some((ch, bytes))) => {
-                    let Some(kind) = gatt::Characteristic::from_uuid(ch) else { continue };
+                    let Some(kind) = gatt::Characteristic::from_uuid(ch) else {
+                        continue;
+                    };
                     if !chars.contains(&ch) {
                         continue;
                     }
@@ -452,7 +487,9 @@ impl<L: Link> Session<'_, L> {
                                 // Every raw value passes through the alert hook.
                                 self.shared.alert(&self.device, &r);
                                 if let Some(v) = r.value.number() {
-                                    acc.entry(r.kind).or_insert_with(|| Acc::new(r.clone())).add(v);
+                                    acc.entry(r.kind)
+                                        .or_insert_with(|| Acc::new(r.clone()))
+                                        .add(v);
                                 }
                             }
                         }
@@ -467,12 +504,15 @@ impl<L: Link> Session<'_, L> {
         if let Some(ws) = window_start {
             self.flush_summaries(&mut acc, ws, window).await;
         }
-        ended.map(|()| Outcome::Done { stored: self.stored })
+        ended.map(|()| Outcome::Done {
+            stored: self.stored,
+        })
     }
 
     async fn flush_summaries(&mut self, acc: &mut BTreeMap<Kind, Acc>, start_ms: i64, window: i64) {
         let offset = i64::from(self.shared.config.utc_offset_minutes) * 60;
-        let start_local = LocalDateTime::from_epoch_seconds(start_ms.div_euclid(1000) + offset).ok();
+        let start_local =
+            LocalDateTime::from_epoch_seconds(start_ms.div_euclid(1000) + offset).ok();
         let mut out = Vec::new();
         for (kind, a) in std::mem::take(acc) {
             let Some(mean) = a.mean() else { continue };
@@ -493,24 +533,23 @@ impl<L: Link> Session<'_, L> {
             out.push(r);
         }
         let when = format!("summary={start_ms}+{window}");
-        // Summaries are keyed by their window; the device time is the window start.
-        let readings: Vec<Reading> = out
+        // Summaries are keyed by their window and skip the per-value alert hook (their raw values
+        // went through it).
+        let now = self.shared.clock.now();
+        let items: Vec<NewReading> = out
             .into_iter()
             .map(|mut r| {
                 r.sequence = None;
-                r
+                let stable_key =
+                    format!("v1|{}|{}|{}|{}", self.address, self.patient, r.kind, when);
+                NewReading {
+                    reading: r,
+                    received_at: now,
+                    stable_key,
+                    test_data: false,
+                }
             })
             .collect();
-        let keyed: Vec<Reading> = readings;
-        let saved = self.dev_cfg.clone();
-        let _ = saved;
-        // Summary readings skip the per-value alert hook (the raw values went through it).
-        let now = self.shared.clock.now();
-        let mut items = Vec::new();
-        for r in keyed {
-            let key = format!("v1|{}|{}|{}|{}", self.address, self.patient, r.kind, when);
-            items.push(NewReading { reading: r, received_at: now, stable_key: key, test_data: false });
-        }
         if items.is_empty() {
             return;
         }
@@ -525,7 +564,9 @@ impl<L: Link> Session<'_, L> {
 
     async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, LinkError> {
         let e2e = match self.link.read(CGM_FEATURE).await {
-            Ok(v) => cgm::CgmFeature::decode(&v).map(|f| f.e2e_crc_supported()).unwrap_or(false),
+            Ok(v) => cgm::CgmFeature::decode(&v)
+                .map(|f| f.e2e_crc_supported())
+                .unwrap_or(false),
             Err(_) => false,
         };
         let start: Option<SessionStartTime> = match self.link.read(CGM_SST).await {
@@ -553,14 +594,17 @@ impl<L: Link> Session<'_, L> {
                     let mut max: Option<u16> = None;
                     for rec in cgm::decode_records(&bytes) {
                         match rec {
-                            Ok(r) if e2e && !r.e2e_crc => {
-                                self.malformed(CGM_MEAS, "record without the E2E-CRC the CGM Feature promises")
-                            }
+                            Ok(r) if e2e && !r.e2e_crc => self.malformed(
+                                CGM_MEAS,
+                                "record without the E2E-CRC the CGM Feature promises",
+                            ),
                             Ok(r) => {
                                 if cursor.is_some_and(|c| i64::from(r.time_offset_min) <= c) {
                                     continue;
                                 }
-                                max = Some(max.map_or(r.time_offset_min, |m| m.max(r.time_offset_min)));
+                                max = Some(
+                                    max.map_or(r.time_offset_min, |m| m.max(r.time_offset_min)),
+                                );
                                 readings.push(r.reading(start.as_ref()));
                             }
                             Err(e) => self.malformed(CGM_MEAS, &e.to_string()),
@@ -570,7 +614,11 @@ impl<L: Link> Session<'_, L> {
                     self.store_readings(readings, "rx", cur).await;
                 }
                 Ok(Some(_)) => {}
-                Ok(None) | Err(LinkError::NotConnected) => return Ok(Outcome::Done { stored: self.stored }),
+                Ok(None) | Err(LinkError::NotConnected) => {
+                    return Ok(Outcome::Done {
+                        stored: self.stored,
+                    })
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -588,7 +636,13 @@ struct Acc {
 impl Acc {
     fn new(template: Reading) -> Acc {
         let v = template.value.number().unwrap_or(Decimal::new(0, 0));
-        Acc { template, count: 0, sum: 0.0, min: v, max: v }
+        Acc {
+            template,
+            count: 0,
+            sum: 0.0,
+            min: v,
+            max: v,
+        }
     }
     fn add(&mut self, v: Decimal) {
         self.count += 1;

@@ -67,22 +67,37 @@ impl Behavior for GlucoseMeter {
         };
         let msg = match RacpMessage::decode(data) {
             Ok(m) => m,
-            Err(_) => return Ok(vec![resp(data.first().copied().unwrap_or(0), response::INVALID_OPERATOR)]),
-        };
-        let from = |operator: Operator, filter: &Option<vitals_hub::gatt::racp::Filter>| -> Option<u16> {
-            match operator {
-                Operator::AllRecords => Some(0),
-                Operator::GreaterThanOrEqual => match filter.as_ref().and_then(|f| f.values.first()) {
-                    Some(FilterValue::U16(n)) => Some(*n),
-                    _ => None,
-                },
-                _ => None,
+            Err(_) => {
+                return Ok(vec![resp(
+                    data.first().copied().unwrap_or(0),
+                    response::INVALID_OPERATOR,
+                )])
             }
         };
+        let from =
+            |operator: Operator, filter: &Option<vitals_hub::gatt::racp::Filter>| -> Option<u16> {
+                match operator {
+                    Operator::AllRecords => Some(0),
+                    Operator::GreaterThanOrEqual => {
+                        match filter.as_ref().and_then(|f| f.values.first()) {
+                            Some(FilterValue::U16(n)) => Some(*n),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                }
+            };
         match msg {
-            RacpMessage::Request { op: RequestOp::ReportStoredRecords, operator, filter } => {
+            RacpMessage::Request {
+                op: RequestOp::ReportStoredRecords,
+                operator,
+                filter,
+            } => {
                 let Some(n) = from(operator, &filter) else {
-                    return Ok(vec![resp(op::REPORT_STORED_RECORDS, response::OPERATOR_NOT_SUPPORTED)]);
+                    return Ok(vec![resp(
+                        op::REPORT_STORED_RECORDS,
+                        response::OPERATOR_NOT_SUPPORTED,
+                    )]);
                 };
                 let mut out = Vec::new();
                 for (i, r) in self.records.iter().enumerate() {
@@ -91,14 +106,30 @@ impl Behavior for GlucoseMeter {
                         out.push(Action::Notify(0x2A18, r.clone()));
                     }
                 }
-                let code = if out.is_empty() { response::NO_RECORDS_FOUND } else { response::SUCCESS };
+                let code = if out.is_empty() {
+                    response::NO_RECORDS_FOUND
+                } else {
+                    response::SUCCESS
+                };
                 out.push(resp(op::REPORT_STORED_RECORDS, code));
                 Ok(out)
             }
-            RacpMessage::Request { op: RequestOp::ReportNumberOfStoredRecords, operator, filter } => {
+            RacpMessage::Request {
+                op: RequestOp::ReportNumberOfStoredRecords,
+                operator,
+                filter,
+            } => {
                 let n = from(operator, &filter).unwrap_or(0);
-                let count = self.records.iter().enumerate().filter(|(i, _)| self.first_seq + *i as u16 >= n).count();
-                Ok(vec![Action::Notify(0x2A52, RacpMessage::NumberOfRecords(count as u16).encode().unwrap())])
+                let count = self
+                    .records
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| self.first_seq + *i as u16 >= n)
+                    .count();
+                Ok(vec![Action::Notify(
+                    0x2A52,
+                    RacpMessage::NumberOfRecords(count as u16).encode().unwrap(),
+                )])
             }
             RacpMessage::Abort => Ok(vec![resp(op::ABORT, response::SUCCESS)]),
             RacpMessage::Request { .. } => Ok(vec![resp(data[0], response::OP_CODE_NOT_SUPPORTED)]),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vitals_hub::ble::{BleConfig, Hub, RawValue};
 use vitals_hub::model::{Clock, LocalDateTime, SystemClock};
-use vitals_hub::store::{DeviceRecord, KekSource, StoredReading, Store, StoreConfig};
+use vitals_hub::store::{DeviceRecord, KekSource, Store, StoreConfig, StoredReading};
 
 pub struct Env {
     pub fake: FakeBluez,
@@ -91,7 +91,15 @@ impl Env {
         let task = tokio::spawn(async move {
             let _ = h.run(rx).await;
         });
-        Env { fake, store, hub, alerts, stop, task, _dir: dir }
+        Env {
+            fake,
+            store,
+            hub,
+            alerts,
+            stop,
+            task,
+            _dir: dir,
+        }
     }
 
     pub async fn readings(&self) -> Vec<StoredReading> {

@@ -264,7 +264,11 @@ fn service_path(dev: &str, si: usize) -> String {
     format!("{dev}/service{:04x}", 0x10 * (si + 1))
 }
 fn char_path(dev: &str, si: usize, ci: usize) -> String {
-    format!("{}/char{:04x}", service_path(dev, si), 0x10 * (si + 1) + 2 * ci + 1)
+    format!(
+        "{}/char{:04x}",
+        service_path(dev, si),
+        0x10 * (si + 1) + 2 * ci + 1
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,13 +319,9 @@ impl FakeBluez {
     async fn publish(&self, address: &str) -> Connection {
         let weak = Arc::downgrade(&self.inner);
         let mut b = zbus::connection::Builder::address(address)
-            
             .serve_at("/", zbus::fdo::ObjectManager)
-            
             .serve_at("/org/bluez", AgentManager { fake: weak.clone() })
-            
-            .serve_at(ADAPTER, Adapter { fake: weak.clone() })
-            ;
+            .serve_at(ADAPTER, Adapter { fake: weak.clone() });
         let devices = self.inner.devices.lock().unwrap().clone();
         for d in devices {
             b = serve_device(b, &d, &weak);
@@ -371,9 +371,12 @@ impl FakeBluez {
                 .await
                 .unwrap();
                 if c.flags.iter().any(|f| *f == "notify" || *f == "indicate") {
-                    os.at(format!("{cp}/desc{:04x}", 0).as_str(), Descriptor { ch: cp.clone() })
-                        .await
-                        .unwrap();
+                    os.at(
+                        format!("{cp}/desc{:04x}", 0).as_str(),
+                        Descriptor { ch: cp.clone() },
+                    )
+                    .await
+                    .unwrap();
                 }
             }
         }
@@ -433,39 +436,35 @@ fn serve_device(
     weak: &Weak<FakeInner>,
 ) -> zbus::connection::Builder<'static> {
     let dp = d.path();
-    b = b
-        .serve_at(
-            dp.clone(),
-            Device {
-                m: d.clone(),
-                fake: weak.clone(),
-            },
-        );
+    b = b.serve_at(
+        dp.clone(),
+        Device {
+            m: d.clone(),
+            fake: weak.clone(),
+        },
+    );
     for (si, s) in d.services.iter().enumerate() {
         let sp = service_path(&dp, si);
-        b = b
-            .serve_at(
-                sp.clone(),
-                Service {
-                    uuid: s.uuid,
-                    device: dp.clone(),
-                },
-            );
+        b = b.serve_at(
+            sp.clone(),
+            Service {
+                uuid: s.uuid,
+                device: dp.clone(),
+            },
+        );
         for (ci, c) in s.chars.iter().enumerate() {
             let cp = char_path(&dp, si, ci);
-            b = b
-                .serve_at(
-                    cp.clone(),
-                    Characteristic {
-                        m: d.clone(),
-                        c: c.clone(),
-                        service: sp.clone(),
-                        fake: weak.clone(),
-                    },
-                );
+            b = b.serve_at(
+                cp.clone(),
+                Characteristic {
+                    m: d.clone(),
+                    c: c.clone(),
+                    service: sp.clone(),
+                    fake: weak.clone(),
+                },
+            );
             if c.flags.iter().any(|f| *f == "notify" || *f == "indicate") {
-                b = b
-                    .serve_at(format!("{cp}/desc{:04x}", 0), Descriptor { ch: cp.clone() });
+                b = b.serve_at(format!("{cp}/desc{:04x}", 0), Descriptor { ch: cp.clone() });
             }
         }
     }
@@ -688,7 +687,10 @@ struct Device {
 impl Device {
     async fn connect(&self, #[zbus(connection)] conn: &Connection) -> Result<(), BluezError> {
         self.m.connect_calls.fetch_add(1, Ordering::SeqCst);
-        let fake = self.fake.upgrade().ok_or(BluezError::Failed("gone".into()))?;
+        let fake = self
+            .fake
+            .upgrade()
+            .ok_or(BluezError::Failed("gone".into()))?;
         let (abort, discovery) = {
             let mut f = self.m.faults.lock().unwrap();
             let abort = f.connect_aborts > 0;
@@ -737,7 +739,10 @@ impl Device {
 
     async fn pair(&self, #[zbus(connection)] conn: &Connection) -> Result<(), BluezError> {
         self.m.pair_calls.fetch_add(1, Ordering::SeqCst);
-        let fake = self.fake.upgrade().ok_or(BluezError::Failed("gone".into()))?;
+        let fake = self
+            .fake
+            .upgrade()
+            .ok_or(BluezError::Failed("gone".into()))?;
         if self.m.paired.load(Ordering::SeqCst) {
             return Err(BluezError::Failed("Already Exists".into()));
         }
@@ -770,7 +775,10 @@ impl Device {
             conn,
             &self.m.path(),
             "org.bluez.Device1",
-            vec![("Paired", Variant::from(true)), ("Bonded", Variant::from(true))],
+            vec![
+                ("Paired", Variant::from(true)),
+                ("Bonded", Variant::from(true)),
+            ],
         )
         .await;
         Ok(())
