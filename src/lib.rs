@@ -11,12 +11,18 @@
 //!   information, battery) — bytes in, `model` out, and encoders for the hub's writes and simulators.
 //! - [`store`]: the encrypted store-and-forward store (SQLite + ring AEAD): devices, readings,
 //!   download cursors, the upload outbox, alerts and the audit log; fsync'd before anything is acked.
+//! - [`ble`]: Bluetooth LE sessions (btleplug behind a narrow `Link` seam): scanning in windows,
+//!   the allow-list and bond check, one session per device, RACP downloads, pairing via zbus.
+//! - [`alerts`]: pure alert rules — thresholds with exact unit conversion and hysteresis, weight
+//!   trends, missed measurements by cause — and the replay used to try them.
+//! - [`hub`]: wiring — ingest into the store and the alert rules, the local alert hook.
 //! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
 //!
-//! The BLE sessions, alerts, FHIR mapping and the uplink are added as the
-//! product grows (see `ARCHITECTURE.md` in the design folder).
+//! The FHIR mapping, the uplink and the daemon are added as the product grows (see
+//! `ARCHITECTURE.md` in the design folder).
 
 pub mod alerts;
+pub mod ble;
 pub mod cli;
 pub mod gatt;
 pub mod hub;

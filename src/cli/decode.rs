@@ -49,7 +49,7 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
             *bad as char
         ));
     }
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!(
             "{} hex digits is an odd number; each byte needs two",
             digits.len()

@@ -142,7 +142,7 @@ impl GattValue for HeartRateMeasurement {
                 });
             }
             let rr_bytes = bytes.len().saturating_sub(fixed);
-            if rr_bytes % 2 != 0 {
+            if !rr_bytes.is_multiple_of(2) {
                 return Err(DecodeError::malformed(
                     what,
                     format!(

@@ -1,0 +1,591 @@
+//! Bluetooth LE: everything between a medical device in the living room and a decoded reading in
+//! the store.
+//!
+//! **Shape.** [`Hub::run`] scans in windows (`scan_window_ms` on, `scan_pause_ms` off — never without
+//! end, which grows BlueZ's memory), sees every device BlueZ knows, and starts one [`session`] per
+//! allow-listed, bonded device that is not already in a session, each under the connection budget
+//! (a semaphore of `max_connections`). Devices not on the allow-list are counted
+//! ([`Hub::ignored`]) and never connected. Every D-Bus operation runs under a timeout
+//! (`op_timeout_ms`, `connect_timeout_ms`), a session under `session_timeout_ms`, so one stuck device
+//! never stalls the others. The session speaks to the device through the narrow [`link::Link`]
+//! trait; btleplug types stay inside this module. A dropped BlueZ (bluetoothd restart) fails the
+//! scan window; the next window builds a fresh btleplug manager.
+//!
+//! **Session** (see [`session`]): connect (retry with backoff; `disconnect()` after a client-side
+//! timeout because BlueZ keeps trying) → discover → battery → read the device clock, keep the
+//! offset ([`BleEvent::ClockOffset`], the evidence for the coincident-timestamp rule) and write
+//! Current Time where the device config allows and the skew exceeds `clock_tolerance_s` →
+//! subscribe (before any control point) → the profile transfer:
+//! - glucose: RACP "sequence ≥ cursor + 1" (all records without a cursor); success and "no records
+//!   found" end it, other response codes are events; contexts joined by sequence number; readings
+//!   are committed in batches together with the cursor (the highest sequence number in the batch) in
+//!   one store transaction, so a link loss keeps every record that arrived and the next session
+//!   resumes after it — the stable key makes a re-sent record a duplicate, never a second row;
+//! - blood pressure, thermometer, scale, PLX spot-check: indications until quiet or hang-up;
+//! - heart rate, PLX continuous: every raw value goes to the alert hook; the store gets one
+//!   reading per kind per `summary_window_ms` window: **the mean** (one decimal), device time = the
+//!   window start (hub clock, `utc_offset_minutes`), stable key naming the window; count, min, mean
+//!   and max travel as [`BleEvent::Summary`] (the store's `Reading` has no metadata field);
+//! - CGM: records timed from the Session Start Time; with E2E-CRC in the CGM Feature a record
+//!   without a valid CRC is rejected (malformed event); the cursor is the highest time offset.
+//!
+//! **Stable keys** `v1|<address>|<patient>|<kind>[|seq=<n>][|user=<u>]|t=<device time>` (or the
+//! receive time / window when the device sends no time) — deterministic, so re-downloads dedup.
+//!
+//! **Multi-user devices.** A reading whose user id differs from the device's configured
+//! `user_id` is never appended: it is kept in the held list ([`Hub::held`]) with a
+//! [`BleEvent::HeldForAssignment`], for a later assignment step.
+//!
+//! **Events.** The store has no public way to append an event, so BLE events (malformed payloads
+//! naming the device, clock offsets, pairing needed, RACP refusals, summaries) are kept in memory
+//! ([`Hub::events`]) and logged without PHI (device by store key or address hash).
+//!
+//! **Pairing** is not in btleplug: [`pairing::pair`] calls `Device1.Pair()` over zbus with the hub's
+//! own `org.bluez.Agent1` (KeyboardDisplay), sets `Trusted`, and records the bond.
+
+pub mod link;
+pub mod pairing;
+pub mod session;
+
+use crate::model::{Clock, Decimal, Kind, Reading, UtcMillis};
+use crate::store::{DeviceKey, Store};
+use btleplug::api::{Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
+use btleplug::platform::{Adapter, Manager, PeripheralId};
+use futures::StreamExt;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::{debug, info, warn};
+
+pub use link::{BtleLink, Link, LinkError};
+pub use session::Outcome;
+
+/// The cursor name of the glucose RACP download (last stored sequence number).
+pub const CURSOR_GLUCOSE: &str = "gls_sequence";
+/// The cursor name of CGM records (last stored time offset, minutes).
+pub const CURSOR_CGM: &str = "cgm_time_offset";
+
+/// Per-device settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Bluetooth address, `AA:BB:CC:DD:EE:FF`.
+    pub address: String,
+    /// The patient's user index on a multi-user scale or cuff; readings of other users are held.
+    #[serde(default)]
+    pub user_id: Option<u8>,
+    /// Whether the hub may write the device clock (Current Time Service).
+    #[serde(default)]
+    pub set_clock: bool,
+}
+
+/// What the BLE sessions need. Durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BleConfig {
+    pub scan_window_ms: u64,
+    pub scan_pause_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub op_timeout_ms: u64,
+    pub connect_attempts: u32,
+    pub backoff_ms: u64,
+    /// Concurrent connections (adapters manage a few).
+    pub max_connections: usize,
+    pub session_timeout_ms: u64,
+    /// After a finished session, the device is left alone this long.
+    pub cooldown_ms: u64,
+    /// After a failed session, wait this long before the next attempt.
+    pub retry_after_ms: u64,
+    /// Without traffic this long, a spot device is done (or a stream checks its link).
+    pub quiet_ms: u64,
+    /// RACP: no record for this long → check the link; twice → abort.
+    pub racp_idle_ms: u64,
+    /// Readings per store transaction during a download.
+    pub commit_batch: usize,
+    /// Continuous streams: summary window (default 1 minute).
+    pub summary_window_ms: i64,
+    /// Continuous streams: a session ends after this long (the stream resumes next session).
+    pub stream_max_ms: u64,
+    /// Device clock skew beyond which the clock is written (where allowed).
+    pub clock_tolerance_s: i64,
+    /// The hub's zone offset for device wall clocks (the config tree brings real zones later).
+    pub utc_offset_minutes: i32,
+    pub devices: Vec<DeviceConfig>,
+}
+
+impl Default for BleConfig {
+    fn default() -> Self {
+        BleConfig {
+            scan_window_ms: 10_000,
+            scan_pause_ms: 5_000,
+            connect_timeout_ms: 30_000,
+            op_timeout_ms: 10_000,
+            connect_attempts: 3,
+            backoff_ms: 1_000,
+            max_connections: 3,
+            session_timeout_ms: 300_000,
+            cooldown_ms: 60_000,
+            retry_after_ms: 10_000,
+            quiet_ms: 5_000,
+            racp_idle_ms: 15_000,
+            commit_batch: 50,
+            summary_window_ms: 60_000,
+            stream_max_ms: 600_000,
+            clock_tolerance_s: 120,
+            utc_offset_minutes: 0,
+            devices: Vec::new(),
+        }
+    }
+}
+
+impl BleConfig {
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+    pub(crate) fn backoff(&self) -> Duration {
+        Self::ms(self.backoff_ms)
+    }
+    pub(crate) fn quiet(&self) -> Duration {
+        Self::ms(self.quiet_ms)
+    }
+    pub(crate) fn racp_idle(&self) -> Duration {
+        Self::ms(self.racp_idle_ms)
+    }
+    pub(crate) fn stream_max(&self) -> Duration {
+        Self::ms(self.stream_max_ms)
+    }
+    fn device(&self, address: &str) -> DeviceConfig {
+        self.devices
+            .iter()
+            .find(|d| d.address.eq_ignore_ascii_case(address))
+            .cloned()
+            .unwrap_or_else(|| DeviceConfig {
+                address: address.to_string(),
+                ..DeviceConfig::default()
+            })
+    }
+}
+
+/// Errors of the BLE layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BleError {
+    /// BlueZ is not reachable on the system bus.
+    #[error("BlueZ is not reachable on the system bus ({0}); check that bluetoothd runs and the hub may use D-Bus")]
+    Bluez(String),
+    /// No Bluetooth adapter.
+    #[error("no Bluetooth adapter found; check the adapter is plugged in and powered (`bluetoothctl list`)")]
+    NoAdapter,
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Pairing with the device failed.
+    #[error("pairing {address} failed: {detail}; put the device in pairing mode and retry")]
+    Pairing { address: String, detail: String },
+    /// A D-Bus call failed.
+    #[error("D-Bus call {call} for {address} failed: {detail}")]
+    Dbus {
+        address: String,
+        call: &'static str,
+        detail: String,
+    },
+}
+
+/// Something the BLE layer observed, for the audit trail (no PHI besides summary values).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BleEvent {
+    /// A payload did not decode; the session went on with the other records.
+    Malformed {
+        device: DeviceKey,
+        characteristic: u16,
+        detail: String,
+    },
+    /// Device clock minus hub clock at connect; whether the clock was then written.
+    ClockOffset {
+        device: DeviceKey,
+        device_minus_hub_s: i64,
+        written: bool,
+    },
+    /// The device is allow-listed but not bonded: a technician must pair it.
+    PairingNeeded { device: DeviceKey },
+    /// A reading of another user was held for assignment.
+    HeldForAssignment { device: DeviceKey, user_id: u8 },
+    /// The meter refused an RACP request with this response code.
+    RacpRefused {
+        device: DeviceKey,
+        response_code: u8,
+    },
+    /// One stored summary of a continuous stream.
+    Summary {
+        device: DeviceKey,
+        kind: Kind,
+        window_start: UtcMillis,
+        window_ms: i64,
+        count: u64,
+        min: Decimal,
+        mean: Decimal,
+        max: Decimal,
+    },
+    /// A session ended.
+    SessionEnded { device: DeviceKey, outcome: Outcome },
+}
+
+/// A reading of a user other than the configured patient, kept out of the patient's data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldReading {
+    pub device: DeviceKey,
+    pub user_id: u8,
+    pub reading: Reading,
+    pub stable_key: String,
+    pub received_at: UtcMillis,
+}
+
+/// A raw value for the alert rules (every value, summaries or not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawValue {
+    pub device: DeviceKey,
+    pub reading: Reading,
+}
+
+/// Where a device stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceState {
+    InSession,
+    /// Finished; left alone until the cooldown passes.
+    Done {
+        at: UtcMillis,
+    },
+    /// Failed; retried after `retry_after_ms`.
+    Failed {
+        at: UtcMillis,
+        failures: u32,
+    },
+    /// Allow-listed but not bonded.
+    PairingNeeded,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: BleConfig,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    events: Mutex<Vec<BleEvent>>,
+    held: Mutex<Vec<HeldReading>>,
+    alerts: Option<mpsc::UnboundedSender<RawValue>>,
+}
+
+impl Shared {
+    pub fn event(&self, e: BleEvent) {
+        if let Ok(mut v) = self.events.lock() {
+            v.push(e);
+        }
+    }
+    pub fn hold(&self, h: HeldReading) {
+        self.event(BleEvent::HeldForAssignment {
+            device: h.device.clone(),
+            user_id: h.user_id,
+        });
+        if let Ok(mut v) = self.held.lock() {
+            v.push(h);
+        }
+    }
+    pub fn alert(&self, device: &DeviceKey, r: &Reading) {
+        if let Some(tx) = &self.alerts {
+            let _ = tx.send(RawValue {
+                device: device.clone(),
+                reading: r.clone(),
+            });
+        }
+    }
+}
+
+/// The BLE side of the hub.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+    budget: Arc<Semaphore>,
+    states: Arc<Mutex<HashMap<String, DeviceState>>>,
+    ignored: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A short, non-reversible tag of an address for logs.
+pub fn address_tag(address: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in address.to_ascii_uppercase().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("dev-{:08x}", h >> 32)
+}
+
+impl Hub {
+    /// `alerts` receives every raw value (the alerts module subscribes later).
+    pub fn new(
+        config: BleConfig,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        alerts: Option<mpsc::UnboundedSender<RawValue>>,
+    ) -> Hub {
+        let budget = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        Hub {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                clock,
+                events: Mutex::new(Vec::new()),
+                held: Mutex::new(Vec::new()),
+                alerts,
+            }),
+            budget,
+            states: Arc::new(Mutex::new(HashMap::new())),
+            ignored: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    pub fn events(&self) -> Vec<BleEvent> {
+        self.shared
+            .events
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+    pub fn held(&self) -> Vec<HeldReading> {
+        self.shared
+            .held
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+    /// Devices seen that are not on the allow-list (never connected).
+    pub fn ignored(&self) -> usize {
+        self.ignored.lock().map(|s| s.len()).unwrap_or(0)
+    }
+    pub fn state(&self, address: &str) -> Option<DeviceState> {
+        self.states
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&address.to_ascii_uppercase()).cloned())
+    }
+
+    /// Scan in windows and run sessions until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), BleError> {
+        let mut manager: Option<Manager> = None;
+        let mut failures = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            match self.window(&mut manager, &mut shutdown).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    warn!(error = %e, failures, "Scan window failed; BlueZ will be re-acquired.");
+                    manager = None;
+                }
+            }
+            let pause = Duration::from_millis(self.shared.config.scan_pause_ms);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn window(
+        &self,
+        manager: &mut Option<Manager>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), BleError> {
+        let op = Duration::from_millis(self.shared.config.op_timeout_ms);
+        let err = |e: String| BleError::Bluez(e);
+        if manager.is_none() {
+            let m = tokio::time::timeout(op, Manager::new())
+                .await
+                .map_err(|_| err("timeout".into()))?
+                .map_err(|e| err(e.to_string()))?;
+            *manager = Some(m);
+        }
+        let Some(m) = manager.as_ref() else {
+            return Err(BleError::NoAdapter);
+        };
+        let adapters = tokio::time::timeout(op, m.adapters())
+            .await
+            .map_err(|_| err("timeout".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let adapter = adapters.into_iter().next().ok_or(BleError::NoAdapter)?;
+        let mut events = tokio::time::timeout(op, adapter.events())
+            .await
+            .map_err(|_| err("timeout".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        tokio::time::timeout(op, adapter.start_scan(ScanFilter::default()))
+            .await
+            .map_err(|_| err("timeout".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let end =
+            tokio::time::Instant::now() + Duration::from_millis(self.shared.config.scan_window_ms);
+        let mut seen: HashSet<PeripheralId> = HashSet::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end) => break,
+                _ = shutdown.changed() => break,
+                ev = events.next() => match ev {
+                    Some(CentralEvent::DeviceDiscovered(id)) | Some(CentralEvent::DeviceUpdated(id)) => {
+                        seen.insert(id.clone());
+                        self.consider(&adapter, id).await;
+                    }
+                    Some(_) => {}
+                    None => return Err(err("the BlueZ event stream ended".into())),
+                },
+            }
+        }
+        // A window that ends re-checks every known device on the next one.
+        let _ = tokio::time::timeout(op, adapter.stop_scan()).await;
+        drop(events);
+        Ok(())
+    }
+
+    async fn consider(&self, adapter: &Adapter, id: PeripheralId) {
+        let op = Duration::from_millis(self.shared.config.op_timeout_ms);
+        let Ok(Ok(p)) = tokio::time::timeout(op, adapter.peripheral(&id)).await else {
+            return;
+        };
+        let address = p.address().to_string().to_ascii_uppercase();
+        let now = self.shared.clock.now();
+        {
+            let Ok(states) = self.states.lock() else {
+                return;
+            };
+            match states.get(&address) {
+                Some(DeviceState::InSession) => return,
+                Some(DeviceState::Done { at })
+                    if now.as_millis() - at.as_millis()
+                        < i64::try_from(self.shared.config.cooldown_ms).unwrap_or(i64::MAX) =>
+                {
+                    return
+                }
+                Some(DeviceState::Failed { at, .. })
+                    if now.as_millis() - at.as_millis()
+                        < i64::try_from(self.shared.config.retry_after_ms).unwrap_or(i64::MAX) =>
+                {
+                    return
+                }
+                _ => {}
+            }
+        }
+        let device = match self.shared.store.device_by_address(&address).await {
+            Ok(Some(d)) if d.allowed => d,
+            Ok(_) => {
+                if let Ok(mut ig) = self.ignored.lock() {
+                    if ig.insert(address.clone()) {
+                        debug!(device = %address_tag(&address), "Not on the allow-list; ignored.");
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "Allow-list lookup failed.");
+                return;
+            }
+        };
+        // Bonded? BlueZ knows; btleplug does not say.
+        match tokio::time::timeout(op, pairing::is_paired(&address)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                self.pairing_needed(&address, &device.key);
+                return;
+            }
+            _ => {}
+        }
+        if let Ok(mut s) = self.states.lock() {
+            s.insert(address.clone(), DeviceState::InSession);
+        }
+        let hub = self.clone();
+        let patient = device.record.patient_binding.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            let tag = device.key.to_string();
+            let cfg = &hub.shared.config;
+            let outcome = {
+                let permit = hub.budget.clone().acquire_owned().await;
+                let link = BtleLink::new(
+                    p,
+                    Duration::from_millis(cfg.op_timeout_ms),
+                    Duration::from_millis(cfg.connect_timeout_ms),
+                );
+                let mut session = session::Session {
+                    link: &link,
+                    shared: &hub.shared,
+                    device: device.key.clone(),
+                    address: address.clone(),
+                    tag: tag.clone(),
+                    patient,
+                    dev_cfg: cfg.device(&address),
+                    stored: 0,
+                };
+                let out = match tokio::time::timeout(
+                    Duration::from_millis(cfg.session_timeout_ms),
+                    session.run(),
+                )
+                .await
+                {
+                    Ok(o) => o,
+                    Err(_) => {
+                        let _ = link.disconnect().await;
+                        Outcome::Failed("session timed out".into())
+                    }
+                };
+                drop(permit);
+                out
+            };
+            info!(device = %tag, outcome = ?outcome_name(&outcome), "Session ended.");
+            let now = hub.shared.clock.now();
+            let state = match &outcome {
+                Outcome::Done { .. } => DeviceState::Done { at: now },
+                Outcome::PairingNeeded => DeviceState::PairingNeeded,
+                _ => {
+                    let failures = match hub.state(&address) {
+                        Some(DeviceState::Failed { failures, .. }) => failures + 1,
+                        _ => 1,
+                    };
+                    DeviceState::Failed { at: now, failures }
+                }
+            };
+            if state == DeviceState::PairingNeeded {
+                hub.pairing_needed(&address, &device.key);
+            } else if let Ok(mut s) = hub.states.lock() {
+                s.insert(address.clone(), state);
+            }
+            hub.shared.event(BleEvent::SessionEnded {
+                device: device.key.clone(),
+                outcome,
+            });
+        });
+    }
+
+    fn pairing_needed(&self, address: &str, key: &DeviceKey) {
+        let first = self
+            .states
+            .lock()
+            .map(|mut s| {
+                s.insert(address.to_string(), DeviceState::PairingNeeded)
+                    != Some(DeviceState::PairingNeeded)
+            })
+            .unwrap_or(false);
+        if first {
+            warn!(device = %key, "Allow-listed device is not bonded; pair it with the hub.");
+            self.shared.event(BleEvent::PairingNeeded {
+                device: key.clone(),
+            });
+        }
+    }
+}
+
+fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Done { .. } => "done",
+        Outcome::PairingNeeded => "pairing_needed",
+        Outcome::LinkLost { .. } => "link_lost",
+        Outcome::Unreachable(_) => "unreachable",
+        Outcome::Failed(_) => "failed",
+    }
+}

@@ -1,0 +1,665 @@
+//! One device's session: connect (retry with backoff) → discover → Device Information and battery →
+//! device clock (read, offset kept, written where allowed) → subscribe → the profile's transfer →
+//! disconnect. Generic over [`Link`] so the state machine does not know btleplug.
+
+use super::link::{Link, LinkError, Notifications};
+use super::{BleEvent, DeviceConfig, HeldReading, Shared};
+use crate::gatt::cgm::{self, SessionStartTime};
+use crate::gatt::datetime::CurrentTime;
+use crate::gatt::glucose::{GlucoseContext, GlucoseMeasurement};
+use crate::gatt::racp::{op, response, RacpMessage};
+use crate::gatt::{self, GattValue};
+use crate::model::{Decimal, Kind, LocalDateTime, Reading, UtcMillis, Value};
+use crate::store::{DeviceKey, NewReading};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// Where a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The transfer finished; `stored` new readings.
+    Done { stored: usize },
+    /// The device needs bonding before it will talk (pairing-needed state).
+    PairingNeeded,
+    /// The link went down before the transfer finished; what arrived was stored.
+    LinkLost { stored: usize },
+    /// Could not connect or discover.
+    Unreachable(LinkError),
+    /// Another failure (store, protocol).
+    Failed(String),
+}
+
+pub(crate) struct Session<'a, L: Link> {
+    pub link: &'a L,
+    pub shared: &'a Shared,
+    pub device: DeviceKey,
+    pub address: String,
+    pub tag: String,
+    pub patient: String,
+    pub dev_cfg: DeviceConfig,
+    pub stored: usize,
+}
+
+/// GLS, BPS, HTS, WSS, PLXS, HRS, CGMS service → characteristic used to tell profiles apart.
+const GLUCOSE_MEAS: u16 = 0x2A18;
+const GLUCOSE_CTX: u16 = 0x2A34;
+const RACP: u16 = 0x2A52;
+const BP_MEAS: u16 = 0x2A35;
+const TEMP_MEAS: u16 = 0x2A1C;
+const WEIGHT_MEAS: u16 = 0x2A9D;
+const PLX_SPOT: u16 = 0x2A5E;
+const PLX_CONT: u16 = 0x2A5F;
+const HR_MEAS: u16 = 0x2A37;
+const CGM_MEAS: u16 = 0x2AA7;
+const CGM_FEATURE: u16 = 0x2AA8;
+const CGM_SST: u16 = 0x2AAA;
+const BATTERY: u16 = 0x2A19;
+const CURRENT_TIME: u16 = 0x2A2B;
+const SERIAL: u16 = 0x2A25;
+
+impl<L: Link> Session<'_, L> {
+    pub async fn run(&mut self) -> Outcome {
+        let cfg = &self.shared.config;
+        // Connect with retry and backoff.
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.link.connect().await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(device = %self.tag, attempt, error = %e, "Connect failed.");
+                    if attempt >= cfg.connect_attempts {
+                        return Outcome::Unreachable(e);
+                    }
+                    let backoff = cfg
+                        .backoff()
+                        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+        info!(device = %self.tag, "Connected.");
+        let out = self.after_connect().await;
+        let _ = self.link.disconnect().await;
+        out
+    }
+
+    async fn after_connect(&mut self) -> Outcome {
+        self.read_info().await;
+        self.clock().await;
+        let notes = match self.link.notifications().await {
+            Ok(n) => n,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let r = if self.link.has(RACP) && self.link.has(GLUCOSE_MEAS) {
+            self.glucose(notes).await
+        } else if self.link.has(CGM_MEAS) {
+            self.cgm(notes).await
+        } else if self.link.has(HR_MEAS) || self.link.has(PLX_CONT) {
+            self.continuous(notes).await
+        } else {
+            let chars: Vec<u16> = [BP_MEAS, TEMP_MEAS, WEIGHT_MEAS, PLX_SPOT]
+                .into_iter()
+                .filter(|c| self.link.has(*c))
+                .collect();
+            if chars.is_empty() {
+                return Outcome::Failed("no supported health profile".into());
+            }
+            self.spot(notes, &chars).await
+        };
+        match r {
+            Ok(done) => done,
+            Err(LinkError::NotPaired) => Outcome::PairingNeeded,
+            Err(LinkError::NotConnected) => Outcome::LinkLost {
+                stored: self.stored,
+            },
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    async fn read_info(&mut self) {
+        if self.link.has(SERIAL) {
+            if let Ok(v) = self.link.read(SERIAL).await {
+                debug!(device = %self.tag, bytes = v.len(), "Read the serial number.");
+            }
+        }
+        if self.link.has(BATTERY) {
+            match self.link.read(BATTERY).await {
+                Ok(v) => match gatt::dis::BatteryLevel::decode(&v) {
+                    Ok(b) => {
+                        let now = self.shared.clock.now();
+                        let readings = b.readings();
+                        // One battery reading per minute at most: the key is the minute.
+                        let key_t = format!("rx={}", now.floor_minute().as_millis());
+                        self.store_readings(readings, &key_t, None).await;
+                    }
+                    Err(e) => self.malformed(BATTERY, &e.to_string()),
+                },
+                Err(e) => debug!(device = %self.tag, error = %e, "Battery read failed."),
+            }
+        }
+    }
+
+    /// Hub wall-clock now, in the configured zone.
+    fn hub_local(&self) -> Option<LocalDateTime> {
+        let now = self.shared.clock.now().as_millis();
+        let secs = now.div_euclid(1000) + i64::from(self.shared.config.utc_offset_minutes) * 60;
+        LocalDateTime::from_epoch_seconds(secs).ok()
+    }
+
+    async fn clock(&mut self) {
+        if !self.link.has(CURRENT_TIME) {
+            return;
+        }
+        let Ok(v) = self.link.read(CURRENT_TIME).await else {
+            return;
+        };
+        let ct = match CurrentTime::decode(&v) {
+            Ok(c) => c,
+            Err(e) => {
+                self.malformed(CURRENT_TIME, &e.to_string());
+                return;
+            }
+        };
+        let (Some(dev), Some(hub)) = (ct.date_time.to_local(), self.hub_local()) else {
+            return;
+        };
+        let offset_s = dev.to_epoch_seconds() - hub.to_epoch_seconds();
+        let mut written = false;
+        if self.dev_cfg.set_clock
+            && offset_s.abs() > self.shared.config.clock_tolerance_s
+            && self.link.writable(CURRENT_TIME)
+        {
+            if let Ok(bytes) = CurrentTime::for_clock_write(hub).encode() {
+                written = self.link.write(CURRENT_TIME, &bytes).await.is_ok();
+            }
+        }
+        self.shared.event(BleEvent::ClockOffset {
+            device: self.device.clone(),
+            device_minus_hub_s: offset_s,
+            written,
+        });
+    }
+
+    fn malformed(&self, ch: u16, detail: &str) {
+        warn!(device = %self.tag, characteristic = %format!("0x{ch:04X}"), "Malformed value; skipped.");
+        self.shared.event(BleEvent::Malformed {
+            device: self.device.clone(),
+            characteristic: ch,
+            detail: detail.to_string(),
+        });
+    }
+
+    fn stable_key(&self, r: &Reading, when: &str) -> String {
+        let mut k = format!("v1|{}|{}|{}", self.address, self.patient, r.kind);
+        if let Some(s) = r.sequence {
+            k.push_str(&format!("|seq={s}"));
+        }
+        if let Some(u) = r.user_id {
+            k.push_str(&format!("|user={u}"));
+        }
+        match &r.device_time {
+            Some(t) => k.push_str(&format!("|t={t}")),
+            None => k.push_str(&format!("|{when}")),
+        }
+        k
+    }
+
+    /// Append (readings of another user are held for assignment, not appended).
+    async fn store_readings(
+        &mut self,
+        readings: Vec<Reading>,
+        when: &str,
+        cursor: Option<(String, i64)>,
+    ) -> bool {
+        let now = self.shared.clock.now();
+        let mut items = Vec::new();
+        for r in readings {
+            self.shared.alert(&self.device, &r);
+            let key = self.stable_key(&r, when);
+            match (r.user_id, self.dev_cfg.user_id) {
+                (Some(u), Some(mine)) if u != mine => {
+                    self.shared.hold(HeldReading {
+                        device: self.device.clone(),
+                        user_id: u,
+                        reading: r,
+                        stable_key: key,
+                        received_at: now,
+                    });
+                    continue;
+                }
+                _ => {}
+            }
+            items.push(NewReading {
+                reading: r,
+                received_at: now,
+                stable_key: key,
+                test_data: false,
+            });
+        }
+        if items.is_empty() && cursor.is_none() {
+            return true;
+        }
+        match self.shared.store.append(&self.device, items, cursor).await {
+            Ok(o) => {
+                self.stored += o.ids.len().saturating_sub(o.duplicates);
+                true
+            }
+            Err(e) => {
+                warn!(device = %self.tag, error = %e, "Append failed.");
+                false
+            }
+        }
+    }
+
+    async fn next(
+        &self,
+        notes: &mut Notifications,
+        idle: Duration,
+    ) -> Result<Option<(u16, Vec<u8>)>, LinkError> {
+        match tokio::time::timeout(idle, notes.next()).await {
+            Ok(Some(n)) => Ok(Some(n)),
+            Ok(None) => Err(LinkError::NotConnected),
+            Err(_) => {
+                // Quiet: is the link still there?
+                if self.link.is_connected().await.unwrap_or(false) {
+                    Ok(None)
+                } else {
+                    Err(LinkError::NotConnected)
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Glucose (GLS + RACP).
+
+    async fn glucose(&mut self, mut notes: Notifications) -> Result<Outcome, LinkError> {
+        let cfg = &self.shared.config;
+        let idle = cfg.racp_idle();
+        let cursor = self
+            .shared
+            .store
+            .cursor(&self.device, super::CURSOR_GLUCOSE)
+            .await
+            .map_err(|e| LinkError::Other(e.to_string()))?;
+        // Subscribe before writing the control point (else ATT 0xFD).
+        self.link.subscribe(GLUCOSE_MEAS).await?;
+        if self.link.has(GLUCOSE_CTX) {
+            self.link.subscribe(GLUCOSE_CTX).await?;
+        }
+        self.link.subscribe(RACP).await?;
+        let request = match cursor {
+            Some(c) => RacpMessage::report_from_sequence(
+                u16::try_from(c.saturating_add(1)).unwrap_or(u16::MAX),
+            ),
+            None => RacpMessage::report_all(),
+        };
+        let bytes = request
+            .encode()
+            .map_err(|e| LinkError::Other(e.to_string()))?;
+        self.link.write(RACP, &bytes).await?;
+
+        let mut batch: Vec<Reading> = Vec::new();
+        let mut batch_max: Option<u16> = None;
+        let mut pending: Option<GlucoseMeasurement> = None;
+        let mut idle_rounds = 0u32;
+        let result: Result<(), LinkError> = loop {
+            let n = match self.next(&mut notes, idle).await {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    idle_rounds += 1;
+                    if idle_rounds >= 2 {
+                        // 2 × idle without traffic: abort the procedure, keep what arrived.
+                        if let Ok(b) = RacpMessage::abort().encode() {
+                            let _ = self.link.write(RACP, &b).await;
+                        }
+                        break Err(LinkError::Timeout {
+                            op: "RACP transfer",
+                            after: idle * 2,
+                        });
+                    }
+                    continue;
+                }
+                Err(e) => break Err(e),
+            };
+            idle_rounds = 0;
+            match n.0 {
+                GLUCOSE_MEAS => {
+                    if let Some(p) = pending.take() {
+                        batch.extend(p.readings_with_context(None));
+                    }
+                    match GlucoseMeasurement::decode(&n.1) {
+                        Ok(m) => {
+                            batch_max = Some(
+                                batch_max.map_or(m.sequence_number, |x| x.max(m.sequence_number)),
+                            );
+                            if m.context_follows {
+                                pending = Some(m);
+                            } else {
+                                batch.extend(m.readings_with_context(None));
+                            }
+                        }
+                        Err(e) => self.malformed(GLUCOSE_MEAS, &e.to_string()),
+                    }
+                    if batch.len() >= cfg.commit_batch {
+                        self.commit_glucose(&mut batch, batch_max).await;
+                    }
+                }
+                GLUCOSE_CTX => match GlucoseContext::decode(&n.1) {
+                    Ok(ctx) => {
+                        if let Some(p) = pending.take() {
+                            if p.sequence_number == ctx.sequence_number {
+                                batch.extend(p.readings_with_context(Some(&ctx)));
+                            } else {
+                                batch.extend(p.readings_with_context(None));
+                            }
+                        }
+                    }
+                    Err(e) => self.malformed(GLUCOSE_CTX, &e.to_string()),
+                },
+                RACP => match RacpMessage::decode(&n.1) {
+                    Ok(RacpMessage::Response {
+                        request_op_code,
+                        response_code,
+                    }) if request_op_code == op::REPORT_STORED_RECORDS => match response_code {
+                        response::SUCCESS | response::NO_RECORDS_FOUND => break Ok(()),
+                        code => {
+                            let name = gatt::racp::response_name(code).unwrap_or("reserved");
+                            warn!(device = %self.tag, code, name, "RACP request refused.");
+                            self.shared.event(BleEvent::RacpRefused {
+                                device: self.device.clone(),
+                                response_code: code,
+                            });
+                            break Err(LinkError::Other(format!("RACP response {name}")));
+                        }
+                    },
+                    Ok(_) => {}
+                    Err(e) => self.malformed(RACP, &e.to_string()),
+                },
+                _ => {}
+            }
+        };
+        if let Some(p) = pending.take() {
+            batch.extend(p.readings_with_context(None));
+        }
+        self.commit_glucose(&mut batch, batch_max).await;
+        result.map(|()| Outcome::Done {
+            stored: self.stored,
+        })
+    }
+
+    async fn commit_glucose(&mut self, batch: &mut Vec<Reading>, max: Option<u16>) {
+        let readings = std::mem::take(batch);
+        let cursor = max.map(|m| (super::CURSOR_GLUCOSE.to_string(), i64::from(m)));
+        if readings.is_empty() && cursor.is_none() {
+            return;
+        }
+        self.store_readings(readings, "rx", cursor).await;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Spot measurements: indications until quiet or hang-up.
+
+    async fn spot(
+        &mut self,
+        mut notes: Notifications,
+        chars: &[u16],
+    ) -> Result<Outcome, LinkError> {
+        for c in chars {
+            self.link.subscribe(*c).await?;
+        }
+        let quiet = self.shared.config.quiet();
+        loop {
+            match self.next(&mut notes, quiet).await {
+                Ok(Some((ch, bytes))) => {
+                    let Some(kind) = gatt::Characteristic::from_uuid(ch) else {
+                        continue;
+                    };
+                    if !chars.contains(&ch) {
+                        continue;
+                    }
+                    match gatt::decode(kind, &bytes) {
+                        Ok(d) => {
+                            let rx = format!("rx={}", self.shared.clock.now().as_millis());
+                            self.store_readings(d.readings(), &rx, None).await;
+                        }
+                        Err(e) => self.malformed(ch, &e.to_string()),
+                    }
+                }
+                Ok(None) => {
+                    return Ok(Outcome::Done {
+                        stored: self.stored,
+                    })
+                }
+                // Many cuffs send and hang up: that ends the transfer normally.
+                Err(LinkError::NotConnected) => {
+                    return Ok(Outcome::Done {
+                        stored: self.stored,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Continuous streams (HR, PLX continuous): windowed summaries; raw values to the alert hook.
+
+    async fn continuous(&mut self, mut notes: Notifications) -> Result<Outcome, LinkError> {
+        let chars: Vec<u16> = [HR_MEAS, PLX_CONT]
+            .into_iter()
+            .filter(|c| self.link.has(*c))
+            .collect();
+        for c in &chars {
+            self.link.subscribe(*c).await?;
+        }
+        let window = self.shared.config.summary_window_ms.max(1);
+        let deadline = tokio::time::Instant::now() + self.shared.config.stream_max();
+        let mut acc: BTreeMap<Kind, Acc> = BTreeMap::new();
+        let mut window_start: Option<i64> = None;
+        let quiet = self.shared.config.quiet();
+        let ended = loop {
+            if tokio::time::Instant::now() >= deadline {
+                break Ok(());
+            }
+            match self.next(&mut notes, quiet).await {
+                Ok(Some((ch, bytes))) => {
+                    let Some(kind) = gatt::Characteristic::from_uuid(ch) else {
+                        continue;
+                    };
+                    if !chars.contains(&ch) {
+                        continue;
+                    }
+                    let now = self.shared.clock.now().as_millis();
+                    let start = now - now.rem_euclid(window);
+                    if let Some(ws) = window_start {
+                        if ws != start {
+                            self.flush_summaries(&mut acc, ws, window).await;
+                        }
+                    }
+                    window_start = Some(start);
+                    match gatt::decode(kind, &bytes) {
+                        Ok(d) => {
+                            for r in d.readings() {
+                                // Every raw value passes through the alert hook.
+                                self.shared.alert(&self.device, &r);
+                                if let Some(v) = r.value.number() {
+                                    acc.entry(r.kind)
+                                        .or_insert_with(|| Acc::new(r.clone()))
+                                        .add(v);
+                                }
+                            }
+                        }
+                        Err(e) => self.malformed(ch, &e.to_string()),
+                    }
+                }
+                Ok(None) => {}
+                Err(LinkError::NotConnected) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(ws) = window_start {
+            self.flush_summaries(&mut acc, ws, window).await;
+        }
+        ended.map(|()| Outcome::Done {
+            stored: self.stored,
+        })
+    }
+
+    async fn flush_summaries(&mut self, acc: &mut BTreeMap<Kind, Acc>, start_ms: i64, window: i64) {
+        let offset = i64::from(self.shared.config.utc_offset_minutes) * 60;
+        let start_local =
+            LocalDateTime::from_epoch_seconds(start_ms.div_euclid(1000) + offset).ok();
+        let mut out = Vec::new();
+        for (kind, a) in std::mem::take(acc) {
+            let Some(mean) = a.mean() else { continue };
+            let mut r = a.template;
+            r.value = Value::Number(mean);
+            r.device_time = start_local;
+            r.flags.clear();
+            self.shared.event(BleEvent::Summary {
+                device: self.device.clone(),
+                kind,
+                window_start: UtcMillis(start_ms),
+                window_ms: window,
+                count: a.count,
+                min: a.min,
+                mean,
+                max: a.max,
+            });
+            out.push(r);
+        }
+        let when = format!("summary={start_ms}+{window}");
+        // Summaries are keyed by their window and skip the per-value alert hook (their raw values
+        // went through it).
+        let now = self.shared.clock.now();
+        let items: Vec<NewReading> = out
+            .into_iter()
+            .map(|mut r| {
+                r.sequence = None;
+                let stable_key =
+                    format!("v1|{}|{}|{}|{}", self.address, self.patient, r.kind, when);
+                NewReading {
+                    reading: r,
+                    received_at: now,
+                    stable_key,
+                    test_data: false,
+                }
+            })
+            .collect();
+        if items.is_empty() {
+            return;
+        }
+        match self.shared.store.append(&self.device, items, None).await {
+            Ok(o) => self.stored += o.ids.len().saturating_sub(o.duplicates),
+            Err(e) => warn!(device = %self.tag, error = %e, "Append failed."),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // CGM: records with time offsets from the session start; E2E-CRC checked by the codec.
+
+    async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, LinkError> {
+        let e2e = match self.link.read(CGM_FEATURE).await {
+            Ok(v) => cgm::CgmFeature::decode(&v)
+                .map(|f| f.e2e_crc_supported())
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        let start: Option<SessionStartTime> = match self.link.read(CGM_SST).await {
+            Ok(v) => match SessionStartTime::decode(&v) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.malformed(CGM_SST, &e.to_string());
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let cursor = self
+            .shared
+            .store
+            .cursor(&self.device, super::CURSOR_CGM)
+            .await
+            .map_err(|e| LinkError::Other(e.to_string()))?;
+        self.link.subscribe(CGM_MEAS).await?;
+        let quiet = self.shared.config.quiet();
+        loop {
+            match self.next(&mut notes, quiet).await {
+                Ok(Some((CGM_MEAS, bytes))) => {
+                    let mut readings = Vec::new();
+                    let mut max: Option<u16> = None;
+                    for rec in cgm::decode_records(&bytes) {
+                        match rec {
+                            Ok(r) if e2e && !r.e2e_crc => self.malformed(
+                                CGM_MEAS,
+                                "record without the E2E-CRC the CGM Feature promises",
+                            ),
+                            Ok(r) => {
+                                if cursor.is_some_and(|c| i64::from(r.time_offset_min) <= c) {
+                                    continue;
+                                }
+                                max = Some(
+                                    max.map_or(r.time_offset_min, |m| m.max(r.time_offset_min)),
+                                );
+                                readings.push(r.reading(start.as_ref()));
+                            }
+                            Err(e) => self.malformed(CGM_MEAS, &e.to_string()),
+                        }
+                    }
+                    let cur = max.map(|m| (super::CURSOR_CGM.to_string(), i64::from(m)));
+                    self.store_readings(readings, "rx", cur).await;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(LinkError::NotConnected) => {
+                    return Ok(Outcome::Done {
+                        stored: self.stored,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+struct Acc {
+    template: Reading,
+    count: u64,
+    sum: f64,
+    min: Decimal,
+    max: Decimal,
+}
+
+impl Acc {
+    fn new(template: Reading) -> Acc {
+        let v = template.value.number().unwrap_or(Decimal::new(0, 0));
+        Acc {
+            template,
+            count: 0,
+            sum: 0.0,
+            min: v,
+            max: v,
+        }
+    }
+    fn add(&mut self, v: Decimal) {
+        self.count += 1;
+        self.sum += v.to_f64();
+        if v.cmp_value(&self.min).is_lt() {
+            self.min = v;
+        }
+        if v.cmp_value(&self.max).is_gt() {
+            self.max = v;
+        }
+    }
+    /// The mean to one decimal place.
+    fn mean(&self) -> Option<Decimal> {
+        if self.count == 0 {
+            return None;
+        }
+        let m = self.sum / self.count as f64;
+        Some(Decimal::new((m * 10.0).round() as i64, -1).normalized())
+    }
+}

@@ -1,0 +1,196 @@
+//! Scriptable devices, built with the `gatt` encoders.
+use super::{Action, Behavior, DeviceModel};
+use vitals_hub::gatt::datetime::{CurrentTime, DateTime};
+use vitals_hub::gatt::glucose::{Concentration, ConcentrationUnit, GlucoseMeasurement};
+use vitals_hub::gatt::racp::{op, response, FilterValue, Operator, RacpMessage, RequestOp};
+use vitals_hub::gatt::{GattValue, SFloat};
+use vitals_hub::model::{Decimal, LocalDateTime};
+
+pub fn dt(t: LocalDateTime) -> DateTime {
+    DateTime::from_local(t)
+}
+
+pub fn clock_bytes(t: LocalDateTime) -> Vec<u8> {
+    CurrentTime::for_clock_write(t).encode().unwrap()
+}
+
+/// Record `seq` of a meter: 80 + seq % 100 mg/dL, one every 10 minutes from `start`.
+pub fn glucose_record(start: LocalDateTime, seq: u16) -> GlucoseMeasurement {
+    GlucoseMeasurement {
+        sequence_number: seq,
+        base_time: dt(start.add_minutes(i64::from(seq) * 10).unwrap()),
+        time_offset_min: None,
+        concentration: Some(Concentration {
+            // mg/dL = kg/L x 10^5: (80 + n) x 10^-5 kg/L
+            value: SFloat::from_decimal(Decimal::new(80 + i64::from(seq % 100), -5)).unwrap(),
+            unit: ConcentrationUnit::KgPerL,
+            sample_type: 1,
+            sample_location: 1,
+        }),
+        sensor_status: None,
+        context_follows: false,
+    }
+}
+
+/// A glucose meter with stored records answering RACP as GLS says.
+pub struct GlucoseMeter {
+    pub records: Vec<Vec<u8>>, // encoded 2A18 values, by sequence number 1..
+    pub first_seq: u16,
+}
+
+impl GlucoseMeter {
+    pub fn new(start: LocalDateTime, n: u16) -> GlucoseMeter {
+        GlucoseMeter {
+            records: (1..=n)
+                .map(|s| glucose_record(start, s).encode().unwrap())
+                .collect(),
+            first_seq: 1,
+        }
+    }
+}
+
+impl Behavior for GlucoseMeter {
+    fn on_write(&mut self, ch: u16, data: &[u8]) -> Result<Vec<Action>, String> {
+        if ch != 0x2A52 {
+            return Ok(Vec::new());
+        }
+        let resp = |req: u8, code: u8| {
+            Action::Notify(
+                0x2A52,
+                RacpMessage::Response {
+                    request_op_code: req,
+                    response_code: code,
+                }
+                .encode()
+                .unwrap(),
+            )
+        };
+        let msg = match RacpMessage::decode(data) {
+            Ok(m) => m,
+            Err(_) => {
+                return Ok(vec![resp(
+                    data.first().copied().unwrap_or(0),
+                    response::INVALID_OPERATOR,
+                )])
+            }
+        };
+        let from =
+            |operator: Operator, filter: &Option<vitals_hub::gatt::racp::Filter>| -> Option<u16> {
+                match operator {
+                    Operator::AllRecords => Some(0),
+                    Operator::GreaterThanOrEqual => {
+                        match filter.as_ref().and_then(|f| f.values.first()) {
+                            Some(FilterValue::U16(n)) => Some(*n),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                }
+            };
+        match msg {
+            RacpMessage::Request {
+                op: RequestOp::ReportStoredRecords,
+                operator,
+                filter,
+            } => {
+                let Some(n) = from(operator, &filter) else {
+                    return Ok(vec![resp(
+                        op::REPORT_STORED_RECORDS,
+                        response::OPERATOR_NOT_SUPPORTED,
+                    )]);
+                };
+                let mut out = Vec::new();
+                for (i, r) in self.records.iter().enumerate() {
+                    let seq = self.first_seq + i as u16;
+                    if seq >= n {
+                        out.push(Action::Notify(0x2A18, r.clone()));
+                    }
+                }
+                let code = if out.is_empty() {
+                    response::NO_RECORDS_FOUND
+                } else {
+                    response::SUCCESS
+                };
+                out.push(resp(op::REPORT_STORED_RECORDS, code));
+                Ok(out)
+            }
+            RacpMessage::Request {
+                op: RequestOp::ReportNumberOfStoredRecords,
+                operator,
+                filter,
+            } => {
+                let n = from(operator, &filter).unwrap_or(0);
+                let count = self
+                    .records
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| self.first_seq + *i as u16 >= n)
+                    .count();
+                Ok(vec![Action::Notify(
+                    0x2A52,
+                    RacpMessage::NumberOfRecords(count as u16).encode().unwrap(),
+                )])
+            }
+            RacpMessage::Abort => Ok(vec![resp(op::ABORT, response::SUCCESS)]),
+            RacpMessage::Request { .. } => Ok(vec![resp(data[0], response::OP_CODE_NOT_SUPPORTED)]),
+            _ => Ok(vec![resp(data[0], response::OP_CODE_NOT_SUPPORTED)]),
+        }
+    }
+}
+
+pub fn glucose_meter(address: &str, meter: GlucoseMeter, clock: LocalDateTime) -> DeviceModel {
+    DeviceModel::new(address, "meter+123", Box::new(meter))
+        .service(
+            0x1808,
+            vec![
+                (0x2A18, &["notify"], Vec::new()),
+                (0x2A34, &["notify"], Vec::new()),
+                (0x2A51, &["read"], vec![0xFF, 0x01]),
+                (0x2A52, &["write", "indicate"], Vec::new()),
+            ],
+        )
+        .standard("SN-GLU", 77, &clock_bytes(clock))
+}
+
+/// A device that, once the hub subscribes to `trigger`, sends `values` (and optionally hangs up).
+pub struct Stream {
+    pub trigger: u16,
+    pub values: Vec<(u16, Vec<u8>)>,
+    pub gap: std::time::Duration,
+    pub hang_up: bool,
+    pub sent: bool,
+}
+
+impl Behavior for Stream {
+    fn on_subscribe(&mut self, ch: u16) -> Vec<Action> {
+        if ch != self.trigger || self.sent {
+            return Vec::new();
+        }
+        self.sent = true;
+        let mut out = vec![Action::Sleep(std::time::Duration::from_millis(50))];
+        for (c, v) in &self.values {
+            out.push(Action::Notify(*c, v.clone()));
+            if !self.gap.is_zero() {
+                out.push(Action::Sleep(self.gap));
+            }
+        }
+        if self.hang_up {
+            out.push(Action::Sleep(std::time::Duration::from_millis(50)));
+            out.push(Action::Disconnect);
+        }
+        out
+    }
+}
+
+pub fn stream_device(
+    address: &str,
+    name: &str,
+    service: u16,
+    chars: Vec<(u16, &'static [&'static str], Vec<u8>)>,
+    behavior: Stream,
+    clock: LocalDateTime,
+) -> DeviceModel {
+    DeviceModel::new(address, name, Box::new(behavior))
+        .service(service, chars)
+        .standard("SN-1", 50, &clock_bytes(clock))
+}
