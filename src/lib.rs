@@ -17,6 +17,7 @@
 //! product grows (see `ARCHITECTURE.md` in the design folder).
 
 pub mod cli;
+pub mod fhir;
 pub mod gatt;
 pub mod model;
 pub mod store;
