@@ -20,4 +20,6 @@ pub mod cli;
 pub mod fhir;
 pub mod gatt;
 pub mod model;
+pub mod receiver;
 pub mod store;
+pub mod uplink;
