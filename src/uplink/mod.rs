@@ -182,23 +182,42 @@ fn rustls_error(r: &rustls::Error) -> UplinkError {
     }
 }
 
-/// Name a reqwest failure. io::Error hides its inner error from `source()`, so each io::Error's
-/// `get_ref()` is looked into for the rustls error.
+/// Look through the wrappers hyper and reqwest put around a rustls error: `io::Error` hides its
+/// inner error from `source()`, and a boxed error in a chain is seen as the box, not its content.
+fn find_rustls<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+    io_kind: &mut Option<std::io::ErrorKind>,
+    depth: u8,
+) -> Option<&'a rustls::Error> {
+    if depth > 8 {
+        return None;
+    }
+    if let Some(r) = err.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        io_kind.get_or_insert(io.kind());
+        if let Some(inner) = io.get_ref() {
+            let inner: &(dyn std::error::Error + 'static) = inner;
+            return find_rustls(inner, io_kind, depth + 1);
+        }
+    }
+    tracing::trace!(error = ?err, "classify: chain element");
+    None
+}
+
+/// Name a reqwest failure.
 pub fn classify(e: &reqwest::Error) -> UplinkError {
-    let mut text = e.to_string();
+    let mut text = String::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut io_kind = None;
     while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+        if let Some(r) = find_rustls(err, &mut io_kind, 0) {
             return rustls_error(r);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return rustls_error(r);
-            }
-            io_kind.get_or_insert(io.kind());
+        if !text.is_empty() {
+            text.push_str(": ");
         }
-        text.push_str(": ");
         text.push_str(&err.to_string());
         cur = err.source();
     }
@@ -219,7 +238,13 @@ pub fn classify(e: &reqwest::Error) -> UplinkError {
         ) => return UplinkError::Reset(text),
         _ => {}
     }
-    if e.is_body() || e.is_decode() || lower.contains("incomplete") || lower.contains("closed") {
+    if lower.contains("connection refused") {
+        return UplinkError::Refused;
+    }
+    if lower.contains("invalid peer certificate") || lower.contains("received fatal alert") || lower.contains("peer is incompatible") {
+        return UplinkError::Tls(text);
+    }
+    if e.is_body() || e.is_decode() || lower.contains("incomplete") || lower.contains("closed") || lower.contains("reset") {
         return UplinkError::Reset(text);
     }
     UplinkError::Network(text)
@@ -430,4 +455,15 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("colour"));
     }
+}
+
+/// Debug text of each element of an error chain (diagnostics).
+pub fn chain_debug(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        out.push(format!("{err:?}"));
+        cur = err.source();
+    }
+    out
 }

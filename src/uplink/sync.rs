@@ -391,7 +391,10 @@ impl Uplink {
         if gz {
             req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
-        let resp = req.body(body).send().await.map_err(|e| classify(&e))?;
+        let resp = req.body(body).send().await.map_err(|e| {
+            tracing::debug!(chain = ?super::chain_debug(&e), "Request failed.");
+            classify(&e)
+        })?;
         let status = resp.status();
         let retry_after = resp
             .headers()

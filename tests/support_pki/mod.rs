@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vitals_hub::fhir::{DeviceIdent, HubInfo, IdTimestamp, ObservationIdentifier};
 use vitals_hub::model::{Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value};
-use vitals_hub::receiver::pki::{DevCa, Minted, Span};
+use vitals_hub::receiver::pki::{DevCa, Minted};
 use vitals_hub::receiver::{tls, FaultQueue, Listen, Receiver, ReceiverConfig};
 use vitals_hub::store::{DeviceKey, DeviceRecord, KekSource, NewReading, Store, StoreConfig};
 use vitals_hub::uplink::{FixedTimeSync, Uplink, UplinkConfig};
