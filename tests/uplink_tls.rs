@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 //! mTLS between the hub and the receiver: the happy path (with the receiver's search API and the
 //! heartbeat), every refusal with its own error and nothing acked, and certificate rotation on disk.
 
@@ -13,7 +18,9 @@ const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_over_mtls_search_and_heartbeat() {
     let ca = DevCa::new("clinic").unwrap();
-    let server = ca.server(&["localhost", "127.0.0.1"], Span::DEFAULT).unwrap();
+    let server = ca
+        .server(&["localhost", "127.0.0.1"], Span::DEFAULT)
+        .unwrap();
     let rx = receiver(&server, Some(&ca), TLS13).await;
     let h = hub_with(25, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
     let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
@@ -30,28 +37,84 @@ async fn upload_over_mtls_search_and_heartbeat() {
     // The receiver's read API, over the same mTLS client configuration.
     let resolver = std::sync::Arc::new(
         vitals_hub::uplink::tls::ReloadingCert::new(
-            vitals_hub::uplink::tls::CertPaths { cert: h.cert.clone(), key: h.key.clone() },
+            vitals_hub::uplink::tls::CertPaths {
+                cert: h.cert.clone(),
+                key: h.key.clone(),
+            },
             std::sync::Arc::new(rustls::crypto::ring::default_provider()),
         )
         .unwrap(),
     );
     let cfg = vitals_hub::uplink::tls::client_config(&h.ca_path, resolver).unwrap();
-    let client = reqwest::Client::builder().tls_backend_preconfigured(cfg).build().unwrap();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .build()
+        .unwrap();
     let base = url(&rx);
-    let meta: serde_json::Value = serde_json::from_slice(&client.get(format!("{base}/metadata")).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(
+        &client
+            .get(format!("{base}/metadata"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(meta["resourceType"], "CapabilityStatement");
-    let q = vitals_hub::fhir::identifier::if_none_exist(vitals_hub::fhir::codes::OBS_IDENTIFIER_SYSTEM, &glucose_identifier(3));
-    let found: serde_json::Value = serde_json::from_slice(&client.get(format!("{base}/Observation?{q}")).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    let q = vitals_hub::fhir::identifier::if_none_exist(
+        vitals_hub::fhir::codes::OBS_IDENTIFIER_SYSTEM,
+        &glucose_identifier(3),
+    );
+    let found: serde_json::Value = serde_json::from_slice(
+        &client
+            .get(format!("{base}/Observation?{q}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(found["total"], 1);
     let obs = &found["entry"][0]["resource"];
-    assert!(obs["device"]["reference"].as_str().unwrap().starts_with("Device/"), "urn:uuid rewritten");
-    let by_patient: serde_json::Value = serde_json::from_slice(&client.get(format!("{base}/Observation?patient=Patient/{PATIENT}")).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    assert!(
+        obs["device"]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("Device/"),
+        "urn:uuid rewritten"
+    );
+    let by_patient: serde_json::Value = serde_json::from_slice(
+        &client
+            .get(format!("{base}/Observation?patient=Patient/{PATIENT}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(by_patient["total"], 25);
 
     up.heartbeat().await.unwrap();
-    let hub_status = rx.resources("Observation").into_iter().filter(|o| o["identifier"][0]["system"] == vitals_hub::fhir::codes::HUB_STATUS_SYSTEM).count();
-    assert!(hub_status >= 3, "backlog, software version, device last seen …");
-    assert_eq!(rx.count("Device"), 2, "the heartbeat's PhgDevice matched the existing one");
+    let hub_status = rx
+        .resources("Observation")
+        .into_iter()
+        .filter(|o| o["identifier"][0]["system"] == vitals_hub::fhir::codes::HUB_STATUS_SYSTEM)
+        .count();
+    assert!(
+        hub_status >= 3,
+        "backlog, software version, device last seen …"
+    );
+    assert_eq!(
+        rx.count("Device"),
+        2,
+        "the heartbeat's PhgDevice matched the existing one"
+    );
     rx.shutdown().await;
 }
 
@@ -66,12 +129,20 @@ async fn refused(
     let h = hub_with(3, clinic_ca, &hub_cert).await;
     let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
     let err = up.drain(Duration::from_secs(20)).await.unwrap_err();
-    assert_eq!(rx.count("Observation"), 0, "{err}: nothing reached the receiver");
+    assert_eq!(
+        rx.count("Observation"),
+        0,
+        "{err}: nothing reached the receiver"
+    );
     let st = h.store.stats().await.unwrap();
     assert_eq!(st.acked, 0, "{err}: nothing acked");
     assert_eq!(st.pending, 3, "{err}: everything still pending");
     let events = h.store.events(20).await.unwrap();
-    assert!(events.iter().any(|e| e.kind == err.kind()), "{err}: an event of kind {}", err.kind());
+    assert!(
+        events.iter().any(|e| e.kind == err.kind()),
+        "{err}: an event of kind {}",
+        err.kind()
+    );
     rx.shutdown().await;
     err
 }
@@ -83,32 +154,91 @@ async fn every_tls_refusal_has_its_own_error_and_acks_nothing() {
     let names = ["localhost", "127.0.0.1"];
     let hub_cert = || ca.client("hub-0001", Span::DEFAULT).unwrap();
 
-    let e = refused(other.server(&names, Span::DEFAULT).unwrap(), &ca, TLS13, &ca, hub_cert()).await;
+    let e = refused(
+        other.server(&names, Span::DEFAULT).unwrap(),
+        &ca,
+        TLS13,
+        &ca,
+        hub_cert(),
+    )
+    .await;
     assert!(matches!(e, UplinkError::ServerCertUntrusted(_)), "{e:?}");
 
-    let e = refused(ca.server(&names, Span::EXPIRED).unwrap(), &ca, TLS13, &ca, hub_cert()).await;
+    let e = refused(
+        ca.server(&names, Span::EXPIRED).unwrap(),
+        &ca,
+        TLS13,
+        &ca,
+        hub_cert(),
+    )
+    .await;
     assert_eq!(e, UplinkError::ServerCertExpired);
 
-    let e = refused(ca.server(&names, Span::NOT_YET_VALID).unwrap(), &ca, TLS13, &ca, hub_cert()).await;
+    let e = refused(
+        ca.server(&names, Span::NOT_YET_VALID).unwrap(),
+        &ca,
+        TLS13,
+        &ca,
+        hub_cert(),
+    )
+    .await;
     assert_eq!(e, UplinkError::ServerCertNotYetValid);
 
-    let e = refused(ca.server(&["clinic.example"], Span::DEFAULT).unwrap(), &ca, TLS13, &ca, hub_cert()).await;
+    let e = refused(
+        ca.server(&["clinic.example"], Span::DEFAULT).unwrap(),
+        &ca,
+        TLS13,
+        &ca,
+        hub_cert(),
+    )
+    .await;
     assert_eq!(e, UplinkError::ServerCertWrongName);
 
-    let e = refused(ca.server(&names, Span::DEFAULT).unwrap(), &ca, &[&rustls::version::TLS12], &ca, hub_cert()).await;
+    let e = refused(
+        ca.server(&names, Span::DEFAULT).unwrap(),
+        &ca,
+        &[&rustls::version::TLS12],
+        &ca,
+        hub_cert(),
+    )
+    .await;
     assert!(matches!(e, UplinkError::NoTls13(_)), "{e:?}");
 
     // The server only trusts hub certificates from another CA.
-    let e = refused(ca.server(&names, Span::DEFAULT).unwrap(), &other, TLS13, &ca, hub_cert()).await;
-    assert!(matches!(e, UplinkError::ServerRejectedOurCertificate(_)), "{e:?}");
+    let e = refused(
+        ca.server(&names, Span::DEFAULT).unwrap(),
+        &other,
+        TLS13,
+        &ca,
+        hub_cert(),
+    )
+    .await;
+    assert!(
+        matches!(e, UplinkError::ServerRejectedOurCertificate(_)),
+        "{e:?}"
+    );
 
-    let e = refused(ca.server(&names, Span::DEFAULT).unwrap(), &ca, TLS13, &ca, ca.client("hub-0001", Span::EXPIRED).unwrap()).await;
+    let e = refused(
+        ca.server(&names, Span::DEFAULT).unwrap(),
+        &ca,
+        TLS13,
+        &ca,
+        ca.client("hub-0001", Span::EXPIRED).unwrap(),
+    )
+    .await;
     assert!(matches!(e, UplinkError::OwnCertificateExpired(_)), "{e:?}");
 
     // Nothing listening, and a name that does not resolve.
     let h = hub_with(1, &ca, &hub_cert()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut up = uplink(&h, uplink_config(&h, &format!("https://127.0.0.1:{port}/fhir")));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut up = uplink(
+        &h,
+        uplink_config(&h, &format!("https://127.0.0.1:{port}/fhir")),
+    );
     assert_eq!(up.step().await.unwrap_err(), UplinkError::Refused);
     let mut up = uplink(&h, uplink_config(&h, "https://no-such-host.invalid/fhir"));
     assert!(matches!(up.step().await.unwrap_err(), UplinkError::Dns(_)));
@@ -120,33 +250,77 @@ async fn certificate_rotation_on_disk_takes_effect_without_restart() {
     let clinic = DevCa::new("clinic").unwrap();
     let old_hub_ca = DevCa::new("old hub CA").unwrap();
     let new_hub_ca = DevCa::new("new hub CA").unwrap();
-    let rx = receiver(&clinic.server(&["localhost"], Span::DEFAULT).unwrap(), Some(&new_hub_ca), TLS13).await;
-    let h = hub_with(5, &clinic, &old_hub_ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = receiver(
+        &clinic.server(&["localhost"], Span::DEFAULT).unwrap(),
+        Some(&new_hub_ca),
+        TLS13,
+    )
+    .await;
+    let h = hub_with(
+        5,
+        &clinic,
+        &old_hub_ca.client("hub-0001", Span::DEFAULT).unwrap(),
+    )
+    .await;
     let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
     let e = up.drain(Duration::from_secs(10)).await.unwrap_err();
-    assert!(matches!(e, UplinkError::ServerRejectedOurCertificate(_)), "{e:?}");
+    assert!(
+        matches!(e, UplinkError::ServerRejectedOurCertificate(_)),
+        "{e:?}"
+    );
     // Rotate the files in place (atomic rename), same uplink instance.
     let new = new_hub_ca.client("hub-0001", Span::DEFAULT).unwrap();
     new.write(h.dir.path(), "hub").unwrap();
     let rep = up.drain(DRAIN).await.unwrap();
     assert_eq!(rep.acked, 5);
-    assert_eq!(rx.clients(), vec![vitals_hub::receiver::tls::fingerprint(&new.cert_der)]);
-    assert!(h.store.events(50).await.unwrap().iter().any(|e| e.kind == "uplink_client_cert_reloaded"));
+    assert_eq!(
+        rx.clients(),
+        vec![vitals_hub::receiver::tls::fingerprint(&new.cert_der)]
+    );
+    assert!(h
+        .store
+        .events(50)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "uplink_client_cert_reloaded"));
     rx.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_certificate_warns_at_30_days_and_alerts_at_14() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(&ca.server(&["localhost"], Span::DEFAULT).unwrap(), Some(&ca), TLS13).await;
-    let h = hub_with(1, &ca, &ca.client("hub-0001", Span { from_days: -300, to_days: 10 }).unwrap()).await;
+    let rx = receiver(
+        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
+        Some(&ca),
+        TLS13,
+    )
+    .await;
+    let h = hub_with(
+        1,
+        &ca,
+        &ca.client(
+            "hub-0001",
+            Span {
+                from_days: -300,
+                to_days: 10,
+            },
+        )
+        .unwrap(),
+    )
+    .await;
     let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
     up.drain(DRAIN).await.unwrap();
     let events = h.store.events(50).await.unwrap();
-    assert!(events.iter().any(|e| e.kind == "uplink_client_cert_expiring"));
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "uplink_client_cert_expiring"));
     // The alert was raised and uploaded to the clinic (a Communication).
     let comms = rx.resources("Communication");
     assert_eq!(comms.len(), 1);
-    assert!(comms[0]["payload"][0]["contentString"].as_str().unwrap().contains("client_certificate_expiring"));
+    assert!(comms[0]["payload"][0]["contentString"]
+        .as_str()
+        .unwrap()
+        .contains("client_certificate_expiring"));
     rx.shutdown().await;
 }

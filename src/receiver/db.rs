@@ -113,7 +113,9 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
 
 impl ReceiverDb {
     pub fn open(path: Option<&Path>) -> Result<ReceiverDb, ReceiverError> {
-        let p = path.map(Path::to_path_buf).unwrap_or_else(|| ":memory:".into());
+        let p = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| ":memory:".into());
         let err = |source| ReceiverError::Db {
             path: p.clone(),
             source,
@@ -150,7 +152,11 @@ impl ReceiverDb {
 
     /// Apply a transaction Bundle atomically. Returns the transaction-response and the counts of
     /// created and already-existing entries.
-    pub fn transaction(&mut self, bundle: &Value, client: Option<&str>) -> Result<(Value, u64, u64), TxError> {
+    pub fn transaction(
+        &mut self,
+        bundle: &Value,
+        client: Option<&str>,
+    ) -> Result<(Value, u64, u64), TxError> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(TxError::Invalid("not a Bundle".into()));
         }
@@ -167,22 +173,43 @@ impl ReceiverDb {
         let mut plan: Vec<(i64, String, bool, Value)> = Vec::new();
         let (mut created, mut existing) = (0u64, 0u64);
         for (i, e) in entries.iter().enumerate() {
-            let req = e.get("request").ok_or_else(|| TxError::Invalid(format!("entry {i} has no request")))?;
+            let req = e
+                .get("request")
+                .ok_or_else(|| TxError::Invalid(format!("entry {i} has no request")))?;
             if req.get("method").and_then(Value::as_str) != Some("POST") {
-                return Err(TxError::Invalid(format!("entry {i}: only POST is supported")));
+                return Err(TxError::Invalid(format!(
+                    "entry {i}: only POST is supported"
+                )));
             }
-            let ty = req.get("url").and_then(Value::as_str).unwrap_or("").to_owned();
+            let ty = req
+                .get("url")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             if !TYPES.contains(&ty.as_str()) {
-                return Err(TxError::Invalid(format!("entry {i}: unsupported type {ty}")));
+                return Err(TxError::Invalid(format!(
+                    "entry {i}: unsupported type {ty}"
+                )));
             }
-            let resource = e.get("resource").cloned().ok_or_else(|| TxError::Invalid(format!("entry {i} has no resource")))?;
+            let resource = e
+                .get("resource")
+                .cloned()
+                .ok_or_else(|| TxError::Invalid(format!("entry {i} has no resource")))?;
             if resource.get("resourceType").and_then(Value::as_str) != Some(ty.as_str()) {
-                return Err(TxError::Invalid(format!("entry {i}: resourceType does not match request.url")));
+                return Err(TxError::Invalid(format!(
+                    "entry {i}: resourceType does not match request.url"
+                )));
             }
             check_resource(&ty, &resource, i)?;
             let ident = resource.get("identifier").and_then(|v| v.get(0));
-            let id_system = ident.and_then(|x| x.get("system")).and_then(Value::as_str).map(str::to_owned);
-            let id_value = ident.and_then(|x| x.get("value")).and_then(Value::as_str).map(str::to_owned);
+            let id_system = ident
+                .and_then(|x| x.get("system"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let id_value = ident
+                .and_then(|x| x.get("value"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             let cond = req
                 .get("ifNoneExist")
                 .and_then(Value::as_str)
@@ -198,7 +225,10 @@ impl ReceiverDb {
                         it.collect::<rusqlite::Result<Vec<i64>>>()?
                     };
                     if m.len() > 1 {
-                        return Err(TxError::Multiple(format!("entry {i}: ifNoneExist matches {} resources", m.len())));
+                        return Err(TxError::Multiple(format!(
+                            "entry {i}: ifNoneExist matches {} resources",
+                            m.len()
+                        )));
                     }
                     m.first().copied()
                 }
@@ -267,9 +297,9 @@ impl ReceiverDb {
 
     pub fn search_patient(&self, patient: &str) -> rusqlite::Result<Vec<Value>> {
         let p = patient.strip_prefix("Patient/").unwrap_or(patient);
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT json FROM resources WHERE type = 'Observation' AND patient = ?1 ORDER BY id")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT json FROM resources WHERE type = 'Observation' AND patient = ?1 ORDER BY id",
+        )?;
         let it = st.query_map([p], |r| r.get::<_, String>(0))?;
         Ok(it
             .filter_map(|s| s.ok().and_then(|s| serde_json::from_str(&s).ok()))
@@ -279,9 +309,12 @@ impl ReceiverDb {
     fn load(&self, id: i64) -> rusqlite::Result<Value> {
         let s: Option<String> = self
             .conn
-            .query_row("SELECT json FROM resources WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT json FROM resources WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()?;
-        Ok(s.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null))
+        Ok(s.and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null))
     }
 
     pub fn identifier_counts(&self, ty: &str) -> rusqlite::Result<BTreeMap<String, u64>> {
@@ -289,18 +322,23 @@ impl ReceiverDb {
             "SELECT id_value, count(*) FROM resources WHERE type = ?1 AND id_value IS NOT NULL GROUP BY id_value",
         )?;
         let it = st.query_map([ty], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        it.map(|x| x.map(|(k, v)| (k, u64::try_from(v).unwrap_or(0)))).collect()
+        it.map(|x| x.map(|(k, v)| (k, u64::try_from(v).unwrap_or(0))))
+            .collect()
     }
 
     pub fn count(&self, ty: &str) -> rusqlite::Result<u64> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM resources WHERE type = ?1", [ty], |r| r.get(0))?;
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM resources WHERE type = ?1",
+            [ty],
+            |r| r.get(0),
+        )?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     pub fn resources(&self, ty: &str) -> rusqlite::Result<Vec<Value>> {
-        let mut st = self.conn.prepare("SELECT json FROM resources WHERE type = ?1 ORDER BY id")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT json FROM resources WHERE type = ?1 ORDER BY id")?;
         let it = st.query_map([ty], |r| r.get::<_, String>(0))?;
         Ok(it
             .filter_map(|s| s.ok().and_then(|s| serde_json::from_str(&s).ok()))
@@ -308,9 +346,9 @@ impl ReceiverDb {
     }
 
     pub fn clients(&self) -> rusqlite::Result<Vec<String>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT DISTINCT client FROM resources WHERE client IS NOT NULL ORDER BY client")?;
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT client FROM resources WHERE client IS NOT NULL ORDER BY client",
+        )?;
         let it = st.query_map([], |r| r.get::<_, String>(0))?;
         it.collect()
     }

@@ -62,7 +62,12 @@ impl FaultQueue {
             return None;
         }
         bundle.get("entry")?.as_array()?.iter().find_map(|e| {
-            let v = e.get("resource")?.get("identifier")?.get(0)?.get("value")?.as_str()?;
+            let v = e
+                .get("resource")?
+                .get("identifier")?
+                .get(0)?
+                .get("value")?
+                .as_str()?;
             inner.poisoned.contains(v).then(|| v.to_owned())
         })
     }
@@ -115,7 +120,11 @@ pub(crate) async fn after(f: &Option<Fault>, resp: Response<Body>) -> Response<B
     match f {
         Some(Fault::ResetAfterCommit) | Some(Fault::TruncatedAfterCommit) => {
             let (parts, body) = resp.into_parts();
-            let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             let half = bytes.slice(..bytes.len() / 2);
             if matches!(f, Some(Fault::ResetAfterCommit)) {
                 let mut parts = parts;

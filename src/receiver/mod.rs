@@ -35,7 +35,9 @@ pub const MAX_BODY: usize = 32 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
     /// The listen address could not be bound.
-    #[error("receiver cannot listen on {addr}: {source}; pick a free port or stop the other process")]
+    #[error(
+        "receiver cannot listen on {addr}: {source}; pick a free port or stop the other process"
+    )]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -140,10 +142,12 @@ impl Receiver {
                 addr: cfg.bind,
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| ReceiverError::Bind {
-            addr: cfg.bind,
-            source,
-        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ReceiverError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
         let shared = Arc::new(Shared {
             db: Mutex::new(db),
             faults: cfg.faults.clone(),
@@ -326,7 +330,11 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>, client: Option<String>) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    client: Option<String>,
+) -> Response<Body> {
     if let Ok(mut s) = shared.stats.lock() {
         s.requests += 1;
     }
@@ -357,11 +365,19 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, client: Option<Stri
                         );
                     }
                 }
-                Err(_) => return fhir_response(StatusCode::INTERNAL_SERVER_ERROR, &outcome("exception", "lock")),
+                Err(_) => {
+                    return fhir_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &outcome("exception", "lock"),
+                    )
+                }
             };
             match res {
                 Ok(v) => fhir_response(StatusCode::OK, &db::searchset(v)),
-                Err(e) => fhir_response(StatusCode::INTERNAL_SERVER_ERROR, &outcome("exception", &e.to_string())),
+                Err(e) => fhir_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &outcome("exception", &e.to_string()),
+                ),
             }
         }
         (Method::POST, _) => {
@@ -379,7 +395,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, client: Option<Stri
             let bundle: serde_json::Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
                 Err(e) => {
-                    return fhir_response(StatusCode::BAD_REQUEST, &outcome("structure", &format!("not JSON: {e}")))
+                    return fhir_response(
+                        StatusCode::BAD_REQUEST,
+                        &outcome("structure", &format!("not JSON: {e}")),
+                    )
                 }
             };
             if let Some(bad) = shared.faults.poisoned_in(&bundle) {
@@ -388,7 +407,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, client: Option<Stri
                 }
                 return fhir_response(
                     StatusCode::BAD_REQUEST,
-                    &outcome("invalid", &format!("entry with identifier {bad} is invalid (injected)")),
+                    &outcome(
+                        "invalid",
+                        &format!("entry with identifier {bad} is invalid (injected)"),
+                    ),
                 );
             }
             let result = match shared.db.lock() {
@@ -413,11 +435,15 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, client: Option<Stri
                 Err(db::TxError::Multiple(msg)) => {
                     fhir_response(StatusCode::PRECONDITION_FAILED, &outcome("duplicate", &msg))
                 }
-                Err(db::TxError::Server(msg)) => {
-                    fhir_response(StatusCode::INTERNAL_SERVER_ERROR, &outcome("exception", &msg))
-                }
+                Err(db::TxError::Server(msg)) => fhir_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &outcome("exception", &msg),
+                ),
             }
         }
-        _ => fhir_response(StatusCode::NOT_FOUND, &outcome("not-found", "unknown endpoint")),
+        _ => fhir_response(
+            StatusCode::NOT_FOUND,
+            &outcome("not-found", "unknown endpoint"),
+        ),
     }
 }

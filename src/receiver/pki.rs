@@ -122,7 +122,13 @@ impl DevCa {
         })
     }
 
-    fn leaf(&self, cn: &str, sans: &[&str], span: Span, eku: ExtendedKeyUsagePurpose) -> Result<Minted, PkiError> {
+    fn leaf(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        span: Span,
+        eku: ExtendedKeyUsagePurpose,
+    ) -> Result<Minted, PkiError> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.subject_alt_names = sans
             .iter()
@@ -133,7 +139,10 @@ impl DevCa {
             .collect::<Result<_, rcgen::Error>>()?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
-        dn.push(DnType::OrganizationName, "vitals-hub development PKI (NOT FOR PRODUCTION)");
+        dn.push(
+            DnType::OrganizationName,
+            "vitals-hub development PKI (NOT FOR PRODUCTION)",
+        );
         p.distinguished_name = dn;
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -152,7 +161,12 @@ impl DevCa {
 
     /// A receiver certificate for these DNS names / IP addresses.
     pub fn server(&self, names: &[&str], span: Span) -> Result<Minted, PkiError> {
-        self.leaf(names.first().copied().unwrap_or("receiver"), names, span, ExtendedKeyUsagePurpose::ServerAuth)
+        self.leaf(
+            names.first().copied().unwrap_or("receiver"),
+            names,
+            span,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
     }
 
     /// A hub client certificate (CN = the hub's id).

@@ -48,7 +48,9 @@ pub enum UplinkError {
     #[error("the server certificate is not trusted ({0}); it must be issued by the clinic CA in the configured bundle")]
     ServerCertUntrusted(String),
     /// The server certificate has expired.
-    #[error("the server certificate has expired; the clinic must renew it (or the hub clock is wrong)")]
+    #[error(
+        "the server certificate has expired; the clinic must renew it (or the hub clock is wrong)"
+    )]
     ServerCertExpired,
     /// The server certificate is not valid yet.
     #[error("the server certificate is not valid yet; check the hub clock, or the clinic issued it dated in the future")]
@@ -162,7 +164,9 @@ fn rustls_error(r: &rustls::Error) -> UplinkError {
         E::InvalidCertificate(c) => match c {
             C::Expired | C::ExpiredContext { .. } => UplinkError::ServerCertExpired,
             C::NotValidYet | C::NotValidYetContext { .. } => UplinkError::ServerCertNotYetValid,
-            C::NotValidForName | C::NotValidForNameContext { .. } => UplinkError::ServerCertWrongName,
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                UplinkError::ServerCertWrongName
+            }
             other => UplinkError::ServerCertUntrusted(format!("{other:?}")),
         },
         E::AlertReceived(a) => match a {
@@ -241,10 +245,18 @@ pub fn classify(e: &reqwest::Error) -> UplinkError {
     if lower.contains("connection refused") {
         return UplinkError::Refused;
     }
-    if lower.contains("invalid peer certificate") || lower.contains("received fatal alert") || lower.contains("peer is incompatible") {
+    if lower.contains("invalid peer certificate")
+        || lower.contains("received fatal alert")
+        || lower.contains("peer is incompatible")
+    {
         return UplinkError::Tls(text);
     }
-    if e.is_body() || e.is_decode() || lower.contains("incomplete") || lower.contains("closed") || lower.contains("reset") {
+    if e.is_body()
+        || e.is_decode()
+        || lower.contains("incomplete")
+        || lower.contains("closed")
+        || lower.contains("reset")
+    {
         return UplinkError::Reset(text);
     }
     UplinkError::Network(text)
@@ -380,8 +392,9 @@ impl UplinkConfig {
 
     /// Check everything that can be checked without the network.
     pub fn validate(&self) -> Result<reqwest::Url, UplinkError> {
-        let url = reqwest::Url::parse(&self.base_url)
-            .map_err(|e| UplinkError::Config(format!("`base_url` {:?} is not a URL: {e}", self.base_url)))?;
+        let url = reqwest::Url::parse(&self.base_url).map_err(|e| {
+            UplinkError::Config(format!("`base_url` {:?} is not a URL: {e}", self.base_url))
+        })?;
         if url.scheme() != "https" {
             return Err(UplinkError::Config(format!(
                 "`base_url` must be https://…, not {:?}",

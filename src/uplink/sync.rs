@@ -21,7 +21,10 @@ use tracing::{debug, error, info, warn};
 pub enum Step {
     /// Nothing was due.
     Idle,
-    Delivered { acked: usize, rejected: usize },
+    Delivered {
+        acked: usize,
+        rejected: usize,
+    },
 }
 
 /// Totals of a [`Uplink::drain`].
@@ -67,7 +70,10 @@ pub struct Uplink {
     status: Arc<Mutex<UplinkStatus>>,
 }
 
-fn build_client(cfg: &UplinkConfig, cert: Arc<ReloadingCert>) -> Result<reqwest::Client, UplinkError> {
+fn build_client(
+    cfg: &UplinkConfig,
+    cert: Arc<ReloadingCert>,
+) -> Result<reqwest::Client, UplinkError> {
     let tls = client_config(&cfg.ca_bundle, cert)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -83,7 +89,10 @@ fn build_client(cfg: &UplinkConfig, cert: Arc<ReloadingCert>) -> Result<reqwest:
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
     if enc.write_all(body).is_err() {
         return body.to_vec();
     }
@@ -204,7 +213,11 @@ impl Uplink {
             s.last_error_kind = Some(kind);
         });
         if changed {
-            let severity = if e.is_security() { "security" } else { "warning" };
+            let severity = if e.is_security() {
+                "security"
+            } else {
+                "warning"
+            };
             // The detail names the failure class only: server texts may echo PHI.
             let detail = match e {
                 UplinkError::Http { status, .. } => format!("HTTP {status}"),
@@ -236,11 +249,17 @@ impl Uplink {
                 self.rebuild_client().await?;
                 self.cert_level = None;
                 self.store
-                    .append_event("uplink_client_cert_reloaded", "security", "client certificate files changed; reloaded".into())
+                    .append_event(
+                        "uplink_client_cert_reloaded",
+                        "security",
+                        "client certificate files changed; reloaded".into(),
+                    )
                     .await?;
             }
             Ok(false) => {}
-            Err(e) => warn!(error = %e, "Rotated client certificate unusable; keeping the previous one."),
+            Err(e) => {
+                warn!(error = %e, "Rotated client certificate unusable; keeping the previous one.")
+            }
         }
         let Some(v) = self.cert.validity() else {
             return Ok(());
@@ -269,7 +288,11 @@ impl Uplink {
         if level > prev {
             warn!(days_left = days, "Client certificate expires soon.");
             self.store
-                .append_event("uplink_client_cert_expiring", "warning", format!("{days} days left"))
+                .append_event(
+                    "uplink_client_cert_expiring",
+                    "warning",
+                    format!("{days} days left"),
+                )
                 .await?;
             if level == 2 {
                 self.store
@@ -420,7 +443,11 @@ impl Uplink {
         })
     }
 
-    async fn remember_refs(&self, built: &BuiltBundle, outcomes: &[EntryOutcome]) -> Result<(), UplinkError> {
+    async fn remember_refs(
+        &self,
+        built: &BuiltBundle,
+        outcomes: &[EntryOutcome],
+    ) -> Result<(), UplinkError> {
         for (info, out) in built.entries.iter().zip(outcomes) {
             let name = match &info.kind {
                 EntryKind::HubDevice => "hub".to_owned(),
@@ -428,13 +455,20 @@ impl Uplink {
                 _ => continue,
             };
             if let (true, Some(r)) = (out.is_stored(), out.logical_ref()) {
-                self.store.set_uplink_state(&self.destination, &name, &r).await?;
+                self.store
+                    .set_uplink_state(&self.destination, &name, &r)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    async fn reject_poison(&mut self, items: &[OutboxItem], tags: Vec<i64>, e: &UplinkError) -> Result<usize, UplinkError> {
+    async fn reject_poison(
+        &mut self,
+        items: &[OutboxItem],
+        tags: Vec<i64>,
+        e: &UplinkError,
+    ) -> Result<usize, UplinkError> {
         let reason = e.to_string();
         let n = self.store.reject(tags.clone(), &reason).await?;
         let readings: Vec<i64> = items
@@ -451,7 +485,11 @@ impl Uplink {
         };
         warn!(outbox = ?tags, status, "Clinic server rejected an entry; it is kept and alerted.");
         self.store
-            .append_event("uplink_entry_rejected", "error", format!("outbox {tags:?} rejected with HTTP {status}"))
+            .append_event(
+                "uplink_entry_rejected",
+                "error",
+                format!("outbox {tags:?} rejected with HTTP {status}"),
+            )
             .await?;
         if !readings.is_empty() {
             self.store
@@ -467,7 +505,11 @@ impl Uplink {
     }
 
     /// Deliver one batch: build, send, ack per entry; bisect on a 4xx.
-    async fn deliver(&mut self, items: &[OutboxItem], more: bool) -> Result<(usize, usize), UplinkError> {
+    async fn deliver(
+        &mut self,
+        items: &[OutboxItem],
+        more: bool,
+    ) -> Result<(usize, usize), UplinkError> {
         let (hub_ref, refs) = self.refs().await?;
         let (mut acked, mut rejected) = (0usize, 0usize);
         let mut work: Vec<(usize, usize, bool)> = vec![(0, items.len(), more)];
@@ -477,10 +519,18 @@ impl Uplink {
             let built = self.build(slice, hub_ref.as_deref(), &refs, more);
             if !built.unmapped.is_empty() {
                 let tags: Vec<i64> = built.unmapped.iter().map(|(t, _)| *t).collect();
-                let reason = built.unmapped.first().map(|(_, e)| e.to_string()).unwrap_or_default();
+                let reason = built
+                    .unmapped
+                    .first()
+                    .map(|(_, e)| e.to_string())
+                    .unwrap_or_default();
                 rejected += self.store.reject(tags, &reason).await?;
                 self.store
-                    .append_event("uplink_unmapped", "warning", "readings without a PHD mapping kept, not uploaded".into())
+                    .append_event(
+                        "uplink_unmapped",
+                        "warning",
+                        "readings without a PHD mapping kept, not uploaded".into(),
+                    )
                     .await?;
             }
             if built.consumed < slice.len() && !more {
@@ -499,12 +549,23 @@ impl Uplink {
                         if out.is_stored() {
                             ok.extend(info.tags.iter().copied());
                         } else if !info.tags.is_empty() {
-                            let e = UplinkError::Http { status: out.status, retry_after: None, detail: out.outcome.clone() };
-                            if (400..500).contains(&out.status) && out.status != 408 && out.status != 429 {
-                                rejected += self.reject_poison(slice, info.tags.clone(), &e).await?;
+                            let e = UplinkError::Http {
+                                status: out.status,
+                                retry_after: None,
+                                detail: out.outcome.clone(),
+                            };
+                            if (400..500).contains(&out.status)
+                                && out.status != 408
+                                && out.status != 429
+                            {
+                                rejected +=
+                                    self.reject_poison(slice, info.tags.clone(), &e).await?;
                             } else {
-                                let next = self.clock.now().plus_millis(self.cfg.retry_base_ms as i64);
-                                self.store.retry(info.tags.clone(), &e.to_string(), next).await?;
+                                let next =
+                                    self.clock.now().plus_millis(self.cfg.retry_base_ms as i64);
+                                self.store
+                                    .retry(info.tags.clone(), &e.to_string(), next)
+                                    .await?;
                             }
                         }
                     }
@@ -527,7 +588,10 @@ impl Uplink {
                 }
                 Err(e) => {
                     let delay = self.delay_for(&e);
-                    let next = self.clock.now().plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                    let next = self
+                        .clock
+                        .now()
+                        .plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                     let all: Vec<i64> = items.iter().map(|i| i.id).collect();
                     let text = match &e {
                         UplinkError::Http { status, .. } => format!("HTTP {status}"),
@@ -576,7 +640,10 @@ impl Uplink {
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
-        let items = self.store.pending(self.cfg.batch_size, self.clock.now()).await?;
+        let items = self
+            .store
+            .pending(self.cfg.batch_size, self.clock.now())
+            .await?;
         if items.is_empty() {
             return Ok(Step::Idle);
         }
@@ -638,7 +705,9 @@ impl Uplink {
                 if let Ok(ident) = p.ident() {
                     devices.push(fhir::bundle::DeviceStatus {
                         ident,
-                        last_seen_secs: info.last_seen.map(|t| (now.as_millis() - t.as_millis()).div_euclid(1000)),
+                        last_seen_secs: info
+                            .last_seen
+                            .map(|t| (now.as_millis() - t.as_millis()).div_euclid(1000)),
                         battery_percent: info.battery_percent,
                     });
                 }
@@ -646,7 +715,10 @@ impl Uplink {
         }
         let dir = self.store.path().parent().map(|p| p.to_path_buf());
         let free = match dir {
-            Some(d) => tokio::task::spawn_blocking(move || free_disk(&d)).await.ok().flatten(),
+            Some(d) => tokio::task::spawn_blocking(move || free_disk(&d))
+                .await
+                .ok()
+                .flatten(),
             None => None,
         };
         let status = HubStatus {
@@ -665,7 +737,8 @@ impl Uplink {
             nonce: self.random_u64(),
             more_may_follow: false,
         };
-        let built = fhir::heartbeat_bundle(&ctx, &status).map_err(|e| UplinkError::Config(e.to_string()))?;
+        let built = fhir::heartbeat_bundle(&ctx, &status)
+            .map_err(|e| UplinkError::Config(e.to_string()))?;
         match self.post(&built).await {
             Ok(out) => {
                 self.remember_refs(&built, &out).await?;
@@ -696,7 +769,11 @@ impl Uplink {
                 Ok(Step::Idle) => Duration::from_millis(self.cfg.poll_interval_ms),
                 Err(_) => self.next_delay,
             };
-            let wait = wait.min(next_heartbeat.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+            let wait = wait.min(
+                next_heartbeat
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            );
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
@@ -712,5 +789,10 @@ fn free_disk(dir: &std::path::Path) -> Option<u64> {
         .arg(dir)
         .output()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().nth(1)?.trim().parse().ok()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -32,7 +32,10 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
             return None;
         }
         let (lb, rest) = rest.split_at(n);
-        (lb.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)), rest)
+        (
+            lb.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
+            rest,
+        )
     };
     if rest.len() < len {
         return None;
@@ -111,7 +114,10 @@ pub struct ReloadingCert {
     current: Mutex<Option<Loaded>>,
 }
 
-fn load(paths: &CertPaths, provider: &rustls::crypto::CryptoProvider) -> Result<Loaded, UplinkError> {
+fn load(
+    paths: &CertPaths,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Loaded, UplinkError> {
     let bad = |what: &str, p: &Path, e: String| UplinkError::ClientCertificate {
         path: p.to_path_buf(),
         reason: format!("{what}: {e}"),
@@ -128,8 +134,13 @@ fn load(paths: &CertPaths, provider: &rustls::crypto::CryptoProvider) -> Result<
     let validity = validity(leaf.as_ref());
     let key = PrivateKeyDer::from_pem_file(&paths.key)
         .map_err(|e| bad("cannot read the private key", &paths.key, e.to_string()))?;
-    let ck = CertifiedKey::from_der(chain, key, provider)
-        .map_err(|e| bad("certificate and key do not form a pair", &paths.key, e.to_string()))?;
+    let ck = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        bad(
+            "certificate and key do not form a pair",
+            &paths.key,
+            e.to_string(),
+        )
+    })?;
     Ok(Loaded {
         key: Arc::new(ck),
         validity,
@@ -172,7 +183,10 @@ impl ReloadingCert {
 
     /// The current certificate's validity.
     pub fn validity(&self) -> Option<Validity> {
-        self.current.lock().ok().and_then(|c| c.as_ref().and_then(|l| l.validity))
+        self.current
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().and_then(|l| l.validity))
     }
 }
 
@@ -181,7 +195,10 @@ impl ResolvesClientCert for ReloadingCert {
         if let Err(e) = self.refresh() {
             warn!(error = %e, "Rotated client certificate unusable; presenting the previous one.");
         }
-        self.current.lock().ok().and_then(|c| c.as_ref().map(|l| l.key.clone()))
+        self.current
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|l| l.key.clone()))
     }
 
     fn has_certs(&self) -> bool {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use vitals_hub::fhir::{DeviceIdent, HubInfo, IdTimestamp, ObservationIdentifier};
-use vitals_hub::model::{Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value};
+use vitals_hub::model::{
+    Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value,
+};
 use vitals_hub::receiver::pki::{DevCa, Minted};
 use vitals_hub::receiver::{tls, FaultQueue, Listen, Receiver, ReceiverConfig};
 use vitals_hub::store::{DeviceKey, DeviceRecord, KekSource, NewReading, Store, StoreConfig};
@@ -72,8 +74,17 @@ pub fn store_config(dir: &Path) -> StoreConfig {
 
 /// A glucose reading with a device time `i` minutes after 2025-03-14T08:00:00.
 pub fn glucose(i: u32) -> NewReading {
-    let mut r = Reading::new(Kind::Glucose, Value::Number(Decimal::new(90 + i64::from(i % 50), 0)), Unit::MgPerDl);
-    r.device_time = Some(LocalDateTime::new(2025, 3, 14, 8, 0, 0).unwrap().add_minutes(i64::from(i)).unwrap());
+    let mut r = Reading::new(
+        Kind::Glucose,
+        Value::Number(Decimal::new(90 + i64::from(i % 50), 0)),
+        Unit::MgPerDl,
+    );
+    r.device_time = Some(
+        LocalDateTime::new(2025, 3, 14, 8, 0, 0)
+            .unwrap()
+            .add_minutes(i64::from(i))
+            .unwrap(),
+    );
     r.sequence = Some(u16::try_from(i % 65_000).unwrap());
     NewReading {
         stable_key: format!("meter-{i}"),
@@ -98,7 +109,9 @@ pub fn glucose_identifier(i: u32) -> String {
 /// A hub with a store holding `n` glucose readings and a client certificate from `hub_ca`.
 pub async fn hub_with(n: u32, clinic_ca: &DevCa, hub_cert: &Minted) -> Hub {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(store_config(dir.path()), Arc::new(SystemClock)).await.unwrap();
+    let store = Store::open(store_config(dir.path()), Arc::new(SystemClock))
+        .await
+        .unwrap();
     let device = store
         .upsert_device(
             DeviceRecord {
@@ -120,7 +133,14 @@ pub async fn hub_with(n: u32, clinic_ca: &DevCa, hub_cert: &Minted) -> Hub {
     let ca_path = dir.path().join("clinic-ca.pem");
     std::fs::write(&ca_path, &clinic_ca.cert_pem).unwrap();
     let (cert, key) = hub_cert.write(dir.path(), "hub").unwrap();
-    Hub { dir, store, device, ca_path, cert, key }
+    Hub {
+        dir,
+        store,
+        device,
+        ca_path,
+        cert,
+        key,
+    }
 }
 
 pub fn uplink_config(h: &Hub, url: &str) -> UplinkConfig {
@@ -136,7 +156,14 @@ pub fn uplink_config(h: &Hub, url: &str) -> UplinkConfig {
 }
 
 pub fn uplink(h: &Hub, cfg: UplinkConfig) -> Uplink {
-    Uplink::new(cfg, h.store.clone(), Arc::new(SystemClock), Arc::new(FixedTimeSync(true)), hub()).unwrap()
+    Uplink::new(
+        cfg,
+        h.store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(FixedTimeSync(true)),
+        hub(),
+    )
+    .unwrap()
 }
 
 pub fn url(r: &Receiver) -> String {
