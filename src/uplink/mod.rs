@@ -450,6 +450,17 @@ impl UplinkConfig {
     }
 }
 
+/// Debug text of each element of an error chain (diagnostics).
+pub fn chain_debug(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        out.push(format!("{err:?}"));
+        cur = err.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,13 +481,3 @@ mod tests {
     }
 }
 
-/// Debug text of each element of an error chain (diagnostics).
-pub fn chain_debug(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        out.push(format!("{err:?}"));
-        cur = err.source();
-    }
-    out
-}
