@@ -1,8 +1,11 @@
 //! The `vitals-hub` subcommands. Thin: parse, call the library, print.
 
 mod bench;
+mod bench_uplink;
 mod decode;
 mod keys;
+mod pki;
+mod receiver;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +27,10 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Measure the hub on this machine.
     Bench(bench::BenchArgs),
+    /// Run the small FHIR ingest endpoint (mutual TLS, or plain HTTP on loopback behind nginx).
+    Receiver(receiver::ReceiverArgs),
+    /// Mint a development PKI (CA, receiver and hub certificates). NOT FOR PRODUCTION.
+    Pki(pki::PkiArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -35,5 +42,7 @@ pub fn main() -> ExitCode {
         Command::Decode(args) => decode::run(&args),
         Command::Keys(args) => keys::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Receiver(args) => receiver::run(&args),
+        Command::Pki(args) => pki::run(&args),
     }
 }

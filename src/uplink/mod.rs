@@ -480,4 +480,3 @@ mod tests {
         assert!(e.to_string().contains("colour"));
     }
 }
-
