@@ -99,8 +99,17 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_else(|_| body.to_vec())
 }
 
+/// A FHIR-level refusal of the content: only these bisect and reject. A 4xx without an
+/// OperationOutcome (a proxy's error page, a wrong URL) is not blamed on an entry.
 fn is_poison(e: &UplinkError) -> bool {
-    matches!(e, UplinkError::Http { status, .. } if matches!(status, 400 | 409 | 412 | 413 | 422))
+    matches!(e, UplinkError::Http { status, detail: Some(_), .. } if matches!(status, 400 | 409 | 412 | 413 | 422))
+        || matches!(
+            e,
+            UplinkError::Http {
+                status: 412 | 413,
+                ..
+            }
+        )
 }
 
 /// Blood-pressure components of one measurement must stay in one bundle: the boundaries between
@@ -436,6 +445,17 @@ impl Uplink {
         let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| fhir::parse_operation_outcome(&v));
+        // nginx completes the handshake and answers a failed client-certificate check with its
+        // own 400 page ("The SSL certificate error" / "No required SSL certificate was sent").
+        if detail.is_none() && matches!(status.as_u16(), 400 | 403 | 495 | 496) {
+            let text = String::from_utf8_lossy(&bytes);
+            if text.contains("SSL certificate") {
+                return Err(UplinkError::ServerRejectedOurCertificate(format!(
+                    "HTTP {} from the TLS terminator",
+                    status.as_u16()
+                )));
+            }
+        }
         Err(UplinkError::Http {
             status: status.as_u16(),
             retry_after,
