@@ -11,9 +11,16 @@
 //!   information, battery) — bytes in, `model` out, and encoders for the hub's writes and simulators.
 //! - [`store`]: the encrypted store-and-forward store (SQLite + ring AEAD): devices, readings,
 //!   download cursors, the upload outbox, alerts and the audit log; fsync'd before anything is acked.
+//! - [`fhir`]: pure mapping to the HL7 PHD IG (Observations, PhdDevice / PhgDevice, coincident
+//!   timestamps, conditional-create identifiers, bounded transaction Bundles) and parsing of
+//!   transaction-responses.
+//! - [`uplink`]: the mTLS client (reqwest + rustls on ring, certificate reload) and the sync loop:
+//!   batches from the outbox, per-entry acks, backoff, bisection of refused bundles, heartbeat.
+//! - [`receiver`]: a small FHIR ingest endpoint over mTLS (demo, pilots, tests) with a scripted fault
+//!   queue, and the development PKI behind `vitals-hub pki`.
 //! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
 //!
-//! The BLE sessions, alerts, FHIR mapping and the uplink are added as the
+//! The BLE sessions and alerts are added as the
 //! product grows (see `ARCHITECTURE.md` in the design folder).
 
 pub mod cli;

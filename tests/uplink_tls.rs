@@ -240,6 +240,8 @@ async fn every_tls_refusal_has_its_own_error_and_acks_nothing() {
         uplink_config(&h, &format!("https://127.0.0.1:{port}/fhir")),
     );
     assert_eq!(up.step().await.unwrap_err(), UplinkError::Refused);
+    // A fresh hub: the first one's reading now waits for its retry time.
+    let h = hub_with(1, &ca, &hub_cert()).await;
     let mut up = uplink(&h, uplink_config(&h, "https://no-such-host.invalid/fhir"));
     assert!(matches!(up.step().await.unwrap_err(), UplinkError::Dns(_)));
     assert_eq!(h.store.stats().await.unwrap().acked, 0);
@@ -322,5 +324,32 @@ async fn expiring_certificate_warns_at_30_days_and_alerts_at_14() {
         .as_str()
         .unwrap()
         .contains("client_certificate_expiring"));
+    rx.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_wait_for_the_hub_clock_to_be_synchronised() {
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = receiver(
+        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
+        Some(&ca),
+        TLS13,
+    )
+    .await;
+    let h = hub_with(2, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let mut up = vitals_hub::uplink::Uplink::new(
+        uplink_config(&h, &url(&rx)),
+        h.store.clone(),
+        std::sync::Arc::new(vitals_hub::model::SystemClock),
+        std::sync::Arc::new(vitals_hub::uplink::FixedTimeSync(false)),
+        hub(),
+    )
+    .unwrap();
+    assert_eq!(
+        up.step().await.unwrap_err(),
+        UplinkError::ClockNotSynchronised
+    );
+    assert_eq!(rx.stats().requests, 0, "nothing was sent");
+    assert_eq!(h.store.stats().await.unwrap().pending, 2);
     rx.shutdown().await;
 }
