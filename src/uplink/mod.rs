@@ -461,6 +461,50 @@ pub fn chain_debug(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     out
 }
 
+/// The hub's PhgDevice identity from the config, else the MAC of the first non-loopback interface
+/// (`/sys/class/net/*/address`).
+pub fn hub_info(cfg: &UplinkConfig) -> Result<crate::fhir::HubInfo, UplinkError> {
+    let mac = match &cfg.hub_mac {
+        Some(m) => m.clone(),
+        None => {
+            let mut found = None;
+            if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+                let mut names: Vec<PathBuf> =
+                    dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                names.sort();
+                for n in names {
+                    if n.file_name().and_then(|f| f.to_str()) == Some("lo") {
+                        continue;
+                    }
+                    if let Ok(a) = std::fs::read_to_string(n.join("address")) {
+                        let a = a.trim().to_owned();
+                        if a != "00:00:00:00:00:00" && !a.is_empty() {
+                            found = Some(a);
+                            break;
+                        }
+                    }
+                }
+            }
+            found.ok_or_else(|| {
+                UplinkError::Config(
+                    "`hub_mac` is not set and no network interface has a MAC address".into(),
+                )
+            })?
+        }
+    };
+    let mac = mac.parse().map_err(|e: crate::fhir::identifier::IdError| {
+        UplinkError::Config(format!("`hub_mac`: {e}"))
+    })?;
+    Ok(crate::fhir::HubInfo {
+        mac,
+        manufacturer: cfg.manufacturer.clone(),
+        model: "vitals-hub".into(),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        ntp: true,
+        utc_offset_minutes: cfg.utc_offset_minutes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,5 +522,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("colour"));
+    }
+
+    #[test]
+    fn hub_identity_from_config() {
+        let mut c = UplinkConfig::new("https://clinic.example/fhir", Path::new("/ca.pem"), "p1");
+        c.hub_mac = Some("DC:A6:32:12:34:56".into());
+        let h = hub_info(&c).unwrap();
+        assert_eq!(
+            crate::fhir::Eui64::from_eui48(h.mac).dashed(),
+            "DC-A6-32-FF-FE-12-34-56"
+        );
+        c.hub_mac = Some("nope".into());
+        assert!(hub_info(&c).is_err());
     }
 }

@@ -65,6 +65,8 @@ pub struct Uplink {
     rng: SystemRandom,
     failures: u32,
     next_delay: Duration,
+    /// The delay already written to the store as the items' next attempt.
+    chosen_delay: Option<Duration>,
     cert_level: Option<(i64, u8)>,
     devices: HashMap<String, PhdDeviceInfo>,
     status: Arc<Mutex<UplinkStatus>>,
@@ -166,6 +168,7 @@ impl Uplink {
             rng: SystemRandom::new(),
             failures: 0,
             next_delay: Duration::ZERO,
+            chosen_delay: None,
             cert_level: None,
             devices: HashMap::new(),
             status: Arc::new(Mutex::new(UplinkStatus::default())),
@@ -618,6 +621,7 @@ impl Uplink {
                         other => other.kind().to_owned(),
                     };
                     self.store.retry(all, &text, next).await?;
+                    self.chosen_delay = Some(delay);
                     self.with_status(|s| s.acked += acked as u64);
                     return Err(e);
                 }
@@ -643,10 +647,11 @@ impl Uplink {
             }
             Ok(Step::Idle) => {}
             Err(e) => {
+                let chosen = self.chosen_delay.take();
                 self.next_delay = if matches!(e, UplinkError::ClockNotSynchronised) {
                     Duration::from_millis(self.cfg.poll_interval_ms)
                 } else {
-                    self.delay_for(e)
+                    chosen.unwrap_or_else(|| self.delay_for(e))
                 };
                 self.failures = self.failures.saturating_add(1);
                 self.record_failure(e).await;

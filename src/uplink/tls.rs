@@ -240,3 +240,30 @@ pub fn client_config(
     cfg.enable_early_data = false;
     Ok(cfg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Clock;
+    use crate::receiver::pki::{DevCa, Span};
+
+    #[test]
+    fn validity_of_minted_certificates() {
+        let ca = DevCa::new("t").unwrap();
+        let c = ca
+            .client(
+                "x",
+                Span {
+                    from_days: -2,
+                    to_days: 30,
+                },
+            )
+            .unwrap();
+        let v = validity(&c.cert_der).unwrap();
+        assert_eq!(v.not_after - v.not_before, 32 * 86_400);
+        let now = crate::model::SystemClock.now().as_millis() / 1000;
+        assert!(v.not_before < now && now < v.not_after);
+        assert!(validity(&c.cert_der[..40]).is_none());
+        assert!(validity(&[]).is_none());
+    }
+}
