@@ -285,6 +285,15 @@ fn bp_and_glucose_first_upload_matches_the_design_example() {
         "DC-A6-32-FF-FE-12-34-56"
     );
     assert_eq!(b.entries[2].tags, vec![1, 2, 3]);
+    // The pure identifier / stable-key builders agree with the bundle.
+    let id = fhir::reading_identifier(&cuff, "RPM-000123", &rs[1], RX).unwrap();
+    assert_eq!(bp["identifier"][0]["value"], id.value());
+    let keys: BTreeSet<String> = rs[..3]
+        .iter()
+        .map(|r| fhir::stable_key(&cuff, "RPM-000123", r, RX).unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3, "BP components get distinct store keys");
+    assert!(keys.contains("00091FFFFE801A2B-RPM-000123-150020-795255330-150022"));
     golden("bundle-bp-glucose-first-upload", &b.json);
 }
 

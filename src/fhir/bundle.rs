@@ -926,3 +926,62 @@ pub fn heartbeat_bundle(
     }
     Ok(b.finish(0, Vec::new()))
 }
+
+/// The conditional-create identifier of the Observation a reading becomes (the compound BP
+/// Observation's for a systolic/diastolic/mean reading).
+pub fn reading_identifier(
+    device: &PhdDeviceInfo,
+    patient_id: &str,
+    reading: &Reading,
+    received_at: UtcMillis,
+) -> Result<ObservationIdentifier, FhirError> {
+    let mdc_type = if is_bp_component(reading.kind) {
+        mdc::PRESS_BLD_NONINV
+    } else {
+        codes::type_codes(reading.kind, device.class, reading.specimen)
+            .ok_or_else(|| FhirError::Unmapped(reading.kind.to_string()))?
+            .mdc
+    };
+    let ts = match reading.device_time {
+        Some(t) => IdTimestamp::Device(t),
+        None => IdTimestamp::Reception(received_at),
+    };
+    Ok(ObservationIdentifier::new(
+        device.ident()?,
+        patient_id,
+        mdc_type,
+        ts,
+    ))
+}
+
+/// A per-reading stable key for the store's deduplication: the Observation identifier, plus the
+/// component's MDC code for the components of a blood-pressure measurement (which share one
+/// Observation). Kinds without a PHD mapping get `<device>-<patient>-<kind>-<timestamp>`.
+pub fn stable_key(
+    device: &PhdDeviceInfo,
+    patient_id: &str,
+    reading: &Reading,
+    received_at: UtcMillis,
+) -> Result<String, FhirError> {
+    match reading_identifier(device, patient_id, reading, received_at) {
+        Ok(id) if is_bp_component(reading.kind) => {
+            let c = codes::type_codes(reading.kind, device.class, None)
+                .map(|t| t.mdc)
+                .unwrap_or_default();
+            Ok(format!("{}-{c}", id.value()))
+        }
+        Ok(id) => Ok(id.value()),
+        Err(FhirError::Unmapped(kind)) => {
+            let ts = match reading.device_time {
+                Some(t) => IdTimestamp::Device(t),
+                None => IdTimestamp::Reception(received_at),
+            };
+            Ok(format!(
+                "{}-{patient_id}-{kind}-{}",
+                device.ident()?,
+                ts.encode()
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}

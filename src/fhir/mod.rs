@@ -30,8 +30,8 @@ pub mod identifier;
 pub mod response;
 
 pub use bundle::{
-    build, heartbeat_bundle, BuiltBundle, BundleContext, EntryInfo, EntryKind, HubStatus,
-    ReadingInput, MAX_ENTRIES,
+    build, heartbeat_bundle, reading_identifier, stable_key, BuiltBundle, BundleContext, EntryInfo,
+    EntryKind, HubStatus, ReadingInput, MAX_ENTRIES,
 };
 pub use codes::DeviceClass;
 pub use identifier::{
