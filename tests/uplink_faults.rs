@@ -103,3 +103,56 @@ async fn a_412_is_rejected_not_retried_in_a_loop() {
     assert_eq!(rx.count("Observation"), 0);
     rx.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_loop_uploads_new_readings_and_sends_heartbeats_until_shutdown() {
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = receiver(
+        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
+        Some(&ca),
+        &[&rustls::version::TLS13],
+    )
+    .await;
+    let h = hub_with(5, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let mut cfg = uplink_config(&h, &url(&rx));
+    cfg.poll_interval_ms = 50;
+    cfg.heartbeat_interval_secs = 1;
+    let up = uplink(&h, cfg);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(up.run(stopped));
+    // New readings arrive while it runs.
+    h.store
+        .append(&h.device, (5..12).map(glucose).collect(), None)
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    while rx
+        .observation_identifier_counts()
+        .keys()
+        .filter(|k| k.contains("-160184-"))
+        .count()
+        < 12
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "run loop did not upload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let heartbeats = rx
+        .resources("Observation")
+        .into_iter()
+        .filter(|o| o["code"]["coding"][0]["code"] == "backlog-depth")
+        .count();
+    assert!(
+        heartbeats >= 2,
+        "a heartbeat at start and one after the interval: {heartbeats}"
+    );
+    rx.shutdown().await;
+}

@@ -681,8 +681,42 @@ impl Uplink {
             self.load_devices().await?;
         }
         let full = items.len() == self.cfg.batch_size;
-        let (acked, rejected) = self.deliver(&items, full).await?;
-        Ok(Step::Delivered { acked, rejected })
+        // A reading sealed for another patient (the device was re-bound) is never uploaded under
+        // this hub's patient: it is kept, rejected and reported.
+        let (items, foreign): (Vec<OutboxItem>, Vec<OutboxItem>) =
+            items.into_iter().partition(|i| match &i.payload {
+                OutboxPayload::Reading(r) => r
+                    .patient_id
+                    .as_deref()
+                    .is_none_or(|p| p == self.cfg.patient_id),
+                OutboxPayload::Alert(_) => true,
+            });
+        let mut rejected = 0;
+        if !foreign.is_empty() {
+            let ids: Vec<i64> = foreign.iter().map(|i| i.id).collect();
+            rejected += self
+                .store
+                .reject(
+                    ids,
+                    "reading belongs to another patient than the uplink's patient_id",
+                )
+                .await?;
+            self.store
+                .append_event(
+                    "uplink_patient_mismatch",
+                    "error",
+                    format!(
+                        "{} readings for another patient kept, not uploaded",
+                        foreign.len()
+                    ),
+                )
+                .await?;
+        }
+        let (acked, r) = self.deliver(&items, full).await?;
+        Ok(Step::Delivered {
+            acked,
+            rejected: rejected + r,
+        })
     }
 
     /// Upload until nothing is pending (retrying transient failures with backoff) or `limit` passes.
