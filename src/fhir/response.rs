@@ -44,7 +44,7 @@ fn status_code(text: &str) -> Option<u16> {
     if digits.len() != 3 {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|c| (100..=599).contains(c))
 }
 
 /// Summary text of an OperationOutcome: severity, code and diagnostics of each issue.
