@@ -156,3 +156,37 @@ async fn the_run_loop_uploads_new_readings_and_sends_heartbeats_until_shutdown()
     );
     rx.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_device_ids_are_resent_not_blamed_on_readings() {
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = receiver(
+        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
+        Some(&ca),
+        &[&rustls::version::TLS13],
+    )
+    .await;
+    let h = hub_with(1, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let dest = url(&rx);
+    // Ids from a server that has since lost them; the refusal is a FHIR 400 (an OperationOutcome).
+    h.store
+        .set_uplink_state(&dest, "hub", "Device/999")
+        .await
+        .unwrap();
+    h.store
+        .set_uplink_state(&dest, &format!("device:{}", h.device.0), "Device/998")
+        .await
+        .unwrap();
+    rx.faults().push(Fault::Status(400));
+    let mut up = uplink(&h, uplink_config(&h, &dest));
+    let rep = up.drain(DRAIN).await.unwrap();
+    assert_eq!((rep.acked, rep.rejected), (1, 0), "{rep:?}");
+    assert_eq!(
+        rx.count("Device"),
+        2,
+        "hub and meter sent again as conditional creates"
+    );
+    let hub_ref = h.store.uplink_state(&dest, "hub").await.unwrap().unwrap();
+    assert!(hub_ref.starts_with("Device/") && hub_ref != "Device/999");
+    rx.shutdown().await;
+}

@@ -358,18 +358,38 @@ impl Uplink {
     }
 
     async fn refs(&self) -> Result<(Option<String>, HashMap<String, String>), UplinkError> {
-        let hub = self.store.uplink_state(&self.destination, "hub").await?;
+        // An empty value is a forgotten id (see `forget_refs`).
+        let hub = self
+            .store
+            .uplink_state(&self.destination, "hub")
+            .await?
+            .filter(|r| !r.is_empty());
         let mut refs = HashMap::new();
         for key in self.devices.keys() {
             if let Some(r) = self
                 .store
                 .uplink_state(&self.destination, &format!("device:{key}"))
                 .await?
+                .filter(|r| !r.is_empty())
             {
                 refs.insert(key.clone(), r);
             }
         }
         Ok((hub, refs))
+    }
+
+    /// Forget the server ids of the hub and devices: the next bundle sends them again as
+    /// conditional creates (a server that lost or renumbered them would refuse the references).
+    async fn forget_refs(&self) -> Result<(), UplinkError> {
+        self.store
+            .set_uplink_state(&self.destination, "hub", "")
+            .await?;
+        for key in self.devices.keys() {
+            self.store
+                .set_uplink_state(&self.destination, &format!("device:{key}"), "")
+                .await?;
+        }
+        Ok(())
     }
 
     fn build(
@@ -537,6 +557,7 @@ impl Uplink {
         let (mut acked, mut rejected) = (0usize, 0usize);
         let mut work: Vec<(usize, usize, bool)> = vec![(0, items.len(), more)];
         let (mut hub_ref, mut refs) = (hub_ref, refs);
+        let mut refs_retried = false;
         while let Some((a, b, more)) = work.pop() {
             let slice = items.get(a..b).unwrap_or_default();
             let built = self.build(slice, hub_ref.as_deref(), &refs, more);
@@ -605,6 +626,14 @@ impl Uplink {
                             debug!(size = covered.len(), "Bisecting a refused bundle.");
                             work.push((a + mid, a + built.consumed, false));
                             work.push((a, a + mid, false));
+                        }
+                        _ if !refs_retried && (hub_ref.is_some() || !refs.is_empty()) => {
+                            // Before blaming the entry, rule out stale server ids of the devices.
+                            refs_retried = true;
+                            self.forget_refs().await?;
+                            hub_ref = None;
+                            refs.clear();
+                            work.push((a, a + built.consumed, false));
                         }
                         _ => rejected += self.reject_poison(slice, tags, &e).await?,
                     }
