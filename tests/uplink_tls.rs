@@ -228,6 +228,22 @@ async fn every_tls_refusal_has_its_own_error_and_acks_nothing() {
     .await;
     assert!(matches!(e, UplinkError::OwnCertificateExpired(_)), "{e:?}");
 
+    // A server that does not ask for the hub's certificate gets nothing.
+    let rx = receiver(&ca.server(&names, Span::DEFAULT).unwrap(), None, TLS13).await;
+    let h = hub_with(2, &ca, &hub_cert()).await;
+    let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
+    assert_eq!(
+        up.step().await.unwrap_err(),
+        UplinkError::ServerDidNotRequestClientCert
+    );
+    assert_eq!(
+        rx.stats().requests,
+        0,
+        "no request was written on the connection"
+    );
+    assert_eq!(h.store.stats().await.unwrap().acked, 0);
+    rx.shutdown().await;
+
     // Nothing listening, and a name that does not resolve.
     let h = hub_with(1, &ca, &hub_cert()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -44,6 +44,9 @@ pub enum UplinkError {
     /// The server refused the hub's certificate (TLS alert).
     #[error("the clinic server rejected the hub's client certificate (TLS alert {0}); check that the hub certificate is issued by the clinic's hub CA")]
     ServerRejectedOurCertificate(String),
+    /// The server completed the handshake without asking for the hub's certificate.
+    #[error("the server did not request the hub's client certificate (no mutual TLS); nothing was sent — the clinic endpoint must require client certificates")]
+    ServerDidNotRequestClientCert,
     /// The server certificate does not chain to the configured clinic CA.
     #[error("the server certificate is not trusted ({0}); it must be issued by the clinic CA in the configured bundle")]
     ServerCertUntrusted(String),
@@ -112,6 +115,7 @@ impl UplinkError {
             UplinkError::ClientCertificate { .. } => "uplink_client_cert_unusable",
             UplinkError::OwnCertificateExpired(_) => "uplink_client_cert_expired",
             UplinkError::ServerRejectedOurCertificate(_) => "uplink_server_rejected_client_cert",
+            UplinkError::ServerDidNotRequestClientCert => "uplink_server_no_client_auth",
             UplinkError::ServerCertUntrusted(_) => "uplink_server_cert_untrusted",
             UplinkError::ServerCertExpired => "uplink_server_cert_expired",
             UplinkError::ServerCertNotYetValid => "uplink_server_cert_not_yet_valid",
@@ -136,6 +140,7 @@ impl UplinkError {
             self,
             UplinkError::OwnCertificateExpired(_)
                 | UplinkError::ServerRejectedOurCertificate(_)
+                | UplinkError::ServerDidNotRequestClientCert
                 | UplinkError::ServerCertUntrusted(_)
                 | UplinkError::ServerCertExpired
                 | UplinkError::ServerCertNotYetValid
@@ -226,6 +231,9 @@ pub fn classify(e: &reqwest::Error) -> UplinkError {
         cur = err.source();
     }
     let lower = text.to_lowercase();
+    if text.contains(tls::NO_CLIENT_AUTH) {
+        return UplinkError::ServerDidNotRequestClientCert;
+    }
     if e.is_timeout() || io_kind == Some(std::io::ErrorKind::TimedOut) {
         return UplinkError::Timeout;
     }

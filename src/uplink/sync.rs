@@ -76,9 +76,10 @@ fn build_client(
     cfg: &UplinkConfig,
     cert: Arc<ReloadingCert>,
 ) -> Result<reqwest::Client, UplinkError> {
-    let tls = client_config(&cfg.ca_bundle, cert)?;
+    let tls = client_config(&cfg.ca_bundle, cert.clone())?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
+        .connector_layer(super::tls::RequireClientAuth(cert))
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(cfg.connect_timeout())

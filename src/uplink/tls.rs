@@ -110,6 +110,8 @@ struct Loaded {
 #[derive(Debug)]
 pub struct ReloadingCert {
     paths: CertPaths,
+    /// How many times a server asked for the client certificate (one per full handshake).
+    requests: std::sync::atomic::AtomicU64,
     provider: Arc<rustls::crypto::CryptoProvider>,
     current: Mutex<Option<Loaded>>,
 }
@@ -155,6 +157,7 @@ impl ReloadingCert {
     ) -> Result<ReloadingCert, UplinkError> {
         let loaded = load(&paths, &provider)?;
         Ok(ReloadingCert {
+            requests: std::sync::atomic::AtomicU64::new(0),
             paths,
             provider,
             current: Mutex::new(Some(loaded)),
@@ -181,6 +184,11 @@ impl ReloadingCert {
         Ok(true)
     }
 
+    /// How many times servers asked for the client certificate.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The current certificate's validity.
     pub fn validity(&self) -> Option<Validity> {
         self.current
@@ -192,6 +200,8 @@ impl ReloadingCert {
 
 impl ResolvesClientCert for ReloadingCert {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = self.refresh() {
             warn!(error = %e, "Rotated client certificate unusable; presenting the previous one.");
         }
@@ -203,6 +213,66 @@ impl ResolvesClientCert for ReloadingCert {
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+/// The message of the connector error for a server that did not authenticate the hub.
+pub const NO_CLIENT_AUTH: &str = "the server did not request the hub's client certificate";
+
+/// A reqwest connector layer: a new connection whose handshake did not ask for the client
+/// certificate is dropped before any request (and so any PHI) is written on it
+/// (security-notes checklist 9: mutual authentication on every session). The uplink makes one
+/// connection at a time, so the resolver's counter attributes requests to connections exactly.
+#[derive(Debug, Clone)]
+pub struct RequireClientAuth(pub Arc<ReloadingCert>);
+
+impl<S> tower_layer::Layer<S> for RequireClientAuth {
+    type Service = RequireClientAuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireClientAuthService {
+            inner,
+            cert: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequireClientAuthService<S> {
+    inner: S,
+    cert: Arc<ReloadingCert>,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, R> tower_service::Service<R> for RequireClientAuthService<S>
+where
+    S: tower_service::Service<R>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: From<String> + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let before = self.cert.requests();
+        let cert = self.cert.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let conn = fut.await?;
+            if cert.requests() == before {
+                return Err(S::Error::from(NO_CLIENT_AUTH.to_owned()));
+            }
+            Ok(conn)
+        })
     }
 }
 
