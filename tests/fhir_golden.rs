@@ -371,6 +371,22 @@ fn specials_flags_test_data_and_interpretation() {
         "H"
     );
     assert_eq!(e[3]["resource"]["code"]["coding"][1]["code"], "14743-9");
+    assert_eq!(e[1]["resource"]["status"], "final");
+    let mut early = reading(Kind::Spo2, num(97, 0), Unit::Percent, t(9, 5, 0));
+    early.flags.insert(Flag::EarlyEstimate);
+    let mut ox = meter.clone();
+    ox.class = DeviceClass::PulseOximeter;
+    let b2 = fhir::build(
+        &ctx(&hub, &refs, Some("Device/11")),
+        &[Item::Reading(input(5, &ox, &early))],
+    );
+    check_rules(&b2.json);
+    let o = &b2.json["entry"][1]["resource"];
+    assert_eq!(o["status"], "preliminary");
+    assert_eq!(
+        o["interpretation"][0]["coding"][0]["code"],
+        "early-indication"
+    );
     golden("bundle-glucose-nan-test-interpretation", &b.json);
 }
 

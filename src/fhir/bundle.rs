@@ -589,6 +589,15 @@ impl Builder<'_, '_> {
         flags.sort();
         flags.dedup();
         let invalid = flags.contains(&Flag::InvalidMeasurement);
+        // The device says the value is not final yet (PLXS early estimate, measurement ongoing).
+        if flags.iter().any(|f| {
+            matches!(
+                f,
+                Flag::MeasurementOngoing | Flag::EarlyEstimate | Flag::Intermediate
+            )
+        }) {
+            m.insert("status".into(), json!("preliminary"));
+        }
         if compound {
             let mut comps = Vec::new();
             let mut sorted: Vec<&&ReadingInput<'_>> = group.iter().collect();
