@@ -174,7 +174,8 @@ pub const BP_PANEL: TypeCodes = t(
 );
 
 /// The codes for a reading kind on a device class; `None` for kinds the hub does not upload
-/// (intermediate cuff pressure, energy expended: no MDC code agreed with the backend yet).
+/// (intermediate cuff pressure, energy expended: no MDC code agreed with the backend yet; RR
+/// intervals: see below).
 pub fn type_codes(
     kind: Kind,
     class: DeviceClass,
@@ -221,7 +222,6 @@ pub fn type_codes(
             &[("39156-5", "Body mass index (BMI) [Ratio]")],
             true,
         ),
-        Kind::RrInterval => t(147240, &[], false),
         Kind::BatteryLevel => t(mdc::BATT_CHARGE, &[], false),
         Kind::Glucose | Kind::CgmGlucose => {
             let code = match (kind, specimen) {
@@ -251,6 +251,9 @@ pub fn type_codes(
                 t(code, &[], false)
             }
         }
-        Kind::CuffPressure | Kind::EnergyExpended => return None,
+        // RR intervals come several per notification with no device time: they would share one
+        // conditional-create identifier and the server would keep only the first. Until they are
+        // uploaded as one SampledData Observation per notification they stay on the hub.
+        Kind::CuffPressure | Kind::EnergyExpended | Kind::RrInterval => return None,
     })
 }
