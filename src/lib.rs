@@ -15,16 +15,26 @@
 //!   the allow-list and bond check, one session per device, RACP downloads, pairing via zbus.
 //! - [`alerts`]: pure alert rules — thresholds with exact unit conversion and hysteresis, weight
 //!   trends, missed measurements by cause — and the replay used to try them.
+//! - [`fhir`]: pure mapping to the HL7 PHD IG (Observations, PhdDevice / PhgDevice, coincident
+//!   timestamps, conditional-create identifiers, bounded transaction Bundles) and parsing of
+//!   transaction-responses.
+//! - [`uplink`]: the mTLS client (reqwest + rustls on ring, certificate reload) and the sync loop:
+//!   batches from the outbox, per-entry acks, backoff, bisection of refused bundles, heartbeat.
+//! - [`receiver`]: a small FHIR ingest endpoint over mTLS (demo, pilots, tests) with a scripted fault
+//!   queue, and the development PKI behind `vitals-hub pki`.
 //! - [`hub`]: wiring — ingest into the store and the alert rules, the local alert hook.
 //! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
 //!
-//! The FHIR mapping, the uplink and the daemon are added as the product grows (see
-//! `ARCHITECTURE.md` in the design folder).
+//! The daemon (`hub::run`) is added as the product grows (see `ARCHITECTURE.md` in the design
+//! folder).
 
 pub mod alerts;
 pub mod ble;
 pub mod cli;
+pub mod fhir;
 pub mod gatt;
 pub mod hub;
 pub mod model;
+pub mod receiver;
 pub mod store;
+pub mod uplink;

@@ -16,6 +16,9 @@ pub enum BenchCommand {
     /// Appends/s (single and batched, encrypted vs plaintext SQLite), bytes per reading, peak RSS,
     /// AEAD seal throughput.
     Store(StoreBenchArgs),
+    /// Drain a backlog to a local receiver over mTLS: readings/s, bytes on the wire per reading,
+    /// peak RSS at 10,000 and at the full backlog, beside a bare-client baseline.
+    Uplink(super::bench_uplink::UplinkBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -36,7 +39,10 @@ pub struct StoreBenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
-    let BenchCommand::Store(a) = &args.command;
+    let a = match &args.command {
+        BenchCommand::Store(a) => a,
+        BenchCommand::Uplink(u) => return super::bench_uplink::run(u),
+    };
     let opts = bench::Options {
         readings: a.readings,
         single: a.single,

@@ -2,8 +2,11 @@
 
 mod alerts;
 mod bench;
+mod bench_uplink;
 mod decode;
 mod keys;
+mod pki;
+mod receiver;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +31,10 @@ pub enum Command {
     /// Alert rules: replay them over recorded readings, print the starting points.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// Run the small FHIR ingest endpoint (mutual TLS, or plain HTTP on loopback behind nginx).
+    Receiver(receiver::ReceiverArgs),
+    /// Mint a development PKI (CA, receiver and hub certificates). NOT FOR PRODUCTION.
+    Pki(pki::PkiArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -46,5 +53,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
+        Command::Receiver(args) => receiver::run(&args),
+        Command::Pki(args) => pki::run(&args),
     }
 }

@@ -8,8 +8,8 @@ use super::crypto::{self, DataKey, IndexKey, Kek, Place};
 use super::keyfile::{self, KekSource};
 use super::schema;
 use super::{
-    AppendOutcome, Device, DeviceKey, DeviceRecord, Event, NewReading, OutboxItem, OutboxPayload,
-    Result, Stats, StoreConfig, StoreError, StoredAlert, StoredReading,
+    AppendOutcome, Device, DeviceInfo, DeviceKey, DeviceRecord, Event, NewReading, OutboxItem,
+    OutboxPayload, Result, Stats, StoreConfig, StoreError, StoredAlert, StoredReading,
 };
 use crate::model::{Clock, Reading, UtcMillis};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -1138,7 +1138,12 @@ impl Db {
         self.write(|db| {
             let active = db.active_key()?.id();
             let mut done = 0u64;
-            for (table, row_col) in [("readings", "uuid"), ("alerts", "uuid"), ("devices", "uuid")] {
+            for (table, row_col) in [
+                ("readings", "uuid"),
+                ("alerts", "uuid"),
+                ("devices", "uuid"),
+                ("device_info", "uuid"),
+            ] {
                 let rows: Vec<(i64, String, i64, Vec<u8>)> = {
                     let mut st = db.conn.prepare(&format!(
                         "SELECT id, {row_col}, key_id, sealed FROM {table} WHERE key_id != ?1 LIMIT ?2"
@@ -1182,7 +1187,7 @@ impl Db {
             let n = db.conn.execute(
                 "DELETE FROM keys WHERE purpose = 'data' AND state = 'retired' AND id NOT IN (
                    SELECT key_id FROM readings UNION SELECT key_id FROM alerts
-                   UNION SELECT key_id FROM devices
+                   UNION SELECT key_id FROM devices UNION SELECT key_id FROM device_info
                    UNION SELECT key_id FROM outbox WHERE key_id IS NOT NULL)",
                 [],
             )?;
@@ -1195,6 +1200,84 @@ impl Db {
             }
             Ok(n as u64)
         })
+    }
+
+    // ---- uplink additions (schema v3)
+
+    pub(crate) fn set_device_info(&mut self, device: &DeviceKey, info: &DeviceInfo) -> Result<()> {
+        self.device_id(device)?;
+        let plain = Db::json(info)?;
+        let now = self.clock.now().floor_minute().as_millis();
+        self.write(|db| {
+            // The AAD binds the device's uuid and this table: it cannot be pasted onto another device.
+            let (key_id, sealed) = db.seal("device_info", "sealed", &device.0, &plain)?;
+            db.conn.execute(
+                "INSERT INTO device_info(uuid, key_id, sealed, updated_min) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(uuid) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed,
+                 updated_min = excluded.updated_min",
+                params![device.0, key_id, sealed, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn device_info(&mut self, device: &DeviceKey) -> Result<Option<DeviceInfo>> {
+        self.refresh_keys()?;
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT key_id, sealed FROM device_info WHERE uuid = ?1",
+                [&device.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((key_id, sealed)) = row else {
+            return Ok(None);
+        };
+        match self.open_value("device_info", "sealed", &device.0, key_id, &sealed) {
+            Ok(p) => Ok(Some(Db::decode(&device.0, &p)?)),
+            Err(e) => {
+                self.flush_events();
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn uplink_state(&mut self, destination: &str, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM uplink_state WHERE destination = ?1 AND name = ?2",
+                params![destination, name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub(crate) fn set_uplink_state(
+        &mut self,
+        destination: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<()> {
+        self.write(|db| {
+            db.conn.execute(
+                "INSERT INTO uplink_state(destination, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(destination, name) DO UPDATE SET value = excluded.value",
+                params![destination, name, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn append_event(
+        &mut self,
+        kind: &'static str,
+        severity: &'static str,
+        detail: String,
+    ) -> Result<()> {
+        self.queue(kind, severity, detail);
+        self.write(|_| Ok(()))
     }
 
     pub(crate) fn rotate_kek(&mut self) -> Result<String> {

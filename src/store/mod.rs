@@ -9,7 +9,7 @@
 //! locking plus `busy_timeout` serialises them, and the worker reloads its key cache whenever
 //! `PRAGMA data_version` says another connection committed.
 //!
-//! **Schema** ([`schema`], `PRAGMA user_version`, currently 2):
+//! **Schema** ([`schema`], `PRAGMA user_version`, currently 3):
 //!
 //! | table | plain columns | sealed (AEAD) columns |
 //! |---|---|---|
@@ -21,6 +21,8 @@
 //! | `outbox` | id, item kind + id, priority, state, attempts, next attempt, created minute, done time, key id | `last_error` (a server's reason may echo PHI) |
 //! | `events` | id, time, kind, severity, detail | — (details never carry PHI: ids, counts, table names) |
 //! | `meta` | name, value | — |
+//! | `device_info` (v3) | id, device uuid, key id, updated minute | `sealed`: [`DeviceInfo`] (system id, manufacturer, model, revisions, clock check, battery, last seen) |
+//! | `uplink_state` (v3) | destination, name, value (server logical ids such as `Device/12`, heartbeat times) | — |
 //!
 //! What an attacker with the file alone learns (the documented leakage): how many devices, readings and
 //! alerts exist, in which upload state, at minute resolution when they arrived, sizes of the sealed
@@ -226,6 +228,32 @@ pub struct Device {
     pub key: DeviceKey,
     pub allowed: bool,
     pub record: DeviceRecord,
+}
+
+/// What the BLE layer learnt about a device beyond its allow-list record (Device Information
+/// Service, clock check, battery); the uplink builds the PhdDevice and timestamps from it. Sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// DIS System ID as an EUI-64, e.g. `00-09-1F-FF-FE-80-1A-2B`.
+    pub system_id: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    pub hardware: Option<String>,
+    pub software: Option<String>,
+    /// The last clock check: the device's clock and the hub's read at one instant.
+    pub clock: Option<ClockSample>,
+    pub battery_percent: Option<u8>,
+    pub last_seen: Option<UtcMillis>,
+}
+
+/// A coincident pair of device and hub times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSample {
+    pub device: crate::model::LocalDateTime,
+    pub hub: UtcMillis,
+    /// The hub set the device's clock (Current Time Service) to local time at this UTC offset.
+    pub set_by_hub_offset_minutes: Option<i32>,
 }
 
 /// One reading to append.
@@ -561,6 +589,42 @@ impl Store {
             rows_reencrypted: rows,
             keys_deleted,
         })
+    }
+
+    /// Record what is known about a device (DIS, clock check, battery); replaces the previous info.
+    pub async fn set_device_info(&self, device: &DeviceKey, info: DeviceInfo) -> Result<()> {
+        let device = device.clone();
+        self.call(move |db| db.set_device_info(&device, &info))
+            .await
+    }
+
+    /// What is known about a device beyond its record, if anything.
+    pub async fn device_info(&self, device: &DeviceKey) -> Result<Option<DeviceInfo>> {
+        let device = device.clone();
+        self.call(move |db| db.device_info(&device)).await
+    }
+
+    /// Per-destination upload state (e.g. `device:<key>` → `Device/12`); never PHI.
+    pub async fn uplink_state(&self, destination: &str, name: &str) -> Result<Option<String>> {
+        let (d, n) = (destination.to_owned(), name.to_owned());
+        self.call(move |db| db.uplink_state(&d, &n)).await
+    }
+
+    /// Set per-destination upload state.
+    pub async fn set_uplink_state(&self, destination: &str, name: &str, value: &str) -> Result<()> {
+        let (d, n, v) = (destination.to_owned(), name.to_owned(), value.to_owned());
+        self.call(move |db| db.set_uplink_state(&d, &n, &v)).await
+    }
+
+    /// Record an audit event (the uplink's TLS and delivery events). `detail` must not hold PHI.
+    pub async fn append_event(
+        &self,
+        kind: &'static str,
+        severity: &'static str,
+        detail: String,
+    ) -> Result<()> {
+        self.call(move |db| db.append_event(kind, severity, detail))
+            .await
     }
 
     /// New KEK: re-wrap every key and replace the key file atomically. Returns the new fingerprint.

@@ -7,7 +7,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const LATEST: u32 = 2;
+pub const LATEST: u32 = 3;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; LATEST as usize] = [
@@ -89,6 +89,23 @@ CREATE TABLE events(
     r#"
 ALTER TABLE events ADD COLUMN severity TEXT NOT NULL DEFAULT 'info';
 CREATE INDEX events_severity ON events(severity, id);
+"#,
+    // v3 (uplink): what the Device Information Service and the clock check told the hub about each
+    // device (sealed), and per-destination upload state (server logical ids; no PHI).
+    r#"
+CREATE TABLE device_info(
+  id INTEGER PRIMARY KEY,
+  uuid TEXT NOT NULL UNIQUE,
+  key_id INTEGER NOT NULL REFERENCES keys(id),
+  sealed BLOB NOT NULL,
+  updated_min INTEGER NOT NULL
+) STRICT;
+CREATE TABLE uplink_state(
+  destination TEXT NOT NULL,
+  name TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (destination, name)
+) STRICT;
 "#,
 ];
 

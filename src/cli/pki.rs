@@ -1,0 +1,44 @@
+//! `vitals-hub pki DIR`: mint a development PKI. NOT FOR PRODUCTION.
+
+use crate::receiver::pki::write_dev_pki;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct PkiArgs {
+    /// Folder to write ca.crt, receiver.{crt,key}, hub.{crt,key} into.
+    pub dir: PathBuf,
+    /// DNS names / IP addresses of the receiver certificate.
+    #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    pub names: Vec<String>,
+    /// The hub's id (the client certificate's common name).
+    #[arg(long, default_value = "hub-dev-0001")]
+    pub hub_id: String,
+}
+
+pub fn run(args: &PkiArgs) -> ExitCode {
+    eprintln!("************************************************************************");
+    eprintln!("*  DEVELOPMENT PKI — NOT FOR PRODUCTION. Keys are plain PEM files and  *");
+    eprintln!("*  the CA key is discarded. Deployed hubs use the clinic's real CA.    *");
+    eprintln!("************************************************************************");
+    let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+    match write_dev_pki(&args.dir, &names, &args.hub_id) {
+        Ok(f) => {
+            for p in [
+                &f.ca,
+                &f.receiver_cert,
+                &f.receiver_key,
+                &f.hub_cert,
+                &f.hub_key,
+            ] {
+                println!("{}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! A development PKI (rcgen, ring): a CA, receiver (server) certificates and hub (client)
+//! certificates. **NOT FOR PRODUCTION**: keys are generated and written in plain PEM files.
+//! Tests mint their PKI with it at run time; `vitals-hub pki DIR` writes one to a folder.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::path::{Path, PathBuf};
+
+/// Errors minting or writing the development PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen refused the parameters.
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Validity relative to now, in days (negative = in the past).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub from_days: i64,
+    pub to_days: i64,
+}
+
+impl Span {
+    pub const DEFAULT: Span = Span {
+        from_days: -1,
+        to_days: 365,
+    };
+    pub const EXPIRED: Span = Span {
+        from_days: -30,
+        to_days: -1,
+    };
+    pub const NOT_YET_VALID: Span = Span {
+        from_days: 10,
+        to_days: 400,
+    };
+}
+
+fn ymd(offset: i64) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0);
+    let (y, m, d) = crate::model::civil_from_days(now.div_euclid(86_400) + offset);
+    (i32::try_from(y).unwrap_or(2000), m, d)
+}
+
+macro_rules! day {
+    ($off:expr) => {{
+        let (y, m, d) = ymd($off);
+        rcgen::date_time_ymd(y, m, d)
+    }};
+}
+
+/// A certificate and its key, PEM and DER.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+}
+
+impl Minted {
+    /// Write `<stem>.crt` and `<stem>.key` (0600) into `dir`.
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf), PkiError> {
+        let c = dir.join(format!("{stem}.crt"));
+        let k = dir.join(format!("{stem}.key"));
+        write_file(&c, self.cert_pem.as_bytes(), 0o644)?;
+        write_file(&k, self.key_pem.as_bytes(), 0o600)?;
+        Ok((c, k))
+    }
+}
+
+fn write_file(p: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| PkiError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    // Replace atomically so a reader never sees half a file (certificate rotation).
+    let tmp = p.with_extension("tmp-write");
+    std::fs::write(&tmp, data).map_err(io)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    std::fs::rename(&tmp, p).map_err(io)
+}
+
+/// A development certificate authority.
+#[derive(Debug)]
+pub struct DevCa {
+    issuer: Issuer<'static, KeyPair>,
+    pub cert_pem: String,
+    pub cert_der: Vec<u8>,
+}
+
+impl DevCa {
+    pub fn new(name: &str) -> Result<DevCa, PkiError> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{name} (NOT FOR PRODUCTION)"));
+        dn.push(DnType::OrganizationName, "vitals-hub development PKI");
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = day!(-1);
+        p.not_after = day!(3650);
+        let key = KeyPair::generate()?;
+        let cert = p.self_signed(&key)?;
+        Ok(DevCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            issuer: Issuer::new(p, key),
+        })
+    }
+
+    fn leaf(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        span: Span,
+        eku: ExtendedKeyUsagePurpose,
+    ) -> Result<Minted, PkiError> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.subject_alt_names = sans
+            .iter()
+            .map(|s| match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName((*s).try_into()?)),
+            })
+            .collect::<Result<_, rcgen::Error>>()?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        dn.push(
+            DnType::OrganizationName,
+            "vitals-hub development PKI (NOT FOR PRODUCTION)",
+        );
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![eku];
+        p.not_before = day!(span.from_days);
+        p.not_after = day!(span.to_days);
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &self.issuer)?;
+        Ok(Minted {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        })
+    }
+
+    /// A receiver certificate for these DNS names / IP addresses.
+    pub fn server(&self, names: &[&str], span: Span) -> Result<Minted, PkiError> {
+        self.leaf(
+            names.first().copied().unwrap_or("receiver"),
+            names,
+            span,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A hub client certificate (CN = the hub's id).
+    pub fn client(&self, hub_id: &str, span: Span) -> Result<Minted, PkiError> {
+        self.leaf(hub_id, &[], span, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+/// The files `vitals-hub pki DIR` writes.
+#[derive(Debug, Clone)]
+pub struct DevPkiFiles {
+    pub ca: PathBuf,
+    pub receiver_cert: PathBuf,
+    pub receiver_key: PathBuf,
+    pub hub_cert: PathBuf,
+    pub hub_key: PathBuf,
+}
+
+/// Mint a CA (used both as the clinic CA and the hub CA), a receiver certificate for `names` and a
+/// hub certificate for `hub_id`, into `dir`.
+pub fn write_dev_pki(dir: &Path, names: &[&str], hub_id: &str) -> Result<DevPkiFiles, PkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let ca = DevCa::new("vitals-hub dev CA")?;
+    let ca_path = dir.join("ca.crt");
+    write_file(&ca_path, ca.cert_pem.as_bytes(), 0o644)?;
+    let (rc, rk) = ca.server(names, Span::DEFAULT)?.write(dir, "receiver")?;
+    let (hc, hk) = ca.client(hub_id, Span::DEFAULT)?.write(dir, "hub")?;
+    write_file(
+        &dir.join("README-NOT-FOR-PRODUCTION.txt"),
+        b"This folder holds a DEVELOPMENT PKI minted by `vitals-hub pki`.\n\
+          NOT FOR PRODUCTION: the CA key was discarded, keys are plain PEM files, and nothing here\n\
+          is protected. Use the clinic's real CA and systemd credentials for deployed hubs.\n",
+        0o644,
+    )?;
+    Ok(DevPkiFiles {
+        ca: ca_path,
+        receiver_cert: rc,
+        receiver_key: rk,
+        hub_cert: hc,
+        hub_key: hk,
+    })
+}

@@ -1,0 +1,85 @@
+//! The receiver's rustls server configuration (ring provider), requiring client certificates.
+
+use super::ReceiverError;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// SHA-256 of a DER certificate, as `sha256:<hex>`.
+pub fn fingerprint(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn tls_err(what: &str, path: &Path, e: impl std::fmt::Display) -> ReceiverError {
+    ReceiverError::Tls(format!("{what} {}: {e}", path.display()))
+}
+
+/// PEM certificates from a file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReceiverError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_err("certificate file", path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err("certificate file", path, e))?;
+    if certs.is_empty() {
+        return Err(tls_err("certificate file", path, "no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+/// A PEM private key from a file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ReceiverError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_err("private key file", path, e))
+}
+
+/// A server config from DER material: `versions` is `[TLS13]` in production; tests pass `[TLS12]`.
+/// With `client_ca`, every client must present a certificate chaining to it.
+pub fn server_config_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<Vec<CertificateDer<'static>>>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Result<Arc<ServerConfig>, ReceiverError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| ReceiverError::Tls(e.to_string()))?;
+    let builder = match client_ca {
+        Some(cas) => {
+            let mut roots = RootCertStore::empty();
+            for c in cas {
+                roots
+                    .add(c)
+                    .map_err(|e| ReceiverError::Tls(format!("client CA: {e}")))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ReceiverError::Tls(format!("client verifier: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| ReceiverError::Tls(format!("server certificate/key: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The production server config from PEM files: TLS 1.3 only, client certificates required.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<ServerConfig>, ReceiverError> {
+    server_config_der(
+        load_certs(cert)?,
+        load_key(key)?,
+        Some(load_certs(client_ca)?),
+        &[&rustls::version::TLS13],
+    )
+}

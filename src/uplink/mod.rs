@@ -1,0 +1,547 @@
+//! Upload to the clinic: PHD IG transaction Bundles over mutual TLS, exactly once.
+//!
+//! **Client.** reqwest (`rustls-no-provider`) with a preconfigured rustls `ClientConfig` on the ring
+//! provider ([`tls`]): TLS 1.3 only, the clinic CA bundle as the only roots, ALPN `http/1.1`,
+//! resumption off, https only, no redirects, no proxy, explicit connect and request timeouts. The
+//! client certificate is re-read from its PEM files when they change; the reqwest client (and its
+//! connection pool) is rebuilt then, so the next connection presents the new certificate.
+//!
+//! **Sync loop** ([`Uplink`]). Pending outbox items are read in batches (`Store::pending`, bounded,
+//! so memory stays flat however large the backlog), mapped by [`crate::fhir`], gzip-compressed and
+//! POSTed. Items are acked only after a parsed transaction-response says 200/201 for their entry.
+//! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
+//! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
+//! poison entry, which alone is rejected and alerted. Conditional creates make every retry safe.
+//! Uploads wait until the hub's clock is synchronised ([`TimeSync`]).
+//!
+//! **Failures** are named ([`UplinkError`]) and each kind is recorded once per change as a store
+//! event (`uplink_<kind>`), security-relevant TLS failures with severity `security`.
+
+pub mod sync;
+pub mod tls;
+
+pub use sync::{DrainReport, Uplink, UplinkStatus};
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors of the uplink; each names the failure and what fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UplinkError {
+    /// The configuration cannot be used.
+    #[error("uplink config: {0}")]
+    Config(String),
+    /// The CA bundle cannot be used.
+    #[error("clinic CA bundle {path}: {reason}; install the clinic's CA certificate(s) as PEM")]
+    CaBundle { path: PathBuf, reason: String },
+    /// The hub's client certificate or key cannot be used.
+    #[error("client certificate {path}: {reason}; re-provision the hub certificate")]
+    ClientCertificate { path: PathBuf, reason: String },
+    /// The hub's own certificate has expired (checked locally, or the server said so).
+    #[error("the hub's client certificate has expired{0}; renew it (vitals-hub pki or the clinic's CA) — uploads are paused")]
+    OwnCertificateExpired(String),
+    /// The server refused the hub's certificate (TLS alert).
+    #[error("the clinic server rejected the hub's client certificate (TLS alert {0}); check that the hub certificate is issued by the clinic's hub CA")]
+    ServerRejectedOurCertificate(String),
+    /// The server completed the handshake without asking for the hub's certificate.
+    #[error("the server did not request the hub's client certificate (no mutual TLS); nothing was sent — the clinic endpoint must require client certificates")]
+    ServerDidNotRequestClientCert,
+    /// The server certificate does not chain to the configured clinic CA.
+    #[error("the server certificate is not trusted ({0}); it must be issued by the clinic CA in the configured bundle")]
+    ServerCertUntrusted(String),
+    /// The server certificate has expired.
+    #[error(
+        "the server certificate has expired; the clinic must renew it (or the hub clock is wrong)"
+    )]
+    ServerCertExpired,
+    /// The server certificate is not valid yet.
+    #[error("the server certificate is not valid yet; check the hub clock, or the clinic issued it dated in the future")]
+    ServerCertNotYetValid,
+    /// The server certificate is for another name.
+    #[error("the server certificate is not valid for this host name; check `base_url` in the uplink config")]
+    ServerCertWrongName,
+    /// The server does not speak TLS 1.3.
+    #[error("the server does not offer TLS 1.3 ({0}); the hub only uses TLS 1.3 — upgrade the clinic's TLS terminator")]
+    NoTls13(String),
+    /// Any other TLS failure.
+    #[error("TLS failure: {0}")]
+    Tls(String),
+    /// The host name does not resolve.
+    #[error("DNS lookup of the clinic host failed ({0}); check network and `base_url`")]
+    Dns(String),
+    /// Nothing listens on the clinic port.
+    #[error("connection refused by the clinic server; it is down or the port is wrong")]
+    Refused,
+    /// Connect or request timed out.
+    #[error("the clinic server did not answer in time")]
+    Timeout,
+    /// The connection was reset or closed before a complete answer.
+    #[error("the connection was reset before the answer was complete ({0})")]
+    Reset(String),
+    /// Other network failure.
+    #[error("network failure: {0}")]
+    Network(String),
+    /// The server answered with an HTTP error.
+    #[error("the clinic server answered HTTP {status}{}", .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Http {
+        status: u16,
+        retry_after: Option<u64>,
+        detail: Option<String>,
+    },
+    /// A 2xx answer the hub cannot use (truncated, not a transaction-response…): nothing is acked.
+    #[error("unusable answer from the clinic server: {0}")]
+    BadResponse(String),
+    /// The hub's clock is not synchronised yet; uploads wait.
+    #[error("the hub clock is not synchronised yet (NTP); uploads wait for it")]
+    ClockNotSynchronised,
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<crate::store::StoreError> for UplinkError {
+    fn from(e: crate::store::StoreError) -> Self {
+        UplinkError::Store(e.to_string())
+    }
+}
+
+impl UplinkError {
+    /// The event kind for this failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UplinkError::Config(_) => "uplink_config",
+            UplinkError::CaBundle { .. } => "uplink_ca_bundle",
+            UplinkError::ClientCertificate { .. } => "uplink_client_cert_unusable",
+            UplinkError::OwnCertificateExpired(_) => "uplink_client_cert_expired",
+            UplinkError::ServerRejectedOurCertificate(_) => "uplink_server_rejected_client_cert",
+            UplinkError::ServerDidNotRequestClientCert => "uplink_server_no_client_auth",
+            UplinkError::ServerCertUntrusted(_) => "uplink_server_cert_untrusted",
+            UplinkError::ServerCertExpired => "uplink_server_cert_expired",
+            UplinkError::ServerCertNotYetValid => "uplink_server_cert_not_yet_valid",
+            UplinkError::ServerCertWrongName => "uplink_server_cert_wrong_name",
+            UplinkError::NoTls13(_) => "uplink_no_tls13",
+            UplinkError::Tls(_) => "uplink_tls",
+            UplinkError::Dns(_) => "uplink_dns",
+            UplinkError::Refused => "uplink_refused",
+            UplinkError::Timeout => "uplink_timeout",
+            UplinkError::Reset(_) => "uplink_reset",
+            UplinkError::Network(_) => "uplink_network",
+            UplinkError::Http { .. } => "uplink_http_error",
+            UplinkError::BadResponse(_) => "uplink_bad_response",
+            UplinkError::ClockNotSynchronised => "uplink_clock_not_synchronised",
+            UplinkError::Store(_) => "uplink_store",
+        }
+    }
+
+    /// TLS and certificate failures: security events, long backoff.
+    pub fn is_security(&self) -> bool {
+        matches!(
+            self,
+            UplinkError::OwnCertificateExpired(_)
+                | UplinkError::ServerRejectedOurCertificate(_)
+                | UplinkError::ServerDidNotRequestClientCert
+                | UplinkError::ServerCertUntrusted(_)
+                | UplinkError::ServerCertExpired
+                | UplinkError::ServerCertNotYetValid
+                | UplinkError::ServerCertWrongName
+                | UplinkError::NoTls13(_)
+                | UplinkError::Tls(_)
+        )
+    }
+
+    /// Failures of one attempt that the next attempt may not see (server faults, network blips).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UplinkError::Timeout
+            | UplinkError::Reset(_)
+            | UplinkError::Network(_)
+            | UplinkError::BadResponse(_) => true,
+            UplinkError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+fn rustls_error(r: &rustls::Error) -> UplinkError {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match r {
+        E::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => UplinkError::ServerCertExpired,
+            C::NotValidYet | C::NotValidYetContext { .. } => UplinkError::ServerCertNotYetValid,
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                UplinkError::ServerCertWrongName
+            }
+            other => UplinkError::ServerCertUntrusted(format!("{other:?}")),
+        },
+        E::AlertReceived(a) => match a {
+            A::ProtocolVersion => UplinkError::NoTls13(format!("alert {a:?}")),
+            A::CertificateExpired => UplinkError::OwnCertificateExpired(" (server alert)".into()),
+            A::BadCertificate
+            | A::CertificateRequired
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::AccessDenied => UplinkError::ServerRejectedOurCertificate(format!("{a:?}")),
+            other => UplinkError::Tls(format!("alert {other:?}")),
+        },
+        E::PeerIncompatible(p) => UplinkError::NoTls13(format!("{p:?}")),
+        other => UplinkError::Tls(other.to_string()),
+    }
+}
+
+/// Look through the wrappers hyper and reqwest put around a rustls error: `io::Error` hides its
+/// inner error from `source()`, and a boxed error in a chain is seen as the box, not its content.
+fn find_rustls<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+    io_kind: &mut Option<std::io::ErrorKind>,
+    depth: u8,
+) -> Option<&'a rustls::Error> {
+    if depth > 8 {
+        return None;
+    }
+    if let Some(r) = err.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        io_kind.get_or_insert(io.kind());
+        if let Some(inner) = io.get_ref() {
+            let inner: &(dyn std::error::Error + 'static) = inner;
+            return find_rustls(inner, io_kind, depth + 1);
+        }
+    }
+    tracing::trace!(error = ?err, "classify: chain element");
+    None
+}
+
+/// Name a reqwest failure.
+pub fn classify(e: &reqwest::Error) -> UplinkError {
+    let mut text = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut io_kind = None;
+    while let Some(err) = cur {
+        if let Some(r) = find_rustls(err, &mut io_kind, 0) {
+            return rustls_error(r);
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&err.to_string());
+        cur = err.source();
+    }
+    let lower = text.to_lowercase();
+    if text.contains(tls::NO_CLIENT_AUTH) {
+        return UplinkError::ServerDidNotRequestClientCert;
+    }
+    if e.is_timeout() || io_kind == Some(std::io::ErrorKind::TimedOut) {
+        return UplinkError::Timeout;
+    }
+    if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        return UplinkError::Dns(text);
+    }
+    match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => return UplinkError::Refused,
+        Some(
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof,
+        ) => return UplinkError::Reset(text),
+        _ => {}
+    }
+    if lower.contains("connection refused") {
+        return UplinkError::Refused;
+    }
+    if lower.contains("invalid peer certificate")
+        || lower.contains("received fatal alert")
+        || lower.contains("peer is incompatible")
+    {
+        return UplinkError::Tls(text);
+    }
+    if e.is_body()
+        || e.is_decode()
+        || lower.contains("incomplete")
+        || lower.contains("closed")
+        || lower.contains("reset")
+    {
+        return UplinkError::Reset(text);
+    }
+    UplinkError::Network(text)
+}
+
+/// Whether the hub's clock is synchronised.
+pub trait TimeSync: Send + Sync + std::fmt::Debug {
+    fn is_synchronised(&self) -> bool;
+}
+
+/// systemd-timesyncd's flag file, else `timedatectl show -p NTPSynchronized --value`.
+#[derive(Debug, Clone, Default)]
+pub struct SystemdTimeSync;
+
+impl TimeSync for SystemdTimeSync {
+    fn is_synchronised(&self) -> bool {
+        if Path::new("/run/systemd/timesync/synchronized").exists() {
+            return true;
+        }
+        std::process::Command::new("timedatectl")
+            .args(["show", "-p", "NTPSynchronized", "--value"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "yes")
+            .unwrap_or(false)
+    }
+}
+
+/// A fixed answer (tests; `--assume-time-synced` for development).
+#[derive(Debug, Clone, Copy)]
+pub struct FixedTimeSync(pub bool);
+
+impl TimeSync for FixedTimeSync {
+    fn is_synchronised(&self) -> bool {
+        self.0
+    }
+}
+
+fn d_batch() -> usize {
+    40
+}
+fn d_connect() -> u64 {
+    10_000
+}
+fn d_request() -> u64 {
+    30_000
+}
+fn d_heartbeat() -> u64 {
+    900
+}
+fn d_base() -> u64 {
+    1_000
+}
+fn d_cap() -> u64 {
+    600_000
+}
+fn d_poll() -> u64 {
+    10_000
+}
+fn d_true() -> bool {
+    true
+}
+fn d_manufacturer() -> String {
+    "vitals-hub project".into()
+}
+
+/// The `[uplink]` section of the hub config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// The clinic's FHIR base URL; https only.
+    pub base_url: String,
+    /// PEM bundle of the clinic CA(s): the only trust anchors.
+    pub ca_bundle: PathBuf,
+    /// Hub certificate (PEM); default `$CREDENTIALS_DIRECTORY/client-cert`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// Hub private key (PEM); default `$CREDENTIALS_DIRECTORY/client-key`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// The patient's logical id at the clinic (`Patient/<id>`).
+    pub patient_id: String,
+    /// Outbox items per bundle (1..=50).
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_connect")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "d_request")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat_interval_secs: u64,
+    #[serde(default = "d_base")]
+    pub retry_base_ms: u64,
+    #[serde(default = "d_cap")]
+    pub retry_cap_ms: u64,
+    /// How often an idle hub looks for new readings.
+    #[serde(default = "d_poll")]
+    pub poll_interval_ms: u64,
+    /// gzip request bodies (`Content-Encoding: gzip`).
+    #[serde(default = "d_true")]
+    pub gzip: bool,
+    /// The hub's MAC for its PhgDevice identity, e.g. `DC:A6:32:12:34:56`.
+    #[serde(default)]
+    pub hub_mac: Option<String>,
+    /// The hub's UTC offset in minutes (for device wall-clock times).
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+    #[serde(default = "d_manufacturer")]
+    pub manufacturer: String,
+}
+
+impl UplinkConfig {
+    /// A config with defaults (tests, the benchmark).
+    pub fn new(base_url: &str, ca_bundle: &Path, patient_id: &str) -> UplinkConfig {
+        UplinkConfig {
+            base_url: base_url.into(),
+            ca_bundle: ca_bundle.into(),
+            client_cert: None,
+            client_key: None,
+            patient_id: patient_id.into(),
+            batch_size: d_batch(),
+            connect_timeout_ms: d_connect(),
+            request_timeout_ms: d_request(),
+            heartbeat_interval_secs: d_heartbeat(),
+            retry_base_ms: d_base(),
+            retry_cap_ms: d_cap(),
+            poll_interval_ms: d_poll(),
+            gzip: true,
+            hub_mac: None,
+            utc_offset_minutes: 0,
+            manufacturer: d_manufacturer(),
+        }
+    }
+
+    /// Check everything that can be checked without the network.
+    pub fn validate(&self) -> Result<reqwest::Url, UplinkError> {
+        let url = reqwest::Url::parse(&self.base_url).map_err(|e| {
+            UplinkError::Config(format!("`base_url` {:?} is not a URL: {e}", self.base_url))
+        })?;
+        if url.scheme() != "https" {
+            return Err(UplinkError::Config(format!(
+                "`base_url` must be https://…, not {:?}",
+                self.base_url
+            )));
+        }
+        if !(1..=crate::fhir::MAX_ENTRIES).contains(&self.batch_size) {
+            return Err(UplinkError::Config(format!(
+                "`batch_size` must be 1..=50, not {}",
+                self.batch_size
+            )));
+        }
+        if self.patient_id.is_empty()
+            || !self
+                .patient_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(UplinkError::Config(
+                "`patient_id` must be a FHIR logical id ([A-Za-z0-9-.]{1,64})".into(),
+            ));
+        }
+        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(UplinkError::Config("timeouts must be > 0".into()));
+        }
+        Ok(url)
+    }
+
+    /// The certificate and key paths (explicit, or from systemd credentials).
+    pub fn cert_paths(&self) -> Result<tls::CertPaths, UplinkError> {
+        let cred = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let pick = |p: &Option<PathBuf>, name: &str| {
+            p.clone()
+                .or_else(|| cred.as_ref().map(|d| d.join(name)))
+                .ok_or_else(|| {
+                    UplinkError::Config(format!(
+                        "`client_{}` is not set and $CREDENTIALS_DIRECTORY is not available",
+                        name.trim_start_matches("client-")
+                    ))
+                })
+        };
+        Ok(tls::CertPaths {
+            cert: pick(&self.client_cert, "client-cert")?,
+            key: pick(&self.client_key, "client-key")?,
+        })
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Debug text of each element of an error chain (diagnostics).
+pub fn chain_debug(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        out.push(format!("{err:?}"));
+        cur = err.source();
+    }
+    out
+}
+
+/// The hub's PhgDevice identity from the config, else the MAC of the first non-loopback interface
+/// (`/sys/class/net/*/address`).
+pub fn hub_info(cfg: &UplinkConfig) -> Result<crate::fhir::HubInfo, UplinkError> {
+    let mac = match &cfg.hub_mac {
+        Some(m) => m.clone(),
+        None => {
+            let mut found = None;
+            if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+                let mut names: Vec<PathBuf> =
+                    dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                names.sort();
+                for n in names {
+                    if n.file_name().and_then(|f| f.to_str()) == Some("lo") {
+                        continue;
+                    }
+                    if let Ok(a) = std::fs::read_to_string(n.join("address")) {
+                        let a = a.trim().to_owned();
+                        if a != "00:00:00:00:00:00" && !a.is_empty() {
+                            found = Some(a);
+                            break;
+                        }
+                    }
+                }
+            }
+            found.ok_or_else(|| {
+                UplinkError::Config(
+                    "`hub_mac` is not set and no network interface has a MAC address".into(),
+                )
+            })?
+        }
+    };
+    let mac = mac.parse().map_err(|e: crate::fhir::identifier::IdError| {
+        UplinkError::Config(format!("`hub_mac`: {e}"))
+    })?;
+    Ok(crate::fhir::HubInfo {
+        mac,
+        manufacturer: cfg.manufacturer.clone(),
+        model: "vitals-hub".into(),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        ntp: true,
+        utc_offset_minutes: cfg.utc_offset_minutes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_rejects_http_unknown_fields_and_bad_batches() {
+        let c = UplinkConfig::new("http://clinic.example/fhir", Path::new("/ca.pem"), "p1");
+        assert!(c.validate().unwrap_err().to_string().contains("https"));
+        let mut c = UplinkConfig::new("https://clinic.example/fhir", Path::new("/ca.pem"), "p1");
+        assert!(c.validate().is_ok());
+        c.batch_size = 51;
+        assert!(c.validate().is_err());
+        let e = serde_json::from_str::<UplinkConfig>(
+            r#"{"base_url":"https://x","ca_bundle":"/c","patient_id":"p","colour":1}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("colour"));
+    }
+
+    #[test]
+    fn hub_identity_from_config() {
+        let mut c = UplinkConfig::new("https://clinic.example/fhir", Path::new("/ca.pem"), "p1");
+        c.hub_mac = Some("DC:A6:32:12:34:56".into());
+        let h = hub_info(&c).unwrap();
+        assert_eq!(
+            crate::fhir::Eui64::from_eui48(h.mac).dashed(),
+            "DC-A6-32-FF-FE-12-34-56"
+        );
+        c.hub_mac = Some("nope".into());
+        assert!(hub_info(&c).is_err());
+    }
+}

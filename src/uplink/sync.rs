@@ -1,0 +1,887 @@
+//! The sync loop: outbox → bundles → POST → per-entry ack, with backoff, bisection and heartbeat.
+
+use super::tls::{client_config, ReloadingCert};
+use super::{classify, TimeSync, UplinkConfig, UplinkError};
+use crate::fhir::bundle::{AlertInput, Item};
+use crate::fhir::{
+    self, BuiltBundle, BundleContext, DeviceClass, DeviceClock, EntryKind, EntryOutcome, HubInfo,
+    HubStatus, PhdDeviceInfo, ReadingInput,
+};
+use crate::model::{Clock, Kind, UtcMillis};
+use crate::store::{OutboxItem, OutboxPayload, Store};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing was due.
+    Idle,
+    Delivered {
+        acked: usize,
+        rejected: usize,
+    },
+}
+
+/// Totals of a [`Uplink::drain`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    pub acked: usize,
+    pub rejected: usize,
+    pub bundles: usize,
+    pub failures: usize,
+}
+
+/// The uplink's current state, for `vitals-hub status` and the heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UplinkStatus {
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<&'static str>,
+    pub last_success: Option<UtcMillis>,
+    pub acked: u64,
+    pub rejected: u64,
+    pub bundles: u64,
+    /// Request body bytes (as sent, compressed) plus response body bytes.
+    pub wire_bytes: u64,
+    pub cert_days_left: Option<i64>,
+}
+
+/// The uplink.
+#[derive(Debug)]
+pub struct Uplink {
+    cfg: UplinkConfig,
+    url: reqwest::Url,
+    destination: String,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    time_sync: Arc<dyn TimeSync>,
+    cert: Arc<ReloadingCert>,
+    client: reqwest::Client,
+    hub: HubInfo,
+    rng: SystemRandom,
+    failures: u32,
+    next_delay: Duration,
+    /// The delay already written to the store as the items' next attempt.
+    chosen_delay: Option<Duration>,
+    cert_level: Option<(i64, u8)>,
+    devices: HashMap<String, PhdDeviceInfo>,
+    status: Arc<Mutex<UplinkStatus>>,
+}
+
+fn build_client(
+    cfg: &UplinkConfig,
+    cert: Arc<ReloadingCert>,
+) -> Result<reqwest::Client, UplinkError> {
+    let tls = client_config(&cfg.ca_bundle, cert.clone())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connector_layer(super::tls::RequireClientAuth(cert))
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(cfg.connect_timeout())
+        .timeout(cfg.request_timeout())
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("vitals-hub/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| UplinkError::Tls(format!("building the HTTP client: {e}")))
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    if enc.write_all(body).is_err() {
+        return body.to_vec();
+    }
+    enc.finish().unwrap_or_else(|_| body.to_vec())
+}
+
+/// A FHIR-level refusal of the content: only these bisect and reject. A 4xx without an
+/// OperationOutcome (a proxy's error page, a wrong URL) is not blamed on an entry.
+fn is_poison(e: &UplinkError) -> bool {
+    matches!(e, UplinkError::Http { status, detail: Some(_), .. } if matches!(status, 400 | 409 | 412 | 413 | 422))
+        || matches!(
+            e,
+            UplinkError::Http {
+                status: 412 | 413,
+                ..
+            }
+        )
+}
+
+/// Blood-pressure components of one measurement must stay in one bundle: the boundaries between
+/// items where a split is allowed.
+fn bp_key(it: &OutboxItem) -> Option<(String, Option<crate::model::LocalDateTime>, UtcMillis)> {
+    match &it.payload {
+        OutboxPayload::Reading(r)
+            if matches!(
+                r.reading.kind,
+                Kind::Systolic | Kind::Diastolic | Kind::MeanArterialPressure
+            ) =>
+        {
+            Some((r.device.0.clone(), r.reading.device_time, r.received_at))
+        }
+        _ => None,
+    }
+}
+
+fn split_point(items: &[OutboxItem]) -> Option<usize> {
+    let bounds: Vec<usize> = (1..items.len())
+        .filter(|&i| {
+            let a = items.get(i - 1).and_then(bp_key);
+            let b = items.get(i).and_then(bp_key);
+            a.is_none() || a != b
+        })
+        .collect();
+    let mid = items.len() / 2;
+    bounds.into_iter().min_by_key(|b| b.abs_diff(mid))
+}
+
+impl Uplink {
+    /// Set up the uplink (loads the CA bundle and the client certificate; no network yet).
+    pub fn new(
+        cfg: UplinkConfig,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        time_sync: Arc<dyn TimeSync>,
+        hub: HubInfo,
+    ) -> Result<Uplink, UplinkError> {
+        let url = cfg.validate()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
+        let client = build_client(&cfg, cert.clone())?;
+        Ok(Uplink {
+            destination: url.as_str().trim_end_matches('/').to_owned(),
+            url,
+            cfg,
+            store,
+            clock,
+            time_sync,
+            cert,
+            client,
+            hub,
+            rng: SystemRandom::new(),
+            failures: 0,
+            next_delay: Duration::ZERO,
+            chosen_delay: None,
+            cert_level: None,
+            devices: HashMap::new(),
+            status: Arc::new(Mutex::new(UplinkStatus::default())),
+        })
+    }
+
+    /// A handle on the status (updated as the uplink runs).
+    pub fn status_handle(&self) -> Arc<Mutex<UplinkStatus>> {
+        self.status.clone()
+    }
+
+    pub fn status(&self) -> UplinkStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn with_status(&self, f: impl FnOnce(&mut UplinkStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn random_u64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        let _ = self.rng.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// Full jitter: uniform in 0..=min(cap, base·2^failures); Retry-After wins when given.
+    fn delay_for(&self, e: &UplinkError) -> Duration {
+        let cap = self.cfg.retry_cap_ms;
+        if let UplinkError::Http {
+            retry_after: Some(s),
+            ..
+        } = e
+        {
+            return Duration::from_millis(s.saturating_mul(1000).min(cap));
+        }
+        if e.is_security() {
+            return Duration::from_millis(cap);
+        }
+        let exp = self
+            .cfg
+            .retry_base_ms
+            .saturating_mul(1u64 << self.failures.min(30))
+            .min(cap);
+        Duration::from_millis(self.random_u64() % exp.saturating_add(1))
+    }
+
+    async fn record_failure(&mut self, e: &UplinkError) {
+        let kind = e.kind();
+        let changed = self.status().last_error_kind != Some(kind);
+        self.with_status(|s| {
+            s.last_error = Some(e.to_string());
+            s.last_error_kind = Some(kind);
+        });
+        if changed {
+            let severity = if e.is_security() {
+                "security"
+            } else {
+                "warning"
+            };
+            // The detail names the failure class only: server texts may echo PHI.
+            let detail = match e {
+                UplinkError::Http { status, .. } => format!("HTTP {status}"),
+                UplinkError::BadResponse(_) | UplinkError::Reset(_) | UplinkError::Network(_) => {
+                    kind.to_owned()
+                }
+                other => other.to_string(),
+            };
+            if e.is_security() {
+                error!(kind, "Upload refused by TLS.");
+            } else {
+                warn!(kind, "Upload failed; will retry.");
+            }
+            if let Err(se) = self.store.append_event(kind, severity, detail).await {
+                warn!(error = %se, "Could not record the uplink event.");
+            }
+        }
+    }
+
+    async fn rebuild_client(&mut self) -> Result<(), UplinkError> {
+        self.client = build_client(&self.cfg, self.cert.clone())?;
+        Ok(())
+    }
+
+    /// Reload a rotated certificate; warn at 30 days, alert at 14, refuse when expired.
+    async fn check_certificate(&mut self) -> Result<(), UplinkError> {
+        match self.cert.refresh() {
+            Ok(true) => {
+                self.rebuild_client().await?;
+                self.cert_level = None;
+                self.store
+                    .append_event(
+                        "uplink_client_cert_reloaded",
+                        "security",
+                        "client certificate files changed; reloaded".into(),
+                    )
+                    .await?;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "Rotated client certificate unusable; keeping the previous one.")
+            }
+        }
+        let Some(v) = self.cert.validity() else {
+            return Ok(());
+        };
+        let now = self.clock.now().as_millis().div_euclid(1000);
+        let days = (v.not_after - now).div_euclid(86_400);
+        self.with_status(|s| s.cert_days_left = Some(days));
+        if now >= v.not_after {
+            return Err(UplinkError::OwnCertificateExpired(format!(
+                " ({} s ago)",
+                now - v.not_after
+            )));
+        }
+        let level = if days < 14 {
+            2
+        } else if days < 30 {
+            1
+        } else {
+            0
+        };
+        let prev = self
+            .cert_level
+            .filter(|(na, _)| *na == v.not_after)
+            .map(|(_, l)| l)
+            .unwrap_or(0);
+        if level > prev {
+            warn!(days_left = days, "Client certificate expires soon.");
+            self.store
+                .append_event(
+                    "uplink_client_cert_expiring",
+                    "warning",
+                    format!("{days} days left"),
+                )
+                .await?;
+            if level == 2 {
+                self.store
+                    .append_alert(
+                        serde_json::json!({ "kind": "client_certificate_expiring", "days_left": days, "not_after": v.not_after }),
+                        &format!("client-cert-expiring-{}", v.not_after),
+                        vec![],
+                    )
+                    .await?;
+            }
+        }
+        self.cert_level = Some((v.not_after, level.max(prev)));
+        Ok(())
+    }
+
+    async fn load_devices(&mut self) -> Result<(), UplinkError> {
+        for d in self.store.devices().await? {
+            let info = self.store.device_info(&d.key).await?.unwrap_or_default();
+            let clock = match info.clock {
+                Some(s) => match s.set_by_hub_offset_minutes {
+                    Some(o) => DeviceClock::Synchronized {
+                        utc_offset_minutes: o,
+                    },
+                    None => DeviceClock::Coincident {
+                        device: s.device,
+                        hub: s.hub,
+                    },
+                },
+                // No clock check recorded: the BLE layer sets clocks via CTS to the hub's local
+                // time, so device times are hub-local (IG table row 2, the PHG offset).
+                None => DeviceClock::Synchronized {
+                    utc_offset_minutes: self.cfg.utc_offset_minutes,
+                },
+            };
+            let p = PhdDeviceInfo {
+                key: d.key.0.clone(),
+                system_id: info.system_id.as_deref().and_then(|s| s.parse().ok()),
+                bt_mac: d.record.address.parse().ok(),
+                manufacturer: info.manufacturer,
+                model: info.model.or(d.record.name.clone()),
+                serial: d.record.serial.clone(),
+                firmware: info.firmware,
+                hardware: info.hardware,
+                software: info.software,
+                class: DeviceClass::from_profile(&d.record.profile),
+                clock,
+            };
+            self.devices.insert(d.key.0, p);
+        }
+        Ok(())
+    }
+
+    async fn refs(&self) -> Result<(Option<String>, HashMap<String, String>), UplinkError> {
+        // An empty value is a forgotten id (see `forget_refs`).
+        let hub = self
+            .store
+            .uplink_state(&self.destination, "hub")
+            .await?
+            .filter(|r| !r.is_empty());
+        let mut refs = HashMap::new();
+        for key in self.devices.keys() {
+            if let Some(r) = self
+                .store
+                .uplink_state(&self.destination, &format!("device:{key}"))
+                .await?
+                .filter(|r| !r.is_empty())
+            {
+                refs.insert(key.clone(), r);
+            }
+        }
+        Ok((hub, refs))
+    }
+
+    /// Forget the server ids of the hub and devices: the next bundle sends them again as
+    /// conditional creates (a server that lost or renumbered them would refuse the references).
+    async fn forget_refs(&self) -> Result<(), UplinkError> {
+        self.store
+            .set_uplink_state(&self.destination, "hub", "")
+            .await?;
+        for key in self.devices.keys() {
+            self.store
+                .set_uplink_state(&self.destination, &format!("device:{key}"), "")
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn build(
+        &self,
+        items: &[OutboxItem],
+        hub_ref: Option<&str>,
+        refs: &HashMap<String, String>,
+        more: bool,
+    ) -> BuiltBundle {
+        let fitems: Vec<Item<'_>> = items
+            .iter()
+            .filter_map(|it| match &it.payload {
+                OutboxPayload::Reading(r) => self.devices.get(&r.device.0).map(|d| {
+                    Item::Reading(ReadingInput {
+                        tag: it.id,
+                        device: d,
+                        reading: &r.reading,
+                        received_at: r.received_at,
+                        test_data: r.test_data,
+                        interpretation: None,
+                    })
+                }),
+                OutboxPayload::Alert(a) => Some(Item::Alert(AlertInput {
+                    tag: it.id,
+                    payload: &a.payload,
+                    stable_key: &a.stable_key,
+                })),
+            })
+            .collect();
+        let ctx = BundleContext {
+            patient_id: &self.cfg.patient_id,
+            hub: &self.hub,
+            hub_ref,
+            device_refs: refs,
+            nonce: self.random_u64(),
+            more_may_follow: more,
+        };
+        fhir::build(&ctx, &fitems)
+    }
+
+    async fn post(&mut self, built: &BuiltBundle) -> Result<Vec<EntryOutcome>, UplinkError> {
+        let raw = serde_json::to_vec(&built.json).map_err(|e| UplinkError::Store(e.to_string()))?;
+        let (body, gz) = if self.cfg.gzip {
+            (gzip(&raw), true)
+        } else {
+            (raw, false)
+        };
+        let sent = body.len() as u64;
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
+            .header(reqwest::header::ACCEPT, "application/fhir+json");
+        if gz {
+            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        let resp = req.body(body).send().await.map_err(|e| {
+            tracing::debug!(chain = ?super::chain_debug(&e), "Request failed.");
+            classify(&e)
+        })?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        self.with_status(|s| {
+            s.wire_bytes += sent + bytes.len() as u64;
+            s.bundles += 1;
+        });
+        if status.is_success() {
+            return fhir::parse_transaction_response(&bytes, built.entries.len())
+                .map_err(|e| UplinkError::BadResponse(e.to_string()));
+        }
+        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| fhir::parse_operation_outcome(&v));
+        // nginx completes the handshake and answers a failed client-certificate check with its
+        // own 400 page ("The SSL certificate error" / "No required SSL certificate was sent").
+        if detail.is_none() && matches!(status.as_u16(), 400 | 403 | 495 | 496) {
+            let text = String::from_utf8_lossy(&bytes);
+            if text.contains("SSL certificate") {
+                return Err(UplinkError::ServerRejectedOurCertificate(format!(
+                    "HTTP {} from the TLS terminator",
+                    status.as_u16()
+                )));
+            }
+        }
+        Err(UplinkError::Http {
+            status: status.as_u16(),
+            retry_after,
+            detail,
+        })
+    }
+
+    async fn remember_refs(
+        &self,
+        built: &BuiltBundle,
+        outcomes: &[EntryOutcome],
+    ) -> Result<(), UplinkError> {
+        for (info, out) in built.entries.iter().zip(outcomes) {
+            let name = match &info.kind {
+                EntryKind::HubDevice => "hub".to_owned(),
+                EntryKind::Device(k) => format!("device:{k}"),
+                _ => continue,
+            };
+            if let (true, Some(r)) = (out.is_stored(), out.logical_ref()) {
+                self.store
+                    .set_uplink_state(&self.destination, &name, &r)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn reject_poison(
+        &mut self,
+        items: &[OutboxItem],
+        tags: Vec<i64>,
+        e: &UplinkError,
+    ) -> Result<usize, UplinkError> {
+        let reason = e.to_string();
+        let n = self.store.reject(tags.clone(), &reason).await?;
+        let readings: Vec<i64> = items
+            .iter()
+            .filter(|i| tags.contains(&i.id))
+            .filter_map(|i| match &i.payload {
+                OutboxPayload::Reading(r) => Some(r.id),
+                OutboxPayload::Alert(_) => None,
+            })
+            .collect();
+        let status = match e {
+            UplinkError::Http { status, .. } => *status,
+            _ => 0,
+        };
+        warn!(outbox = ?tags, status, "Clinic server rejected an entry; it is kept and alerted.");
+        self.store
+            .append_event(
+                "uplink_entry_rejected",
+                "error",
+                format!("outbox {tags:?} rejected with HTTP {status}"),
+            )
+            .await?;
+        if !readings.is_empty() {
+            self.store
+                .append_alert(
+                    serde_json::json!({ "kind": "upload_rejected", "status": status, "outbox": tags, "reason": reason }),
+                    &format!("upload-rejected-{}", tags.first().copied().unwrap_or(0)),
+                    readings,
+                )
+                .await?;
+        }
+        self.with_status(|s| s.rejected += n as u64);
+        Ok(n)
+    }
+
+    /// Deliver one batch: build, send, ack per entry; bisect on a 4xx.
+    async fn deliver(
+        &mut self,
+        items: &[OutboxItem],
+        more: bool,
+    ) -> Result<(usize, usize), UplinkError> {
+        let (hub_ref, refs) = self.refs().await?;
+        let (mut acked, mut rejected) = (0usize, 0usize);
+        let mut work: Vec<(usize, usize, bool)> = vec![(0, items.len(), more)];
+        let (mut hub_ref, mut refs) = (hub_ref, refs);
+        let mut refs_retried = false;
+        while let Some((a, b, more)) = work.pop() {
+            let slice = items.get(a..b).unwrap_or_default();
+            let built = self.build(slice, hub_ref.as_deref(), &refs, more);
+            if !built.unmapped.is_empty() {
+                let tags: Vec<i64> = built.unmapped.iter().map(|(t, _)| *t).collect();
+                let reason = built
+                    .unmapped
+                    .first()
+                    .map(|(_, e)| e.to_string())
+                    .unwrap_or_default();
+                rejected += self.store.reject(tags, &reason).await?;
+                self.store
+                    .append_event(
+                        "uplink_unmapped",
+                        "warning",
+                        "readings without a PHD mapping kept, not uploaded".into(),
+                    )
+                    .await?;
+            }
+            if built.consumed < slice.len() && !more {
+                work.push((a + built.consumed, b, false));
+            }
+            let tags = built.tags();
+            if tags.is_empty() {
+                continue;
+            }
+            self.store.mark_in_flight(tags.clone()).await?;
+            match self.post(&built).await {
+                Ok(outcomes) => {
+                    self.remember_refs(&built, &outcomes).await?;
+                    let mut ok = Vec::new();
+                    for (info, out) in built.entries.iter().zip(&outcomes) {
+                        if out.is_stored() {
+                            ok.extend(info.tags.iter().copied());
+                        } else if !info.tags.is_empty() {
+                            let e = UplinkError::Http {
+                                status: out.status,
+                                retry_after: None,
+                                detail: out.outcome.clone(),
+                            };
+                            if (400..500).contains(&out.status)
+                                && out.status != 408
+                                && out.status != 429
+                            {
+                                rejected +=
+                                    self.reject_poison(slice, info.tags.clone(), &e).await?;
+                            } else {
+                                let next =
+                                    self.clock.now().plus_millis(self.cfg.retry_base_ms as i64);
+                                self.store
+                                    .retry(info.tags.clone(), &e.to_string(), next)
+                                    .await?;
+                            }
+                        }
+                    }
+                    acked += self.store.ack(ok).await?;
+                    // Devices now have server ids: later bundles reference them.
+                    let (h, r) = self.refs().await?;
+                    hub_ref = h;
+                    refs = r;
+                }
+                Err(e) if is_poison(&e) => {
+                    let covered = slice.get(..built.consumed).unwrap_or_default();
+                    match split_point(covered) {
+                        Some(mid) if covered.len() > 1 => {
+                            debug!(size = covered.len(), "Bisecting a refused bundle.");
+                            work.push((a + mid, a + built.consumed, false));
+                            work.push((a, a + mid, false));
+                        }
+                        _ if !refs_retried && (hub_ref.is_some() || !refs.is_empty()) => {
+                            // Before blaming the entry, rule out stale server ids of the devices.
+                            refs_retried = true;
+                            self.forget_refs().await?;
+                            hub_ref = None;
+                            refs.clear();
+                            work.push((a, a + built.consumed, false));
+                        }
+                        _ => rejected += self.reject_poison(slice, tags, &e).await?,
+                    }
+                }
+                Err(e) => {
+                    let delay = self.delay_for(&e);
+                    let next = self
+                        .clock
+                        .now()
+                        .plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                    let all: Vec<i64> = items.iter().map(|i| i.id).collect();
+                    let text = match &e {
+                        UplinkError::Http { status, .. } => format!("HTTP {status}"),
+                        other => other.kind().to_owned(),
+                    };
+                    self.store.retry(all, &text, next).await?;
+                    self.chosen_delay = Some(delay);
+                    self.with_status(|s| s.acked += acked as u64);
+                    return Err(e);
+                }
+            }
+        }
+        self.with_status(|s| {
+            s.acked += acked as u64;
+            s.last_error = None;
+            s.last_error_kind = None;
+        });
+        Ok((acked, rejected))
+    }
+
+    /// One round: wait for clock sync, check the certificate, deliver one batch.
+    pub async fn step(&mut self) -> Result<Step, UplinkError> {
+        let r = self.step_inner().await;
+        match &r {
+            Ok(Step::Delivered { .. }) => {
+                self.failures = 0;
+                self.next_delay = Duration::ZERO;
+                let now = self.clock.now();
+                self.with_status(|s| s.last_success = Some(now));
+            }
+            Ok(Step::Idle) => {}
+            Err(e) => {
+                let chosen = self.chosen_delay.take();
+                self.next_delay = if matches!(e, UplinkError::ClockNotSynchronised) {
+                    Duration::from_millis(self.cfg.poll_interval_ms)
+                } else {
+                    chosen.unwrap_or_else(|| self.delay_for(e))
+                };
+                self.failures = self.failures.saturating_add(1);
+                self.record_failure(e).await;
+            }
+        }
+        r
+    }
+
+    async fn step_inner(&mut self) -> Result<Step, UplinkError> {
+        if !self.time_sync.is_synchronised() {
+            return Err(UplinkError::ClockNotSynchronised);
+        }
+        self.check_certificate().await?;
+        let items = self
+            .store
+            .pending(self.cfg.batch_size, self.clock.now())
+            .await?;
+        if items.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let known: HashSet<&String> = self.devices.keys().collect();
+        let missing = items.iter().any(|i| match &i.payload {
+            OutboxPayload::Reading(r) => !known.contains(&r.device.0),
+            OutboxPayload::Alert(_) => false,
+        });
+        if missing {
+            self.load_devices().await?;
+        }
+        let full = items.len() == self.cfg.batch_size;
+        // A reading sealed for another patient (the device was re-bound) is never uploaded under
+        // this hub's patient: it is kept, rejected and reported.
+        let (items, foreign): (Vec<OutboxItem>, Vec<OutboxItem>) =
+            items.into_iter().partition(|i| match &i.payload {
+                OutboxPayload::Reading(r) => r
+                    .patient_id
+                    .as_deref()
+                    .is_none_or(|p| p == self.cfg.patient_id),
+                OutboxPayload::Alert(_) => true,
+            });
+        let mut rejected = 0;
+        if !foreign.is_empty() {
+            let ids: Vec<i64> = foreign.iter().map(|i| i.id).collect();
+            rejected += self
+                .store
+                .reject(
+                    ids,
+                    "reading belongs to another patient than the uplink's patient_id",
+                )
+                .await?;
+            self.store
+                .append_event(
+                    "uplink_patient_mismatch",
+                    "error",
+                    format!(
+                        "{} readings for another patient kept, not uploaded",
+                        foreign.len()
+                    ),
+                )
+                .await?;
+        }
+        let (acked, r) = self.deliver(&items, full).await?;
+        Ok(Step::Delivered {
+            acked,
+            rejected: rejected + r,
+        })
+    }
+
+    /// Upload until nothing is pending (retrying transient failures with backoff) or `limit` passes.
+    /// Returns the first non-transient failure (TLS, DNS, refused, clock).
+    pub async fn drain(&mut self, limit: Duration) -> Result<DrainReport, UplinkError> {
+        let start = Instant::now();
+        let mut rep = DrainReport::default();
+        while start.elapsed() < limit {
+            match self.step().await {
+                Ok(Step::Delivered { acked, rejected }) => {
+                    rep.acked += acked;
+                    rep.rejected += rejected;
+                    rep.bundles += 1;
+                }
+                Ok(Step::Idle) => {
+                    let st = self.store.stats().await?;
+                    if st.pending + st.in_flight == 0 {
+                        return Ok(rep);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) if e.is_transient() => {
+                    rep.failures += 1;
+                    tokio::time::sleep(self.next_delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(UplinkError::Timeout)
+    }
+
+    /// Send the heartbeat: PhgDevice + hub-status Observations.
+    pub async fn heartbeat(&mut self) -> Result<(), UplinkError> {
+        if !self.time_sync.is_synchronised() {
+            return Err(UplinkError::ClockNotSynchronised);
+        }
+        self.check_certificate().await?;
+        self.load_devices().await?;
+        let st = self.store.stats().await?;
+        let now = self.clock.now();
+        let mut devices = Vec::new();
+        for d in self.store.devices().await? {
+            let info = self.store.device_info(&d.key).await?.unwrap_or_default();
+            if let Some(p) = self.devices.get(&d.key.0) {
+                if let Ok(ident) = p.ident() {
+                    devices.push(fhir::bundle::DeviceStatus {
+                        ident,
+                        last_seen_secs: info
+                            .last_seen
+                            .map(|t| (now.as_millis() - t.as_millis()).div_euclid(1000)),
+                        battery_percent: info.battery_percent,
+                    });
+                }
+            }
+        }
+        let dir = self.store.path().parent().map(|p| p.to_path_buf());
+        let free = match dir {
+            Some(d) => tokio::task::spawn_blocking(move || free_disk(&d))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let status = HubStatus {
+            at: now,
+            backlog: st.pending + st.in_flight,
+            free_disk_bytes: free,
+            cert_days_left: self.status().cert_days_left,
+            devices,
+        };
+        let (hub_ref, refs) = self.refs().await?;
+        let ctx = BundleContext {
+            patient_id: &self.cfg.patient_id,
+            hub: &self.hub,
+            hub_ref: hub_ref.as_deref(),
+            device_refs: &refs,
+            nonce: self.random_u64(),
+            more_may_follow: false,
+        };
+        let built = fhir::heartbeat_bundle(&ctx, &status)
+            .map_err(|e| UplinkError::Config(e.to_string()))?;
+        match self.post(&built).await {
+            Ok(out) => {
+                self.remember_refs(&built, &out).await?;
+                info!(backlog = status.backlog, "Heartbeat sent.");
+                Ok(())
+            }
+            Err(e) => {
+                self.record_failure(&e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Run until `shutdown` turns true: heartbeat on its interval, upload as readings arrive.
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let interval = Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1));
+        let mut next_heartbeat = Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if Instant::now() >= next_heartbeat && self.time_sync.is_synchronised() {
+                let _ = self.heartbeat().await;
+                next_heartbeat = Instant::now() + interval;
+            }
+            let wait = match self.step().await {
+                Ok(Step::Delivered { .. }) => Duration::ZERO,
+                Ok(Step::Idle) => Duration::from_millis(self.cfg.poll_interval_ms),
+                Err(_) => self.next_delay,
+            };
+            let wait = wait.min(
+                next_heartbeat
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// Free bytes on the file system holding `dir` (`df`, coreutils).
+fn free_disk(dir: &std::path::Path) -> Option<u64> {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+}
