@@ -230,6 +230,15 @@ fn check_rules(b: &Value) {
                 assert!(r.get("parent").is_none());
             }
             "Communication" => local_ref(&r["subject"]),
+            "DetectedIssue" => {
+                local_ref(&r["patient"]);
+                assert_eq!(r["identifier"][0]["system"], codes::ALERT_IDENTIFIER_SYSTEM);
+                assert!(["high", "moderate", "low"].contains(&r["severity"].as_str().unwrap()));
+                assert!(r["identifiedDateTime"].is_string() && r["code"]["coding"].is_array());
+                for i in r["implicated"].as_array().into_iter().flatten() {
+                    assert_eq!(i["identifier"]["system"], codes::OBS_IDENTIFIER_SYSTEM);
+                }
+            }
             other => panic!("unexpected resource {other}"),
         }
     }
@@ -494,6 +503,45 @@ fn alert_and_heartbeat_bundles() {
     let b = fhir::build(&ctx(&hub, &refs, Some("Device/11")), &items);
     check_rules(&b.json);
     golden("bundle-alert", &b.json);
+
+    // A clinical alert event (as `hub::Ingest` stores it) becomes a DetectedIssue that refers to
+    // its Observation by identifier; a resolution carries a mitigation.
+    for (transition, name) in [
+        ("raised", "bundle-detected-issue"),
+        ("resolved", "bundle-detected-issue-resolved"),
+    ] {
+        let payload = json!({
+            "alert": {
+                "at": 1_741_939_200_000i64,
+                "transition": transition,
+                "subject": { "type": "threshold", "kind": "glucose" },
+                "severity": "critical_low",
+                "episode": "glucose-1741939200000",
+                "readings": ["12"],
+                "cause": null,
+                "detail": "glucose 40 mg/dL below the critical low limit 54 mg/dL"
+            },
+            "observations": [{ "system": fhir::codes::OBS_IDENTIFIER_SYSTEM, "value": "0060194B2C1D-RPM-000123-160184-794818800" }]
+        });
+        let key = format!("alert/glucose-1741939200000/{transition}");
+        let items = vec![Item::Alert(AlertInput {
+            tag: 10,
+            payload: &payload,
+            stable_key: &key,
+        })];
+        let b = fhir::build(&ctx(&hub, &refs, Some("Device/11")), &items);
+        check_rules(&b.json);
+        let issue = &b.json["entry"][0]["resource"];
+        assert_eq!(issue["resourceType"], "DetectedIssue");
+        assert_eq!(issue["severity"], "high");
+        assert_eq!(
+            issue["implicated"][0]["identifier"]["value"],
+            "0060194B2C1D-RPM-000123-160184-794818800"
+        );
+        assert_eq!(issue["mitigation"].is_array(), transition == "resolved");
+        assert_eq!(b.json["entry"][0]["request"]["url"], "DetectedIssue");
+        golden(name, &b.json);
+    }
 
     let status = HubStatus {
         at: RX,

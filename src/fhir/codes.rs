@@ -29,6 +29,10 @@ pub const INTERPRETATION: &str =
 pub const HUB_FLAG_SYSTEM: &str = "https://vitals-hub.invalid/fhir/CodeSystem/reading-flag";
 /// Identifier system of hub alerts (uploaded as `Communication`).
 pub const ALERT_IDENTIFIER_SYSTEM: &str = "https://vitals-hub.invalid/fhir/alert";
+/// Identifies the alert episode a DetectedIssue belongs to (raised, escalated and resolved share it).
+pub const ALERT_EPISODE_SYSTEM: &str = "https://vitals-hub.invalid/fhir/alert-episode";
+/// The hub's alert rules (`threshold-glucose`, `weight-gain-24h`, `overdue-measurement`).
+pub const ALERT_RULE_SYSTEM: &str = "https://vitals-hub.invalid/fhir/CodeSystem/alert-rule";
 /// Identifier system of hub-status observations (heartbeat).
 pub const HUB_STATUS_SYSTEM: &str = "https://vitals-hub.invalid/fhir/CodeSystem/hub-status";
 

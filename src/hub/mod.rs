@@ -3,3 +3,6 @@
 //! notification.
 
 pub mod hook;
+pub mod ingest;
+
+pub use ingest::{Ingest, IngestConfig, IngestError, IngestOutcome};

@@ -29,7 +29,13 @@ pub struct ReceiverDb {
     conn: Connection,
 }
 
-const TYPES: [&str; 4] = ["Observation", "Device", "Patient", "Communication"];
+const TYPES: [&str; 5] = [
+    "Observation",
+    "Device",
+    "Patient",
+    "Communication",
+    "DetectedIssue",
+];
 
 pub fn capability_statement() -> Value {
     json!({
@@ -48,7 +54,10 @@ pub fn capability_statement() -> Value {
                   "conditionalCreate": true,
                   "searchParam": [{ "name": "identifier", "type": "token" }, { "name": "patient", "type": "reference" }] },
                 { "type": "Device", "interaction": [{ "code": "create" }], "conditionalCreate": true },
-                { "type": "Communication", "interaction": [{ "code": "create" }], "conditionalCreate": true }
+                { "type": "Communication", "interaction": [{ "code": "create" }], "conditionalCreate": true },
+                { "type": "DetectedIssue", "interaction": [{ "code": "create" }, { "code": "search-type" }],
+                  "conditionalCreate": true,
+                  "searchParam": [{ "name": "patient", "type": "reference" }] }
             ],
             "interaction": [{ "code": "transaction" }]
         }]
@@ -101,6 +110,7 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
     let need: &[&str] = match ty {
         "Observation" => &["status", "code", "subject"],
         "Communication" => &["status"],
+        "DetectedIssue" => &["status", "patient"],
         _ => &[],
     };
     for k in need {
@@ -242,6 +252,7 @@ impl ReceiverDb {
                 None => {
                     let patient = resource
                         .get("subject")
+                        .or_else(|| resource.get("patient"))
                         .and_then(|s| s.get("reference"))
                         .and_then(Value::as_str)
                         .and_then(|s| s.strip_prefix("Patient/"))
@@ -296,11 +307,16 @@ impl ReceiverDb {
     }
 
     pub fn search_patient(&self, patient: &str) -> rusqlite::Result<Vec<Value>> {
+        self.search_patient_of("Observation", patient)
+    }
+
+    /// Resources of one type whose subject (or `patient`) is the given patient.
+    pub fn search_patient_of(&self, ty: &str, patient: &str) -> rusqlite::Result<Vec<Value>> {
         let p = patient.strip_prefix("Patient/").unwrap_or(patient);
         let mut st = self.conn.prepare_cached(
-            "SELECT json FROM resources WHERE type = 'Observation' AND patient = ?1 ORDER BY id",
+            "SELECT json FROM resources WHERE type = ?1 AND patient = ?2 ORDER BY id",
         )?;
-        let it = st.query_map([p], |r| r.get::<_, String>(0))?;
+        let it = st.query_map([ty, p], |r| r.get::<_, String>(0))?;
         Ok(it
             .filter_map(|s| s.ok().and_then(|s| serde_json::from_str(&s).ok()))
             .collect())

@@ -351,6 +351,30 @@ async fn handle(
     let tail = path.rsplit('/').next().unwrap_or("").to_owned();
     match (method, tail.as_str()) {
         (Method::GET, "metadata") => fhir_response(StatusCode::OK, &db::capability_statement()),
+        (Method::GET, "DetectedIssue") => {
+            let Some(p) = query_param(&query, "patient") else {
+                return fhir_response(
+                    StatusCode::BAD_REQUEST,
+                    &outcome("not-supported", "search DetectedIssue by patient"),
+                );
+            };
+            let res = match shared.db.lock() {
+                Ok(d) => d.search_patient_of("DetectedIssue", &p),
+                Err(_) => {
+                    return fhir_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &outcome("exception", "lock"),
+                    )
+                }
+            };
+            match res {
+                Ok(v) => fhir_response(StatusCode::OK, &db::searchset(v)),
+                Err(e) => fhir_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &outcome("exception", &e.to_string()),
+                ),
+            }
+        }
         (Method::GET, "Observation") => {
             let res = match shared.db.lock() {
                 Ok(d) => {

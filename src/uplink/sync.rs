@@ -70,6 +70,8 @@ pub struct Uplink {
     cert_level: Option<(i64, u8)>,
     devices: HashMap<String, PhdDeviceInfo>,
     status: Arc<Mutex<UplinkStatus>>,
+    /// The alert rules, for the L / H / LL / HH interpretation of each Observation.
+    alert_rules: Option<crate::alerts::AlertRules>,
 }
 
 fn build_client(
@@ -144,6 +146,23 @@ fn split_point(items: &[OutboxItem]) -> Option<usize> {
 }
 
 impl Uplink {
+    /// Mark Observations L / H / LL / HH against these alert rules.
+    pub fn with_alert_rules(mut self, rules: crate::alerts::AlertRules) -> Self {
+        self.alert_rules = Some(rules);
+        self
+    }
+
+    fn interpretation(&self, reading: &crate::model::Reading) -> Option<fhir::Interpretation> {
+        use crate::alerts::Interpretation as A;
+        let i = crate::alerts::interpretation(self.alert_rules.as_ref()?, reading)?;
+        Some(match i {
+            A::Low => fhir::Interpretation::Low,
+            A::High => fhir::Interpretation::High,
+            A::CriticalLow => fhir::Interpretation::CriticalLow,
+            A::CriticalHigh => fhir::Interpretation::CriticalHigh,
+        })
+    }
+
     /// Set up the uplink (loads the CA bundle and the client certificate; no network yet).
     pub fn new(
         cfg: UplinkConfig,
@@ -173,6 +192,7 @@ impl Uplink {
             cert_level: None,
             devices: HashMap::new(),
             status: Arc::new(Mutex::new(UplinkStatus::default())),
+            alert_rules: None,
         })
     }
 
@@ -324,35 +344,7 @@ impl Uplink {
     async fn load_devices(&mut self) -> Result<(), UplinkError> {
         for d in self.store.devices().await? {
             let info = self.store.device_info(&d.key).await?.unwrap_or_default();
-            let clock = match info.clock {
-                Some(s) => match s.set_by_hub_offset_minutes {
-                    Some(o) => DeviceClock::Synchronized {
-                        utc_offset_minutes: o,
-                    },
-                    None => DeviceClock::Coincident {
-                        device: s.device,
-                        hub: s.hub,
-                    },
-                },
-                // No clock check recorded: the BLE layer sets clocks via CTS to the hub's local
-                // time, so device times are hub-local (IG table row 2, the PHG offset).
-                None => DeviceClock::Synchronized {
-                    utc_offset_minutes: self.cfg.utc_offset_minutes,
-                },
-            };
-            let p = PhdDeviceInfo {
-                key: d.key.0.clone(),
-                system_id: info.system_id.as_deref().and_then(|s| s.parse().ok()),
-                bt_mac: d.record.address.parse().ok(),
-                manufacturer: info.manufacturer,
-                model: info.model.or(d.record.name.clone()),
-                serial: d.record.serial.clone(),
-                firmware: info.firmware,
-                hardware: info.hardware,
-                software: info.software,
-                class: DeviceClass::from_profile(&d.record.profile),
-                clock,
-            };
+            let p = phd_device_info(&d, info, self.cfg.utc_offset_minutes);
             self.devices.insert(d.key.0, p);
         }
         Ok(())
@@ -410,7 +402,7 @@ impl Uplink {
                         reading: &r.reading,
                         received_at: r.received_at,
                         test_data: r.test_data,
-                        interpretation: None,
+                        interpretation: self.interpretation(&r.reading),
                     })
                 }),
                 OutboxPayload::Alert(a) => Some(Item::Alert(AlertInput {
@@ -884,4 +876,39 @@ fn free_disk(dir: &std::path::Path) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// What the FHIR mapping needs of a stored device: its identity, Device Information and clock.
+pub fn phd_device_info(
+    d: &crate::store::Device,
+    info: crate::store::DeviceInfo,
+    utc_offset_minutes: i32,
+) -> PhdDeviceInfo {
+    let clock = match info.clock {
+        Some(s) => match s.set_by_hub_offset_minutes {
+            Some(o) => DeviceClock::Synchronized {
+                utc_offset_minutes: o,
+            },
+            None => DeviceClock::Coincident {
+                device: s.device,
+                hub: s.hub,
+            },
+        },
+        // No clock check recorded: the BLE layer sets clocks via CTS to the hub's local
+        // time, so device times are hub-local (IG table row 2, the PHG offset).
+        None => DeviceClock::Synchronized { utc_offset_minutes },
+    };
+    PhdDeviceInfo {
+        key: d.key.0.clone(),
+        system_id: info.system_id.as_deref().and_then(|s| s.parse().ok()),
+        bt_mac: d.record.address.parse().ok(),
+        manufacturer: info.manufacturer,
+        model: info.model.or(d.record.name.clone()),
+        serial: d.record.serial.clone(),
+        firmware: info.firmware,
+        hardware: info.hardware,
+        software: info.software,
+        class: DeviceClass::from_profile(&d.record.profile),
+        clock,
+    }
 }

@@ -1,0 +1,271 @@
+//! Ingest: the one path every reading takes into the hub — the store first (durable), then the
+//! alert rules, whether or not the clinic is reachable.
+//!
+//! Order and guarantees:
+//! 1. `store.append` commits the readings (and the device's download cursor) before anything else.
+//! 2. Readings new to the store (not duplicates) go through the alert [`Engine`] in order; each
+//!    alert event is appended to the store (sealed, uploaded ahead of routine readings) under a
+//!    stable key `alert/<episode>/<transition>`, so a re-evaluation never stores it twice.
+//! 3. Newly stored events go to the local hook (`alerts.local_command`) on a separate task; a hook
+//!    failure is recorded as a store event and never blocks ingest.
+//!
+//! The engine's state is not stored separately: it is rebuilt at open by replaying the stored
+//! readings through the rules. An event whose reading was committed but whose alert was not (a
+//! crash between 1 and 2) is therefore produced again at the next start and stored then; events
+//! already stored are recognised by their stable keys and not announced again.
+
+use super::hook::run_hook;
+use crate::alerts::{AlertEvent, AlertRules, Engine};
+use crate::fhir::{self, codes};
+use crate::model::{Reading, UtcMillis};
+use crate::store::{AppendOutcome, DeviceKey, NewReading, Store, StoreError};
+use crate::uplink::sync::phd_device_info;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex};
+use tracing::{info, warn};
+
+/// What ingest needs to know.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub rules: AlertRules,
+    /// The patient's logical id (for the Observation identifiers an alert refers to).
+    pub patient_id: String,
+    /// The hub's offset from UTC, for device wall-clock times.
+    pub utc_offset_minutes: i32,
+}
+
+/// Errors of ingest.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    engine: Engine,
+    /// The highest reading id evaluated: ids grow with every new row, so a duplicate (which
+    /// returns the id stored before) is never evaluated twice.
+    last_id: i64,
+    /// The FHIR Observation identifier of recently evaluated readings, for alert references.
+    identifiers: HashMap<i64, String>,
+    devices: HashMap<String, fhir::PhdDeviceInfo>,
+}
+
+/// The ingest path. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Ingest {
+    store: Store,
+    cfg: IngestConfig,
+    state: Mutex<State>,
+    hook: Option<mpsc::Sender<AlertEvent>>,
+}
+
+/// What one append did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOutcome {
+    pub append: AppendOutcome,
+    /// Alert events stored by this append (new ones only).
+    pub alerts: Vec<AlertEvent>,
+}
+
+impl Ingest {
+    /// Open ingest over a store: rebuild the alert state from the stored readings, store any event
+    /// that is missing, and start the hook task if a local command is configured.
+    pub async fn open(store: Store, cfg: IngestConfig) -> Result<Ingest, IngestError> {
+        let hook = cfg.rules.local_command.clone().map(|command| {
+            let (tx, rx) = mpsc::channel::<AlertEvent>(256);
+            let timeout =
+                Duration::from_secs(u64::from(cfg.rules.local_command_timeout_seconds.max(1)));
+            tokio::spawn(hook_task(store.clone(), command, timeout, rx));
+            tx
+        });
+        let ingest = Ingest {
+            store,
+            cfg,
+            state: Mutex::new(State::default()),
+            hook,
+        };
+        ingest.replay().await?;
+        Ok(ingest)
+    }
+
+    async fn replay(&self) -> Result<(), IngestError> {
+        let mut st = self.state.lock().await;
+        let mut after = 0;
+        let mut recovered = 0usize;
+        loop {
+            let page = self.store.readings(after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for r in page {
+                let stored = self
+                    .evaluate(&mut st, r.id, &r.device, &r.reading, r.received_at)
+                    .await?;
+                recovered += stored.len();
+            }
+        }
+        if recovered > 0 {
+            warn!(
+                alerts = recovered,
+                "Alerts missing from the store were recreated at start."
+            );
+        }
+        Ok(())
+    }
+
+    /// Append readings of one device (and its cursor) durably, then evaluate the new ones.
+    pub async fn append(
+        &self,
+        device: &DeviceKey,
+        items: Vec<NewReading>,
+        cursor: Option<(String, i64)>,
+    ) -> Result<IngestOutcome, IngestError> {
+        // Held across the append so that ids reach the engine in order.
+        let mut st = self.state.lock().await;
+        let readings: Vec<(Reading, UtcMillis)> = items
+            .iter()
+            .map(|i| (i.reading.clone(), i.received_at))
+            .collect();
+        let append = self.store.append(device, items, cursor).await?;
+        let mut alerts = Vec::new();
+        for (id, (reading, received_at)) in append.ids.iter().zip(readings) {
+            alerts.extend(
+                self.evaluate(&mut st, *id, device, &reading, received_at)
+                    .await?,
+            );
+        }
+        Ok(IngestOutcome { append, alerts })
+    }
+
+    /// The time a reading was measured, on the hub's UTC timeline.
+    fn measured_at(&self, reading: &Reading, received_at: UtcMillis) -> UtcMillis {
+        match reading.device_time {
+            Some(t) => UtcMillis(
+                (t.to_epoch_seconds() - i64::from(self.cfg.utc_offset_minutes) * 60) * 1000,
+            ),
+            None => received_at,
+        }
+    }
+
+    async fn identifier(
+        &self,
+        st: &mut State,
+        device: &DeviceKey,
+        reading: &Reading,
+        received_at: UtcMillis,
+    ) -> Option<String> {
+        if !st.devices.contains_key(&device.0) {
+            if let Ok(devices) = self.store.devices().await {
+                for d in devices {
+                    let info = self
+                        .store
+                        .device_info(&d.key)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    st.devices.insert(
+                        d.key.0.clone(),
+                        phd_device_info(&d, info, self.cfg.utc_offset_minutes),
+                    );
+                }
+            }
+        }
+        let dev = st.devices.get(&device.0)?;
+        fhir::reading_identifier(dev, &self.cfg.patient_id, reading, received_at)
+            .ok()
+            .map(|i| i.value())
+    }
+
+    /// Evaluate one stored reading (if not evaluated before); store and announce its new events.
+    async fn evaluate(
+        &self,
+        st: &mut State,
+        id: i64,
+        device: &DeviceKey,
+        reading: &Reading,
+        received_at: UtcMillis,
+    ) -> Result<Vec<AlertEvent>, IngestError> {
+        if id <= st.last_id {
+            return Ok(Vec::new());
+        }
+        st.last_id = id;
+        let at = self.measured_at(reading, received_at);
+        let events = st
+            .engine
+            .observe(&self.cfg.rules, at, reading, &id.to_string());
+        if !events.is_empty() || st.engine.is_open(reading.kind) {
+            if let Some(ident) = self.identifier(st, device, reading, received_at).await {
+                st.identifiers.insert(id, ident);
+            }
+        }
+        if st.identifiers.len() > 20_000 {
+            let keep_from = id - 10_000;
+            st.identifiers.retain(|k, _| *k >= keep_from);
+        }
+        let mut stored = Vec::new();
+        for e in events {
+            if self.store_event(st, &e).await? {
+                stored.push(e);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Store one event; `true` if it was new (and so announced).
+    async fn store_event(&self, st: &State, e: &AlertEvent) -> Result<bool, IngestError> {
+        let related: Vec<i64> = e.readings.iter().filter_map(|r| r.parse().ok()).collect();
+        let observations: Vec<serde_json::Value> = related
+            .iter()
+            .filter_map(|id| st.identifiers.get(id))
+            .map(|v| json!({ "system": codes::OBS_IDENTIFIER_SYSTEM, "value": v }))
+            .collect();
+        let payload = json!({ "alert": e, "observations": observations });
+        let key = format!(
+            "alert/{}/{}",
+            e.episode,
+            serde_json::to_value(e.transition)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        );
+        let (alert_id, duplicate) = self.store.append_alert(payload, &key, related).await?;
+        if duplicate {
+            return Ok(false);
+        }
+        info!(alert = alert_id, severity = ?e.severity, transition = ?e.transition, "Alert stored.");
+        if let Some(tx) = &self.hook {
+            if tx.try_send(e.clone()).is_err() {
+                let _ = self
+                    .store
+                    .append_event(
+                        "alert_hook_overflow",
+                        "warning",
+                        format!("alert {alert_id} not handed to the local hook: queue full"),
+                    )
+                    .await;
+            }
+        }
+        Ok(true)
+    }
+}
+
+async fn hook_task(
+    store: Store,
+    command: String,
+    timeout: Duration,
+    mut rx: mpsc::Receiver<AlertEvent>,
+) {
+    while let Some(event) = rx.recv().await {
+        let input = serde_json::to_vec(&event).unwrap_or_default();
+        if let Err(e) = run_hook(&command, &input, timeout).await {
+            warn!(error = %e, "Local alert hook failed.");
+            let _ = store
+                .append_event("alert_hook_failed", "warning", e.to_string())
+                .await;
+        }
+    }
+}

@@ -1,0 +1,176 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+//! Alerts with the clinic unreachable: a critical reading raises its alert and runs the local hook
+//! within a second; when the clinic is back, the alert (a DetectedIssue referring to the
+//! Observation) arrives before the backlog of routine readings, and the Observation carries its
+//! LL interpretation. A restart does not store or announce the alert again.
+
+mod support_pki;
+use std::time::{Duration, Instant};
+use support_pki::*;
+use vitals_hub::alerts::{AlertRules, Severity, Transition};
+use vitals_hub::hub::{Ingest, IngestConfig};
+use vitals_hub::model::{Decimal, Kind, LocalDateTime, Reading, Unit, UtcMillis, Value};
+use vitals_hub::receiver::pki::{DevCa, Span};
+use vitals_hub::store::NewReading;
+
+fn critical_glucose() -> NewReading {
+    let mut r = Reading::new(
+        Kind::Glucose,
+        Value::Number(Decimal::new(40, 0)),
+        Unit::MgPerDl,
+    );
+    r.device_time = Some(LocalDateTime::new(2025, 3, 15, 7, 30, 0).unwrap());
+    r.sequence = Some(5000);
+    NewReading {
+        stable_key: "meter-critical".into(),
+        reading: r,
+        received_at: UtcMillis(1_742_023_900_000),
+        test_data: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_alert_offline_then_first_upstream() {
+    let ca = DevCa::new("clinic").unwrap();
+    let h = hub_with(40, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let hook_out = h.dir.path().join("hook.jsonl");
+    let script = h.dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ncat >> {}\n", hook_out.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rules = AlertRules {
+        local_command: Some(script.display().to_string()),
+        ..AlertRules::starting_points()
+    };
+    let cfg = IngestConfig {
+        rules: rules.clone(),
+        patient_id: PATIENT.into(),
+        utc_offset_minutes: 0,
+    };
+    let ingest = Ingest::open(h.store.clone(), cfg.clone()).await.unwrap();
+
+    // The clinic is unreachable: nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut offline = uplink(
+        &h,
+        uplink_config(&h, &format!("https://localhost:{port}/fhir")),
+    );
+    assert!(
+        offline.step().await.is_err(),
+        "the clinic must be unreachable"
+    );
+    assert_eq!(h.store.stats().await.unwrap().acked, 0);
+
+    let t0 = Instant::now();
+    let out = ingest
+        .append(&h.device, vec![critical_glucose()], None)
+        .await
+        .unwrap();
+    assert_eq!(out.alerts.len(), 1, "{:?}", out.alerts);
+    assert_eq!(out.alerts[0].transition, Transition::Raised);
+    assert_eq!(out.alerts[0].severity, Severity::CriticalLow);
+    while !hook_out.exists() || std::fs::read_to_string(&hook_out).unwrap().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "the local hook did not run within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let hook_ms = t0.elapsed().as_millis();
+    let announced: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&hook_out)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(announced["transition"], "raised");
+    assert_eq!(announced["severity"], "critical_low");
+    eprintln!("critical reading to local hook: {hook_ms} ms");
+
+    // The clinic is back: the first bundle carries the alert, ahead of the 41 readings.
+    let rx = receiver(
+        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
+        Some(&ca),
+        &[&rustls::version::TLS13],
+    )
+    .await;
+    let mut up = uplink(&h, uplink_config(&h, &url(&rx))).with_alert_rules(rules.clone());
+    up.step().await.unwrap();
+    assert_eq!(
+        rx.count("DetectedIssue"),
+        1,
+        "the alert is in the first bundle"
+    );
+    assert!(
+        rx.count("Observation") < 41,
+        "routine readings come after the alert"
+    );
+    up.drain(DRAIN).await.unwrap();
+    assert_eq!(rx.count("Observation"), 41);
+    let issue = &rx.resources("DetectedIssue")[0];
+    assert_eq!(issue["severity"], "high");
+    assert_eq!(issue["patient"]["reference"], format!("Patient/{PATIENT}"));
+    let implicated = issue["implicated"][0]["identifier"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let obs = rx.resources("Observation");
+    let critical = obs
+        .iter()
+        .find(|o| o["identifier"][0]["value"] == implicated.as_str())
+        .expect("the implicated Observation was uploaded");
+    assert_eq!(critical["valueQuantity"]["value"], 40);
+    let codes: Vec<&str> = critical["interpretation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["coding"].as_array().unwrap())
+        .filter_map(|c| c["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"LL"), "{codes:?}");
+    let normal = obs
+        .iter()
+        .find(|o| o["identifier"][0]["value"] != implicated.as_str())
+        .unwrap();
+    assert!(
+        normal
+            .get("interpretation")
+            .is_none_or(|i| !i.to_string().contains("\"L\"")),
+        "{normal}"
+    );
+
+    // A restart rebuilds the alert state from the stored readings: nothing stored or announced twice.
+    let alerts_before = h.store.stats().await.unwrap();
+    drop(ingest);
+    let again = Ingest::open(h.store.clone(), cfg).await.unwrap();
+    let dup = again
+        .append(&h.device, vec![critical_glucose()], None)
+        .await
+        .unwrap();
+    assert_eq!(dup.append.duplicates, 1);
+    assert!(dup.alerts.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        std::fs::read_to_string(&hook_out).unwrap().lines().count(),
+        1
+    );
+    let alerts_after = h.store.stats().await.unwrap();
+    assert_eq!(
+        alerts_after.acked + alerts_after.pending,
+        alerts_before.acked + alerts_before.pending
+    );
+}
