@@ -48,7 +48,7 @@ pub mod pairing;
 pub mod session;
 
 use crate::model::{Clock, Decimal, Kind, Reading, UtcMillis};
-use crate::store::{DeviceKey, Store};
+use crate::store::{DeviceKey, NewReading, Store};
 use btleplug::api::{Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
 use btleplug::platform::{Adapter, Manager, PeripheralId};
 use futures::StreamExt;
@@ -265,10 +265,43 @@ pub enum DeviceState {
     PairingNeeded,
 }
 
+/// Where a session's readings go: the store directly, or the hub's ingest (store, then the alert
+/// rules). Implemented by [`Store`] and by `hub::Ingest`.
+pub trait ReadingSink: Send + Sync + std::fmt::Debug {
+    /// Append readings of one device and optionally its download cursor, durably.
+    fn append<'a>(
+        &'a self,
+        device: &'a DeviceKey,
+        items: Vec<NewReading>,
+        cursor: Option<(String, i64)>,
+    ) -> SinkFuture<'a>;
+}
+
+/// The future a [`ReadingSink`] returns.
+pub type SinkFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<crate::store::AppendOutcome, String>> + Send + 'a>,
+>;
+
+impl ReadingSink for Store {
+    fn append<'a>(
+        &'a self,
+        device: &'a DeviceKey,
+        items: Vec<NewReading>,
+        cursor: Option<(String, i64)>,
+    ) -> SinkFuture<'a> {
+        Box::pin(async move {
+            Store::append(self, device, items, cursor)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: BleConfig,
     pub store: Store,
+    pub sink: Arc<dyn ReadingSink>,
     pub clock: Arc<dyn Clock>,
     events: Mutex<Vec<BleEvent>>,
     held: Mutex<Vec<HeldReading>>,
@@ -277,8 +310,47 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn event(&self, e: BleEvent) {
+        self.persist(&e);
         if let Ok(mut v) = self.events.lock() {
             v.push(e);
+        }
+    }
+
+    /// Record the event in the store's audit log (no values: summaries stay in memory).
+    fn persist(&self, e: &BleEvent) {
+        let (kind, severity, detail) = match e {
+            BleEvent::Malformed { device, characteristic, detail } => (
+                "ble_malformed_payload",
+                "warning",
+                format!("device {device} characteristic 0x{characteristic:04X}: {detail}"),
+            ),
+            BleEvent::ClockOffset { device, device_minus_hub_s, written } => (
+                "ble_clock_offset",
+                "info",
+                format!("device {device} clock offset {device_minus_hub_s} s; written: {written}"),
+            ),
+            BleEvent::PairingNeeded { device } => (
+                "ble_pairing_needed",
+                "error",
+                format!("device {device} is allow-listed but not bonded: run `vitals-hub pair`"),
+            ),
+            BleEvent::HeldForAssignment { device, user_id } => (
+                "ble_reading_held",
+                "warning",
+                format!("device {device}: a reading of user {user_id} (not the patient's) was held"),
+            ),
+            BleEvent::RacpRefused { device, response_code } => (
+                "ble_racp_refused",
+                "warning",
+                format!("device {device} refused the record request (RACP response 0x{response_code:02X})"),
+            ),
+            BleEvent::Summary { .. } | BleEvent::SessionEnded { .. } => return,
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = self.store.clone();
+            rt.spawn(async move {
+                let _ = store.append_event(kind, severity, detail).await;
+            });
         }
     }
     pub fn hold(&self, h: HeldReading) {
@@ -331,6 +403,7 @@ impl Hub {
         Hub {
             shared: Arc::new(Shared {
                 config,
+                sink: Arc::new(store.clone()),
                 store,
                 clock,
                 events: Mutex::new(Vec::new()),
@@ -341,6 +414,18 @@ impl Hub {
             states: Arc::new(Mutex::new(HashMap::new())),
             ignored: Arc::new(Mutex::new(HashSet::new())),
         }
+    }
+
+    /// Send readings through `sink` (the hub's ingest, so the alert rules see them) instead of
+    /// appending to the store directly. Call before `run`.
+    pub fn with_sink(mut self, sink: Arc<dyn ReadingSink>) -> Hub {
+        // `new` returned the only reference to `shared`; sessions clone it only once `run` starts.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.sink = sink;
+        } else {
+            warn!("Reading sink not set: the BLE hub is already running.");
+        }
+        self
     }
 
     pub fn events(&self) -> Vec<BleEvent> {

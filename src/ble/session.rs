@@ -242,7 +242,7 @@ impl<L: Link> Session<'_, L> {
         if items.is_empty() && cursor.is_none() {
             return true;
         }
-        match self.shared.store.append(&self.device, items, cursor).await {
+        match self.shared.sink.append(&self.device, items, cursor).await {
             Ok(o) => {
                 self.stored += o.ids.len().saturating_sub(o.duplicates);
                 true
@@ -553,7 +553,7 @@ impl<L: Link> Session<'_, L> {
         if items.is_empty() {
             return;
         }
-        match self.shared.store.append(&self.device, items, None).await {
+        match self.shared.sink.append(&self.device, items, None).await {
             Ok(o) => self.stored += o.ids.len().saturating_sub(o.duplicates),
             Err(e) => warn!(device = %self.tag, error = %e, "Append failed."),
         }

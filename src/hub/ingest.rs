@@ -269,3 +269,19 @@ async fn hook_task(
         }
     }
 }
+
+impl crate::ble::ReadingSink for Ingest {
+    fn append<'a>(
+        &'a self,
+        device: &'a DeviceKey,
+        items: Vec<NewReading>,
+        cursor: Option<(String, i64)>,
+    ) -> crate::ble::SinkFuture<'a> {
+        Box::pin(async move {
+            Ingest::append(self, device, items, cursor)
+                .await
+                .map(|o| o.append)
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -75,6 +75,17 @@ impl Env {
     }
 
     pub async fn with_fake(fake: FakeBluez, allowed: &[(&str, &str)], config: BleConfig) -> Env {
+        Env::with_fake_and_rules(fake, allowed, config, None).await
+    }
+
+    /// As [`Env::with_fake`]; with `rules`, readings go through the hub's ingest (store, then the
+    /// alert rules) instead of straight into the store.
+    pub async fn with_fake_and_rules(
+        fake: FakeBluez,
+        allowed: &[(&str, &str)],
+        config: BleConfig,
+        rules: Option<vitals_hub::alerts::AlertRules>,
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let mut sc = StoreConfig::new(dir.path());
         sc.kek = KekSource::resolve(dir.path(), None);
@@ -85,7 +96,18 @@ impl Env {
             store.upsert_device(record(a, p), true).await.unwrap();
         }
         let (tx, alerts) = tokio::sync::mpsc::unbounded_channel();
-        let hub = Hub::new(config, store.clone(), clock, Some(tx));
+        let mut hub = Hub::new(config, store.clone(), clock, Some(tx));
+        if let Some(rules) = rules {
+            let cfg = vitals_hub::hub::IngestConfig {
+                rules,
+                patient_id: "patient-1".into(),
+                utc_offset_minutes: 0,
+            };
+            let ingest = vitals_hub::hub::Ingest::open(store.clone(), cfg)
+                .await
+                .unwrap();
+            hub = hub.with_sink(Arc::new(ingest));
+        }
         let (stop, rx) = tokio::sync::watch::channel(false);
         let h = hub.clone();
         let task = tokio::spawn(async move {
