@@ -306,10 +306,6 @@ impl ReceiverDb {
         ids.iter().map(|id| self.load(*id)).collect()
     }
 
-    pub fn search_patient(&self, patient: &str) -> rusqlite::Result<Vec<Value>> {
-        self.search_patient_of("Observation", patient)
-    }
-
     /// Resources of one type whose subject (or `patient`) is the given patient.
     pub fn search_patient_of(&self, ty: &str, patient: &str) -> rusqlite::Result<Vec<Value>> {
         let p = patient.strip_prefix("Patient/").unwrap_or(patient);

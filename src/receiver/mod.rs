@@ -323,6 +323,37 @@ async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// `GET /<type>?identifier=…` or `?patient=…` for the searchable types.
+fn search(shared: &Shared, ty: &str, query: &str) -> Response<Body> {
+    let res = match shared.db.lock() {
+        Ok(d) => {
+            if let Some(idp) = query_param(query, "identifier") {
+                d.search_identifier(ty, &idp)
+            } else if let Some(p) = query_param(query, "patient") {
+                d.search_patient_of(ty, &p)
+            } else {
+                return fhir_response(
+                    StatusCode::BAD_REQUEST,
+                    &outcome("not-supported", "search by identifier or patient"),
+                );
+            }
+        }
+        Err(_) => {
+            return fhir_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &outcome("exception", "lock"),
+            )
+        }
+    };
+    match res {
+        Ok(v) => fhir_response(StatusCode::OK, &db::searchset(v)),
+        Err(e) => fhir_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &outcome("exception", &e.to_string()),
+        ),
+    }
+}
+
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -351,59 +382,7 @@ async fn handle(
     let tail = path.rsplit('/').next().unwrap_or("").to_owned();
     match (method, tail.as_str()) {
         (Method::GET, "metadata") => fhir_response(StatusCode::OK, &db::capability_statement()),
-        (Method::GET, "DetectedIssue") => {
-            let Some(p) = query_param(&query, "patient") else {
-                return fhir_response(
-                    StatusCode::BAD_REQUEST,
-                    &outcome("not-supported", "search DetectedIssue by patient"),
-                );
-            };
-            let res = match shared.db.lock() {
-                Ok(d) => d.search_patient_of("DetectedIssue", &p),
-                Err(_) => {
-                    return fhir_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &outcome("exception", "lock"),
-                    )
-                }
-            };
-            match res {
-                Ok(v) => fhir_response(StatusCode::OK, &db::searchset(v)),
-                Err(e) => fhir_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &outcome("exception", &e.to_string()),
-                ),
-            }
-        }
-        (Method::GET, "Observation") => {
-            let res = match shared.db.lock() {
-                Ok(d) => {
-                    if let Some(idp) = query_param(&query, "identifier") {
-                        d.search_identifier("Observation", &idp)
-                    } else if let Some(p) = query_param(&query, "patient") {
-                        d.search_patient(&p)
-                    } else {
-                        return fhir_response(
-                            StatusCode::BAD_REQUEST,
-                            &outcome("not-supported", "search by identifier or patient"),
-                        );
-                    }
-                }
-                Err(_) => {
-                    return fhir_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &outcome("exception", "lock"),
-                    )
-                }
-            };
-            match res {
-                Ok(v) => fhir_response(StatusCode::OK, &db::searchset(v)),
-                Err(e) => fhir_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &outcome("exception", &e.to_string()),
-                ),
-            }
-        }
+        (Method::GET, ty @ ("Observation" | "DetectedIssue")) => search(&shared, ty, &query),
         (Method::POST, _) => {
             let fault = shared.faults.pop();
             if let Some(resp) = faults::before(&fault).await {
