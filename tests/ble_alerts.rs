@@ -83,6 +83,19 @@ fn a_critical_record_from_the_meter_raises_an_alert() {
             .filter(|p| matches!(p.payload, OutboxPayload::Alert(_)))
             .count();
         assert_eq!(alerts, 1, "one alert, not one per reading");
+        // What the session learned of the device is stored for the FHIR PhdDevice and the
+        // heartbeat: Device Information, battery, last seen, and the coincident clock pair.
+        let info = env
+            .store
+            .device_info(&key)
+            .await
+            .unwrap()
+            .expect("device information stored");
+        assert_eq!(info.manufacturer.as_deref(), Some("Fake Medical"));
+        assert_eq!(info.model.as_deref(), Some("FM-1"));
+        assert_eq!(info.battery_percent, Some(77));
+        assert!(info.last_seen.is_some());
+        assert!(info.clock.is_some(), "the clock check is kept as evidence");
         // The store's audit log has the BLE session's events (no values in them).
         env.wait_for(10, "the clock-offset event in the store", || async {
             env.store

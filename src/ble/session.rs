@@ -10,7 +10,7 @@ use crate::gatt::glucose::{GlucoseContext, GlucoseMeasurement};
 use crate::gatt::racp::{op, response, RacpMessage};
 use crate::gatt::{self, GattValue};
 use crate::model::{Decimal, Kind, LocalDateTime, Reading, UtcMillis, Value};
-use crate::store::{DeviceKey, NewReading};
+use crate::store::{ClockSample, DeviceInfo, DeviceKey, NewReading};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -119,16 +119,59 @@ impl<L: Link> Session<'_, L> {
         }
     }
 
+    /// Read a Device Information string characteristic, if the device has it.
+    async fn dis_string<T: GattValue>(&mut self, value: fn(T) -> String) -> Option<String> {
+        if !self.link.has(T::UUID) {
+            return None;
+        }
+        let bytes = self.link.read(T::UUID).await.ok()?;
+        match T::decode(&bytes) {
+            Ok(v) => Some(value(v)).filter(|s| !s.is_empty()),
+            Err(e) => {
+                self.malformed(T::UUID, &e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Merge what this session learned into the store's device information (for the FHIR
+    /// PhdDevice, the heartbeat's last-seen and battery, and the coincident-timestamp rule).
+    async fn update_info(&self, f: impl FnOnce(&mut DeviceInfo)) {
+        let mut info = match self.shared.store.device_info(&self.device).await {
+            Ok(i) => i.unwrap_or_default(),
+            Err(e) => {
+                warn!(device = %self.tag, error = %e, "Device information not readable.");
+                return;
+            }
+        };
+        f(&mut info);
+        if let Err(e) = self.shared.store.set_device_info(&self.device, info).await {
+            warn!(device = %self.tag, error = %e, "Device information not stored.");
+        }
+    }
+
     async fn read_info(&mut self) {
+        use gatt::dis::{
+            FirmwareRevision, HardwareRevision, ManufacturerName, ModelNumber, SoftwareRevision,
+            SystemId,
+        };
         if self.link.has(SERIAL) {
             if let Ok(v) = self.link.read(SERIAL).await {
                 debug!(device = %self.tag, bytes = v.len(), "Read the serial number.");
             }
         }
+        let manufacturer = self.dis_string(|v: ManufacturerName| v.value).await;
+        let model = self.dis_string(|v: ModelNumber| v.value).await;
+        let firmware = self.dis_string(|v: FirmwareRevision| v.value).await;
+        let hardware = self.dis_string(|v: HardwareRevision| v.value).await;
+        let software = self.dis_string(|v: SoftwareRevision| v.value).await;
+        let system_id = self.dis_string(|v: SystemId| v.eui64_text()).await;
+        let mut battery = None;
         if self.link.has(BATTERY) {
             match self.link.read(BATTERY).await {
                 Ok(v) => match gatt::dis::BatteryLevel::decode(&v) {
                     Ok(b) => {
+                        battery = Some(b.percent);
                         let now = self.shared.clock.now();
                         let readings = b.readings();
                         // One battery reading per minute at most: the key is the minute.
@@ -140,6 +183,18 @@ impl<L: Link> Session<'_, L> {
                 Err(e) => debug!(device = %self.tag, error = %e, "Battery read failed."),
             }
         }
+        let now = self.shared.clock.now();
+        self.update_info(|i| {
+            i.manufacturer = manufacturer.or(i.manufacturer.take());
+            i.model = model.or(i.model.take());
+            i.firmware = firmware.or(i.firmware.take());
+            i.hardware = hardware.or(i.hardware.take());
+            i.software = software.or(i.software.take());
+            i.system_id = system_id.or(i.system_id.take());
+            i.battery_percent = battery.or(i.battery_percent);
+            i.last_seen = Some(now);
+        })
+        .await;
     }
 
     /// Hub wall-clock now, in the configured zone.
@@ -181,6 +236,14 @@ impl<L: Link> Session<'_, L> {
             device_minus_hub_s: offset_s,
             written,
         });
+        // The coincident pair is the evidence for the IG's timestamp rules; after a write the
+        // device runs on hub-local time at the configured offset.
+        let sample = ClockSample {
+            device: dev,
+            hub: self.shared.clock.now(),
+            set_by_hub_offset_minutes: written.then_some(self.shared.config.utc_offset_minutes),
+        };
+        self.update_info(|i| i.clock = Some(sample)).await;
     }
 
     fn malformed(&self, ch: u16, detail: &str) {
