@@ -493,7 +493,7 @@ impl GattValue for BloodPressureFeature {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gatt::testing::{config, date_time, sfloat};
+    use crate::gatt::testing::{config, date_time, payload, sfloat};
     use crate::model::Decimal;
     use proptest::prelude::*;
 
@@ -583,12 +583,6 @@ mod tests {
                 prop_assert_eq!(f.encode().unwrap(), bytes);
             }
         }
-    }
-
-    fn payload(flags: u8, len: usize) -> Vec<u8> {
-        let mut v = vec![0u8; len];
-        v[0] = flags;
-        v
     }
 
     #[test]

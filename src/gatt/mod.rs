@@ -251,6 +251,15 @@ pub(crate) mod testing {
         ProptestConfig::with_cases(10_000)
     }
 
+    /// A zero-filled value of `len` bytes whose first byte (the flags) is `flags`.
+    pub fn payload(flags: u8, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        if let Some(first) = v.first_mut() {
+            *first = flags;
+        }
+        v
+    }
+
     /// Any SFLOAT bit pattern (every pattern is a valid encoding).
     pub fn sfloat() -> impl Strategy<Value = SFloat> {
         any::<u16>().prop_map(SFloat::from_raw)

@@ -273,7 +273,7 @@ impl GattValue for IntermediateTemperature {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gatt::testing::{config, date_time, float};
+    use crate::gatt::testing::{config, date_time, float, payload};
     use crate::model::{Decimal, Special, Value};
     use proptest::prelude::*;
 
@@ -339,12 +339,6 @@ mod tests {
                 prop_assert_eq!(t.encode().unwrap(), bytes);
             }
         }
-    }
-
-    fn payload(flags: u8, len: usize) -> Vec<u8> {
-        let mut v = vec![0u8; len];
-        v[0] = flags;
-        v
     }
 
     #[test]

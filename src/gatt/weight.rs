@@ -392,7 +392,7 @@ impl GattValue for WeightScaleFeature {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gatt::testing::{config, date_time};
+    use crate::gatt::testing::{config, date_time, payload};
     use proptest::prelude::*;
 
     fn measurement() -> impl Strategy<Value = WeightMeasurement> {
@@ -452,12 +452,6 @@ mod tests {
                 prop_assert_eq!(f.encode().unwrap(), bytes);
             }
         }
-    }
-
-    fn payload(flags: u8, len: usize) -> Vec<u8> {
-        let mut v = vec![0u8; len];
-        v[0] = flags;
-        v
     }
 
     #[test]
