@@ -22,15 +22,17 @@
 //!   batches from the outbox, per-entry acks, backoff, bisection of refused bundles, heartbeat.
 //! - [`receiver`]: a small FHIR ingest endpoint over mTLS (demo, pilots, tests) with a scripted fault
 //!   queue, and the development PKI behind `vitals-hub pki`.
-//! - [`hub`]: wiring — ingest into the store and the alert rules, the local alert hook.
+//! - [`config`]: the one TOML config tree, validated with file, line and fix in every error; the
+//!   paths (FHS under systemd, `directories` for a user run).
+//! - [`hub`]: wiring — the daemon ([`hub::run`]: BLE sessions, simulated devices, ingest into the
+//!   store and the alert rules, the uplink, systemd notification and watchdog), the local alert
+//!   hook.
 //! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
-//!
-//! The daemon (`hub::run`) is added as the product grows (see `ARCHITECTURE.md` in the design
-//! folder).
 
 pub mod alerts;
 pub mod ble;
 pub mod cli;
+pub mod config;
 pub mod fhir;
 pub mod gatt;
 pub mod hub;

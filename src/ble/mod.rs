@@ -46,6 +46,7 @@
 pub mod link;
 pub mod pairing;
 pub mod session;
+pub mod sim;
 
 use crate::model::{Clock, Decimal, Kind, Reading, UtcMillis};
 use crate::store::{DeviceKey, NewReading, Store};
@@ -588,63 +589,121 @@ impl Hub {
         let hub = self.clone();
         let patient = device.record.patient_binding.clone().unwrap_or_default();
         tokio::spawn(async move {
-            let tag = device.key.to_string();
             let cfg = &hub.shared.config;
-            let outcome = {
-                let permit = hub.budget.clone().acquire_owned().await;
-                let link = BtleLink::new(
-                    p,
-                    Duration::from_millis(cfg.op_timeout_ms),
-                    Duration::from_millis(cfg.connect_timeout_ms),
-                );
-                let mut session = session::Session {
-                    link: &link,
-                    shared: &hub.shared,
-                    device: device.key.clone(),
-                    address: address.clone(),
-                    tag: tag.clone(),
-                    patient,
-                    dev_cfg: cfg.device(&address),
-                    stored: 0,
-                };
-                let out = match tokio::time::timeout(
-                    Duration::from_millis(cfg.session_timeout_ms),
-                    session.run(),
-                )
-                .await
-                {
-                    Ok(o) => o,
-                    Err(_) => {
-                        let _ = link.disconnect().await;
-                        Outcome::Failed("session timed out".into())
-                    }
-                };
-                drop(permit);
-                out
-            };
-            info!(device = %tag, outcome = ?outcome_name(&outcome), "Session ended.");
-            let now = hub.shared.clock.now();
-            let state = match &outcome {
-                Outcome::Done { .. } => DeviceState::Done { at: now },
-                Outcome::PairingNeeded => DeviceState::PairingNeeded,
-                _ => {
-                    let failures = match hub.state(&address) {
-                        Some(DeviceState::Failed { failures, .. }) => failures + 1,
-                        _ => 1,
-                    };
-                    DeviceState::Failed { at: now, failures }
-                }
-            };
-            if state == DeviceState::PairingNeeded {
-                hub.pairing_needed(&address, &device.key);
-            } else if let Ok(mut s) = hub.states.lock() {
-                s.insert(address.clone(), state);
-            }
-            hub.shared.event(BleEvent::SessionEnded {
-                device: device.key.clone(),
-                outcome,
-            });
+            let permit = hub.budget.clone().acquire_owned().await;
+            let link = BtleLink::new(
+                p,
+                Duration::from_millis(cfg.op_timeout_ms),
+                Duration::from_millis(cfg.connect_timeout_ms),
+            );
+            hub.session(&link, &device, &address, patient, false).await;
+            drop(permit);
         });
+    }
+
+    /// One session with `device` over `link`, under the session timeout; records its outcome in
+    /// the device's state and the event log.
+    async fn session<L: Link>(
+        &self,
+        link: &L,
+        device: &crate::store::Device,
+        address: &str,
+        patient: String,
+        test_data: bool,
+    ) -> Outcome {
+        let tag = device.key.to_string();
+        let cfg = &self.shared.config;
+        let mut session = session::Session {
+            link,
+            shared: &self.shared,
+            device: device.key.clone(),
+            address: address.to_string(),
+            tag: tag.clone(),
+            patient,
+            dev_cfg: cfg.device(address),
+            stored: 0,
+            test_data,
+        };
+        let outcome = match tokio::time::timeout(
+            Duration::from_millis(cfg.session_timeout_ms),
+            session.run(),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => {
+                let _ = link.disconnect().await;
+                Outcome::Failed("session timed out".into())
+            }
+        };
+        info!(device = %tag, outcome = ?outcome_name(&outcome), "Session ended.");
+        let now = self.shared.clock.now();
+        let state = match &outcome {
+            Outcome::Done { .. } => DeviceState::Done { at: now },
+            Outcome::PairingNeeded => DeviceState::PairingNeeded,
+            _ => {
+                let failures = match self.state(address) {
+                    Some(DeviceState::Failed { failures, .. }) => failures + 1,
+                    _ => 1,
+                };
+                DeviceState::Failed { at: now, failures }
+            }
+        };
+        if state == DeviceState::PairingNeeded {
+            self.pairing_needed(address, &device.key);
+        } else if let Ok(mut s) = self.states.lock() {
+            s.insert(address.to_string(), state);
+        }
+        self.shared.event(BleEvent::SessionEnded {
+            device: device.key.clone(),
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+
+    /// Run sessions with simulated devices until `shutdown`: one at start (the device's stored
+    /// measurements), then one after each new measurement. Each device must be in the store,
+    /// allow-listed, under its [`sim::SimDevice::address`].
+    pub async fn run_simulated(
+        &self,
+        devices: Vec<Arc<sim::SimDevice>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), BleError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for dev in devices {
+            let address = dev.address();
+            let Some(device) = self.shared.store.device_by_address(&address).await? else {
+                warn!(device = %address_tag(&address), "Simulated device not registered; skipped.");
+                continue;
+            };
+            let hub = self.clone();
+            let mut shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let patient = device.record.patient_binding.clone().unwrap_or_default();
+                loop {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    let link = dev.link();
+                    if let Ok(mut s) = hub.states.lock() {
+                        s.insert(address.clone(), DeviceState::InSession);
+                    }
+                    hub.session(&link, &device, &address, patient.clone(), true)
+                        .await;
+                    // Sleep until the device has measured again (a little after, so the new
+                    // measurement is in its memory).
+                    let wait =
+                        dev.next_due().as_millis() - hub.shared.clock.now().as_millis() + 200;
+                    let wait = Duration::from_millis(u64::try_from(wait.max(200)).unwrap_or(200));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
     }
 
     fn pairing_needed(&self, address: &str, key: &DeviceKey) {

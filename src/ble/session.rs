@@ -40,6 +40,8 @@ pub(crate) struct Session<'a, L: Link> {
     pub patient: String,
     pub dev_cfg: DeviceConfig,
     pub stored: usize,
+    /// Readings of this session are test data (a simulated device).
+    pub test_data: bool,
 }
 
 /// GLS, BPS, HTS, WSS, PLXS, HRS, CGMS service → characteristic used to tell profiles apart.
@@ -299,7 +301,7 @@ impl<L: Link> Session<'_, L> {
                 reading: r,
                 received_at: now,
                 stable_key: key,
-                test_data: false,
+                test_data: self.test_data,
             });
         }
         if items.is_empty() && cursor.is_none() {
@@ -609,7 +611,7 @@ impl<L: Link> Session<'_, L> {
                     reading: r,
                     received_at: now,
                     stable_key,
-                    test_data: false,
+                    test_data: self.test_data,
                 }
             })
             .collect();

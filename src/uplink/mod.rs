@@ -344,7 +344,9 @@ pub struct UplinkConfig {
     /// Hub private key (PEM); default `$CREDENTIALS_DIRECTORY/client-key`.
     #[serde(default)]
     pub client_key: Option<PathBuf>,
-    /// The patient's logical id at the clinic (`Patient/<id>`).
+    /// The patient's logical id at the clinic (`Patient/<id>`); in the hub config it is set once,
+    /// in `[hub]`.
+    #[serde(default)]
     pub patient_id: String,
     /// Outbox items per bundle (1..=50).
     #[serde(default = "d_batch")]
@@ -373,6 +375,10 @@ pub struct UplinkConfig {
     pub utc_offset_minutes: i32,
     #[serde(default = "d_manufacturer")]
     pub manufacturer: String,
+    /// Upload only once the hub's clock is synchronised (systemd-timesyncd); turn off only where
+    /// the clock is known good by other means.
+    #[serde(default = "d_true")]
+    pub require_clock_sync: bool,
 }
 
 impl UplinkConfig {
@@ -395,6 +401,7 @@ impl UplinkConfig {
             hub_mac: None,
             utc_offset_minutes: 0,
             manufacturer: d_manufacturer(),
+            require_clock_sync: true,
         }
     }
 
