@@ -63,6 +63,9 @@ use tracing::{debug, info, warn};
 pub use link::{BtleLink, Link, LinkError};
 pub use session::Outcome;
 
+/// A failing scan loop waits at most this many scan pauses between windows (a power of two).
+const MAX_BACKOFF_FACTOR: u64 = 64;
+
 /// The cursor name of the glucose RACP download (last stored sequence number).
 pub const CURSOR_GLUCOSE: &str = "gls_sequence";
 /// The cursor name of CGM records (last stored time offset, minutes).
@@ -86,6 +89,8 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BleConfig {
+    /// Scan for and talk to paired devices (off on a hub used only with simulated devices).
+    pub enabled: bool,
     pub scan_window_ms: u64,
     pub scan_pause_ms: u64,
     pub connect_timeout_ms: u64,
@@ -112,13 +117,18 @@ pub struct BleConfig {
     /// Device clock skew beyond which the clock is written (where allowed).
     pub clock_tolerance_s: i64,
     /// The hub's zone offset for device wall clocks (the config tree brings real zones later).
+    /// Set from `[hub]` by the config (not a key of `[ble]`).
+    #[serde(skip)]
     pub utc_offset_minutes: i32,
+    /// Set from the `[[device]]` tables by the config (not a key of `[ble]`).
+    #[serde(skip)]
     pub devices: Vec<DeviceConfig>,
 }
 
 impl Default for BleConfig {
     fn default() -> Self {
         BleConfig {
+            enabled: true,
             scan_window_ms: 10_000,
             scan_pause_ms: 5_000,
             connect_timeout_ms: 30_000,
@@ -380,6 +390,9 @@ pub struct Hub {
     budget: Arc<Semaphore>,
     states: Arc<Mutex<HashMap<String, DeviceState>>>,
     ignored: Arc<Mutex<HashSet<String>>>,
+    /// Consecutive scan windows that failed (BlueZ or the adapter unusable); 0 when healthy.
+    window_failures: Arc<std::sync::atomic::AtomicU32>,
+    progress: Option<crate::model::Progress>,
 }
 
 /// A short, non-reversible tag of an address for logs.
@@ -414,7 +427,32 @@ impl Hub {
             budget,
             states: Arc::new(Mutex::new(HashMap::new())),
             ignored: Arc::new(Mutex::new(HashSet::new())),
+            window_failures: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+            progress: None,
         }
+    }
+
+    /// Beat `progress` at every scan window (the hub's watchdog reads it).
+    pub fn with_progress(mut self, progress: crate::model::Progress) -> Hub {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Whether the last scan window failed: BlueZ unreachable or no adapter.
+    pub fn adapter_down(&self) -> bool {
+        self.window_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
+    /// How long a healthy or failing scan loop may take between two beats of its progress.
+    pub fn max_beat_gap(&self) -> Duration {
+        let c = &self.shared.config;
+        Duration::from_millis(
+            c.scan_window_ms
+                .saturating_add(c.scan_pause_ms.max(1).saturating_mul(MAX_BACKOFF_FACTOR))
+                .saturating_add(c.op_timeout_ms.saturating_mul(6)),
+        )
     }
 
     /// Send readings through `sink` (the hub's ingest, so the alert rules see them) instead of
@@ -462,15 +500,35 @@ impl Hub {
             if *shutdown.borrow() {
                 return Ok(());
             }
+            if let Some(p) = &self.progress {
+                p.beat();
+            }
             match self.window(&mut manager, &mut shutdown).await {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    if failures > 0 {
+                        info!(failures, "Bluetooth is usable again.");
+                    }
+                    failures = 0;
+                }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    warn!(error = %e, failures, "Scan window failed; BlueZ will be re-acquired.");
+                    // Said once, then every 64th window: a hub without an adapter must not fill
+                    // the journal.
+                    if failures == 1 || failures.is_multiple_of(64) {
+                        warn!(error = %e, failures, "Scan window failed; BlueZ will be re-acquired.");
+                    } else {
+                        debug!(error = %e, failures, "Scan window failed.");
+                    }
                     manager = None;
                 }
             }
-            let pause = Duration::from_millis(self.shared.config.scan_pause_ms);
+            self.window_failures
+                .store(failures, std::sync::atomic::Ordering::Relaxed);
+            // Failing windows back off (doubling, up to MAX_BACKOFF_FACTOR pauses): nothing polls a
+            // missing adapter.
+            let factor = 1u64 << failures.min(MAX_BACKOFF_FACTOR.trailing_zeros());
+            let pause =
+                Duration::from_millis(self.shared.config.scan_pause_ms.saturating_mul(factor));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
@@ -518,7 +576,7 @@ impl Hub {
                 ev = events.next() => match ev {
                     Some(CentralEvent::DeviceDiscovered(id)) | Some(CentralEvent::DeviceUpdated(id)) => {
                         seen.insert(id.clone());
-                        self.consider(&adapter, id).await;
+                        self.consider(&adapter, id, shutdown.clone()).await;
                     }
                     Some(_) => {}
                     None => return Err(err("the BlueZ event stream ended".into())),
@@ -531,7 +589,7 @@ impl Hub {
         Ok(())
     }
 
-    async fn consider(&self, adapter: &Adapter, id: PeripheralId) {
+    async fn consider(&self, adapter: &Adapter, id: PeripheralId, shutdown: watch::Receiver<bool>) {
         let op = Duration::from_millis(self.shared.config.op_timeout_ms);
         let Ok(Ok(p)) = tokio::time::timeout(op, adapter.peripheral(&id)).await else {
             return;
@@ -596,7 +654,8 @@ impl Hub {
                 Duration::from_millis(cfg.op_timeout_ms),
                 Duration::from_millis(cfg.connect_timeout_ms),
             );
-            hub.session(&link, &device, &address, patient, false).await;
+            hub.session(&link, &device, &address, patient, false, shutdown)
+                .await;
             drop(permit);
         });
     }
@@ -610,6 +669,7 @@ impl Hub {
         address: &str,
         patient: String,
         test_data: bool,
+        mut shutdown: watch::Receiver<bool>,
     ) -> Outcome {
         let tag = device.key.to_string();
         let cfg = &self.shared.config;
@@ -624,16 +684,26 @@ impl Hub {
             stored: 0,
             test_data,
         };
-        let outcome = match tokio::time::timeout(
-            Duration::from_millis(cfg.session_timeout_ms),
-            session.run(),
-        )
-        .await
-        {
-            Ok(o) => o,
-            Err(_) => {
+        // On shutdown the session is dropped between two awaits: a store append already sent
+        // still commits whole (readings with their cursor), so nothing is half-stored.
+        let stopping = async {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(Duration::from_millis(cfg.session_timeout_ms), session.run()) => match r {
+                Ok(o) => o,
+                Err(_) => {
+                    let _ = link.disconnect().await;
+                    Outcome::Failed("session timed out".into())
+                }
+            },
+            () = stopping => {
                 let _ = link.disconnect().await;
-                Outcome::Failed("session timed out".into())
+                Outcome::Failed("the hub is stopping".into())
             }
         };
         info!(device = %tag, outcome = ?outcome_name(&outcome), "Session ended.");
@@ -688,8 +758,15 @@ impl Hub {
                     if let Ok(mut s) = hub.states.lock() {
                         s.insert(address.clone(), DeviceState::InSession);
                     }
-                    hub.session(&link, &device, &address, patient.clone(), true)
-                        .await;
+                    hub.session(
+                        &link,
+                        &device,
+                        &address,
+                        patient.clone(),
+                        true,
+                        shutdown.clone(),
+                    )
+                    .await;
                     // Sleep until the device has measured again (a little after, so the new
                     // measurement is in its memory).
                     let wait =

@@ -396,20 +396,24 @@ fn interval_ms(cfg: &SimConfig) -> i64 {
         .saturating_mul(1000)
 }
 
+/// A characteristic's value: (UUID, bytes).
+type Value = (u16, Vec<u8>);
+type ValueSender = mpsc::Sender<Value>;
+
 /// One session's link to a [`SimDevice`]. Dropping its sender ends the value stream, which the
 /// session sees as the device hanging up.
 #[derive(Debug)]
 pub struct SimLink {
     dev: Arc<SimDevice>,
-    tx: Mutex<Option<mpsc::Sender<(u16, Vec<u8>)>>>,
-    rx: Mutex<Option<mpsc::Receiver<(u16, Vec<u8>)>>>,
+    tx: Mutex<Option<ValueSender>>,
+    rx: Mutex<Option<mpsc::Receiver<Value>>>,
 }
 
 const RACP: u16 = 0x2A52;
 const CURRENT_TIME: u16 = 0x2A2B;
 
 impl SimLink {
-    fn sender(&self) -> Option<mpsc::Sender<(u16, Vec<u8>)>> {
+    fn sender(&self) -> Option<ValueSender> {
         self.tx.lock().ok().and_then(|t| t.clone())
     }
     fn hang_up(&self) {

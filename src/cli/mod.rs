@@ -3,7 +3,9 @@
 mod alerts;
 mod bench;
 mod bench_uplink;
+mod daemon;
 mod decode;
+mod demo;
 mod keys;
 mod pki;
 mod receiver;
@@ -21,6 +23,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the hub (the daemon systemd starts): BLE sessions, the encrypted store, alerts, upload.
+    Run(daemon::RunArgs),
+    /// See the whole product on this machine: simulated devices, a local clinic receiver over
+    /// mutual TLS, everything real in between.
+    Demo(demo::DemoArgs),
+    /// The config file: check it, show where files are looked for.
+    #[command(subcommand)]
+    Config(daemon::ConfigCommand),
     /// Decode one Bluetooth GATT value (hex) of a health characteristic and print its fields and
     /// readings.
     Decode(decode::DecodeArgs),
@@ -43,6 +53,9 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => daemon::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Config(cmd) => daemon::config(&cmd),
         Command::Decode(args) => decode::run(&args),
         Command::Keys(args) => keys::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -52,6 +52,8 @@ struct State {
     /// The FHIR Observation identifier of recently evaluated readings, for alert references.
     identifiers: HashMap<i64, String>,
     devices: HashMap<String, fhir::PhdDeviceInfo>,
+    /// When each device's latest reading was measured (for the overdue rules).
+    last_reading: HashMap<DeviceKey, UtcMillis>,
 }
 
 /// The ingest path. Cheap to share behind an `Arc`.
@@ -61,6 +63,7 @@ pub struct Ingest {
     cfg: IngestConfig,
     state: Mutex<State>,
     hook: Option<mpsc::Sender<AlertEvent>>,
+    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// What one append did.
@@ -87,6 +90,7 @@ impl Ingest {
             cfg,
             state: Mutex::new(State::default()),
             hook,
+            wake: None,
         };
         ingest.replay().await?;
         Ok(ingest)
@@ -116,6 +120,42 @@ impl Ingest {
         Ok(())
     }
 
+    /// Notify `wake` after every append that stored something (the uplink waits on it).
+    pub fn with_wake(mut self, wake: std::sync::Arc<tokio::sync::Notify>) -> Ingest {
+        self.wake = Some(wake);
+        self
+    }
+
+    /// When `device`'s latest reading was measured, as far as ingest has seen.
+    pub async fn last_reading(&self, device: &DeviceKey) -> Option<UtcMillis> {
+        self.state.lock().await.last_reading.get(device).copied()
+    }
+
+    /// Check the schedules (missed measurements) at `now` and store the events it gives.
+    /// `status` is by the schedule's device name.
+    pub async fn tick(
+        &self,
+        now: UtcMillis,
+        status: &std::collections::BTreeMap<String, crate::alerts::DeviceStatus>,
+        adapter_down: bool,
+    ) -> Result<Vec<AlertEvent>, IngestError> {
+        let mut st = self.state.lock().await;
+        let events = st.engine.tick(&self.cfg.rules, now, status, adapter_down);
+        let mut stored = Vec::new();
+        for e in events {
+            if self.store_event(&st, &e).await? {
+                stored.push(e);
+            }
+        }
+        drop(st);
+        if !stored.is_empty() {
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
+        }
+        Ok(stored)
+    }
+
     /// Append readings of one device (and its cursor) durably, then evaluate the new ones.
     pub async fn append(
         &self,
@@ -136,6 +176,12 @@ impl Ingest {
                 self.evaluate(&mut st, *id, device, &reading, received_at)
                     .await?,
             );
+        }
+        drop(st);
+        if append.ids.len() > append.duplicates || !alerts.is_empty() {
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
         }
         Ok(IngestOutcome { append, alerts })
     }
@@ -194,6 +240,10 @@ impl Ingest {
         }
         st.last_id = id;
         let at = self.measured_at(reading, received_at);
+        let last = st.last_reading.entry(device.clone()).or_insert(at);
+        if at > *last {
+            *last = at;
+        }
         let events = st
             .engine
             .observe(&self.cfg.rules, at, reading, &id.to_string());

@@ -4,5 +4,7 @@
 
 pub mod hook;
 pub mod ingest;
+pub mod run;
 
 pub use ingest::{Ingest, IngestConfig, IngestError, IngestOutcome};
+pub use run::{run, Daemon, Options, RunError};

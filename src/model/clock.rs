@@ -100,3 +100,38 @@ mod tests {
         assert!(SystemClock.now() > UtcMillis(1_577_836_800_000));
     }
 }
+
+/// A long-running task's progress marker for the hub's watchdog: the task calls
+/// [`Progress::beat`] each time round its loop; the watchdog reads [`Progress::since_last`]. It
+/// runs on the monotonic clock, so a wall-clock step never looks like a stall.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    start: std::time::Instant,
+    last_ms: std::sync::Arc<AtomicI64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            start: std::time::Instant::now(),
+            last_ms: std::sync::Arc::new(AtomicI64::new(0)),
+        }
+    }
+    /// The task made progress (or is idle, waiting as it should).
+    pub fn beat(&self) {
+        let ms = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+    /// How long since the last beat (since creation if none).
+    pub fn since_last(&self) -> std::time::Duration {
+        let now = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(u64::try_from(now - last).unwrap_or(0))
+    }
+}

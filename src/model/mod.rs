@@ -10,7 +10,7 @@ mod decimal;
 mod rfc3339;
 mod time;
 
-pub use clock::{Clock, ManualClock, SystemClock, UtcMillis};
+pub use clock::{Clock, ManualClock, Progress, SystemClock, UtcMillis};
 pub use decimal::{Decimal, DecimalParseError};
 pub use rfc3339::Rfc3339Error;
 pub use time::{civil_from_days, days_from_civil, days_in_month, LocalDateTime, TimeError};

@@ -1103,6 +1103,13 @@ impl Db {
         )?;
         s.alerts_waiting = u64::try_from(alerts).unwrap_or(0);
         s.oldest_waiting = oldest.map(UtcMillis);
+        let (readings, alerts_stored): (i64, i64) = self.conn.query_row(
+            "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM alerts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        s.readings = u64::try_from(readings).unwrap_or(0);
+        s.alerts = u64::try_from(alerts_stored).unwrap_or(0);
         Ok(s)
     }
 

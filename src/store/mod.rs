@@ -365,6 +365,10 @@ pub struct Stats {
     pub size_limit: u64,
     pub active_key_id: i64,
     pub active_key_seals: u64,
+    /// Readings held (until acked and past retention).
+    pub readings: u64,
+    /// Alerts held.
+    pub alerts: u64,
 }
 
 /// What a data-key rotation did.

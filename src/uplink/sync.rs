@@ -72,6 +72,8 @@ pub struct Uplink {
     status: Arc<Mutex<UplinkStatus>>,
     /// The alert rules, for the L / H / LL / HH interpretation of each Observation.
     alert_rules: Option<crate::alerts::AlertRules>,
+    progress: Option<crate::model::Progress>,
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn build_client(
@@ -193,7 +195,22 @@ impl Uplink {
             devices: HashMap::new(),
             status: Arc::new(Mutex::new(UplinkStatus::default())),
             alert_rules: None,
+            progress: None,
+            wake: None,
         })
+    }
+
+    /// Beat `progress` each time round the run loop (the hub's watchdog reads it).
+    pub fn with_progress(mut self, progress: crate::model::Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Look for new outbox entries as soon as `wake` is notified (ingest does after each append),
+    /// instead of waiting out the idle poll interval.
+    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     /// A handle on the status (updated as the uplink runs).
@@ -837,15 +854,21 @@ impl Uplink {
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1));
         let mut next_heartbeat = Instant::now();
+        let wake = self.wake.clone();
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if let Some(p) = &self.progress {
+                p.beat();
             }
             if Instant::now() >= next_heartbeat && self.time_sync.is_synchronised() {
                 let _ = self.heartbeat().await;
                 next_heartbeat = Instant::now() + interval;
             }
-            let wait = match self.step().await {
+            let step = self.step().await;
+            let idle = matches!(step, Ok(Step::Idle));
+            let wait = match step {
                 Ok(Step::Delivered { .. }) => Duration::ZERO,
                 Ok(Step::Idle) => Duration::from_millis(self.cfg.poll_interval_ms),
                 Err(_) => self.next_delay,
@@ -855,8 +878,16 @@ impl Uplink {
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1)),
             );
+            let woken = async {
+                match &wake {
+                    // Woken early only when idle: after an error the backoff stands.
+                    Some(w) if idle => w.notified().await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = woken => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -19,6 +19,7 @@ pub struct Env {
 /// Short timeouts so the BLE tests stay quick.
 pub fn fast_config() -> BleConfig {
     BleConfig {
+        enabled: true,
         scan_window_ms: 800,
         scan_pause_ms: 100,
         connect_timeout_ms: 2_000,

@@ -1,0 +1,504 @@
+//! The daemon: `vitals-hub run`.
+//!
+//! [`Daemon::start`] opens the store (state directory 0700), opens ingest (which rebuilds the
+//! alert state from the stored readings), registers the configured simulated devices, and spawns
+//! the tasks, all under one shutdown signal:
+//!
+//! | task | does | beats its [`Progress`] |
+//! |---|---|---|
+//! | `ble` | scan windows, sessions with paired devices (when `[ble] enabled`) | every scan window |
+//! | `simulated` | sessions with simulated devices, one per measurement | every session |
+//! | `uplink` | outbox → FHIR bundles → clinic, heartbeat; woken by ingest after each append | every loop |
+//! | `schedules` | missed-measurement rules, once a minute | every tick |
+//!
+//! The store is the one hand-over point between ingest and upload (nothing is acknowledged to a
+//! device before its transaction commits), so the tasks share no queue that could lose data: the
+//! bounded queues are the store's own job channel, the alert-hook queue, and the wake-up signal.
+//!
+//! [`run`] adds systemd: `READY=1` once the store is open and the tasks run; `WATCHDOG=1` at half
+//! the watchdog interval, but only while [`Daemon::check`] passes — the store answers, no task has
+//! ended, and every task beat within its bound — so a stuck task stops the pings and systemd
+//! restarts the hub. A task that ends by itself ends `run` with an error (exit non-zero: restart).
+//! On shutdown it sends `STOPPING=1`, ends the sessions (each disconnects), lets the uplink finish
+//! its request, and closes the store after every queued transaction.
+
+use super::ingest::{Ingest, IngestConfig, IngestError};
+use crate::alerts::DeviceStatus;
+use crate::ble::sim::{SimConfig, SimDevice};
+use crate::ble::{self, DeviceState};
+use crate::config::{Config, DeviceEntry};
+use crate::model::{Clock, Progress, UtcMillis};
+use crate::store::{DeviceRecord, Store, StoreConfig, StoreError};
+use crate::uplink::sync::{Uplink, UplinkStatus};
+use crate::uplink::{FixedTimeSync, SystemdTimeSync, TimeSync, UplinkError};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+/// Errors that stop the daemon. Each names the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("state directory {path}: {detail}; check that it exists, belongs to the hub's user and has mode 0700")]
+    StateDir { path: String, detail: String },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("ingest: {0}")]
+    Ingest(#[from] IngestError),
+    #[error("uplink: {0}")]
+    Uplink(#[from] UplinkError),
+    #[error("task `{0}` ended unexpectedly; the hub stops so that systemd restarts it")]
+    TaskEnded(&'static str),
+}
+
+/// What the caller may choose besides the config (tests, the demo).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    /// Replaces the clock-synchronisation check `[uplink] require_clock_sync` implies.
+    pub time_sync: Option<Arc<dyn TimeSync>>,
+    /// How often the schedules are checked.
+    pub tick: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Arc::new(crate::model::SystemClock),
+            time_sync: None,
+            tick: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The uplink-state namespace the daemon keeps its own values in.
+const STATE_NS: &str = "hub";
+
+/// The running hub.
+#[derive(Debug)]
+pub struct Daemon {
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<&'static str>,
+    beats: Vec<(&'static str, Progress, Duration)>,
+    uplink_status: Arc<Mutex<UplinkStatus>>,
+    ble: ble::Hub,
+    stopping: bool,
+}
+
+/// Create the state directory (0700) if missing and check it is usable.
+pub fn prepare_state_dir(dir: &Path) -> Result<(), RunError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |detail: String| RunError::StateDir {
+        path: dir.display().to_string(),
+        detail,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(format!("cannot create it: {e}")))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| err(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(err("it is not a directory".into()));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        // Tighten rather than refuse: the store holds PHI.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            err(format!(
+                "it is readable by others and cannot be restricted: {e}"
+            ))
+        })?;
+        warn!("The state directory was readable by others; its mode is now 0700.");
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Open everything and start the tasks.
+    pub async fn start(cfg: &Config, opts: Options) -> Result<Daemon, RunError> {
+        let state_dir = cfg.state_dir();
+        prepare_state_dir(&state_dir)?;
+        for w in cfg.warnings() {
+            warn!("{w}");
+        }
+        let mut sc = StoreConfig::new(&state_dir);
+        sc.size_limit = cfg.store.size_limit_mb.saturating_mul(1 << 20);
+        sc.retention = i64::from(cfg.store.retention_days) * 86_400_000;
+        sc.patient_id = Some(cfg.hub.patient_id.clone());
+        let store = Store::open(sc, opts.clock.clone()).await?;
+        // The uplink is built before anything runs: a bad certificate or CA is a start error.
+        let time_sync: Arc<dyn TimeSync> = match &opts.time_sync {
+            Some(t) => t.clone(),
+            None if cfg.uplink.require_clock_sync => Arc::new(SystemdTimeSync),
+            None => Arc::new(FixedTimeSync(true)),
+        };
+        let hub_info = crate::uplink::hub_info(&cfg.uplink)?;
+        let uplink_progress = Progress::new();
+        let wake = Arc::new(Notify::new());
+        let uplink = Uplink::new(
+            cfg.uplink.clone(),
+            store.clone(),
+            opts.clock.clone(),
+            time_sync,
+            hub_info,
+        )?
+        .with_alert_rules(cfg.alerts.clone())
+        .with_progress(uplink_progress.clone())
+        .with_wake(wake.clone());
+        let uplink_status = uplink.status_handle();
+
+        let ingest = Arc::new(
+            Ingest::open(
+                store.clone(),
+                IngestConfig {
+                    rules: cfg.alerts.clone(),
+                    patient_id: cfg.hub.patient_id.clone(),
+                    utc_offset_minutes: cfg.hub.utc_offset_minutes,
+                },
+            )
+            .await?
+            .with_wake(wake),
+        );
+
+        // Simulated devices: registered (allow-listed, bound to the patient) and anchored.
+        let mut sims = Vec::new();
+        for d in &cfg.devices {
+            if let DeviceEntry::Simulated(s) = d {
+                sims.push(Arc::new(
+                    register_sim(&store, cfg, s, opts.clock.clone()).await?,
+                ));
+            }
+        }
+        let first_start = first_start(&store, opts.clock.now()).await?;
+
+        let ble_progress = Progress::new();
+        let ble = ble::Hub::new(cfg.ble.clone(), store.clone(), opts.clock.clone(), None)
+            .with_sink(ingest.clone())
+            .with_progress(ble_progress.clone());
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut beats = Vec::new();
+
+        if cfg.ble.enabled {
+            let b = ble.clone();
+            let rx = rx.clone();
+            tasks.spawn(async move {
+                if let Err(e) = b.run(rx).await {
+                    error!(error = %e, "Bluetooth task failed.");
+                }
+                "ble"
+            });
+            beats.push(("ble", ble_progress, ble.max_beat_gap()));
+        }
+        if !sims.is_empty() {
+            let b = ble.clone();
+            let rx = rx.clone();
+            tasks.spawn(async move {
+                if let Err(e) = b.run_simulated(sims, rx).await {
+                    error!(error = %e, "Simulated devices failed.");
+                }
+                "simulated"
+            });
+        }
+        {
+            let rx = rx.clone();
+            tasks.spawn(async move {
+                uplink.run(rx).await;
+                "uplink"
+            });
+            // The longest an uplink loop may take: backoff cap + a request + a heartbeat.
+            let bound = Duration::from_millis(
+                cfg.uplink
+                    .retry_cap_ms
+                    .max(cfg.uplink.poll_interval_ms)
+                    .saturating_add(cfg.uplink.request_timeout_ms.saturating_mul(4))
+                    .saturating_add(cfg.uplink.connect_timeout_ms.saturating_mul(4)),
+            );
+            beats.push(("uplink", uplink_progress, bound));
+        }
+        {
+            let tick_progress = Progress::new();
+            beats.push(("schedules", tick_progress.clone(), opts.tick * 4));
+            let names = device_addresses(cfg);
+            let (ingest, store, ble, clock) = (
+                ingest.clone(),
+                store.clone(),
+                ble.clone(),
+                opts.clock.clone(),
+            );
+            let mut rx = rx.clone();
+            let every = opts.tick;
+            let has_schedules = !cfg.alerts.schedules.is_empty();
+            tasks.spawn(async move {
+                loop {
+                    tick_progress.beat();
+                    if has_schedules {
+                        let status = statuses(&names, &store, &ingest, &ble, first_start).await;
+                        if let Err(e) = ingest.tick(clock.now(), &status, ble.adapter_down()).await
+                        {
+                            warn!(error = %e, "Schedule check failed.");
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = rx.changed() => {}
+                    }
+                    if *rx.borrow() {
+                        return "schedules";
+                    }
+                }
+            });
+        }
+        info!(
+            devices = cfg.devices.len(),
+            bluetooth = cfg.ble.enabled,
+            "Hub started."
+        );
+        Ok(Daemon {
+            store,
+            shutdown,
+            tasks,
+            beats,
+            uplink_status,
+            ble,
+            stopping: false,
+        })
+    }
+
+    /// The store (the demo's live summary reads its counts).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn uplink_status(&self) -> UplinkStatus {
+        self.uplink_status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the BLE side sees an adapter.
+    pub fn adapter_down(&self) -> bool {
+        self.ble.adapter_down()
+    }
+
+    /// The watchdog's check: the store answers within 10 s and every task beat within its bound.
+    pub async fn check(&self) -> Result<(), String> {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            self.store.uplink_state(STATE_NS, "first_start"),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("store: {e}")),
+            Err(_) => return Err("the store did not answer within 10 s".into()),
+        }
+        for (name, p, bound) in &self.beats {
+            let gap = p.since_last();
+            if gap > *bound {
+                return Err(format!(
+                    "task `{name}` made no progress for {} s",
+                    gap.as_secs()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A task that ended (when not stopping) — the daemon's failure.
+    pub async fn ended(&mut self) -> &'static str {
+        match self.tasks.join_next().await {
+            Some(Ok(name)) => name,
+            Some(Err(_)) => "a task (panicked)",
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stop: end the tasks (within `grace`, then abort), close the store after every queued
+    /// transaction.
+    pub async fn stop(mut self, grace: Duration) {
+        self.stopping = true;
+        let _ = self.shutdown.send(true);
+        let joined = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if joined.is_err() {
+            warn!("Tasks did not end within the grace period; aborting them.");
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        let Daemon { store, ble, .. } = self;
+        drop(ble);
+        if tokio::time::timeout(Duration::from_secs(5), store.close())
+            .await
+            .is_err()
+        {
+            warn!("The store did not close within 5 s (every transaction was already durable).");
+        }
+        info!("Hub stopped.");
+    }
+}
+
+/// Register a simulated device in the store and give it its anchor (kept across restarts).
+async fn register_sim(
+    store: &Store,
+    cfg: &Config,
+    s: &SimConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<SimDevice, RunError> {
+    let address = crate::ble::sim::sim_address(&s.name);
+    store
+        .upsert_device(
+            DeviceRecord {
+                address: address.clone(),
+                name: Some(s.name.clone()),
+                profile: s.profile.store_profile().to_string(),
+                patient_binding: Some(cfg.hub.patient_id.clone()),
+                serial: Some(format!("SIM-{}", s.name)),
+                bond: Some("simulated".into()),
+            },
+            true,
+        )
+        .await?;
+    let key = format!("sim_anchor/{}", s.name);
+    let anchor = match store
+        .uplink_state(STATE_NS, &key)
+        .await?
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        Some(a) => UtcMillis(a),
+        None => {
+            let a = SimDevice::first_anchor(s, clock.now());
+            store
+                .set_uplink_state(STATE_NS, &key, &a.as_millis().to_string())
+                .await?;
+            a
+        }
+    };
+    Ok(SimDevice::new(
+        s.clone(),
+        anchor,
+        cfg.hub.utc_offset_minutes,
+        clock,
+    ))
+}
+
+/// When this hub first started (a device never seen counts as enrolled then).
+async fn first_start(store: &Store, now: UtcMillis) -> Result<UtcMillis, RunError> {
+    if let Some(v) = store
+        .uplink_state(STATE_NS, "first_start")
+        .await?
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        return Ok(UtcMillis(v));
+    }
+    store
+        .set_uplink_state(STATE_NS, "first_start", &now.as_millis().to_string())
+        .await?;
+    Ok(now)
+}
+
+/// Device name → Bluetooth address (simulated devices: their made-up one).
+fn device_addresses(cfg: &Config) -> BTreeMap<String, String> {
+    cfg.devices
+        .iter()
+        .map(|d| match d {
+            DeviceEntry::Ble { name, config } => (name.clone(), config.address.clone()),
+            DeviceEntry::Simulated(s) => (s.name.clone(), crate::ble::sim::sim_address(&s.name)),
+        })
+        .collect()
+}
+
+/// What the schedule rules need to know of each named device.
+async fn statuses(
+    names: &BTreeMap<String, String>,
+    store: &Store,
+    ingest: &Ingest,
+    ble: &ble::Hub,
+    enrolled: UtcMillis,
+) -> BTreeMap<String, DeviceStatus> {
+    let mut out = BTreeMap::new();
+    for (name, address) in names {
+        let mut st = DeviceStatus {
+            last_seen: Some(enrolled),
+            ..DeviceStatus::default()
+        };
+        if let Ok(Some(d)) = store.device_by_address(address).await {
+            st.last_reading = ingest.last_reading(&d.key).await;
+            if let Ok(Some(info)) = store.device_info(&d.key).await {
+                st.last_seen = info.last_seen.or(st.last_seen);
+                st.last_battery_pct = info.battery_percent;
+            }
+        }
+        st.pairing_failing = ble.state(address) == Some(DeviceState::PairingNeeded);
+        out.insert(name.clone(), st);
+    }
+    out
+}
+
+/// Send a systemd notification (nothing outside systemd).
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "systemd notification failed.");
+    }
+}
+
+/// Run until `shutdown` turns true (SIGTERM/SIGINT in the binary): READY, watchdog, clean stop.
+pub async fn run(
+    cfg: Config,
+    opts: Options,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let mut daemon = Daemon::start(&cfg, opts).await?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("running"),
+    ]);
+    let watchdog = sd_notify::watchdog_enabled();
+    // Without a systemd watchdog the check still runs (and is logged), once a minute.
+    let every = watchdog.map_or(Duration::from_secs(60), |d| d / 2);
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    break Ok(());
+                }
+            }
+            name = daemon.ended() => {
+                error!(task = name, "A task ended unexpectedly.");
+                break Err(RunError::TaskEnded(name));
+            }
+            _ = tokio::time::sleep(every) => {
+                match daemon.check().await {
+                    Ok(()) => {
+                        if failing_since.take().is_some() {
+                            info!("Watchdog check passes again.");
+                        }
+                        if watchdog.is_some() {
+                            notify(&[sd_notify::NotifyState::Watchdog]);
+                        }
+                    }
+                    Err(why) => {
+                        if failing_since.is_none() {
+                            error!(reason = %why, "Watchdog check failed: no keep-alive sent.");
+                            failing_since = Some(tokio::time::Instant::now());
+                            notify(&[sd_notify::NotifyState::Status("watchdog check failing")]);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    notify(&[sd_notify::NotifyState::Stopping]);
+    daemon.stop(Duration::from_secs(8)).await;
+    result
+}
