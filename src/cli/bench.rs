@@ -19,6 +19,8 @@ pub enum BenchCommand {
     /// Drain a backlog to a local receiver over mTLS: readings/s, bytes on the wire per reading,
     /// peak RSS at 10,000 and at the full backlog, beside a bare-client baseline.
     Uplink(super::bench_uplink::UplinkBenchArgs),
+    /// The daemon: start to READY, CPU and RSS with idle devices, RSS and CPU under load.
+    Daemon(super::bench_daemon::DaemonBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +44,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let a = match &args.command {
         BenchCommand::Store(a) => a,
         BenchCommand::Uplink(u) => return super::bench_uplink::run(u),
+        BenchCommand::Daemon(d) => return super::bench_daemon::run(d),
     };
     let opts = bench::Options {
         readings: a.readings,

@@ -67,13 +67,13 @@ pub fn run(args: &DemoArgs) -> ExitCode {
 }
 
 /// A private temporary folder (0700), removed on drop unless kept.
-struct Workdir {
-    path: PathBuf,
+pub(super) struct Workdir {
+    pub(super) path: PathBuf,
     temporary: bool,
 }
 
 impl Workdir {
-    fn new(keep: Option<&Path>) -> anyhow::Result<Workdir> {
+    pub(super) fn new(keep: Option<&Path>) -> anyhow::Result<Workdir> {
         use std::os::unix::fs::DirBuilderExt;
         if let Some(p) = keep {
             std::fs::DirBuilder::new()
@@ -115,44 +115,8 @@ fn toml_str(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
-/// The demo hub's config: four simulated devices, the local receiver, documented alert defaults.
-fn demo_config(
-    patient: &str,
-    hub_dir: &Path,
-    port: u16,
-    pki: &crate::receiver::pki::DevPkiFiles,
-) -> anyhow::Result<String> {
-    #[derive(serde::Serialize)]
-    struct A {
-        alerts: AlertRules,
-    }
-    let alerts = toml::to_string(&A {
-        alerts: AlertRules::starting_points(),
-    })
-    .context("writing the alert rules")?;
-    Ok(format!(
-        r#"# Written by `vitals-hub demo`: simulated devices and a local receiver. NOT FOR PATIENT USE.
-# Run it again with: vitals-hub run --config <this file>
-
-[hub]
-patient_id = "{patient}"
-state_dir = {state_dir}
-
-[uplink]
-base_url = "https://localhost:{port}/fhir"
-ca_bundle = {ca}
-client_cert = {cert}
-client_key = {key}
-# A demo machine may not run systemd-timesyncd; a real hub waits for a synchronised clock.
-require_clock_sync = false
-hub_mac = "02:00:5E:10:00:01"
-heartbeat_interval_secs = 60
-
-[ble]
-# No radio in the demo: only the simulated devices below.
-enabled = false
-
-[[device]]
+/// The four simulated devices of the demo.
+const DEMO_DEVICES: &str = r#"[[device]]
 name = "demo-meter"
 kind = "simulated"
 profile = "glucose"
@@ -179,13 +143,86 @@ name = "demo-scale"
 kind = "simulated"
 profile = "scale"
 interval_secs = 30
+"#;
 
+/// A hub config for the local receiver: `devices` is `[[device]]` TOML; the documented alert
+/// starting points.
+pub(super) fn local_hub_config(
+    patient: &str,
+    hub_dir: &Path,
+    port: u16,
+    pki: &crate::receiver::pki::DevPkiFiles,
+    ble_enabled: bool,
+    devices: &str,
+) -> anyhow::Result<String> {
+    #[derive(serde::Serialize)]
+    struct A {
+        alerts: AlertRules,
+    }
+    let alerts = toml::to_string(&A {
+        alerts: AlertRules::starting_points(),
+    })
+    .context("writing the alert rules")?;
+    Ok(format!(
+        r#"# Written by `vitals-hub demo` (or `bench daemon`): a local receiver. NOT FOR PATIENT USE.
+# Run it again with: vitals-hub run --config <this file>
+
+[hub]
+patient_id = "{patient}"
+state_dir = {state_dir}
+
+[uplink]
+base_url = "https://localhost:{port}/fhir"
+ca_bundle = {ca}
+client_cert = {cert}
+client_key = {key}
+# A demo machine may not run systemd-timesyncd; a real hub waits for a synchronised clock.
+require_clock_sync = false
+hub_mac = "02:00:5E:10:00:01"
+heartbeat_interval_secs = 60
+
+[ble]
+# The demo has no radio: only simulated devices.
+enabled = {ble_enabled}
+
+{devices}
 {alerts}"#,
         state_dir = toml_str(hub_dir),
         ca = toml_str(&pki.ca),
         cert = toml_str(&pki.hub_cert),
         key = toml_str(&pki.hub_key),
     ))
+}
+
+/// The development PKI in `dir` (minted on first use) and the receiver over mutual TLS.
+pub(super) async fn local_clinic(
+    dir: &Path,
+    port: u16,
+    db: Option<PathBuf>,
+) -> anyhow::Result<(crate::receiver::pki::DevPkiFiles, Receiver)> {
+    let pki = if dir.join("ca.crt").exists() {
+        crate::receiver::pki::DevPkiFiles {
+            ca: dir.join("ca.crt"),
+            receiver_cert: dir.join("receiver.crt"),
+            receiver_key: dir.join("receiver.key"),
+            hub_cert: dir.join("hub.crt"),
+            hub_key: dir.join("hub.key"),
+        }
+    } else {
+        crate::receiver::pki::write_dev_pki(dir, &["localhost"], "demo-hub")
+            .context("minting the development PKI")?
+    };
+    let server = tls::server_config(&pki.receiver_cert, &pki.receiver_key, &pki.ca)
+        .context("receiver TLS")?;
+    let receiver = Receiver::start(ReceiverConfig {
+        bind: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        listen: Listen::Tls(server),
+        db_path: db,
+        faults: FaultQueue::new(),
+    })
+    .await
+    .context("starting the receiver")?;
+    Ok((pki, receiver))
 }
 
 fn run_inner(args: &DemoArgs) -> anyhow::Result<()> {
@@ -213,20 +250,8 @@ fn run_inner(args: &DemoArgs) -> anyhow::Result<()> {
             .create(d)
             .with_context(|| format!("creating {}", d.display()))?;
     }
-    let pki = if pki_dir.join("ca.crt").exists() {
-        crate::receiver::pki::DevPkiFiles {
-            ca: pki_dir.join("ca.crt"),
-            receiver_cert: pki_dir.join("receiver.crt"),
-            receiver_key: pki_dir.join("receiver.key"),
-            hub_cert: pki_dir.join("hub.crt"),
-            hub_key: pki_dir.join("hub.key"),
-        }
-    } else {
-        crate::receiver::pki::write_dev_pki(&pki_dir, &["localhost"], "demo-hub")
-            .context("minting the development PKI")?
-    };
     let rt = runtime().context("starting the async runtime")?;
-    let result = rt.block_on(demo(args, &work.path, &hub_dir, &receiver_dir, &pki));
+    let result = rt.block_on(demo(args, &work.path, &hub_dir, &receiver_dir, &pki_dir));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -236,23 +261,16 @@ async fn demo(
     root: &Path,
     hub_dir: &Path,
     receiver_dir: &Path,
-    pki: &crate::receiver::pki::DevPkiFiles,
+    pki_dir: &Path,
 ) -> anyhow::Result<()> {
-    let server = tls::server_config(&pki.receiver_cert, &pki.receiver_key, &pki.ca)
-        .context("receiver TLS")?;
-    let receiver = Receiver::start(ReceiverConfig {
-        bind: std::net::SocketAddr::from(([127, 0, 0, 1], args.port)),
-        listen: Listen::Tls(server),
-        db_path: Some(receiver_dir.join("receiver.db")),
-        faults: FaultQueue::new(),
-    })
-    .await
-    .context("starting the receiver")?;
+    let (pki, receiver) =
+        local_clinic(pki_dir, args.port, Some(receiver_dir.join("receiver.db"))).await?;
+    let pki = &pki;
     let port = receiver.addr().port();
     let config_path = hub_dir.join("hub.toml");
     std::fs::write(
         &config_path,
-        demo_config(&args.patient, hub_dir, port, pki)?,
+        local_hub_config(&args.patient, hub_dir, port, pki, false, DEMO_DEVICES)?,
     )
     .with_context(|| format!("writing {}", config_path.display()))?;
     let cfg = Config::load(&config_path)?;

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod bench;
+mod bench_daemon;
 mod bench_uplink;
 mod daemon;
 mod decode;
