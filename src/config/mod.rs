@@ -181,7 +181,7 @@ impl Config {
             column: None,
             message: format!("cannot read the config file: {e}"),
             fix: if e.kind() == std::io::ErrorKind::NotFound {
-                "create it with `vitals-hub setup`, or pass the right file with --config".into()
+                "write it (the README's configuration section shows every key), or pass the right file with --config".into()
             } else {
                 "check the file's owner and mode (the hub's user must be able to read it)".into()
             },
@@ -512,6 +512,17 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
         None => (None, None),
     };
     let message = e.message().trim().to_string();
+    if message == "missing field `hub`" {
+        return ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: "the config has no [hub] section: this hub is not set up yet".into(),
+            fix: "set the patient, the clinic and the credentials (the README's configuration \
+                  section shows every key; `vitals-hub config check` tells what is missing)"
+                .into(),
+        };
+    }
     let fix = if message.starts_with("unknown field") {
         "remove it or correct its spelling (the keys allowed at this place are listed above)"
             .to_string()
@@ -657,6 +668,12 @@ per_day = 2
             e.to_string().starts_with("/etc/vitals-hub/hub.toml:4:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_unconfigured_hub_says_so() {
+        let e = parse("# nothing here yet\n").unwrap_err();
+        assert!(e.message.contains("not set up"), "{e}");
     }
 
     #[test]
