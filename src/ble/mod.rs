@@ -47,6 +47,7 @@ pub mod link;
 pub mod pairing;
 pub mod session;
 pub mod sim;
+pub mod visit;
 
 use crate::model::{Clock, Decimal, Kind, Reading, UtcMillis};
 use crate::store::{DeviceKey, NewReading, Store};

@@ -31,6 +31,27 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// The health profile a device's GATT database shows, by the name the store and config use.
+pub fn profile_of<L: Link>(link: &L) -> Option<&'static str> {
+    if link.has(RACP) && link.has(GLUCOSE_MEAS) {
+        Some("glucose")
+    } else if link.has(CGM_MEAS) {
+        Some("cgm")
+    } else if link.has(BP_MEAS) {
+        Some("blood-pressure")
+    } else if link.has(PLX_SPOT) || link.has(PLX_CONT) {
+        Some("pulse-oximeter")
+    } else if link.has(WEIGHT_MEAS) {
+        Some("scale")
+    } else if link.has(TEMP_MEAS) {
+        Some("thermometer")
+    } else if link.has(HR_MEAS) {
+        Some("heart-rate")
+    } else {
+        None
+    }
+}
+
 pub(crate) struct Session<'a, L: Link> {
     pub link: &'a L,
     pub shared: &'a Shared,
@@ -63,6 +84,26 @@ const SERIAL: u16 = 0x2A25;
 
 impl<L: Link> Session<'_, L> {
     pub async fn run(&mut self) -> Outcome {
+        if let Err(e) = self.connect().await {
+            return Outcome::Unreachable(e);
+        }
+        let out = self.after_connect().await;
+        let _ = self.link.disconnect().await;
+        out
+    }
+
+    /// A visit's session (pairing): connect, read Device Information, battery and the clock (set
+    /// it where allowed), tell the profile; no transfer.
+    pub async fn identify(&mut self) -> Result<Option<&'static str>, LinkError> {
+        self.connect().await?;
+        self.read_info().await;
+        self.clock().await;
+        let profile = profile_of(self.link);
+        let _ = self.link.disconnect().await;
+        Ok(profile)
+    }
+
+    async fn connect(&mut self) -> Result<(), LinkError> {
         let cfg = &self.shared.config;
         // Connect with retry and backoff.
         let mut attempt = 0u32;
@@ -73,7 +114,7 @@ impl<L: Link> Session<'_, L> {
                 Err(e) => {
                     warn!(device = %self.tag, attempt, error = %e, "Connect failed.");
                     if attempt >= cfg.connect_attempts {
-                        return Outcome::Unreachable(e);
+                        return Err(e);
                     }
                     let backoff = cfg
                         .backoff()
@@ -83,9 +124,7 @@ impl<L: Link> Session<'_, L> {
             }
         }
         info!(device = %self.tag, "Connected.");
-        let out = self.after_connect().await;
-        let _ = self.link.disconnect().await;
-        out
+        Ok(())
     }
 
     async fn after_connect(&mut self) -> Outcome {

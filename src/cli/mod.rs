@@ -10,6 +10,7 @@ mod demo;
 mod keys;
 mod pki;
 mod receiver;
+mod visit;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,16 @@ pub enum Command {
     /// See the whole product on this machine: simulated devices, a local clinic receiver over
     /// mutual TLS, everything real in between.
     Demo(demo::DemoArgs),
+    /// List the health devices nearby (advertised profiles, name, address, RSSI), marking those
+    /// already paired and those with a profile the hub does not read.
+    Scan(visit::ScanArgs),
+    /// Pair a device (passkey prompt when it asks), read its information, set its clock where
+    /// allowed, and put it on the allow-list bound to the patient.
+    Pair(visit::PairArgs),
+    /// Take a device off the allow-list and remove its bond.
+    Unpair(visit::UnpairArgs),
+    /// The paired devices: last seen, last reading, battery, bond security, expected schedule.
+    Devices(visit::DevicesArgs),
     /// The config file: check it, show where files are looked for.
     #[command(subcommand)]
     Config(daemon::ConfigCommand),
@@ -57,6 +68,10 @@ pub fn main() -> ExitCode {
         Command::Run(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Config(cmd) => daemon::config(&cmd),
+        Command::Scan(args) => visit::scan(&args),
+        Command::Pair(args) => visit::pair(&args),
+        Command::Unpair(args) => visit::unpair(&args),
+        Command::Devices(args) => visit::devices(&args),
         Command::Decode(args) => decode::run(&args),
         Command::Keys(args) => keys::run(&args),
         Command::Bench(args) => bench::run(&args),

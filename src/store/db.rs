@@ -641,6 +641,15 @@ impl Db {
         Ok(self.device_rows(Some(h))?.into_iter().next())
     }
 
+    /// Per device (by uuid): when its latest stored reading arrived, to the minute.
+    pub(crate) fn last_received(&mut self) -> Result<Vec<(String, UtcMillis)>> {
+        let mut st = self.conn.prepare(
+            "SELECT d.uuid, max(r.received_min) FROM readings r JOIN devices d ON d.id = r.device_id GROUP BY d.uuid",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, UtcMillis(r.get(1)?))))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub(crate) fn devices(&mut self) -> Result<Vec<Device>> {
         self.device_rows(None)
     }

@@ -460,6 +460,12 @@ impl Store {
             .await
     }
 
+    /// When each device's latest stored reading arrived (minute resolution; plain in the file).
+    pub async fn last_received(&self) -> Result<std::collections::HashMap<DeviceKey, UtcMillis>> {
+        let rows = self.call(|db| db.last_received()).await?;
+        Ok(rows.into_iter().map(|(k, t)| (DeviceKey(k), t)).collect())
+    }
+
     /// The device with this Bluetooth address.
     pub async fn device_by_address(&self, address: &str) -> Result<Option<Device>> {
         let address = address.to_owned();
