@@ -275,6 +275,12 @@ fn every_profile_end_to_end() {
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].user_id, 2);
         assert_eq!(held[0].device, keys[SCALE]);
+        // ... and persisted in the store, sealed, out of the outbox.
+        let stored_held = env.store.held(10).await.unwrap();
+        assert_eq!(stored_held.len(), 1);
+        assert_eq!(stored_held[0].user_id, 2);
+        assert_eq!(stored_held[0].device, keys[SCALE]);
+        assert_eq!(stored_held[0].stable_key, held[0].stable_key);
         // PLX spot-check.
         let s = of(PLX_SPOT, Kind::Spo2);
         assert_eq!(s.len(), 1);
@@ -303,6 +309,17 @@ fn every_profile_end_to_end() {
             assert!(eq(hs[0].1, 60, 0) && eq(hs[0].3, 89, 0));
             assert!(eq(hs[0].2, 745, -1), "mean {:?}", hs[0].2);
             assert!(eq(of(HR, Kind::HeartRate)[0].value.number().unwrap(), 745, -1));
+        }
+        // The stored summaries carry count, min and max with the mean.
+        let stored: Vec<_> = readings
+            .iter()
+            .filter(|r| r.device == keys[HR] && r.reading.kind == Kind::HeartRate)
+            .map(|r| r.summary.unwrap())
+            .collect();
+        assert_eq!(stored.iter().map(|s| s.count).sum::<u64>(), 30);
+        assert!(stored.iter().all(|s| s.window_ms == 60_000));
+        for (s, e) in stored.iter().zip(&hs) {
+            assert_eq!((s.count, s.min, s.max), (e.0, e.1, e.3));
         }
         let ps = summaries(PLX_CONT, Kind::Spo2);
         assert_eq!(ps.iter().map(|s| s.0).sum::<u64>(), 20);
