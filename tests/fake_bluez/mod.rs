@@ -447,6 +447,32 @@ impl FakeBluez {
         self.inner.restarts.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Like a real adapter in discovery: `RSSI` changes of the device at `address` every `every`
+    /// (while the fake lives and `stop` is false), as `PropertiesChanged` signals.
+    pub fn chatter(&self, address: &str, every: Duration, stop: Arc<AtomicBool>) {
+        let path = self.device(address).path();
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut rssi: i16 = -60;
+            while !stop.load(Ordering::SeqCst) {
+                let Some(f) = inner.upgrade() else { return };
+                let conn = f.conn.lock().await.clone();
+                drop(f);
+                if let Some(c) = conn {
+                    rssi = if rssi <= -80 { -50 } else { rssi - 1 };
+                    emit(
+                        &c,
+                        &path,
+                        "org.bluez.Device1",
+                        vec![("RSSI", Variant::from(rssi))],
+                    )
+                    .await;
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
     pub async fn conn(&self) -> Connection {
         self.inner.conn.lock().await.clone().unwrap()
     }
