@@ -399,8 +399,11 @@ pub struct Hub {
     ignored: Arc<Mutex<HashSet<String>>>,
     /// Devices that refused the hub as unbonded although BlueZ lists them as paired: when, and
     /// the bond record then. Not reconnected until the record changes or `cooldown_ms` passes.
-    refused: Arc<Mutex<HashMap<String, (UtcMillis, Option<String>)>>>,
+    refused: Arc<Mutex<HashMap<String, Refused>>>,
 }
+
+/// When a device refused the hub as unbonded, and its bond record at that time.
+type Refused = (UtcMillis, Option<String>);
 
 /// A short, non-reversible tag of an address for logs.
 pub fn address_tag(address: &str) -> String {
