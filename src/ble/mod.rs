@@ -299,6 +299,12 @@ impl ReadingSink for Store {
     }
 }
 
+/// Events kept in memory for [`Hub::events`], the newest ones (the store's audit log keeps every
+/// event but summaries and session ends, and the summary figures are stored with their reading).
+/// A continuous stream adds a summary a minute, so an unbounded list would grow for as long as the
+/// hub runs.
+const EVENTS_KEPT: usize = 10_000;
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: BleConfig,
@@ -314,6 +320,9 @@ impl Shared {
     pub fn event(&self, e: BleEvent) {
         self.persist(&e);
         if let Ok(mut v) = self.events.lock() {
+            if v.len() >= EVENTS_KEPT {
+                v.drain(..EVENTS_KEPT / 10);
+            }
             v.push(e);
         }
     }
@@ -453,6 +462,7 @@ impl Hub {
         self
     }
 
+    /// The latest events of this run (at most 10,000).
     pub fn events(&self) -> Vec<BleEvent> {
         self.shared
             .events
