@@ -328,6 +328,11 @@ fn every_profile_end_to_end() {
         let mut raw_hr = 0;
         let mut raw_spo2 = 0;
         while let Ok(v) = env.alerts.try_recv() {
+            // The held reading (user 2 on the scale) is someone else's: not for the alert rules.
+            assert!(
+                !(v.device == keys[SCALE] && v.reading.user_id == Some(2)),
+                "another user's reading reached the alert hook"
+            );
             if v.device == keys[HR] && v.reading.kind == Kind::HeartRate {
                 raw_hr += 1;
             }

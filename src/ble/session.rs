@@ -290,7 +290,6 @@ impl<L: Link> Session<'_, L> {
         let now = self.shared.clock.now();
         let mut items = Vec::new();
         for r in readings {
-            self.shared.alert(&self.device, &r);
             let key = self.stable_key(&r, when);
             match (r.user_id, self.dev_cfg.user_id) {
                 (Some(u), Some(mine)) if u != mine => {
@@ -307,6 +306,8 @@ impl<L: Link> Session<'_, L> {
                 }
                 _ => {}
             }
+            // Only the patient's readings reach the alert hook; a held one is someone else's.
+            self.shared.alert(&self.device, &r);
             items.push(NewReading {
                 reading: r,
                 received_at: now,
