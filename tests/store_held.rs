@@ -246,3 +246,144 @@ fn a_v3_database_opens_and_takes_held_readings() {
         store.close().await;
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Held readings against an in-memory model: random hold / re-hold / discard / assign / crash /
+// reopen sequences.
+
+#[derive(Debug, Clone)]
+enum HeldOp {
+    /// Hold the reading with stable key number `k` (an existing one is a re-download).
+    Hold(usize),
+    Discard(usize),
+    Assign(usize),
+    /// Drop the handle without closing it and open the file again.
+    Crash,
+    Reopen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum HeldState {
+    Held,
+    Gone,
+    Assigned,
+}
+
+fn held_op() -> impl proptest::strategy::Strategy<Value = HeldOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        5 => (0usize..12).prop_map(HeldOp::Hold),
+        2 => (0usize..12).prop_map(HeldOp::Discard),
+        2 => (0usize..12).prop_map(HeldOp::Assign),
+        1 => Just(HeldOp::Crash),
+        1 => Just(HeldOp::Reopen),
+    ]
+}
+
+fn run_held(ops: Vec<HeldOp>) {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use vitals_hub::model::Clock;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    rt().block_on(async {
+        let open = || Store::open(config(dir.path()), clock.clone() as Arc<dyn Clock>);
+        let mut store = open().await.unwrap();
+        let dev = device(&store).await;
+        // key number → (store id, state)
+        let mut m: BTreeMap<usize, (i64, HeldState)> = BTreeMap::new();
+        for op in ops {
+            match op {
+                HeldOp::Hold(k) => {
+                    let key = format!("held-{k}");
+                    let (id, dup) = store
+                        .hold(&dev, held(2, 700 + k as i64, &key))
+                        .await
+                        .unwrap();
+                    match m.get(&k) {
+                        Some(_) => assert!(dup, "{key} held twice"),
+                        None => {
+                            assert!(!dup);
+                            m.insert(k, (id, HeldState::Held));
+                        }
+                    }
+                }
+                HeldOp::Discard(k) => {
+                    let id = m.get(&k).map(|e| e.0).unwrap_or(-1);
+                    let done = store.discard_held(id).await.unwrap();
+                    let was_held = m.get(&k).is_some_and(|e| e.1 == HeldState::Held);
+                    assert_eq!(done, was_held);
+                    if was_held {
+                        m.insert(k, (id, HeldState::Gone));
+                    }
+                }
+                HeldOp::Assign(k) => {
+                    let id = m.get(&k).map(|e| e.0).unwrap_or(-1);
+                    let r = store.assign_held(id).await;
+                    if m.get(&k).is_some_and(|e| e.1 == HeldState::Held) {
+                        r.unwrap();
+                        m.insert(k, (id, HeldState::Assigned));
+                    } else {
+                        assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+                    }
+                }
+                HeldOp::Crash => {
+                    drop(store);
+                    store = open().await.unwrap();
+                }
+                HeldOp::Reopen => {
+                    store.close().await;
+                    store = open().await.unwrap();
+                }
+            }
+            let listed: Vec<String> = store
+                .held(100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| h.stable_key)
+                .collect();
+            let mut expected: Vec<(i64, String)> = m
+                .iter()
+                .filter(|(_, e)| e.1 == HeldState::Held)
+                .map(|(k, e)| (e.0, format!("held-{k}")))
+                .collect();
+            expected.sort();
+            let expected: Vec<String> = expected.into_iter().map(|(_, k)| k).collect();
+            assert_eq!(listed, expected);
+            let assigned: Vec<String> = m
+                .iter()
+                .filter(|(_, e)| e.1 == HeldState::Assigned)
+                .map(|(k, _)| format!("held-{k}"))
+                .collect();
+            let mut readings: Vec<String> = store
+                .readings(0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.stable_key)
+                .collect();
+            readings.sort();
+            let mut assigned_sorted = assigned.clone();
+            assigned_sorted.sort();
+            assert_eq!(
+                readings, assigned_sorted,
+                "readings are exactly the assigned ones"
+            );
+            assert_eq!(
+                store.stats().await.unwrap().pending,
+                assigned.len() as u64,
+                "only assigned readings are in the outbox"
+            );
+        }
+        store.close().await;
+    });
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    #[test]
+    fn held_readings_follow_the_model(ops in proptest::collection::vec(held_op(), 1..30)) {
+        run_held(ops);
+    }
+}
