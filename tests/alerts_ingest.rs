@@ -31,6 +31,7 @@ fn critical_glucose() -> NewReading {
         reading: r,
         received_at: UtcMillis(1_742_023_900_000),
         test_data: false,
+        summary: None,
     }
 }
 

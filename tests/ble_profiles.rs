@@ -275,6 +275,12 @@ fn every_profile_end_to_end() {
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].user_id, 2);
         assert_eq!(held[0].device, keys[SCALE]);
+        // ... and persisted in the store, sealed, out of the outbox.
+        let stored_held = env.store.held(10).await.unwrap();
+        assert_eq!(stored_held.len(), 1);
+        assert_eq!(stored_held[0].user_id, 2);
+        assert_eq!(stored_held[0].device, keys[SCALE]);
+        assert_eq!(stored_held[0].stable_key, held[0].stable_key);
         // PLX spot-check.
         let s = of(PLX_SPOT, Kind::Spo2);
         assert_eq!(s.len(), 1);
@@ -304,6 +310,17 @@ fn every_profile_end_to_end() {
             assert!(eq(hs[0].2, 745, -1), "mean {:?}", hs[0].2);
             assert!(eq(of(HR, Kind::HeartRate)[0].value.number().unwrap(), 745, -1));
         }
+        // The stored summaries carry count, min and max with the mean.
+        let stored: Vec<_> = readings
+            .iter()
+            .filter(|r| r.device == keys[HR] && r.reading.kind == Kind::HeartRate)
+            .map(|r| r.summary.unwrap())
+            .collect();
+        assert_eq!(stored.iter().map(|s| s.count).sum::<u64>(), 30);
+        assert!(stored.iter().all(|s| s.window_ms == 60_000));
+        for (s, e) in stored.iter().zip(&hs) {
+            assert_eq!((s.count, s.min, s.max), (e.0, e.1, e.3));
+        }
         let ps = summaries(PLX_CONT, Kind::Spo2);
         assert_eq!(ps.iter().map(|s| s.0).sum::<u64>(), 20);
         assert_eq!(of(PLX_CONT, Kind::Spo2).len(), ps.len());
@@ -311,6 +328,11 @@ fn every_profile_end_to_end() {
         let mut raw_hr = 0;
         let mut raw_spo2 = 0;
         while let Ok(v) = env.alerts.try_recv() {
+            // The held reading (user 2 on the scale) is someone else's: not for the alert rules.
+            assert!(
+                !(v.device == keys[SCALE] && v.reading.user_id == Some(2)),
+                "another user's reading reached the alert hook"
+            );
             if v.device == keys[HR] && v.reading.kind == Kind::HeartRate {
                 raw_hr += 1;
             }

@@ -24,8 +24,9 @@
 //! - blood pressure, thermometer, scale, PLX spot-check: indications until quiet or hang-up;
 //! - heart rate, PLX continuous: every raw value goes to the alert hook; the store gets one
 //!   reading per kind per `summary_window_ms` window: **the mean** (one decimal), device time = the
-//!   window start (hub clock, `utc_offset_minutes`), stable key naming the window; count, min, mean
-//!   and max travel as [`BleEvent::Summary`] (the store's `Reading` has no metadata field);
+//!   window start (hub clock, `utc_offset_minutes`), stable key naming the window; count, min and
+//!   max are sealed with it ([`crate::store::ReadingSummary`]) and also travel as
+//!   [`BleEvent::Summary`];
 //! - CGM: records timed from the Session Start Time; with E2E-CRC in the CGM Feature a record
 //!   without a valid CRC is rejected (malformed event); the cursor is the highest time offset.
 //!
@@ -33,8 +34,9 @@
 //! receive time / window when the device sends no time) — deterministic, so re-downloads dedup.
 //!
 //! **Multi-user devices.** A reading whose user id differs from the device's configured
-//! `user_id` is never appended: it is kept in the held list ([`Hub::held`]) with a
-//! [`BleEvent::HeldForAssignment`], for a later assignment step.
+//! `user_id` is never appended: it is held in the store ([`Store::hold`], sealed, never in the
+//! outbox; listed by [`Store::held`], then assigned or discarded) with a
+//! [`BleEvent::HeldForAssignment`]; [`Hub::held`] lists what this run held.
 //!
 //! **Events.** The store has no public way to append an event, so BLE events (malformed payloads
 //! naming the device, clock offsets, pairing needed, RACP refusals, summaries) are kept in memory
@@ -50,7 +52,7 @@ pub mod sim;
 pub mod visit;
 
 use crate::model::{Clock, Decimal, Kind, Reading, UtcMillis};
-use crate::store::{DeviceKey, NewReading, Store};
+use crate::store::{DeviceKey, NewHeld, NewReading, Store};
 use btleplug::api::{Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
 use btleplug::platform::{Adapter, Manager, PeripheralId};
 use futures::StreamExt;
@@ -309,6 +311,12 @@ impl ReadingSink for Store {
     }
 }
 
+/// Events kept in memory for [`Hub::events`], the newest ones (the store's audit log keeps every
+/// event but summaries and session ends, and the summary figures are stored with their reading).
+/// A continuous stream adds a summary a minute, so an unbounded list would grow for as long as the
+/// hub runs.
+const EVENTS_KEPT: usize = 10_000;
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: BleConfig,
@@ -324,6 +332,9 @@ impl Shared {
     pub fn event(&self, e: BleEvent) {
         self.persist(&e);
         if let Ok(mut v) = self.events.lock() {
+            if v.len() >= EVENTS_KEPT {
+                v.drain(..EVENTS_KEPT / 10);
+            }
             v.push(e);
         }
     }
@@ -365,7 +376,23 @@ impl Shared {
             });
         }
     }
-    pub fn hold(&self, h: HeldReading) {
+    /// Hold a reading in the store (sealed, not in the outbox); a re-sent one is not held twice.
+    pub async fn hold(&self, h: HeldReading) {
+        let item = NewHeld {
+            user_id: h.user_id,
+            reading: h.reading.clone(),
+            received_at: h.received_at,
+            stable_key: h.stable_key.clone(),
+        };
+        match self.store.hold(&h.device, item).await {
+            Ok((_, true)) => return,
+            Ok((id, false)) => {
+                debug!(device = %h.device, held = id, "Reading held for assignment.")
+            }
+            Err(e) => {
+                warn!(device = %h.device, error = %e, "Held reading not stored; kept in memory only.")
+            }
+        }
         self.event(BleEvent::HeldForAssignment {
             device: h.device.clone(),
             user_id: h.user_id,
@@ -394,7 +421,13 @@ pub struct Hub {
     /// Consecutive scan windows that failed (BlueZ or the adapter unusable); 0 when healthy.
     window_failures: Arc<std::sync::atomic::AtomicU32>,
     progress: Option<crate::model::Progress>,
+    /// Devices that refused the hub as unbonded although BlueZ lists them as paired: when, and
+    /// the bond record then. Not reconnected until the record changes or `cooldown_ms` passes.
+    refused: Arc<Mutex<HashMap<String, Refused>>>,
 }
+
+/// When a device refused the hub as unbonded, and its bond record at that time.
+type Refused = (UtcMillis, Option<String>);
 
 /// A short, non-reversible tag of an address for logs.
 pub fn address_tag(address: &str) -> String {
@@ -430,6 +463,7 @@ impl Hub {
             ignored: Arc::new(Mutex::new(HashSet::new())),
             window_failures: Arc::new(std::sync::atomic::AtomicU32::new(0)),
             progress: None,
+            refused: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -468,6 +502,7 @@ impl Hub {
         self
     }
 
+    /// The latest events of this run (at most 10,000).
     pub fn events(&self) -> Vec<BleEvent> {
         self.shared
             .events
@@ -633,6 +668,9 @@ impl Hub {
                 return;
             }
         };
+        if self.still_refused(&address, device.record.bond.as_ref(), now) {
+            return;
+        }
         // Bonded? BlueZ knows; btleplug does not say.
         match tokio::time::timeout(op, pairing::is_paired(&address)).await {
             Ok(Ok(true)) => {}
@@ -721,6 +759,11 @@ impl Hub {
             }
         };
         if state == DeviceState::PairingNeeded {
+            // BlueZ said paired, the device said not: only a new bond record (or the cooldown)
+            // brings it back, or every scan window would reconnect it.
+            if let Ok(mut r) = self.refused.lock() {
+                r.insert(address.to_string(), (now, device.record.bond.clone()));
+            }
             self.pairing_needed(address, &device.key);
         } else if let Ok(mut s) = self.states.lock() {
             s.insert(address.to_string(), state);
@@ -782,6 +825,22 @@ impl Hub {
         }
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+
+    /// Whether a device that refused the hub as unbonded is still to be left alone.
+    fn still_refused(&self, address: &str, bond: Option<&String>, now: UtcMillis) -> bool {
+        let Ok(mut refused) = self.refused.lock() else {
+            return false;
+        };
+        let Some((at, then)) = refused.get(address) else {
+            return false;
+        };
+        let cooldown = i64::try_from(self.shared.config.cooldown_ms).unwrap_or(i64::MAX);
+        if then.as_ref() == bond && now.as_millis() - at.as_millis() < cooldown {
+            return true;
+        }
+        refused.remove(address);
+        false
     }
 
     fn pairing_needed(&self, address: &str, key: &DeviceKey) {

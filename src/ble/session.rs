@@ -10,7 +10,7 @@ use crate::gatt::glucose::{GlucoseContext, GlucoseMeasurement};
 use crate::gatt::racp::{op, response, RacpMessage};
 use crate::gatt::{self, GattValue};
 use crate::model::{Decimal, Kind, LocalDateTime, Reading, UtcMillis, Value};
-use crate::store::{ClockSample, DeviceInfo, DeviceKey, NewReading};
+use crate::store::{ClockSample, DeviceInfo, DeviceKey, NewReading, ReadingSummary};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -128,7 +128,7 @@ impl<L: Link> Session<'_, L> {
     }
 
     async fn after_connect(&mut self) -> Outcome {
-        self.read_info().await;
+        let battery = self.read_info().await;
         self.clock().await;
         let notes = match self.link.notifications().await {
             Ok(n) => n,
@@ -150,6 +150,13 @@ impl<L: Link> Session<'_, L> {
             }
             self.spot(notes, &chars).await
         };
+        if !matches!(r, Err(LinkError::NotPaired)) {
+            // Stored only once the device has shown it is bonded: an unbonded link is not
+            // authenticated, so nothing it says becomes a reading.
+            if let Some((readings, key_t)) = battery {
+                self.store_readings(readings, &key_t, None).await;
+            }
+        }
         match r {
             Ok(done) => done,
             Err(LinkError::NotPaired) => Outcome::PairingNeeded,
@@ -191,7 +198,8 @@ impl<L: Link> Session<'_, L> {
         }
     }
 
-    async fn read_info(&mut self) {
+    /// Returns the battery readings (and their key time), stored after the transfer.
+    async fn read_info(&mut self) -> Option<(Vec<Reading>, String)> {
         use gatt::dis::{
             FirmwareRevision, HardwareRevision, ManufacturerName, ModelNumber, SoftwareRevision,
             SystemId,
@@ -208,6 +216,7 @@ impl<L: Link> Session<'_, L> {
         let software = self.dis_string(|v: SoftwareRevision| v.value).await;
         let system_id = self.dis_string(|v: SystemId| v.eui64_text()).await;
         let mut battery = None;
+        let mut battery_readings = None;
         if self.link.has(BATTERY) {
             match self.link.read(BATTERY).await {
                 Ok(v) => match gatt::dis::BatteryLevel::decode(&v) {
@@ -217,7 +226,7 @@ impl<L: Link> Session<'_, L> {
                         let readings = b.readings();
                         // One battery reading per minute at most: the key is the minute.
                         let key_t = format!("rx={}", now.floor_minute().as_millis());
-                        self.store_readings(readings, &key_t, None).await;
+                        battery_readings = Some((readings, key_t));
                     }
                     Err(e) => self.malformed(BATTERY, &e.to_string()),
                 },
@@ -236,6 +245,7 @@ impl<L: Link> Session<'_, L> {
             i.last_seen = Some(now);
         })
         .await;
+        battery_readings
     }
 
     /// Hub wall-clock now, in the configured zone.
@@ -321,26 +331,30 @@ impl<L: Link> Session<'_, L> {
         let now = self.shared.clock.now();
         let mut items = Vec::new();
         for r in readings {
-            self.shared.alert(&self.device, &r);
             let key = self.stable_key(&r, when);
             match (r.user_id, self.dev_cfg.user_id) {
                 (Some(u), Some(mine)) if u != mine => {
-                    self.shared.hold(HeldReading {
-                        device: self.device.clone(),
-                        user_id: u,
-                        reading: r,
-                        stable_key: key,
-                        received_at: now,
-                    });
+                    self.shared
+                        .hold(HeldReading {
+                            device: self.device.clone(),
+                            user_id: u,
+                            reading: r,
+                            stable_key: key,
+                            received_at: now,
+                        })
+                        .await;
                     continue;
                 }
                 _ => {}
             }
+            // Only the patient's readings reach the alert hook; a held one is someone else's.
+            self.shared.alert(&self.device, &r);
             items.push(NewReading {
                 reading: r,
                 received_at: now,
                 stable_key: key,
                 test_data: self.test_data,
+                summary: None,
             });
         }
         if items.is_empty() && cursor.is_none() {
@@ -624,6 +638,12 @@ impl<L: Link> Session<'_, L> {
             r.value = Value::Number(mean);
             r.device_time = start_local;
             r.flags.clear();
+            let summary = ReadingSummary {
+                count: a.count,
+                min: a.min,
+                max: a.max,
+                window_ms: window,
+            };
             self.shared.event(BleEvent::Summary {
                 device: self.device.clone(),
                 kind,
@@ -634,7 +654,7 @@ impl<L: Link> Session<'_, L> {
                 mean,
                 max: a.max,
             });
-            out.push(r);
+            out.push((r, summary));
         }
         let when = format!("summary={start_ms}+{window}");
         // Summaries are keyed by their window and skip the per-value alert hook (their raw values
@@ -642,7 +662,7 @@ impl<L: Link> Session<'_, L> {
         let now = self.shared.clock.now();
         let items: Vec<NewReading> = out
             .into_iter()
-            .map(|mut r| {
+            .map(|(mut r, summary)| {
                 r.sequence = None;
                 let stable_key =
                     format!("v1|{}|{}|{}|{}", self.address, self.patient, r.kind, when);
@@ -651,6 +671,7 @@ impl<L: Link> Session<'_, L> {
                     received_at: now,
                     stable_key,
                     test_data: self.test_data,
+                    summary: Some(summary),
                 }
             })
             .collect();

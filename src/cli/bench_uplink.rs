@@ -114,6 +114,7 @@ fn reading(i: usize) -> anyhow::Result<NewReading> {
         received_at: UtcMillis(1_735_689_600_000 + i as i64 * 60_000),
         stable_key: format!("bench-{i}"),
         test_data: true,
+        summary: None,
     })
 }
 

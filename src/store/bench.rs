@@ -39,6 +39,7 @@ fn sample(i: usize) -> NewReading {
         received_at: UtcMillis(1_750_000_000_000 + i as i64 * 1000),
         stable_key: format!("dev-0001-patient-8867-4-{i}"),
         test_data: false,
+        summary: None,
     }
 }
 

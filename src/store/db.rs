@@ -8,8 +8,9 @@ use super::crypto::{self, DataKey, IndexKey, Kek, Place};
 use super::keyfile::{self, KekSource};
 use super::schema;
 use super::{
-    AppendOutcome, Device, DeviceInfo, DeviceKey, DeviceRecord, Event, NewReading, OutboxItem,
-    OutboxPayload, Result, Stats, StoreConfig, StoreError, StoredAlert, StoredReading,
+    AppendOutcome, Device, DeviceInfo, DeviceKey, DeviceRecord, Event, NewHeld, NewReading,
+    OutboxItem, OutboxPayload, ReadingSummary, Result, Stats, StoreConfig, StoreError, StoredAlert,
+    StoredHeld, StoredReading,
 };
 use crate::model::{Clock, Reading, UtcMillis};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -35,6 +36,18 @@ struct ReadingEnvelope {
     stable_key: String,
     test_data: bool,
     patient_id: Option<String>,
+    /// Absent in rows written before summaries were stored; omitted when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summary: Option<ReadingSummary>,
+}
+
+/// The sealed payload of a `held` row.
+#[derive(Serialize, Deserialize)]
+struct HeldEnvelope {
+    user_id: u8,
+    reading: Reading,
+    received_at: UtcMillis,
+    stable_key: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -753,28 +766,15 @@ impl Db {
                     out.duplicates += 1;
                     continue;
                 }
-                let uuid = new_uuid(&db.rng, db.clock.now())?;
                 let env = ReadingEnvelope {
                     reading: item.reading.clone(),
                     received_at: item.received_at,
                     stable_key: item.stable_key.clone(),
                     test_data: item.test_data,
                     patient_id: patient.clone(),
+                    summary: item.summary,
                 };
-                let (key_id, sealed) = db.seal("readings", "sealed", &uuid, &Db::json(&env)?)?;
-                let coarse = item.received_at.floor_minute().as_millis();
-                db.conn
-                    .prepare_cached(
-                        "INSERT INTO readings(uuid, device_id, dedup, received_min, key_id, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute(params![uuid, device_id, dedup, coarse, key_id, sealed])?;
-                let id = db.conn.last_insert_rowid();
-                db.conn
-                    .prepare_cached(
-                        "INSERT INTO outbox(item, item_id, priority, state, next_attempt, created_min) VALUES ('reading', ?1, ?2, 'pending', ?3, ?4)",
-                    )?
-                    .execute(params![id, PRIORITY_READING, i64::MIN, coarse])?;
-                out.ids.push(id);
+                out.ids.push(db.insert_reading(device_id, &dedup, &env)?);
             }
             if let Some((name, value)) = cursor {
                 db.conn.execute(
@@ -787,6 +787,195 @@ impl Db {
         })?;
         self.after_append_capacity()?;
         Ok(out)
+    }
+
+    /// Insert a reading row and its outbox entry inside the current transaction.
+    fn insert_reading(
+        &mut self,
+        device_id: i64,
+        dedup: &[u8],
+        env: &ReadingEnvelope,
+    ) -> Result<i64> {
+        let uuid = new_uuid(&self.rng, self.clock.now())?;
+        let (key_id, sealed) = self.seal("readings", "sealed", &uuid, &Db::json(env)?)?;
+        let coarse = env.received_at.floor_minute().as_millis();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO readings(uuid, device_id, dedup, received_min, key_id, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![uuid, device_id, dedup, coarse, key_id, sealed])?;
+        let id = self.conn.last_insert_rowid();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO outbox(item, item_id, priority, state, next_attempt, created_min) VALUES ('reading', ?1, ?2, 'pending', ?3, ?4)",
+            )?
+            .execute(params![id, PRIORITY_READING, i64::MIN, coarse])?;
+        Ok(id)
+    }
+
+    // ---- held for assignment (schema v4)
+
+    pub(crate) fn hold(&mut self, device: &DeviceKey, item: &NewHeld) -> Result<(i64, bool)> {
+        self.check_capacity()?;
+        self.write(|db| {
+            let device_id = db.device_id(device)?;
+            let dedup = db.index()?.hash("held", item.stable_key.as_bytes());
+            let existing: Option<i64> = db
+                .conn
+                .query_row("SELECT id FROM held WHERE dedup = ?1", [&dedup], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok((id, true));
+            }
+            // Already the patient's (assigned before, or stored under this key): not held again.
+            let as_reading = db.index()?.hash("reading", item.stable_key.as_bytes());
+            let stored: Option<i64> = db
+                .conn
+                .query_row(
+                    "SELECT id FROM readings WHERE dedup = ?1",
+                    [&as_reading],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if stored.is_some() {
+                return Ok((0, true));
+            }
+            let uuid = new_uuid(&db.rng, db.clock.now())?;
+            let env = HeldEnvelope {
+                user_id: item.user_id,
+                reading: item.reading.clone(),
+                received_at: item.received_at,
+                stable_key: item.stable_key.clone(),
+            };
+            let (key_id, sealed) = db.seal("held", "sealed", &uuid, &Db::json(&env)?)?;
+            db.conn.execute(
+                "INSERT INTO held(uuid, device_id, dedup, state, received_min, key_id, sealed)
+                 VALUES (?1, ?2, ?3, 'held', ?4, ?5, ?6)",
+                params![
+                    uuid,
+                    device_id,
+                    dedup,
+                    item.received_at.floor_minute().as_millis(),
+                    key_id,
+                    sealed
+                ],
+            )?;
+            Ok((db.conn.last_insert_rowid(), false))
+        })
+    }
+
+    fn load_held(&mut self, id: i64) -> Result<(StoredHeld, i64)> {
+        let (uuid, device, device_id, key_id, sealed): (String, String, i64, i64, Vec<u8>) = self
+            .conn
+            .query_row(
+                "SELECT h.uuid, d.uuid, h.device_id, h.key_id, h.sealed FROM held h
+                 JOIN devices d ON d.id = h.device_id WHERE h.id = ?1 AND h.state = 'held'",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::Invalid(format!("no held reading {id}")))?;
+        let plain = self.open_value("held", "sealed", &uuid, key_id, &sealed)?;
+        let env: HeldEnvelope = Db::decode(&uuid, &plain)?;
+        Ok((
+            StoredHeld {
+                id,
+                uuid,
+                device: DeviceKey(device),
+                user_id: env.user_id,
+                reading: env.reading,
+                received_at: env.received_at,
+                stable_key: env.stable_key,
+            },
+            device_id,
+        ))
+    }
+
+    pub(crate) fn held(&mut self, limit: usize) -> Result<Vec<StoredHeld>> {
+        self.refresh_keys()?;
+        let ids: Vec<i64> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT id FROM held WHERE state = 'held' ORDER BY id LIMIT ?1")?;
+            let it = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.load_held(id) {
+                Ok((h, _)) => out.push(h),
+                Err(e) => {
+                    self.flush_events();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keep only the dedup hash of a held row.
+    fn retire_held(&mut self, id: i64, state: &'static str) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE held SET state = ?1, key_id = NULL, sealed = NULL WHERE id = ?2 AND state = 'held'",
+            params![state, id],
+        )?)
+    }
+
+    pub(crate) fn discard_held(&mut self, id: i64) -> Result<bool> {
+        let n = self.write(|db| {
+            let n = db.retire_held(id, "discarded")?;
+            if n > 0 {
+                db.queue(
+                    "held_discarded",
+                    "info",
+                    format!("held reading {id} discarded"),
+                );
+            }
+            Ok(n)
+        })?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn assign_held(&mut self, id: i64) -> Result<i64> {
+        self.check_capacity()?;
+        let patient = self.cfg.patient_id.clone();
+        let r = self.write(|db| {
+            let (h, device_id) = db.load_held(id)?;
+            let dedup = db.index()?.hash("reading", h.stable_key.as_bytes());
+            let existing: Option<i64> = db
+                .conn
+                .query_row("SELECT id FROM readings WHERE dedup = ?1", [&dedup], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let reading_id = match existing {
+                Some(rid) => rid,
+                None => {
+                    let env = ReadingEnvelope {
+                        reading: h.reading,
+                        received_at: h.received_at,
+                        stable_key: h.stable_key,
+                        test_data: false,
+                        patient_id: patient,
+                        summary: None,
+                    };
+                    db.insert_reading(device_id, &dedup, &env)?
+                }
+            };
+            db.retire_held(id, "assigned")?;
+            db.queue(
+                "held_assigned",
+                "info",
+                format!("held reading {id} assigned to the patient as reading {reading_id}"),
+            );
+            Ok(reading_id)
+        });
+        if matches!(r, Err(StoreError::Integrity { .. })) {
+            self.flush_events();
+        }
+        r
     }
 
     pub(crate) fn append_alert(
@@ -846,6 +1035,7 @@ impl Db {
             stable_key: env.stable_key,
             test_data: env.test_data,
             patient_id: env.patient_id,
+            summary: env.summary,
         })
     }
 
@@ -1159,6 +1349,7 @@ impl Db {
                 ("alerts", "uuid"),
                 ("devices", "uuid"),
                 ("device_info", "uuid"),
+                ("held", "uuid"),
             ] {
                 let rows: Vec<(i64, String, i64, Vec<u8>)> = {
                     let mut st = db.conn.prepare(&format!(
@@ -1204,6 +1395,7 @@ impl Db {
                 "DELETE FROM keys WHERE purpose = 'data' AND state = 'retired' AND id NOT IN (
                    SELECT key_id FROM readings UNION SELECT key_id FROM alerts
                    UNION SELECT key_id FROM devices UNION SELECT key_id FROM device_info
+                   UNION SELECT key_id FROM held WHERE key_id IS NOT NULL
                    UNION SELECT key_id FROM outbox WHERE key_id IS NOT NULL)",
                 [],
             )?;

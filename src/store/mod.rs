@@ -9,20 +9,21 @@
 //! locking plus `busy_timeout` serialises them, and the worker reloads its key cache whenever
 //! `PRAGMA data_version` says another connection committed.
 //!
-//! **Schema** ([`schema`], `PRAGMA user_version`, currently 3):
+//! **Schema** ([`schema`], `PRAGMA user_version`, currently 4):
 //!
 //! | table | plain columns | sealed (AEAD) columns |
 //! |---|---|---|
 //! | `keys` | id, purpose (`data`/`index`), state (`active`/`retired`), KEK fingerprint, seal count, created | `wrapped` (the key, sealed by the KEK — not by a data key) |
 //! | `devices` | id, uuid, `address_hash` (HMAC), allowed, key id, created/updated minute | `sealed`: address, name, profile, patient binding, serial, bond info |
 //! | `cursors` | device id, cursor name, value (e.g. last RACP sequence number), updated minute | — |
-//! | `readings` | id, uuid, device id, `dedup` (HMAC of the stable key), received minute, key id | `sealed`: the `model::Reading` (value, unit, device time, flags…), exact receive time, stable key, test flag, patient id |
+//! | `readings` | id, uuid, device id, `dedup` (HMAC of the stable key), received minute, key id | `sealed`: the `model::Reading` (value, unit, device time, flags…), exact receive time, stable key, test flag, patient id, a stream window's count/min/max |
 //! | `alerts` | id, uuid, `dedup` (HMAC), created minute, key id | `sealed`: alert JSON, stable key, related reading ids |
 //! | `outbox` | id, item kind + id, priority, state, attempts, next attempt, created minute, done time, key id | `last_error` (a server's reason may echo PHI) |
 //! | `events` | id, time, kind, severity, detail | — (details never carry PHI: ids, counts, table names) |
 //! | `meta` | name, value | — |
 //! | `device_info` (v3) | id, device uuid, key id, updated minute | `sealed`: [`DeviceInfo`] (system id, manufacturer, model, revisions, clock check, battery, last seen) |
 //! | `uplink_state` (v3) | destination, name, value (server logical ids such as `Device/12`, heartbeat times) | — |
+//! | `held` (v4) | id, uuid, device id, `dedup` (HMAC of the stable key), state (`held`/`discarded`/`assigned`), received minute, key id | `sealed` (NULL once discarded or assigned): user index, the `model::Reading`, exact receive time, stable key |
 //!
 //! What an attacker with the file alone learns (the documented leakage): how many devices, readings and
 //! alerts exist, in which upload state, at minute resolution when they arrived, sizes of the sealed
@@ -65,6 +66,13 @@
 //! (`SQLITE_FULL`/ENOSPC) fails the one
 //! transaction with [`StoreError::DiskFull`] and an event; the store stays up and the next call succeeds
 //! once space is back.
+//!
+//! **Held readings** (v4). A multi-user scale or cuff reading of a user other than the patient's is
+//! held, sealed (AAD `…|held|sealed|row uuid|key id`), and never enters the outbox. It is listed
+//! by [`Store::held`], dropped by [`Store::discard_held`] or moved into `readings` + `outbox` as the
+//! patient's by [`Store::assign_held`] (one transaction, same stable key). Either way the row keeps
+//! only its dedup hash, so the same record downloaded again is not held twice; a stable key already
+//! in `readings` is not held either.
 //!
 //! **Invariants.** (1) A call that returned `Ok` committed and fsync'd. (2) A stable key is stored
 //! at most once. (3) Every reading and alert has exactly one outbox entry. (4) Plaintext PHI never reaches
@@ -264,6 +272,43 @@ pub struct NewReading {
     /// The caller's idempotency key (device, patient, type, device time …); deduplicated by HMAC.
     pub stable_key: String,
     pub test_data: bool,
+    /// For a continuous stream's window (whose mean is `reading`): how many values, their range.
+    pub summary: Option<ReadingSummary>,
+}
+
+/// What one stored reading of a continuous stream summarises: the reading's value is the mean of
+/// `count` values received in a window of `window_ms`, between `min` and `max`. Sealed with the
+/// reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadingSummary {
+    pub count: u64,
+    pub min: crate::model::Decimal,
+    pub max: crate::model::Decimal,
+    pub window_ms: i64,
+}
+
+/// A reading of a multi-user device's other user, to be held for assignment (never uploaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHeld {
+    /// The device's user index the reading carries (not the patient's).
+    pub user_id: u8,
+    pub reading: Reading,
+    pub received_at: UtcMillis,
+    /// As for [`NewReading::stable_key`]; kept when the reading is assigned.
+    pub stable_key: String,
+}
+
+/// A held reading as stored, opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHeld {
+    /// What [`Store::assign_held`] and [`Store::discard_held`] take.
+    pub id: i64,
+    pub uuid: String,
+    pub device: DeviceKey,
+    pub user_id: u8,
+    pub reading: Reading,
+    pub received_at: UtcMillis,
+    pub stable_key: String,
 }
 
 /// What an append did.
@@ -286,6 +331,8 @@ pub struct StoredReading {
     pub stable_key: String,
     pub test_data: bool,
     pub patient_id: Option<String>,
+    /// See [`NewReading::summary`]; `None` for rows written before it existed.
+    pub summary: Option<ReadingSummary>,
 }
 
 /// An alert as stored, opened.
@@ -539,6 +586,31 @@ impl Store {
     pub async fn reject(&self, ids: Vec<i64>, reason: &str) -> Result<usize> {
         let reason = reason.to_owned();
         self.call(move |db| db.reject(&ids, &reason)).await
+    }
+
+    /// Hold a reading of another user of a multi-user device: sealed, never in the outbox. Returns
+    /// its id and whether the stable key was seen before (held, discarded or assigned already, or
+    /// stored as a reading), in which case nothing was written.
+    pub async fn hold(&self, device: &DeviceKey, item: NewHeld) -> Result<(i64, bool)> {
+        let device = device.clone();
+        self.call(move |db| db.hold(&device, &item)).await
+    }
+
+    /// Up to `limit` held readings, oldest first, opened.
+    pub async fn held(&self, limit: usize) -> Result<Vec<StoredHeld>> {
+        self.call(move |db| db.held(limit)).await
+    }
+
+    /// Drop a held reading (it was not the patient's). Its dedup hash stays, so the device sending
+    /// it again does not bring it back. Returns whether a held reading was discarded.
+    pub async fn discard_held(&self, id: i64) -> Result<bool> {
+        self.call(move |db| db.discard_held(id)).await
+    }
+
+    /// Move a held reading into the patient's readings and the outbox, with its stable key, in one
+    /// transaction. Returns the reading's id; [`StoreError::Invalid`] if `id` is not held.
+    pub async fn assign_held(&self, id: i64) -> Result<i64> {
+        self.call(move |db| db.assign_held(id)).await
     }
 
     /// Readings with id > `after`, oldest first, opened.

@@ -7,7 +7,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const LATEST: u32 = 3;
+pub const LATEST: u32 = 4;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; LATEST as usize] = [
@@ -107,6 +107,23 @@ CREATE TABLE uplink_state(
   PRIMARY KEY (destination, name)
 ) STRICT;
 "#,
+    // v4 (BLE): readings of a multi-user device's other users, held for assignment (sealed; never in
+    // the outbox). A row that was discarded or assigned keeps only its dedup hash (key and payload
+    // NULL), so the same record downloaded again is recognised and not held a second time.
+    r#"
+CREATE TABLE held(
+  id INTEGER PRIMARY KEY,
+  uuid TEXT NOT NULL UNIQUE,
+  device_id INTEGER NOT NULL REFERENCES devices(id),
+  dedup BLOB NOT NULL UNIQUE,
+  state TEXT NOT NULL CHECK (state IN ('held', 'discarded', 'assigned')),
+  received_min INTEGER NOT NULL,
+  key_id INTEGER REFERENCES keys(id),
+  sealed BLOB,
+  CHECK ((state = 'held') = (sealed IS NOT NULL AND key_id IS NOT NULL))
+) STRICT;
+CREATE INDEX held_state ON held(state, id);
+"#,
 ];
 
 /// Errors of the migration step.
@@ -181,6 +198,14 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(sev, 1);
+            let held: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'held'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(held, 1);
         }
     }
 

@@ -80,6 +80,8 @@ pub enum BluezError {
     #[zbus(error)]
     ZBus(zbus::Error),
     NotPermitted(String),
+    /// What older BlueZ answers for a device without a bond.
+    NotPaired(String),
     Failed(String),
     NotConnected(String),
     AuthenticationFailed(String),
@@ -127,6 +129,16 @@ pub struct Faults {
     pub connect_aborts: usize,
 }
 
+/// How a device whose bond BlueZ believes in, but the device has lost (battery change, factory
+/// reset), refuses a Record Access Control Point write.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RacpRefusal {
+    /// Current BlueZ: `org.bluez.Error.NotPermitted` "Not paired".
+    NotPermitted,
+    /// Older BlueZ: `org.bluez.Error.NotPaired`.
+    NotPaired,
+}
+
 pub struct CharSpec {
     pub uuid: u16,
     pub flags: Vec<&'static str>,
@@ -145,6 +157,10 @@ pub struct DeviceModel {
     pub services: Vec<ServiceSpec>,
     /// Writes to control points fail with NotPermitted "Not paired" until bonded.
     pub requires_bond: bool,
+    /// RACP writes fail this way although `Paired` is true (the device lost the bond).
+    pub racp_refusal: Mutex<Option<RacpRefusal>>,
+    /// Writes refused with a not-paired error.
+    pub refused_writes: AtomicUsize,
     /// The passkey the device asks the agent for at pairing.
     pub passkey: Option<u32>,
     pub paired: AtomicBool,
@@ -172,6 +188,8 @@ impl DeviceModel {
             name: name.to_string(),
             services: Vec::new(),
             requires_bond: false,
+            racp_refusal: Mutex::new(None),
+            refused_writes: AtomicUsize::new(0),
             passkey: None,
             paired: AtomicBool::new(true),
             trusted: AtomicBool::new(true),
@@ -231,6 +249,12 @@ impl DeviceModel {
         self.passkey = passkey;
         self.paired.store(false, Ordering::SeqCst);
         self.trusted.store(false, Ordering::SeqCst);
+        self
+    }
+
+    /// BlueZ says paired, but the device refuses RACP writes as unbonded.
+    pub fn refuses_racp(self, how: RacpRefusal) -> Self {
+        *self.racp_refusal.lock().unwrap() = Some(how);
         self
     }
 
@@ -421,6 +445,32 @@ impl FakeBluez {
         let conn = self.publish(&addr).await;
         *self.inner.conn.lock().await = Some(conn);
         self.inner.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Like a real adapter in discovery: `RSSI` changes of the device at `address` every `every`
+    /// (while the fake lives and `stop` is false), as `PropertiesChanged` signals.
+    pub fn chatter(&self, address: &str, every: Duration, stop: Arc<AtomicBool>) {
+        let path = self.device(address).path();
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut rssi: i16 = -60;
+            while !stop.load(Ordering::SeqCst) {
+                let Some(f) = inner.upgrade() else { return };
+                let conn = f.conn.lock().await.clone();
+                drop(f);
+                if let Some(c) = conn {
+                    rssi = if rssi <= -80 { -50 } else { rssi - 1 };
+                    emit(
+                        &c,
+                        &path,
+                        "org.bluez.Device1",
+                        vec![("RSSI", Variant::from(rssi))],
+                    )
+                    .await;
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
     }
 
     pub async fn conn(&self) -> Connection {
@@ -903,7 +953,22 @@ impl Characteristic {
             return Err(BluezError::Failed("Not connected".into()));
         }
         if self.m.requires_bond && !self.m.paired.load(Ordering::SeqCst) {
+            self.m.refused_writes.fetch_add(1, Ordering::SeqCst);
             return Err(BluezError::NotPermitted("Not paired".into()));
+        }
+        if self.c.uuid == 0x2A52 {
+            let refusal = *self.m.racp_refusal.lock().unwrap();
+            match refusal {
+                Some(RacpRefusal::NotPermitted) => {
+                    self.m.refused_writes.fetch_add(1, Ordering::SeqCst);
+                    return Err(BluezError::NotPermitted("Not paired".into()));
+                }
+                Some(RacpRefusal::NotPaired) => {
+                    self.m.refused_writes.fetch_add(1, Ordering::SeqCst);
+                    return Err(BluezError::NotPaired("Not paired".into()));
+                }
+                None => {}
+            }
         }
         self.m
             .writes

@@ -29,6 +29,7 @@ pub fn reading(mantissa: i64, key: &str) -> NewReading {
         received_at: UtcMillis(T0),
         stable_key: key.to_owned(),
         test_data: false,
+        summary: None,
     }
 }
 

@@ -91,6 +91,7 @@ pub fn glucose(i: u32) -> NewReading {
         reading: r,
         received_at: UtcMillis(1_741_939_200_000 + i64::from(i) * 60_000),
         test_data: false,
+        summary: None,
     }
 }
 
