@@ -182,3 +182,47 @@ async fn sigkill_at_random_moments_twenty_times_loses_and_duplicates_nothing() {
         w.at_receiver().len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heart_rate_stream_alerts_on_raw_values_and_stores_summaries() {
+    let w = World::new().await;
+    let devices = r#"
+[[device]]
+name = "strap"
+kind = "simulated"
+profile = "heart-rate"
+interval_secs = 3
+values = [72, 74, 150, 76, 71]
+
+[alerts.thresholds.heart_rate]
+unit = "/min"
+low = 40
+high = 130
+"#;
+    let cfg = w.config("hub.toml", devices);
+    let mut hub = w.spawn(&cfg);
+    let end = Instant::now() + Duration::from_secs(60);
+    // The alert (from a raw value) and a window summary (at the end of a burst) reach the clinic.
+    let summary_arrived = || {
+        w.receiver
+            .resources("Observation")
+            .iter()
+            .any(|o| o["meta"].to_string().contains("HTEST"))
+    };
+    while w.receiver.count("DetectedIssue") == 0 || !summary_arrived() {
+        if Instant::now() > end {
+            signal(&hub, "KILL");
+            panic!(
+                "no alert or summary from the stream in 60 s:\n{}",
+                stderr_of(&mut hub)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    signal(&hub, "TERM");
+    assert!(wait_exit(&mut hub, 10).expect("no exit").success());
+    let s = stored(&w.state_dir()).await;
+    // The store holds window summaries (the mean), never the raw 150 on its own.
+    assert!(s.readings > 0);
+    assert_eq!(s.alerts, 1, "one episode for the stream's high values");
+}

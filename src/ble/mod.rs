@@ -260,6 +260,9 @@ pub struct HeldReading {
 pub struct RawValue {
     pub device: DeviceKey,
     pub reading: Reading,
+    /// A value of a continuous stream (heart rate, PLX continuous): the store keeps only the
+    /// window's summary, so this raw value is the alert rules' only sight of it.
+    pub stream: bool,
 }
 
 /// Where a device stands.
@@ -402,10 +405,18 @@ impl Shared {
         }
     }
     pub fn alert(&self, device: &DeviceKey, r: &Reading) {
+        self.raw(device, r, false);
+    }
+    /// A raw value of a continuous stream (not stored itself; its window's summary is).
+    pub fn alert_stream(&self, device: &DeviceKey, r: &Reading) {
+        self.raw(device, r, true);
+    }
+    fn raw(&self, device: &DeviceKey, r: &Reading, stream: bool) {
         if let Some(tx) = &self.alerts {
             let _ = tx.send(RawValue {
                 device: device.clone(),
                 reading: r.clone(),
+                stream,
             });
         }
     }

@@ -603,7 +603,7 @@ impl<L: Link> Session<'_, L> {
                         Ok(d) => {
                             for r in d.readings() {
                                 // Every raw value passes through the alert hook.
-                                self.shared.alert(&self.device, &r);
+                                self.shared.alert_stream(&self.device, &r);
                                 if let Some(v) = r.value.number() {
                                     acc.entry(r.kind)
                                         .or_insert_with(|| Acc::new(r.clone()))

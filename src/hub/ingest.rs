@@ -64,6 +64,9 @@ pub struct Ingest {
     state: Mutex<State>,
     hook: Option<mpsc::Sender<AlertEvent>>,
     wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Continuous streams' raw values come through [`Ingest::observe_stream`]: their stored
+    /// window summaries are then not evaluated again.
+    streams_raw: bool,
 }
 
 /// What one append did.
@@ -91,6 +94,7 @@ impl Ingest {
             state: Mutex::new(State::default()),
             hook,
             wake: None,
+            streams_raw: false,
         };
         ingest.replay().await?;
         Ok(ingest)
@@ -106,7 +110,14 @@ impl Ingest {
             after = last.id;
             for r in page {
                 let stored = self
-                    .evaluate(&mut st, r.id, &r.device, &r.reading, r.received_at)
+                    .evaluate(
+                        &mut st,
+                        r.id,
+                        &r.device,
+                        &r.reading,
+                        r.received_at,
+                        r.summary.is_some(),
+                    )
                     .await?;
                 recovered += stored.len();
             }
@@ -118,6 +129,44 @@ impl Ingest {
             );
         }
         Ok(())
+    }
+
+    /// Raw values of continuous streams will come through [`Ingest::observe_stream`]; stored
+    /// window summaries are then not evaluated (their values already were).
+    pub fn with_stream_values(mut self) -> Ingest {
+        self.streams_raw = true;
+        self
+    }
+
+    /// One raw value of a continuous stream (heart rate, PLX continuous): through the alert rules,
+    /// not into the store (its window's summary is stored). The alert it raises refers to no
+    /// stored reading.
+    pub async fn observe_stream(
+        &self,
+        device: &DeviceKey,
+        reading: &Reading,
+        received_at: UtcMillis,
+    ) -> Result<Vec<AlertEvent>, IngestError> {
+        let mut st = self.state.lock().await;
+        let at = self.measured_at(reading, received_at);
+        let last = st.last_reading.entry(device.clone()).or_insert(at);
+        if at > *last {
+            *last = at;
+        }
+        let events = st.engine.observe(&self.cfg.rules, at, reading, "stream");
+        let mut stored = Vec::new();
+        for e in events {
+            if self.store_event(&st, &e).await? {
+                stored.push(e);
+            }
+        }
+        drop(st);
+        if !stored.is_empty() {
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
+        }
+        Ok(stored)
     }
 
     /// Notify `wake` after every append that stored something (the uplink waits on it).
@@ -165,15 +214,15 @@ impl Ingest {
     ) -> Result<IngestOutcome, IngestError> {
         // Held across the append so that ids reach the engine in order.
         let mut st = self.state.lock().await;
-        let readings: Vec<(Reading, UtcMillis)> = items
+        let readings: Vec<(Reading, UtcMillis, bool)> = items
             .iter()
-            .map(|i| (i.reading.clone(), i.received_at))
+            .map(|i| (i.reading.clone(), i.received_at, i.summary.is_some()))
             .collect();
         let append = self.store.append(device, items, cursor).await?;
         let mut alerts = Vec::new();
-        for (id, (reading, received_at)) in append.ids.iter().zip(readings) {
+        for (id, (reading, received_at, summary)) in append.ids.iter().zip(readings) {
             alerts.extend(
-                self.evaluate(&mut st, *id, device, &reading, received_at)
+                self.evaluate(&mut st, *id, device, &reading, received_at, summary)
                     .await?,
             );
         }
@@ -234,6 +283,7 @@ impl Ingest {
         device: &DeviceKey,
         reading: &Reading,
         received_at: UtcMillis,
+        summary: bool,
     ) -> Result<Vec<AlertEvent>, IngestError> {
         if id <= st.last_id {
             return Ok(Vec::new());
@@ -243,6 +293,9 @@ impl Ingest {
         let last = st.last_reading.entry(device.clone()).or_insert(at);
         if at > *last {
             *last = at;
+        }
+        if summary && self.streams_raw {
+            return Ok(Vec::new());
         }
         let events = st
             .engine

@@ -163,8 +163,12 @@ impl Daemon {
                 },
             )
             .await?
-            .with_wake(wake),
+            .with_wake(wake)
+            .with_stream_values(),
         );
+        // Raw values of continuous streams: to the alert rules (spot readings reach them through
+        // ingest when stored).
+        let (raw_tx, mut raw_rx) = tokio::sync::mpsc::unbounded_channel::<ble::RawValue>();
 
         // Simulated devices: registered (allow-listed, bound to the patient) and anchored.
         let mut sims = Vec::new();
@@ -178,13 +182,42 @@ impl Daemon {
         let first_start = first_start(&store, opts.clock.now()).await?;
 
         let ble_progress = Progress::new();
-        let ble = ble::Hub::new(cfg.ble.clone(), store.clone(), opts.clock.clone(), None)
-            .with_sink(ingest.clone())
-            .with_progress(ble_progress.clone());
+        let ble = ble::Hub::new(
+            cfg.ble.clone(),
+            store.clone(),
+            opts.clock.clone(),
+            Some(raw_tx),
+        )
+        .with_sink(ingest.clone())
+        .with_progress(ble_progress.clone());
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut beats = Vec::new();
 
+        {
+            let ingest = ingest.clone();
+            let clock = opts.clock.clone();
+            let mut rx = rx.clone();
+            tasks.spawn(async move {
+                loop {
+                    let v = tokio::select! {
+                        v = raw_rx.recv() => v,
+                        _ = rx.changed() => None,
+                    };
+                    let Some(v) = v else { break };
+                    if !v.stream {
+                        continue;
+                    }
+                    if let Err(e) = ingest
+                        .observe_stream(&v.device, &v.reading, clock.now())
+                        .await
+                    {
+                        warn!(error = %e, "A stream value could not be evaluated.");
+                    }
+                }
+                "stream alerts"
+            });
+        }
         if cfg.ble.enabled {
             let b = ble.clone();
             let rx = rx.clone();
