@@ -10,6 +10,7 @@ mod demo;
 mod keys;
 mod pki;
 mod receiver;
+mod tech;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ pub enum Command {
     Receiver(receiver::ReceiverArgs),
     /// Mint a development PKI (CA, receiver and hub certificates). NOT FOR PRODUCTION.
     Pki(pki::PkiArgs),
+    /// The hub's health: upload backlog, last sync, alerts, devices, last errors (read-only; safe
+    /// while the daemon runs).
+    Status(tech::StatusArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -69,5 +73,6 @@ pub fn main() -> ExitCode {
         },
         Command::Receiver(args) => receiver::run(&args),
         Command::Pki(args) => pki::run(&args),
+        Command::Status(args) => tech::status(&args),
     }
 }

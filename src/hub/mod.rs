@@ -5,6 +5,7 @@
 pub mod hook;
 pub mod ingest;
 pub mod run;
+pub mod tech;
 
 pub use ingest::{Ingest, IngestConfig, IngestError, IngestOutcome};
 pub use run::{run, Daemon, Options, RunError};
