@@ -50,6 +50,9 @@ pub enum Command {
     /// The hub's health: upload backlog, last sync, alerts, devices, last errors (read-only; safe
     /// while the daemon runs).
     Status(tech::StatusArgs),
+    /// Decrypt and write the patient's readings in a time range as FHIR (a `collection` Bundle)
+    /// or CSV (read-only; safe while the daemon runs).
+    Export(tech::ExportArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -74,5 +77,6 @@ pub fn main() -> ExitCode {
         Command::Receiver(args) => receiver::run(&args),
         Command::Pki(args) => pki::run(&args),
         Command::Status(args) => tech::status(&args),
+        Command::Export(args) => tech::export(&args),
     }
 }
