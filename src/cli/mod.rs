@@ -53,6 +53,9 @@ pub enum Command {
     /// Decrypt and write the patient's readings in a time range as FHIR (a `collection` Bundle)
     /// or CSV (read-only; safe while the daemon runs).
     Export(tech::ExportArgs),
+    /// Decommission: erase the store, the keys and the credentials (asks first; refuses while the
+    /// daemon runs).
+    Wipe(tech::WipeArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -78,5 +81,6 @@ pub fn main() -> ExitCode {
         Command::Pki(args) => pki::run(&args),
         Command::Status(args) => tech::status(&args),
         Command::Export(args) => tech::export(&args),
+        Command::Wipe(args) => tech::wipe(&args),
     }
 }

@@ -178,3 +178,61 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         }
     }
 }
+
+#[derive(Debug, Args)]
+pub struct WipeArgs {
+    /// The config file (default as for `run`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Do not ask (required when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub fn wipe(args: &WipeArgs) -> ExitCode {
+    use crate::hub::wipe;
+    let cfg = match load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "vitals-hub wipe: refusing without confirmation: stdin is not a terminal; pass \
+                 --yes to erase the store, the keys and the credentials"
+            );
+            return ExitCode::from(super::EXIT_BAD_INPUT);
+        }
+        let list = match wipe::targets(&cfg) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("vitals-hub wipe: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("This erases, for good, every reading, key and credential of this hub:");
+        for p in &list {
+            println!("  {}", p.display());
+        }
+        print!("Type `wipe` to confirm: ");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() || line.trim() != "wipe" {
+            eprintln!("vitals-hub wipe: not confirmed; nothing was erased");
+            return ExitCode::from(super::EXIT_BAD_INPUT);
+        }
+    }
+    match wipe::wipe(&cfg) {
+        Ok(done) => {
+            for (p, n) in &done {
+                println!("erased {} ({n} bytes)", p.display());
+            }
+            println!("wipe: {} files erased", done.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vitals-hub wipe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod hook;
 pub mod ingest;
 pub mod run;
 pub mod tech;
+pub mod wipe;
 
 pub use ingest::{Ingest, IngestConfig, IngestError, IngestOutcome};
 pub use run::{run, Daemon, Options, RunError};
