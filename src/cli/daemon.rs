@@ -82,7 +82,7 @@ pub fn shutdown_on_signals() -> std::io::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
-fn load(explicit: Option<&Path>) -> Result<Config, ExitCode> {
+pub(crate) fn load(explicit: Option<&Path>) -> Result<Config, ExitCode> {
     let path = config::config_path(explicit);
     Config::load(&path).map_err(|e| {
         eprintln!("vitals-hub: config error\n{e}");

@@ -10,6 +10,7 @@ mod demo;
 mod keys;
 mod pki;
 mod receiver;
+mod tech;
 mod visit;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,15 @@ pub enum Command {
     Receiver(receiver::ReceiverArgs),
     /// Mint a development PKI (CA, receiver and hub certificates). NOT FOR PRODUCTION.
     Pki(pki::PkiArgs),
+    /// The hub's health: upload backlog, last sync, alerts, devices, last errors (read-only; safe
+    /// while the daemon runs).
+    Status(tech::StatusArgs),
+    /// Decrypt and write the patient's readings in a time range as FHIR (a `collection` Bundle)
+    /// or CSV (read-only; safe while the daemon runs).
+    Export(tech::ExportArgs),
+    /// Decommission: erase the store, the keys and the credentials (asks first; refuses while the
+    /// daemon runs).
+    Wipe(tech::WipeArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -84,5 +94,8 @@ pub fn main() -> ExitCode {
         },
         Command::Receiver(args) => receiver::run(&args),
         Command::Pki(args) => pki::run(&args),
+        Command::Status(args) => tech::status(&args),
+        Command::Export(args) => tech::export(&args),
+        Command::Wipe(args) => tech::wipe(&args),
     }
 }

@@ -67,15 +67,23 @@ fn load(explicit: &Option<PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
-async fn open_store(cfg: &Config) -> Result<Store, String> {
+/// The store beside a daemon that may be running: writes allowed, its in-flight uploads left
+/// alone; `read_only` for listing.
+async fn open_store_mode(cfg: &Config, read_only: bool) -> Result<Store, String> {
     let mut sc = StoreConfig::new(cfg.state_dir());
     sc.patient_id = Some(cfg.hub.patient_id.clone());
+    sc.recover_in_flight = false;
+    sc.read_only = read_only;
     Store::open(sc, Arc::new(SystemClock)).await.map_err(|e| {
         format!(
             "cannot open the hub's store in {}: {e}",
             cfg.state_dir().display()
         )
     })
+}
+
+async fn open_store(cfg: &Config) -> Result<Store, String> {
+    open_store_mode(cfg, false).await
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
@@ -272,7 +280,7 @@ pub fn devices(args: &DevicesArgs) -> ExitCode {
         return fail(1, "cannot start the async runtime");
     };
     let r = rt.block_on(async {
-        let store = open_store(&cfg).await?;
+        let store = open_store_mode(&cfg, true).await?;
         let mut rows = Vec::new();
         let last = store.last_received().await.map_err(|e| e.to_string())?;
         for d in store.devices().await.map_err(|e| e.to_string())? {

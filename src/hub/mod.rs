@@ -2,9 +2,12 @@
 //! rules), the local alert hook, and (with the daemon) the BLE sessions, the uplink and systemd
 //! notification.
 
+pub mod export;
 pub mod hook;
 pub mod ingest;
 pub mod run;
+pub mod tech;
+pub mod wipe;
 
 pub use ingest::{Ingest, IngestConfig, IngestError, IngestOutcome};
 pub use run::{run, Daemon, Options, RunError};

@@ -52,6 +52,9 @@ pub enum RunError {
     Uplink(#[from] UplinkError),
     #[error("task `{0}` ended unexpectedly; the hub stops so that systemd restarts it")]
     TaskEnded(&'static str),
+    /// Another daemon holds the state directory's lock (or the lock file is unusable).
+    #[error("state directory lock: {0}")]
+    Lock(String),
 }
 
 /// What the caller may choose besides the config (tests, the demo).
@@ -87,6 +90,8 @@ pub struct Daemon {
     uplink_status: Arc<Mutex<UplinkStatus>>,
     ble: ble::Hub,
     stopping: bool,
+    /// `<state_dir>/hub.lock`, held while the daemon runs (`wipe` refuses while it is held).
+    _lock: std::fs::File,
 }
 
 /// Create the state directory (0700) if missing and check it is usable.
@@ -124,6 +129,14 @@ impl Daemon {
     pub async fn start(cfg: &Config, opts: Options) -> Result<Daemon, RunError> {
         let state_dir = cfg.state_dir();
         prepare_state_dir(&state_dir)?;
+        let lock = crate::hub::wipe::hold_lock(&state_dir)
+            .map_err(|e| RunError::Lock(e.to_string()))?
+            .ok_or_else(|| {
+                RunError::Lock(format!(
+                    "another vitals-hub daemon already runs on {}; stop it first",
+                    state_dir.display()
+                ))
+            })?;
         for w in cfg.warnings() {
             warn!("{w}");
         }
@@ -294,6 +307,7 @@ impl Daemon {
             "Hub started."
         );
         Ok(Daemon {
+            _lock: lock,
             store,
             shutdown,
             tasks,

@@ -182,7 +182,57 @@ fn move_aside(path: &Path, now: UtcMillis) -> Result<PathBuf> {
 }
 
 impl Db {
+    /// Open an existing store for reading only: nothing on disk is created, migrated or reset.
+    fn open_read_only(cfg: StoreConfig, clock: Arc<dyn Clock>) -> Result<Db> {
+        let path = cfg.db_path();
+        if !path.exists() {
+            return Err(StoreError::Invalid(format!(
+                "there is no store at {}; check the state directory in the config (the daemon \
+                 creates the store when it first runs)",
+                path.display()
+            )));
+        }
+        let kek = Kek::new(&keyfile::read_checked(cfg.kek.path())?)?;
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let found = schema::version(&conn)?;
+        if found != schema::LATEST {
+            return Err(StoreError::Invalid(format!(
+                "the store {} has schema {found} and this binary reads schema {}; run the daemon \
+                 of this version once (it migrates the store) or use the matching vitals-hub",
+                path.display(),
+                schema::LATEST
+            )));
+        }
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let mut db = Db {
+            conn,
+            path,
+            cfg,
+            clock,
+            rng: SystemRandom::new(),
+            kek,
+            keys: KeyRing::default(),
+            data_version: 0,
+            tx_seals: 0,
+            queued: Vec::new(),
+            capacity_warned: false,
+            full_reported: false,
+            disk_full_reported: false,
+            page_size: u64::try_from(page_size).unwrap_or(4096),
+        };
+        db.load_keys()?;
+        db.data_version = db.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(db)
+    }
+
     pub(crate) fn open(cfg: StoreConfig, clock: Arc<dyn Clock>) -> Result<Db> {
+        if cfg.read_only {
+            return Db::open_read_only(cfg, clock);
+        }
         let dir = &cfg.state_dir;
         if !dir.exists() {
             fs::DirBuilder::new()
@@ -253,10 +303,14 @@ impl Db {
                 db.create_key("data")?;
             }
             db.load_keys()?;
-            let n = db.conn.execute(
-                "UPDATE outbox SET state = 'pending' WHERE state = 'in_flight'",
-                [],
-            )?;
+            let n = if db.cfg.recover_in_flight {
+                db.conn.execute(
+                    "UPDATE outbox SET state = 'pending' WHERE state = 'in_flight'",
+                    [],
+                )?
+            } else {
+                0
+            };
             if n > 0 {
                 db.queue(
                     "inflight_recovered",
@@ -335,6 +389,12 @@ impl Db {
     }
 
     fn write_inner<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        if self.cfg.read_only {
+            return Err(StoreError::Invalid(
+                "the store was opened read-only (status, export); writes go through the daemon"
+                    .into(),
+            ));
+        }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.tx_seals = 0;
         let body = (|| {
@@ -382,7 +442,8 @@ impl Db {
 
     /// Write queued events now (after a read path queued a security event).
     fn flush_events(&mut self) {
-        if self.queued.is_empty() {
+        // A read-only handle keeps its events in memory (`events` still returns them).
+        if self.queued.is_empty() || self.cfg.read_only {
             return;
         }
         if let Err(e) = self.write(|_| Ok(())) {

@@ -46,7 +46,10 @@
 //! cursor never covers readings that are not on disk. `temp_store=MEMORY` (no temp files),
 //! `secure_delete=FAST`, `journal_size_limit` bounds the WAL after checkpoints. On open: `quick_check`
 //! (a corrupt file is renamed to `store.db.corrupt-<ms>`, never deleted, and a fresh store starts with
-//! an event), migrations, then every `in_flight` outbox entry returns to `pending`.
+//! an event), migrations, then every `in_flight` outbox entry returns to `pending`. A read-only open
+//! ([`StoreConfig::read_only`], for `status` and `export` beside the running daemon) does none of
+//! that: it opens SQLite with `SQLITE_OPEN_READ_ONLY`, requires the current schema, and only reads
+//! (WAL readers never block the daemon's writer).
 //!
 //! **Outbox.** `pending → in_flight → acked | rejected` (and `pending ← in_flight` on retry or restart;
 //! `quarantined` when a row fails authentication). [`Store::pending`] returns alerts first, then the
@@ -182,6 +185,14 @@ pub struct StoreConfig {
     pub patient_id: Option<String>,
     /// Override of SQLite's `max_page_count` (tests simulate a full disk with it).
     pub sqlite_max_pages: Option<u32>,
+    /// Open an existing store for reading only (`status`, `export` while the daemon runs): SQLite
+    /// opened read-only, no directory or KEK created, no migration, in-flight outbox entries left
+    /// as they are, no events written. Every write call fails.
+    pub read_only: bool,
+    /// Return in-flight outbox entries to pending at open (the daemon, after a crash). `false`
+    /// for the technician's commands that write while the daemon may be uploading (`pair`,
+    /// `unpair`): its in-flight entries are its own.
+    pub recover_in_flight: bool,
 }
 
 impl StoreConfig {
@@ -196,12 +207,20 @@ impl StoreConfig {
             rotate_after_seals: 1 << 30,
             patient_id: None,
             sqlite_max_pages: None,
+            read_only: false,
+            recover_in_flight: true,
         }
     }
 
     /// The database file.
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join("store.db")
+    }
+
+    /// The same store, opened for reading only (see [`StoreConfig::read_only`]).
+    pub fn read_only(mut self) -> StoreConfig {
+        self.read_only = true;
+        self
     }
 }
 

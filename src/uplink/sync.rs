@@ -178,7 +178,7 @@ impl Uplink {
         let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
         let client = build_client(&cfg, cert.clone())?;
         Ok(Uplink {
-            destination: url.as_str().trim_end_matches('/').to_owned(),
+            destination: destination_of(&url),
             url,
             cfg,
             store,
@@ -683,6 +683,18 @@ impl Uplink {
                 self.next_delay = Duration::ZERO;
                 let now = self.clock.now();
                 self.with_status(|s| s.last_success = Some(now));
+                // Persisted for `vitals-hub status` (another process); ms since the epoch.
+                if let Err(e) = self
+                    .store
+                    .set_uplink_state(
+                        &self.destination,
+                        LAST_SUCCESS,
+                        &now.as_millis().to_string(),
+                    )
+                    .await
+                {
+                    warn!(error = %e, "Could not record the last successful sync.");
+                }
             }
             Ok(Step::Idle) => {}
             Err(e) => {
@@ -908,6 +920,15 @@ fn free_disk(dir: &std::path::Path) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The key the uplink files its `uplink_state` under: the base URL without a trailing slash.
+pub fn destination_of(url: &reqwest::Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+/// The `uplink_state` name under which the time of the last delivered batch is kept (ms since the
+/// epoch, per destination).
+pub const LAST_SUCCESS: &str = "last_success";
 
 /// What the FHIR mapping needs of a stored device: its identity, Device Information and clock.
 pub fn phd_device_info(

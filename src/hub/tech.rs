@@ -1,0 +1,230 @@
+//! The technician's commands beside a running daemon: `status` (the hub's health at a glance).
+//!
+//! Everything here opens the store read-only ([`StoreConfig::read_only`]): a second process must
+//! not migrate the schema, reset in-flight uploads or write events while the daemon runs. SQLite's
+//! WAL lets this reader see the last committed state without blocking the daemon's writer.
+
+use crate::config::Config;
+use crate::model::{Clock, UtcMillis};
+use crate::store::{Event, Result, Store, StoreConfig};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// How many warning/error events `status` shows.
+pub const LAST_ERRORS: usize = 5;
+
+/// The store of `cfg`, opened read-only.
+pub async fn open_read_only(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Store> {
+    let mut sc = StoreConfig::new(cfg.state_dir()).read_only();
+    sc.size_limit = cfg.store.size_limit_mb.saturating_mul(1 << 20);
+    sc.patient_id = Some(cfg.hub.patient_id.clone());
+    Store::open(sc, clock).await
+}
+
+/// The hub's health, as `vitals-hub status --json` prints it (a stable object: fields are only
+/// ever added).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// When this was taken (ms since the epoch).
+    pub at: UtcMillis,
+    pub backlog: Backlog,
+    pub last_sync: LastSync,
+    pub alerts: AlertCounts,
+    pub devices: Vec<DeviceStatus>,
+    /// The latest events of severity warning, error or security, newest first.
+    pub last_errors: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Entries waiting for upload: pending + in flight.
+    pub depth: u64,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub rejected: u64,
+    pub quarantined: u64,
+    /// Minute resolution: when the oldest waiting entry was created.
+    pub oldest_waiting: Option<UtcMillis>,
+    pub oldest_waiting_age_secs: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastSync {
+    /// The last batch the clinic acknowledged (as the uplink recorded it), if any.
+    pub at: Option<UtcMillis>,
+    pub age_secs: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertCounts {
+    /// Alerts not yet delivered to the clinic (the hub cannot know which the clinic closed).
+    pub waiting_for_upload: u64,
+    /// Alerts held in the store.
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceStatus {
+    /// The store's id of the device (no meaning outside this hub).
+    pub key: String,
+    pub name: Option<String>,
+    pub profile: String,
+    pub allowed: bool,
+    pub last_seen: Option<UtcMillis>,
+    pub last_seen_age_secs: Option<i64>,
+    pub battery_percent: Option<u8>,
+    /// The Bluetooth address; only for the technician's terminal (`with_addresses`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+fn age(now: UtcMillis, t: UtcMillis) -> i64 {
+    (now.as_millis() - t.as_millis()).div_euclid(1000)
+}
+
+/// Take the hub's status from `store`; `with_addresses` includes device addresses.
+pub async fn status(
+    store: &Store,
+    cfg: &Config,
+    now: UtcMillis,
+    with_addresses: bool,
+) -> Result<Status> {
+    let st = store.stats().await?;
+    let last_sync_at = match cfg.uplink.validate() {
+        Ok(url) => store
+            .uplink_state(
+                &crate::uplink::sync::destination_of(&url),
+                crate::uplink::sync::LAST_SUCCESS,
+            )
+            .await?
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(UtcMillis),
+        Err(_) => None,
+    };
+    let mut devices = Vec::new();
+    for d in store.devices().await? {
+        let info = store.device_info(&d.key).await?.unwrap_or_default();
+        devices.push(DeviceStatus {
+            key: d.key.0.clone(),
+            name: d.record.name.clone(),
+            profile: d.record.profile.clone(),
+            allowed: d.allowed,
+            last_seen: info.last_seen,
+            last_seen_age_secs: info.last_seen.map(|t| age(now, t)),
+            battery_percent: info.battery_percent,
+            address: with_addresses.then(|| d.record.address.clone()),
+        });
+    }
+    let last_errors = store
+        .events(1000)
+        .await?
+        .into_iter()
+        .filter(|e| matches!(e.severity.as_str(), "warning" | "error" | "security"))
+        .take(LAST_ERRORS)
+        .collect();
+    Ok(Status {
+        at: now,
+        backlog: Backlog {
+            depth: st.pending + st.in_flight,
+            pending: st.pending,
+            in_flight: st.in_flight,
+            rejected: st.rejected,
+            quarantined: st.quarantined,
+            oldest_waiting: st.oldest_waiting,
+            oldest_waiting_age_secs: st.oldest_waiting.map(|t| age(now, t)),
+        },
+        last_sync: LastSync {
+            at: last_sync_at,
+            age_secs: last_sync_at.map(|t| age(now, t)),
+        },
+        alerts: AlertCounts {
+            waiting_for_upload: st.alerts_waiting,
+            total: st.alerts,
+        },
+        devices,
+        last_errors,
+    })
+}
+
+/// `3h 12m`, `45s`.
+pub fn human_age(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn when(t: Option<UtcMillis>, age: Option<i64>) -> String {
+    match (t, age) {
+        (Some(t), Some(a)) => format!("{} ({} ago)", t.to_rfc3339(), human_age(a)),
+        _ => "never".into(),
+    }
+}
+
+/// The status for a human.
+pub fn render_text(s: &Status) -> String {
+    let mut o = String::new();
+    let b = &s.backlog;
+    let _ = writeln!(
+        o,
+        "backlog:      {} waiting ({} pending, {} in flight); oldest {}",
+        b.depth,
+        b.pending,
+        b.in_flight,
+        match b.oldest_waiting_age_secs {
+            Some(a) => format!("{} old", human_age(a)),
+            None => "-".into(),
+        }
+    );
+    if b.rejected + b.quarantined > 0 {
+        let _ = writeln!(
+            o,
+            "              {} rejected by the clinic, {} quarantined (kept on the hub)",
+            b.rejected, b.quarantined
+        );
+    }
+    let _ = writeln!(
+        o,
+        "last sync:    {}",
+        when(s.last_sync.at, s.last_sync.age_secs)
+    );
+    let _ = writeln!(
+        o,
+        "alerts:       {} waiting for upload, {} held",
+        s.alerts.waiting_for_upload, s.alerts.total
+    );
+    let _ = writeln!(o, "devices:      {}", s.devices.len());
+    for d in &s.devices {
+        let _ = writeln!(
+            o,
+            "  {:<14} {:<15} last seen {}, battery {}{}{}",
+            d.name.as_deref().unwrap_or("(unnamed)"),
+            d.profile,
+            when(d.last_seen, d.last_seen_age_secs),
+            d.battery_percent
+                .map(|p| format!("{p}%"))
+                .unwrap_or_else(|| "-".into()),
+            d.address
+                .as_deref()
+                .map(|a| format!(", {a}"))
+                .unwrap_or_default(),
+            if d.allowed { "" } else { " (not allowed)" }
+        );
+    }
+    let _ = writeln!(o, "last errors:  {}", s.last_errors.len());
+    for e in &s.last_errors {
+        let _ = writeln!(
+            o,
+            "  {} {:<8} {}: {}",
+            e.at.to_rfc3339(),
+            e.severity,
+            e.kind,
+            e.detail
+        );
+    }
+    o
+}
