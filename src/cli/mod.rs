@@ -9,7 +9,9 @@ mod decode;
 mod demo;
 mod keys;
 mod pki;
+mod progress;
 mod receiver;
+mod sync;
 mod tech;
 mod visit;
 
@@ -41,6 +43,8 @@ pub enum Command {
     Unpair(visit::UnpairArgs),
     /// The paired devices: last seen, last reading, battery, bond security, expected schedule.
     Devices(visit::DevicesArgs),
+    /// Upload the backlog now, with progress (when the daemon is not running).
+    Sync(sync::SyncArgs),
     /// The config file: check it, show where files are looked for.
     #[command(subcommand)]
     Config(daemon::ConfigCommand),
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Config(cmd) => daemon::config(&cmd),
         Command::Scan(args) => visit::scan(&args),
+        Command::Sync(args) => sync::run(&args),
         Command::Pair(args) => visit::pair(&args),
         Command::Unpair(args) => visit::unpair(&args),
         Command::Devices(args) => visit::devices(&args),

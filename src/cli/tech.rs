@@ -124,22 +124,8 @@ pub fn export(args: &ExportArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // A bar (on stderr) when a person watches; a line per 10 000 readings otherwise.
-    let bar = std::io::stdout()
-        .is_terminal()
-        .then(|| indicatif::ProgressBar::new(0));
-    let mut last_line = 0u64;
-    let mut progress = |done: u64, total: u64| match &bar {
-        Some(b) => {
-            b.set_length(total);
-            b.set_position(done);
-        }
-        None if done >= last_line + 10_000 => {
-            last_line = done;
-            eprintln!("vitals-hub export: {done} of {total} readings scanned");
-        }
-        None => {}
-    };
+    let mut reporter = super::progress::Reporter::new("export", "readings scanned", 10_000);
+    let mut progress = |done: u64, total: u64| reporter.update(done, total);
     let result = rt.block_on(async {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = tech::open_read_only(&cfg, clock.clone()).await?;
@@ -152,9 +138,7 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         store.close().await;
         r
     });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    reporter.finish();
     match result {
         Ok(r) => {
             eprintln!(

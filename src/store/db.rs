@@ -1235,6 +1235,16 @@ impl Db {
         Ok(vec![key_id.into(), sealed.into()])
     }
 
+    /// Every pending entry due now (a technician's `sync --now` after an outage).
+    pub(crate) fn due_now(&mut self, now: UtcMillis) -> Result<usize> {
+        self.write(|db| {
+            Ok(db.conn.execute(
+                "UPDATE outbox SET next_attempt = ?1 WHERE state = 'pending' AND next_attempt > ?1",
+                [now.as_millis()],
+            )?)
+        })
+    }
+
     pub(crate) fn retry(&mut self, ids: &[i64], error: &str, next: UtcMillis) -> Result<usize> {
         self.update_each(
             "UPDATE outbox SET state = 'pending', next_attempt = ?1, key_id = ?2, last_error = ?3

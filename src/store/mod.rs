@@ -602,6 +602,11 @@ impl Store {
     }
 
     /// Pending or in flight → rejected (kept, never retried).
+    /// Make every pending entry due now, whatever its backoff (`vitals-hub sync --now`).
+    pub async fn due_now(&self, now: UtcMillis) -> Result<usize> {
+        self.call(move |db| db.due_now(now)).await
+    }
+
     pub async fn reject(&self, ids: Vec<i64>, reason: &str) -> Result<usize> {
         let reason = reason.to_owned();
         self.call(move |db| db.reject(&ids, &reason)).await
