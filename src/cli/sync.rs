@@ -78,7 +78,7 @@ pub fn run(args: &SyncArgs) -> ExitCode {
     }
 }
 
-async fn drain(cfg: &Config, limit: Duration) -> Result<(u64, u64, u64), String> {
+pub(super) async fn drain(cfg: &Config, limit: Duration) -> Result<(u64, u64, u64), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut sc = StoreConfig::new(cfg.state_dir());
     sc.size_limit = cfg.store.size_limit_mb.saturating_mul(1 << 20);

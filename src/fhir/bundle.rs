@@ -759,12 +759,18 @@ impl Builder<'_, '_> {
     /// A notice about the hub itself (certificate expiring, an upload the clinic refused).
     fn hub_notice(&self, a: &AlertInput<'_>) -> Json {
         let text = serde_json::to_string(a.payload).unwrap_or_default();
+        // The technician's commissioning report travels the same way, as routine news.
+        let (category, priority) = if a.payload.get("commissioning_report").is_some() {
+            ("vitals-hub commissioning report", "routine")
+        } else {
+            ("vitals-hub alert", "urgent")
+        };
         json!({
             "resourceType": "Communication",
             "identifier": [{ "system": codes::ALERT_IDENTIFIER_SYSTEM, "value": a.stable_key }],
             "status": "completed",
-            "category": [{ "text": "vitals-hub alert" }],
-            "priority": "urgent",
+            "category": [{ "text": category }],
+            "priority": priority,
             "subject": { "reference": format!("Patient/{}", self.ctx.patient_id) },
             "sender": { "reference": self.hub_ref },
             "payload": [{ "contentString": text }]

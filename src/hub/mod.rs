@@ -2,6 +2,7 @@
 //! rules), the local alert hook, and (with the daemon) the BLE sessions, the uplink and systemd
 //! notification.
 
+pub mod commission;
 pub mod export;
 pub mod hook;
 pub mod ingest;

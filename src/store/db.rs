@@ -715,6 +715,24 @@ impl Db {
         Ok(self.device_rows(Some(h))?.into_iter().next())
     }
 
+    /// Per device (by uuid): readings the clinic acknowledged, and when the last one was.
+    pub(crate) fn acked_by_device(&mut self) -> Result<Vec<(String, u64, Option<i64>)>> {
+        let mut st = self.conn.prepare(
+            "SELECT d.uuid, count(*), max(o.done_at) FROM outbox o
+               JOIN readings r ON o.item = 'reading' AND o.item_id = r.id
+               JOIN devices d ON d.id = r.device_id
+              WHERE o.state = 'acked' GROUP BY d.uuid",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Per device (by uuid): when its latest stored reading arrived, to the minute.
     pub(crate) fn last_received(&mut self) -> Result<Vec<(String, UtcMillis)>> {
         let mut st = self.conn.prepare(

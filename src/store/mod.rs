@@ -526,6 +526,17 @@ impl Store {
             .await
     }
 
+    /// Per device: how many of its readings the clinic acknowledged, and when the last was.
+    pub async fn acked_by_device(
+        &self,
+    ) -> Result<std::collections::HashMap<DeviceKey, (u64, Option<UtcMillis>)>> {
+        let rows = self.call(|db| db.acked_by_device()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, n, t)| (DeviceKey(k), (n, t.map(UtcMillis))))
+            .collect())
+    }
+
     /// When each device's latest stored reading arrived (minute resolution; plain in the file).
     pub async fn last_received(&self) -> Result<std::collections::HashMap<DeviceKey, UtcMillis>> {
         let rows = self.call(|db| db.last_received()).await?;

@@ -1,0 +1,99 @@
+//! `vitals-hub commission`: after the simulated devices' readings reached the clinic, every device
+//! passes, clock offsets are reported, and the report itself reaches the clinic once; a paired
+//! device that never delivered fails the report with the fix.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+#[path = "daemon_support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use vitals_hub::model::SystemClock;
+use vitals_hub::store::{DeviceRecord, Store, StoreConfig};
+
+fn commission(cfg: &std::path::Path) -> (i32, String, String) {
+    let out = hub_command()
+        .args(["commission", "--scan-seconds", "0", "--config"])
+        .arg(cfg)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_passes_when_every_device_delivered_and_reaches_the_clinic() {
+    let w = World::new().await;
+    let cfg = w.config("hub.toml", FAST_DEVICES);
+    let mut hub = w.spawn(&cfg);
+    let end = Instant::now() + Duration::from_secs(60);
+    while w.at_receiver().len() < 12 {
+        assert!(Instant::now() < end, "no upload");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let every device deliver once more, then stop the daemon: commission sends the report itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&hub, "TERM");
+    assert!(wait_exit(&mut hub, 15).unwrap().success());
+
+    let (code, out, err) = commission(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("PASS"), "{out}");
+    for name in ["meter", "cuff", "oximeter", "scale"] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name}:\n{out}"));
+        assert!(line.trim_start().starts_with("PASS"), "{line}");
+        assert!(line.contains("clock"), "{line}");
+    }
+    assert!(out.contains("sent to the clinic and acknowledged"), "{out}");
+    let reports: Vec<_> = w
+        .receiver
+        .resources("Communication")
+        .into_iter()
+        .filter(|c| c.to_string().contains("commissioning report"))
+        .collect();
+    assert_eq!(reports.len(), 1, "one report at the clinic");
+    assert_eq!(reports[0]["priority"], "routine");
+
+    // A paired device that never delivered: the report fails and says what to do.
+    {
+        let mut sc = StoreConfig::new(w.state_dir());
+        sc.patient_id = Some(PATIENT.into());
+        let store = Store::open(sc, Arc::new(SystemClock)).await.unwrap();
+        store
+            .upsert_device(
+                DeviceRecord {
+                    address: "C0:26:DA:00:09:01".into(),
+                    name: Some("thermo".into()),
+                    profile: "thermometer".into(),
+                    patient_binding: Some(PATIENT.into()),
+                    serial: None,
+                    bond: Some(
+                        "paired=true;bonded=true;trusted=true;security=authenticated-passkey"
+                            .into(),
+                    ),
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let (code, out, _) = commission(&cfg);
+    assert_eq!(code, 1, "{out}");
+    let line = out.lines().find(|l| l.contains("thermo")).unwrap();
+    assert!(line.trim_start().starts_with("FAIL"), "{line}");
+    assert!(out.contains("fix: take a measurement"), "{out}");
+}
