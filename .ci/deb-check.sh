@@ -79,9 +79,11 @@ if command -v shellcheck >/dev/null; then
 fi
 grep -q 'adduser --system --group' "$work/control/postinst" || bad "postinst does not create the system user"
 grep -q -- '--shell /usr/sbin/nologin' "$work/control/postinst" || bad "postinst gives the user a login shell"
+# shellcheck disable=SC2016 # the literal text of postinst
 grep -q 'chmod 0700 "$STATE_DIR"' "$work/control/postinst" || bad "postinst does not make the state directory 0700"
 grep -q 'deb-systemd-helper' "$work/control/postinst" || bad "postinst has no generated systemd part"
 # A fresh install must not start the unit (it has no config yet): only try-restart on upgrade.
+# shellcheck disable=SC2016 # the literal text of the generated fragment
 if grep -Eq 'deb-systemd-invoke (start|\$_dh_action)' "$work/control/postinst"; then
     bad "postinst starts the unit on install"
 fi
