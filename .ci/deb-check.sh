@@ -45,7 +45,7 @@ done
 
 # File list: "perms owner/group size date time path".
 has_file() { # MODE PATH
-    grep -Eq "^$1 root/root .* \./$2\$" "$work/list" || bad "file list lacks $1 root/root ./$2"
+    grep -Eq "^$1 (root/root|0/0) .* \./$2\$" "$work/list" || bad "file list lacks $1 root/root ./$2"
 }
 has_file -rwxr-xr-x usr/bin/vitals-hub
 has_file -rw-r--r-- usr/share/doc/vitals-hub/README.md
@@ -90,7 +90,7 @@ fi
 grep -q 'deb-systemd-invoke stop' "$work/control/prerm" || bad "prerm does not stop the unit on remove"
 awk '/^if \[ "\$1" = "purge" \]; then$/ {p=1} p && /rm -rf \/var\/lib\/vitals-hub/ {ok=1} END {exit !ok}' \
     "$work/control/postrm" || bad "postrm does not erase /var/lib/vitals-hub on purge"
-if grep -Eiq 'password|passwd [^-]|chpasswd' "$work/control/postinst"; then
+if grep -Eq 'chpasswd|usermod .*-p|--password|--enable-password' "$work/control/postinst"; then
     bad "postinst sets a password"
 fi
 

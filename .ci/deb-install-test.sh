@@ -53,6 +53,7 @@ user_ok() {
 no_password() { in_root getent shadow vitals-hub | awk -F: '$2 ~ /^[*!]/ {ok=1} END {exit !ok}'; }
 in_bluetooth() { in_root id -nG vitals-hub | tr ' ' '\n' | grep -qx bluetooth; }
 no_user() { ! in_root getent passwd vitals-hub >/dev/null; }
+has_group() { in_root getent group vitals-hub >/dev/null; }
 no_group() { ! in_root getent group vitals-hub >/dev/null; }
 no_overrides() { ! in_root dpkg-statoverride --list | grep -q vitals-hub; }
 
@@ -63,7 +64,7 @@ in_root apt-get purge -y -qq vitals-hub >/dev/null 2>&1 || true
 installed_state() {
     check "user vitals-hub: system uid, home /var/lib/vitals-hub, shell nologin" user_ok
     check "no password for vitals-hub (shadow field starts with * or !)" no_password
-    check "group vitals-hub exists" in_root getent group vitals-hub
+    check "group vitals-hub exists" has_group
     check "vitals-hub is in group bluetooth" in_bluetooth
     check "/var/lib/vitals-hub 700 vitals-hub:vitals-hub" is "$(mode_owner /var/lib/vitals-hub)" "700 vitals-hub:vitals-hub"
     check "/etc/vitals-hub 750 root:vitals-hub" is "$(mode_owner /etc/vitals-hub)" "750 root:vitals-hub"
