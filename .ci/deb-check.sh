@@ -39,8 +39,10 @@ version=$(field Version)
 echo "   Package: $(field Package)  Version: $version  Architecture: $arch"
 echo "   Depends: $(field Depends)"
 [ "$(field Package)" = vitals-hub ] || bad "Package is $(field Package), not vitals-hub"
+# libc6 comes from $auto (dpkg-shlibdeps); for the cross build cargo-deb writes it arch-qualified,
+# `libc6:arm64 (>= 2.36)`, the version of Debian's cross libc.
 for dep in bluez adduser libc6; do
-    field Depends | tr ',' '\n' | grep -Eq "^ *$dep( |\$)" || bad "Depends lacks $dep"
+    field Depends | tr ',' '\n' | grep -Eq "^ *$dep(:$arch)?( |\$)" || bad "Depends lacks $dep"
 done
 
 # File list: "perms owner/group size date time path".
