@@ -9,8 +9,8 @@
     clippy::panic
 )]
 
+mod support_bin;
 use serde_json::Value as Json;
-use std::process::Command;
 use vitals_hub::alerts::{replay, AlertRules};
 
 fn scenarios() -> Vec<Json> {
@@ -93,7 +93,7 @@ fn every_scenario_through_the_binary() {
     for (i, s) in scenarios().iter().enumerate() {
         let readings = dir.path().join(format!("{i}.jsonl"));
         std::fs::write(&readings, jsonl(s)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitals-hub"));
+        let mut cmd = support_bin::hub();
         cmd.args(["alerts", "replay"]);
         if let Some(text) = s["rules"].as_str() {
             let rules = dir.path().join(format!("{i}.toml"));
@@ -129,7 +129,7 @@ fn broken_rules_and_readings_are_named() {
     .unwrap();
     let readings = dir.path().join("r.jsonl");
     std::fs::write(&readings, "{\"time\":\"2024-03-01T08:00:00Z\",\"kind\":\"glucose\",\"unit\":\"mg/dL\",\"value\":60}\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vitals-hub"))
+    let out = support_bin::hub()
         .args(["alerts", "replay", "--rules"])
         .arg(&rules)
         .arg(&readings)
@@ -143,7 +143,7 @@ fn broken_rules_and_readings_are_named() {
     );
 
     std::fs::write(&rules, "[alerts]\nsuppress_minutes = 5\nbogus = 1\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vitals-hub"))
+    let out = support_bin::hub()
         .args(["alerts", "replay", "--rules"])
         .arg(&rules)
         .arg(&readings)
@@ -157,7 +157,7 @@ fn broken_rules_and_readings_are_named() {
         "{\"time\":\"2024-03-01T08:00:00Z\",\"kind\":\"glucose\",\"unit\":\"mg/dL\"}\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vitals-hub"))
+    let out = support_bin::hub()
         .args(["alerts", "replay"])
         .arg(&readings)
         .output()

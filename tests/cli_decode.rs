@@ -7,11 +7,12 @@
     clippy::panic
 )]
 
+mod support_bin;
 use serde_json::Value;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vitals-hub"))
+    support_bin::hub()
         .args(args)
         .output()
         .expect("run vitals-hub")

@@ -7,9 +7,10 @@
 //! `vitals-hub pki DIR` mints a labelled development PKI; `vitals-hub receiver` serves it; a hub
 //! uploads to the child process with the minted hub certificate.
 
+mod support_bin;
 mod support_pki;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use support_pki::*;
 use vitals_hub::model::SystemClock;
@@ -25,10 +26,9 @@ impl Drop for Kill {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pki_then_receiver_then_upload() {
-    let exe = env!("CARGO_BIN_EXE_vitals-hub");
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
-    let out = Command::new(exe).arg("pki").arg(&pki).output().unwrap();
+    let out = support_bin::hub().arg("pki").arg(&pki).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT FOR PRODUCTION"));
     for f in [
@@ -51,7 +51,7 @@ async fn pki_then_receiver_then_upload() {
         0o600
     );
 
-    let mut child = Command::new(exe)
+    let mut child = support_bin::hub()
         .args(["receiver", "--listen", "127.0.0.1:0", "--cert"])
         .arg(pki.join("receiver.crt"))
         .arg("--key")

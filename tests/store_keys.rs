@@ -9,6 +9,7 @@
 )]
 
 mod store_support;
+mod support_bin;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -203,9 +204,8 @@ fn keys_rotate_command_rotates_data_key_and_kek() {
             .unwrap();
         store.close().await;
     });
-    let bin = env!("CARGO_BIN_EXE_vitals-hub");
     for extra in [&[][..], &["--kek"][..]] {
-        let out = std::process::Command::new(bin)
+        let out = support_bin::hub()
             .args(["keys", "rotate", "--state-dir"])
             .arg(dir.path())
             .args(extra)

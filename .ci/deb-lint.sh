@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The maintainer scripts in packaging/debian/ and the CI scripts: `sh -n`, then shellcheck
+# (Debian's package, installed when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v shellcheck >/dev/null; then
+    echo "-- installing shellcheck (Debian package)"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends shellcheck
+fi
+
+for f in packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm; do
+    sh -n "$f"
+    grep -q '^#DEBHELPER#$' "$f" || { echo "$f lacks the #DEBHELPER# token" >&2; exit 1; }
+done
+shellcheck -s sh packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm
+shellcheck .ci/run .ci/*.sh
+echo "-- maintainer scripts and CI scripts: sh -n and shellcheck clean ($(shellcheck --version | sed -n 's/^version: //p'))"
