@@ -15,18 +15,12 @@ use vitals_hub::store::{Store, StoreConfig};
 
 pub const PATIENT: &str = "pat-e2e";
 
+#[path = "../support_bin/mod.rs"]
+mod support_bin;
+
 /// The hub binary (through `VITALS_HUB_TEST_RUNNER`, e.g. qemu, when cross-testing).
 pub fn hub_command() -> Command {
-    let exe = env!("CARGO_BIN_EXE_vitals-hub");
-    match std::env::var("VITALS_HUB_TEST_RUNNER") {
-        Ok(r) if !r.trim().is_empty() => {
-            let mut parts = r.split_whitespace();
-            let mut c = Command::new(parts.next().unwrap_or_default());
-            c.args(parts).arg(exe);
-            c
-        }
-        _ => Command::new(exe),
-    }
+    support_bin::hub()
 }
 
 pub struct World {
