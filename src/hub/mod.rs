@@ -2,10 +2,12 @@
 //! rules), the local alert hook, and (with the daemon) the BLE sessions, the uplink and systemd
 //! notification.
 
+pub mod doctor;
 pub mod export;
 pub mod hook;
 pub mod ingest;
 pub mod run;
+pub mod setup;
 pub mod tech;
 pub mod wipe;
 
