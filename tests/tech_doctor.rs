@@ -221,3 +221,66 @@ fn doctor_checklist_and_failure_paths() {
     });
     drop(broker);
 }
+
+/// The backlog line: an entry waiting 2 h is a WARN, one waiting 25 h a FAIL (exit 1). The entries
+/// are written through a store whose clock is set back.
+#[test]
+fn doctor_backlog_age() {
+    use vitals_hub::model::{Decimal, Kind, ManualClock, Reading, Unit, UtcMillis, Value};
+    use vitals_hub::store::{DeviceRecord, NewReading};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let w = World::new().await;
+        let cfg = w.config("hub.toml", "[store]\nsize_limit_mb = 16\n");
+        let now = vitals_hub::model::Clock::now(&SystemClock).0;
+        let append_at = |ago_ms: i64| {
+            let state = w.state_dir();
+            async move {
+                let mut sc = StoreConfig::new(state);
+                sc.patient_id = Some(PATIENT.into());
+                let clock = Arc::new(ManualClock::new(UtcMillis(now - ago_ms)));
+                let store = Store::open(sc, clock).await.unwrap();
+                let dev = store
+                    .upsert_device(
+                        DeviceRecord {
+                            address: "C0:26:DA:00:00:01".into(),
+                            profile: "glucose".into(),
+                            ..DeviceRecord::default()
+                        },
+                        true,
+                    )
+                    .await
+                    .unwrap();
+                let r = NewReading {
+                    reading: Reading::new(
+                        Kind::Glucose,
+                        Value::Number(Decimal::new(104, 0)),
+                        Unit::MgPerDl,
+                    ),
+                    received_at: UtcMillis(now - ago_ms),
+                    stable_key: format!("k{ago_ms}"),
+                    test_data: true,
+                    summary: None,
+                };
+                store.append(&dev, vec![r], None).await.unwrap();
+                store.close().await;
+            }
+        };
+        append_at(2 * 3_600_000).await;
+        let (_, out, _) = doctor(&cfg, &[]).await;
+        let l = line(&out, "backlog");
+        assert!(l.starts_with("WARN") && l.contains("1 waiting"), "{out}");
+        append_at(25 * 3_600_000).await;
+        let (code, out, _) = doctor(&cfg, &[]).await;
+        assert_eq!(code, 1, "{out}");
+        let l = line(&out, "backlog");
+        assert!(
+            l.starts_with("FAIL") && l.contains("2 waiting") && l.contains("fix:"),
+            "{out}"
+        );
+    });
+}
