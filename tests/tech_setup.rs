@@ -2,7 +2,7 @@
 //! that `config check` accepts and installs the credentials with the stated modes; it refuses a
 //! key that does not match the certificate, a CA that did not issue the certificate, an expired
 //! certificate, a missing value without a terminal, and overwriting an enrolled hub without
-//! `--force`.
+//! `--force`; a certificate with fewer than 30 days left is installed with a warning.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -144,4 +144,23 @@ fn scripted_setup_checks_installs_and_refuses() {
     assert_eq!(mode(&keys.join("client-key")), 0o600);
     let (code, _, err) = run(&["config", "check", "--config", &s(&config)]);
     assert_eq!(code, 0, "{err}");
+
+    // A certificate with fewer than 30 days left is installed, with a warning.
+    let (short_cert, short_key) = other
+        .client(
+            "short",
+            Span {
+                from_days: -1,
+                to_days: 10,
+            },
+        )
+        .unwrap()
+        .write(dir.path(), "short")
+        .unwrap();
+    let (code, out, err) = setup(&other_ca, &short_cert, &short_key, &["--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning") && err.contains("days left"),
+        "{err}"
+    );
 }
