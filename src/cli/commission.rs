@@ -53,7 +53,7 @@ pub fn run(args: &CommissionArgs) -> ExitCode {
                 }
             }
         }
-        let checks = super::doctor_lines(&cfg).await;
+        let checks = commission::check_lines(&crate::hub::doctor::run(&cfg).await);
         let mut sc = StoreConfig::new(cfg.state_dir());
         sc.patient_id = Some(cfg.hub.patient_id.clone());
         sc.recover_in_flight = false;

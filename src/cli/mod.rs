@@ -75,12 +75,13 @@ pub enum Command {
     /// Decommission: erase the store, the keys and the credentials (asks first; refuses while the
     /// daemon runs).
     Wipe(tech::WipeArgs),
-}
-
-/// The doctor's checklist as the commissioning report carries it.
-async fn doctor_lines(cfg: &crate::config::Config) -> Vec<crate::hub::commission::CheckLine> {
-    let _ = cfg;
-    Vec::new()
+    /// A checklist of the hub's health, each line PASS / WARN / FAIL with the fix: config, BLE
+    /// adapter, BlueZ, clock, disk, key modes, certificate, clinic over mutual TLS, backlog. Exit 1
+    /// when a check fails.
+    Doctor(tech::DoctorArgs),
+    /// Enrol the hub: check the clinic credentials, install them with the right modes and owners,
+    /// write the config (prompts on a terminal for what the flags do not give).
+    Setup(tech::SetupArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -113,5 +114,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => tech::status(&args),
         Command::Export(args) => tech::export(&args),
         Command::Wipe(args) => tech::wipe(&args),
+        Command::Doctor(args) => tech::doctor(&args),
+        Command::Setup(args) => tech::setup(&args),
     }
 }

@@ -1,4 +1,4 @@
-//! The technician's commands: `status`, `export`. Thin: load the config, call [`crate::hub::tech`], print.
+//! The technician's commands: `status`, `export`, `wipe`, `doctor`, `setup`. Thin: load the config, call [`crate::hub::tech`], print.
 
 use super::daemon::{init_logging_default, load, runtime};
 use crate::hub::tech;
@@ -216,6 +216,162 @@ pub fn wipe(args: &WipeArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("vitals-hub wipe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The config file (default as for `run`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the checks as a JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit 0 when nothing failed (warnings allowed), 1 when a check failed.
+pub fn doctor(args: &DoctorArgs) -> ExitCode {
+    use crate::hub::doctor;
+    init_logging_default("warn");
+    let path = crate::config::config_path(args.config.as_deref());
+    let checks = match crate::config::Config::load(&path) {
+        Err(e) => vec![doctor::config_failure(&e)],
+        Ok(cfg) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("vitals-hub doctor: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let checks = rt.block_on(doctor::run(&cfg));
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            checks
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&checks) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("vitals-hub doctor: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", doctor::render_text(&checks));
+    }
+    if doctor::any_failed(&checks) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The clinic's FHIR base URL (https://…).
+    #[arg(long)]
+    pub clinic_url: Option<String>,
+    /// The patient's logical id at the clinic.
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// The clinic CA bundle (PEM).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The hub's client certificate (PEM).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// The hub's private key (PEM); copied with mode 0600 whatever the source's mode.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The config file to write (default as for `run`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The state directory, written into the config (default: /var/lib/vitals-hub under systemd
+    /// or as root, else the user's data directory).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Replace the config and credentials of an enrolled hub.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A value from its flag, else asked on the terminal; without a terminal, an error naming the flag.
+fn value_or_ask(v: &Option<String>, flag: &str, prompt: &str) -> Result<String, String> {
+    if let Some(v) = v {
+        return Ok(v.clone());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "{flag} is missing and stdin is not a terminal to ask on; pass {flag}"
+        ));
+    }
+    eprint!("{prompt}: ");
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading {flag}: {e}"))?;
+    let line = line.trim().to_string();
+    if line.is_empty() {
+        return Err(format!("{flag} is required"));
+    }
+    Ok(line)
+}
+
+/// Exit 0 when enrolled, 2 for a missing value, 1 when a check refused or writing failed.
+pub fn setup(args: &SetupArgs) -> ExitCode {
+    use crate::hub::setup;
+    init_logging_default("warn");
+    let asked = (|| -> Result<setup::Request, String> {
+        let path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string());
+        Ok(setup::Request {
+            clinic_url: value_or_ask(
+                &args.clinic_url,
+                "--clinic-url",
+                "Clinic FHIR base URL (https://…)",
+            )?,
+            patient_id: value_or_ask(&args.patient, "--patient", "Patient id at the clinic")?,
+            ca: value_or_ask(&path(&args.ca), "--ca", "Clinic CA bundle (PEM file)")?.into(),
+            cert: value_or_ask(&path(&args.cert), "--cert", "Hub certificate (PEM file)")?.into(),
+            key: value_or_ask(&path(&args.key), "--key", "Hub private key (PEM file)")?.into(),
+            config: crate::config::config_path(args.config.as_deref()),
+            state_dir: args.state_dir.clone(),
+            force: args.force,
+        })
+    })();
+    let req = match asked {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vitals-hub setup: {e}");
+            return ExitCode::from(super::EXIT_BAD_INPUT);
+        }
+    };
+    let now = SystemClock.now().as_millis().div_euclid(1000);
+    match setup::setup(&req, now) {
+        Ok(r) => {
+            for w in &r.warnings {
+                eprintln!("vitals-hub setup: warning: {w}");
+            }
+            println!("config:      {} (0640)", r.config.display());
+            println!("state dir:   {} (0700)", r.state_dir.display());
+            println!("client key:  {} (0600)", r.key.display());
+            println!(
+                "client cert: {} (0644; {} days left)",
+                r.cert.display(),
+                r.days_left
+            );
+            println!("clinic CA:   {} (0644)", r.ca.display());
+            if let Some(o) = &r.owner {
+                println!("owner:       {o}");
+            }
+            println!("setup: done; next: `vitals-hub doctor`");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vitals-hub setup: {e}");
             ExitCode::FAILURE
         }
     }

@@ -50,6 +50,21 @@ pub struct Report {
     pub pass: bool,
 }
 
+/// The doctor's checklist as the report carries it (its fixes are printed by `doctor`).
+pub fn check_lines(checks: &[crate::hub::doctor::Check]) -> Vec<CheckLine> {
+    checks
+        .iter()
+        .map(|c| CheckLine {
+            name: c.name.clone(),
+            status: c.status.label().to_string(),
+            detail: match &c.fix {
+                Some(f) => format!("{} — fix: {f}", c.detail),
+                None => c.detail.clone(),
+            },
+        })
+        .collect()
+}
+
 /// Build the report from the store (read what the hub knows), the scan's RSSI by address, and the
 /// doctor's lines.
 pub async fn build(

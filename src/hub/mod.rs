@@ -3,10 +3,12 @@
 //! notification.
 
 pub mod commission;
+pub mod doctor;
 pub mod export;
 pub mod hook;
 pub mod ingest;
 pub mod run;
+pub mod setup;
 pub mod tech;
 pub mod wipe;
 

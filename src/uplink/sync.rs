@@ -907,7 +907,7 @@ impl Uplink {
 }
 
 /// Free bytes on the file system holding `dir` (`df`, coreutils).
-fn free_disk(dir: &std::path::Path) -> Option<u64> {
+pub fn free_disk(dir: &std::path::Path) -> Option<u64> {
     let out = std::process::Command::new("df")
         .args(["-B1", "--output=avail"])
         .arg(dir)
@@ -919,6 +919,34 @@ fn free_disk(dir: &std::path::Path) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// A probe of the clinic that carries no PHI: `GET <base_url>/metadata` (the FHIR capability
+/// statement) over the uplink's own mutual-TLS client (same roots, client certificate, TLS 1.3 and
+/// refusal of servers that do not ask for the hub's certificate). Returns the HTTP status of a 2xx
+/// answer; anything else is the failure, named as the uplink names it.
+pub async fn probe(cfg: &UplinkConfig) -> Result<u16, UplinkError> {
+    let url = cfg.validate()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
+    let client = build_client(cfg, cert)?;
+    let target = format!("{}/metadata", url.as_str().trim_end_matches('/'));
+    let resp = client
+        .get(&target)
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .map_err(|e| super::classify(&e))?;
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        Ok(status)
+    } else {
+        Err(UplinkError::Http {
+            status,
+            retry_after: None,
+            detail: None,
+        })
+    }
 }
 
 /// The key the uplink files its `uplink_state` under: the base URL without a trailing slash.

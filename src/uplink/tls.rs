@@ -293,6 +293,44 @@ pub fn roots(ca_bundle: &Path) -> Result<RootCertStore, UplinkError> {
     Ok(roots)
 }
 
+/// Verify that the hub certificate in `cert` (PEM; leaf first, then any intermediates) chains to a
+/// CA in `ca_bundle` and is valid at `now` for client authentication, with the same rustls/webpki
+/// verifier a clinic server would use on the hub. A broken chain here means the clinic would refuse
+/// the hub's handshake.
+pub fn verify_client_chain(
+    ca_bundle: &Path,
+    cert: &Path,
+    now: rustls_pki_types::UnixTime,
+) -> Result<(), UplinkError> {
+    let bad = |reason: String| UplinkError::ClientCertificate {
+        path: cert.to_path_buf(),
+        reason,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(format!("cannot read: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("not PEM: {e}")))?;
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| bad("no CERTIFICATE block".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(ca_bundle)?),
+        provider,
+    )
+    .build()
+    .map_err(|e| UplinkError::Tls(format!("building the chain verifier: {e}")))?;
+    verifier
+        .verify_client_cert(leaf, intermediates, now)
+        .map(|_| ())
+        .map_err(|e| {
+            bad(format!(
+                "the certificate chain does not verify to the clinic CA {} ({e})",
+                ca_bundle.display()
+            ))
+        })
+}
+
 /// The hub's rustls client configuration.
 pub fn client_config(
     ca_bundle: &Path,

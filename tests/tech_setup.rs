@@ -1,0 +1,166 @@
+//! `vitals-hub setup`, as the real binary, scripted by flags with the dev PKI: it writes a config
+//! that `config check` accepts and installs the credentials with the stated modes; it refuses a
+//! key that does not match the certificate, a CA that did not issue the certificate, an expired
+//! certificate, a missing value without a terminal, and overwriting an enrolled hub without
+//! `--force`; a certificate with fewer than 30 days left is installed with a warning.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+#[path = "daemon_support/mod.rs"]
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use support::hub_command;
+use vitals_hub::receiver::pki::{write_dev_pki, DevCa, Span};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = hub_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn scripted_setup_checks_installs_and_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = write_dev_pki(&dir.path().join("pki"), &["localhost"], "setup-hub").unwrap();
+    // The source key is readable by all: setup copies it and makes the copy 0600.
+    std::fs::set_permissions(&pki.hub_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("etc").join("hub.toml");
+    let state = dir.path().join("state");
+    let setup = |ca: &Path, cert: &Path, key: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "setup".to_string(),
+            "--clinic-url".into(),
+            "https://localhost:8443/fhir".into(),
+            "--patient".into(),
+            "pat-setup".into(),
+            "--ca".into(),
+            s(ca),
+            "--cert".into(),
+            s(cert),
+            "--key".into(),
+            s(key),
+            "--config".into(),
+            s(&config),
+            "--state-dir".into(),
+            s(&state),
+        ];
+        a.extend(extra.iter().map(|e| e.to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&refs)
+    };
+
+    // Refusals first: nothing is written.
+    let other = DevCa::new("another CA").unwrap();
+    let other_ca = dir.path().join("other-ca.crt");
+    std::fs::write(&other_ca, &other.cert_pem).unwrap();
+    let (stray_cert, stray_key) = other
+        .client("stray", Span::DEFAULT)
+        .unwrap()
+        .write(dir.path(), "stray")
+        .unwrap();
+    let (code, _, err) = setup(&pki.ca, &pki.hub_cert, &stray_key, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not match the certificate"), "{err}");
+    let (code, _, err) = setup(&other_ca, &pki.hub_cert, &pki.hub_key, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("does not verify to the clinic CA") && err.contains("--ca"),
+        "{err}"
+    );
+    let (expired_cert, expired_key) = other
+        .client("old", Span::EXPIRED)
+        .unwrap()
+        .write(dir.path(), "expired")
+        .unwrap();
+    let (code, _, err) = setup(&other_ca, &expired_cert, &expired_key, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("has expired"), "{err}");
+    let (code, _, err) = run(&["setup", "--config", &s(&config)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--clinic-url") && err.contains("not a terminal"),
+        "{err}"
+    );
+    assert!(!config.exists() && !state.exists());
+    let _ = stray_cert;
+
+    // Scripted setup with the dev PKI.
+    let (code, out, err) = setup(&pki.ca, &pki.hub_cert, &pki.hub_key, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("PRIVATE KEY") && !err.contains("PRIVATE KEY"));
+    let keys = state.join("keys");
+    assert_eq!(mode(&config), 0o640);
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&keys), 0o700);
+    assert_eq!(mode(&keys.join("client-key")), 0o600);
+    assert_eq!(mode(&keys.join("client-cert.pem")), 0o644);
+    assert_eq!(mode(&keys.join("clinic-ca.pem")), 0o644);
+    assert_eq!(
+        std::fs::read(keys.join("client-key")).unwrap(),
+        std::fs::read(&pki.hub_key).unwrap()
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("patient_id = \"pat-setup\"")
+            && text.contains("base_url = \"https://localhost:8443/fhir\"")
+            && text.contains(&s(&keys.join("client-key"))),
+        "{text}"
+    );
+    let (code, out, err) = run(&["config", "check", "--config", &s(&config)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(": OK"), "{out}");
+
+    // Enrolled: refused without --force, done with it.
+    let (code, _, err) = setup(&pki.ca, &pki.hub_cert, &pki.hub_key, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("already enrolled") && err.contains("--force"),
+        "{err}"
+    );
+    let (code, out, err) = setup(&pki.ca, &pki.hub_cert, &pki.hub_key, &["--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(mode(&keys.join("client-key")), 0o600);
+    let (code, _, err) = run(&["config", "check", "--config", &s(&config)]);
+    assert_eq!(code, 0, "{err}");
+
+    // A certificate with fewer than 30 days left is installed, with a warning.
+    let (short_cert, short_key) = other
+        .client(
+            "short",
+            Span {
+                from_days: -1,
+                to_days: 10,
+            },
+        )
+        .unwrap()
+        .write(dir.path(), "short")
+        .unwrap();
+    let (code, out, err) = setup(&other_ca, &short_cert, &short_key, &["--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning") && err.contains("days left"),
+        "{err}"
+    );
+}
