@@ -102,7 +102,8 @@ pub fn run(args: &CommissionArgs) -> ExitCode {
                     (true, _) => println!("not sent to the clinic (--no-upload)"),
                     (false, Some(true)) => println!("sent to the clinic and acknowledged"),
                     (false, Some(false)) => println!(
-                        "stored for upload; the clinic was not reachable now — the daemon sends it when it is"
+                        "stored for upload but not delivered now (the clinic unreachable or the clock not synchronised: \
+                         see the checks above); the daemon sends it when it can"
                     ),
                     (false, None) => println!("stored for upload; the running daemon sends it within seconds"),
                 }

@@ -310,6 +310,9 @@ pub fn devices(args: &DevicesArgs) -> ExitCode {
             .map(|s| format!("{} a day", s.per_day))
     };
     let security = |bond: &Option<String>| {
+        if bond.as_deref() == Some("simulated") {
+            return "simulated (no bond)".to_string();
+        }
         bond.as_deref()
             .and_then(|b| b.split(';').find_map(|kv| kv.strip_prefix("security=")))
             .unwrap_or(if bond.is_some() { "unknown" } else { "no bond" })
