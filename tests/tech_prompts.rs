@@ -1,0 +1,121 @@
+//! The interactive paths, on a real pseudo-terminal (util-linux `script`, in every Debian base
+//! system): `setup` asks for what its flags do not give; `wipe` erases only after the word `wipe`
+//! is typed. Skips with a message where `script` is missing, except under CI=true.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+#[path = "daemon_support/mod.rs"]
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use support::World;
+
+fn have_script() -> bool {
+    let ok = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "util-linux `script` is required under CI=true (apt-get install bsdutils)"
+        );
+        eprintln!("skipped: util-linux `script` is not installed");
+    }
+    ok
+}
+
+/// Run the hub binary with `args` on a pty, typing `input`; (exit status, what the terminal showed).
+fn on_pty(args: &[&str], input: &str) -> (i32, String) {
+    let exe = env!("CARGO_BIN_EXE_vitals-hub");
+    let runner = std::env::var("VITALS_HUB_TEST_RUNNER").unwrap_or_default();
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let line = format!("{runner} {exe} {}", quoted.join(" "));
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn setup_asks_and_wipe_wants_the_word() {
+    if !have_script() {
+        return;
+    }
+    let w = World::new().await;
+    let dir = w.dir.path();
+    let config = dir.join("asked.toml");
+    let state = dir.join("asked-state");
+    let url = format!("https://localhost:{}/fhir", w.receiver.addr().port());
+    let (code, shown) = on_pty(
+        &[
+            "setup",
+            "--ca",
+            w.pki.ca.to_str().unwrap(),
+            "--cert",
+            w.pki.hub_cert.to_str().unwrap(),
+            "--key",
+            w.pki.hub_key.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &format!("{url}\npat-typed\n"),
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.contains("Clinic FHIR base URL") && shown.contains("Patient id"),
+        "{shown}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("patient_id = \"pat-typed\"") && text.contains(&url),
+        "{text}"
+    );
+
+    // The hub runs once so that there is a store and a KEK.
+    let mut hub = w.spawn(&config);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !state.join("store.db").exists() {
+        assert!(std::time::Instant::now() < end, "the hub did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    support::signal(&hub, "TERM");
+    assert!(support::wait_exit(&mut hub, 15).unwrap().success());
+
+    // Anything but the word: nothing is erased.
+    let (code, shown) = on_pty(&["wipe", "--config", config.to_str().unwrap()], "yes\n");
+    assert_ne!(code, 0, "{shown}");
+    assert!(
+        state.join("store.db").exists(),
+        "erased without the word: {shown}"
+    );
+    // The word: erased.
+    let (code, shown) = on_pty(&["wipe", "--config", config.to_str().unwrap()], "wipe\n");
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        !state.join("store.db").exists() && !state.join("keys/kek").exists(),
+        "{shown}"
+    );
+}
