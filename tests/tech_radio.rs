@@ -181,6 +181,36 @@ fn scan_pair_devices_unpair() {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v[0]["profile"], "glucose");
 
+        // read: the meter's three stored records, downloaded now through RACP.
+        let (code, out, err) = run(&["read", METER], &cfg).await;
+        assert_eq!(code, 0, "{out}{err}");
+        let new: u64 = out
+            .split(", ")
+            .nth(1)
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            new >= 3,
+            "the three records (and the battery) are new: {out}"
+        );
+        {
+            let store = open(&w).await;
+            let glucose = store
+                .readings(0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.reading.kind == vitals_hub::model::Kind::Glucose)
+                .count();
+            assert_eq!(glucose, 3);
+            store.close().await;
+        }
+        // A device not on the allow-list is not read.
+        let (code, _, err) = run(&["read", WRONG_KEY], &cfg).await;
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains("pair it first"), "{err}");
+
         // unpair: off the allow-list.
         let (code, out, err) = run(&["unpair", METER], &cfg).await;
         assert_eq!(code, 0, "{out}{err}");

@@ -270,6 +270,38 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// One session with the allow-listed device at `address` now (the technician's `read`):
+    /// its stored records are downloaded through this hub's sink, as the daemon would.
+    pub async fn read_now(
+        &self,
+        address: &str,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<super::Outcome, BleError> {
+        let address = address.to_ascii_uppercase();
+        let device = match self.shared.store.device_by_address(&address).await? {
+            Some(d) if d.allowed => d,
+            _ => {
+                return Err(BleError::Pairing {
+                    address,
+                    detail: "the device is not on the allow-list: pair it first".into(),
+                })
+            }
+        };
+        let peripheral = find(&address, Duration::from_secs(20)).await?;
+        let cfg = &self.shared.config;
+        let link = BtleLink::new(
+            peripheral,
+            Duration::from_millis(cfg.op_timeout_ms),
+            Duration::from_millis(cfg.connect_timeout_ms),
+        );
+        let patient = device.record.patient_binding.clone().unwrap_or_default();
+        Ok(self
+            .session(&link, &device, &address, patient, false, shutdown)
+            .await)
+    }
+}
+
 /// Take `address` off the allow-list (its stored readings stay, for upload) and remove the bond
 /// from BlueZ. Returns whether the hub knew the device.
 pub async fn unpair(store: &Store, address: &str) -> Result<bool, BleError> {

@@ -40,6 +40,9 @@ pub enum Command {
     /// Pair a device (passkey prompt when it asks), read its information, set its clock where
     /// allowed, and put it on the allow-list bound to the patient.
     Pair(visit::PairArgs),
+    /// Download a paired device now (a meter's stored records), with progress; for when the
+    /// daemon is stopped.
+    Read(visit::ReadArgs),
     /// Take a device off the allow-list and remove its bond.
     Unpair(visit::UnpairArgs),
     /// The paired devices: last seen, last reading, battery, bond security, expected schedule.
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Sync(args) => sync::run(&args),
         Command::Commission(args) => commission::run(&args),
         Command::Pair(args) => visit::pair(&args),
+        Command::Read(args) => visit::read(&args),
         Command::Unpair(args) => visit::unpair(&args),
         Command::Devices(args) => visit::devices(&args),
         Command::Decode(args) => decode::run(&args),

@@ -25,6 +25,19 @@ impl Reporter {
         }
     }
 
+    /// A spinner with a count, for totals not known in advance.
+    pub fn open_ended(what: &'static str, unit: &'static str, every: u64) -> Reporter {
+        Reporter {
+            what,
+            unit,
+            every: every.max(1),
+            last_line: 0,
+            bar: std::io::stdout()
+                .is_terminal()
+                .then(indicatif::ProgressBar::new_spinner),
+        }
+    }
+
     pub fn update(&mut self, done: u64, total: u64) {
         match &self.bar {
             Some(b) => {
@@ -36,6 +49,21 @@ impl Reporter {
             {
                 self.last_line = done;
                 eprintln!("vitals-hub {}: {done} of {total} {}", self.what, self.unit);
+            }
+            None => {}
+        }
+    }
+
+    /// Progress with no known total (records arriving from a device).
+    pub fn count(&mut self, done: u64) {
+        match &self.bar {
+            Some(b) => {
+                b.set_message(format!("{done} {}", self.unit));
+                b.tick();
+            }
+            None if done >= self.last_line + self.every => {
+                self.last_line = done;
+                eprintln!("vitals-hub {}: {done} {}", self.what, self.unit);
             }
             None => {}
         }

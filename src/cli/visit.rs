@@ -45,6 +45,14 @@ pub struct PairArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The paired device's Bluetooth address.
+    pub address: String,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct UnpairArgs {
     pub address: String,
     #[arg(long)]
@@ -361,4 +369,119 @@ pub fn devices(args: &DevicesArgs) -> ExitCode {
     }
     println!("{} device(s) on the allow-list", rows.len());
     ExitCode::SUCCESS
+}
+
+/// Readings through ingest (store, then the alert rules), counted for the progress display.
+#[derive(Debug)]
+struct Counting {
+    ingest: Arc<crate::hub::Ingest>,
+    seen: std::sync::atomic::AtomicU64,
+    stored: std::sync::atomic::AtomicU64,
+    reporter: std::sync::Mutex<super::progress::Reporter>,
+}
+
+impl crate::ble::ReadingSink for Counting {
+    fn append<'a>(
+        &'a self,
+        device: &'a crate::store::DeviceKey,
+        items: Vec<crate::store::NewReading>,
+        cursor: Option<(String, i64)>,
+    ) -> crate::ble::SinkFuture<'a> {
+        use std::sync::atomic::Ordering;
+        Box::pin(async move {
+            let n = items.len() as u64;
+            let out = self
+                .ingest
+                .append(device, items, cursor)
+                .await
+                .map(|o| o.append)
+                .map_err(|e| e.to_string())?;
+            let seen = self.seen.fetch_add(n, Ordering::SeqCst) + n;
+            self.stored
+                .fetch_add(n.saturating_sub(out.duplicates as u64), Ordering::SeqCst);
+            if let Ok(mut r) = self.reporter.lock() {
+                r.count(seen);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// `vitals-hub read ADDRESS`: download a paired device now (a meter's stored records), with
+/// progress; refused while the daemon runs (it reads the device by itself).
+pub fn read(args: &ReadArgs) -> ExitCode {
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _lock = match crate::hub::wipe::hold_lock(&cfg.state_dir()) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return fail(
+                1,
+                "the daemon is running and reads the device by itself; stop the unit first \
+                 (`systemctl stop vitals-hub`) to read it from here",
+            )
+        }
+        Err(e) => return fail(1, e),
+    };
+    let Ok(rt) = runtime() else {
+        return fail(1, "cannot start the async runtime");
+    };
+    let r = rt.block_on(async {
+        let store = open_store(&cfg).await?;
+        let ingest = crate::hub::Ingest::open(
+            store.clone(),
+            crate::hub::IngestConfig {
+                rules: cfg.alerts.clone(),
+                patient_id: cfg.hub.patient_id.clone(),
+                utc_offset_minutes: cfg.hub.utc_offset_minutes,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let sink = Arc::new(Counting {
+            ingest: Arc::new(ingest),
+            seen: Default::default(),
+            stored: Default::default(),
+            reporter: std::sync::Mutex::new(super::progress::Reporter::open_ended(
+                "read",
+                "records received",
+                100,
+            )),
+        });
+        let hub = crate::ble::Hub::new(cfg.ble.clone(), store.clone(), Arc::new(SystemClock), None)
+            .with_sink(sink.clone());
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        let outcome = hub
+            .read_now(&args.address, rx)
+            .await
+            .map_err(|e| e.to_string());
+        if let Ok(r) = sink.reporter.lock() {
+            r.finish();
+        }
+        drop(hub);
+        let counts = (
+            sink.seen.load(std::sync::atomic::Ordering::SeqCst),
+            sink.stored.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        outcome.map(|o| (o, counts))
+    });
+    match r {
+        Ok((crate::ble::Outcome::Done { .. }, (seen, stored))) => {
+            println!(
+                "{}: {seen} readings received, {stored} new (stored encrypted; the daemon uploads them)",
+                args.address.to_ascii_uppercase()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((other, (seen, stored))) => fail(
+            EXIT_DEVICE,
+            format!(
+                "{}: the session ended {other:?} after {seen} readings ({stored} new, all kept)",
+                args.address.to_ascii_uppercase()
+            ),
+        ),
+        Err(e) => fail(EXIT_DEVICE, e),
+    }
 }
