@@ -211,11 +211,49 @@ fn scan_pair_devices_unpair() {
         assert_eq!(code, 3, "{err}");
         assert!(err.contains("pair it first"), "{err}");
 
+        // The passkey typed at the prompt on a terminal (util-linux `script` gives the pty).
+        if std::process::Command::new("script")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            let line = format!(
+                "{} {} pair {WRONG_KEY} --name second --config '{}'",
+                std::env::var("VITALS_HUB_TEST_RUNNER").unwrap_or_default(),
+                env!("CARGO_BIN_EXE_vitals-hub"),
+                cfg.display()
+            );
+            let out = tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut c = std::process::Command::new("script")
+                    .args(["-qec", &line, "/dev/null"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                c.stdin.take().unwrap().write_all(b"111111\n").unwrap();
+                c.wait_with_output().unwrap()
+            })
+            .await
+            .unwrap();
+            let shown = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{shown}");
+            assert!(shown.contains("type the 6 digits"), "no prompt: {shown}");
+            assert!(shown.contains("security=authenticated-passkey"), "{shown}");
+        } else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "util-linux `script` is required under CI"
+            );
+            eprintln!("skipped the passkey prompt: util-linux `script` is not installed");
+        }
+
         // unpair: off the allow-list.
         let (code, out, err) = run(&["unpair", METER], &cfg).await;
         assert_eq!(code, 0, "{out}{err}");
         let (_, out, _) = run(&["devices"], &cfg).await;
-        assert!(out.contains("0 device(s)"), "{out}");
+        assert!(!out.lines().any(|l| l.starts_with("meter ")), "{out}");
+        assert!(out.contains("device(s) on the allow-list"), "{out}");
 
         // No BlueZ on the bus: a clear error, exit 3.
         let mut c = hub_command();
