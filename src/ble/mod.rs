@@ -442,12 +442,20 @@ type Refused = (UtcMillis, Option<String>);
 
 /// A short, non-reversible tag of an address for logs.
 pub fn address_tag(address: &str) -> String {
+    format!(
+        "dev-{:08x}",
+        fnv1a(address.to_ascii_uppercase().as_bytes()) >> 32
+    )
+}
+
+/// FNV-1a, 64 bit: a stable, non-cryptographic hash for tags and made-up addresses.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in address.to_ascii_uppercase().bytes() {
-        h ^= u64::from(b);
+    for b in bytes {
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("dev-{:08x}", h >> 32)
+    h
 }
 
 impl Hub {

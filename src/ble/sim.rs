@@ -157,12 +157,7 @@ pub struct SimDevice {
 
 /// A short, stable, locally administered address for a simulated device's name.
 pub fn sim_address(name: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let b = h.to_be_bytes();
+    let b = super::fnv1a(name.as_bytes()).to_be_bytes();
     // 0x5A: a locally administered unicast prefix, and never a real vendor's.
     format!(
         "5A:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",

@@ -1,7 +1,6 @@
 //! `vitals-hub commission`: the install report, printed and sent to the clinic.
 
-use super::daemon::{runtime, EXIT_CONFIG};
-use crate::config::{self, Config};
+use super::daemon::runtime;
 use crate::hub::commission;
 use crate::model::{Clock, SystemClock};
 use crate::store::{Store, StoreConfig};
@@ -27,13 +26,9 @@ pub struct CommissionArgs {
 }
 
 pub fn run(args: &CommissionArgs) -> ExitCode {
-    let path = config::config_path(args.config.as_deref());
-    let cfg = match Config::load(&path) {
+    let cfg = match super::daemon::load(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("vitals-hub: config error\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let Ok(rt) = runtime() else {
         eprintln!("vitals-hub commission: cannot start the async runtime");

@@ -2,13 +2,12 @@
 //! technician after a long outage, or before carrying a hub away; the daemon normally does this by
 //! itself, so while it runs this command only reports.
 
-use super::daemon::{runtime, EXIT_CONFIG};
+use super::daemon::runtime;
 use super::progress::Reporter;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::model::{Clock, SystemClock};
 use crate::store::{Store, StoreConfig};
 use crate::uplink::sync::{Step, Uplink};
-use crate::uplink::{FixedTimeSync, SystemdTimeSync, TimeSync};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,13 +33,9 @@ pub fn run(args: &SyncArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let path = config::config_path(args.config.as_deref());
-    let cfg = match Config::load(&path) {
+    let cfg = match super::daemon::load(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("vitals-hub: config error\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let state = cfg.state_dir();
     // The daemon holds the state directory's lock: it is uploading already.
@@ -86,11 +81,7 @@ pub(super) async fn drain(cfg: &Config, limit: Duration) -> Result<(u64, u64, u6
     let store = Store::open(sc, clock.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let time_sync: Arc<dyn TimeSync> = if cfg.uplink.require_clock_sync {
-        Arc::new(SystemdTimeSync)
-    } else {
-        Arc::new(FixedTimeSync(true))
-    };
+    let time_sync = cfg.uplink.time_sync();
     let result = async {
         let hub = crate::uplink::hub_info(&cfg.uplink).map_err(|e| e.to_string())?;
         let mut up = Uplink::new(cfg.uplink.clone(), store.clone(), clock, time_sync, hub)

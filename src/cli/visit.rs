@@ -1,8 +1,8 @@
 //! The technician's radio commands: `scan`, `pair`, `unpair`, `devices`.
 
-use super::daemon::{runtime, EXIT_CONFIG};
+use super::daemon::{load, runtime};
 use crate::ble::visit::{self, Seen};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::model::{Clock, SystemClock, UtcMillis};
 use crate::store::{Store, StoreConfig};
 use clap::Args;
@@ -67,14 +67,6 @@ pub struct DevicesArgs {
     pub config: Option<PathBuf>,
 }
 
-fn load(explicit: &Option<PathBuf>) -> Result<Config, ExitCode> {
-    let path = config::config_path(explicit.as_deref());
-    Config::load(&path).map_err(|e| {
-        eprintln!("vitals-hub: config error\n{e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
 /// The store beside a daemon that may be running: writes allowed, its in-flight uploads left
 /// alone; `read_only` for listing.
 async fn open_store_mode(cfg: &Config, read_only: bool) -> Result<Store, String> {
@@ -100,7 +92,7 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn scan(args: &ScanArgs) -> ExitCode {
-    let store_cfg = load(&args.config).ok();
+    let store_cfg = load(args.config.as_deref()).ok();
     let Ok(rt) = runtime() else {
         return fail(1, "cannot start the async runtime");
     };
@@ -176,7 +168,7 @@ fn passkey_source(flag: Option<u32>) -> crate::ble::pairing::PasskeySource {
 }
 
 pub fn pair(args: &PairArgs) -> ExitCode {
-    let cfg = match load(&args.config) {
+    let cfg = match load(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -230,7 +222,7 @@ pub fn pair(args: &PairArgs) -> ExitCode {
 }
 
 pub fn unpair(args: &UnpairArgs) -> ExitCode {
-    let cfg = match load(&args.config) {
+    let cfg = match load(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -280,7 +272,7 @@ fn ago(now: UtcMillis, t: Option<UtcMillis>) -> String {
 }
 
 pub fn devices(args: &DevicesArgs) -> ExitCode {
-    let cfg = match load(&args.config) {
+    let cfg = match load(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -410,7 +402,7 @@ impl crate::ble::ReadingSink for Counting {
 /// `vitals-hub read ADDRESS`: download a paired device now (a meter's stored records), with
 /// progress; refused while the daemon runs (it reads the device by itself).
 pub fn read(args: &ReadArgs) -> ExitCode {
-    let cfg = match load(&args.config) {
+    let cfg = match load(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };

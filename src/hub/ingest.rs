@@ -43,6 +43,16 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
+impl State {
+    /// `device` measured at `at`: keep its latest measurement time.
+    fn note_reading(&mut self, device: &DeviceKey, at: UtcMillis) {
+        let last = self.last_reading.entry(device.clone()).or_insert(at);
+        if at > *last {
+            *last = at;
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     engine: Engine,
@@ -149,10 +159,7 @@ impl Ingest {
     ) -> Result<Vec<AlertEvent>, IngestError> {
         let mut st = self.state.lock().await;
         let at = self.measured_at(reading, received_at);
-        let last = st.last_reading.entry(device.clone()).or_insert(at);
-        if at > *last {
-            *last = at;
-        }
+        st.note_reading(device, at);
         let events = st.engine.observe(&self.cfg.rules, at, reading, "stream");
         let mut stored = Vec::new();
         for e in events {
@@ -290,10 +297,7 @@ impl Ingest {
         }
         st.last_id = id;
         let at = self.measured_at(reading, received_at);
-        let last = st.last_reading.entry(device.clone()).or_insert(at);
-        if at > *last {
-            *last = at;
-        }
+        st.note_reading(device, at);
         if summary && self.streams_raw {
             return Ok(Vec::new());
         }

@@ -30,7 +30,7 @@ use crate::config::{Config, DeviceEntry};
 use crate::model::{Clock, Progress, UtcMillis};
 use crate::store::{DeviceRecord, Store, StoreConfig, StoreError};
 use crate::uplink::sync::{Uplink, UplinkStatus};
-use crate::uplink::{FixedTimeSync, SystemdTimeSync, TimeSync, UplinkError};
+use crate::uplink::{TimeSync, UplinkError};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -148,8 +148,7 @@ impl Daemon {
         // The uplink is built before anything runs: a bad certificate or CA is a start error.
         let time_sync: Arc<dyn TimeSync> = match &opts.time_sync {
             Some(t) => t.clone(),
-            None if cfg.uplink.require_clock_sync => Arc::new(SystemdTimeSync),
-            None => Arc::new(FixedTimeSync(true)),
+            None => cfg.uplink.time_sync(),
         };
         let hub_info = crate::uplink::hub_info(&cfg.uplink)?;
         let uplink_progress = Progress::new();

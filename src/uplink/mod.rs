@@ -457,6 +457,15 @@ impl UplinkConfig {
         })
     }
 
+    /// The clock-synchronisation check `require_clock_sync` asks for.
+    pub fn time_sync(&self) -> std::sync::Arc<dyn TimeSync> {
+        if self.require_clock_sync {
+            std::sync::Arc::new(SystemdTimeSync)
+        } else {
+            std::sync::Arc::new(FixedTimeSync(true))
+        }
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
