@@ -30,13 +30,16 @@
 //! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
 
 pub mod alerts;
+pub mod bench;
 pub mod ble;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod fhir;
 pub mod gatt;
-pub mod hub;
 pub mod model;
 pub mod receiver;
+pub mod sim;
 pub mod store;
+pub mod tech;
 pub mod uplink;

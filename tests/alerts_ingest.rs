@@ -13,7 +13,7 @@ mod support_pki;
 use std::time::{Duration, Instant};
 use support_pki::*;
 use vitals_hub::alerts::{AlertRules, Severity, Transition};
-use vitals_hub::hub::{Ingest, IngestConfig};
+use vitals_hub::daemon::{Ingest, IngestConfig};
 use vitals_hub::model::{Decimal, Kind, LocalDateTime, Reading, Unit, UtcMillis, Value};
 use vitals_hub::receiver::pki::{DevCa, Span};
 use vitals_hub::store::NewReading;

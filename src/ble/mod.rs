@@ -48,8 +48,7 @@
 pub mod link;
 pub mod pairing;
 pub mod session;
-pub mod sim;
-pub mod visit;
+pub mod tech;
 
 use crate::model::{Clock, Decimal, Kind, Reading, UtcMillis};
 use crate::store::{DeviceKey, NewHeld, NewReading, Store};
@@ -796,10 +795,10 @@ impl Hub {
 
     /// Run sessions with simulated devices until `shutdown`: one at start (the device's stored
     /// measurements), then one after each new measurement. Each device must be in the store,
-    /// allow-listed, under its [`sim::SimDevice::address`].
+    /// allow-listed, under its [`crate::sim::SimDevice::address`].
     pub async fn run_simulated(
         &self,
-        devices: Vec<Arc<sim::SimDevice>>,
+        devices: Vec<Arc<crate::sim::SimDevice>>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), BleError> {
         let mut tasks = tokio::task::JoinSet::new();

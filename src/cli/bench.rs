@@ -1,6 +1,6 @@
 //! `vitals-hub bench store`: the store's throughput and cost figures, printed in one run.
 
-use crate::store::bench;
+use crate::bench::store as bench;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,9 +18,9 @@ pub enum BenchCommand {
     Store(StoreBenchArgs),
     /// Drain a backlog to a local receiver over mTLS: readings/s, bytes on the wire per reading,
     /// peak RSS at 10,000 and at the full backlog, beside a bare-client baseline.
-    Uplink(super::bench_uplink::UplinkBenchArgs),
+    Uplink(crate::bench::uplink::UplinkBenchArgs),
     /// The daemon: start to READY, CPU and RSS with idle devices, RSS and CPU under load.
-    Daemon(super::bench_daemon::DaemonBenchArgs),
+    Daemon(crate::bench::daemon::DaemonBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -43,8 +43,8 @@ pub struct StoreBenchArgs {
 pub fn run(args: &BenchArgs) -> ExitCode {
     let a = match &args.command {
         BenchCommand::Store(a) => a,
-        BenchCommand::Uplink(u) => return super::bench_uplink::run(u),
-        BenchCommand::Daemon(d) => return super::bench_daemon::run(d),
+        BenchCommand::Uplink(u) => return crate::bench::uplink::run(u),
+        BenchCommand::Daemon(d) => return crate::bench::daemon::run(d),
     };
     let opts = bench::Options {
         readings: a.readings,

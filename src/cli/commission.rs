@@ -1,9 +1,9 @@
 //! `vitals-hub commission`: the install report, printed and sent to the clinic.
 
 use super::daemon::runtime;
-use crate::hub::commission;
 use crate::model::{Clock, SystemClock};
 use crate::store::{Store, StoreConfig};
+use crate::tech::commission;
 use clap::Args;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ pub fn run(args: &CommissionArgs) -> ExitCode {
         let mut rssi = HashMap::new();
         if args.scan_seconds > 0 {
             if let Ok(seen) =
-                crate::ble::visit::scan(Duration::from_secs(args.scan_seconds), None).await
+                crate::ble::tech::scan(Duration::from_secs(args.scan_seconds), None).await
             {
                 for s in seen {
                     if let Some(v) = s.rssi {
@@ -48,7 +48,7 @@ pub fn run(args: &CommissionArgs) -> ExitCode {
                 }
             }
         }
-        let checks = commission::check_lines(&crate::hub::doctor::run(&cfg).await);
+        let checks = commission::check_lines(&crate::tech::doctor::run(&cfg).await);
         let mut sc = StoreConfig::new(cfg.state_dir());
         sc.patient_id = Some(cfg.hub.patient_id.clone());
         sc.recover_in_flight = false;
@@ -70,7 +70,7 @@ pub fn run(args: &CommissionArgs) -> ExitCode {
         let report = report?;
         // Deliver it now when the daemon is not running (it would otherwise within seconds).
         let sent = match queued {
-            Some(Ok(_)) => match crate::hub::wipe::hold_lock(&cfg.state_dir()) {
+            Some(Ok(_)) => match crate::tech::wipe::hold_lock(&cfg.state_dir()) {
                 Ok(Some(lock)) => {
                     let r = super::sync::drain(&cfg, Duration::from_secs(60)).await;
                     drop(lock);

@@ -1,7 +1,7 @@
 //! `vitals-hub run` (the daemon) and `vitals-hub config check`.
 
 use crate::config::{self, Config};
-use crate::hub::{self, Options};
+use crate::daemon::{self as hub, Options};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -10,7 +10,7 @@
 use super::daemon::{init_logging_default, runtime, shutdown_on_signals};
 use crate::alerts::AlertRules;
 use crate::config::Config;
-use crate::hub::{Daemon, Options};
+use crate::daemon::{Daemon, Options};
 use crate::receiver::{tls, FaultQueue, Listen, Receiver, ReceiverConfig};
 use anyhow::Context;
 use clap::Args;
@@ -67,13 +67,13 @@ pub fn run(args: &DemoArgs) -> ExitCode {
 }
 
 /// A private temporary folder (0700), removed on drop unless kept.
-pub(super) struct Workdir {
-    pub(super) path: PathBuf,
+pub(crate) struct Workdir {
+    pub(crate) path: PathBuf,
     temporary: bool,
 }
 
 impl Workdir {
-    pub(super) fn new(keep: Option<&Path>) -> anyhow::Result<Workdir> {
+    pub(crate) fn new(keep: Option<&Path>) -> anyhow::Result<Workdir> {
         use std::os::unix::fs::DirBuilderExt;
         if let Some(p) = keep {
             std::fs::DirBuilder::new()
@@ -147,7 +147,7 @@ interval_secs = 30
 
 /// A hub config for the local receiver: `devices` is `[[device]]` TOML; the documented alert
 /// starting points.
-pub(super) fn local_hub_config(
+pub(crate) fn local_hub_config(
     patient: &str,
     hub_dir: &Path,
     port: u16,
@@ -195,7 +195,7 @@ enabled = {ble_enabled}
 }
 
 /// The development PKI in `dir` (minted on first use) and the receiver over mutual TLS.
-pub(super) async fn local_clinic(
+pub(crate) async fn local_clinic(
     dir: &Path,
     port: u16,
     db: Option<PathBuf>,

@@ -2,19 +2,17 @@
 
 mod alerts;
 mod bench;
-mod bench_daemon;
-mod bench_uplink;
 mod commission;
-mod daemon;
+pub(crate) mod daemon;
 mod decode;
-mod demo;
+pub(crate) mod demo;
 mod keys;
 mod pki;
 mod progress;
 mod receiver;
 mod sync;
 mod tech;
-mod visit;
+mod tech_radio;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,17 +34,17 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// List the health devices nearby (advertised profiles, name, address, RSSI), marking those
     /// already paired and those with a profile the hub does not read.
-    Scan(visit::ScanArgs),
+    Scan(tech_radio::ScanArgs),
     /// Pair a device (passkey prompt when it asks), read its information, set its clock where
     /// allowed, and put it on the allow-list bound to the patient.
-    Pair(visit::PairArgs),
+    Pair(tech_radio::PairArgs),
     /// Download a paired device now (a meter's stored records), with progress; for when the
     /// daemon is stopped.
-    Read(visit::ReadArgs),
+    Read(tech_radio::ReadArgs),
     /// Take a device off the allow-list and remove its bond.
-    Unpair(visit::UnpairArgs),
+    Unpair(tech_radio::UnpairArgs),
     /// The paired devices: last seen, last reading, battery, bond security, expected schedule.
-    Devices(visit::DevicesArgs),
+    Devices(tech_radio::DevicesArgs),
     /// The install report: each paired device's acknowledged readings, clock offsets, RSSI, and
     /// the doctor's checklist; printed, and sent to the clinic.
     Commission(commission::CommissionArgs),
@@ -96,13 +94,13 @@ pub fn main() -> ExitCode {
         Command::Run(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Config(cmd) => daemon::config(&cmd),
-        Command::Scan(args) => visit::scan(&args),
+        Command::Scan(args) => tech_radio::scan(&args),
         Command::Sync(args) => sync::run(&args),
         Command::Commission(args) => commission::run(&args),
-        Command::Pair(args) => visit::pair(&args),
-        Command::Read(args) => visit::read(&args),
-        Command::Unpair(args) => visit::unpair(&args),
-        Command::Devices(args) => visit::devices(&args),
+        Command::Pair(args) => tech_radio::pair(&args),
+        Command::Read(args) => tech_radio::read(&args),
+        Command::Unpair(args) => tech_radio::unpair(&args),
+        Command::Devices(args) => tech_radio::devices(&args),
         Command::Decode(args) => decode::run(&args),
         Command::Keys(args) => keys::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -39,7 +39,7 @@ pub fn run(args: &SyncArgs) -> ExitCode {
     };
     let state = cfg.state_dir();
     // The daemon holds the state directory's lock: it is uploading already.
-    let _lock = match crate::hub::wipe::hold_lock(&state) {
+    let _lock = match crate::tech::wipe::hold_lock(&state) {
         Ok(Some(l)) => l,
         Ok(None) => {
             eprintln!(

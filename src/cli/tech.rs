@@ -1,8 +1,8 @@
-//! The technician's commands: `status`, `export`, `wipe`, `doctor`, `setup`. Thin: load the config, call [`crate::hub::tech`], print.
+//! The technician's commands: `status`, `export`, `wipe`, `doctor`, `setup`. Thin: load the config, call [`crate::tech::status`], print.
 
 use super::daemon::{init_logging_default, load, runtime};
-use crate::hub::tech;
 use crate::model::{Clock, SystemClock};
+use crate::tech::status as tech;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -75,14 +75,14 @@ pub struct ExportArgs {
     #[arg(long)]
     pub to: String,
     #[arg(long, value_enum)]
-    pub format: crate::hub::export::Format,
+    pub format: crate::tech::export::Format,
     /// Write here instead of stdout (created 0600: it holds the patient's data).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
 pub fn export(args: &ExportArgs) -> ExitCode {
-    use crate::hub::export::{self, Range};
+    use crate::tech::export::{self, Range};
     init_logging_default("warn");
     let (from, to) = match (
         export::parse_date(&args.from, false),
@@ -174,7 +174,7 @@ pub struct WipeArgs {
 }
 
 pub fn wipe(args: &WipeArgs) -> ExitCode {
-    use crate::hub::wipe;
+    use crate::tech::wipe;
     let cfg = match load(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -233,7 +233,7 @@ pub struct DoctorArgs {
 
 /// Exit 0 when nothing failed (warnings allowed), 1 when a check failed.
 pub fn doctor(args: &DoctorArgs) -> ExitCode {
-    use crate::hub::doctor;
+    use crate::tech::doctor;
     init_logging_default("warn");
     let path = crate::config::config_path(args.config.as_deref());
     let checks = match crate::config::Config::load(&path) {
@@ -323,7 +323,7 @@ fn value_or_ask(v: &Option<String>, flag: &str, prompt: &str) -> Result<String, 
 
 /// Exit 0 when enrolled, 2 for a missing value, 1 when a check refused or writing failed.
 pub fn setup(args: &SetupArgs) -> ExitCode {
-    use crate::hub::setup;
+    use crate::tech::setup;
     init_logging_default("warn");
     let asked = (|| -> Result<setup::Request, String> {
         let path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string());

@@ -21,8 +21,8 @@
 mod locate;
 
 use crate::alerts::AlertRules;
-use crate::ble::sim::{Pattern, Profile, SimConfig};
 use crate::ble::{BleConfig, DeviceConfig};
+use crate::sim::{Pattern, Profile, SimConfig};
 use crate::uplink::UplinkConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

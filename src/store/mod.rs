@@ -81,7 +81,6 @@
 //! at most once. (3) Every reading and alert has exactly one outbox entry. (4) Plaintext PHI never reaches
 //! the database, its WAL, temp files or logs at INFO and above. (5) Only the KEK's fingerprint is stored.
 
-pub mod bench;
 pub mod crypto;
 mod db;
 pub mod keyfile;

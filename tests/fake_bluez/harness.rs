@@ -99,12 +99,12 @@ impl Env {
         let (tx, alerts) = tokio::sync::mpsc::unbounded_channel();
         let mut hub = Hub::new(config, store.clone(), clock, Some(tx));
         if let Some(rules) = rules {
-            let cfg = vitals_hub::hub::IngestConfig {
+            let cfg = vitals_hub::daemon::IngestConfig {
                 rules,
                 patient_id: "patient-1".into(),
                 utc_offset_minutes: 0,
             };
-            let ingest = vitals_hub::hub::Ingest::open(store.clone(), cfg)
+            let ingest = vitals_hub::daemon::Ingest::open(store.clone(), cfg)
                 .await
                 .unwrap();
             hub = hub.with_sink(Arc::new(ingest));

@@ -24,10 +24,10 @@
 
 use super::ingest::{Ingest, IngestConfig, IngestError};
 use crate::alerts::DeviceStatus;
-use crate::ble::sim::{SimConfig, SimDevice};
 use crate::ble::{self, DeviceState};
 use crate::config::{Config, DeviceEntry};
 use crate::model::{Clock, Progress, UtcMillis};
+use crate::sim::{SimConfig, SimDevice};
 use crate::store::{DeviceRecord, Store, StoreConfig, StoreError};
 use crate::uplink::sync::{Uplink, UplinkStatus};
 use crate::uplink::{TimeSync, UplinkError};
@@ -129,7 +129,7 @@ impl Daemon {
     pub async fn start(cfg: &Config, opts: Options) -> Result<Daemon, RunError> {
         let state_dir = cfg.state_dir();
         prepare_state_dir(&state_dir)?;
-        let lock = crate::hub::wipe::hold_lock(&state_dir)
+        let lock = crate::tech::wipe::hold_lock(&state_dir)
             .map_err(|e| RunError::Lock(e.to_string()))?
             .ok_or_else(|| {
                 RunError::Lock(format!(
@@ -400,7 +400,7 @@ async fn register_sim(
     s: &SimConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<SimDevice, RunError> {
-    let address = crate::ble::sim::sim_address(&s.name);
+    let address = crate::sim::sim_address(&s.name);
     store
         .upsert_device(
             DeviceRecord {
@@ -458,7 +458,7 @@ fn device_addresses(cfg: &Config) -> BTreeMap<String, String> {
         .iter()
         .map(|d| match d {
             DeviceEntry::Ble { name, config } => (name.clone(), config.address.clone()),
-            DeviceEntry::Simulated(s) => (s.name.clone(), crate::ble::sim::sim_address(&s.name)),
+            DeviceEntry::Simulated(s) => (s.name.clone(), crate::sim::sim_address(&s.name)),
         })
         .collect()
 }

@@ -11,7 +11,7 @@
 //! device memory, and records it already stored are recognised by their stable keys — which is what
 //! lets the crash tests count every reading exactly once.
 
-use super::link::{Link, LinkError, Notifications};
+use crate::ble::link::{Link, LinkError, Notifications};
 use crate::gatt::bp::{BloodPressureMeasurement, PressureUnit};
 use crate::gatt::datetime::{CurrentTime, DateTime};
 use crate::gatt::dis::{BatteryLevel, FirmwareRevision, ManufacturerName, ModelNumber};
@@ -157,7 +157,7 @@ pub struct SimDevice {
 
 /// A short, stable, locally administered address for a simulated device's name.
 pub fn sim_address(name: &str) -> String {
-    let b = super::fnv1a(name.as_bytes()).to_be_bytes();
+    let b = crate::ble::fnv1a(name.as_bytes()).to_be_bytes();
     // 0x5A: a locally administered unicast prefix, and never a real vendor's.
     format!(
         "5A:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",

@@ -2,9 +2,9 @@
 //! baseline with the same schema, statements and durability settings (WAL, `synchronous=FULL`).
 //! Figures, never assertions: tests do not time anything.
 
-use super::crypto;
-use super::{DeviceRecord, NewReading, Result, Store, StoreConfig, StoreError};
 use crate::model::{Decimal, Kind, Reading, SystemClock, Unit, UtcMillis, Value};
+use crate::store::crypto;
+use crate::store::{DeviceRecord, NewReading, Result, Store, StoreConfig, StoreError};
 use rusqlite::{params, Connection};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ impl Plain {
             "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;
              PRAGMA secure_delete=FAST; PRAGMA journal_size_limit=67108864;",
         )?;
-        super::schema::migrate(&mut conn)?;
+        crate::store::schema::migrate(&mut conn)?;
         conn.execute(
             "INSERT INTO keys(id, purpose, state, kek_id, wrapped, seals, created_at) VALUES (1, 'data', 'active', 'plain', x'', 0, 0)",
             [],
@@ -191,7 +191,7 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
     let enc_dir = root.join("enc");
     let (enc_single, enc_batched, enc_written) = rt.block_on(async {
         let mut cfg = StoreConfig::new(&enc_dir);
-        cfg.kek = super::KekSource::resolve(&enc_dir, None);
+        cfg.kek = crate::store::KekSource::resolve(&enc_dir, None);
         cfg.size_limit = u64::MAX / 4;
         let store = Store::open(cfg, Arc::new(SystemClock)).await?;
         let dev = store

@@ -1,7 +1,7 @@
 //! The technician's radio commands: `scan`, `pair`, `unpair`, `devices`.
 
 use super::daemon::{load, runtime};
-use crate::ble::visit::{self, Seen};
+use crate::ble::tech::{self as radio, Seen};
 use crate::config::Config;
 use crate::model::{Clock, SystemClock, UtcMillis};
 use crate::store::{Store, StoreConfig};
@@ -101,7 +101,7 @@ pub fn scan(args: &ScanArgs) -> ExitCode {
             Some(c) => open_store(c).await.ok(),
             None => None,
         };
-        let seen = visit::scan(Duration::from_secs(args.seconds.max(1)), store.as_ref())
+        let seen = radio::scan(Duration::from_secs(args.seconds.max(1)), store.as_ref())
             .await
             .map_err(|e| e.to_string());
         if let Some(s) = store {
@@ -231,7 +231,7 @@ pub fn unpair(args: &UnpairArgs) -> ExitCode {
     };
     let r = rt.block_on(async {
         let store = open_store(&cfg).await?;
-        let r = visit::unpair(&store, &args.address)
+        let r = radio::unpair(&store, &args.address)
             .await
             .map_err(|e| e.to_string());
         store.close().await;
@@ -366,7 +366,7 @@ pub fn devices(args: &DevicesArgs) -> ExitCode {
 /// Readings through ingest (store, then the alert rules), counted for the progress display.
 #[derive(Debug)]
 struct Counting {
-    ingest: Arc<crate::hub::Ingest>,
+    ingest: Arc<crate::daemon::Ingest>,
     seen: std::sync::atomic::AtomicU64,
     stored: std::sync::atomic::AtomicU64,
     reporter: std::sync::Mutex<super::progress::Reporter>,
@@ -406,7 +406,7 @@ pub fn read(args: &ReadArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let _lock = match crate::hub::wipe::hold_lock(&cfg.state_dir()) {
+    let _lock = match crate::tech::wipe::hold_lock(&cfg.state_dir()) {
         Ok(Some(l)) => l,
         Ok(None) => {
             return fail(
@@ -422,9 +422,9 @@ pub fn read(args: &ReadArgs) -> ExitCode {
     };
     let r = rt.block_on(async {
         let store = open_store(&cfg).await?;
-        let ingest = crate::hub::Ingest::open(
+        let ingest = crate::daemon::Ingest::open(
             store.clone(),
-            crate::hub::IngestConfig {
+            crate::daemon::IngestConfig {
                 rules: cfg.alerts.clone(),
                 patient_id: cfg.hub.patient_id.clone(),
                 utc_offset_minutes: cfg.hub.utc_offset_minutes,

@@ -578,7 +578,7 @@ async fn backlog_check(cfg: &Config, clock: Arc<dyn Clock>, now_secs: i64) -> Ch
             "the daemon creates it at its first start (`vitals-hub run`)",
         );
     }
-    let store = match super::tech::open_read_only(cfg, clock).await {
+    let store = match super::status::open_read_only(cfg, clock).await {
         Ok(s) => s,
         Err(e) => {
             return Check::fail(

@@ -2,7 +2,7 @@
 //! start to systemd READY (over a real notify socket), CPU use and RSS while every device is idle,
 //! and RSS and CPU under the demo's load — against the local receiver over mutual TLS.
 
-use super::demo::{local_clinic, local_hub_config, Workdir};
+use crate::cli::demo::{local_clinic, local_hub_config, Workdir};
 use anyhow::Context;
 use clap::Args;
 use std::os::unix::net::UnixDatagram;
@@ -160,7 +160,7 @@ fn measure(config: &Path, notify: &Path, secs: u64) -> anyhow::Result<Measured> 
 
 fn run_inner(args: &DaemonBenchArgs) -> anyhow::Result<()> {
     let work = Workdir::new(None)?;
-    let rt = super::daemon::runtime()?;
+    let rt = crate::cli::daemon::runtime()?;
     let (pki, receiver) = rt.block_on(local_clinic(&work.path.join("pki"), 0, None))?;
     let port = receiver.addr().port();
     let notify = work.path.join("notify.sock");

@@ -51,7 +51,7 @@ pub struct Report {
 }
 
 /// The doctor's checklist as the report carries it (its fixes are printed by `doctor`).
-pub fn check_lines(checks: &[crate::hub::doctor::Check]) -> Vec<CheckLine> {
+pub fn check_lines(checks: &[crate::tech::doctor::Check]) -> Vec<CheckLine> {
     checks
         .iter()
         .map(|c| CheckLine {

@@ -1,0 +1,10 @@
+//! The running hub (`vitals-hub run`): the daemon's tasks and what joins them — ingest (readings to
+//! the store, then the alert rules), the local alert hook, and the BLE sessions, the uplink and
+//! systemd notification with its watchdog.
+
+pub mod hook;
+pub mod ingest;
+pub mod run;
+
+pub use ingest::{Ingest, IngestConfig, IngestError, IngestOutcome};
+pub use run::{run, Daemon, Options, RunError};
