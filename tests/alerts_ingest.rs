@@ -83,9 +83,11 @@ async fn critical_alert_offline_then_first_upstream() {
     assert_eq!(out.alerts[0].transition, Transition::Raised);
     assert_eq!(out.alerts[0].severity, Severity::CriticalLow);
     while !hook_out.exists() || std::fs::read_to_string(&hook_out).unwrap().is_empty() {
+        // A hang guard, not a speed claim: how fast the hook runs is a figure (printed below and
+        // measured by `vitals-hub bench daemon`), never an assertion.
         assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "the local hook did not run within a second"
+            t0.elapsed() < Duration::from_secs(60),
+            "the local hook never ran"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
