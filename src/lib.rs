@@ -2,32 +2,71 @@
 //!
 //! It reads Bluetooth LE medical devices, keeps every reading encrypted on local disk until the
 //! clinic has it, raises alerts on the hub itself, and uploads to the clinic as FHIR R4 over mutual
-//! TLS. The components, in the order data flows through them:
+//! TLS. This page is the map of the crate as it is: the architecture document. (The first plan,
+//! `shared/design/ARCHITECTURE.md`, is history; where they differ, this page is right and
+//! `tests/architecture.rs` checks the import rules below.)
 //!
-//! - [`model`]: domain types — [`model::Reading`], measurement kinds, exact decimal values with UCUM
-//!   units, special values, clinically relevant status flags.
-//! - [`gatt`]: pure codecs for the Bluetooth SIG health profiles (SFLOAT/FLOAT, glucose + RACP, blood
-//!   pressure, heart rate, pulse oximetry, thermometer, weight scale, CGM, current time, device
-//!   information, battery) — bytes in, `model` out, and encoders for the hub's writes and simulators.
-//! - [`store`]: the encrypted store-and-forward store (SQLite + ring AEAD): devices, readings,
-//!   download cursors, the upload outbox, alerts and the audit log; fsync'd before anything is acked.
-//! - [`ble`]: Bluetooth LE sessions (btleplug behind a narrow `Link` seam): scanning in windows,
-//!   the allow-list and bond check, one session per device, RACP downloads, pairing via zbus.
-//! - [`alerts`]: pure alert rules — thresholds with exact unit conversion and hysteresis, weight
-//!   trends, missed measurements by cause — and the replay used to try them.
-//! - [`fhir`]: pure mapping to the HL7 PHD IG (Observations, PhdDevice / PhgDevice, coincident
-//!   timestamps, conditional-create identifiers, bounded transaction Bundles) and parsing of
-//!   transaction-responses.
-//! - [`uplink`]: the mTLS client (reqwest + rustls on ring, certificate reload) and the sync loop:
-//!   batches from the outbox, per-entry acks, backoff, bisection of refused bundles, heartbeat.
-//! - [`receiver`]: a small FHIR ingest endpoint over mTLS (demo, pilots, tests) with a scripted fault
-//!   queue, and the development PKI behind `vitals-hub pki`.
-//! - [`config`]: the one TOML config tree, validated with file, line and fix in every error; the
-//!   paths (FHS under systemd, `directories` for a user run).
-//! - [`hub`]: wiring — the daemon ([`hub::run`]: BLE sessions, simulated devices, ingest into the
-//!   store and the alert rules, the uplink, systemd notification and watchdog), the local alert
-//!   hook.
-//! - [`cli`]: the `vitals-hub` subcommands; thin — parse, call the library, print.
+//! # Which way data flows
+//!
+//! One direction, no back and forth. Each arrow is a call into the next room; nothing calls back.
+//!
+//! ```text
+//!  BLE device ─► ble::session ─bytes─► gatt::decode ─► model::Reading
+//!     ─► ble::Port (defined by ble, implemented by daemon::port::HubPort)
+//!          ─► daemon::ingest ─► store (sealed, fsync'd, cursor in the same transaction)
+//!                            ─► alerts (rules; raised alerts sealed in the store; local hook)
+//!  store outbox ─► uplink ─► fhir (Bundle) ─► mTLS POST ─► fhir::response ─► store ack
+//! ```
+//!
+//! A reading is acknowledged to nothing (RACP cursor, BLE session, log line "stored") before its
+//! store transaction has committed, and the store is the only hand-over point between ingest and
+//! upload: a process killed anywhere resumes from the store, losing nothing and sending nothing
+//! twice.
+//!
+//! # The rooms
+//!
+//! **Pure logic** — no tokio, rusqlite, reqwest, `std::fs`, sockets or processes; bytes or values
+//! in, values out; tested exhaustively with fixtures and property tests:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`model`] | domain types: readings, kinds, exact decimals with UCUM units, flags, device records handed from `ble` to the store, times (`jiff` underneath), the [`model::Clock`] seam |
+//! | [`gatt`] | codecs for the Bluetooth SIG health profiles: bytes in, `model` out; encoders for the hub's writes and the simulators |
+//! | [`alerts`] | alert rules: thresholds with exact unit conversion and hysteresis, weight trends, missed measurements by cause; replay |
+//! | [`fhir`] | mapping to the HL7 PHD IG: observations, devices, alerts, heartbeat, transaction Bundles; parsing of transaction-responses |
+//!
+//! **The hub's runtime path** — I/O, each behind a narrow seam, tested against real peers:
+//!
+//! | module | owns | imports |
+//! |---|---|---|
+//! | [`ble`] | btleplug sessions behind [`ble::Link`], scan windows, allow-list and bond checks, RACP downloads, pairing over zbus; hands everything over through its own [`ble::Port`] | `gatt`, `model`; never `store`, `uplink` or `daemon` |
+//! | [`store`] | SQLite schema and migrations, AEAD sealing (ring) of every PHI column, the outbox, retention and capacity, key files | `model` |
+//! | [`uplink`] | the mTLS client (reqwest + rustls on ring), certificate reload, batching, backoff, bisection, heartbeat, clock-sync check | `fhir`, `store`, `model` |
+//! | [`daemon`] | the running process (`vitals-hub run`): ingest (store, then rules), the port `ble` hands over through, the alert hook, the tasks, systemd notify and watchdog | everything above |
+//! | [`config`] | the one TOML tree, validated with file, line and fix in every error; paths (FHS under systemd, `directories` for a user run) | the section types of the rooms it configures (see below) |
+//!
+//! **Off the runtime path** — each in its own room; nothing on the daemon's path imports them:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`tech`] | the technician's operations: setup, doctor, status, commission, export, wipe (the radio half — scan, pair, unpair — is [`ble::tech`]) |
+//! | [`sim`] | simulated peripherals: a [`ble::Link`] that behaves like each device profile, for the demo and tests |
+//! | [`receiver`] | the clinic-side FHIR ingest endpoint over mTLS (demo, pilots, tests) and the development PKI |
+//! | [`bench`] | the `vitals-hub bench` figures: store, uplink, daemon — never assertions |
+//! | [`cli`] | the `vitals-hub` subcommands: parse, start up once ([`cli`]'s `start`), call the library, print |
+//!
+//! **Config owns no section types.** `config` parses `[ble]`, `[uplink]`, `[alerts]` into the types
+//! those rooms define (`ble::BleConfig`, `uplink::UplinkConfig`, `alerts::Rules`, `sim::SimConfig`)
+//! so each room keeps its own settings beside the code that reads them, and `config` adds file,
+//! line and fix to every error. The price is that `config` imports those rooms' types; none of them
+//! imports `config`.
+//!
+//! # Queues
+//!
+//! Every queue between tasks is bounded, and what happens when it is full is written where it is
+//! made: the store's job channel (callers wait: back-pressure, nothing dropped), the raw stream
+//! values to the alert rules (`daemon::port`: the newest value is dropped and counted; its window's
+//! summary is still stored), the alert-hook queue, and the wake-up signal of the uplink.
 
 pub mod alerts;
 pub mod bench;

@@ -160,3 +160,16 @@ fn nothing_on_the_daemons_path_imports_the_benchmarks_or_the_cli() {
     }
     assert!(all.is_empty(), "{}", all.join("\n"));
 }
+
+#[test]
+fn config_sits_above_the_rooms_it_configures() {
+    // `config` imports the section types of `ble`, `uplink`, `alerts` and `sim` (they own their
+    // settings); none of them, nor anything below, imports `config` back.
+    let mut all = Vec::new();
+    for m in [
+        "model", "gatt", "alerts", "fhir", "store", "ble", "uplink", "sim", "receiver",
+    ] {
+        all.extend(violations(m, &["crate::config"]));
+    }
+    assert!(all.is_empty(), "{}", all.join("\n"));
+}
