@@ -554,9 +554,9 @@ pub fn system_mode() -> bool {
         || is_root()
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 fn project_dirs() -> Option<directories::ProjectDirs> {
