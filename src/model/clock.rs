@@ -181,7 +181,10 @@ mod tests {
             "2024-03-01T08:00:00Zjunk",
         ] {
             let e = UtcMillis::parse_rfc3339(bad).unwrap_err();
-            assert!(e.to_string().contains("write e.g. 2024-03-01T08:00:00Z"), "{e}");
+            assert!(
+                e.to_string().contains("write e.g. 2024-03-01T08:00:00Z"),
+                "{e}"
+            );
         }
     }
 

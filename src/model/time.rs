@@ -243,7 +243,12 @@ mod tests {
         let last = LocalDateTime::new(9999, 12, 31, 23, 59, 59).unwrap();
         let mut s = first.to_epoch_seconds();
         while s <= last.to_epoch_seconds() {
-            assert_eq!(LocalDateTime::from_epoch_seconds(s).unwrap().to_epoch_seconds(), s);
+            assert_eq!(
+                LocalDateTime::from_epoch_seconds(s)
+                    .unwrap()
+                    .to_epoch_seconds(),
+                s
+            );
             s += 17 * 86_400 + 3_607;
         }
         let epoch = LocalDateTime::new(1970, 1, 1, 0, 0, 0).unwrap();
