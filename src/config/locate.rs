@@ -37,7 +37,7 @@ pub fn line_of(text: &str, keys: &[&str]) -> Option<usize> {
             let Some(item) = rest
                 .next()
                 .and_then(|i| i.parse::<usize>().ok())
-                .and_then(|i| items.iter().nth(i))
+                .and_then(|i| items.get(i))
             else {
                 found = Some(value.span().start);
                 break;
