@@ -50,10 +50,7 @@ fn parse_hex_bytes<const N: usize>(
         return Err(err());
     }
     let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        let pair = digits.get(i * 2..i * 2 + 2).ok_or_else(err)?;
-        *b = u8::from_str_radix(pair, 16).map_err(|_| err())?;
-    }
+    hex::decode_to_slice(&digits, &mut out).map_err(|_| err())?;
     Ok(out)
 }
 
@@ -66,7 +63,7 @@ fn dashed(bytes: &[u8]) -> String {
 }
 
 fn compact(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    hex::encode_upper(bytes)
 }
 
 impl Eui64 {
