@@ -225,3 +225,58 @@ async fn a_wrong_date_exits_2_with_the_format() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// `--out` onto a file that already exists (here 0644, as an editor or `touch` leaves it): the
+/// export is written to a new 0600 file and renamed into place, so the decrypted readings never
+/// take over the old file's wider mode. A failed export leaves the old file as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_onto_an_existing_0644_file_is_0600_after() {
+    use std::os::unix::fs::PermissionsExt;
+    let (world, config) = stored_world().await;
+    let file = world.dir.path().join("existing.csv");
+    std::fs::write(&file, "old contents\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let args = |from: &'static str| {
+        [
+            "--from",
+            from,
+            "--to",
+            "2026-12-31",
+            "--format",
+            "csv",
+            "--out",
+        ]
+    };
+    // An export that fails (empty range) leaves the existing file untouched.
+    let out = export(
+        &config,
+        &[&args("2027-01-01")[..], &[file.to_str().unwrap()]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "old contents\n");
+
+    let out = export(
+        &config,
+        &[&args("2026-01-01")[..], &[file.to_str().unwrap()]].concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the export took over the existing file's mode"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("time,kind,value"), "{text}");
+    // No temporary file is left beside it.
+    let left: Vec<_> = std::fs::read_dir(world.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("existing.csv") && n != "existing.csv")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -89,7 +89,7 @@ impl Workdir {
         let mut r = [0u8; 6];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r)
             .map_err(|_| anyhow::anyhow!("no randomness for a temporary folder name"))?;
-        let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let name = hex::encode(r);
         let path = std::env::temp_dir().join(format!("vitals-hub-demo-{name}"));
         std::fs::DirBuilder::new()
             .mode(0o700)

@@ -98,24 +98,19 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut out: Box<dyn std::io::Write> = match &args.out {
-        Some(p) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(p)
-            {
-                Ok(f) => Box::new(std::io::BufWriter::new(f)),
-                Err(e) => {
-                    eprintln!("vitals-hub export: cannot create {}: {e}", p.display());
-                    return ExitCode::FAILURE;
-                }
-            }
+    // `--out`: a new 0600 file, renamed into place only when the export is complete.
+    let mut file = match args.out.as_deref().map(export::OutFile::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            let p = args.out.as_deref().unwrap_or(std::path::Path::new(""));
+            eprintln!("vitals-hub export: cannot create {}: {e}", p.display());
+            return ExitCode::FAILURE;
         }
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let out: &mut dyn std::io::Write = match &mut file {
+        Some(f) => f,
+        None => &mut stdout,
     };
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -134,11 +129,15 @@ pub fn export(args: &ExportArgs) -> ExitCode {
             to,
             now: clock.now(),
         };
-        let r = export::export(&store, &cfg, range, args.format, &mut out, &mut progress).await;
+        let r = export::export(&store, &cfg, range, args.format, out, &mut progress).await;
         store.close().await;
         r
     });
     reporter.finish();
+    let result = match (result, file) {
+        (Ok(r), Some(f)) => f.commit().map(|()| r).map_err(export::ExportError::Io),
+        (r, _) => r,
+    };
     match result {
         Ok(r) => {
             eprintln!(

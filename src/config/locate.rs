@@ -1,57 +1,66 @@
 //! Where a key sits in the config text, for messages about values that parsed but are wrong.
 //!
-//! A small line scanner over the TOML layout the hub's config uses: `[table]`, `[[array]]` tables
-//! (numbered from 0 in order of appearance) and `key = value` lines. Good enough to point a
-//! technician at a line; it is never used to read values.
+//! The positions are `toml`'s own: the text is parsed once more into [`toml::de::DeTable`], whose
+//! keys and values carry their byte spans, and a span becomes a 1-based line and column here. It
+//! is never used to read values (serde does that, on the same text).
 
-use std::collections::HashMap;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
-/// The 1-based line of `keys` (e.g. `["uplink", "base_url"]`, `["device", "1", "address"]`); when
-/// the key itself is absent, the line of the innermost table that exists on its path.
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The 1-based line of `keys` (e.g. `["uplink", "base_url"]`, `["device", "1", "address"]`, an
+/// array of tables indexed from 0); when the key itself is absent, the line of the innermost table
+/// that exists on its path (its `[header]`). `None` when not even the first table exists, or the
+/// text is not TOML.
 pub fn line_of(text: &str, keys: &[&str]) -> Option<usize> {
-    let mut header: Vec<String> = Vec::new();
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut best: Option<(usize, usize)> = None; // (matched prefix length, line)
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let n = i + 1;
-        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
-            let name = name.trim().to_string();
-            let c = counts.entry(name.clone()).or_insert(0);
-            header = name.split('.').map(|s| s.trim().to_string()).collect();
-            header.push(c.to_string());
-            *c += 1;
-        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            header = name.split('.').map(|s| s.trim().to_string()).collect();
-        } else if let Some((k, _)) = line.split_once('=') {
-            let k = k.trim().trim_matches('"');
-            if k.is_empty() || k.starts_with('#') {
-                continue;
-            }
-            let mut path = header.clone();
-            path.extend(k.split('.').map(|s| s.trim().to_string()));
-            if path.iter().map(String::as_str).eq(keys.iter().copied()) {
-                return Some(n);
-            }
-            continue;
-        } else {
-            continue;
+    let root = DeTable::parse(text).ok()?;
+    let mut table: &DeTable<'_> = root.get_ref();
+    let mut found: Option<usize> = None; // byte offset of the innermost container found
+    let mut rest = keys.iter().peekable();
+    while let Some(key) = rest.next() {
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == key) else {
+            break;
+        };
+        if rest.peek().is_none() {
+            return Some(line_col(text, k.span().start).0);
         }
-        // A header line: how much of `keys` does it cover?
-        let matched = header
-            .iter()
-            .zip(keys)
-            .take_while(|(a, b)| a.as_str() == **b)
-            .count();
-        if matched == header.len() && matched > best.map_or(0, |b| b.0) {
-            best = Some((matched, n));
+        let mut value: &Spanned<DeValue<'_>> = v;
+        if let DeValue::Array(items) = value.get_ref() {
+            // `[[name]]` tables: the next key is the element's index.
+            let Some(item) = rest
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| items.get(i))
+            else {
+                found = Some(value.span().start);
+                break;
+            };
+            if rest.peek().is_none() {
+                return Some(line_col(text, item.span().start).0);
+            }
+            value = item;
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => {
+                found = Some(value.span().start);
+                table = t;
+            }
+            _ => break,
         }
     }
-    best.map(|b| b.1)
+    found.map(|o| line_col(text, o).0)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     const T: &str = "[hub]\npatient_id = \"p\"\n\n[[device]]\nname = \"a\"\n[[device]]\nname = \"b\"\naddress = \"x\"\n[alerts.thresholds.glucose]\nhigh = 1\n";
@@ -62,10 +71,23 @@ mod tests {
         assert_eq!(line_of(T, &["device", "1", "address"]), Some(8));
         // Absent key: the table that would hold it.
         assert_eq!(line_of(T, &["device", "0", "address"]), Some(4));
+        assert_eq!(line_of(T, &["device", "1"]), Some(6));
+        assert_eq!(line_of(T, &["hub", "state_dir"]), Some(1));
         assert_eq!(
             line_of(T, &["alerts", "thresholds", "glucose", "high"]),
             Some(10)
         );
         assert_eq!(line_of(T, &["uplink", "base_url"]), None);
+        assert_eq!(line_of("not = [toml", &["not"]), None);
+    }
+
+    #[test]
+    fn keys_the_line_scanner_got_wrong() {
+        // A `[` or `=` inside a string, a multi-line string, an inline table, a quoted dotted key.
+        let t = "[hub]\nnote = \"\"\"\n[uplink]\nbase_url = 1\n\"\"\"\ntags = { base_url = \"=\" }\n\n[uplink]\n\"base_url\" = \"x\"\n";
+        assert_eq!(line_of(t, &["uplink", "base_url"]), Some(9));
+        assert_eq!(line_of(t, &["hub", "tags", "base_url"]), Some(6));
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 7), (2, 2));
     }
 }

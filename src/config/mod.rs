@@ -17,6 +17,19 @@
 //! upload path; its readings are marked as test data upstream).
 //!
 //! The values every section shares (`patient_id`, `utc_offset_minutes`) are set once, in `[hub]`.
+//!
+//! **Who owns a section's type (decision, issue 12).** `config` does not own the types of the
+//! sections it parses: [`UplinkConfig`] stays in `uplink`, [`BleConfig`]/[`DeviceConfig`] in `ble`,
+//! [`AlertRules`] in `alerts`, [`SimConfig`] in `sim`, and ARCHITECTURE's rule "config may import
+//! serde only" is replaced by: *each module owns its settings type, its defaults and its own
+//! validation; `config` sits above them, owns the file (one tree, unknown keys refused), the values
+//! the sections share, the positions in error messages and the paths, and imports the section
+//! types to assemble them.* Why: those types are the modules' own inputs, not config plumbing
+//! (`AlertRules` *is* the alert engine's rule set, `UplinkConfig::validate` knows the URL and TLS
+//! rules, the simulator's `Profile` is its device model), so moving them would make `config` a
+//! second home for every module's logic and make `alerts` — a pure module — import `config`.
+//! The direction stays one-way and acyclic: no module below `config` imports it; only `daemon`,
+//! `tech`, `cli` and `bench` do.
 
 mod locate;
 
@@ -504,9 +517,7 @@ fn uplink_key_of(msg: &str) -> &'static str {
 fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let (line, column) = match e.span() {
         Some(span) => {
-            let before = text.get(..span.start).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let (line, column) = locate::line_col(text, span.start);
             (Some(line), Some(column))
         }
         None => (None, None),
@@ -554,9 +565,9 @@ pub fn system_mode() -> bool {
         || is_root()
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 fn project_dirs() -> Option<directories::ProjectDirs> {

@@ -50,10 +50,7 @@ fn parse_hex_bytes<const N: usize>(
         return Err(err());
     }
     let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        let pair = digits.get(i * 2..i * 2 + 2).ok_or_else(err)?;
-        *b = u8::from_str_radix(pair, 16).map_err(|_| err())?;
-    }
+    hex::decode_to_slice(&digits, &mut out).map_err(|_| err())?;
     Ok(out)
 }
 
@@ -66,7 +63,7 @@ fn dashed(bytes: &[u8]) -> String {
 }
 
 fn compact(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    hex::encode_upper(bytes)
 }
 
 impl Eui64 {
@@ -216,40 +213,25 @@ pub fn if_none_exist(system: &str, value: &str) -> String {
     )
 }
 
+/// What [`percent_encode`] escapes: everything but the URL "unreserved" set and `:`/`/`.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'/');
+
 /// Percent-encode for a query parameter value, keeping `:` and `/` readable.
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 /// Decode `%XX` escapes (and `+` as a space, as HTML forms and most servers do).
 pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(v) = hex {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b == b'+' { b' ' } else { b });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

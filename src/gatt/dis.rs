@@ -166,11 +166,7 @@ pub struct RegulatoryCertificationDataList {
 }
 
 fn ser_hex<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&to_hex(v))
-}
-
-fn to_hex(v: &[u8]) -> String {
-    v.iter().map(|b| format!("{b:02x}")).collect()
+    s.serialize_str(&hex::encode(v))
 }
 
 fn parse_mder_list(b: &[u8]) -> Option<Vec<RegulatoryEntry>> {
@@ -195,7 +191,7 @@ fn parse_mder_list(b: &[u8]) -> Option<Vec<RegulatoryEntry>> {
         out.push(RegulatoryEntry {
             auth_body,
             auth_body_struc_type,
-            data_hex: to_hex(data),
+            data_hex: hex::encode(data),
         });
         pos += 4 + len;
     }

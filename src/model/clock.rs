@@ -32,6 +32,43 @@ impl UtcMillis {
     }
 }
 
+/// Why text is not an RFC 3339 date-time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not an RFC 3339 date-time ({why}); write e.g. 2024-03-01T08:00:00Z or 2024-03-01T09:00:00+01:00")]
+pub struct Rfc3339Error {
+    pub text: String,
+    /// What is wrong with it, as `jiff` says.
+    pub why: String,
+}
+
+impl UtcMillis {
+    /// Parse an RFC 3339 timestamp (`2024-03-01T08:00:00Z`, `2024-03-01T09:00:00.250+01:00`) with
+    /// `jiff`: an offset or `Z` is required; fractions beyond milliseconds are truncated (toward
+    /// the past); a leap second is read as the last second of its minute. jiff reads the RFC 9557
+    /// superset of RFC 3339, so a trailing `[zone]` annotation is accepted too.
+    pub fn parse_rfc3339(text: &str) -> Result<UtcMillis, Rfc3339Error> {
+        let t: jiff::Timestamp = text.parse().map_err(|e: jiff::Error| Rfc3339Error {
+            text: text.to_string(),
+            why: e.to_string(),
+        })?;
+        // jiff's range (about ±9999 years) keeps nanoseconds / 10^6 well inside i64.
+        let ms = t.as_nanosecond().div_euclid(1_000_000);
+        Ok(UtcMillis(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+
+    /// `2024-03-01T08:00:00Z`, or with `.fff` when there are milliseconds; a time outside years
+    /// 1582..=9999 is written as its milliseconds (`-12244089600001ms`).
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1000);
+        let ms = self.0.rem_euclid(1000);
+        match super::LocalDateTime::from_epoch_seconds(secs) {
+            Ok(t) if ms == 0 => format!("{t}Z"),
+            Ok(t) => format!("{t}.{ms:03}Z"),
+            Err(_) => format!("{}ms", self.0),
+        }
+    }
+}
+
 impl fmt::Display for UtcMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}ms", self.0)
@@ -93,6 +130,62 @@ mod tests {
         c.set(UtcMillis(61_234));
         assert_eq!(c.now().floor_minute(), UtcMillis(60_000));
         assert_eq!(UtcMillis(-1).floor_minute(), UtcMillis(-60_000));
+    }
+
+    #[test]
+    fn rfc3339_parses_and_formats() {
+        let t = UtcMillis::parse_rfc3339("2024-03-01T08:00:00Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2024-03-01T08:00:00Z");
+        let u = UtcMillis::parse_rfc3339("2024-03-01T09:00:00.25+01:00").unwrap();
+        assert_eq!(u.0 - t.0, 250);
+        assert_eq!(u.to_rfc3339(), "2024-03-01T08:00:00.250Z");
+        assert_eq!(
+            UtcMillis::parse_rfc3339("1970-01-01T00:00:00Z").unwrap(),
+            UtcMillis(0)
+        );
+        // Beyond milliseconds: truncated toward the past, also before 1970.
+        assert_eq!(
+            UtcMillis::parse_rfc3339("1970-01-01T00:00:00.0019Z").unwrap(),
+            UtcMillis(1)
+        );
+        assert_eq!(
+            UtcMillis::parse_rfc3339("1969-12-31T23:59:59.9995Z").unwrap(),
+            UtcMillis(-1)
+        );
+        // A leap second is the last second of its minute.
+        assert_eq!(
+            UtcMillis::parse_rfc3339("2016-12-31T23:59:60Z").unwrap(),
+            UtcMillis::parse_rfc3339("2016-12-31T23:59:59Z").unwrap()
+        );
+        assert_eq!(UtcMillis(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            UtcMillis(-12_244_089_600_000).to_rfc3339(),
+            "1582-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            UtcMillis(-12_244_089_600_001).to_rfc3339(),
+            "-12244089600001ms"
+        );
+        assert_eq!(
+            UtcMillis(253_402_300_799_999).to_rfc3339(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        for bad in [
+            "2024-03-01 08:00:00",
+            "2024-03-01T08:00:00",
+            "2024-02-30T00:00:00Z",
+            "2024-03-01T08:00:00+1",
+            "2024-03-01T24:00:00Z",
+            "x",
+            "",
+            "2024-03-01T08:00:00Zjunk",
+        ] {
+            let e = UtcMillis::parse_rfc3339(bad).unwrap_err();
+            assert!(
+                e.to_string().contains("write e.g. 2024-03-01T08:00:00Z"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

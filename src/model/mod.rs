@@ -3,17 +3,15 @@
 //! A decoded measurement becomes one or more [`Reading`]s: what was measured ([`Kind`]), the exact
 //! value with its UCUM unit ([`Unit`]) or a special value ([`Special`]) that is never a number, the
 //! device's own wall-clock time when it sent one, and the status flags that matter clinically
-//! ([`Flag`]). This module is pure: std and serde only.
+//! ([`Flag`]). This module is pure: std, serde and `jiff` (the calendar) only.
 
 mod clock;
 mod decimal;
-mod rfc3339;
 mod time;
 
-pub use clock::{Clock, ManualClock, Progress, SystemClock, UtcMillis};
+pub use clock::{Clock, ManualClock, Progress, Rfc3339Error, SystemClock, UtcMillis};
 pub use decimal::{Decimal, DecimalParseError};
-pub use rfc3339::Rfc3339Error;
-pub use time::{civil_from_days, days_from_civil, days_in_month, LocalDateTime, TimeError};
+pub use time::{days_in_month, LocalDateTime, TimeError};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

@@ -2,23 +2,18 @@
 //!
 //! The Bluetooth SIG Date Time field is the device's own wall clock. The hub keeps that value as the
 //! device sent it (the FHIR PHD conditional-create identifier is built from it) and maps it to UTC
-//! only where it knows the device's clock offset. The civil-calendar arithmetic here is the proleptic
-//! Gregorian day count, written out so that this pure module needs no date crate.
+//! only where it knows the device's clock offset. The calendar (proleptic Gregorian day counts,
+//! month lengths, weekdays) is `jiff`'s: [`LocalDateTime`] wraps a [`jiff::civil::DateTime`] and
+//! only adds the range this hub accepts (years 1582..=9999, whole seconds) and its own errors.
 
+use jiff::civil::DateTime;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A complete, valid calendar date and time of day (proleptic Gregorian, years 1582..=9999).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct LocalDateTime {
-    year: u16,
-    month: u8,
-    day: u8,
-    hour: u8,
-    minute: u8,
-    second: u8,
-}
+pub struct LocalDateTime(DateTime);
 
 /// Why a set of calendar fields is not a valid [`LocalDateTime`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,48 +30,27 @@ pub enum TimeError {
     Syntax(String),
 }
 
+/// 1970-01-01T00:00:00, the origin of [`LocalDateTime::to_epoch_seconds`].
+const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
+
 pub const MIN_YEAR: u16 = 1582;
 pub const MAX_YEAR: u16 = 9999;
 
-pub fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
+/// The number of days of `month` (1..=12) in `year`; 0 for a month or year jiff cannot represent.
 pub fn days_in_month(year: i64, month: u8) -> u8 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(year) => 29,
-        2 => 28,
+    match (i16::try_from(year), i8::try_from(month)) {
+        (Ok(y), Ok(m)) => jiff::civil::Date::new(y, m, 1)
+            .map_or(0, |d| u8::try_from(d.days_in_month()).unwrap_or(0)),
         _ => 0,
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (negative before it).
-pub fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
-    // Shift the year so it starts in March: the leap day is then the last day of the year.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400; // 0..=399
-    let m = month as i64;
-    let mp = (m + 9) % 12; // March = 0
-    let doy = (153 * mp + 2) / 5 + day as i64 - 1; // 0..=365
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // 0..=146096
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count from 1970-01-01 (inverse of [`days_from_civil`]).
-pub fn civil_from_days(days: i64) -> (i64, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    (year, month, day)
+fn year_out_of_range(value: u32) -> TimeError {
+    TimeError::OutOfRange {
+        field: "year",
+        value,
+        range: "1582..=9999",
+    }
 }
 
 impl LocalDateTime {
@@ -124,73 +98,78 @@ impl LocalDateTime {
         check("hours", hour.into(), 0, 23, "0..=23")?;
         check("minutes", minute.into(), 0, 59, "0..=59")?;
         check("seconds", second.into(), 0, 59, "0..=59")?;
-        Ok(LocalDateTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-        })
+        // Every field was checked above, so jiff accepts them; its error is kept all the same.
+        DateTime::new(
+            year as i16,
+            month as i8,
+            day as i8,
+            hour as i8,
+            minute as i8,
+            second as i8,
+            0,
+        )
+        .map(LocalDateTime)
+        .map_err(|_| year_out_of_range(year.into()))
     }
 
     pub fn year(&self) -> u16 {
-        self.year
+        self.0.year() as u16
     }
     pub fn month(&self) -> u8 {
-        self.month
+        self.0.month() as u8
     }
     pub fn day(&self) -> u8 {
-        self.day
+        self.0.day() as u8
     }
     pub fn hour(&self) -> u8 {
-        self.hour
+        self.0.hour() as u8
     }
     pub fn minute(&self) -> u8 {
-        self.minute
+        self.0.minute() as u8
     }
     pub fn second(&self) -> u8 {
-        self.second
+        self.0.second() as u8
+    }
+
+    /// This value as a `jiff` civil date-time (for zone rules and arithmetic beyond this type's).
+    pub fn to_jiff(&self) -> DateTime {
+        self.0
     }
 
     /// Seconds since 1970-01-01T00:00:00 of this wall-clock value read as if it were UTC.
     pub fn to_epoch_seconds(&self) -> i64 {
-        days_from_civil(self.year.into(), self.month, self.day) * 86_400
-            + i64::from(self.hour) * 3600
-            + i64::from(self.minute) * 60
-            + i64::from(self.second)
+        self.0.duration_since(EPOCH).as_secs()
     }
 
     /// The wall-clock value `secs` seconds after 1970-01-01T00:00:00, if it is within 1582..=9999.
     pub fn from_epoch_seconds(secs: i64) -> Result<Self, TimeError> {
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        let year = u16::try_from(y).map_err(|_| TimeError::OutOfRange {
-            field: "year",
-            value: y.clamp(0, u32::MAX.into()) as u32,
-            range: "1582..=9999",
-        })?;
+        // Civil arithmetic, no time zone: all of 9999-12-31 is reachable (a jiff `Timestamp` is
+        // not, as it keeps room for any offset). Beyond jiff's range the year is named 0 or 10000.
+        let dt = EPOCH
+            .checked_add(jiff::SignedDuration::from_secs(secs))
+            .map_err(|_| year_out_of_range(if secs < 0 { 0 } else { 10_000 }))?;
+        let year = u16::try_from(dt.year()).map_err(|_| year_out_of_range(0))?;
         LocalDateTime::new(
             year,
-            m,
-            d,
-            (rem / 3600) as u8,
-            ((rem % 3600) / 60) as u8,
-            (rem % 60) as u8,
+            dt.month() as u8,
+            dt.day() as u8,
+            dt.hour() as u8,
+            dt.minute() as u8,
+            dt.second() as u8,
         )
     }
 
     /// This time shifted by a signed number of minutes (GLS Time Offset, CGM time offsets).
     pub fn add_minutes(&self, minutes: i64) -> Result<Self, TimeError> {
-        Self::from_epoch_seconds(self.to_epoch_seconds() + minutes * 60)
+        Self::from_epoch_seconds(
+            self.to_epoch_seconds()
+                .saturating_add(minutes.saturating_mul(60)),
+        )
     }
 
     /// Day of the week, 1 = Monday … 7 = Sunday (the Current Time Service numbering).
     pub fn weekday(&self) -> u8 {
-        // 1970-01-01 was a Thursday (4).
-        let d = days_from_civil(self.year.into(), self.month, self.day);
-        ((d + 3).rem_euclid(7) + 1) as u8
+        self.0.weekday().to_monday_one_offset() as u8
     }
 }
 
@@ -199,7 +178,12 @@ impl fmt::Display for LocalDateTime {
         write!(
             f,
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
+            self.year(),
+            self.month(),
+            self.day(),
+            self.hour(),
+            self.minute(),
+            self.second()
         )
     }
 }
@@ -254,17 +238,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_round_trip_over_the_whole_range() {
-        let first = days_from_civil(1582, 1, 1);
-        let last = days_from_civil(9999, 12, 31);
-        let mut d = first;
-        while d <= last {
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d);
-            d += 17;
+    fn epoch_seconds_round_trip_over_the_whole_range() {
+        let first = LocalDateTime::new(1582, 1, 1, 0, 0, 0).unwrap();
+        let last = LocalDateTime::new(9999, 12, 31, 23, 59, 59).unwrap();
+        let mut s = first.to_epoch_seconds();
+        while s <= last.to_epoch_seconds() {
+            assert_eq!(
+                LocalDateTime::from_epoch_seconds(s)
+                    .unwrap()
+                    .to_epoch_seconds(),
+                s
+            );
+            s += 17 * 86_400 + 3_607;
         }
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        let epoch = LocalDateTime::new(1970, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(epoch.to_epoch_seconds(), 0);
+        let t = LocalDateTime::new(2000, 3, 1, 0, 0, 0).unwrap();
+        assert_eq!(t.to_epoch_seconds(), 11_017 * 86_400);
+        assert!(LocalDateTime::from_epoch_seconds(first.to_epoch_seconds() - 1).is_err());
+        assert!(LocalDateTime::from_epoch_seconds(last.to_epoch_seconds() + 1).is_err());
+        assert!(LocalDateTime::from_epoch_seconds(i64::MIN).is_err());
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(2023, 2), 28);
+        assert_eq!(days_in_month(2023, 13), 0);
     }
 
     #[test]

@@ -50,8 +50,9 @@ fn ymd(offset: i64) -> (i32, u8, u8) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
         .unwrap_or(0);
-    let (y, m, d) = crate::model::civil_from_days(now.div_euclid(86_400) + offset);
-    (i32::try_from(y).unwrap_or(2000), m, d)
+    let t = jiff::Timestamp::from_second(now.saturating_add(offset.saturating_mul(86_400)));
+    let d = jiff::tz::Offset::UTC.to_datetime(t.unwrap_or_default());
+    (d.year().into(), d.month() as u8, d.day() as u8)
 }
 
 macro_rules! day {

@@ -11,8 +11,7 @@ use std::sync::Arc;
 /// SHA-256 of a DER certificate, as `sha256:<hex>`.
 pub fn fingerprint(der: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, der);
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", hex::encode(d))
 }
 
 fn tls_err(what: &str, path: &Path, e: impl std::fmt::Display) -> ReceiverError {

@@ -110,12 +110,7 @@ impl Kek {
         // The id is a keyed fingerprint: it tells which KEK wrapped a key without revealing the KEK.
         let mac = hmac::Key::new(hmac::HMAC_SHA256, bytes);
         let tag = hmac::sign(&mac, format!("{DOMAIN}|kek-id").as_bytes());
-        let id = tag
-            .as_ref()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = hex::encode(tag.as_ref().get(..8).unwrap_or_default());
         Ok(Kek {
             key: aead_key(bytes)?,
             id,

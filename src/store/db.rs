@@ -100,37 +100,19 @@ fn is_corruption(e: &rusqlite::Error) -> bool {
     is_code(e, ErrorCode::DatabaseCorrupt) || is_code(e, ErrorCode::NotADatabase)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A UUIDv7: 48-bit millisecond time, then random bits. Time-ordered, so the `uuid` unique index is
 /// appended to at its right edge instead of being rewritten at random pages (SD-card wear, WAL size).
-/// The minute-coarse time is plain anyway; the millisecond part leaks little more.
+/// The minute-coarse time is plain anyway; the millisecond part leaks little more. The random bits
+/// come from the store's own `ring` generator; `uuid` lays out the version, variant and text.
 fn new_uuid(rng: &dyn SecureRandom, now: UtcMillis) -> Result<String> {
-    let mut b = [0u8; 16];
+    let mut b = [0u8; 10];
     rng.fill(&mut b)
         .map_err(|_| StoreError::Crypto(crypto::CryptoError::Random))?;
-    let ms = u64::try_from(now.as_millis()).unwrap_or(0).to_be_bytes();
-    for (dst, src) in b.iter_mut().zip(ms.iter().skip(2)) {
-        *dst = *src;
-    }
-    if let Some(v) = b.get_mut(6) {
-        *v = (*v & 0x0f) | 0x70;
-    }
-    if let Some(v) = b.get_mut(8) {
-        *v = (*v & 0x3f) | 0x80;
-    }
-    let h = hex(&b);
-    let part = |a: usize, z: usize| h.get(a..z).unwrap_or_default().to_owned();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        part(0, 8),
-        part(8, 12),
-        part(12, 16),
-        part(16, 20),
-        part(20, 32)
-    ))
+    let ms = u64::try_from(now.as_millis()).unwrap_or(0);
+    Ok(uuid::Builder::from_unix_timestamp_millis(ms, &b)
+        .into_uuid()
+        .hyphenated()
+        .to_string())
 }
 
 /// Open and configure a connection; an error here may mean corruption.

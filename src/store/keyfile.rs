@@ -104,12 +104,9 @@ impl KekSource {
     }
 }
 
-/// The effective uid of this process, read from `/proc/self/status` (no `unsafe` libc call).
+/// The effective uid of this process (rustix's safe `geteuid`).
 pub fn effective_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    // "Uid:\treal\teffective\tsaved\tfs"
-    line.split_whitespace().nth(2)?.parse().ok()
+    Some(rustix::process::geteuid().as_raw())
 }
 
 fn check_file(path: &Path, meta: &fs::Metadata) -> Result<(), KeyFileError> {

@@ -319,7 +319,7 @@ async fn disk_check(cfg: &Config) -> Check {
         return Check::warn(
             NAME,
             format!("could not read the free space of {}", dir.display()),
-            "check that `df` (coreutils) is installed",
+            "check that the hub's user may read that directory (statvfs failed)",
         );
     };
     let used = std::fs::metadata(state.join("store.db"))

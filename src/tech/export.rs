@@ -13,7 +13,9 @@ use crate::model::UtcMillis;
 use crate::store::{Store, StoreError, StoredReading};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 /// Errors of an export.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,61 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("the hub's identity for FHIR: {0}")]
     Hub(String),
+}
+
+/// The `--out` file. The export is written to a new 0600 file in the same directory and renamed
+/// over `path` only by [`OutFile::commit`]: an existing file at `path` never lends the export its
+/// mode or owner (decrypted readings never land world-readable), and a failed export leaves it as
+/// it was (the temporary file is removed when an uncommitted `OutFile` is dropped).
+#[derive(Debug)]
+pub struct OutFile {
+    tmp: BufWriter<tempfile::NamedTempFile>,
+    path: PathBuf,
+}
+
+impl OutFile {
+    pub fn create(path: &Path) -> std::io::Result<OutFile> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)?;
+        // Exactly 0600 whatever the umask (it can only have narrowed it).
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(OutFile {
+            tmp: BufWriter::new(tmp),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Flush, sync, and rename the new file over `path` (then sync the directory).
+    pub fn commit(self) -> std::io::Result<()> {
+        let tmp = self.tmp.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for OutFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tmp.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tmp.flush()
+    }
 }
 
 /// The output format.

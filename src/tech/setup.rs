@@ -219,22 +219,11 @@ fn make_dir(dir: &Path, mode: u32) -> Result<(), SetupError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io(dir))
 }
 
-/// `(uid, gid)` of the service user from `/etc/passwd`, when it exists.
+/// `(uid, gid)` of the service user, when it exists (getpwnam through NSS, so a user from
+/// systemd-sysusers or LDAP is found as well as one in `/etc/passwd`).
 fn service_user() -> Option<(u32, u32)> {
-    let text = fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        if f.next()? != SERVICE_USER {
-            return None;
-        }
-        let _pw = f.next()?;
-        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
-    })
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    let u = uzers::get_user_by_name(SERVICE_USER)?;
+    Some((u.uid(), u.primary_group_id()))
 }
 
 /// Enrol: check, install the credentials, write the config. Nothing is written when a check fails.
@@ -294,7 +283,7 @@ pub fn setup(req: &Request, now_secs: i64) -> Result<Report, SetupError> {
         return Err(SetupError::Config(e.to_string()));
     }
 
-    let owner = match (is_root(), service_user()) {
+    let owner = match (crate::config::is_root(), service_user()) {
         (true, Some((uid, gid))) => {
             for p in [&state_dir, &keys, &key_dst, &cert_dst, &ca_dst] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(io(p))?;

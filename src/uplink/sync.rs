@@ -906,19 +906,10 @@ impl Uplink {
     }
 }
 
-/// Free bytes on the file system holding `dir` (`df`, coreutils).
+/// Bytes free to unprivileged users on the file system holding `dir` (statvfs, as `df` shows).
 pub fn free_disk(dir: &std::path::Path) -> Option<u64> {
-    let out = std::process::Command::new("df")
-        .args(["-B1", "--output=avail"])
-        .arg(dir)
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// A probe of the clinic that carries no PHI: `GET <base_url>/metadata` (the FHIR capability

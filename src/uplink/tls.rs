@@ -60,8 +60,22 @@ fn x509_time(tag: u8, v: &[u8]) -> Option<i64> {
     };
     let f = |a: usize| rest.get(a..a + 2).and_then(digits);
     let (mo, d, h, mi, s) = (f(0)?, f(2)?, f(4)?, f(6)?, f(8)?);
-    let days = crate::model::days_from_civil(year, u8::try_from(mo).ok()?, u8::try_from(d).ok()?);
-    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+    let n = |v: i64| i8::try_from(v).ok();
+    let t = jiff::civil::DateTime::new(
+        i16::try_from(year).ok()?,
+        n(mo)?,
+        n(d)?,
+        n(h)?,
+        n(mi)?,
+        n(s)?,
+        0,
+    );
+    Some(
+        jiff::tz::Offset::UTC
+            .to_timestamp(t.ok()?)
+            .ok()?
+            .as_second(),
+    )
 }
 
 /// notBefore / notAfter of an X.509 certificate (RFC 5280 4.1: Certificate → TBSCertificate →
