@@ -1,9 +1,10 @@
 //! `vitals-hub run` (the daemon) and `vitals-hub config check`.
 
+use super::start::{start, Start};
 use crate::config::{self, Config};
 use crate::daemon::{self as hub, Options};
 use clap::{Args, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::sync::watch;
 
@@ -82,26 +83,13 @@ pub fn shutdown_on_signals() -> std::io::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
-pub(crate) fn load(explicit: Option<&Path>) -> Result<Config, ExitCode> {
-    let path = config::config_path(explicit);
-    Config::load(&path).map_err(|e| {
-        eprintln!("vitals-hub: config error\n{e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
+pub(crate) use super::start::load;
 
 pub fn run(args: &RunArgs) -> ExitCode {
     init_logging();
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("run", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vitals-hub: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let result = rt.block_on(async {
         let shutdown = shutdown_on_signals().map_err(|e| format!("signal handlers: {e}"))?;

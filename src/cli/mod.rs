@@ -10,6 +10,7 @@ mod keys;
 mod pki;
 mod progress;
 mod receiver;
+mod start;
 mod sync;
 mod tech;
 mod tech_radio;

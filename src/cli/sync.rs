@@ -2,11 +2,11 @@
 //! technician after a long outage, or before carrying a hub away; the daemon normally does this by
 //! itself, so while it runs this command only reports.
 
-use super::daemon::runtime;
 use super::progress::Reporter;
+use super::start::{open_store, start, Access, Start};
 use crate::config::Config;
 use crate::model::{Clock, SystemClock};
-use crate::store::{Store, StoreConfig};
+
 use crate::uplink::sync::{Step, Uplink};
 use clap::Args;
 use std::path::PathBuf;
@@ -33,30 +33,19 @@ pub fn run(args: &SyncArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let cfg = match super::daemon::load(args.config.as_deref()) {
-        Ok(c) => c,
+    let st = match start("sync", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    let state = cfg.state_dir();
     // The daemon holds the state directory's lock: it is uploading already.
-    let _lock = match crate::tech::wipe::hold_lock(&state) {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            eprintln!(
-                "vitals-hub sync: the daemon is running and uploads as soon as readings arrive; \
-                 `vitals-hub status` shows its backlog and last sync"
-            );
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("vitals-hub sync: {e}");
-            return ExitCode::FAILURE;
-        }
+    let _lock = match st.lock(
+        "the daemon is running and uploads as soon as readings arrive; \
+         `vitals-hub status` shows its backlog and last sync",
+    ) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
-    let Ok(rt) = runtime() else {
-        eprintln!("vitals-hub sync: cannot start the async runtime");
-        return ExitCode::FAILURE;
-    };
+    let Start { cfg, rt, .. } = st;
     match rt.block_on(drain(&cfg, Duration::from_secs(args.timeout.max(1)))) {
         Ok((acked, rejected, left)) => {
             println!("uploaded {acked}, refused by the clinic {rejected}, still waiting {left}");
@@ -75,12 +64,7 @@ pub fn run(args: &SyncArgs) -> ExitCode {
 
 pub(super) async fn drain(cfg: &Config, limit: Duration) -> Result<(u64, u64, u64), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut sc = StoreConfig::new(cfg.state_dir());
-    sc.size_limit = cfg.store.size_limit_mb.saturating_mul(1 << 20);
-    sc.patient_id = Some(cfg.hub.patient_id.clone());
-    let store = Store::open(sc, clock.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = open_store(cfg, Access::Exclusive, clock.clone()).await?;
     let time_sync = cfg.uplink.time_sync();
     let result = async {
         let hub = crate::uplink::hub_info(&cfg.uplink).map_err(|e| e.to_string())?;

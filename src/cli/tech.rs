@@ -1,6 +1,7 @@
 //! The technician's commands: `status`, `export`, `wipe`, `doctor`, `setup`. Thin: load the config, call [`crate::tech::status`], print.
 
-use super::daemon::{init_logging_default, load, runtime};
+use super::daemon::init_logging_default;
+use super::start::{load, start, Start};
 use crate::model::{Clock, SystemClock};
 use crate::tech::status as tech;
 use clap::Args;
@@ -21,16 +22,9 @@ pub struct StatusArgs {
 
 pub fn status(args: &StatusArgs) -> ExitCode {
     init_logging_default("warn");
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("status", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vitals-hub status: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     // Device addresses only on the technician's own terminal, never into a pipe or a file.
     let with_addresses = !args.json && std::io::stdout().is_terminal();
@@ -94,8 +88,8 @@ pub fn export(args: &ExportArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_BAD_INPUT);
         }
     };
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("export", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
     };
     // `--out`: a new 0600 file, renamed into place only when the export is complete.
@@ -111,13 +105,6 @@ pub fn export(args: &ExportArgs) -> ExitCode {
     let out: &mut dyn std::io::Write = match &mut file {
         Some(f) => f,
         None => &mut stdout,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vitals-hub export: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let mut reporter = super::progress::Reporter::new("export", "readings scanned", 10_000);
     let mut progress = |done: u64, total: u64| reporter.update(done, total);
@@ -238,7 +225,7 @@ pub fn doctor(args: &DoctorArgs) -> ExitCode {
     let checks = match crate::config::Config::load(&path) {
         Err(e) => vec![doctor::config_failure(&e)],
         Ok(cfg) => {
-            let rt = match runtime() {
+            let rt = match super::daemon::runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("vitals-hub doctor: cannot start the async runtime: {e}");

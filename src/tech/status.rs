@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::model::{Clock, UtcMillis};
-use crate::store::{Event, Result, Store, StoreConfig};
+use crate::store::{Event, Result, Store};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -16,10 +16,7 @@ pub const LAST_ERRORS: usize = 5;
 
 /// The store of `cfg`, opened read-only.
 pub async fn open_read_only(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Store> {
-    let mut sc = StoreConfig::new(cfg.state_dir()).read_only();
-    sc.size_limit = cfg.store.size_limit_mb.saturating_mul(1 << 20);
-    sc.patient_id = Some(cfg.hub.patient_id.clone());
-    Store::open(sc, clock).await
+    Store::open(cfg.store_config().read_only(), clock).await
 }
 
 /// The hub's health, as `vitals-hub status --json` prints it (a stable object: fields are only
