@@ -3,7 +3,9 @@
 //! # Design note
 //!
 //! **Shape.** One SQLite database `<state_dir>/store.db` (rusqlite, bundled SQLite), one connection,
-//! owned by one OS thread (the private `db` module). [`Store`] is the async handle: every call is a closure sent over a
+//! owned by one OS thread (the private `db` module: `db/mod.rs` the connection and its
+//! transactions, then one file a concern — `keys`, `devices`, `readings`, `held`, `outbox`,
+//! `maintenance`). [`Store`] is the async handle: every call is a closure sent over a
 //! bounded channel and answered on a oneshot, so nothing blocks the tokio runtime and all writes are
 //! serialised without locks. Other processes (`vitals-hub keys rotate`) may open the same file; SQLite's
 //! locking plus `busy_timeout` serialises them, and the worker reloads its key cache whenever
@@ -37,23 +39,41 @@
 //! security event, and the outbox entry is quarantined — never skipped silently. Seals are counted per
 //! data key in the same transaction as the rows they sealed; at [`StoreConfig::rotate_after_seals`]
 //! (default 2^30, a quarter of the 2^32 random-nonce bound) a new data key becomes active
-//! automatically. Deduplication and device lookup use HMAC-SHA256 with the index key, never plaintext.
+//! automatically, in its own transaction after the write that reached the budget has committed: a
+//! failure there is never that write's error but a `data_key_rotation_failed` event (once per run
+//! of failures, shown by `status`) and a retry a minute later. Key material the store owns (KEK
+//! bytes, data and index keys, unwrapped keys) sits in `zeroize` buffers, wiped on drop; ring's
+//! short-lived key objects are built per operation and not kept (see [`crypto`]). Deduplication and device lookup use HMAC-SHA256 with the index key, never plaintext.
 //! Why ChaCha20-Poly1305: the Pi 4's Cortex-A72 has no AES instructions and ring falls back to a
 //! constant-time software AES that is several times slower; `vitals-hub bench store` prints both.
+//!
+//! **Files and modes.** `<state_dir>` (0700 when the store creates it) holds `store.db`, SQLite's
+//! `store.db-wal` and `store.db-shm` while a connection is open, `keys/kek` (0600 in 0700, see
+//! [`keyfile`]; `keys/kek.new` while a KEK rotation runs) and `store.db.corrupt-<ms>[-wal|-shm]`
+//! after a corrupt file was moved aside. Every one is 0600 whatever the umask: the store creates
+//! `store.db` 0600 before SQLite opens it, SQLite's unix VFS gives the WAL and SHM the database
+//! file's mode, and at open a database, WAL or SHM left wider by an older build (and a file moved
+//! aside) is narrowed to 0600. No other file is written (`temp_store=MEMORY`).
 //!
 //! **Durability.** WAL with `synchronous=FULL`: every commit is fsync'd before the call returns; a
 //! reading's row, its outbox entry and the device's download cursor commit in one transaction, so a
 //! cursor never covers readings that are not on disk. `temp_store=MEMORY` (no temp files),
 //! `secure_delete=FAST`, `journal_size_limit` bounds the WAL after checkpoints. On open: `quick_check`
 //! (a corrupt file is renamed to `store.db.corrupt-<ms>`, never deleted, and a fresh store starts with
-//! an event), migrations, then every `in_flight` outbox entry returns to `pending`. A read-only open
+//! an event), migrations, then every `in_flight` outbox entry returns to `pending`. A new database
+//! file and a corrupt file's move are followed by an fsync of the directory; the key file is
+//! fsync'd with its directory before the first key is wrapped with it. A read-only open
 //! ([`StoreConfig::read_only`], for `status` and `export` beside the running daemon) does none of
 //! that: it opens SQLite with `SQLITE_OPEN_READ_ONLY`, requires the current schema, and only reads
 //! (WAL readers never block the daemon's writer).
 //!
 //! **Outbox.** `pending → in_flight → acked | rejected` (and `pending ← in_flight` on retry or restart;
-//! `quarantined` when a row fails authentication). [`Store::pending`] returns alerts first, then the
-//! oldest readings, only entries whose next attempt is due. Delivery is at-least-once; the uplink's
+//! `quarantined` when an entry cannot become an upload). [`Store::pending`] returns alerts first, then
+//! the oldest readings, only entries whose next attempt is due. An entry whose record fails
+//! authentication, does not decode or is missing is quarantined by `pending` itself with an
+//! `outbox_quarantined` event (and the entries after it are returned); one the uplink cannot build a
+//! request from is quarantined through [`Store::quarantine`]. Quarantined rows are kept, never
+//! uploaded, never deleted by pruning. Delivery is at-least-once; the uplink's
 //! conditional creates make it exactly-once at the clinic.
 //!
 //! **Capacity.** [`StoreConfig::size_limit`] (default 1 GiB) bounds live pages. At 80 % an event
@@ -77,9 +97,11 @@
 //! only its dedup hash, so the same record downloaded again is not held twice; a stable key already
 //! in `readings` is not held either.
 //!
-//! **Invariants.** (1) A call that returned `Ok` committed and fsync'd. (2) A stable key is stored
-//! at most once. (3) Every reading and alert has exactly one outbox entry. (4) Plaintext PHI never reaches
-//! the database, its WAL, temp files or logs at INFO and above. (5) Only the KEK's fingerprint is stored.
+//! **Invariants.** (1) A call that returned `Ok` committed and fsync'd, and a call that committed
+//! returns `Ok` (one exception: [`Store::rotate_kek`] reports a failed rename of the new key file
+//! after its commit; the staged file is found and the rename finished at the next load). (2) A stable key is stored at most once. (3) Every reading and alert has exactly one
+//! outbox entry. (4) Plaintext PHI never reaches the database, its WAL, temp files or logs at INFO
+//! and above. (5) Only the KEK's fingerprint is stored. (6) Every file the store writes is 0600.
 
 pub mod crypto;
 mod db;
@@ -208,6 +230,24 @@ impl StoreConfig {
             sqlite_max_pages: None,
             read_only: false,
             recover_in_flight: true,
+        }
+    }
+
+    /// The store as the hub's configuration sets it up (the daemon, `sync`, `status`, the
+    /// technician's commands): `[hub] state_dir` and `patient_id`, `[store] size_limit_mb` and
+    /// `retention_days`; the KEK from `$CREDENTIALS_DIRECTORY` or `<state_dir>/keys/kek`. Chain
+    /// [`StoreConfig::read_only`] or set [`StoreConfig::recover_in_flight`] as the caller needs.
+    pub fn for_hub(
+        state_dir: impl Into<PathBuf>,
+        patient_id: &str,
+        size_limit_mb: u64,
+        retention_days: u32,
+    ) -> StoreConfig {
+        StoreConfig {
+            size_limit: size_limit_mb.saturating_mul(1 << 20),
+            retention: i64::from(retention_days) * 86_400_000,
+            patient_id: Some(patient_id.to_owned()),
+            ..StoreConfig::new(state_dir)
         }
     }
 
@@ -378,7 +418,9 @@ pub enum OutboxState {
     InFlight,
     Acked,
     Rejected,
-    /// Its record failed authentication; kept for investigation, never uploaded.
+    /// Its record could not be turned into an upload (failed authentication, did not decode, was
+    /// missing, or the uplink could not build a request from it); kept for investigation, never
+    /// uploaded.
     Quarantined,
 }
 
@@ -584,7 +626,10 @@ impl Store {
             .await
     }
 
-    /// Up to `batch` entries due at `now`: alerts first, then oldest first; payloads opened.
+    /// Up to `batch` entries due at `now`: alerts first, then oldest first; payloads opened. An
+    /// entry whose record cannot be opened, decoded or found is quarantined with an event instead
+    /// of returned (this poll returns fewer entries; the ones after it flow); `Err` only when the
+    /// database itself fails.
     pub async fn pending(&self, batch: usize, now: UtcMillis) -> Result<Vec<OutboxItem>> {
         self.call(move |db| db.pending(batch, now)).await
     }
@@ -620,6 +665,16 @@ impl Store {
     pub async fn reject(&self, ids: Vec<i64>, reason: &str) -> Result<usize> {
         let reason = reason.to_owned();
         self.call(move |db| db.reject(&ids, &reason)).await
+    }
+
+    /// Pending or in flight → quarantined: entries the caller cannot turn into a request (kept for
+    /// investigation, never uploaded or retried), with an `outbox_quarantined` event naming the
+    /// entry ids. `reason` is sealed into the entry's last error (it may echo a value); the event
+    /// never holds it. Returns how many moved. [`Store::pending`] quarantines by itself the entries
+    /// whose record fails authentication, does not decode or is missing.
+    pub async fn quarantine(&self, ids: Vec<i64>, reason: &str) -> Result<usize> {
+        let reason = reason.to_owned();
+        self.call(move |db| db.quarantine(&ids, &reason)).await
     }
 
     /// Hold a reading of another user of a multi-user device: sealed, never in the outbox. Returns
@@ -746,5 +801,22 @@ impl Store {
     /// New KEK: re-wrap every key and replace the key file atomically. Returns the new fingerprint.
     pub async fn rotate_kek(&self) -> Result<String> {
         self.call(|db| db.rotate_kek()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_hub_takes_the_config_values() {
+        let c = StoreConfig::for_hub("/var/lib/vitals-hub", "pat-1", 64, 7);
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/vitals-hub"));
+        assert_eq!(c.size_limit, 64 << 20);
+        assert_eq!(c.retention, 7 * 86_400_000);
+        assert_eq!(c.patient_id.as_deref(), Some("pat-1"));
+        assert!(!c.read_only && c.recover_in_flight);
+        assert_eq!(c.db_path(), PathBuf::from("/var/lib/vitals-hub/store.db"));
+        assert!(StoreConfig::for_hub("/x", "p", u64::MAX, 1).size_limit == u64::MAX);
     }
 }

@@ -11,14 +11,50 @@ use rusqlite::params;
 use std::fs;
 use tracing::{error, info};
 
+/// After a failed automatic rotation, the next try waits this long (ms).
+const AUTO_ROTATION_RETRY_MS: i64 = 60_000;
+
 impl Db {
-    pub(super) fn maybe_auto_rotate(&mut self) -> Result<()> {
-        if self.keys.active_seals >= self.cfg.rotate_after_seals {
-            let old = self.keys.active;
-            let new = self.begin_data_key_rotation()?;
-            info!(old_key = ?old, new_key = new, "Data key reached its seal budget; rotated.");
+    /// After a commit: a data key that reached its seal budget is replaced. This runs after the
+    /// write committed, so it never fails that write: a failure is logged, recorded once as a
+    /// `data_key_rotation_failed` event (shown by `status`) and tried again after
+    /// [`AUTO_ROTATION_RETRY_MS`], at the next commit. The budget is a quarter of the nonce bound,
+    /// so the key stays safe to use meanwhile.
+    pub(super) fn maybe_auto_rotate(&mut self) {
+        if self.auto_rotation.running || self.keys.active_seals < self.cfg.rotate_after_seals {
+            return;
         }
-        Ok(())
+        let now = self.clock.now();
+        if self.auto_rotation.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        self.auto_rotation.running = true;
+        let old = self.keys.active;
+        match self.begin_data_key_rotation() {
+            Ok(new) => {
+                info!(old_key = ?old, new_key = new, "Data key reached its seal budget; rotated.");
+            }
+            Err(e) => {
+                self.auto_rotation.retry_at = Some(now.plus_millis(AUTO_ROTATION_RETRY_MS));
+                error!(error = %e, key = ?old, "Automatic data-key rotation failed; the write committed. Retrying later.");
+                if !self.auto_rotation.failure_reported {
+                    self.auto_rotation.failure_reported = true;
+                    let seals = self.keys.active_seals;
+                    self.queue(
+                        "data_key_rotation_failed",
+                        "error",
+                        format!(
+                            "data key {} reached its seal budget ({seals} seals) and could not be \
+                             replaced: {e}; retried every {} s",
+                            old.unwrap_or(0),
+                            AUTO_ROTATION_RETRY_MS / 1000
+                        ),
+                    );
+                    self.flush_events();
+                }
+            }
+        }
+        self.auto_rotation.running = false;
     }
 
     pub(super) fn refresh_keys(&mut self) -> Result<()> {
@@ -40,7 +76,7 @@ impl Db {
         if let KekSource::File(p) = &self.cfg.kek {
             let staged = keyfile::staged_path(p);
             if staged.exists() {
-                let k = Kek::new(&keyfile::read_checked(&staged)?)?;
+                let k = Kek::new(&*keyfile::read_checked(&staged)?)?;
                 if k.id() == expected {
                     keyfile::commit_staged(p)?;
                     info!(kek = %k.id(), "Finished an interrupted KEK rotation.");
@@ -49,7 +85,7 @@ impl Db {
                 }
             }
         }
-        let k = Kek::new(&keyfile::read_checked(self.cfg.kek.path())?)?;
+        let k = Kek::new(&*keyfile::read_checked(self.cfg.kek.path())?)?;
         if k.id() == expected {
             self.kek = k;
             return Ok(());
@@ -203,6 +239,14 @@ impl Db {
             );
             Ok(id)
         })?;
+        if self.auto_rotation.failure_reported {
+            info!(
+                new_key = new,
+                "Data-key rotation succeeded after earlier failures."
+            );
+        }
+        self.auto_rotation.retry_at = None;
+        self.auto_rotation.failure_reported = false;
         Ok(new)
     }
 
@@ -320,9 +364,10 @@ impl Db {
             );
             Ok(())
         })?;
-        // The database now needs the new KEK; a crash before this rename is finished at next open.
-        keyfile::commit_staged(&path)?;
+        // The database now needs the new KEK (kept even if the rename fails: the staged file is
+        // found and the rename finished at the next load or open).
         self.kek = new;
+        keyfile::commit_staged(&path)?;
         info!(kek = %new_id, "KEK rotated.");
         Ok(new_id)
     }

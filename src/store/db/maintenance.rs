@@ -44,8 +44,16 @@ impl Db {
         Ok(())
     }
 
-    pub(super) fn after_append_capacity(&mut self) -> Result<()> {
-        let used = self.used_bytes()?;
+    /// After an append committed: the 80 % warning. Never fails the committed append; a size that
+    /// cannot be read is checked again after the next one.
+    pub(super) fn after_append_capacity(&mut self) {
+        let used = match self.used_bytes() {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(error = %e, "Could not read the store's size after an append.");
+                return;
+            }
+        };
         let limit = self.cfg.size_limit.max(1);
         let pct = used.saturating_mul(100) / limit;
         if pct >= 80 && !self.capacity_warned {
@@ -60,7 +68,6 @@ impl Db {
         } else if pct < 70 {
             self.capacity_warned = false;
         }
-        Ok(())
     }
 
     pub(crate) fn prune_batch(&mut self, now: UtcMillis, limit: i64) -> Result<u64> {

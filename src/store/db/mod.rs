@@ -30,10 +30,13 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::{error, info, warn};
+
+/// A `data_version` no connection reports: the key ring is reloaded at its next use.
+const KEYS_STALE: i64 = i64::MIN;
 
 /// Priority of outbox entries: lower goes first.
 const PRIORITY_ALERT: i64 = 0;
@@ -71,7 +74,19 @@ pub(crate) struct Db {
     capacity_warned: bool,
     full_reported: bool,
     disk_full_reported: bool,
+    auto_rotation: AutoRotation,
     page_size: u64,
+}
+
+/// The state of automatic data-key rotation, which runs after a write has committed.
+#[derive(Debug, Default)]
+struct AutoRotation {
+    /// A rotation is under way (its own transaction must not start another).
+    running: bool,
+    /// After a failure: not tried again before this time.
+    retry_at: Option<UtcMillis>,
+    /// The failure was recorded as an event (once per run of failures).
+    failure_reported: bool,
 }
 
 fn is_code(e: &rusqlite::Error, code: ErrorCode) -> bool {
@@ -115,6 +130,50 @@ fn new_uuid(rng: &dyn SecureRandom, now: UtcMillis) -> Result<String> {
     ))
 }
 
+/// The database's companion files: SQLite's WAL and shared-memory index.
+const COMPANIONS: [&str; 3] = ["", "-wal", "-shm"];
+
+/// Owner-only (0600) whatever the umask: leave `path` with mode 0600 if it exists and is wider.
+fn narrow_mode(path: &Path) -> Result<()> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o077 != 0 => {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Before SQLite opens `path`: create the database file 0600 if it is missing, and narrow it and
+/// its WAL/SHM to 0600 if an older build left them wider. SQLite's unix VFS creates the WAL and
+/// SHM with the database file's mode (whatever the umask), so they are 0600 as well.
+fn own_files(path: &Path) -> Result<()> {
+    if !path.exists() {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        keyfile::sync_parent(path)?;
+    }
+    for ext in COMPANIONS {
+        let mut p = path.as_os_str().to_owned();
+        p.push(ext);
+        narrow_mode(Path::new(&p))?;
+    }
+    Ok(())
+}
+
 /// Open and configure a connection; an error here may mean corruption.
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -148,15 +207,17 @@ fn move_aside(path: &Path, now: UtcMillis) -> Result<PathBuf> {
         PathBuf::from(s)
     };
     let target = aside(&format!(".corrupt-{}", now.as_millis()));
-    for ext in ["", "-wal", "-shm"] {
+    for ext in COMPANIONS {
         let from = aside(ext);
         if from.exists() {
             let mut to = target.as_os_str().to_owned();
             to.push(ext);
-            fs::rename(&from, PathBuf::from(to)).map_err(|source| StoreError::Io {
+            let to = PathBuf::from(to);
+            fs::rename(&from, &to).map_err(|source| StoreError::Io {
                 path: from.clone(),
                 source,
             })?;
+            narrow_mode(&to)?;
         }
     }
     keyfile::sync_parent(path)?;
@@ -174,7 +235,7 @@ impl Db {
                 path.display()
             )));
         }
-        let kek = Kek::new(&keyfile::read_checked(cfg.kek.path())?)?;
+        let kek = Kek::new(&*keyfile::read_checked(cfg.kek.path())?)?;
         let conn = Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -204,6 +265,7 @@ impl Db {
             capacity_warned: false,
             full_reported: false,
             disk_full_reported: false,
+            auto_rotation: AutoRotation::default(),
             page_size: u64::try_from(page_size).unwrap_or(4096),
         };
         db.load_keys()?;
@@ -240,6 +302,7 @@ impl Db {
                 detail: format!("new KEK {} ({})", kek.id(), cfg.kek.path().display()),
             });
         }
+        own_files(&path)?;
         let conn = match open_conn(&path) {
             Ok(c) => c,
             Err(e) if is_corruption(&e) => {
@@ -251,6 +314,7 @@ impl Db {
                     severity: "error",
                     detail: format!("{e}; moved to {}", moved.display()),
                 });
+                own_files(&path)?;
                 open_conn(&path)?
             }
             Err(e) => return Err(e.into()),
@@ -273,6 +337,7 @@ impl Db {
             capacity_warned: false,
             full_reported: false,
             disk_full_reported: false,
+            auto_rotation: AutoRotation::default(),
             page_size,
         };
         db.apply_page_limit()?;
@@ -339,6 +404,10 @@ impl Db {
     }
 
     /// Run `f` in a write transaction; commit; map a full disk to [`StoreError::DiskFull`].
+    ///
+    /// `Ok` means committed and fsync'd; `Err` means rolled back. Nothing after the COMMIT can turn
+    /// a committed write into an error: what runs afterwards (the automatic data-key rotation)
+    /// reports its failures as events and retries later.
     pub(super) fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         let r = self.write_inner(f);
         match r {
@@ -348,6 +417,7 @@ impl Db {
                     info!("Disk space is back; the store resumed.");
                     self.queue("disk_full_cleared", "info", "writes succeed again".into());
                 }
+                self.maybe_auto_rotate();
                 Ok(t)
             }
             Err(StoreError::Sqlite(e)) if is_code(&e, ErrorCode::DiskFull) => {
@@ -402,14 +472,19 @@ impl Db {
                 self.queued.clear();
                 self.keys.active_seals = self.keys.active_seals.saturating_add(self.tx_seals);
                 self.tx_seals = 0;
+                // Committed: a failure from here on is not the write's. Unknown data version =
+                // reload the key ring before its next use.
                 self.data_version = self
                     .conn
-                    .query_row("PRAGMA data_version", [], |r| r.get(0))?;
-                self.maybe_auto_rotate()?;
+                    .query_row("PRAGMA data_version", [], |r| r.get(0))
+                    .unwrap_or(KEYS_STALE);
                 Ok(t)
             }
             Err(e) => {
                 self.tx_seals = 0;
+                // The transaction may have added a key to the in-memory ring (a rotation whose
+                // COMMIT failed): reload it from the database before it seals anything.
+                self.data_version = KEYS_STALE;
                 if !self.conn.is_autocommit() {
                     if let Err(re) = self.conn.execute_batch("ROLLBACK") {
                         warn!(error = %re, "Rollback failed.");

@@ -1,13 +1,30 @@
 //! The outbox: which entries are due (alerts first, then oldest), their upload states
 //! (`pending → in_flight → acked | rejected`, `quarantined`), the sealed last error, and the
-//! per-destination uplink state. Guarantee: an entry whose record cannot be opened is quarantined
-//! with an event, never returned again and never dropped.
+//! per-destination uplink state. Guarantee: an entry whose record cannot be turned into an upload
+//! (fails authentication, does not decode, is missing; or the uplink says so through
+//! [`Db::quarantine`]) is quarantined with an event and the entries after it flow; it is never
+//! returned again and never deleted.
 
 use super::Db;
 use crate::model::UtcMillis;
 use crate::store::{OutboxItem, OutboxPayload, Result, StoreError};
 use rusqlite::{params, OptionalExtension};
-use tracing::warn;
+use tracing::{error, warn};
+
+/// Why an entry whose record failed to load can never become an upload (no PHI: table, row uuid,
+/// ids), or `None` when the failure is not the entry's (the database itself failed).
+fn unusable(e: &StoreError, item: &str, item_id: i64) -> Option<String> {
+    match e {
+        StoreError::Integrity { table, row, .. } => {
+            Some(format!("{table} row {row} failed authentication"))
+        }
+        StoreError::Decode { row, .. } => Some(format!("{item} row {row} could not be decoded")),
+        StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows) => {
+            Some(format!("its {item} {item_id} is missing"))
+        }
+        _ => None,
+    }
+}
 
 impl Db {
     pub(crate) fn pending(&mut self, batch: usize, now: UtcMillis) -> Result<Vec<OutboxItem>> {
@@ -37,25 +54,80 @@ impl Db {
                     payload,
                 }),
                 Err(e) => {
-                    if matches!(e, StoreError::Integrity { .. }) {
-                        // Quarantine so the queue moves on; the error and the event name the row.
-                        let q = self.write(|db| {
-                            db.conn.execute(
-                                "UPDATE outbox SET state = 'quarantined' WHERE id = ?1",
-                                [id],
-                            )?;
-                            Ok(())
-                        });
-                        if let Err(qe) = q {
-                            warn!(outbox = id, error = %qe, "Could not quarantine an outbox entry.");
-                        }
+                    let Some(what) = unusable(&e, &item, item_id) else {
+                        // The database itself failed: nothing wrong with the entry.
+                        self.flush_events();
+                        return Err(e);
+                    };
+                    // One entry that cannot become a request must not hold up the ones after it:
+                    // it is quarantined (kept, never uploaded) with an event, and the poll goes on.
+                    if let Err(qe) = self.quarantine_entry(id, &what, &e.to_string()) {
+                        warn!(outbox = id, error = %qe, "Could not quarantine an outbox entry.");
+                        self.flush_events();
+                        return Err(qe);
                     }
-                    self.flush_events();
-                    return Err(e);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Quarantine one entry whose record cannot be turned into an upload: `what` (no PHI) goes into
+    /// the event, `error` (may echo a value) is sealed into `last_error`.
+    fn quarantine_entry(&mut self, id: i64, what: &str, error: &str) -> Result<()> {
+        let now = self.clock.now().as_millis();
+        self.write(|db| {
+            let mut vals = vec![now.into()];
+            vals.extend(Db::sealed_error(db, id, error)?);
+            vals.push(id.into());
+            let n = db.conn.execute(
+                "UPDATE outbox SET state = 'quarantined', done_at = ?1, key_id = ?2, last_error = ?3
+                 WHERE id = ?4 AND state IN ('pending', 'in_flight')",
+                rusqlite::params_from_iter(vals),
+            )?;
+            if n > 0 {
+                error!(outbox = id, "Outbox entry quarantined: {what}.");
+                db.queue(
+                    "outbox_quarantined",
+                    "error",
+                    format!("outbox entry {id} quarantined, never uploaded: {what}"),
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// Pending or in flight → quarantined: entries the uplink cannot turn into a request. Kept for
+    /// investigation, never uploaded, never retried. `reason` is sealed (it may echo a value); the
+    /// event names only the entries.
+    pub(crate) fn quarantine(&mut self, ids: &[i64], reason: &str) -> Result<usize> {
+        let now = self.clock.now().as_millis();
+        let n = self.update_each(
+            "UPDATE outbox SET state = 'quarantined', done_at = ?1, key_id = ?2, last_error = ?3
+             WHERE id = ?4 AND state IN ('pending', 'in_flight')",
+            ids,
+            &|db, id| {
+                let mut v = vec![now.into()];
+                v.extend(Db::sealed_error(db, id, reason)?);
+                Ok(v)
+            },
+        )?;
+        if n > 0 {
+            error!(entries = n, "Outbox entries quarantined by the uplink.");
+            let list: Vec<String> = ids.iter().take(20).map(i64::to_string).collect();
+            let more = if ids.len() > 20 { ", …" } else { "" };
+            self.queue(
+                "outbox_quarantined",
+                "error",
+                format!(
+                    "{n} outbox entries quarantined by the uplink, never uploaded (entries {}{more}): \
+                     they could not be turned into a request",
+                    list.join(", ")
+                ),
+            );
+            self.flush_events();
+        }
+        Ok(n)
     }
 
     pub(super) fn update_each(

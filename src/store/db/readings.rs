@@ -73,7 +73,7 @@ impl Db {
             }
             Ok(out)
         })?;
-        self.after_append_capacity()?;
+        self.after_append_capacity();
         Ok(out)
     }
 
