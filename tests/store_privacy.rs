@@ -400,3 +400,45 @@ fn undecodable_outbox_entry_is_quarantined_and_the_rest_flow() {
         assert_eq!(kept, 1);
     });
 }
+
+/// The uplink's way to set aside an entry it cannot build a request from: quarantined (kept,
+/// never uploaded), the next entries flow, the reason sealed and never in the event.
+#[test]
+fn uplink_quarantine_keeps_the_entry_and_seals_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let clock: Arc<dyn Clock> = clock();
+        let store = Store::open(config(dir.path()), clock.clone())
+            .await
+            .unwrap();
+        let dev = device(&store).await;
+        store
+            .append(&dev, vec![reading(1, "a"), reading(2, "b")], None)
+            .await
+            .unwrap();
+        let first = store.pending(10, clock.now()).await.unwrap()[0].id;
+        store.mark_in_flight(vec![first]).await.unwrap();
+        let n = store
+            .quarantine(vec![first], &format!("no request: {ERROR_MARKER}"))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        // Already quarantined: not moved again.
+        assert_eq!(store.quarantine(vec![first], "again").await.unwrap(), 0);
+        let rest = store.pending(10, clock.now()).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_ne!(rest[0].id, first);
+        let s = store.stats().await.unwrap();
+        assert_eq!((s.quarantined, s.pending, s.in_flight), (1, 1, 0), "{s:?}");
+        let events = store.events(20).await.unwrap();
+        let q: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == "outbox_quarantined")
+            .collect();
+        assert_eq!(q.len(), 1, "{events:?}");
+        assert!(q[0].detail.contains(&first.to_string()), "{q:?}");
+        assert!(!q[0].detail.contains(ERROR_MARKER), "{q:?}");
+        store.close().await;
+        scan(dir.path(), &[ERROR_MARKER.as_bytes()]);
+    });
+}
