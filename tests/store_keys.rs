@@ -229,3 +229,79 @@ fn keys_rotate_command_rotates_data_key_and_kek() {
         store.close().await;
     });
 }
+
+/// Regression (issue 12): automatic data-key rotation runs after the write's COMMIT, and its
+/// failure came back as the committed write's error. It is an event (stored, visible in `status`)
+/// and a retry later; the append returns `Ok` and its reading is stored.
+#[test]
+fn failed_automatic_rotation_is_an_event_and_a_retry_not_the_writes_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let manual = clock();
+    let clock: Arc<dyn Clock> = manual.clone();
+    let mut cfg = config(dir.path());
+    cfg.rotate_after_seals = 3;
+    rt().block_on(async {
+        let store = Store::open(cfg.clone(), clock.clone()).await.unwrap();
+        let dev = device(&store).await;
+        let first = store.stats().await.unwrap().active_key_id;
+        store.close().await;
+        // Any new key is refused by the database: the rotation's transaction fails.
+        let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse_new_keys BEFORE INSERT ON keys
+             BEGIN SELECT RAISE(ABORT, 'test: new keys refused'); END;",
+        )
+        .unwrap();
+
+        let store = Store::open(cfg.clone(), clock.clone()).await.unwrap();
+        for i in 0..6 {
+            let out = store
+                .append(&dev, vec![reading(i, &format!("r{i}"))], None)
+                .await;
+            assert!(out.is_ok(), "append {i} committed but returned {out:?}");
+        }
+        assert_eq!(store.readings(0, 100).await.unwrap().len(), 6);
+        let s = store.stats().await.unwrap();
+        assert_eq!(s.active_key_id, first, "{s:?}");
+        let failed = |events: &[vitals_hub::store::Event]| {
+            events
+                .iter()
+                .filter(|e| e.kind == "data_key_rotation_failed")
+                .count()
+        };
+        let events = store.events(100).await.unwrap();
+        // Once, not once per write; severity shown by `status`.
+        assert_eq!(failed(&events), 1, "{events:?}");
+        assert!(events
+            .iter()
+            .any(|e| e.kind == "data_key_rotation_failed" && e.severity == "error"));
+        // Stored, not only in memory.
+        let stored: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE kind = 'data_key_rotation_failed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, 1);
+
+        // The cause goes away; a later write retries the rotation and succeeds.
+        conn.execute_batch("DROP TRIGGER refuse_new_keys").unwrap();
+        manual.advance(10 * 60_000);
+        store
+            .append(&dev, vec![reading(99, "after")], None)
+            .await
+            .unwrap();
+        let s = store.stats().await.unwrap();
+        assert!(s.active_key_id > first, "{s:?}");
+        assert!(s.active_key_seals < 3, "{s:?}");
+        assert_eq!(store.readings(0, 100).await.unwrap().len(), 7);
+        assert!(store
+            .events(100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "data_key_rotated"));
+        store.close().await;
+    });
+}

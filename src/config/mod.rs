@@ -189,11 +189,12 @@ impl Config {
     /// The store's settings for this hub — state directory, patient, size limit, retention — built
     /// in one place, so every command opens the store exactly as the daemon does.
     pub fn store_config(&self) -> crate::store::StoreConfig {
-        let mut sc = crate::store::StoreConfig::new(self.state_dir());
-        sc.size_limit = self.store.size_limit_mb.saturating_mul(1 << 20);
-        sc.retention = i64::from(self.store.retention_days) * 86_400_000;
-        sc.patient_id = Some(self.hub.patient_id.clone());
-        sc
+        crate::store::StoreConfig::for_hub(
+            self.state_dir(),
+            &self.hub.patient_id,
+            self.store.size_limit_mb,
+            self.store.retention_days,
+        )
     }
 
     /// Read and validate `path`.

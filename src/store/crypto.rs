@@ -10,10 +10,19 @@
 //! Sealed value layout: `nonce (12 random bytes) ‖ ciphertext ‖ tag (16)`. The associated data binds
 //! it to its place: `vitals-hub/v1 | phi | table | column | row uuid | key id`, so a ciphertext moved to
 //! another row, column or table, or relabelled with another key id, fails to open.
+//!
+//! Key material is wiped after use (`zeroize`): [`Kek`], [`DataKey`] and [`IndexKey`] hold their
+//! 32 bytes in a [`Zeroizing`] buffer and implement [`ZeroizeOnDrop`]; [`random_key`] and
+//! [`Kek::unwrap_key`] hand out `Zeroizing` buffers, and the intermediate plaintext of an unwrap is
+//! wiped too. ring's own key objects (`LessSafeKey`, `hmac::Key`) have no zeroising drop and the
+//! crate forbids `unsafe`, so they are never kept: each seal, open or hash builds one on the stack
+//! from the zeroising bytes and drops it at once (for ChaCha20-Poly1305 that is a 32-byte copy; for
+//! the HMAC two SHA-256 blocks — nothing next to an fsync).
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use ring::hmac;
 use ring::rand::SecureRandom;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 /// The AEAD every sealed value uses. ChaCha20-Poly1305: the Raspberry Pi 4 (Cortex-A72) has no ARMv8
 /// AES instructions, where ring's constant-time software AES-GCM is several times slower; on CPUs with
@@ -63,47 +72,74 @@ fn seal_raw(
 ) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
+    // Sealed in place in its final buffer, sized up front: no copy of the plaintext (a wrapped
+    // key, PHI) is left behind in a freed allocation.
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
-    let mut body = plaintext.to_vec();
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad),
-        &mut body,
-    )
-    .map_err(|_| CryptoError::Random)?;
-    out.extend_from_slice(&body);
+    out.extend_from_slice(plaintext);
+    let body = out.get_mut(NONCE_LEN..).ok_or(CryptoError::Random)?;
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
+        .map_err(|_| CryptoError::Random)?;
+    out.extend_from_slice(tag.as_ref());
     Ok(out)
 }
 
+/// Open `sealed` in one buffer and return it cut to the plaintext (no second copy of it).
 fn open_raw(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let (nonce, body) = sealed
         .split_at_checked(NONCE_LEN)
         .ok_or(CryptoError::Open)?;
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Open)?;
     let mut body = body.to_vec();
-    let plain = key
+    let len = key
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),
             &mut body,
         )
-        .map_err(|_| CryptoError::Open)?;
-    Ok(plain.to_vec())
+        .map_err(|_| CryptoError::Open)?
+        .len();
+    body.truncate(len);
+    Ok(body)
 }
 
+/// 32 bytes of key material, wiped when dropped.
+type KeyBytes = Zeroizing<[u8; KEY_LEN]>;
+
+fn key_bytes(bytes: &[u8; KEY_LEN]) -> KeyBytes {
+    Zeroizing::new(*bytes)
+}
+
+/// A short-lived ring key for one operation (see the module note on why it is not kept).
 fn aead_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
     UnboundKey::new(AEAD, bytes)
         .map(LessSafeKey::new)
         .map_err(|_| CryptoError::KeyLength)
 }
 
-/// The key-encryption key.
-#[derive(Debug)]
+/// Check the length once, at construction, so later operations cannot fail on it.
+fn checked(bytes: &[u8; KEY_LEN]) -> Result<KeyBytes, CryptoError> {
+    aead_key(bytes)?;
+    Ok(key_bytes(bytes))
+}
+
+/// The key-encryption key. Its bytes are wiped on drop.
 pub struct Kek {
-    key: LessSafeKey,
+    key: KeyBytes,
     id: String,
 }
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kek")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The only secret field is a [`Zeroizing`] buffer.
+impl ZeroizeOnDrop for Kek {}
 
 impl Kek {
     pub fn new(bytes: &[u8; KEY_LEN]) -> Result<Kek, CryptoError> {
@@ -112,7 +148,7 @@ impl Kek {
         let tag = hmac::sign(&mac, format!("{DOMAIN}|kek-id").as_bytes());
         let id = hex::encode(tag.as_ref().get(..8).unwrap_or_default());
         Ok(Kek {
-            key: aead_key(bytes)?,
+            key: checked(bytes)?,
             id,
         })
     }
@@ -133,35 +169,56 @@ impl Kek {
         key_id: i64,
         key: &[u8; KEY_LEN],
     ) -> Result<Vec<u8>, CryptoError> {
-        seal_raw(&self.key, rng, &Kek::aad(purpose, key_id), key)
+        seal_raw(
+            &aead_key(self.key.as_slice())?,
+            rng,
+            &Kek::aad(purpose, key_id),
+            key,
+        )
     }
 
+    /// The key wrapped by [`Kek::wrap`], in a buffer wiped when dropped.
     pub fn unwrap_key(
         &self,
         purpose: &str,
         key_id: i64,
         wrapped: &[u8],
-    ) -> Result<[u8; KEY_LEN], CryptoError> {
-        let plain = open_raw(&self.key, &Kek::aad(purpose, key_id), wrapped)?;
-        plain
+    ) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+        let plain = Zeroizing::new(open_raw(
+            &aead_key(self.key.as_slice())?,
+            &Kek::aad(purpose, key_id),
+            wrapped,
+        )?);
+        let key: [u8; KEY_LEN] = plain
             .as_slice()
             .try_into()
-            .map_err(|_| CryptoError::KeyLength)
+            .map_err(|_| CryptoError::KeyLength)?;
+        Ok(Zeroizing::new(key))
     }
 }
 
-/// A data key: seals and opens PHI columns.
-#[derive(Debug)]
+/// A data key: seals and opens PHI columns. Its bytes are wiped on drop.
 pub struct DataKey {
     id: i64,
-    key: LessSafeKey,
+    key: KeyBytes,
 }
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The only secret field is a [`Zeroizing`] buffer.
+impl ZeroizeOnDrop for DataKey {}
 
 impl DataKey {
     pub fn new(id: i64, bytes: &[u8; KEY_LEN]) -> Result<DataKey, CryptoError> {
         Ok(DataKey {
             id,
-            key: aead_key(bytes)?,
+            key: checked(bytes)?,
         })
     }
     pub fn id(&self) -> i64 {
@@ -173,23 +230,40 @@ impl DataKey {
         place: &Place<'_>,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        seal_raw(&self.key, rng, &phi_aad(place, self.id), plaintext)
+        seal_raw(
+            &aead_key(self.key.as_slice())?,
+            rng,
+            &phi_aad(place, self.id),
+            plaintext,
+        )
     }
     pub fn open(&self, place: &Place<'_>, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open_raw(&self.key, &phi_aad(place, self.id), sealed)
+        open_raw(
+            &aead_key(self.key.as_slice())?,
+            &phi_aad(place, self.id),
+            sealed,
+        )
     }
 }
 
-/// The index key: keyed hashes for lookups without plaintext.
-#[derive(Debug)]
+/// The index key: keyed hashes for lookups without plaintext. Its bytes are wiped on drop.
 pub struct IndexKey {
-    mac: hmac::Key,
+    key: KeyBytes,
 }
+
+impl std::fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexKey").finish_non_exhaustive()
+    }
+}
+
+/// The only field is a [`Zeroizing`] buffer.
+impl ZeroizeOnDrop for IndexKey {}
 
 impl IndexKey {
     pub fn new(bytes: &[u8; KEY_LEN]) -> IndexKey {
         IndexKey {
-            mac: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            key: key_bytes(bytes),
         }
     }
 
@@ -197,7 +271,8 @@ impl IndexKey {
     /// any volume a hub sees, and half the index size); the domain keeps hashes of different things
     /// apart.
     pub fn hash(&self, domain: &str, value: &[u8]) -> Vec<u8> {
-        let mut ctx = hmac::Context::with_key(&self.mac);
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, self.key.as_slice());
+        let mut ctx = hmac::Context::with_key(&mac);
         ctx.update(DOMAIN.as_bytes());
         ctx.update(b"|");
         ctx.update(domain.as_bytes());
@@ -207,10 +282,11 @@ impl IndexKey {
     }
 }
 
-/// 32 random bytes for a new key.
-pub fn random_key(rng: &dyn SecureRandom) -> Result<[u8; KEY_LEN], CryptoError> {
-    let mut k = [0u8; KEY_LEN];
-    rng.fill(&mut k).map_err(|_| CryptoError::Random)?;
+/// 32 random bytes for a new key, in a buffer wiped when dropped.
+pub fn random_key(rng: &dyn SecureRandom) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+    let mut k = Zeroizing::new([0u8; KEY_LEN]);
+    rng.fill(k.as_mut_slice())
+        .map_err(|_| CryptoError::Random)?;
     Ok(k)
 }
 
@@ -220,7 +296,7 @@ pub fn seal_throughput(alg: &'static aead::Algorithm, payload: usize, millis: u6
     let Ok(bytes) = random_key(&rng) else {
         return (0.0, 0.0);
     };
-    let Ok(key) = UnboundKey::new(alg, &bytes).map(LessSafeKey::new) else {
+    let Ok(key) = UnboundKey::new(alg, bytes.as_slice()).map(LessSafeKey::new) else {
         return (0.0, 0.0);
     };
     let data = vec![0x5au8; payload];
@@ -276,7 +352,7 @@ mod tests {
         let kek = Kek::new(&random_key(&rng).unwrap()).unwrap();
         let dek = random_key(&rng).unwrap();
         let w = kek.wrap(&rng, "data", 1, &dek).unwrap();
-        assert_eq!(kek.unwrap_key("data", 1, &w).unwrap(), dek);
+        assert_eq!(*kek.unwrap_key("data", 1, &w).unwrap(), *dek);
         assert!(kek.unwrap_key("data", 2, &w).is_err());
         assert!(kek.unwrap_key("index", 1, &w).is_err());
         assert_eq!(kek.id().len(), 16);
@@ -287,5 +363,41 @@ mod tests {
         let k = IndexKey::new(&[1u8; 32]);
         assert_ne!(k.hash("reading", b"x"), k.hash("alert", b"x"));
         assert_eq!(k.hash("reading", b"x"), k.hash("reading", b"x"));
+    }
+
+    /// Regression (issue 12): key material was not wiped after use. Every key type the store keeps
+    /// zeroises on drop, every buffer of key bytes it hands out is `Zeroizing`, and what those
+    /// buffers do on drop (`zeroize`) really clears the bytes.
+    #[test]
+    fn key_material_is_zeroised_on_drop() {
+        fn wipes_on_drop<T: ZeroizeOnDrop>() {}
+        fn wiping_buffer<T: zeroize::Zeroize>(_: &Zeroizing<T>) {}
+        wipes_on_drop::<Kek>();
+        wipes_on_drop::<DataKey>();
+        wipes_on_drop::<IndexKey>();
+        wipes_on_drop::<Zeroizing<[u8; KEY_LEN]>>();
+
+        let rng = SystemRandom::new();
+        let kek_bytes = random_key(&rng).unwrap();
+        wiping_buffer(&kek_bytes);
+        let kek = Kek::new(&kek_bytes).unwrap();
+        let dek = random_key(&rng).unwrap();
+        let unwrapped = kek
+            .unwrap_key("data", 1, &kek.wrap(&rng, "data", 1, &dek).unwrap())
+            .unwrap();
+        wiping_buffer(&unwrapped);
+
+        // The key types keep their bytes in this wrapper; its drop runs exactly this `zeroize`.
+        let k = DataKey::new(1, &dek).unwrap();
+        let i = IndexKey::new(&dek);
+        let field: &Zeroizing<[u8; KEY_LEN]> = &k.key;
+        wiping_buffer(field);
+        wiping_buffer(&i.key);
+        let mut b = Zeroizing::new(*dek);
+        zeroize::Zeroize::zeroize(&mut b);
+        assert_eq!(*b, [0u8; KEY_LEN]);
+        // No key bytes in the Debug output either.
+        let shown = format!("{kek:?} {k:?} {i:?}");
+        assert!(!shown.contains(&format!("{:?}", &dek[..4])), "{shown}");
     }
 }

@@ -9,12 +9,15 @@
 //! The hub refuses a KEK file (or its directory) that group or others can read or write, or that is
 //! owned by another user than the one the hub runs as: the error names the file and the fix.
 //! KEK rotation writes the new key to `kek.new`, re-wraps the data keys, then renames `kek.new` over
-//! `kek`; a crash in between is finished at the next open (see `crypto::KeyRing::open`).
+//! `kek`; a crash in between is finished at the next open (`Db::find_kek`).
+//!
+//! Every buffer holding KEK bytes (read, generated) is a [`Zeroizing`] one: wiped when dropped.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// The credential name the systemd unit loads the KEK under.
 pub const CREDENTIAL_NAME: &str = "vitals-hub-kek";
@@ -141,21 +144,26 @@ fn check_dir(dir: &Path) -> Result<(), KeyFileError> {
     Ok(())
 }
 
-/// Read a KEK file after checking its mode and owner.
-pub fn read_checked(path: &Path) -> Result<[u8; KEK_LEN], KeyFileError> {
+/// Read a KEK file after checking its mode and owner. The key comes back in a buffer wiped on drop.
+pub fn read_checked(path: &Path) -> Result<Zeroizing<[u8; KEK_LEN]>, KeyFileError> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let meta = f.metadata().map_err(io_err(path))?;
     check_file(path, &meta)?;
-    let mut buf = Vec::with_capacity(KEK_LEN);
-    f.read_to_end(&mut buf).map_err(io_err(path))?;
+    // One byte more than a key, so a longer file is told apart without growing (and so copying)
+    // the buffer.
+    let mut buf = Zeroizing::new(Vec::with_capacity(KEK_LEN + 1));
+    Read::by_ref(&mut f)
+        .take(KEK_LEN as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err(path))?;
     let key: [u8; KEK_LEN] = buf
         .as_slice()
         .try_into()
         .map_err(|_| KeyFileError::WrongLength {
             path: path.to_path_buf(),
-            len: buf.len(),
+            len: usize::try_from(meta.len()).unwrap_or(usize::MAX),
         })?;
-    Ok(key)
+    Ok(Zeroizing::new(key))
 }
 
 /// Write `key` to a new file `path` (mode 0600, must not exist), fsync it and its directory.
@@ -198,10 +206,13 @@ pub fn ensure_dir(path: &Path) -> Result<(), KeyFileError> {
     Ok(())
 }
 
-/// Generate 32 random bytes.
-pub fn random_key(rng: &dyn ring::rand::SecureRandom) -> Result<[u8; KEK_LEN], KeyFileError> {
-    let mut k = [0u8; KEK_LEN];
-    rng.fill(&mut k).map_err(|_| KeyFileError::Random)?;
+/// Generate 32 random bytes, in a buffer wiped on drop.
+pub fn random_key(
+    rng: &dyn ring::rand::SecureRandom,
+) -> Result<Zeroizing<[u8; KEK_LEN]>, KeyFileError> {
+    let mut k = Zeroizing::new([0u8; KEK_LEN]);
+    rng.fill(k.as_mut_slice())
+        .map_err(|_| KeyFileError::Random)?;
     Ok(k)
 }
 
@@ -210,7 +221,7 @@ pub fn random_key(rng: &dyn ring::rand::SecureRandom) -> Result<[u8; KEK_LEN], K
 pub fn load_or_create(
     source: &KekSource,
     rng: &dyn ring::rand::SecureRandom,
-) -> Result<([u8; KEK_LEN], bool), KeyFileError> {
+) -> Result<(Zeroizing<[u8; KEK_LEN]>, bool), KeyFileError> {
     match source {
         KekSource::Credential(p) => Ok((read_checked(p)?, false)),
         KekSource::File(p) => {
@@ -285,7 +296,7 @@ mod tests {
         let src = KekSource::resolve(dir.path(), Some(creds.path()));
         assert_eq!(src, KekSource::Credential(p));
         let rng = ring::rand::SystemRandom::new();
-        assert_eq!(load_or_create(&src, &rng).unwrap().0, [7u8; 32]);
+        assert_eq!(*load_or_create(&src, &rng).unwrap().0, [7u8; 32]);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! # Design note
 //!
 //! **Shape.** One SQLite database `<state_dir>/store.db` (rusqlite, bundled SQLite), one connection,
-//! owned by one OS thread (the private `db` module). [`Store`] is the async handle: every call is a closure sent over a
+//! owned by one OS thread (the private `db` module: `db/mod.rs` the connection and its
+//! transactions, then one file a concern — `keys`, `devices`, `readings`, `held`, `outbox`,
+//! `maintenance`). [`Store`] (in `handle.rs`; this file keeps the errors, the configuration and the
+//! records that cross the API) is the async handle: every call is a closure sent over a
 //! bounded channel and answered on a oneshot, so nothing blocks the tokio runtime and all writes are
 //! serialised without locks. Other processes (`vitals-hub keys rotate`) may open the same file; SQLite's
 //! locking plus `busy_timeout` serialises them, and the worker reloads its key cache whenever
@@ -37,23 +40,41 @@
 //! security event, and the outbox entry is quarantined — never skipped silently. Seals are counted per
 //! data key in the same transaction as the rows they sealed; at [`StoreConfig::rotate_after_seals`]
 //! (default 2^30, a quarter of the 2^32 random-nonce bound) a new data key becomes active
-//! automatically. Deduplication and device lookup use HMAC-SHA256 with the index key, never plaintext.
+//! automatically, in its own transaction after the write that reached the budget has committed: a
+//! failure there is never that write's error but a `data_key_rotation_failed` event (once per run
+//! of failures, shown by `status`) and a retry a minute later. Key material the store owns (KEK
+//! bytes, data and index keys, unwrapped keys) sits in `zeroize` buffers, wiped on drop; ring's
+//! short-lived key objects are built per operation and not kept (see [`crypto`]). Deduplication and device lookup use HMAC-SHA256 with the index key, never plaintext.
 //! Why ChaCha20-Poly1305: the Pi 4's Cortex-A72 has no AES instructions and ring falls back to a
 //! constant-time software AES that is several times slower; `vitals-hub bench store` prints both.
+//!
+//! **Files and modes.** `<state_dir>` (0700 when the store creates it) holds `store.db`, SQLite's
+//! `store.db-wal` and `store.db-shm` while a connection is open, `keys/kek` (0600 in 0700, see
+//! [`keyfile`]; `keys/kek.new` while a KEK rotation runs) and `store.db.corrupt-<ms>[-wal|-shm]`
+//! after a corrupt file was moved aside. Every one is 0600 whatever the umask: the store creates
+//! `store.db` 0600 before SQLite opens it, SQLite's unix VFS gives the WAL and SHM the database
+//! file's mode, and at open a database, WAL or SHM left wider by an older build (and a file moved
+//! aside) is narrowed to 0600. No other file is written (`temp_store=MEMORY`).
 //!
 //! **Durability.** WAL with `synchronous=FULL`: every commit is fsync'd before the call returns; a
 //! reading's row, its outbox entry and the device's download cursor commit in one transaction, so a
 //! cursor never covers readings that are not on disk. `temp_store=MEMORY` (no temp files),
 //! `secure_delete=FAST`, `journal_size_limit` bounds the WAL after checkpoints. On open: `quick_check`
 //! (a corrupt file is renamed to `store.db.corrupt-<ms>`, never deleted, and a fresh store starts with
-//! an event), migrations, then every `in_flight` outbox entry returns to `pending`. A read-only open
+//! an event), migrations, then every `in_flight` outbox entry returns to `pending`. A new database
+//! file and a corrupt file's move are followed by an fsync of the directory; the key file is
+//! fsync'd with its directory before the first key is wrapped with it. A read-only open
 //! ([`StoreConfig::read_only`], for `status` and `export` beside the running daemon) does none of
 //! that: it opens SQLite with `SQLITE_OPEN_READ_ONLY`, requires the current schema, and only reads
 //! (WAL readers never block the daemon's writer).
 //!
 //! **Outbox.** `pending → in_flight → acked | rejected` (and `pending ← in_flight` on retry or restart;
-//! `quarantined` when a row fails authentication). [`Store::pending`] returns alerts first, then the
-//! oldest readings, only entries whose next attempt is due. Delivery is at-least-once; the uplink's
+//! `quarantined` when an entry cannot become an upload). [`Store::pending`] returns alerts first, then
+//! the oldest readings, only entries whose next attempt is due. An entry whose record fails
+//! authentication, does not decode or is missing is quarantined by `pending` itself with an
+//! `outbox_quarantined` event (and the entries after it are returned); one the uplink cannot build a
+//! request from is quarantined through [`Store::quarantine`]. Quarantined rows are kept, never
+//! uploaded, never deleted by pruning. Delivery is at-least-once; the uplink's
 //! conditional creates make it exactly-once at the clinic.
 //!
 //! **Capacity.** [`StoreConfig::size_limit`] (default 1 GiB) bounds live pages. At 80 % an event
@@ -77,24 +98,26 @@
 //! only its dedup hash, so the same record downloaded again is not held twice; a stable key already
 //! in `readings` is not held either.
 //!
-//! **Invariants.** (1) A call that returned `Ok` committed and fsync'd. (2) A stable key is stored
-//! at most once. (3) Every reading and alert has exactly one outbox entry. (4) Plaintext PHI never reaches
-//! the database, its WAL, temp files or logs at INFO and above. (5) Only the KEK's fingerprint is stored.
+//! **Invariants.** (1) A call that returned `Ok` committed and fsync'd, and a call that committed
+//! returns `Ok` (one exception: [`Store::rotate_kek`] reports a failed rename of the new key file
+//! after its commit; the staged file is found and the rename finished at the next load). (2) A stable key is stored at most once. (3) Every reading and alert has exactly one
+//! outbox entry. (4) Plaintext PHI never reaches the database, its WAL, temp files or logs at INFO
+//! and above. (5) Only the KEK's fingerprint is stored. (6) Every file the store writes is 0600.
 
 pub mod crypto;
 mod db;
+mod handle;
 pub mod keyfile;
 pub mod schema;
 
-use crate::model::{Clock, Reading, UtcMillis};
+use crate::model::{Reading, UtcMillis};
 pub use crypto::CryptoError;
+pub use handle::Store;
 pub use keyfile::{KekSource, KeyFileError};
 pub use schema::SchemaError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::path::PathBuf;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +231,24 @@ impl StoreConfig {
             sqlite_max_pages: None,
             read_only: false,
             recover_in_flight: true,
+        }
+    }
+
+    /// The store as the hub's configuration sets it up (the daemon, `sync`, `status`, the
+    /// technician's commands): `[hub] state_dir` and `patient_id`, `[store] size_limit_mb` and
+    /// `retention_days`; the KEK from `$CREDENTIALS_DIRECTORY` or `<state_dir>/keys/kek`. Chain
+    /// [`StoreConfig::read_only`] or set [`StoreConfig::recover_in_flight`] as the caller needs.
+    pub fn for_hub(
+        state_dir: impl Into<PathBuf>,
+        patient_id: &str,
+        size_limit_mb: u64,
+        retention_days: u32,
+    ) -> StoreConfig {
+        StoreConfig {
+            size_limit: size_limit_mb.saturating_mul(1 << 20),
+            retention: i64::from(retention_days) * 86_400_000,
+            patient_id: Some(patient_id.to_owned()),
+            ..StoreConfig::new(state_dir)
         }
     }
 
@@ -378,7 +419,9 @@ pub enum OutboxState {
     InFlight,
     Acked,
     Rejected,
-    /// Its record failed authentication; kept for investigation, never uploaded.
+    /// Its record could not be turned into an upload (failed authentication, did not decode, was
+    /// missing, or the uplink could not build a request from it); kept for investigation, never
+    /// uploaded.
     Quarantined,
 }
 
@@ -444,307 +487,19 @@ pub struct RotationReport {
     pub keys_deleted: u64,
 }
 
-type Job = Box<dyn FnOnce(&mut db::Db) + Send>;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The async handle to the store. Cheap to clone; the worker stops when the last handle is dropped.
-#[derive(Debug, Clone)]
-pub struct Store {
-    tx: mpsc::Sender<Job>,
-    done: Arc<tokio::sync::Mutex<Option<oneshot::Receiver<()>>>>,
-    path: PathBuf,
-}
-
-impl Store {
-    /// Open (or create) the store, on its own thread.
-    pub async fn open(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Store> {
-        let path = config.db_path();
-        let (tx, mut rx) = mpsc::channel::<Job>(256);
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
-        let (done_tx, done_rx) = oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("vitals-store".into())
-            .spawn(move || {
-                match db::Db::open(config, clock) {
-                    Ok(mut db) => {
-                        let _ = ready_tx.send(Ok(()));
-                        while let Some(job) = rx.blocking_recv() {
-                            job(&mut db);
-                        }
-                        drop(db);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-                let _ = done_tx.send(());
-            })
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        ready_rx.await.map_err(|_| StoreError::Closed)??;
-        Ok(Store {
-            tx,
-            done: Arc::new(tokio::sync::Mutex::new(Some(done_rx))),
-            path,
-        })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut db::Db) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let (otx, orx) = oneshot::channel();
-        self.tx
-            .send(Box::new(move |db| {
-                let _ = otx.send(f(db));
-            }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        orx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Close: wait until the worker has finished every queued call and closed the database.
-    /// Other clones of this handle must be dropped first, or this waits for them.
-    pub async fn close(self) {
-        let done = self.done.lock().await.take();
-        drop(self.tx);
-        if let Some(done) = done {
-            let _ = done.await;
-        }
-    }
-
-    /// Add a device to the allow-list, or update what is known about it (matched by address).
-    pub async fn upsert_device(&self, record: DeviceRecord, allowed: bool) -> Result<DeviceKey> {
-        self.call(move |db| db.upsert_device(&record, allowed))
-            .await
-    }
-
-    /// Per device: how many of its readings the clinic acknowledged, and when the last was.
-    pub async fn acked_by_device(
-        &self,
-    ) -> Result<std::collections::HashMap<DeviceKey, (u64, Option<UtcMillis>)>> {
-        let rows = self.call(|db| db.acked_by_device()).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, n, t)| (DeviceKey(k), (n, t.map(UtcMillis))))
-            .collect())
-    }
-
-    /// When each device's latest stored reading arrived (minute resolution; plain in the file).
-    pub async fn last_received(&self) -> Result<std::collections::HashMap<DeviceKey, UtcMillis>> {
-        let rows = self.call(|db| db.last_received()).await?;
-        Ok(rows.into_iter().map(|(k, t)| (DeviceKey(k), t)).collect())
-    }
-
-    /// The device with this Bluetooth address.
-    pub async fn device_by_address(&self, address: &str) -> Result<Option<Device>> {
-        let address = address.to_owned();
-        self.call(move |db| db.device_by_address(&address)).await
-    }
-
-    /// Every device.
-    pub async fn devices(&self) -> Result<Vec<Device>> {
-        self.call(|db| db.devices()).await
-    }
-
-    /// A device's download cursor.
-    pub async fn cursor(&self, device: &DeviceKey, name: &str) -> Result<Option<i64>> {
-        let (device, name) = (device.clone(), name.to_owned());
-        self.call(move |db| db.cursor(&device, &name)).await
-    }
-
-    /// Append readings from one device, and optionally move its download cursor, in one committed
-    /// transaction. Returns after the commit is on disk.
-    pub async fn append(
-        &self,
-        device: &DeviceKey,
-        items: Vec<NewReading>,
-        cursor: Option<(String, i64)>,
-    ) -> Result<AppendOutcome> {
-        let device = device.clone();
-        self.call(move |db| db.append(&device, &items, cursor.as_ref()))
-            .await
-    }
-
-    /// Append an alert; it is uploaded ahead of readings. Returns its id and whether it was a duplicate.
-    pub async fn append_alert(
-        &self,
-        payload: serde_json::Value,
-        stable_key: &str,
-        related: Vec<i64>,
-    ) -> Result<(i64, bool)> {
-        let key = stable_key.to_owned();
-        self.call(move |db| db.append_alert(&payload, &key, &related))
-            .await
-    }
-
-    /// Up to `batch` entries due at `now`: alerts first, then oldest first; payloads opened.
-    pub async fn pending(&self, batch: usize, now: UtcMillis) -> Result<Vec<OutboxItem>> {
-        self.call(move |db| db.pending(batch, now)).await
-    }
-
-    /// Pending → in flight (counts an attempt). Returns how many moved.
-    pub async fn mark_in_flight(&self, ids: Vec<i64>) -> Result<usize> {
-        self.call(move |db| db.mark_in_flight(&ids)).await
-    }
-
-    /// Pending or in flight → acked. Returns how many moved.
-    pub async fn ack(&self, ids: Vec<i64>) -> Result<usize> {
-        self.call(move |db| db.ack(&ids)).await
-    }
-
-    /// Back to pending with the error and the time of the next attempt.
-    pub async fn retry(
-        &self,
-        ids: Vec<i64>,
-        error: &str,
-        next_attempt: UtcMillis,
-    ) -> Result<usize> {
-        let error = error.to_owned();
-        self.call(move |db| db.retry(&ids, &error, next_attempt))
-            .await
-    }
-
-    /// Pending or in flight → rejected (kept, never retried).
-    /// Make every pending entry due now, whatever its backoff (`vitals-hub sync --now`).
-    pub async fn due_now(&self, now: UtcMillis) -> Result<usize> {
-        self.call(move |db| db.due_now(now)).await
-    }
-
-    pub async fn reject(&self, ids: Vec<i64>, reason: &str) -> Result<usize> {
-        let reason = reason.to_owned();
-        self.call(move |db| db.reject(&ids, &reason)).await
-    }
-
-    /// Hold a reading of another user of a multi-user device: sealed, never in the outbox. Returns
-    /// its id and whether the stable key was seen before (held, discarded or assigned already, or
-    /// stored as a reading), in which case nothing was written.
-    pub async fn hold(&self, device: &DeviceKey, item: NewHeld) -> Result<(i64, bool)> {
-        let device = device.clone();
-        self.call(move |db| db.hold(&device, &item)).await
-    }
-
-    /// Up to `limit` held readings, oldest first, opened.
-    pub async fn held(&self, limit: usize) -> Result<Vec<StoredHeld>> {
-        self.call(move |db| db.held(limit)).await
-    }
-
-    /// Drop a held reading (it was not the patient's). Its dedup hash stays, so the device sending
-    /// it again does not bring it back. Returns whether a held reading was discarded.
-    pub async fn discard_held(&self, id: i64) -> Result<bool> {
-        self.call(move |db| db.discard_held(id)).await
-    }
-
-    /// Move a held reading into the patient's readings and the outbox, with its stable key, in one
-    /// transaction. Returns the reading's id; [`StoreError::Invalid`] if `id` is not held.
-    pub async fn assign_held(&self, id: i64) -> Result<i64> {
-        self.call(move |db| db.assign_held(id)).await
-    }
-
-    /// Readings with id > `after`, oldest first, opened.
-    pub async fn readings(&self, after: i64, limit: usize) -> Result<Vec<StoredReading>> {
-        self.call(move |db| db.readings(after, limit)).await
-    }
-
-    /// The latest events, newest first.
-    pub async fn events(&self, limit: usize) -> Result<Vec<Event>> {
-        self.call(move |db| db.events(limit)).await
-    }
-
-    pub async fn stats(&self) -> Result<Stats> {
-        self.call(|db| db.stats()).await
-    }
-
-    /// Remove acked data older than the retention period, in short transactions. Returns rows removed.
-    pub async fn prune(&self, now: UtcMillis) -> Result<u64> {
-        let mut total = 0u64;
-        loop {
-            let n = self.call(move |db| db.prune_batch(now, 500)).await?;
-            total += n;
-            if n == 0 {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// `PRAGMA integrity_check`: `"ok"` or SQLite's findings.
-    pub async fn integrity_check(&self) -> Result<String> {
-        self.call(|db| db.integrity_check()).await
-    }
-
-    /// Change the size limit and SQLite's page limit at run time (tests; a config reload).
-    pub async fn set_limits(&self, size_limit: u64, sqlite_max_pages: Option<u32>) -> Result<()> {
-        self.call(move |db| db.set_limits(size_limit, sqlite_max_pages))
-            .await
-    }
-
-    /// New data key; re-encrypt every row in batches of `batch` (each its own short transaction, so
-    /// appends interleave); delete keys no row uses any more.
-    pub async fn rotate_data_key(&self, batch: usize) -> Result<RotationReport> {
-        let new_key_id = self.call(|db| db.begin_data_key_rotation()).await?;
-        let mut rows = 0u64;
-        loop {
-            let n = self
-                .call(move |db| db.reencrypt_batch(batch.max(1)))
-                .await?;
-            if n == 0 {
-                break;
-            }
-            rows += n;
-            tokio::task::yield_now().await;
-        }
-        let keys_deleted = self.call(|db| db.delete_unused_keys()).await?;
-        Ok(RotationReport {
-            new_key_id,
-            rows_reencrypted: rows,
-            keys_deleted,
-        })
-    }
-
-    /// Record what is known about a device (DIS, clock check, battery); replaces the previous info.
-    pub async fn set_device_info(&self, device: &DeviceKey, info: DeviceInfo) -> Result<()> {
-        let device = device.clone();
-        self.call(move |db| db.set_device_info(&device, &info))
-            .await
-    }
-
-    /// What is known about a device beyond its record, if anything.
-    pub async fn device_info(&self, device: &DeviceKey) -> Result<Option<DeviceInfo>> {
-        let device = device.clone();
-        self.call(move |db| db.device_info(&device)).await
-    }
-
-    /// Per-destination upload state (e.g. `device:<key>` → `Device/12`); never PHI.
-    pub async fn uplink_state(&self, destination: &str, name: &str) -> Result<Option<String>> {
-        let (d, n) = (destination.to_owned(), name.to_owned());
-        self.call(move |db| db.uplink_state(&d, &n)).await
-    }
-
-    /// Set per-destination upload state.
-    pub async fn set_uplink_state(&self, destination: &str, name: &str, value: &str) -> Result<()> {
-        let (d, n, v) = (destination.to_owned(), name.to_owned(), value.to_owned());
-        self.call(move |db| db.set_uplink_state(&d, &n, &v)).await
-    }
-
-    /// Record an audit event (the uplink's TLS and delivery events). `detail` must not hold PHI.
-    pub async fn append_event(
-        &self,
-        kind: &'static str,
-        severity: &'static str,
-        detail: String,
-    ) -> Result<()> {
-        self.call(move |db| db.append_event(kind, severity, detail))
-            .await
-    }
-
-    /// New KEK: re-wrap every key and replace the key file atomically. Returns the new fingerprint.
-    pub async fn rotate_kek(&self) -> Result<String> {
-        self.call(|db| db.rotate_kek()).await
+    #[test]
+    fn for_hub_takes_the_config_values() {
+        let c = StoreConfig::for_hub("/var/lib/vitals-hub", "pat-1", 64, 7);
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/vitals-hub"));
+        assert_eq!(c.size_limit, 64 << 20);
+        assert_eq!(c.retention, 7 * 86_400_000);
+        assert_eq!(c.patient_id.as_deref(), Some("pat-1"));
+        assert!(!c.read_only && c.recover_in_flight);
+        assert_eq!(c.db_path(), PathBuf::from("/var/lib/vitals-hub/store.db"));
+        assert!(StoreConfig::for_hub("/x", "p", u64::MAX, 1).size_limit == u64::MAX);
     }
 }

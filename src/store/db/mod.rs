@@ -1,0 +1,501 @@
+//! The store's one connection and everything done on it; runs on the store's own thread.
+//!
+//! This file owns the connection's life and the transaction core: opening (directory, KEK, the
+//! corrupt-file move-aside, migrations, in-flight recovery), the read-only open, SQLite's page
+//! limit, queued events, and [`Db::write`]. The rest of `Db` lives beside it, one concern a file:
+//! `keys` (key ring, sealing, data-key and KEK rotation), `devices` (allow-list, cursors, device
+//! info), `readings` (appends of readings and alerts, reading back), `held` (other users'
+//! readings), `outbox` (upload states, per-destination uplink state), `maintenance` (capacity,
+//! retention, events, stats).
+//!
+//! Every write is `BEGIN IMMEDIATE … COMMIT` on this connection. Inside the transaction the key cache
+//! is refreshed if another connection committed (`PRAGMA data_version`), rows are sealed with the
+//! active data key, the seal counter and queued events are written, and only then is it committed.
+//! Guarantee: a call that returned `Ok` committed and fsync'd.
+
+mod devices;
+mod held;
+mod keys;
+mod maintenance;
+mod outbox;
+mod readings;
+
+use super::crypto::{CryptoError, DataKey, IndexKey, Kek};
+use super::keyfile;
+use super::schema;
+use super::{Result, StoreConfig, StoreError};
+use crate::model::{Clock, UtcMillis};
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+/// A `data_version` no connection reports: the key ring is reloaded at its next use.
+const KEYS_STALE: i64 = i64::MIN;
+
+/// Priority of outbox entries: lower goes first.
+const PRIORITY_ALERT: i64 = 0;
+const PRIORITY_READING: i64 = 1;
+
+/// An event waiting to be written (it is written in the next transaction that commits).
+#[derive(Debug, Clone)]
+struct QueuedEvent {
+    at: UtcMillis,
+    kind: &'static str,
+    severity: &'static str,
+    detail: String,
+}
+
+#[derive(Debug, Default)]
+struct KeyRing {
+    data: HashMap<i64, DataKey>,
+    active: Option<i64>,
+    active_seals: u64,
+    index: Option<IndexKey>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Db {
+    conn: Connection,
+    path: PathBuf,
+    cfg: StoreConfig,
+    clock: Arc<dyn Clock>,
+    rng: SystemRandom,
+    kek: Kek,
+    keys: KeyRing,
+    data_version: i64,
+    tx_seals: u64,
+    queued: Vec<QueuedEvent>,
+    capacity_warned: bool,
+    full_reported: bool,
+    disk_full_reported: bool,
+    auto_rotation: AutoRotation,
+    page_size: u64,
+}
+
+/// The state of automatic data-key rotation, which runs after a write has committed.
+#[derive(Debug, Default)]
+struct AutoRotation {
+    /// A rotation is under way (its own transaction must not start another).
+    running: bool,
+    /// After a failure: not tried again before this time.
+    retry_at: Option<UtcMillis>,
+    /// The failure was recorded as an event (once per run of failures).
+    failure_reported: bool,
+}
+
+fn is_code(e: &rusqlite::Error, code: ErrorCode) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == code)
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    is_code(e, ErrorCode::DatabaseCorrupt) || is_code(e, ErrorCode::NotADatabase)
+}
+
+/// A UUIDv7: 48-bit millisecond time, then random bits. Time-ordered, so the `uuid` unique index is
+/// appended to at its right edge instead of being rewritten at random pages (SD-card wear, WAL size).
+/// The minute-coarse time is plain anyway; the millisecond part leaks little more. The random bits
+/// come from the store's own `ring` generator; `uuid` lays out the version, variant and text.
+fn new_uuid(rng: &dyn SecureRandom, now: UtcMillis) -> Result<String> {
+    let mut b = [0u8; 10];
+    rng.fill(&mut b)
+        .map_err(|_| StoreError::Crypto(CryptoError::Random))?;
+    let ms = u64::try_from(now.as_millis()).unwrap_or(0);
+    Ok(uuid::Builder::from_unix_timestamp_millis(ms, &b)
+        .into_uuid()
+        .hyphenated()
+        .to_string())
+}
+
+/// The database's companion files: SQLite's WAL and shared-memory index.
+const COMPANIONS: [&str; 3] = ["", "-wal", "-shm"];
+
+/// Owner-only (0600) whatever the umask: leave `path` with mode 0600 if it exists and is wider.
+fn narrow_mode(path: &Path) -> Result<()> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o077 != 0 => {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Before SQLite opens `path`: create the database file 0600 if it is missing, and narrow it and
+/// its WAL/SHM to 0600 if an older build left them wider. SQLite's unix VFS creates the WAL and
+/// SHM with the database file's mode (whatever the umask), so they are 0600 as well.
+fn own_files(path: &Path) -> Result<()> {
+    if !path.exists() {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        keyfile::sync_parent(path)?;
+    }
+    for ext in COMPANIONS {
+        let mut p = path.as_os_str().to_owned();
+        p.push(ext);
+        narrow_mode(Path::new(&p))?;
+    }
+    Ok(())
+}
+
+/// Open and configure a connection; an error here may mean corruption.
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        warn!(mode = %mode, "SQLite did not switch to WAL.");
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA temp_store=MEMORY;
+         PRAGMA secure_delete=FAST;
+         PRAGMA journal_size_limit=67108864;",
+    )?;
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(format!("quick_check: {check}")),
+        ));
+    }
+    Ok(conn)
+}
+
+/// Rename the database and its WAL/SHM aside as `<name>.corrupt-<ms>`; returns the new db path.
+fn move_aside(path: &Path, now: UtcMillis) -> Result<PathBuf> {
+    let aside = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    let target = aside(&format!(".corrupt-{}", now.as_millis()));
+    for ext in COMPANIONS {
+        let from = aside(ext);
+        if from.exists() {
+            let mut to = target.as_os_str().to_owned();
+            to.push(ext);
+            let to = PathBuf::from(to);
+            fs::rename(&from, &to).map_err(|source| StoreError::Io {
+                path: from.clone(),
+                source,
+            })?;
+            narrow_mode(&to)?;
+        }
+    }
+    keyfile::sync_parent(path)?;
+    Ok(target)
+}
+
+impl Db {
+    /// Open an existing store for reading only: nothing on disk is created, migrated or reset.
+    pub(super) fn open_read_only(cfg: StoreConfig, clock: Arc<dyn Clock>) -> Result<Db> {
+        let path = cfg.db_path();
+        if !path.exists() {
+            return Err(StoreError::Invalid(format!(
+                "there is no store at {}; check the state directory in the config (the daemon \
+                 creates the store when it first runs)",
+                path.display()
+            )));
+        }
+        let kek = Kek::new(&*keyfile::read_checked(cfg.kek.path())?)?;
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let found = schema::version(&conn)?;
+        if found != schema::LATEST {
+            return Err(StoreError::Invalid(format!(
+                "the store {} has schema {found} and this binary reads schema {}; run the daemon \
+                 of this version once (it migrates the store) or use the matching vitals-hub",
+                path.display(),
+                schema::LATEST
+            )));
+        }
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let mut db = Db {
+            conn,
+            path,
+            cfg,
+            clock,
+            rng: SystemRandom::new(),
+            kek,
+            keys: KeyRing::default(),
+            data_version: 0,
+            tx_seals: 0,
+            queued: Vec::new(),
+            capacity_warned: false,
+            full_reported: false,
+            disk_full_reported: false,
+            auto_rotation: AutoRotation::default(),
+            page_size: u64::try_from(page_size).unwrap_or(4096),
+        };
+        db.load_keys()?;
+        db.data_version = db.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(db)
+    }
+
+    pub(crate) fn open(cfg: StoreConfig, clock: Arc<dyn Clock>) -> Result<Db> {
+        if cfg.read_only {
+            return Db::open_read_only(cfg, clock);
+        }
+        let dir = &cfg.state_dir;
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let rng = SystemRandom::new();
+        let (kek_bytes, kek_created) = keyfile::load_or_create(&cfg.kek, &rng)?;
+        let kek = Kek::new(&kek_bytes)?;
+        let path = cfg.db_path();
+        let now = clock.now();
+        let mut queued = Vec::new();
+        if kek_created {
+            queued.push(QueuedEvent {
+                at: now,
+                kind: "kek_created",
+                severity: "security",
+                detail: format!("new KEK {} ({})", kek.id(), cfg.kek.path().display()),
+            });
+        }
+        own_files(&path)?;
+        let conn = match open_conn(&path) {
+            Ok(c) => c,
+            Err(e) if is_corruption(&e) => {
+                let moved = move_aside(&path, now)?;
+                error!(path = %path.display(), moved_to = %moved.display(), "Store database is corrupt; moved it aside and started a fresh one.");
+                queued.push(QueuedEvent {
+                    at: now,
+                    kind: "corrupt_database_moved",
+                    severity: "error",
+                    detail: format!("{e}; moved to {}", moved.display()),
+                });
+                own_files(&path)?;
+                open_conn(&path)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut conn = conn;
+        let found = schema::migrate(&mut conn)?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let page_size = u64::try_from(page_size).unwrap_or(4096);
+        let mut db = Db {
+            conn,
+            path,
+            cfg,
+            clock,
+            rng,
+            kek,
+            keys: KeyRing::default(),
+            data_version: 0,
+            tx_seals: 0,
+            queued,
+            capacity_warned: false,
+            full_reported: false,
+            disk_full_reported: false,
+            auto_rotation: AutoRotation::default(),
+            page_size,
+        };
+        db.apply_page_limit()?;
+        db.write(|db| {
+            db.load_keys()?;
+            if db.keys.index.is_none() {
+                db.create_key("index")?;
+            }
+            if db.keys.active.is_none() {
+                db.create_key("data")?;
+            }
+            db.load_keys()?;
+            let n = if db.cfg.recover_in_flight {
+                db.conn.execute(
+                    "UPDATE outbox SET state = 'pending' WHERE state = 'in_flight'",
+                    [],
+                )?
+            } else {
+                0
+            };
+            if n > 0 {
+                db.queue(
+                    "inflight_recovered",
+                    "info",
+                    format!("{n} in-flight entries returned to pending"),
+                );
+            }
+            db.queue(
+                "store_opened",
+                "info",
+                format!("schema {found} -> {}", schema::LATEST),
+            );
+            Ok(())
+        })?;
+        db.data_version = db.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        info!(path = %db.path.display(), schema = schema::LATEST, "Store opened.");
+        Ok(db)
+    }
+
+    pub(super) fn apply_page_limit(&mut self) -> Result<()> {
+        let pages = match self.cfg.sqlite_max_pages {
+            Some(p) => u64::from(p),
+            None => (self.cfg.size_limit / self.page_size.max(1)).saturating_mul(11) / 10 + 64,
+        };
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .optional()?;
+        Ok(())
+    }
+
+    pub(crate) fn set_limits(&mut self, size_limit: u64, max_pages: Option<u32>) -> Result<()> {
+        self.cfg.size_limit = size_limit;
+        self.cfg.sqlite_max_pages = max_pages;
+        self.apply_page_limit()
+    }
+
+    pub(super) fn queue(&mut self, kind: &'static str, severity: &'static str, detail: String) {
+        self.queued.push(QueuedEvent {
+            at: self.clock.now(),
+            kind,
+            severity,
+            detail,
+        });
+    }
+
+    /// Run `f` in a write transaction; commit; map a full disk to [`StoreError::DiskFull`].
+    ///
+    /// `Ok` means committed and fsync'd; `Err` means rolled back. Nothing after the COMMIT can turn
+    /// a committed write into an error: what runs afterwards (the automatic data-key rotation)
+    /// reports its failures as events and retries later.
+    pub(super) fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        let r = self.write_inner(f);
+        match r {
+            Ok(t) => {
+                if self.disk_full_reported {
+                    self.disk_full_reported = false;
+                    info!("Disk space is back; the store resumed.");
+                    self.queue("disk_full_cleared", "info", "writes succeed again".into());
+                }
+                self.maybe_auto_rotate();
+                Ok(t)
+            }
+            Err(StoreError::Sqlite(e)) if is_code(&e, ErrorCode::DiskFull) => {
+                if !self.disk_full_reported {
+                    self.disk_full_reported = true;
+                    error!(path = %self.path.display(), "Disk full: a store transaction was rolled back.");
+                    self.queue(
+                        "disk_full",
+                        "error",
+                        "SQLITE_FULL: a transaction was rolled back".into(),
+                    );
+                }
+                Err(StoreError::DiskFull {
+                    path: self.path.clone(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn write_inner<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        if self.cfg.read_only {
+            return Err(StoreError::Invalid(
+                "the store was opened read-only (status, export); writes go through the daemon"
+                    .into(),
+            ));
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.tx_seals = 0;
+        let body = (|| {
+            self.refresh_keys()?;
+            let t = f(self)?;
+            if self.tx_seals > 0 {
+                if let Some(active) = self.keys.active {
+                    self.conn.execute(
+                        "UPDATE keys SET seals = seals + ?1 WHERE id = ?2",
+                        params![i64::try_from(self.tx_seals).unwrap_or(i64::MAX), active],
+                    )?;
+                }
+            }
+            for ev in &self.queued {
+                self.conn.execute(
+                    "INSERT INTO events(at, kind, severity, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![ev.at.as_millis(), ev.kind, ev.severity, ev.detail],
+                )?;
+            }
+            self.conn.execute_batch("COMMIT")?;
+            Ok(t)
+        })();
+        match body {
+            Ok(t) => {
+                self.queued.clear();
+                self.keys.active_seals = self.keys.active_seals.saturating_add(self.tx_seals);
+                self.tx_seals = 0;
+                // Committed: a failure from here on is not the write's. Unknown data version =
+                // reload the key ring before its next use.
+                self.data_version = self
+                    .conn
+                    .query_row("PRAGMA data_version", [], |r| r.get(0))
+                    .unwrap_or(KEYS_STALE);
+                Ok(t)
+            }
+            Err(e) => {
+                self.tx_seals = 0;
+                // The transaction may have added a key to the in-memory ring (a rotation whose
+                // COMMIT failed): reload it from the database before it seals anything.
+                self.data_version = KEYS_STALE;
+                if !self.conn.is_autocommit() {
+                    if let Err(re) = self.conn.execute_batch("ROLLBACK") {
+                        warn!(error = %re, "Rollback failed.");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Write queued events now (after a read path queued a security event).
+    pub(super) fn flush_events(&mut self) {
+        // A read-only handle keeps its events in memory (`events` still returns them).
+        if self.queued.is_empty() || self.cfg.read_only {
+            return;
+        }
+        if let Err(e) = self.write(|_| Ok(())) {
+            warn!(error = %e, events = self.queued.len(), "Events could not be written yet; kept in memory.");
+        }
+    }
+
+    pub(super) fn decode<T: for<'de> Deserialize<'de>>(row: &str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+            row: row.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub(super) fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+        serde_json::to_vec(v).map_err(|e| StoreError::Invalid(e.to_string()))
+    }
+}

@@ -1,0 +1,333 @@
+//! [`Store`], the async handle: every call is a closure sent over a bounded channel to the store's
+//! own OS thread, which owns the one connection (`db`), and answered on a oneshot. Nothing here
+//! blocks the tokio runtime; calls are served one at a time in the order sent, so writes are
+//! serialised without locks. This file owns the public call surface and its argument plumbing;
+//! what each call guarantees is done, and documented, in `db/`.
+
+use super::db;
+use super::{
+    AppendOutcome, Device, DeviceInfo, DeviceKey, DeviceRecord, Event, NewHeld, NewReading,
+    OutboxItem, Result, RotationReport, Stats, StoreConfig, StoreError, StoredHeld, StoredReading,
+};
+use crate::model::{Clock, UtcMillis};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+type Job = Box<dyn FnOnce(&mut db::Db) + Send>;
+
+/// The async handle to the store. Cheap to clone; the worker stops when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+    done: Arc<tokio::sync::Mutex<Option<oneshot::Receiver<()>>>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (or create) the store, on its own thread.
+    pub async fn open(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Store> {
+        let path = config.db_path();
+        let (tx, mut rx) = mpsc::channel::<Job>(256);
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("vitals-store".into())
+            .spawn(move || {
+                match db::Db::open(config, clock) {
+                    Ok(mut db) => {
+                        let _ = ready_tx.send(Ok(()));
+                        while let Some(job) = rx.blocking_recv() {
+                            job(&mut db);
+                        }
+                        drop(db);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        ready_rx.await.map_err(|_| StoreError::Closed)??;
+        Ok(Store {
+            tx,
+            done: Arc::new(tokio::sync::Mutex::new(Some(done_rx))),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut db::Db) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (otx, orx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |db| {
+                let _ = otx.send(f(db));
+            }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        orx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Close: wait until the worker has finished every queued call and closed the database.
+    /// Other clones of this handle must be dropped first, or this waits for them.
+    pub async fn close(self) {
+        let done = self.done.lock().await.take();
+        drop(self.tx);
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+    }
+
+    /// Add a device to the allow-list, or update what is known about it (matched by address).
+    pub async fn upsert_device(&self, record: DeviceRecord, allowed: bool) -> Result<DeviceKey> {
+        self.call(move |db| db.upsert_device(&record, allowed))
+            .await
+    }
+
+    /// Per device: how many of its readings the clinic acknowledged, and when the last was.
+    pub async fn acked_by_device(
+        &self,
+    ) -> Result<std::collections::HashMap<DeviceKey, (u64, Option<UtcMillis>)>> {
+        let rows = self.call(|db| db.acked_by_device()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, n, t)| (DeviceKey(k), (n, t.map(UtcMillis))))
+            .collect())
+    }
+
+    /// When each device's latest stored reading arrived (minute resolution; plain in the file).
+    pub async fn last_received(&self) -> Result<std::collections::HashMap<DeviceKey, UtcMillis>> {
+        let rows = self.call(|db| db.last_received()).await?;
+        Ok(rows.into_iter().map(|(k, t)| (DeviceKey(k), t)).collect())
+    }
+
+    /// The device with this Bluetooth address.
+    pub async fn device_by_address(&self, address: &str) -> Result<Option<Device>> {
+        let address = address.to_owned();
+        self.call(move |db| db.device_by_address(&address)).await
+    }
+
+    /// Every device.
+    pub async fn devices(&self) -> Result<Vec<Device>> {
+        self.call(|db| db.devices()).await
+    }
+
+    /// A device's download cursor.
+    pub async fn cursor(&self, device: &DeviceKey, name: &str) -> Result<Option<i64>> {
+        let (device, name) = (device.clone(), name.to_owned());
+        self.call(move |db| db.cursor(&device, &name)).await
+    }
+
+    /// Append readings from one device, and optionally move its download cursor, in one committed
+    /// transaction. Returns after the commit is on disk.
+    pub async fn append(
+        &self,
+        device: &DeviceKey,
+        items: Vec<NewReading>,
+        cursor: Option<(String, i64)>,
+    ) -> Result<AppendOutcome> {
+        let device = device.clone();
+        self.call(move |db| db.append(&device, &items, cursor.as_ref()))
+            .await
+    }
+
+    /// Append an alert; it is uploaded ahead of readings. Returns its id and whether it was a duplicate.
+    pub async fn append_alert(
+        &self,
+        payload: serde_json::Value,
+        stable_key: &str,
+        related: Vec<i64>,
+    ) -> Result<(i64, bool)> {
+        let key = stable_key.to_owned();
+        self.call(move |db| db.append_alert(&payload, &key, &related))
+            .await
+    }
+
+    /// Up to `batch` entries due at `now`: alerts first, then oldest first; payloads opened. An
+    /// entry whose record cannot be opened, decoded or found is quarantined with an event instead
+    /// of returned (this poll returns fewer entries; the ones after it flow); `Err` only when the
+    /// database itself fails.
+    pub async fn pending(&self, batch: usize, now: UtcMillis) -> Result<Vec<OutboxItem>> {
+        self.call(move |db| db.pending(batch, now)).await
+    }
+
+    /// Pending → in flight (counts an attempt). Returns how many moved.
+    pub async fn mark_in_flight(&self, ids: Vec<i64>) -> Result<usize> {
+        self.call(move |db| db.mark_in_flight(&ids)).await
+    }
+
+    /// Pending or in flight → acked. Returns how many moved.
+    pub async fn ack(&self, ids: Vec<i64>) -> Result<usize> {
+        self.call(move |db| db.ack(&ids)).await
+    }
+
+    /// Back to pending with the error and the time of the next attempt.
+    pub async fn retry(
+        &self,
+        ids: Vec<i64>,
+        error: &str,
+        next_attempt: UtcMillis,
+    ) -> Result<usize> {
+        let error = error.to_owned();
+        self.call(move |db| db.retry(&ids, &error, next_attempt))
+            .await
+    }
+
+    /// Pending or in flight → rejected (kept, never retried).
+    /// Make every pending entry due now, whatever its backoff (`vitals-hub sync --now`).
+    pub async fn due_now(&self, now: UtcMillis) -> Result<usize> {
+        self.call(move |db| db.due_now(now)).await
+    }
+
+    pub async fn reject(&self, ids: Vec<i64>, reason: &str) -> Result<usize> {
+        let reason = reason.to_owned();
+        self.call(move |db| db.reject(&ids, &reason)).await
+    }
+
+    /// Pending or in flight → quarantined: entries the caller cannot turn into a request (kept for
+    /// investigation, never uploaded or retried), with an `outbox_quarantined` event naming the
+    /// entry ids. `reason` is sealed into the entry's last error (it may echo a value); the event
+    /// never holds it. Returns how many moved. [`Store::pending`] quarantines by itself the entries
+    /// whose record fails authentication, does not decode or is missing.
+    pub async fn quarantine(&self, ids: Vec<i64>, reason: &str) -> Result<usize> {
+        let reason = reason.to_owned();
+        self.call(move |db| db.quarantine(&ids, &reason)).await
+    }
+
+    /// Hold a reading of another user of a multi-user device: sealed, never in the outbox. Returns
+    /// its id and whether the stable key was seen before (held, discarded or assigned already, or
+    /// stored as a reading), in which case nothing was written.
+    pub async fn hold(&self, device: &DeviceKey, item: NewHeld) -> Result<(i64, bool)> {
+        let device = device.clone();
+        self.call(move |db| db.hold(&device, &item)).await
+    }
+
+    /// Up to `limit` held readings, oldest first, opened.
+    pub async fn held(&self, limit: usize) -> Result<Vec<StoredHeld>> {
+        self.call(move |db| db.held(limit)).await
+    }
+
+    /// Drop a held reading (it was not the patient's). Its dedup hash stays, so the device sending
+    /// it again does not bring it back. Returns whether a held reading was discarded.
+    pub async fn discard_held(&self, id: i64) -> Result<bool> {
+        self.call(move |db| db.discard_held(id)).await
+    }
+
+    /// Move a held reading into the patient's readings and the outbox, with its stable key, in one
+    /// transaction. Returns the reading's id; [`StoreError::Invalid`] if `id` is not held.
+    pub async fn assign_held(&self, id: i64) -> Result<i64> {
+        self.call(move |db| db.assign_held(id)).await
+    }
+
+    /// Readings with id > `after`, oldest first, opened.
+    pub async fn readings(&self, after: i64, limit: usize) -> Result<Vec<StoredReading>> {
+        self.call(move |db| db.readings(after, limit)).await
+    }
+
+    /// The latest events, newest first.
+    pub async fn events(&self, limit: usize) -> Result<Vec<Event>> {
+        self.call(move |db| db.events(limit)).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats> {
+        self.call(|db| db.stats()).await
+    }
+
+    /// Remove acked data older than the retention period, in short transactions. Returns rows removed.
+    pub async fn prune(&self, now: UtcMillis) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let n = self.call(move |db| db.prune_batch(now, 500)).await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// `PRAGMA integrity_check`: `"ok"` or SQLite's findings.
+    pub async fn integrity_check(&self) -> Result<String> {
+        self.call(|db| db.integrity_check()).await
+    }
+
+    /// Change the size limit and SQLite's page limit at run time (tests; a config reload).
+    pub async fn set_limits(&self, size_limit: u64, sqlite_max_pages: Option<u32>) -> Result<()> {
+        self.call(move |db| db.set_limits(size_limit, sqlite_max_pages))
+            .await
+    }
+
+    /// New data key; re-encrypt every row in batches of `batch` (each its own short transaction, so
+    /// appends interleave); delete keys no row uses any more.
+    pub async fn rotate_data_key(&self, batch: usize) -> Result<RotationReport> {
+        let new_key_id = self.call(|db| db.begin_data_key_rotation()).await?;
+        let mut rows = 0u64;
+        loop {
+            let n = self
+                .call(move |db| db.reencrypt_batch(batch.max(1)))
+                .await?;
+            if n == 0 {
+                break;
+            }
+            rows += n;
+            tokio::task::yield_now().await;
+        }
+        let keys_deleted = self.call(|db| db.delete_unused_keys()).await?;
+        Ok(RotationReport {
+            new_key_id,
+            rows_reencrypted: rows,
+            keys_deleted,
+        })
+    }
+
+    /// Record what is known about a device (DIS, clock check, battery); replaces the previous info.
+    pub async fn set_device_info(&self, device: &DeviceKey, info: DeviceInfo) -> Result<()> {
+        let device = device.clone();
+        self.call(move |db| db.set_device_info(&device, &info))
+            .await
+    }
+
+    /// What is known about a device beyond its record, if anything.
+    pub async fn device_info(&self, device: &DeviceKey) -> Result<Option<DeviceInfo>> {
+        let device = device.clone();
+        self.call(move |db| db.device_info(&device)).await
+    }
+
+    /// Per-destination upload state (e.g. `device:<key>` → `Device/12`); never PHI.
+    pub async fn uplink_state(&self, destination: &str, name: &str) -> Result<Option<String>> {
+        let (d, n) = (destination.to_owned(), name.to_owned());
+        self.call(move |db| db.uplink_state(&d, &n)).await
+    }
+
+    /// Set per-destination upload state.
+    pub async fn set_uplink_state(&self, destination: &str, name: &str, value: &str) -> Result<()> {
+        let (d, n, v) = (destination.to_owned(), name.to_owned(), value.to_owned());
+        self.call(move |db| db.set_uplink_state(&d, &n, &v)).await
+    }
+
+    /// Record an audit event (the uplink's TLS and delivery events). `detail` must not hold PHI.
+    pub async fn append_event(
+        &self,
+        kind: &'static str,
+        severity: &'static str,
+        detail: String,
+    ) -> Result<()> {
+        self.call(move |db| db.append_event(kind, severity, detail))
+            .await
+    }
+
+    /// New KEK: re-wrap every key and replace the key file atomically. Returns the new fingerprint.
+    pub async fn rotate_kek(&self) -> Result<String> {
+        self.call(|db| db.rotate_kek()).await
+    }
+}
