@@ -289,6 +289,18 @@ impl Config {
                 "remove the key to use its default",
             ));
         }
+        if let Some(a) = &ble.adapter {
+            let ok = a
+                .strip_prefix("hci")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !ok {
+                return Err(err(
+                    &["ble", "adapter"],
+                    format!("{a:?} is not a Bluetooth adapter name"),
+                    "give the name `bluetoothctl list` or `hciconfig` shows, e.g. adapter = \"hci1\", or remove the key to use the first adapter",
+                ));
+            }
+        }
 
         let mut devices = Vec::new();
         let mut names = std::collections::BTreeSet::new();

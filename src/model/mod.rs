@@ -7,6 +7,7 @@
 
 mod clock;
 mod decimal;
+pub mod device;
 mod rfc3339;
 mod time;
 

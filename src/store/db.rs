@@ -570,7 +570,7 @@ impl Db {
             .ok_or_else(|| StoreError::Invalid("no active data key (store not opened)".into()))
     }
 
-    fn index(&self) -> Result<&IndexKey> {
+    pub(super) fn index(&self) -> Result<&IndexKey> {
         self.keys
             .index
             .as_ref()
