@@ -13,7 +13,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{glucose_meter, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +25,7 @@ const UNBONDED: &str = "C0:26:DA:00:02:02";
 
 #[test]
 fn allow_list_bond_and_pairing() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let start = now_local().add_minutes(-1000).unwrap();
         let stranger = glucose_meter(STRANGER, GlucoseMeter::new(start, 5), now_local());
         let unbonded = glucose_meter(UNBONDED, GlucoseMeter::new(start, 5), now_local())
@@ -83,20 +77,22 @@ fn allow_list_bond_and_pairing() {
 
         // A wrong passkey fails with an error that names the device.
         let wrong = pairing::pair(
+            "hci0",
             UNBONDED,
             Arc::new(|| Some(111_111)),
             Duration::from_secs(5),
-            Some(&env.store),
+            Some(&vitals_hub::daemon::HubPort::new(env.store.clone())),
         )
         .await;
         let msg = wrong.unwrap_err().to_string();
         assert!(msg.contains(UNBONDED), "{msg}");
         // The right one bonds; Trusted is set; the bond is recorded.
         let bond = pairing::pair(
+            "hci0",
             UNBONDED,
             Arc::new(|| Some(123_456)),
             Duration::from_secs(5),
-            Some(&env.store),
+            Some(&vitals_hub::daemon::HubPort::new(env.store.clone())),
         )
         .await
         .unwrap();

@@ -23,7 +23,7 @@ mod fake_bluez;
 
 use btleplug::api::{Central as _, Manager as _, Peripheral as _};
 use fake_bluez::devices::{glucose_meter, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -64,14 +64,8 @@ fn rss_kib() -> u64 {
 #[test]
 #[ignore]
 fn figures() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
     count_lost_remove_match();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         // A bus monitor counting match rules added and removed by everyone.
         let live = Arc::new(AtomicI64::new(0));
         let mon = zbus::connection::Builder::address(broker.address.as_str()).build().await.unwrap();

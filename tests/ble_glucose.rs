@@ -12,7 +12,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{glucose_meter, glucose_record, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use std::collections::BTreeSet;
 use vitals_hub::ble::{BleEvent, CURSOR_GLUCOSE};
 use vitals_hub::gatt::GattValue;
@@ -22,13 +22,7 @@ const METER: &str = "C0:26:DA:00:00:01";
 
 #[test]
 fn glucose_download_survives_link_loss_exactly_once() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let start = now_local().add_minutes(-3000 * 10).unwrap();
         let mut meter = GlucoseMeter::new(start, 300);
         // Record 150 is malformed (flags promise a concentration the payload lacks).

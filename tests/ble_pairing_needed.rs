@@ -15,7 +15,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{glucose_meter, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, record, Env};
+use fake_bluez::harness::{fast_config, now_local, record, Env};
 use fake_bluez::RacpRefusal;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -27,13 +27,7 @@ const NOT_PAIRED: &str = "C0:26:DA:00:06:02";
 
 #[test]
 fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let start = now_local().add_minutes(-1000).unwrap();
         let a = glucose_meter(NOT_PERMITTED, GlucoseMeter::new(start, 5), now_local())
             .refuses_racp(RacpRefusal::NotPermitted);

@@ -14,7 +14,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{dt, stream_device, Stream};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use std::collections::HashMap;
 use std::time::Duration;
 use vitals_hub::ble::{BleEvent, DeviceConfig};
@@ -73,13 +73,7 @@ fn bp(t: LocalDateTime, sys: i64, dia: i64, user: u8) -> Vec<u8> {
 
 #[test]
 fn every_profile_end_to_end() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let now = now_local();
         let t1 = now.add_minutes(-120).unwrap();
         let t2 = now.add_minutes(-60).unwrap();
