@@ -76,3 +76,4 @@ fn glucose_download_survives_link_loss_exactly_once() {
         env.stop().await;
     });
 }
+

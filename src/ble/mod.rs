@@ -729,18 +729,17 @@ impl Hub {
         }
         // Bonded? BlueZ knows; btleplug does not say. An error or no answer is "not known":
         // never a reason to read (the next window asks again).
-        match tokio::time::timeout(op, pairing::is_paired(adapter_name, &address)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
+        let answer = tokio::time::timeout(op, pairing::is_paired(adapter_name, &address))
+            .await
+            .ok();
+        match bond_state(answer) {
+            BondState::Paired => {}
+            BondState::NotPaired => {
                 self.pairing_needed(&address, &device.key).await;
                 return;
             }
-            Ok(Err(e)) => {
-                debug!(device = %device.key, error = %e, "Bond state not known; not read this window.");
-                return;
-            }
-            Err(_) => {
-                debug!(device = %device.key, "Bond state not known (no answer); not read this window.");
+            BondState::Unknown => {
+                debug!(device = %device.key, "Bond state not known; not read this window.");
                 return;
             }
         }
@@ -978,6 +977,24 @@ impl Hub {
     }
 }
 
+/// What BlueZ's answer to "paired?" means for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BondState {
+    Paired,
+    NotPaired,
+    /// An error or no answer (`None`): not known — never a reason to read; asked again next
+    /// window.
+    Unknown,
+}
+
+fn bond_state(answer: Option<Result<bool, BleError>>) -> BondState {
+    match answer {
+        Some(Ok(true)) => BondState::Paired,
+        Some(Ok(false)) => BondState::NotPaired,
+        Some(Err(_)) | None => BondState::Unknown,
+    }
+}
+
 fn outcome_name(o: &Outcome) -> &'static str {
     match o {
         Outcome::Done { .. } => "done",
@@ -985,5 +1002,164 @@ fn outcome_name(o: &Outcome) -> &'static str {
         Outcome::LinkLost { .. } => "link_lost",
         Outcome::Unreachable(_) => "unreachable",
         Outcome::Failed(_) => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::device::DeviceInfo;
+    use crate::model::{ManualClock, Unit, Value};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A port in memory: `allowed` addresses are allow-listed; calls are counted.
+    #[derive(Debug, Default)]
+    struct MemPort {
+        allowed: Vec<String>,
+        lookups: AtomicUsize,
+        events: Mutex<Vec<AuditEvent>>,
+        held: Mutex<HashSet<String>>,
+    }
+
+    impl Port for MemPort {
+        fn device<'a>(&'a self, address: &'a str) -> PortFuture<'a, Option<KnownDevice>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            let d = self.allowed.iter().any(|a| a == address).then(|| KnownDevice {
+                key: DeviceKey(format!("k-{address}")),
+                allowed: true,
+                patient: Some("p".into()),
+                bond: None,
+            });
+            Box::pin(async move { Ok(d) })
+        }
+        fn cursor<'a>(&'a self, _: &'a DeviceKey, _: &'a str) -> PortFuture<'a, Option<i64>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn commit<'a>(&'a self, _: &'a DeviceKey, b: Batch) -> PortFuture<'a, Committed> {
+            Box::pin(async move {
+                Ok(Committed {
+                    new: b.readings.len(),
+                    duplicates: 0,
+                })
+            })
+        }
+        fn device_info<'a>(&'a self, _: &'a DeviceKey) -> PortFuture<'a, Option<DeviceInfo>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn set_device_info<'a>(&'a self, _: &'a DeviceKey, _: DeviceInfo) -> PortFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn hold<'a>(&'a self, h: HeldReading) -> PortFuture<'a, bool> {
+            let new = self.held.lock().unwrap().insert(h.stable_key);
+            Box::pin(async move { Ok(new) })
+        }
+        fn events<'a>(&'a self, e: Vec<AuditEvent>) -> PortFuture<'a, ()> {
+            self.events.lock().unwrap().extend(e);
+            Box::pin(async { Ok(()) })
+        }
+        fn stream_value(&self, _: RawValue) -> Result<(), PortError> {
+            Ok(())
+        }
+    }
+
+    fn hub(port: Arc<MemPort>, clock: Arc<ManualClock>) -> Hub {
+        Hub::new(
+            BleConfig::default(),
+            port,
+            clock,
+            AddressTags::new(&[7u8; 32]),
+        )
+    }
+
+    #[tokio::test]
+    async fn ignored_addresses_are_bounded_and_checked_before_the_store() {
+        let port = Arc::new(MemPort::default());
+        let clock = Arc::new(ManualClock::new(UtcMillis(1_000_000)));
+        let h = hub(port.clone(), clock.clone());
+        // One phone advertising many times: one lookup, not one per advertisement.
+        for _ in 0..50 {
+            assert!(h.admit("AA:00:00:00:00:01", clock.now()).await.is_none());
+        }
+        assert_eq!(port.lookups.load(Ordering::SeqCst), 1);
+        // Rotating private addresses: the set stays bounded.
+        for i in 0..(IGNORED_KEPT + 500) {
+            let a = format!("7A:00:00:00:{:02X}:{:02X}", i / 256, i % 256);
+            h.admit(&a, clock.now()).await;
+        }
+        assert_eq!(h.ignored(), IGNORED_KEPT);
+        // After the cooldown an ignored address is asked again (it may have been paired since).
+        clock.advance(i64::try_from(BleConfig::default().cooldown_ms).unwrap() + 1);
+        let before = port.lookups.load(Ordering::SeqCst);
+        h.admit("AA:00:00:00:00:01", clock.now()).await;
+        assert_eq!(port.lookups.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn malformed_values_are_one_event_with_a_count_per_window() {
+        let port = Arc::new(MemPort::default());
+        let clock = Arc::new(ManualClock::new(UtcMillis(1_000_000)));
+        let h = hub(port.clone(), clock.clone());
+        let dev = DeviceKey("k".into());
+        for _ in 0..500 {
+            h.shared.malformed(&dev, 0x2A18, "short").await;
+        }
+        // The first at once; the other 499 counted.
+        assert_eq!(port.events.lock().unwrap().len(), 1);
+        clock.advance(MALFORMED_WINDOW_MS);
+        h.shared.malformed(&dev, 0x2A18, "short").await;
+        let ev = port.events.lock().unwrap().clone();
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        assert!(ev[1].detail.contains("499 more"), "{ev:?}");
+        h.shared.flush_malformed(&dev).await;
+        assert_eq!(port.events.lock().unwrap().len(), 3, "nothing more to report");
+        let counts: Vec<u64> = h
+            .events()
+            .iter()
+            .filter_map(|e| match e {
+                BleEvent::Malformed { count, .. } => Some(*count),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, vec![1, 499, 1]);
+    }
+
+    #[tokio::test]
+    async fn held_readings_in_memory_are_bounded() {
+        let port = Arc::new(MemPort::default());
+        let clock = Arc::new(ManualClock::new(UtcMillis(1_000_000)));
+        let h = hub(port, clock);
+        for i in 0..(HELD_KEPT + 100) {
+            let r = Reading::new(
+                Kind::BodyWeight,
+                Value::Number(Decimal::new(700, -1)),
+                Unit::Kg,
+            );
+            h.shared
+                .hold(HeldReading {
+                    device: DeviceKey("k".into()),
+                    user_id: 2,
+                    reading: r,
+                    stable_key: format!("key-{i}"),
+                    received_at: UtcMillis(0),
+                })
+                .await
+                .unwrap();
+        }
+        let held = h.held();
+        assert_eq!(held.len(), HELD_KEPT);
+        assert_eq!(held[0].stable_key, "key-100", "the oldest are dropped");
+    }
+
+    #[test]
+    fn an_is_paired_error_is_not_known_never_paired() {
+        assert_eq!(bond_state(Some(Ok(true))), BondState::Paired);
+        assert_eq!(bond_state(Some(Ok(false))), BondState::NotPaired);
+        let err = BleError::Dbus {
+            address: "x".into(),
+            call: "Get(Device1.Paired)",
+            detail: "timeout".into(),
+        };
+        assert_eq!(bond_state(Some(Err(err))), BondState::Unknown);
+        assert_eq!(bond_state(None), BondState::Unknown);
     }
 }

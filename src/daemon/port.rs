@@ -260,3 +260,76 @@ impl Registry for HubPort {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, ManualClock, Reading, Unit, UtcMillis, Value};
+    use crate::store::{KekSource, StoreConfig};
+
+    async fn store(dir: &std::path::Path) -> Store {
+        let mut sc = StoreConfig::new(dir);
+        sc.kek = KekSource::resolve(dir, None);
+        Store::open(sc, Arc::new(ManualClock::new(UtcMillis(1_000_000))))
+            .await
+            .unwrap()
+    }
+
+    fn raw(i: i64) -> RawValue {
+        RawValue {
+            device: DeviceKey("k".into()),
+            reading: Reading::new(
+                Kind::HeartRate,
+                Value::Number(crate::model::Decimal::new(60 + i, 0)),
+                Unit::PerMin,
+            ),
+            stream: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_queue_is_bounded_and_drops_the_newest_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, mut rx) = HubPort::new(store(dir.path()).await).with_stream_queue(8);
+        for i in 0..8 {
+            port.stream_value(raw(i)).unwrap();
+        }
+        for i in 8..20 {
+            assert_eq!(
+                port.stream_value(raw(i)),
+                Err(PortError::Full("stream value"))
+            );
+        }
+        assert_eq!(port.stream_dropped(), 12);
+        // The oldest were kept, in order.
+        for i in 0..8 {
+            let v = rx.try_recv().unwrap();
+            assert_eq!(v, raw(i));
+        }
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn address_tags_differ_between_stores_and_are_stable_in_one() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (s1, s2) = (store(d1.path()).await, store(d2.path()).await);
+        let k1 = s1.address_tag_key().await.unwrap();
+        assert_eq!(k1, s1.address_tag_key().await.unwrap());
+        let k2 = s2.address_tag_key().await.unwrap();
+        assert_ne!(k1, k2);
+        let a = "C0:26:DA:01:02:03";
+        let (t1, t2) = (
+            crate::ble::AddressTags::new(&k1).tag(a),
+            crate::ble::AddressTags::new(&k2).tag(a),
+        );
+        assert_ne!(t1, t2);
+        // Not the old unkeyed 32-bit FNV-1a tag of the address.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in a.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_ne!(t1, format!("dev-{:08x}", h >> 32));
+        assert_eq!(t1.len(), "dev-".len() + 16);
+    }
+}
