@@ -37,7 +37,11 @@ impl Port for FailSecondCommit {
         self.inner.cursor(device, name)
     }
     fn commit<'a>(&'a self, device: &'a DeviceKey, batch: Batch) -> PortFuture<'a, Committed> {
-        if self.commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+        if self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
             return Box::pin(async { Err(PortError::Store("disk I/O error".into())) });
         }
         self.inner.commit(device, batch)
@@ -45,7 +49,11 @@ impl Port for FailSecondCommit {
     fn device_info<'a>(&'a self, device: &'a DeviceKey) -> PortFuture<'a, Option<DeviceInfo>> {
         self.inner.device_info(device)
     }
-    fn set_device_info<'a>(&'a self, device: &'a DeviceKey, info: DeviceInfo) -> PortFuture<'a, ()> {
+    fn set_device_info<'a>(
+        &'a self,
+        device: &'a DeviceKey,
+        info: DeviceInfo,
+    ) -> PortFuture<'a, ()> {
         self.inner.set_device_info(device, info)
     }
     fn hold<'a>(&'a self, held: HeldReading) -> PortFuture<'a, bool> {
@@ -73,10 +81,21 @@ fn a_failed_commit_ends_the_session_and_the_next_one_reads_again() {
             })
         })
         .await;
-        let key = env.store.device_by_address(METER).await.unwrap().unwrap().key;
+        let key = env
+            .store
+            .device_by_address(METER)
+            .await
+            .unwrap()
+            .unwrap()
+            .key;
         env.wait_for(60, "all 60 records and cursor 60", || async {
             env.store.cursor(&key, CURSOR_GLUCOSE).await.unwrap() == Some(60)
-                && env.readings().await.iter().filter(|r| r.reading.kind == Kind::Glucose).count()
+                && env
+                    .readings()
+                    .await
+                    .iter()
+                    .filter(|r| r.reading.kind == Kind::Glucose)
+                    .count()
                     == 60
         })
         .await;
@@ -90,7 +109,10 @@ fn a_failed_commit_ends_the_session_and_the_next_one_reads_again() {
         );
         assert!(env.hub.events().iter().any(|e| matches!(
             e,
-            BleEvent::SessionEnded { outcome: Outcome::Failed(_), .. }
+            BleEvent::SessionEnded {
+                outcome: Outcome::Failed(_),
+                ..
+            }
         )));
         env.stop().await;
     });

@@ -44,7 +44,14 @@ fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
         .await;
         let mut keys = Vec::new();
         for addr in [NOT_PERMITTED, NOT_PAIRED] {
-            keys.push(env.store.device_by_address(addr).await.unwrap().unwrap().key);
+            keys.push(
+                env.store
+                    .device_by_address(addr)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .key,
+            );
         }
 
         env.wait_for(20, "both meters pairing-needed", || async {
@@ -75,7 +82,11 @@ fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
             );
         }
         // Nothing stored from either device (not even the battery level it read before RACP).
-        assert!(env.readings().await.is_empty(), "{:?}", env.readings().await);
+        assert!(
+            env.readings().await.is_empty(),
+            "{:?}",
+            env.readings().await
+        );
         // The audit log has one pairing-needed event per device.
         env.wait_for(5, "ble_pairing_needed in the store", || async {
             let ev = env.store.events(200).await.unwrap();
@@ -91,7 +102,8 @@ fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
         // The technician re-pairs the first meter; the bond is recorded anew: it is downloaded.
         *env.fake.device(NOT_PERMITTED).racp_refusal.lock().unwrap() = None;
         let mut rec = record(NOT_PERMITTED, "glucose");
-        rec.bond = Some("paired=true;bonded=true;trusted=true;security=authenticated-passkey".into());
+        rec.bond =
+            Some("paired=true;bonded=true;trusted=true;security=authenticated-passkey".into());
         env.store.upsert_device(rec, true).await.unwrap();
         env.wait_for(20, "the five records after re-pairing", || async {
             env.readings()
@@ -104,7 +116,10 @@ fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
         .await;
         // The other is still left alone.
         assert_eq!(
-            env.fake.device(NOT_PAIRED).connect_calls.load(Ordering::SeqCst),
+            env.fake
+                .device(NOT_PAIRED)
+                .connect_calls
+                .load(Ordering::SeqCst),
             1
         );
         assert!(env.readings().await.iter().all(|r| r.device == keys[0]));

@@ -15,7 +15,7 @@ mod fake_bluez;
 mod support;
 
 use fake_bluez::devices::{clock_bytes, glucose_meter, stream_device, GlucoseMeter, Stream};
-use fake_bluez::harness::{now_local};
+use fake_bluez::harness::now_local;
 use fake_bluez::FakeBluez;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;

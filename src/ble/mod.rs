@@ -417,7 +417,11 @@ impl Shared {
 
     /// The session with `device` ended: report the malformed values counted but not yet reported.
     pub async fn flush_malformed(&self, device: &DeviceKey) {
-        let t = self.malformed.lock().ok().and_then(|mut t| t.remove(device));
+        let t = self
+            .malformed
+            .lock()
+            .ok()
+            .and_then(|mut t| t.remove(device));
         if let Some(t) = t {
             self.report_more(device, t).await;
         }
@@ -475,16 +479,28 @@ impl Shared {
 /// with their reading, and sessions are many).
 fn audit(e: &BleEvent) -> Option<AuditEvent> {
     let (kind, severity, detail) = match e {
-        BleEvent::Malformed { device, characteristic, detail, count } => (
+        BleEvent::Malformed {
+            device,
+            characteristic,
+            detail,
+            count,
+        } => (
             "ble_malformed_payload",
             "warning",
             if *count == 1 {
                 format!("device {device} characteristic 0x{characteristic:04X}: {detail}")
             } else {
-                format!("device {device}: {count} more malformed values skipped within {} s", MALFORMED_WINDOW_MS / 1000)
+                format!(
+                    "device {device}: {count} more malformed values skipped within {} s",
+                    MALFORMED_WINDOW_MS / 1000
+                )
             },
         ),
-        BleEvent::ClockOffset { device, device_minus_hub_s, written } => (
+        BleEvent::ClockOffset {
+            device,
+            device_minus_hub_s,
+            written,
+        } => (
             "ble_clock_offset",
             "info",
             format!("device {device} clock offset {device_minus_hub_s} s; written: {written}"),
@@ -499,14 +515,23 @@ fn audit(e: &BleEvent) -> Option<AuditEvent> {
             "warning",
             format!("device {device}: a reading of user {user_id} (not the patient's) was held"),
         ),
-        BleEvent::RacpRefused { device, response_code } => (
+        BleEvent::RacpRefused {
+            device,
+            response_code,
+        } => (
             "ble_racp_refused",
             "warning",
-            format!("device {device} refused the record request (RACP response 0x{response_code:02X})"),
+            format!(
+                "device {device} refused the record request (RACP response 0x{response_code:02X})"
+            ),
         ),
         BleEvent::Summary { .. } | BleEvent::SessionEnded { .. } => return None,
     };
-    Some(AuditEvent { kind, severity, detail })
+    Some(AuditEvent {
+        kind,
+        severity,
+        detail,
+    })
 }
 
 /// The BLE side of the hub.
@@ -1024,12 +1049,16 @@ mod tests {
     impl Port for MemPort {
         fn device<'a>(&'a self, address: &'a str) -> PortFuture<'a, Option<KnownDevice>> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
-            let d = self.allowed.iter().any(|a| a == address).then(|| KnownDevice {
-                key: DeviceKey(format!("k-{address}")),
-                allowed: true,
-                patient: Some("p".into()),
-                bond: None,
-            });
+            let d = self
+                .allowed
+                .iter()
+                .any(|a| a == address)
+                .then(|| KnownDevice {
+                    key: DeviceKey(format!("k-{address}")),
+                    allowed: true,
+                    patient: Some("p".into()),
+                    bond: None,
+                });
             Box::pin(async move { Ok(d) })
         }
         fn cursor<'a>(&'a self, _: &'a DeviceKey, _: &'a str) -> PortFuture<'a, Option<i64>> {
@@ -1111,7 +1140,11 @@ mod tests {
         assert_eq!(ev.len(), 3, "{ev:?}");
         assert!(ev[1].detail.contains("499 more"), "{ev:?}");
         h.shared.flush_malformed(&dev).await;
-        assert_eq!(port.events.lock().unwrap().len(), 3, "nothing more to report");
+        assert_eq!(
+            port.events.lock().unwrap().len(),
+            3,
+            "nothing more to report"
+        );
         let counts: Vec<u64> = h
             .events()
             .iter()

@@ -217,11 +217,7 @@ pub async fn pair(
     let bond = result?;
     if let Some(registry) = registry {
         registry
-            .set_bond(
-                &address.to_ascii_uppercase(),
-                Some(bond.as_record()),
-                None,
-            )
+            .set_bond(&address.to_ascii_uppercase(), Some(bond.as_record()), None)
             .await?;
     }
     Ok(bond)

@@ -10,8 +10,8 @@ use crate::gatt::datetime::CurrentTime;
 use crate::gatt::glucose::{GlucoseContext, GlucoseMeasurement};
 use crate::gatt::racp::{op, response, RacpMessage};
 use crate::gatt::{self, GattValue};
-use crate::model::{Decimal, Kind, LocalDateTime, Reading, UtcMillis, Value};
 use crate::model::device::{ClockSample, DeviceInfo, DeviceKey, NewReading, ReadingSummary};
+use crate::model::{Decimal, Kind, LocalDateTime, Reading, UtcMillis, Value};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -183,7 +183,10 @@ impl<L: Link> Session<'_, L> {
             }
             self.spot(notes, &chars).await
         };
-        if !matches!(r, Err(Stop::Link(LinkError::NotPaired)) | Err(Stop::Port(_))) {
+        if !matches!(
+            r,
+            Err(Stop::Link(LinkError::NotPaired)) | Err(Stop::Port(_))
+        ) {
             // Stored only once the device has shown it is bonded: an unbonded link is not
             // authenticated, so nothing it says becomes a reading.
             if let Some((readings, key_t)) = battery {
@@ -574,11 +577,7 @@ impl<L: Link> Session<'_, L> {
     // ---------------------------------------------------------------------------------------
     // Spot measurements: indications until quiet or hang-up.
 
-    async fn spot(
-        &mut self,
-        mut notes: Notifications,
-        chars: &[u16],
-    ) -> Result<Outcome, Stop> {
+    async fn spot(&mut self, mut notes: Notifications, chars: &[u16]) -> Result<Outcome, Stop> {
         for c in chars {
             self.link.subscribe(*c).await?;
         }

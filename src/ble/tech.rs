@@ -189,8 +189,14 @@ impl Hub {
         let op = Duration::from_millis(cfg.op_timeout_ms);
         let (adapter, adapter_name) = super::adapter::open(cfg.adapter.as_deref(), op).await?;
         let peripheral = find(&adapter, &address, Duration::from_secs(20)).await?;
-        let bond =
-            pairing::pair(&adapter_name, &address, passkey, Duration::from_secs(60), None).await?;
+        let bond = pairing::pair(
+            &adapter_name,
+            &address,
+            passkey,
+            Duration::from_secs(60),
+            None,
+        )
+        .await?;
         if !bond.paired {
             return Err(BleError::Pairing {
                 address,

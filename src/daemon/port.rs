@@ -12,8 +12,8 @@
 
 use super::ingest::Ingest;
 use crate::ble::{
-    AuditEvent, Batch, Committed, HeldReading, KnownDevice, Port, PortError, PortFuture,
-    RawValue, Registration, Registry,
+    AuditEvent, Batch, Committed, HeldReading, KnownDevice, Port, PortError, PortFuture, RawValue,
+    Registration, Registry,
 };
 use crate::model::device::{DeviceInfo, DeviceKey};
 use crate::store::{Device, DeviceRecord, NewHeld, Store};

@@ -64,4 +64,3 @@ pub struct ReadingSummary {
     pub max: super::Decimal,
     pub window_ms: i64,
 }
-

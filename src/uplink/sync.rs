@@ -4,8 +4,8 @@ use super::tls::{client_config, ReloadingCert};
 use super::{classify, TimeSync, UplinkConfig, UplinkError};
 use crate::fhir::bundle::{AlertInput, Item};
 use crate::fhir::{
-    self, BuiltBundle, BundleContext, EntryKind, EntryOutcome, HubInfo,
-    HubStatus, PhdDeviceInfo, ReadingInput,
+    self, BuiltBundle, BundleContext, EntryKind, EntryOutcome, HubInfo, HubStatus, PhdDeviceInfo,
+    ReadingInput,
 };
 use crate::model::{Clock, Kind, UtcMillis};
 use crate::store::{OutboxItem, OutboxPayload, Store};
