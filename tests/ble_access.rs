@@ -17,7 +17,7 @@ use fake_bluez::harness::{fast_config, now_local, Env};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use vitals_hub::ble::{pairing, BleEvent, DeviceState};
+use vitals_hub::ble::{adapter, pairing, BleError, BleEvent, DeviceState};
 use vitals_hub::model::Kind;
 
 const STRANGER: &str = "C0:26:DA:00:02:01";
@@ -126,6 +126,16 @@ fn allow_list_bond_and_pairing() {
                 .connect_calls
                 .load(Ordering::SeqCst),
             0
+        );
+        // One adapter choice: none configured is the first BlueZ lists; a configured one that
+        // is not there is an error naming it (never a silent fall-back to hci0).
+        let op = Duration::from_secs(5);
+        assert_eq!(adapter::name(None, op).await.unwrap(), "hci0");
+        assert_eq!(adapter::name(Some("hci0"), op).await.unwrap(), "hci0");
+        let missing = adapter::name(Some("hci1"), op).await.unwrap_err();
+        assert!(
+            matches!(missing, BleError::AdapterMissing(ref a) if a == "hci1"),
+            "{missing}"
         );
         env.stop().await;
     });

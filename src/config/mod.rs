@@ -683,6 +683,21 @@ per_day = 2
     }
 
     #[test]
+    fn the_ble_adapter_is_one_choice_checked_at_load() {
+        assert_eq!(
+            parse(GOOD).unwrap().ble.adapter,
+            None,
+            "default: the first adapter"
+        );
+        let t = format!("{GOOD}\n[ble]\nadapter = \"hci1\"\n");
+        assert_eq!(parse(&t).unwrap().ble.adapter.as_deref(), Some("hci1"));
+        let t = format!("{GOOD}\n[ble]\nadapter = \"/org/bluez/hci1\"\n");
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("not a Bluetooth adapter name"), "{e}");
+        assert!(e.to_string().contains("hci1"), "{e}");
+    }
+
+    #[test]
     fn an_unconfigured_hub_says_so() {
         let e = parse("# nothing here yet\n").unwrap_err();
         assert!(e.message.contains("not set up"), "{e}");
