@@ -38,8 +38,12 @@ pub fn run(args: &CommissionArgs) -> ExitCode {
         // Signal strength of the paired devices (none when there is no radio).
         let mut rssi = HashMap::new();
         if args.scan_seconds > 0 {
-            if let Ok(seen) =
-                crate::ble::tech::scan(Duration::from_secs(args.scan_seconds), None).await
+            if let Ok(seen) = crate::ble::tech::scan(
+                cfg.ble.adapter.as_deref(),
+                Duration::from_secs(args.scan_seconds),
+                None,
+            )
+            .await
             {
                 for s in seen {
                     if let Some(v) = s.rssi {

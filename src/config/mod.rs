@@ -313,6 +313,18 @@ impl Config {
                 "remove the key to use its default",
             ));
         }
+        if let Some(a) = &ble.adapter {
+            let ok = a
+                .strip_prefix("hci")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !ok {
+                return Err(err(
+                    &["ble", "adapter"],
+                    format!("{a:?} is not a Bluetooth adapter name"),
+                    "give the name `bluetoothctl list` or `hciconfig` shows, e.g. adapter = \"hci1\", or remove the key to use the first adapter",
+                ));
+            }
+        }
 
         let mut devices = Vec::new();
         let mut names = std::collections::BTreeSet::new();
@@ -690,6 +702,21 @@ per_day = 2
             e.to_string().starts_with("/etc/vitals-hub/hub.toml:4:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_ble_adapter_is_one_choice_checked_at_load() {
+        assert_eq!(
+            parse(GOOD).unwrap().ble.adapter,
+            None,
+            "default: the first adapter"
+        );
+        let t = format!("{GOOD}\n[ble]\nadapter = \"hci1\"\n");
+        assert_eq!(parse(&t).unwrap().ble.adapter.as_deref(), Some("hci1"));
+        let t = format!("{GOOD}\n[ble]\nadapter = \"/org/bluez/hci1\"\n");
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("not a Bluetooth adapter name"), "{e}");
+        assert!(e.to_string().contains("hci1"), "{e}");
     }
 
     #[test]

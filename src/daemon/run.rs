@@ -13,7 +13,10 @@
 //!
 //! The store is the one hand-over point between ingest and upload (nothing is acknowledged to a
 //! device before its transaction commits), so the tasks share no queue that could lose data: the
-//! bounded queues are the store's own job channel, the alert-hook queue, and the wake-up signal.
+//! bounded queues are the store's own job channel (senders wait), the alert-hook queue (full: the
+//! event is recorded as not handed over), the stream-value queue to the alert rules
+//! ([`super::port::STREAM_QUEUE`]; full: the newest value is dropped and counted, its window's
+//! summary is still stored), and the wake-up signal.
 //!
 //! [`run`] adds systemd: `READY=1` once the store is open and the tasks run; `WATCHDOG=1` at half
 //! the watchdog interval, but only while [`Daemon::check`] passes — the store answers, no task has
@@ -23,6 +26,7 @@
 //! its request, and closes the store after every queued transaction.
 
 use super::ingest::{Ingest, IngestConfig, IngestError};
+use super::port::HubPort;
 use crate::alerts::DeviceStatus;
 use crate::ble::{self, DeviceState};
 use crate::config::{Config, DeviceEntry};
@@ -178,9 +182,12 @@ impl Daemon {
             .with_wake(wake)
             .with_stream_values(),
         );
-        // Raw values of continuous streams: to the alert rules (spot readings reach them through
-        // ingest when stored).
-        let (raw_tx, mut raw_rx) = tokio::sync::mpsc::unbounded_channel::<ble::RawValue>();
+        // Raw values of continuous streams: to the alert rules through a bounded queue (spot
+        // readings reach them through ingest when stored). See `port` for what happens when full.
+        let (port, mut raw_rx) = HubPort::new(store.clone())
+            .with_ingest(ingest.clone())
+            .with_stream_queue(super::port::STREAM_QUEUE);
+        let tags = ble::AddressTags::new(&store.address_tag_key().await?);
 
         // Simulated devices: registered (allow-listed, bound to the patient) and anchored.
         let mut sims = Vec::new();
@@ -194,14 +201,8 @@ impl Daemon {
         let first_start = first_start(&store, opts.clock.now()).await?;
 
         let ble_progress = Progress::new();
-        let ble = ble::Hub::new(
-            cfg.ble.clone(),
-            store.clone(),
-            opts.clock.clone(),
-            Some(raw_tx),
-        )
-        .with_sink(ingest.clone())
-        .with_progress(ble_progress.clone());
+        let ble = ble::Hub::new(cfg.ble.clone(), Arc::new(port), opts.clock.clone(), tags)
+            .with_progress(ble_progress.clone());
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut beats = Vec::new();

@@ -26,6 +26,7 @@
 
 pub mod bundle;
 pub mod codes;
+pub mod device_info;
 pub mod identifier;
 pub mod response;
 

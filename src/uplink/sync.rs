@@ -4,8 +4,8 @@ use super::tls::{client_config, ReloadingCert};
 use super::{classify, TimeSync, UplinkConfig, UplinkError};
 use crate::fhir::bundle::{AlertInput, Item};
 use crate::fhir::{
-    self, BuiltBundle, BundleContext, DeviceClass, DeviceClock, EntryKind, EntryOutcome, HubInfo,
-    HubStatus, PhdDeviceInfo, ReadingInput,
+    self, BuiltBundle, BundleContext, EntryKind, EntryOutcome, HubInfo, HubStatus, PhdDeviceInfo,
+    ReadingInput,
 };
 use crate::model::{Clock, Kind, UtcMillis};
 use crate::store::{OutboxItem, OutboxPayload, Store};
@@ -955,31 +955,15 @@ pub fn phd_device_info(
     info: crate::store::DeviceInfo,
     utc_offset_minutes: i32,
 ) -> PhdDeviceInfo {
-    let clock = match info.clock {
-        Some(s) => match s.set_by_hub_offset_minutes {
-            Some(o) => DeviceClock::Synchronized {
-                utc_offset_minutes: o,
-            },
-            None => DeviceClock::Coincident {
-                device: s.device,
-                hub: s.hub,
-            },
+    fhir::device_info::phd_device_info(
+        fhir::device_info::DeviceIdentity {
+            key: &d.key.0,
+            address: &d.record.address,
+            name: d.record.name.as_deref(),
+            serial: d.record.serial.as_deref(),
+            profile: &d.record.profile,
         },
-        // No clock check recorded: the BLE layer sets clocks via CTS to the hub's local
-        // time, so device times are hub-local (IG table row 2, the PHG offset).
-        None => DeviceClock::Synchronized { utc_offset_minutes },
-    };
-    PhdDeviceInfo {
-        key: d.key.0.clone(),
-        system_id: info.system_id.as_deref().and_then(|s| s.parse().ok()),
-        bt_mac: d.record.address.parse().ok(),
-        manufacturer: info.manufacturer,
-        model: info.model.or(d.record.name.clone()),
-        serial: d.record.serial.clone(),
-        firmware: info.firmware,
-        hardware: info.hardware,
-        software: info.software,
-        class: DeviceClass::from_profile(&d.record.profile),
-        clock,
-    }
+        info,
+        utc_offset_minutes,
+    )
 }
