@@ -1,10 +1,11 @@
 //! The technician's radio commands: `scan`, `pair`, `unpair`, `devices`.
 
 use super::daemon::{load, runtime};
+use super::start::{start, Access, Start};
 use crate::ble::tech::{self as radio, Seen};
 use crate::config::Config;
 use crate::model::{Clock, SystemClock, UtcMillis};
-use crate::store::{Store, StoreConfig};
+use crate::store::Store;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -70,16 +71,12 @@ pub struct DevicesArgs {
 /// The store beside a daemon that may be running: writes allowed, its in-flight uploads left
 /// alone; `read_only` for listing.
 async fn open_store_mode(cfg: &Config, read_only: bool) -> Result<Store, String> {
-    let mut sc = StoreConfig::new(cfg.state_dir());
-    sc.patient_id = Some(cfg.hub.patient_id.clone());
-    sc.recover_in_flight = false;
-    sc.read_only = read_only;
-    Store::open(sc, Arc::new(SystemClock)).await.map_err(|e| {
-        format!(
-            "cannot open the hub's store in {}: {e}",
-            cfg.state_dir().display()
-        )
-    })
+    let access = if read_only {
+        Access::ReadOnly
+    } else {
+        Access::BesideDaemon
+    };
+    super::start::open_store(cfg, access, Arc::new(SystemClock)).await
 }
 
 async fn open_store(cfg: &Config) -> Result<Store, String> {
@@ -175,12 +172,9 @@ fn passkey_source(flag: Option<u32>) -> crate::ble::pairing::PasskeySource {
 }
 
 pub fn pair(args: &PairArgs) -> ExitCode {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("pair", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let Ok(rt) = runtime() else {
-        return fail(1, "cannot start the async runtime");
     };
     let r = rt.block_on(async {
         let store = open_store(&cfg).await?;
@@ -232,12 +226,9 @@ pub fn pair(args: &PairArgs) -> ExitCode {
 }
 
 pub fn unpair(args: &UnpairArgs) -> ExitCode {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("unpair", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let Ok(rt) = runtime() else {
-        return fail(1, "cannot start the async runtime");
     };
     let r = rt.block_on(async {
         let store = open_store(&cfg).await?;
@@ -284,12 +275,9 @@ fn ago(now: UtcMillis, t: Option<UtcMillis>) -> String {
 }
 
 pub fn devices(args: &DevicesArgs) -> ExitCode {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("devices", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let Ok(rt) = runtime() else {
-        return fail(1, "cannot start the async runtime");
     };
     let r = rt.block_on(async {
         let store = open_store_mode(&cfg, true).await?;
@@ -394,24 +382,18 @@ async fn radio_hub(
 /// `vitals-hub read ADDRESS`: download a paired device now (a meter's stored records), with
 /// progress; refused while the daemon runs (it reads the device by itself).
 pub fn read(args: &ReadArgs) -> ExitCode {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let st = match start("read", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    let _lock = match crate::tech::wipe::hold_lock(&cfg.state_dir()) {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            return fail(
-                1,
-                "the daemon is running and reads the device by itself; stop the unit first \
-                 (`systemctl stop vitals-hub`) to read it from here",
-            )
-        }
-        Err(e) => return fail(1, e),
+    let _lock = match st.lock(
+        "the daemon is running and reads the device by itself; stop the unit first \
+         (`systemctl stop vitals-hub`) to read it from here",
+    ) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
-    let Ok(rt) = runtime() else {
-        return fail(1, "cannot start the async runtime");
-    };
+    let Start { cfg, rt, .. } = st;
     let r = rt.block_on(async {
         let store = open_store(&cfg).await?;
         let ingest = crate::daemon::Ingest::open(
