@@ -9,24 +9,19 @@
 //! a 400 on one entry of a batch. Afterwards every reading is at the receiver exactly once (counted
 //! by identifier) and the poisoned one is rejected, kept, and alerted.
 
-mod support_pki;
+mod uplink_support;
 use std::time::{Duration, Instant};
-use support_pki::*;
-use vitals_hub::receiver::pki::{DevCa, Span};
+use uplink_support::*;
+use vitals_hub::receiver::pki::DevCa;
 use vitals_hub::receiver::Fault;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_matrix_delivers_every_reading_exactly_once() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        &[&rustls::version::TLS13],
-    )
-    .await;
+    let rx = clinic(&ca).await;
     const N: u32 = 60;
     const POISON: u32 = 37;
-    let h = hub_with(N, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let h = hub_for(N, &ca).await;
     let mut cfg = uplink_config(&h, &url(&rx));
     cfg.request_timeout_ms = 700;
     let mut up = uplink(&h, cfg);
@@ -88,13 +83,8 @@ async fn fault_matrix_delivers_every_reading_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_412_is_rejected_not_retried_in_a_loop() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        &[&rustls::version::TLS13],
-    )
-    .await;
-    let h = hub_with(1, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = clinic(&ca).await;
+    let h = hub_for(1, &ca).await;
     let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
     rx.faults().push(Fault::Status(412));
     let rep = up.drain(Duration::from_secs(20)).await.unwrap();
@@ -107,13 +97,8 @@ async fn a_412_is_rejected_not_retried_in_a_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_loop_uploads_new_readings_and_sends_heartbeats_until_shutdown() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        &[&rustls::version::TLS13],
-    )
-    .await;
-    let h = hub_with(5, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = clinic(&ca).await;
+    let h = hub_for(5, &ca).await;
     let mut cfg = uplink_config(&h, &url(&rx));
     cfg.poll_interval_ms = 50;
     cfg.heartbeat_interval_secs = 1;
@@ -160,13 +145,8 @@ async fn the_run_loop_uploads_new_readings_and_sends_heartbeats_until_shutdown()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_device_ids_are_resent_not_blamed_on_readings() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        &[&rustls::version::TLS13],
-    )
-    .await;
-    let h = hub_with(1, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = clinic(&ca).await;
+    let h = hub_for(1, &ca).await;
     let dest = url(&rx);
     // Ids from a server that has since lost them; the refusal is a FHIR 400 (an OperationOutcome).
     h.store

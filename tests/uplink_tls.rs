@@ -7,22 +7,17 @@
 //! mTLS between the hub and the receiver: the happy path (with the receiver's search API and the
 //! heartbeat), every refusal with its own error and nothing acked, and certificate rotation on disk.
 
-mod support_pki;
+mod uplink_support;
 use std::time::Duration;
-use support_pki::*;
+use uplink_support::*;
 use vitals_hub::receiver::pki::{DevCa, Span};
 use vitals_hub::uplink::UplinkError;
-
-const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_over_mtls_search_and_heartbeat() {
     let ca = DevCa::new("clinic").unwrap();
-    let server = ca
-        .server(&["localhost", "127.0.0.1"], Span::DEFAULT)
-        .unwrap();
-    let rx = receiver(&server, Some(&ca), TLS13).await;
-    let h = hub_with(25, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = clinic(&ca).await;
+    let h = hub_for(25, &ca).await;
     let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
     let rep = up.drain(DRAIN).await.unwrap();
     assert_eq!(rep.acked, 25);
@@ -51,33 +46,13 @@ async fn upload_over_mtls_search_and_heartbeat() {
         .build()
         .unwrap();
     let base = url(&rx);
-    let meta: serde_json::Value = serde_json::from_slice(
-        &client
-            .get(format!("{base}/metadata"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let meta: serde_json::Value = get_json(&client, &format!("{base}/metadata")).await;
     assert_eq!(meta["resourceType"], "CapabilityStatement");
     let q = vitals_hub::fhir::identifier::if_none_exist(
         vitals_hub::fhir::codes::OBS_IDENTIFIER_SYSTEM,
         &glucose_identifier(3),
     );
-    let found: serde_json::Value = serde_json::from_slice(
-        &client
-            .get(format!("{base}/Observation?{q}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let found: serde_json::Value = get_json(&client, &format!("{base}/Observation?{q}")).await;
     assert_eq!(found["total"], 1);
     let obs = &found["entry"][0]["resource"];
     assert!(
@@ -87,17 +62,11 @@ async fn upload_over_mtls_search_and_heartbeat() {
             .starts_with("Device/"),
         "urn:uuid rewritten"
     );
-    let by_patient: serde_json::Value = serde_json::from_slice(
-        &client
-            .get(format!("{base}/Observation?patient=Patient/{PATIENT}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+    let by_patient: serde_json::Value = get_json(
+        &client,
+        &format!("{base}/Observation?patient=Patient/{PATIENT}"),
     )
-    .unwrap();
+    .await;
     assert_eq!(by_patient["total"], 25);
 
     up.heartbeat().await.unwrap();
@@ -246,11 +215,7 @@ async fn every_tls_refusal_has_its_own_error_and_acks_nothing() {
 
     // Nothing listening, and a name that does not resolve.
     let h = hub_with(1, &ca, &hub_cert()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut up = uplink(
         &h,
         uplink_config(&h, &format!("https://127.0.0.1:{port}/fhir")),
@@ -308,12 +273,7 @@ async fn certificate_rotation_on_disk_takes_effect_without_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_certificate_warns_at_30_days_and_alerts_at_14() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        TLS13,
-    )
-    .await;
+    let rx = clinic(&ca).await;
     let h = hub_with(
         1,
         &ca,
@@ -346,13 +306,8 @@ async fn expiring_certificate_warns_at_30_days_and_alerts_at_14() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_wait_for_the_hub_clock_to_be_synchronised() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        TLS13,
-    )
-    .await;
-    let h = hub_with(2, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = clinic(&ca).await;
+    let h = hub_for(2, &ca).await;
     let mut up = vitals_hub::uplink::Uplink::new(
         uplink_config(&h, &url(&rx)),
         h.store.clone(),

@@ -126,8 +126,7 @@ fn run_inner(args: &UplinkBenchArgs) -> anyhow::Result<()> {
     }
     let tmp = tempfile_dir(args.dir.as_deref())?;
     let pki = tmp.join("pki");
-    write_default_dev_pki(&pki, "hub-bench")
-        .context("minting the bench PKI")?;
+    write_default_dev_pki(&pki, "hub-bench").context("minting the bench PKI")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
