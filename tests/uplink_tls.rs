@@ -324,3 +324,122 @@ async fn uploads_wait_for_the_hub_clock_to_be_synchronised() {
     assert_eq!(h.store.stats().await.unwrap().pending, 2);
     rx.shutdown().await;
 }
+
+/// The check that a server asked for the hub's certificate is per connection: a connection to a
+/// server that did not ask is refused even while another connection of the same client (to a
+/// server that did ask) completes its handshake in the meantime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_auth_is_checked_per_connection_not_per_process() {
+    use vitals_hub::uplink::tls::{client_config, CertPaths, ReloadingCert, RequireClientAuth};
+    let ca = DevCa::new("clinic").unwrap();
+    let with_auth = clinic(&ca).await;
+    let without_auth = receiver(
+        &ca.server(vitals_hub::receiver::pki::DEV_RECEIVER_NAMES, Span::DEFAULT)
+            .unwrap(),
+        None,
+        TLS13,
+    )
+    .await;
+    // A gate in front of the server that does not ask: its handshake waits until the other
+    // connection is done.
+    let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gate_port = gate.local_addr().unwrap().port();
+    let upstream = without_auth.addr();
+    let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel::<()>();
+    let (open_tx, open_rx) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(async move {
+        let (mut down, _) = gate.accept().await.unwrap();
+        accepted_tx.send(()).unwrap();
+        open_rx.await.unwrap();
+        let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    });
+
+    let h = hub_for(0, &ca).await;
+    let cert = std::sync::Arc::new(
+        ReloadingCert::new(
+            CertPaths {
+                cert: h.cert.clone(),
+                key: h.key.clone(),
+            },
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(&h.ca_path, cert.clone()).unwrap())
+        .connector_layer(RequireClientAuth(cert))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let c = client.clone();
+    let unasked = tokio::spawn(async move {
+        c.get(format!("https://localhost:{gate_port}/fhir/metadata"))
+            .send()
+            .await
+    });
+    accepted_rx.await.unwrap();
+    // Meanwhile a connection to the server that asks: the hub's certificate is requested.
+    let asked = client
+        .get(format!("{}/metadata", url(&with_auth)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 200);
+    open_tx.send(()).unwrap();
+    let e = unasked.await.unwrap().unwrap_err();
+    assert_eq!(
+        vitals_hub::uplink::classify(&e),
+        UplinkError::ServerDidNotRequestClientCert
+    );
+    assert_eq!(
+        without_auth.stats().requests,
+        0,
+        "no request was written on the unauthenticated connection"
+    );
+    proxy.abort();
+    with_auth.shutdown().await;
+    without_auth.shutdown().await;
+}
+
+/// The client-certificate resolver runs inside the TLS handshake and only reads memory: files are
+/// re-read by the uplink's refresh (off the runtime's threads), not by the handshake. A renewed
+/// certificate is picked up by the refresh; removed files leave the loaded one in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolver_reads_memory_only_and_a_renewed_certificate_is_picked_up() {
+    use rustls::client::ResolvesClientCert;
+    use vitals_hub::uplink::tls::{CertPaths, ReloadingCert};
+    let ca = DevCa::new("clinic").unwrap();
+    let old = ca.client("hub-0001", Span::DEFAULT).unwrap();
+    let h = hub_with(2, &ca, &old).await;
+    let cert = ReloadingCert::new(
+        CertPaths {
+            cert: h.cert.clone(),
+            key: h.key.clone(),
+        },
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .unwrap();
+    let presented = |c: &ReloadingCert| c.resolve(&[], &[]).unwrap().cert[0].as_ref().to_vec();
+    assert!(presented(&cert) == old.cert_der);
+    // Renewed on disk: the handshake keeps presenting what is loaded until a refresh.
+    let new = ca.client("hub-0001", Span::DEFAULT).unwrap();
+    new.write(h.dir.path(), "hub").unwrap();
+    assert!(
+        presented(&cert) == old.cert_der,
+        "the handshake read the files"
+    );
+    assert!(cert.refresh().unwrap(), "the refresh sees the renewal");
+    assert!(presented(&cert) == new.cert_der);
+    // Files gone: the loaded certificate stays in use, and uploads still work.
+    std::fs::remove_file(&h.cert).unwrap();
+    std::fs::remove_file(&h.key).unwrap();
+    assert!(presented(&cert) == new.cert_der);
+    let rx = clinic(&ca).await;
+    let h2 = hub_with(2, &ca, &old).await;
+    let mut up = uplink(&h2, uplink_config(&h2, &url(&rx)));
+    std::fs::remove_file(&h2.cert).unwrap();
+    std::fs::remove_file(&h2.key).unwrap();
+    assert_eq!(up.drain(DRAIN).await.unwrap().acked, 2);
+    rx.shutdown().await;
+}
