@@ -115,7 +115,7 @@ impl Builder<'_, '_> {
 
     /// A notice about the hub itself (certificate expiring, an upload the clinic refused).
     fn hub_notice(&self, a: &AlertInput<'_>) -> Json {
-        let text = serde_json::to_string(a.payload).unwrap_or_default();
+        let text = serde_json::to_string(&notice_payload(a.payload)).unwrap_or_default();
         // The technician's commissioning report travels the same way, as routine news.
         let (category, priority) = if a.payload.get("commissioning_report").is_some() {
             ("vitals-hub commissioning report", "routine")
@@ -132,5 +132,53 @@ impl Builder<'_, '_> {
             "sender": { "reference": self.hub_ref },
             "payload": [{ "contentString": text }]
         })
+    }
+}
+
+/// What of a hub notice leaves the hub. A refused upload's notice carries its status, outbox ids
+/// and a reason code only: notices queued by older versions held the server's refusal text,
+/// which may echo PHI, and are cut down here too.
+fn notice_payload(payload: &Json) -> Json {
+    if payload.get("kind").and_then(Json::as_str) != Some("upload_rejected") {
+        return payload.clone();
+    }
+    let reason = payload
+        .get("reason")
+        .and_then(Json::as_str)
+        .and_then(|r| {
+            super::response::ISSUE_TYPES
+                .iter()
+                .chain(["precondition-failed", "too-large", "rejected"].iter())
+                .find(|c| **c == r)
+        })
+        .copied()
+        .unwrap_or("rejected");
+    json!({
+        "kind": "upload_rejected",
+        "status": payload.get("status").cloned().unwrap_or(Json::Null),
+        "outbox": payload.get("outbox").cloned().unwrap_or(Json::Null),
+        "reason": reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_notice_never_carries_the_servers_text() {
+        let old = json!({"kind": "upload_rejected", "status": 400, "outbox": [7],
+            "reason": "the clinic server answered HTTP 400: error invalid: Patient John Doe"});
+        let text = notice_payload(&old).to_string();
+        assert!(!text.contains("John"), "{text}");
+        assert_eq!(
+            notice_payload(&old),
+            json!({"kind": "upload_rejected", "status": 400, "outbox": [7], "reason": "rejected"})
+        );
+        let new =
+            json!({"kind": "upload_rejected", "status": 409, "outbox": [8], "reason": "conflict"});
+        assert_eq!(notice_payload(&new), new);
+        let other = json!({"kind": "client_certificate_expiring", "days_left": 3});
+        assert_eq!(notice_payload(&other), other);
     }
 }

@@ -1,7 +1,7 @@
 //! The sync loop: outbox → bundles → POST → per-entry ack, with backoff, bisection and heartbeat.
 
 use super::tls::{client_config, ReloadingCert};
-use super::{classify, TimeSync, UplinkConfig, UplinkError};
+use super::{classify, ClockSync, TimeSync, UplinkConfig, UplinkError};
 use crate::fhir::bundle::{AlertInput, Item};
 use crate::fhir::{
     self, BuiltBundle, BundleContext, DeviceClass, DeviceClock, EntryKind, EntryOutcome, HubInfo,
@@ -104,7 +104,8 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-/// The request body and whether it is gzip-compressed (`Content-Encoding: gzip`).
+/// The request body and whether it is gzip-compressed (`Content-Encoding: gzip`). When compression
+/// fails the plain body goes without the header.
 fn request_body(
     raw: Vec<u8>,
     gzip: bool,
@@ -113,8 +114,14 @@ fn request_body(
     if !gzip {
         return (raw, false);
     }
-    let body = compress(&raw).unwrap_or(raw);
-    (body, true)
+    match compress(&raw) {
+        Ok(body) => (body, true),
+        // Never a plain body labelled gzip: the server would refuse it (or worse, guess).
+        Err(e) => {
+            warn!(error = %e, "Compressing the request body failed; sending it uncompressed.");
+            (raw, false)
+        }
+    }
 }
 
 /// A FHIR-level refusal of the content: only these bisect and reject. A 4xx without an
@@ -128,6 +135,25 @@ fn is_poison(e: &UplinkError) -> bool {
                 ..
             }
         )
+}
+
+/// Why the clinic refused an entry, as a code that carries no text of the server's: the
+/// OperationOutcome's issue type when it is one of FHIR's codes, else one from the HTTP status.
+fn rejection_code(e: &UplinkError) -> &'static str {
+    let UplinkError::Http { status, detail, .. } = e else {
+        return "rejected";
+    };
+    detail
+        .as_deref()
+        .and_then(fhir::response::issue_type_of_outcome_text)
+        .unwrap_or(match status {
+            400 => "invalid",
+            409 => "conflict",
+            412 => "precondition-failed",
+            413 => "too-large",
+            422 => "processing",
+            _ => "rejected",
+        })
 }
 
 /// Blood-pressure components of one measurement must stay in one bundle: the boundaries between
@@ -298,14 +324,24 @@ impl Uplink {
         }
     }
 
+    /// A new client (and connection pool) after a certificate change; reads the CA bundle, so on
+    /// a blocking thread.
     async fn rebuild_client(&mut self) -> Result<(), UplinkError> {
-        self.client = build_client(&self.cfg, self.cert.clone())?;
+        let (cfg, cert) = (self.cfg.clone(), self.cert.clone());
+        self.client = tokio::task::spawn_blocking(move || build_client(&cfg, cert))
+            .await
+            .map_err(|e| UplinkError::Tls(format!("building the HTTP client: {e}")))??;
         Ok(())
     }
 
     /// Reload a rotated certificate; warn at 30 days, alert at 14, refuse when expired.
     async fn check_certificate(&mut self) -> Result<(), UplinkError> {
-        match self.cert.refresh() {
+        // File I/O on a blocking thread; the TLS handshake only reads the loaded copy.
+        let cert = self.cert.clone();
+        let refreshed = tokio::task::spawn_blocking(move || cert.refresh())
+            .await
+            .unwrap_or(Ok(false));
+        match refreshed {
             Ok(true) => {
                 self.rebuild_client().await?;
                 self.cert_level = None;
@@ -413,6 +449,31 @@ impl Uplink {
         Ok(())
     }
 
+    /// The FHIR mapping's input for an outbox entry; `None` when it cannot become a request (a
+    /// reading whose device record is unknown).
+    fn item<'s>(&'s self, it: &'s OutboxItem) -> Option<Item<'s>> {
+        match &it.payload {
+            OutboxPayload::Reading(r) => self.devices.get(&r.device.0).map(|d| {
+                Item::Reading(ReadingInput {
+                    tag: it.id,
+                    device: d,
+                    reading: &r.reading,
+                    received_at: r.received_at,
+                    test_data: r.test_data,
+                    interpretation: self.interpretation(&r.reading),
+                })
+            }),
+            OutboxPayload::Alert(a) => Some(Item::Alert(AlertInput {
+                tag: it.id,
+                payload: &a.payload,
+                stable_key: &a.stable_key,
+            })),
+        }
+    }
+
+    /// A bundle from the front of `items`. Every item must map ([`Uplink::deliver`] takes out
+    /// those that do not first), so `consumed` counts `items` and each entry's tags are the ids
+    /// of its own outbox entries.
     fn build(
         &self,
         items: &[OutboxItem],
@@ -420,26 +481,8 @@ impl Uplink {
         refs: &HashMap<String, String>,
         more: bool,
     ) -> BuiltBundle {
-        let fitems: Vec<Item<'_>> = items
-            .iter()
-            .filter_map(|it| match &it.payload {
-                OutboxPayload::Reading(r) => self.devices.get(&r.device.0).map(|d| {
-                    Item::Reading(ReadingInput {
-                        tag: it.id,
-                        device: d,
-                        reading: &r.reading,
-                        received_at: r.received_at,
-                        test_data: r.test_data,
-                        interpretation: self.interpretation(&r.reading),
-                    })
-                }),
-                OutboxPayload::Alert(a) => Some(Item::Alert(AlertInput {
-                    tag: it.id,
-                    payload: &a.payload,
-                    stable_key: &a.stable_key,
-                })),
-            })
-            .collect();
+        let fitems: Vec<Item<'_>> = items.iter().filter_map(|it| self.item(it)).collect();
+        debug_assert_eq!(fitems.len(), items.len(), "unmappable entries reach build");
         let ctx = BundleContext {
             patient_id: &self.cfg.patient_id,
             hub: &self.hub,
@@ -529,7 +572,10 @@ impl Uplink {
         tags: Vec<i64>,
         e: &UplinkError,
     ) -> Result<usize, UplinkError> {
+        // The full text (it may echo PHI) stays on the hub, sealed with the entry; what leaves the
+        // hub is a reason code and the HTTP status.
         let reason = e.to_string();
+        let code = rejection_code(e);
         let n = self.store.reject(tags.clone(), &reason).await?;
         let readings: Vec<i64> = items
             .iter()
@@ -554,7 +600,7 @@ impl Uplink {
         if !readings.is_empty() {
             self.store
                 .append_alert(
-                    serde_json::json!({ "kind": "upload_rejected", "status": status, "outbox": tags, "reason": reason }),
+                    serde_json::json!({ "kind": "upload_rejected", "status": status, "outbox": tags, "reason": code }),
                     &format!("upload-rejected-{}", tags.first().copied().unwrap_or(0)),
                     readings,
                 )
@@ -564,12 +610,51 @@ impl Uplink {
         Ok(n)
     }
 
+    /// Entries that cannot become a request are kept out of every bundle and every ack: they wait
+    /// (retry at the backoff cap) and an event says so. Returns the entries that can be sent.
+    async fn set_aside_unmappable(
+        &mut self,
+        items: &[OutboxItem],
+    ) -> Result<Vec<OutboxItem>, UplinkError> {
+        let (ok, skipped): (Vec<OutboxItem>, Vec<OutboxItem>) = items
+            .iter()
+            .cloned()
+            .partition(|it| self.item(it).is_some());
+        if !skipped.is_empty() {
+            // TODO(lead): quarantine these with the store's quarantine method once it exists.
+            let ids: Vec<i64> = skipped.iter().map(|i| i.id).collect();
+            let next = self
+                .clock
+                .now()
+                .plus_millis(i64::try_from(self.cfg.retry_cap_ms).unwrap_or(i64::MAX));
+            self.store
+                .retry(ids, "no device record for this reading", next)
+                .await?;
+            warn!(
+                entries = skipped.len(),
+                "Outbox entries without a device record kept back, not uploaded."
+            );
+            self.store
+                .append_event(
+                    "uplink_entry_unmappable",
+                    "error",
+                    format!(
+                        "{} outbox entries without a device record kept back",
+                        skipped.len()
+                    ),
+                )
+                .await?;
+        }
+        Ok(ok)
+    }
+
     /// Deliver one batch: build, send, ack per entry; bisect on a 4xx.
     async fn deliver(
         &mut self,
         items: &[OutboxItem],
         more: bool,
     ) -> Result<(usize, usize), UplinkError> {
+        let items = &self.set_aside_unmappable(items).await?[..];
         let (hub_ref, refs) = self.refs().await?;
         let (mut acked, mut rejected) = (0usize, 0usize);
         let mut work: Vec<(usize, usize, bool)> = vec![(0, items.len(), more)];
@@ -594,7 +679,8 @@ impl Uplink {
                     )
                     .await?;
             }
-            if built.consumed < slice.len() && !more {
+            // `consumed > 0` always (the first group goes in); the guard keeps this loop finite.
+            if built.consumed < slice.len() && !more && built.consumed > 0 {
                 work.push((a + built.consumed, b, false));
             }
             let tags = built.tags();
@@ -683,7 +769,13 @@ impl Uplink {
 
     /// One round: wait for clock sync, check the certificate, deliver one batch.
     pub async fn step(&mut self) -> Result<Step, UplinkError> {
-        let r = self.step_inner().await;
+        let clock = self.time_sync.clock_sync().await;
+        self.step_with(clock).await
+    }
+
+    /// [`Uplink::step`] with the clock state already asked for this loop.
+    async fn step_with(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
+        let r = self.step_inner(clock).await;
         match &r {
             Ok(Step::Delivered { .. }) => {
                 self.failures = 0;
@@ -718,8 +810,9 @@ impl Uplink {
         r
     }
 
-    async fn step_inner(&mut self) -> Result<Step, UplinkError> {
-        if !self.time_sync.is_synchronised() {
+    async fn step_inner(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
+        if clock != ClockSync::Synchronised {
+            debug!(?clock, "Uploads wait for the clock.");
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
@@ -808,7 +901,14 @@ impl Uplink {
 
     /// Send the heartbeat: PhgDevice + hub-status Observations.
     pub async fn heartbeat(&mut self) -> Result<(), UplinkError> {
-        if !self.time_sync.is_synchronised() {
+        let clock = self.time_sync.clock_sync().await;
+        self.heartbeat_with(clock).await
+    }
+
+    /// [`Uplink::heartbeat`] with the clock state already asked for this loop. The time of the
+    /// attempt is persisted before sending, so a restart keeps the interval.
+    async fn heartbeat_with(&mut self, clock: ClockSync) -> Result<(), UplinkError> {
+        if clock != ClockSync::Synchronised {
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
@@ -856,6 +956,13 @@ impl Uplink {
         };
         let built = fhir::heartbeat_bundle(&ctx, &status)
             .map_err(|e| UplinkError::Config(e.to_string()))?;
+        self.store
+            .set_uplink_state(
+                &self.destination,
+                LAST_HEARTBEAT,
+                &now.as_millis().to_string(),
+            )
+            .await?;
         match self.post(&built).await {
             Ok(out) => {
                 self.remember_refs(&built, &out).await?;
@@ -869,10 +976,37 @@ impl Uplink {
         }
     }
 
+    /// When the next heartbeat is due: one interval after the last one sent by any run of the
+    /// hub (persisted), so restarts (a crash loop) do not send one each.
+    async fn first_heartbeat(&self, interval: Duration) -> Instant {
+        let last = match self
+            .store
+            .uplink_state(&self.destination, LAST_HEARTBEAT)
+            .await
+        {
+            Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
+            Err(e) => {
+                warn!(error = %e, "Could not read the last heartbeat time; sending one now.");
+                None
+            }
+        };
+        let Some(last) = last else {
+            return Instant::now();
+        };
+        let since = self.clock.now().as_millis().saturating_sub(last);
+        // A clock that went back (last in the future) waits one interval, never longer.
+        let wait = match u64::try_from(since) {
+            Ok(ms) => interval.saturating_sub(Duration::from_millis(ms)),
+            Err(_) => interval,
+        };
+        Instant::now() + wait
+    }
+
     /// Run until `shutdown` turns true: heartbeat on its interval, upload as readings arrive.
+    /// The clock's synchronisation is asked once per loop.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1));
-        let mut next_heartbeat = Instant::now();
+        let mut next_heartbeat = self.first_heartbeat(interval).await;
         let wake = self.wake.clone();
         loop {
             if *shutdown.borrow() {
@@ -881,11 +1015,12 @@ impl Uplink {
             if let Some(p) = &self.progress {
                 p.beat();
             }
-            if Instant::now() >= next_heartbeat && self.time_sync.is_synchronised() {
-                let _ = self.heartbeat().await;
+            let clock = self.time_sync.clock_sync().await;
+            if Instant::now() >= next_heartbeat && clock == ClockSync::Synchronised {
+                let _ = self.heartbeat_with(clock).await;
                 next_heartbeat = Instant::now() + interval;
             }
-            let step = self.step().await;
+            let step = self.step_with(clock).await;
             let idle = matches!(step, Ok(Step::Idle));
             let wait = match step {
                 Ok(Step::Delivered { .. }) => Duration::ZERO,
@@ -965,6 +1100,10 @@ pub fn destination_of(url: &reqwest::Url) -> String {
 /// epoch, per destination).
 pub const LAST_SUCCESS: &str = "last_success";
 
+/// The `uplink_state` name under which the time of the last heartbeat attempt is kept (ms since
+/// the epoch, per destination): the interval holds across restarts.
+pub const LAST_HEARTBEAT: &str = "last_heartbeat";
+
 /// What the FHIR mapping needs of a stored device: its identity, Device Information and clock.
 pub fn phd_device_info(
     d: &crate::store::Device,
@@ -1016,7 +1155,10 @@ mod tests {
         let failing = |_: &[u8]| Err(std::io::Error::other("compression failed (test seam)"));
         let (body, gz) = request_body(raw.clone(), true, failing);
         assert_eq!(body, raw);
-        assert!(!gz, "a plain body must not be labelled Content-Encoding: gzip");
+        assert!(
+            !gz,
+            "a plain body must not be labelled Content-Encoding: gzip"
+        );
         let (body, gz) = request_body(raw.clone(), true, gzip);
         assert!(gz);
         let mut out = Vec::new();
@@ -1146,7 +1288,11 @@ mod tests {
         assert_eq!(counts.get(&ident(0)), Some(&1));
         assert_eq!(counts.get(&ident(3)), Some(&1));
         assert_eq!(counts.get(&ident(2)), None);
-        assert_eq!(counts.len(), 2, "the skipped entry was not sent: {counts:?}");
+        assert_eq!(
+            counts.len(),
+            2,
+            "the skipped entry was not sent: {counts:?}"
+        );
         let st = store.stats().await.unwrap();
         assert_eq!((st.acked, st.rejected, st.in_flight), (2, 1, 0), "{st:?}");
         let waiting: Vec<i64> = store
