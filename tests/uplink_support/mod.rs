@@ -3,6 +3,8 @@
 //! receiver, a store seeded with readings, and an uplink pointed at the receiver.
 #![allow(dead_code)]
 
+pub mod timedate;
+
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
