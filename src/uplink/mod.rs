@@ -18,6 +18,8 @@
 //! **Failures** are named ([`UplinkError`]) and each kind is recorded once per change as a store
 //! event (`uplink_<kind>`), security-relevant TLS failures with severity `security`.
 
+pub mod heartbeat;
+pub mod send;
 pub mod sync;
 pub mod tls;
 

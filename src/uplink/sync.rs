@@ -1,20 +1,24 @@
-//! The sync loop: outbox → bundles → POST → per-entry ack, with backoff, bisection and heartbeat.
+//! The sync loop: outbox → bundles → POST → per-entry ack, with backoff, bisection and the
+//! heartbeat's timing. Sending is in [`super::send`], the heartbeat's content in [`super::heartbeat`].
 
-use super::tls::{client_config, ReloadingCert};
-use super::{classify, ClockSync, TimeSync, UplinkConfig, UplinkError};
+use super::send::{build_client, is_poison};
+use super::tls::ReloadingCert;
+use super::{ClockSync, TimeSync, UplinkConfig, UplinkError};
+
+pub use super::heartbeat::{free_disk, LAST_HEARTBEAT};
+pub use super::send::probe;
 use crate::fhir::bundle::{AlertInput, Item};
 use crate::fhir::{
-    self, BuiltBundle, BundleContext, DeviceClass, DeviceClock, EntryKind, EntryOutcome, HubInfo,
-    HubStatus, PhdDeviceInfo, ReadingInput,
+    self, BuiltBundle, BundleContext, DeviceClass, DeviceClock, HubInfo, PhdDeviceInfo,
+    ReadingInput,
 };
 use crate::model::{Clock, Kind, UtcMillis};
 use crate::store::{OutboxItem, OutboxPayload, Store};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,107 +57,27 @@ pub struct UplinkStatus {
 /// The uplink.
 #[derive(Debug)]
 pub struct Uplink {
-    cfg: UplinkConfig,
-    url: reqwest::Url,
-    destination: String,
-    store: Store,
-    clock: Arc<dyn Clock>,
-    time_sync: Arc<dyn TimeSync>,
-    cert: Arc<ReloadingCert>,
-    client: reqwest::Client,
-    hub: HubInfo,
-    rng: SystemRandom,
-    failures: u32,
-    next_delay: Duration,
+    pub(super) cfg: UplinkConfig,
+    pub(super) url: reqwest::Url,
+    pub(super) destination: String,
+    pub(super) store: Store,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) time_sync: Arc<dyn TimeSync>,
+    pub(super) cert: Arc<ReloadingCert>,
+    pub(super) client: reqwest::Client,
+    pub(super) hub: HubInfo,
+    pub(super) rng: SystemRandom,
+    pub(super) failures: u32,
+    pub(super) next_delay: Duration,
     /// The delay already written to the store as the items' next attempt.
-    chosen_delay: Option<Duration>,
-    cert_level: Option<(i64, u8)>,
-    devices: HashMap<String, PhdDeviceInfo>,
-    status: Arc<Mutex<UplinkStatus>>,
+    pub(super) chosen_delay: Option<Duration>,
+    pub(super) cert_level: Option<(i64, u8)>,
+    pub(super) devices: HashMap<String, PhdDeviceInfo>,
+    pub(super) status: Arc<Mutex<UplinkStatus>>,
     /// The alert rules, for the L / H / LL / HH interpretation of each Observation.
-    alert_rules: Option<crate::alerts::AlertRules>,
-    progress: Option<crate::model::Progress>,
-    wake: Option<Arc<tokio::sync::Notify>>,
-}
-
-fn build_client(
-    cfg: &UplinkConfig,
-    cert: Arc<ReloadingCert>,
-) -> Result<reqwest::Client, UplinkError> {
-    let tls = client_config(&cfg.ca_bundle, cert.clone())?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connector_layer(super::tls::RequireClientAuth(cert))
-        .https_only(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(cfg.connect_timeout())
-        .timeout(cfg.request_timeout())
-        .no_proxy()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("vitals-hub/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| UplinkError::Tls(format!("building the HTTP client: {e}")))
-}
-
-fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(body)?;
-    enc.finish()
-}
-
-/// The request body and whether it is gzip-compressed (`Content-Encoding: gzip`). When compression
-/// fails the plain body goes without the header.
-fn request_body(
-    raw: Vec<u8>,
-    gzip: bool,
-    compress: impl FnOnce(&[u8]) -> std::io::Result<Vec<u8>>,
-) -> (Vec<u8>, bool) {
-    if !gzip {
-        return (raw, false);
-    }
-    match compress(&raw) {
-        Ok(body) => (body, true),
-        // Never a plain body labelled gzip: the server would refuse it (or worse, guess).
-        Err(e) => {
-            warn!(error = %e, "Compressing the request body failed; sending it uncompressed.");
-            (raw, false)
-        }
-    }
-}
-
-/// A FHIR-level refusal of the content: only these bisect and reject. A 4xx without an
-/// OperationOutcome (a proxy's error page, a wrong URL) is not blamed on an entry.
-fn is_poison(e: &UplinkError) -> bool {
-    matches!(e, UplinkError::Http { status, detail: Some(_), .. } if matches!(status, 400 | 409 | 412 | 413 | 422))
-        || matches!(
-            e,
-            UplinkError::Http {
-                status: 412 | 413,
-                ..
-            }
-        )
-}
-
-/// Why the clinic refused an entry, as a code that carries no text of the server's: the
-/// OperationOutcome's issue type when it is one of FHIR's codes, else one from the HTTP status.
-fn rejection_code(e: &UplinkError) -> &'static str {
-    let UplinkError::Http { status, detail, .. } = e else {
-        return "rejected";
-    };
-    detail
-        .as_deref()
-        .and_then(fhir::response::issue_type_of_outcome_text)
-        .unwrap_or(match status {
-            400 => "invalid",
-            409 => "conflict",
-            412 => "precondition-failed",
-            413 => "too-large",
-            422 => "processing",
-            _ => "rejected",
-        })
+    pub(super) alert_rules: Option<crate::alerts::AlertRules>,
+    pub(super) progress: Option<crate::model::Progress>,
+    pub(super) wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Blood-pressure components of one measurement must stay in one bundle: the boundaries between
@@ -191,7 +115,10 @@ impl Uplink {
         self
     }
 
-    fn interpretation(&self, reading: &crate::model::Reading) -> Option<fhir::Interpretation> {
+    pub(super) fn interpretation(
+        &self,
+        reading: &crate::model::Reading,
+    ) -> Option<fhir::Interpretation> {
         use crate::alerts::Interpretation as A;
         let i = crate::alerts::interpretation(self.alert_rules.as_ref()?, reading)?;
         Some(match i {
@@ -259,20 +186,20 @@ impl Uplink {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    fn with_status(&self, f: impl FnOnce(&mut UplinkStatus)) {
+    pub(super) fn with_status(&self, f: impl FnOnce(&mut UplinkStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
         }
     }
 
-    fn random_u64(&self) -> u64 {
+    pub(super) fn random_u64(&self) -> u64 {
         let mut b = [0u8; 8];
         let _ = self.rng.fill(&mut b);
         u64::from_le_bytes(b)
     }
 
     /// Full jitter: uniform in 0..=min(cap, base·2^failures); Retry-After wins when given.
-    fn delay_for(&self, e: &UplinkError) -> Duration {
+    pub(super) fn delay_for(&self, e: &UplinkError) -> Duration {
         let cap = self.cfg.retry_cap_ms;
         if let UplinkError::Http {
             retry_after: Some(s),
@@ -292,7 +219,7 @@ impl Uplink {
         Duration::from_millis(self.random_u64() % exp.saturating_add(1))
     }
 
-    async fn record_failure(&mut self, e: &UplinkError) {
+    pub(super) async fn record_failure(&mut self, e: &UplinkError) {
         let kind = e.kind();
         let changed = self.status().last_error_kind != Some(kind);
         self.with_status(|s| {
@@ -326,7 +253,7 @@ impl Uplink {
 
     /// A new client (and connection pool) after a certificate change; reads the CA bundle, so on
     /// a blocking thread.
-    async fn rebuild_client(&mut self) -> Result<(), UplinkError> {
+    pub(super) async fn rebuild_client(&mut self) -> Result<(), UplinkError> {
         let (cfg, cert) = (self.cfg.clone(), self.cert.clone());
         self.client = tokio::task::spawn_blocking(move || build_client(&cfg, cert))
             .await
@@ -335,7 +262,7 @@ impl Uplink {
     }
 
     /// Reload a rotated certificate; warn at 30 days, alert at 14, refuse when expired.
-    async fn check_certificate(&mut self) -> Result<(), UplinkError> {
+    pub(super) async fn check_certificate(&mut self) -> Result<(), UplinkError> {
         // File I/O on a blocking thread; the TLS handshake only reads the loaded copy.
         let cert = self.cert.clone();
         let refreshed = tokio::task::spawn_blocking(move || cert.refresh())
@@ -405,7 +332,7 @@ impl Uplink {
         Ok(())
     }
 
-    async fn load_devices(&mut self) -> Result<(), UplinkError> {
+    pub(super) async fn load_devices(&mut self) -> Result<(), UplinkError> {
         for d in self.store.devices().await? {
             let info = self.store.device_info(&d.key).await?.unwrap_or_default();
             let p = phd_device_info(&d, info, self.cfg.utc_offset_minutes);
@@ -414,7 +341,9 @@ impl Uplink {
         Ok(())
     }
 
-    async fn refs(&self) -> Result<(Option<String>, HashMap<String, String>), UplinkError> {
+    pub(super) async fn refs(
+        &self,
+    ) -> Result<(Option<String>, HashMap<String, String>), UplinkError> {
         // An empty value is a forgotten id (see `forget_refs`).
         let hub = self
             .store
@@ -437,7 +366,7 @@ impl Uplink {
 
     /// Forget the server ids of the hub and devices: the next bundle sends them again as
     /// conditional creates (a server that lost or renumbered them would refuse the references).
-    async fn forget_refs(&self) -> Result<(), UplinkError> {
+    pub(super) async fn forget_refs(&self) -> Result<(), UplinkError> {
         self.store
             .set_uplink_state(&self.destination, "hub", "")
             .await?;
@@ -451,7 +380,7 @@ impl Uplink {
 
     /// The FHIR mapping's input for an outbox entry; `None` when it cannot become a request (a
     /// reading whose device record is unknown).
-    fn item<'s>(&'s self, it: &'s OutboxItem) -> Option<Item<'s>> {
+    pub(super) fn item<'s>(&'s self, it: &'s OutboxItem) -> Option<Item<'s>> {
         match &it.payload {
             OutboxPayload::Reading(r) => self.devices.get(&r.device.0).map(|d| {
                 Item::Reading(ReadingInput {
@@ -474,7 +403,7 @@ impl Uplink {
     /// A bundle from the front of `items`. Every item must map ([`Uplink::deliver`] takes out
     /// those that do not first), so `consumed` counts `items` and each entry's tags are the ids
     /// of its own outbox entries.
-    fn build(
+    pub(super) fn build(
         &self,
         items: &[OutboxItem],
         hub_ref: Option<&str>,
@@ -494,125 +423,9 @@ impl Uplink {
         fhir::build(&ctx, &fitems)
     }
 
-    async fn post(&mut self, built: &BuiltBundle) -> Result<Vec<EntryOutcome>, UplinkError> {
-        let raw = serde_json::to_vec(&built.json).map_err(|e| UplinkError::Store(e.to_string()))?;
-        let (body, gz) = request_body(raw, self.cfg.gzip, gzip);
-        let sent = body.len() as u64;
-        let mut req = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
-            .header(reqwest::header::ACCEPT, "application/fhir+json");
-        if gz {
-            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
-        }
-        let resp = req.body(body).send().await.map_err(|e| {
-            tracing::debug!(chain = ?super::chain_debug(&e), "Request failed.");
-            classify(&e)
-        })?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
-        self.with_status(|s| {
-            s.wire_bytes += sent + bytes.len() as u64;
-            s.bundles += 1;
-        });
-        if status.is_success() {
-            return fhir::parse_transaction_response(&bytes, built.entries.len())
-                .map_err(|e| UplinkError::BadResponse(e.to_string()));
-        }
-        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| fhir::parse_operation_outcome(&v));
-        // nginx completes the handshake and answers a failed client-certificate check with its
-        // own 400 page ("The SSL certificate error" / "No required SSL certificate was sent").
-        if detail.is_none() && matches!(status.as_u16(), 400 | 403 | 495 | 496) {
-            let text = String::from_utf8_lossy(&bytes);
-            if text.contains("SSL certificate") {
-                return Err(UplinkError::ServerRejectedOurCertificate(format!(
-                    "HTTP {} from the TLS terminator",
-                    status.as_u16()
-                )));
-            }
-        }
-        Err(UplinkError::Http {
-            status: status.as_u16(),
-            retry_after,
-            detail,
-        })
-    }
-
-    async fn remember_refs(
-        &self,
-        built: &BuiltBundle,
-        outcomes: &[EntryOutcome],
-    ) -> Result<(), UplinkError> {
-        for (info, out) in built.entries.iter().zip(outcomes) {
-            let name = match &info.kind {
-                EntryKind::HubDevice => "hub".to_owned(),
-                EntryKind::Device(k) => format!("device:{k}"),
-                _ => continue,
-            };
-            if let (true, Some(r)) = (out.is_stored(), out.logical_ref()) {
-                self.store
-                    .set_uplink_state(&self.destination, &name, &r)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn reject_poison(
-        &mut self,
-        items: &[OutboxItem],
-        tags: Vec<i64>,
-        e: &UplinkError,
-    ) -> Result<usize, UplinkError> {
-        // The full text (it may echo PHI) stays on the hub, sealed with the entry; what leaves the
-        // hub is a reason code and the HTTP status.
-        let reason = e.to_string();
-        let code = rejection_code(e);
-        let n = self.store.reject(tags.clone(), &reason).await?;
-        let readings: Vec<i64> = items
-            .iter()
-            .filter(|i| tags.contains(&i.id))
-            .filter_map(|i| match &i.payload {
-                OutboxPayload::Reading(r) => Some(r.id),
-                OutboxPayload::Alert(_) => None,
-            })
-            .collect();
-        let status = match e {
-            UplinkError::Http { status, .. } => *status,
-            _ => 0,
-        };
-        warn!(outbox = ?tags, status, "Clinic server rejected an entry; it is kept and alerted.");
-        self.store
-            .append_event(
-                "uplink_entry_rejected",
-                "error",
-                format!("outbox {tags:?} rejected with HTTP {status}"),
-            )
-            .await?;
-        if !readings.is_empty() {
-            self.store
-                .append_alert(
-                    serde_json::json!({ "kind": "upload_rejected", "status": status, "outbox": tags, "reason": code }),
-                    &format!("upload-rejected-{}", tags.first().copied().unwrap_or(0)),
-                    readings,
-                )
-                .await?;
-        }
-        self.with_status(|s| s.rejected += n as u64);
-        Ok(n)
-    }
-
     /// Entries that cannot become a request are kept out of every bundle and every ack: they wait
     /// (retry at the backoff cap) and an event says so. Returns the entries that can be sent.
-    async fn set_aside_unmappable(
+    pub(super) async fn set_aside_unmappable(
         &mut self,
         items: &[OutboxItem],
     ) -> Result<Vec<OutboxItem>, UplinkError> {
@@ -649,7 +462,7 @@ impl Uplink {
     }
 
     /// Deliver one batch: build, send, ack per entry; bisect on a 4xx.
-    async fn deliver(
+    pub(super) async fn deliver(
         &mut self,
         items: &[OutboxItem],
         more: bool,
@@ -774,7 +587,7 @@ impl Uplink {
     }
 
     /// [`Uplink::step`] with the clock state already asked for this loop.
-    async fn step_with(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
+    pub(super) async fn step_with(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
         let r = self.step_inner(clock).await;
         match &r {
             Ok(Step::Delivered { .. }) => {
@@ -810,7 +623,7 @@ impl Uplink {
         r
     }
 
-    async fn step_inner(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
+    pub(super) async fn step_inner(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
         if clock != ClockSync::Synchronised {
             debug!(?clock, "Uploads wait for the clock.");
             return Err(UplinkError::ClockNotSynchronised);
@@ -899,109 +712,6 @@ impl Uplink {
         Err(UplinkError::Timeout)
     }
 
-    /// Send the heartbeat: PhgDevice + hub-status Observations.
-    pub async fn heartbeat(&mut self) -> Result<(), UplinkError> {
-        let clock = self.time_sync.clock_sync().await;
-        self.heartbeat_with(clock).await
-    }
-
-    /// [`Uplink::heartbeat`] with the clock state already asked for this loop. The time of the
-    /// attempt is persisted before sending, so a restart keeps the interval.
-    async fn heartbeat_with(&mut self, clock: ClockSync) -> Result<(), UplinkError> {
-        if clock != ClockSync::Synchronised {
-            return Err(UplinkError::ClockNotSynchronised);
-        }
-        self.check_certificate().await?;
-        self.load_devices().await?;
-        let st = self.store.stats().await?;
-        let now = self.clock.now();
-        let mut devices = Vec::new();
-        for d in self.store.devices().await? {
-            let info = self.store.device_info(&d.key).await?.unwrap_or_default();
-            if let Some(p) = self.devices.get(&d.key.0) {
-                if let Ok(ident) = p.ident() {
-                    devices.push(fhir::bundle::DeviceStatus {
-                        ident,
-                        last_seen_secs: info
-                            .last_seen
-                            .map(|t| (now.as_millis() - t.as_millis()).div_euclid(1000)),
-                        battery_percent: info.battery_percent,
-                    });
-                }
-            }
-        }
-        let dir = self.store.path().parent().map(|p| p.to_path_buf());
-        let free = match dir {
-            Some(d) => tokio::task::spawn_blocking(move || free_disk(&d))
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
-        let status = HubStatus {
-            at: now,
-            backlog: st.pending + st.in_flight,
-            free_disk_bytes: free,
-            cert_days_left: self.status().cert_days_left,
-            devices,
-        };
-        let (hub_ref, refs) = self.refs().await?;
-        let ctx = BundleContext {
-            patient_id: &self.cfg.patient_id,
-            hub: &self.hub,
-            hub_ref: hub_ref.as_deref(),
-            device_refs: &refs,
-            nonce: self.random_u64(),
-            more_may_follow: false,
-        };
-        let built = fhir::heartbeat_bundle(&ctx, &status)
-            .map_err(|e| UplinkError::Config(e.to_string()))?;
-        self.store
-            .set_uplink_state(
-                &self.destination,
-                LAST_HEARTBEAT,
-                &now.as_millis().to_string(),
-            )
-            .await?;
-        match self.post(&built).await {
-            Ok(out) => {
-                self.remember_refs(&built, &out).await?;
-                info!(backlog = status.backlog, "Heartbeat sent.");
-                Ok(())
-            }
-            Err(e) => {
-                self.record_failure(&e).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// When the next heartbeat is due: one interval after the last one sent by any run of the
-    /// hub (persisted), so restarts (a crash loop) do not send one each.
-    async fn first_heartbeat(&self, interval: Duration) -> Instant {
-        let last = match self
-            .store
-            .uplink_state(&self.destination, LAST_HEARTBEAT)
-            .await
-        {
-            Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
-            Err(e) => {
-                warn!(error = %e, "Could not read the last heartbeat time; sending one now.");
-                None
-            }
-        };
-        let Some(last) = last else {
-            return Instant::now();
-        };
-        let since = self.clock.now().as_millis().saturating_sub(last);
-        // A clock that went back (last in the future) waits one interval, never longer.
-        let wait = match u64::try_from(since) {
-            Ok(ms) => interval.saturating_sub(Duration::from_millis(ms)),
-            Err(_) => interval,
-        };
-        Instant::now() + wait
-    }
-
     /// Run until `shutdown` turns true: heartbeat on its interval, upload as readings arrive.
     /// The clock's synchronisation is asked once per loop.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -1048,49 +758,6 @@ impl Uplink {
     }
 }
 
-/// Free bytes on the file system holding `dir` (`df`, coreutils).
-pub fn free_disk(dir: &std::path::Path) -> Option<u64> {
-    let out = std::process::Command::new("df")
-        .args(["-B1", "--output=avail"])
-        .arg(dir)
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// A probe of the clinic that carries no PHI: `GET <base_url>/metadata` (the FHIR capability
-/// statement) over the uplink's own mutual-TLS client (same roots, client certificate, TLS 1.3 and
-/// refusal of servers that do not ask for the hub's certificate). Returns the HTTP status of a 2xx
-/// answer; anything else is the failure, named as the uplink names it.
-pub async fn probe(cfg: &UplinkConfig) -> Result<u16, UplinkError> {
-    let url = cfg.validate()?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
-    let client = build_client(cfg, cert)?;
-    let target = format!("{}/metadata", url.as_str().trim_end_matches('/'));
-    let resp = client
-        .get(&target)
-        .header("Accept", "application/fhir+json")
-        .send()
-        .await
-        .map_err(|e| super::classify(&e))?;
-    let status = resp.status().as_u16();
-    if resp.status().is_success() {
-        Ok(status)
-    } else {
-        Err(UplinkError::Http {
-            status,
-            retry_after: None,
-            detail: None,
-        })
-    }
-}
-
 /// The key the uplink files its `uplink_state` under: the base URL without a trailing slash.
 pub fn destination_of(url: &reqwest::Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
@@ -1099,10 +766,6 @@ pub fn destination_of(url: &reqwest::Url) -> String {
 /// The `uplink_state` name under which the time of the last delivered batch is kept (ms since the
 /// epoch, per destination).
 pub const LAST_SUCCESS: &str = "last_success";
-
-/// The `uplink_state` name under which the time of the last heartbeat attempt is kept (ms since
-/// the epoch, per destination): the interval holds across restarts.
-pub const LAST_HEARTBEAT: &str = "last_heartbeat";
 
 /// What the FHIR mapping needs of a stored device: its identity, Device Information and clock.
 pub fn phd_device_info(
@@ -1140,169 +803,4 @@ pub fn phd_device_info(
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-    use super::*;
-    use crate::model::{Decimal, LocalDateTime, Reading, SystemClock, Unit, Value};
-    use crate::receiver::pki::{DevCa, Span, DEV_RECEIVER_NAMES};
-    use crate::receiver::{tls, FaultQueue, Listen, Receiver, ReceiverConfig};
-    use crate::store::{DeviceKey, DeviceRecord, KekSource, NewReading, StoreConfig};
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    #[test]
-    fn a_failed_compression_sends_the_plain_body_without_content_encoding() {
-        let raw = br#"{"resourceType":"Bundle"}"#.to_vec();
-        let failing = |_: &[u8]| Err(std::io::Error::other("compression failed (test seam)"));
-        let (body, gz) = request_body(raw.clone(), true, failing);
-        assert_eq!(body, raw);
-        assert!(
-            !gz,
-            "a plain body must not be labelled Content-Encoding: gzip"
-        );
-        let (body, gz) = request_body(raw.clone(), true, gzip);
-        assert!(gz);
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).unwrap();
-        assert_eq!(out, raw);
-        assert_eq!(request_body(raw.clone(), false, gzip), (raw, false));
-    }
-
-    fn glucose(i: i64) -> NewReading {
-        let mut r = Reading::new(
-            crate::model::Kind::Glucose,
-            Value::Number(Decimal::new(100 + i, 0)),
-            Unit::MgPerDl,
-        );
-        r.device_time = Some(
-            LocalDateTime::new(2025, 3, 14, 8, 0, 0)
-                .unwrap()
-                .add_minutes(i)
-                .unwrap(),
-        );
-        NewReading {
-            stable_key: format!("g-{i}"),
-            reading: r,
-            received_at: UtcMillis(1_741_939_200_000 + i * 60_000),
-            test_data: false,
-            summary: None,
-        }
-    }
-
-    /// An entry the uplink cannot turn into a request (here: its device record is unknown) in
-    /// the middle of a batch, with a refused entry after it: every other entry is matched to its
-    /// own response entry — the right ones acked, the refused one rejected, none left in flight —
-    /// and the skipped one is neither sent nor acked.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_skipped_entry_mid_batch_does_not_shift_the_acks() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = DevCa::new("clinic").unwrap();
-        let server = ca.server(DEV_RECEIVER_NAMES, Span::DEFAULT).unwrap();
-        let rx = Receiver::start(ReceiverConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            listen: Listen::Tls(
-                tls::server_config_der(
-                    vec![CertificateDer::from(server.cert_der.clone())],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der.clone())),
-                    Some(vec![CertificateDer::from(ca.cert_der.clone())]),
-                    &[&rustls::version::TLS13],
-                )
-                .unwrap(),
-            ),
-            db_path: None,
-            faults: FaultQueue::new(),
-        })
-        .await
-        .unwrap();
-        let mut sc = StoreConfig::new(dir.path());
-        sc.kek = KekSource::resolve(dir.path(), None);
-        sc.patient_id = Some("pat-1".into());
-        let store = Store::open(sc, Arc::new(SystemClock)).await.unwrap();
-        let dev = store
-            .upsert_device(
-                DeviceRecord {
-                    address: "00:60:19:4B:2C:1D".into(),
-                    name: None,
-                    profile: "glucose".into(),
-                    patient_binding: Some("pat-1".into()),
-                    serial: None,
-                    bond: None,
-                },
-                true,
-            )
-            .await
-            .unwrap();
-        store
-            .append(&dev, (0..4).map(glucose).collect(), None)
-            .await
-            .unwrap();
-        let ca_path = dir.path().join("ca.pem");
-        std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-        let (cert, key) = ca
-            .client("hub-1", Span::DEFAULT)
-            .unwrap()
-            .write(dir.path(), "hub")
-            .unwrap();
-        let mut cfg = UplinkConfig::new(
-            &format!("https://localhost:{}/fhir", rx.addr().port()),
-            &ca_path,
-            "pat-1",
-        );
-        cfg.client_cert = Some(cert);
-        cfg.client_key = Some(key);
-        let hub = HubInfo {
-            mac: "DC:A6:32:12:34:56".parse().unwrap(),
-            manufacturer: "t".into(),
-            model: "vitals-hub".into(),
-            software_version: "0".into(),
-            ntp: true,
-            utc_offset_minutes: 0,
-        };
-        let mut up = Uplink::new(
-            cfg,
-            store.clone(),
-            Arc::new(SystemClock),
-            Arc::new(super::super::FixedTimeSync(true)),
-            hub,
-        )
-        .unwrap();
-        up.load_devices().await.unwrap();
-        let mut items = store.pending(10, SystemClock.now()).await.unwrap();
-        assert_eq!(items.len(), 4);
-        // Entry 1 cannot be turned into a request; entry 2 is refused by the clinic.
-        if let OutboxPayload::Reading(r) = &mut items[1].payload {
-            r.device = DeviceKey("no-such-device".into());
-        }
-        let d = up.devices.values().next().unwrap().clone();
-        let ident = |i: usize| match &items[i].payload {
-            OutboxPayload::Reading(r) => {
-                fhir::reading_identifier(&d, "pat-1", &r.reading, r.received_at)
-                    .unwrap()
-                    .value()
-            }
-            OutboxPayload::Alert(_) => unreachable!(),
-        };
-        rx.faults().poison(&ident(2));
-        let (acked, rejected) = up.deliver(&items, false).await.unwrap();
-        assert_eq!((acked, rejected), (2, 1));
-        let counts = rx.observation_identifier_counts();
-        assert_eq!(counts.get(&ident(0)), Some(&1));
-        assert_eq!(counts.get(&ident(3)), Some(&1));
-        assert_eq!(counts.get(&ident(2)), None);
-        assert_eq!(
-            counts.len(),
-            2,
-            "the skipped entry was not sent: {counts:?}"
-        );
-        let st = store.stats().await.unwrap();
-        assert_eq!((st.acked, st.rejected, st.in_flight), (2, 1, 0), "{st:?}");
-        let waiting: Vec<i64> = store
-            .pending(10, UtcMillis(i64::MAX))
-            .await
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
-        assert!(waiting.contains(&items[1].id), "the skipped entry is kept");
-        rx.shutdown().await;
-    }
-}
+mod tests;
