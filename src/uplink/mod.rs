@@ -2,16 +2,23 @@
 //!
 //! **Client.** reqwest (`rustls-no-provider`) with a preconfigured rustls `ClientConfig` on the ring
 //! provider ([`tls`]): TLS 1.3 only, the clinic CA bundle as the only roots, ALPN `http/1.1`,
-//! resumption off, https only, no redirects, no proxy, explicit connect and request timeouts. The
-//! client certificate is re-read from its PEM files when they change; the reqwest client (and its
-//! connection pool) is rebuilt then, so the next connection presents the new certificate.
+//! resumption off, https only, no redirects, no proxy, explicit connect and request timeouts. Every
+//! new connection must have been asked for the hub's certificate (checked per connection). The
+//! client certificate is re-read from its PEM files when they change, once per loop on a blocking
+//! thread (never inside a handshake); the reqwest client (and its connection pool) is rebuilt then,
+//! so the next connection presents the new certificate.
 //!
 //! **Sync loop** ([`Uplink`]). Pending outbox items are read in batches (`Store::pending`, bounded,
 //! so memory stays flat however large the backlog), mapped by [`crate::fhir`], gzip-compressed and
-//! POSTed. Items are acked only after a parsed transaction-response says 200/201 for their entry.
+//! POSTed ([`send`]; a body that fails to compress goes plain, without `Content-Encoding`). An
+//! entry that cannot become a request is set aside before the bundle is built, so every response
+//! entry is matched to its own outbox entry. Items are acked only after a parsed
+//! transaction-response says 200/201 for their entry.
 //! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
 //! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
-//! poison entry, which alone is rejected and alerted. Conditional creates make every retry safe.
+//! poison entry, which alone is rejected and alerted (the alert carries a reason code and the HTTP
+//! status; the server's text, which may echo PHI, stays on the hub). Conditional creates make every
+//! retry safe. The [`heartbeat`] keeps its interval across restarts (last attempt in the store).
 //! Uploads wait until the hub's clock is synchronised ([`TimeSync`]: systemd-timedated over D-Bus,
 //! asked asynchronously once per loop).
 //!

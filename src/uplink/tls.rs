@@ -68,7 +68,7 @@ fn x509_time(tag: u8, v: &[u8]) -> Option<i64> {
 }
 
 /// notBefore / notAfter of an X.509 certificate (RFC 5280 4.1: Certificate → TBSCertificate →
-/// [version] serial signature issuer validity).
+/// \[version\] serial signature issuer validity).
 pub fn validity(der: &[u8]) -> Option<Validity> {
     let (_, cert, _) = tlv(der)?;
     let (_, tbs, _) = tlv(cert)?;
