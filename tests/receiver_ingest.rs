@@ -86,3 +86,73 @@ async fn plain_http_only_on_loopback() {
     assert!(matches!(e, ReceiverError::PlainNotLoopback(_)));
     assert!(e.to_string().contains("nginx"));
 }
+
+/// The receiver's client check is per connection: two clients at once, one presenting a hub
+/// certificate and one presenting none; only the first is served, and what it stored is
+/// attributed to its own certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_is_checked_per_connection_with_clients_at_once() {
+    use std::sync::Arc;
+    use vitals_hub::receiver::pki::{DevCa, Span};
+    use vitals_hub::uplink::tls::{client_config, roots, CertPaths, ReloadingCert};
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = uplink_support::clinic(&ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let hub = ca.client("hub-0001", Span::DEFAULT).unwrap();
+    let (cert, key) = hub.write(dir.path(), "hub").unwrap();
+    let resolver = Arc::new(
+        ReloadingCert::new(
+            CertPaths { cert, key },
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .unwrap(),
+    );
+    let with_cert = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(&ca_path, resolver).unwrap())
+        .build()
+        .unwrap();
+    let no_cert_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots(&ca_path).unwrap())
+    .with_no_client_auth();
+    let without_cert = reqwest::Client::builder()
+        .tls_backend_preconfigured(no_cert_cfg)
+        .build()
+        .unwrap();
+    let base = uplink_support::url(&rx);
+    let body = serde_json::to_vec(&bundle("C1", true)).unwrap();
+    let (ok, refused) = tokio::join!(
+        with_cert
+            .post(&base)
+            .header("content-type", "application/fhir+json")
+            .body(body.clone())
+            .send(),
+        without_cert
+            .post(&base)
+            .header("content-type", "application/fhir+json")
+            .body(body.clone())
+            .send(),
+    );
+    assert_eq!(ok.unwrap().status(), 200);
+    assert!(
+        refused.is_err(),
+        "a client without a certificate is refused"
+    );
+    // The server counts the refusal once its handshake task ends (maybe after the client saw it).
+    let t0 = std::time::Instant::now();
+    while rx.stats().tls_failures == 0 && t0.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(rx.stats().tls_failures, 1);
+    assert_eq!(rx.stats().bundles, 1);
+    assert_eq!(
+        rx.clients(),
+        vec![vitals_hub::receiver::tls::fingerprint(&hub.cert_der)]
+    );
+    rx.shutdown().await;
+}
