@@ -258,14 +258,15 @@ impl Daemon {
                 uplink.run(rx).await;
                 "uplink"
             });
-            // The longest an uplink loop may take: backoff cap + a request + a heartbeat.
+            // The longest an uplink loop may take: backoff cap + a request + a heartbeat + the
+            // clock-sync question to timedate1 (answered or given up within its own timeout).
             let bound = Duration::from_millis(
                 cfg.uplink
                     .retry_cap_ms
                     .max(cfg.uplink.poll_interval_ms)
                     .saturating_add(cfg.uplink.request_timeout_ms.saturating_mul(4))
                     .saturating_add(cfg.uplink.connect_timeout_ms.saturating_mul(4)),
-            );
+            ) + crate::uplink::TIMEDATE1_TIMEOUT;
             beats.push(("uplink", uplink_progress, bound));
         }
         {

@@ -8,10 +8,7 @@ use super::{ClockSync, TimeSync, UplinkConfig, UplinkError};
 pub use super::heartbeat::{free_disk, LAST_HEARTBEAT};
 pub use super::send::probe;
 use crate::fhir::bundle::{AlertInput, Item};
-use crate::fhir::{
-    self, BuiltBundle, BundleContext, HubInfo, PhdDeviceInfo,
-    ReadingInput,
-};
+use crate::fhir::{self, BuiltBundle, BundleContext, HubInfo, PhdDeviceInfo, ReadingInput};
 use crate::model::{Clock, Kind, UtcMillis};
 use crate::store::{OutboxItem, OutboxPayload, Store};
 use ring::rand::{SecureRandom, SystemRandom};
