@@ -93,8 +93,13 @@ pub const CURSOR_CGM: &str = "cgm_time_offset";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
-    /// Bluetooth address, `AA:BB:CC:DD:EE:FF`.
-    pub address: String,
+    /// The name given at pairing (`vitals-hub pair --name`; default the profile): how the config
+    /// refers to a device. The address itself lives sealed in the store, never in the config.
+    pub name: String,
+    /// A device address written in an older config (still honoured; `config check` warns, since
+    /// the file is readable and the address identifies the patient's device).
+    #[serde(default)]
+    pub legacy_address: Option<String>,
     /// The patient's user index on a multi-user scale or cuff; readings of other users are held.
     #[serde(default)]
     pub user_id: Option<u8>,
@@ -189,13 +194,25 @@ impl BleConfig {
     pub(crate) fn stream_max(&self) -> Duration {
         Self::ms(self.stream_max_ms)
     }
-    fn device(&self, address: &str) -> DeviceConfig {
-        self.devices
-            .iter()
-            .find(|d| d.address.eq_ignore_ascii_case(address))
+    /// The settings of an allow-listed device: the `[[device]]` with its pairing name (or, from
+    /// an older config, its address); defaults when none.
+    fn device(&self, known: &KnownDevice, address: &str) -> DeviceConfig {
+        let by_name = known
+            .name
+            .as_deref()
+            .and_then(|n| self.devices.iter().find(|d| d.name == n));
+        let by_address = || {
+            self.devices.iter().find(|d| {
+                d.legacy_address
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(address))
+            })
+        };
+        by_name
+            .or_else(by_address)
             .cloned()
             .unwrap_or_else(|| DeviceConfig {
-                address: address.to_string(),
+                name: known.name.clone().unwrap_or_default(),
                 ..DeviceConfig::default()
             })
     }
@@ -855,7 +872,7 @@ impl Hub {
             address: address.to_string(),
             tag: tag.clone(),
             patient,
-            dev_cfg: cfg.device(address),
+            dev_cfg: cfg.device(device, address),
             stored: 0,
             test_data,
         };
@@ -1046,6 +1063,46 @@ mod tests {
         held: Mutex<HashSet<String>>,
     }
 
+    #[test]
+    fn device_settings_are_found_by_pairing_name_before_an_old_address() {
+        let cfg = BleConfig {
+            devices: vec![
+                DeviceConfig {
+                    name: "meter".into(),
+                    legacy_address: None,
+                    user_id: Some(2),
+                    set_clock: true,
+                },
+                DeviceConfig {
+                    name: "old-scale".into(),
+                    legacy_address: Some("C0:26:DA:00:00:09".into()),
+                    user_id: Some(3),
+                    set_clock: false,
+                },
+            ],
+            ..BleConfig::default()
+        };
+        let known = |name: Option<&str>| KnownDevice {
+            key: DeviceKey("k".into()),
+            name: name.map(str::to_owned),
+            allowed: true,
+            patient: None,
+            bond: None,
+        };
+        // By the name given at pairing, whatever the address.
+        let d = cfg.device(&known(Some("meter")), "AA:BB:CC:DD:EE:FF");
+        assert_eq!((d.user_id, d.set_clock), (Some(2), true));
+        // An older config's address still finds its entry (case-insensitive).
+        let d = cfg.device(&known(None), "c0:26:da:00:00:09");
+        assert_eq!(d.user_id, Some(3));
+        // Neither: defaults, under the pairing name.
+        let d = cfg.device(&known(Some("thermo")), "AA:BB:CC:DD:EE:01");
+        assert_eq!(
+            (d.name.as_str(), d.user_id, d.set_clock),
+            ("thermo", None, false)
+        );
+    }
+
     impl Port for MemPort {
         fn device<'a>(&'a self, address: &'a str) -> PortFuture<'a, Option<KnownDevice>> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
@@ -1055,6 +1112,7 @@ mod tests {
                 .any(|a| a == address)
                 .then(|| KnownDevice {
                     key: DeviceKey(format!("k-{address}")),
+                    name: None,
                     allowed: true,
                     patient: Some("p".into()),
                     bond: None,

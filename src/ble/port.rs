@@ -58,6 +58,8 @@ pub struct Committed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownDevice {
     pub key: DeviceKey,
+    /// The name given at pairing, which the config's `[[device]]` settings refer to.
+    pub name: Option<String>,
     pub allowed: bool,
     /// The patient its readings belong to.
     pub patient: Option<String>,

@@ -225,7 +225,8 @@ impl Hub {
             tag: key.to_string(),
             patient: patient.to_string(),
             dev_cfg: DeviceConfig {
-                address: address.clone(),
+                name: name.to_string(),
+                legacy_address: None,
                 user_id: None,
                 set_clock,
             },

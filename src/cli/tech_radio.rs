@@ -207,6 +207,11 @@ pub fn pair(args: &PairArgs) -> ExitCode {
     match r {
         Ok(p) => {
             println!("paired {} ({})", p.address, p.profile);
+            let name = args.name.clone().unwrap_or_else(|| p.profile.to_string());
+            println!(
+                "  name: {name} (settings in hub.toml go under [[device]] name = \"{name}\"; \
+                 the address stays in the hub's encrypted store)"
+            );
             println!(
                 "  bond: paired={} bonded={} trusted={} security={}",
                 p.bond.paired, p.bond.bonded, p.bond.trusted, p.bond.security

@@ -369,27 +369,27 @@ impl Config {
                             "remove them, or set kind = \"simulated\"",
                         ));
                     }
-                    let Some(address) = d.address else {
-                        return Err(e(
-                            "name",
-                            format!("device {:?} has no `address`", d.name),
-                            "add address = \"AA:BB:CC:DD:EE:FF\" (see `vitals-hub scan`)",
-                        ));
-                    };
-                    if !valid_address(&address) {
-                        return Err(e(
-                            "address",
-                            format!(
-                                "device {:?}: {address:?} is not a Bluetooth address",
-                                d.name
-                            ),
-                            "six hex pairs separated by colons, e.g. C0:26:DA:01:02:03",
-                        ));
+                    // The address belongs in the store (sealed, since pairing), not in this
+                    // readable file; one written by an older setup is still honoured, with a
+                    // warning (see `warnings`).
+                    if let Some(address) = &d.address {
+                        if !valid_address(address) {
+                            return Err(e(
+                                "address",
+                                format!(
+                                    "device {:?}: {address:?} is not a Bluetooth address",
+                                    d.name
+                                ),
+                                "remove the line: the hub knows the device by the name given at \
+                                 pairing (`vitals-hub devices` lists them)",
+                            ));
+                        }
                     }
                     devices.push(DeviceEntry::Ble {
-                        name: d.name,
+                        name: d.name.clone(),
                         config: DeviceConfig {
-                            address: address.to_ascii_uppercase(),
+                            name: d.name,
+                            legacy_address: d.address.map(|a| a.to_ascii_uppercase()),
                             user_id: d.user_id,
                             set_clock: d.set_clock.unwrap_or(false),
                         },
@@ -486,6 +486,17 @@ impl Config {
     /// Things that are allowed but probably not meant; printed by `config check` and logged.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        for d in &self.devices {
+            if let DeviceEntry::Ble { name, config } = d {
+                if config.legacy_address.is_some() {
+                    w.push(format!(
+                        "device {name:?}: `address` in the config is no longer needed and shows the \
+                         device's Bluetooth address to anyone who can read the file; remove the line \
+                         (the hub knows the device by the name given at pairing)"
+                    ));
+                }
+            }
+        }
         if !self.alerts_configured || self.alerts.thresholds.is_empty() {
             w.push(
                 "no alert thresholds are configured: the hub raises no threshold alerts \
@@ -655,7 +666,6 @@ ca_bundle = "/etc/vitals-hub/clinic-ca.pem"
 
 [[device]]
 name = "meter"
-address = "c0:26:da:01:02:03"
 set_clock = true
 
 [[device]]
@@ -682,7 +692,8 @@ per_day = 2
         assert_eq!(c.uplink.utc_offset_minutes, 60);
         assert_eq!(c.ble.utc_offset_minutes, 60);
         assert_eq!(c.ble.devices.len(), 1);
-        assert_eq!(c.ble.devices[0].address, "C0:26:DA:01:02:03");
+        assert_eq!(c.ble.devices[0].name, "meter");
+        assert_eq!(c.ble.devices[0].legacy_address, None);
         assert_eq!(c.devices.len(), 2);
         assert!(matches!(&c.devices[1], DeviceEntry::Simulated(s) if s.interval_secs == 30));
         // A schedule but no thresholds: warned.
@@ -690,6 +701,30 @@ per_day = 2
             .warnings()
             .iter()
             .any(|w| w.contains("no alert thresholds")));
+    }
+
+    #[test]
+    fn devices_are_named_in_the_config_and_an_old_address_line_is_a_warning() {
+        // A device is referred to by the name given at pairing: no address needed.
+        let c = parse(GOOD).unwrap();
+        assert!(!c.warnings().iter().any(|w| w.contains("address")));
+        // An address written by an older setup still works (the device's settings find it) but
+        // is warned about: the file is readable and the address identifies the device.
+        let old = GOOD.replace(
+            "name = \"meter\"\nset_clock",
+            "name = \"meter\"\naddress = \"c0:26:da:01:02:03\"\nset_clock",
+        );
+        let c = parse(&old).unwrap();
+        assert_eq!(
+            c.ble.devices[0].legacy_address.as_deref(),
+            Some("C0:26:DA:01:02:03")
+        );
+        let w = c.warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("`address` in the config is no longer needed")),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ fn store_err(e: impl std::fmt::Display) -> PortError {
 fn known(d: Device) -> KnownDevice {
     KnownDevice {
         key: d.key,
+        name: d.record.name,
         allowed: d.allowed,
         patient: d.record.patient_binding,
         bond: d.record.bond,

@@ -272,7 +272,7 @@ impl Daemon {
         {
             let tick_progress = Progress::new();
             beats.push(("schedules", tick_progress.clone(), opts.tick * 4));
-            let names = device_addresses(cfg);
+            let names = device_names(cfg);
             let (ingest, store, ble, clock) = (
                 ingest.clone(),
                 store.clone(),
@@ -286,7 +286,8 @@ impl Daemon {
                 loop {
                     tick_progress.beat();
                     if has_schedules {
-                        let status = statuses(&names, &store, &ingest, &ble, first_start).await;
+                        let addresses = device_addresses(&names, &store).await;
+                        let status = statuses(&addresses, &store, &ingest, &ble, first_start).await;
                         if let Err(e) = ingest.tick(clock.now(), &status, ble.adapter_down()).await
                         {
                             warn!(error = %e, "Schedule check failed.");
@@ -454,15 +455,54 @@ async fn first_start(store: &Store, now: UtcMillis) -> Result<UtcMillis, RunErro
     Ok(now)
 }
 
-/// Device name → Bluetooth address (simulated devices: their made-up one).
-fn device_addresses(cfg: &Config) -> BTreeMap<String, String> {
+/// How each configured device is found: by the name given at pairing (or, from an older config,
+/// its address), or, for a simulated device, its made-up address.
+#[derive(Debug, Clone)]
+enum Named {
+    Paired { legacy_address: Option<String> },
+    Simulated(String),
+}
+
+fn device_names(cfg: &Config) -> BTreeMap<String, Named> {
     cfg.devices
         .iter()
         .map(|d| match d {
-            DeviceEntry::Ble { name, config } => (name.clone(), config.address.clone()),
-            DeviceEntry::Simulated(s) => (s.name.clone(), crate::sim::sim_address(&s.name)),
+            DeviceEntry::Ble { name, config } => (
+                name.clone(),
+                Named::Paired {
+                    legacy_address: config.legacy_address.clone(),
+                },
+            ),
+            DeviceEntry::Simulated(s) => (
+                s.name.clone(),
+                Named::Simulated(crate::sim::sim_address(&s.name)),
+            ),
         })
         .collect()
+}
+
+/// Device name → Bluetooth address, the paired devices' addresses read from the store (sealed
+/// there since pairing; the config names devices only). Asked each tick, so a device paired while
+/// the daemon runs is found. A configured device not paired (yet) has no address: the schedule
+/// rules count it as never seen since enrolment.
+async fn device_addresses(
+    names: &BTreeMap<String, Named>,
+    store: &Store,
+) -> BTreeMap<String, String> {
+    let paired = store.devices().await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (name, how) in names {
+        let address = match how {
+            Named::Simulated(a) => Some(a.clone()),
+            Named::Paired { legacy_address } => paired
+                .iter()
+                .find(|d| d.record.name.as_deref() == Some(name.as_str()))
+                .map(|d| d.record.address.clone())
+                .or_else(|| legacy_address.clone()),
+        };
+        out.insert(name.clone(), address.unwrap_or_default());
+    }
+    out
 }
 
 /// What the schedule rules need to know of each named device.
