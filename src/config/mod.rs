@@ -766,12 +766,16 @@ per_day = 2
         let e = parse(&t).unwrap_err();
         assert_eq!(e.line, Some(7), "{e}");
         assert!(e.message.contains("https"), "{e}");
-        let t = GOOD.replace("c0:26:da:01:02:03", "c0:26:da:01:02");
+        // A (legacy) address line is still checked, and pointed at.
+        let t = GOOD.replace(
+            "name = \"meter\"\nset_clock",
+            "name = \"meter\"\naddress = \"c0:26:da:01:02\"\nset_clock",
+        );
         let e = parse(&t).unwrap_err();
         assert_eq!(e.line, Some(12), "{e}");
         let t = GOOD.replace("values = [120, 185]", "values = [120, 900]");
         let e = parse(&t).unwrap_err();
-        assert_eq!(e.line, Some(20), "{e}");
+        assert_eq!(e.line, Some(19), "{e}");
         assert!(e.fix.contains("mmHg"), "{e}");
     }
 }
