@@ -164,6 +164,9 @@ async fn a_skipped_entry_mid_batch_does_not_shift_the_acks() {
         .iter()
         .map(|i| i.id)
         .collect();
-    assert!(!waiting.contains(&items[1].id), "the skipped entry is quarantined");
+    assert!(
+        !waiting.contains(&items[1].id),
+        "the skipped entry is quarantined"
+    );
     rx.shutdown().await;
 }
