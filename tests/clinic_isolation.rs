@@ -57,7 +57,10 @@ async fn send(c: &reqwest::Client, url: &str, body: Option<&Value>) -> (u16, Val
         None => c.get(url).send().await.unwrap(),
     };
     let s = r.status().as_u16();
-    (s, serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null))
+    (
+        s,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +127,10 @@ async fn two_hubs_one_patient_each() {
         .map(|o| o["identifier"][0]["value"].as_str().unwrap().to_owned())
         .collect();
     for i in 0..N {
-        assert!(ids_a.contains(&glucose_identifier(i)), "reading {i} of A stored under A");
+        assert!(
+            ids_a.contains(&glucose_identifier(i)),
+            "reading {i} of A stored under A"
+        );
     }
     for o in &of_a {
         assert_eq!(o["subject"]["reference"], format!("Patient/{PATIENT}"));
@@ -135,7 +141,10 @@ async fn two_hubs_one_patient_each() {
     // B reads A: its observations, its device — 403 each.
     for path in [
         format!("{base}/Observation?patient=Patient/{PATIENT}"),
-        format!("{base}/Observation?identifier=urn:ietf:rfc:3986%7C{}", glucose_identifier(0)),
+        format!(
+            "{base}/Observation?identifier=urn:ietf:rfc:3986%7C{}",
+            glucose_identifier(0)
+        ),
         format!("{base}/DetectedIssue?patient=Patient/{PATIENT}"),
         format!("{base}/{dev_a}"),
     ] {
@@ -144,14 +153,22 @@ async fn two_hubs_one_patient_each() {
         refusals += 1;
     }
     // B searching Devices by identifier sees only its own (A's meter is not among them).
-    let (s, r) = send(&b, &format!("{base}/Device?identifier=urn:ietf:rfc:3986%7Curn:b:device"), None).await;
+    let (s, r) = send(
+        &b,
+        &format!("{base}/Device?identifier=urn:ietf:rfc:3986%7Curn:b:device"),
+        None,
+    )
+    .await;
     assert_eq!((s, r["total"].as_u64()), (200, Some(1)));
 
     // B refers to A's device from an observation of its own patient: 403.
     let (s, _) = send(
         &b,
         &base,
-        Some(&tx(vec![entry(obs("urn:b:x", PATIENT_B, &dev_a), "urn:b:x")])),
+        Some(&tx(vec![entry(
+            obs("urn:b:x", PATIENT_B, &dev_a),
+            "urn:b:x",
+        )])),
     )
     .await;
     assert_eq!(s, 403);
@@ -169,14 +186,22 @@ async fn two_hubs_one_patient_each() {
     // Revoked: refused at TLS (a new connection), and on the connection B already had open.
     assert_eq!(rx.revoke("hub-b"), 1);
     let fresh_b = mtls_client(&a.ca_path, &cb, &kb);
-    assert!(fresh_b.get(format!("{base}/metadata")).send().await.is_err());
+    assert!(fresh_b
+        .get(format!("{base}/metadata"))
+        .send()
+        .await
+        .is_err());
     let (s, _) = send(&b, &format!("{base}/metadata"), None).await;
     assert_eq!(s, 403);
     // Unknown (never enrolled, same CA): refused at TLS.
     let c = ca.client("hub-c", Span::DEFAULT).unwrap();
     let (cc, kc) = c.write(dir_b.path(), "hub-c").unwrap();
     let unknown = mtls_client(&a.ca_path, &cc, &kc);
-    assert!(unknown.get(format!("{base}/metadata")).send().await.is_err());
+    assert!(unknown
+        .get(format!("{base}/metadata"))
+        .send()
+        .await
+        .is_err());
     // A keeps working.
     let (s, _) = send(
         &mtls_client(&a.ca_path, &a.cert, &a.key),
