@@ -805,7 +805,7 @@ async fn refuse(
 }
 
 /// Admission per hub: the rate limit and the in-flight cap. `Err` is the 429.
-fn admit(shared: &Arc<Shared>, hub: &str) -> Result<InFlight, Response<Body>> {
+fn admit(shared: &Arc<Shared>, hub: &str) -> Result<InFlight, Box<Response<Body>>> {
     let lim = &shared.limits;
     let too_many = |secs: u64| {
         bump(shared, |s| s.throttled += 1);
@@ -816,7 +816,7 @@ fn admit(shared: &Arc<Shared>, hub: &str) -> Result<InFlight, Response<Body>> {
         if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
             r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
         }
-        r
+        Box::new(r)
     };
     if let Ok(mut b) = shared.buckets.lock() {
         if b.len() > 100_000 {
@@ -893,7 +893,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
     let _inflight = match &hub {
         Some(h) => match admit(&shared, &h.hub_id) {
             Ok(g) => Some(g),
-            Err(r) => return r,
+            Err(r) => return *r,
         },
         None => None,
     };
