@@ -43,10 +43,7 @@ pub struct StoreBenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
-    #[cfg_attr(
-        not(feature = "clinic"),
-        allow(clippy::infallible_destructuring_match)
-    )]
+    #[cfg_attr(not(feature = "clinic"), allow(clippy::infallible_destructuring_match))]
     let a = match &args.command {
         BenchCommand::Store(a) => a,
         #[cfg(feature = "clinic")]
