@@ -51,7 +51,7 @@
 //! |---|---|
 //! | [`tech`] | the technician's operations: setup, doctor, status, commission, export, wipe (the radio half — scan, pair, unpair — is [`ble::tech`]) |
 //! | [`sim`] | simulated peripherals: a [`ble::Link`] that behaves like each device profile, for the demo and tests |
-//! | [`receiver`] | the clinic-side FHIR ingest endpoint over mTLS (demo, pilots, tests) and the development PKI |
+//! | [`clinic`] | the clinic side, binary `vitals-clinic` (cargo feature `clinic`, on by default, off in the hub's Debian package): the hubs' FHIR ingest over mTLS, the registry binding each hub certificate to one hub and one patient, per-request authorisation, bounds, the development PKI; `vitals-hub demo` starts it in process |
 //! | [`bench`] | the `vitals-hub bench` figures: store, uplink, daemon — never assertions |
 //! | [`cli`] | the `vitals-hub` subcommands: parse, start up once ([`cli`]'s `start`), call the library, print |
 //!
@@ -72,12 +72,16 @@ pub mod alerts;
 pub mod bench;
 pub mod ble;
 pub mod cli;
+#[cfg(feature = "clinic")]
+pub mod clinic;
 pub mod config;
 pub mod daemon;
 pub mod fhir;
 pub mod gatt;
 pub mod model;
-pub mod receiver;
+/// The clinic side's former path (`vitals_hub::receiver`), kept for the tests of the hub side.
+#[cfg(feature = "clinic")]
+pub use clinic as receiver;
 pub mod sim;
 pub mod store;
 pub mod tech;

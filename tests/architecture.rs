@@ -127,6 +127,7 @@ fn pure_modules_do_no_io() {
         "crate::ble",
         "crate::daemon",
         "crate::receiver",
+        "crate::clinic",
         "crate::tech",
         "crate::cli",
     ];
@@ -167,9 +168,23 @@ fn config_sits_above_the_rooms_it_configures() {
     // settings); none of them, nor anything below, imports `config` back.
     let mut all = Vec::new();
     for m in [
-        "model", "gatt", "alerts", "fhir", "store", "ble", "uplink", "sim", "receiver",
+        "model", "gatt", "alerts", "fhir", "store", "ble", "uplink", "sim", "clinic",
     ] {
         all.extend(violations(m, &["crate::config"]));
+    }
+    assert!(all.is_empty(), "{}", all.join("\n"));
+}
+
+#[test]
+fn nothing_on_the_hubs_path_imports_the_clinic() {
+    // The clinic side (vitals-clinic) is its own room: the hub's package builds without it
+    // (`cargo check --no-default-features` is the proof). `uplink` is left out here only because
+    // its unit tests mint certificates with the clinic's development PKI.
+    let mut all = Vec::new();
+    for m in [
+        "model", "gatt", "alerts", "fhir", "store", "ble", "config", "daemon", "tech",
+    ] {
+        all.extend(violations(m, &["crate::clinic", "crate::receiver"]));
     }
     assert!(all.is_empty(), "{}", all.join("\n"));
 }

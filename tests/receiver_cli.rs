@@ -4,8 +4,9 @@
     clippy::indexing_slicing,
     clippy::panic
 )]
-//! `vitals-hub pki DIR` mints a labelled development PKI; `vitals-hub receiver` serves it; a hub
-//! uploads to the child process with the minted hub certificate.
+//! `vitals-hub pki DIR` mints a labelled development PKI and enrols its hub (DIR/clinic.db);
+//! `vitals-hub receiver` (the alias of `vitals-clinic serve`) serves it; a hub uploads to the child
+//! process with the minted hub certificate.
 
 mod support_bin;
 mod uplink_support;
@@ -28,7 +29,12 @@ impl Drop for Kill {
 async fn pki_then_receiver_then_upload() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
-    let out = support_bin::hub().arg("pki").arg(&pki).output().unwrap();
+    let out = support_bin::hub()
+        .arg("pki")
+        .arg(&pki)
+        .args(["--patient", PATIENT])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT FOR PRODUCTION"));
     for f in [
@@ -38,6 +44,7 @@ async fn pki_then_receiver_then_upload() {
         "hub.crt",
         "hub.key",
         "README-NOT-FOR-PRODUCTION.txt",
+        "clinic.db",
     ] {
         assert!(pki.join(f).exists(), "{f}");
     }
@@ -59,7 +66,7 @@ async fn pki_then_receiver_then_upload() {
         .arg("--client-ca")
         .arg(pki.join("ca.crt"))
         .arg("--db")
-        .arg(dir.path().join("rx.db"))
+        .arg(pki.join("clinic.db"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -96,7 +103,7 @@ async fn pki_then_receiver_then_upload() {
     )
     .unwrap();
     assert_eq!(up.drain(DRAIN).await.unwrap().acked, 7);
-    let db = rusqlite::Connection::open(dir.path().join("rx.db")).unwrap();
+    let db = rusqlite::Connection::open(pki.join("clinic.db")).unwrap();
     let n: i64 = db
         .query_row(
             "SELECT count(*) FROM resources WHERE type = 'Observation'",

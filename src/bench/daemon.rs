@@ -161,7 +161,12 @@ fn measure(config: &Path, notify: &Path, secs: u64) -> anyhow::Result<Measured> 
 fn run_inner(args: &DaemonBenchArgs) -> anyhow::Result<()> {
     let work = Workdir::new(None)?;
     let rt = crate::cli::daemon::runtime()?;
-    let (pki, receiver) = rt.block_on(local_clinic(&work.path.join("pki"), 0, None))?;
+    let (pki, receiver) = rt.block_on(local_clinic(
+        &work.path.join("pki"),
+        0,
+        None,
+        "bench-patient",
+    ))?;
     let port = receiver.addr().port();
     let notify = work.path.join("notify.sock");
     let variants: [(&str, bool, &str, u64); 3] = [

@@ -2,9 +2,9 @@
 //! process, so the RSS figures are the hub's own) over mutual TLS, and compare with a bare client
 //! POSTing the same bundles.
 
+use crate::clinic::pki::write_default_dev_pki;
 use crate::fhir::{self, bundle::Item, BundleContext, HubInfo, ReadingInput};
 use crate::model::{Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value};
-use crate::receiver::pki::write_default_dev_pki;
 use crate::store::{DeviceRecord, KekSource, NewReading, Store, StoreConfig};
 use crate::uplink::{sync::Step, FixedTimeSync, Uplink, UplinkConfig};
 use anyhow::{bail, Context};
@@ -61,9 +61,22 @@ impl Drop for ChildGuard {
 }
 
 fn spawn_receiver(pki: &Path, db: &Path) -> anyhow::Result<(ChildGuard, String)> {
+    // The bench's hub is enrolled for its patient (the clinic refuses unknown certificates), and
+    // its rate limit is lifted: this measures the uplink, not the clinic's throttle.
+    if !db.exists() {
+        crate::clinic::cli::enroll_file(db, &pki.join("hub.crt"), "bench-patient", None)
+            .context("enrolling the bench's hub")?;
+    }
     let exe = std::env::current_exe().context("locating the vitals-hub binary")?;
     let mut child = Command::new(exe)
-        .args(["receiver", "--listen", "127.0.0.1:0", "--cert"])
+        .args([
+            "receiver",
+            "--rate-per-hub",
+            "100000",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+        ])
         .arg(pki.join("receiver.crt"))
         .arg("--key")
         .arg(pki.join("receiver.key"))

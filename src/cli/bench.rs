@@ -18,8 +18,10 @@ pub enum BenchCommand {
     Store(StoreBenchArgs),
     /// Drain a backlog to a local receiver over mTLS: readings/s, bytes on the wire per reading,
     /// peak RSS at 10,000 and at the full backlog, beside a bare-client baseline.
+    #[cfg(feature = "clinic")]
     Uplink(crate::bench::uplink::UplinkBenchArgs),
     /// The daemon: start to READY, CPU and RSS with idle devices, RSS and CPU under load.
+    #[cfg(feature = "clinic")]
     Daemon(crate::bench::daemon::DaemonBenchArgs),
 }
 
@@ -41,9 +43,12 @@ pub struct StoreBenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
+    #[cfg_attr(not(feature = "clinic"), allow(clippy::infallible_destructuring_match))]
     let a = match &args.command {
         BenchCommand::Store(a) => a,
+        #[cfg(feature = "clinic")]
         BenchCommand::Uplink(u) => return crate::bench::uplink::run(u),
+        #[cfg(feature = "clinic")]
         BenchCommand::Daemon(d) => return crate::bench::daemon::run(d),
     };
     let opts = bench::Options {

@@ -9,9 +9,11 @@
 
 use super::daemon::{init_logging_default, runtime, shutdown_on_signals};
 use crate::alerts::AlertRules;
+use crate::clinic::{
+    tls, Access, ClinicOptions, FaultQueue, Listen, Receiver, ReceiverConfig, Registry,
+};
 use crate::config::Config;
 use crate::daemon::{Daemon, Options};
-use crate::receiver::{tls, FaultQueue, Listen, Receiver, ReceiverConfig};
 use anyhow::Context;
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -151,7 +153,7 @@ pub(crate) fn local_hub_config(
     patient: &str,
     hub_dir: &Path,
     port: u16,
-    pki: &crate::receiver::pki::DevPkiFiles,
+    pki: &crate::clinic::pki::DevPkiFiles,
     ble_enabled: bool,
     devices: &str,
 ) -> anyhow::Result<String> {
@@ -194,14 +196,16 @@ enabled = {ble_enabled}
     ))
 }
 
-/// The development PKI in `dir` (minted on first use) and the receiver over mutual TLS.
+/// The development PKI in `dir` (minted on first use) and the clinic over mutual TLS, its hub
+/// enrolled for `patient` (the only hub it accepts).
 pub(crate) async fn local_clinic(
     dir: &Path,
     port: u16,
     db: Option<PathBuf>,
-) -> anyhow::Result<(crate::receiver::pki::DevPkiFiles, Receiver)> {
+    patient: &str,
+) -> anyhow::Result<(crate::clinic::pki::DevPkiFiles, Receiver)> {
     let pki = if dir.join("ca.crt").exists() {
-        crate::receiver::pki::DevPkiFiles {
+        crate::clinic::pki::DevPkiFiles {
             ca: dir.join("ca.crt"),
             receiver_cert: dir.join("receiver.crt"),
             receiver_key: dir.join("receiver.key"),
@@ -209,19 +213,37 @@ pub(crate) async fn local_clinic(
             hub_key: dir.join("hub.key"),
         }
     } else {
-        crate::receiver::pki::write_default_dev_pki(dir, "demo-hub")
+        crate::clinic::pki::write_default_dev_pki(dir, "demo-hub")
             .context("minting the development PKI")?
     };
-    let server = tls::server_config(&pki.receiver_cert, &pki.receiver_key, &pki.ca)
-        .context("receiver TLS")?;
-    let receiver = Receiver::start(ReceiverConfig {
-        bind: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        listen: Listen::Tls(server),
-        db_path: db,
-        faults: FaultQueue::new(),
-    })
+    let registry = Registry::new();
+    let server = tls::server_config_registry(
+        &pki.receiver_cert,
+        &pki.receiver_key,
+        &pki.ca,
+        registry.clone(),
+    )
+    .context("receiver TLS")?;
+    let receiver = Receiver::start_with(
+        ReceiverConfig {
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            listen: Listen::Tls(server),
+            db_path: db,
+            faults: FaultQueue::new(),
+        },
+        ClinicOptions {
+            access: Access::Registry(registry),
+            ..ClinicOptions::default()
+        },
+    )
     .await
     .context("starting the receiver")?;
+    let rec = crate::clinic::registry::record_for_pem(&pki.hub_cert, patient, None)
+        .context("reading the demo hub's certificate")?;
+    match receiver.enroll(&rec) {
+        Ok(()) | Err(crate::clinic::registry::EnrolError::Already { .. }) => {}
+        Err(e) => return Err(e).context("enrolling the demo hub"),
+    }
     Ok((pki, receiver))
 }
 
@@ -263,8 +285,13 @@ async fn demo(
     receiver_dir: &Path,
     pki_dir: &Path,
 ) -> anyhow::Result<()> {
-    let (pki, receiver) =
-        local_clinic(pki_dir, args.port, Some(receiver_dir.join("receiver.db"))).await?;
+    let (pki, receiver) = local_clinic(
+        pki_dir,
+        args.port,
+        Some(receiver_dir.join("receiver.db")),
+        &args.patient,
+    )
+    .await?;
     let pki = &pki;
     let port = receiver.addr().port();
     let config_path = hub_dir.join("hub.toml");
@@ -322,15 +349,14 @@ async fn demo(
     );
     println!("\nwhere to look:");
     println!(
-        "  curl --cacert {ca} --cert {cert} --key {key} \\\n    'https://localhost:{port}/fhir/Observation?patient=Patient/{p}'",
-        ca = pki.ca.display(),
-        cert = pki.hub_cert.display(),
-        key = pki.hub_key.display(),
-        p = args.patient,
+        "  the clinic's store: {} (resources, the hub registry, the security audit trail)\n  \
+         the hub's certificate is enrolled for Patient/{} only and cannot read patient data back",
+        receiver_dir.join("receiver.db").display(),
+        args.patient,
     );
     if args.state_dir.is_some() {
         println!(
-            "  (the receiver stopped with the demo; start it again on the kept data with\n   vitals-hub receiver --listen 127.0.0.1:{port} --cert {} --key {} --client-ca {} --db {})",
+            "  (the receiver stopped with the demo; start it again on the kept data with\n   vitals-clinic serve --listen 127.0.0.1:{port} --cert {} --key {} --client-ca {} --db {})",
             pki.receiver_cert.display(),
             pki.receiver_key.display(),
             pki.ca.display(),
@@ -394,7 +420,12 @@ mod tests {
             .build()
             .unwrap();
         let (pki, rx) = rt
-            .block_on(local_clinic(&dir.path().join("pki"), 0, None))
+            .block_on(local_clinic(
+                &dir.path().join("pki"),
+                0,
+                None,
+                "demo-patient",
+            ))
             .unwrap();
         rt.block_on(rx.shutdown());
         let ca = rustls_pki_types::CertificateDer::from_pem_file(&pki.ca).unwrap();
@@ -407,7 +438,7 @@ mod tests {
         )
         .build()
         .unwrap();
-        for name in crate::receiver::pki::DEV_RECEIVER_NAMES {
+        for name in crate::clinic::pki::DEV_RECEIVER_NAMES {
             let sn = rustls_pki_types::ServerName::try_from(*name).unwrap();
             verifier
                 .verify_server_cert(&leaf, &[], &sn, &[], rustls_pki_types::UnixTime::now())

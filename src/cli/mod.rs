@@ -5,10 +5,13 @@ mod bench;
 mod commission;
 pub(crate) mod daemon;
 mod decode;
+#[cfg(feature = "clinic")]
 pub(crate) mod demo;
 mod keys;
+#[cfg(feature = "clinic")]
 mod pki;
 mod progress;
+#[cfg(feature = "clinic")]
 mod receiver;
 mod start;
 mod sync;
@@ -32,6 +35,7 @@ pub enum Command {
     Run(daemon::RunArgs),
     /// See the whole product on this machine: simulated devices, a local clinic receiver over
     /// mutual TLS, everything real in between.
+    #[cfg(feature = "clinic")]
     Demo(demo::DemoArgs),
     /// List the health devices nearby (advertised profiles, name, address, RSSI), marking those
     /// already paired and those with a profile the hub does not read.
@@ -64,9 +68,12 @@ pub enum Command {
     /// Alert rules: replay them over recorded readings, print the starting points.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
-    /// Run the small FHIR ingest endpoint (mutual TLS, or plain HTTP on loopback behind nginx).
+    /// The clinic's FHIR ingest: an alias of `vitals-clinic serve` (enrolled hubs only).
+    #[cfg(feature = "clinic")]
     Receiver(receiver::ReceiverArgs),
-    /// Mint a development PKI (CA, receiver and hub certificates). NOT FOR PRODUCTION.
+    /// Mint a development PKI (CA, receiver and hub certificates) and enrol the hub in a clinic
+    /// store beside it. NOT FOR PRODUCTION.
+    #[cfg(feature = "clinic")]
     Pki(pki::PkiArgs),
     /// The hub's health: upload backlog, last sync, alerts, devices, last errors (read-only; safe
     /// while the daemon runs).
@@ -93,6 +100,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => daemon::run(&args),
+        #[cfg(feature = "clinic")]
         Command::Demo(args) => demo::run(&args),
         Command::Config(cmd) => daemon::config(&cmd),
         Command::Scan(args) => tech_radio::scan(&args),
@@ -112,7 +120,9 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
+        #[cfg(feature = "clinic")]
         Command::Receiver(args) => receiver::run(&args),
+        #[cfg(feature = "clinic")]
         Command::Pki(args) => pki::run(&args),
         Command::Status(args) => tech::status(&args),
         Command::Export(args) => tech::export(&args),

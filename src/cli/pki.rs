@@ -1,6 +1,7 @@
-//! `vitals-hub pki DIR`: mint a development PKI. NOT FOR PRODUCTION.
+//! `vitals-hub pki DIR`: mint a development PKI and enrol its hub in `DIR/clinic.db` (the store
+//! `vitals-clinic serve --db` reads). NOT FOR PRODUCTION.
 
-use crate::receiver::pki::{write_dev_pki, DEV_RECEIVER_NAMES};
+use crate::clinic::pki::{write_dev_pki, DEV_RECEIVER_NAMES};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,9 @@ pub struct PkiArgs {
     /// The hub's id (the client certificate's common name).
     #[arg(long, default_value = "hub-dev-0001")]
     pub hub_id: String,
+    /// The patient the hub serves: its certificate is enrolled for this patient in DIR/clinic.db.
+    #[arg(long, default_value = "dev-patient")]
+    pub patient: String,
 }
 
 pub fn run(args: &PkiArgs) -> ExitCode {
@@ -26,6 +30,14 @@ pub fn run(args: &PkiArgs) -> ExitCode {
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
     match write_dev_pki(&args.dir, &names, &args.hub_id) {
         Ok(f) => {
+            let db = args.dir.join("clinic.db");
+            if let Err(e) =
+                crate::clinic::cli::enroll_file(&db, &f.hub_cert, &args.patient, Some(&args.hub_id))
+            {
+                eprintln!("error: enrolling the hub in {}: {e:#}", db.display());
+                return ExitCode::FAILURE;
+            }
+            println!("{}", db.display());
             for p in [
                 &f.ca,
                 &f.receiver_cert,

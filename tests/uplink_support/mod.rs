@@ -72,6 +72,54 @@ pub async fn clinic(ca: &DevCa) -> Receiver {
     .await
 }
 
+/// The clinic as `vitals-clinic serve` runs it: mutual TLS with enrolled hubs only (enrol with
+/// `Receiver::enroll`), each hub confined to its patient; `limits` as given.
+pub async fn enforced_clinic(ca: &DevCa, limits: vitals_hub::clinic::Limits) -> Receiver {
+    let registry = vitals_hub::clinic::Registry::new();
+    let server = ca.server(DEV_RECEIVER_NAMES, Span::DEFAULT).unwrap();
+    let cfg = tls::server_config_der_with(
+        vec![CertificateDer::from(server.cert_der.clone())],
+        der_key(&server),
+        Some(vec![CertificateDer::from(ca.cert_der.clone())]),
+        TLS13,
+        Some(registry.clone()),
+    )
+    .unwrap();
+    Receiver::start_with(
+        ReceiverConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            listen: Listen::Tls(cfg),
+            db_path: None,
+            faults: FaultQueue::new(),
+        },
+        vitals_hub::clinic::ClinicOptions {
+            access: vitals_hub::clinic::Access::Registry(registry),
+            limits,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A reqwest client presenting `cert`/`key` (PEM files) and trusting `ca_path`.
+pub fn mtls_client(ca_path: &Path, cert: &Path, key: &Path) -> reqwest::Client {
+    use vitals_hub::uplink::tls::{client_config, CertPaths, ReloadingCert};
+    let resolver = Arc::new(
+        ReloadingCert::new(
+            CertPaths {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            },
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .unwrap(),
+    );
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(ca_path, resolver).unwrap())
+        .build()
+        .unwrap()
+}
+
 /// A receiver in plain-HTTP loopback mode (behind a TLS terminator, or the FHIR-semantics tests).
 pub async fn plain() -> Receiver {
     Receiver::start(ReceiverConfig {

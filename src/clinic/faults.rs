@@ -1,7 +1,7 @@
 //! Scripted faults for tests and demos: each POST takes the next fault from the queue; poisoned
 //! identifiers make every bundle that contains them fail with 400.
 
-use super::{fhir_response, outcome, Body};
+use super::ingest::{fhir_response, outcome, Body};
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
 use std::collections::{HashSet, VecDeque};
@@ -133,7 +133,7 @@ pub(crate) async fn after(f: &Option<Fault>, resp: Response<Body>) -> Response<B
                 }
                 Response::from_parts(parts, ResetBody { first: Some(half) }.boxed())
             } else {
-                Response::from_parts(parts, super::full(half))
+                Response::from_parts(parts, super::ingest::full(half))
             }
         }
         Some(Fault::SlowAfterCommit(d)) => {

@@ -1,5 +1,8 @@
-//! The receiver's SQLite: one table of resources, conditional create by identifier.
+//! The clinic's SQLite store: one table of resources (each with the hub that wrote it), conditional
+//! create by identifier (scoped to the writing hub when the registry is enforced), the registry of
+//! hubs (`hubs`) and the security audit trail (`AuditEvent` resources).
 
+use super::registry::{EnrolError, HubRecord};
 use super::ReceiverError;
 use crate::fhir::identifier::percent_decode;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -14,9 +17,22 @@ pub enum TxError {
     Invalid(String),
     /// 412: a conditional create matched more than one resource.
     Multiple(String),
+    /// 403: the hub may not write this (another patient, a resource it does not own).
+    Forbidden(String),
     /// 500.
     Server(String),
 }
+
+/// Who is writing, when the registry is enforced: every match, reference and stored row is
+/// confined to this hub and its patient.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub hub_id: &'a str,
+    pub patient: &'a str,
+}
+
+/// Most entries in one transaction Bundle (the hub sends at most 50).
+pub const MAX_ENTRIES: usize = 1_000;
 
 impl From<rusqlite::Error> for TxError {
     fn from(e: rusqlite::Error) -> Self {
@@ -121,6 +137,77 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
     Ok(())
 }
 
+/// Every `reference` string in a resource.
+fn references<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("reference", Value::String(s)) => out.push(s),
+                    _ => references(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| references(x, out)),
+        _ => {}
+    }
+}
+
+/// What a hub may write: resources of its own patient, referring only to that patient, to entries
+/// of the same Bundle or to resources the hub wrote itself.
+fn authorise_entry(
+    tx: &rusqlite::Transaction<'_>,
+    sc: Scope<'_>,
+    ty: &str,
+    resource: &Value,
+    i: usize,
+    full_urls: &std::collections::HashSet<&str>,
+) -> Result<(), TxError> {
+    if ty == "Patient" {
+        return Err(TxError::Forbidden(format!(
+            "entry {i}: a hub does not write Patient resources"
+        )));
+    }
+    let mut refs = Vec::new();
+    references(resource, &mut refs);
+    let own_patient = format!("Patient/{}", sc.patient);
+    for r in refs {
+        if r.starts_with('#') || r == own_patient {
+            continue;
+        }
+        if r.starts_with("urn:uuid:") {
+            if full_urls.contains(r) {
+                continue;
+            }
+            return Err(TxError::Invalid(format!(
+                "entry {i}: reference {r} is not an entry of this Bundle"
+            )));
+        }
+        let owned = match r.split_once('/') {
+            Some((rty, rid)) if rty != "Patient" && TYPES.contains(&rty) => {
+                match rid.parse::<i64>() {
+                    Ok(rid) => tx
+                        .query_row(
+                            "SELECT 1 FROM resources WHERE id = ?1 AND type = ?2 AND hub = ?3",
+                            params![rid, rty, sc.hub_id],
+                            |_| Ok(()),
+                        )
+                        .optional()?
+                        .is_some(),
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        };
+        if !owned {
+            return Err(TxError::Forbidden(format!(
+                "entry {i} ({ty}): refers to a patient or resource this hub does not own"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl ReceiverDb {
     pub fn open(path: Option<&Path>) -> Result<ReceiverDb, ReceiverError> {
         let p = path
@@ -146,26 +233,42 @@ impl ReceiverDb {
                client TEXT,
                json TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS resources_ident ON resources(type, id_value);
-             CREATE INDEX IF NOT EXISTS resources_patient ON resources(type, patient);",
+             CREATE INDEX IF NOT EXISTS resources_patient ON resources(type, patient);
+             CREATE TABLE IF NOT EXISTS hubs(
+               fingerprint TEXT PRIMARY KEY,
+               subject TEXT NOT NULL,
+               hub_id TEXT NOT NULL,
+               patient TEXT NOT NULL,
+               enrolled TEXT NOT NULL,
+               revoked TEXT);
+             CREATE INDEX IF NOT EXISTS hubs_hub ON hubs(hub_id);",
+        )
+        .map_err(err)?;
+        // The owning hub of each resource (added by issue 16; older files gain the column).
+        let has_hub: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('resources') WHERE name = 'hub'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(err)?;
+        if !has_hub {
+            conn.execute_batch("ALTER TABLE resources ADD COLUMN hub TEXT;")
+                .map_err(err)?;
+        }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS resources_hub_ident ON resources(hub, type, id_value);",
         )
         .map_err(err)?;
         Ok(ReceiverDb { conn })
     }
 
-    fn matches(&self, ty: &str, system: Option<&str>, value: &str) -> rusqlite::Result<Vec<i64>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id FROM resources WHERE type = ?1 AND id_value = ?2 AND (?3 IS NULL OR id_system = ?3)",
-        )?;
-        let it = st.query_map(params![ty, value, system], |r| r.get(0))?;
-        it.collect()
-    }
-
     /// Apply a transaction Bundle atomically. Returns the transaction-response and the counts of
-    /// created and already-existing entries.
+    /// created and already-existing entries. With a `scope`, conditional creates match only that
+    /// hub's resources, every reference must be the hub's patient, an entry of the same Bundle or
+    /// a resource the hub wrote, and what is stored is bound to the hub and its patient.
     pub fn transaction(
         &mut self,
         bundle: &Value,
         client: Option<&str>,
+        scope: Option<Scope<'_>>,
     ) -> Result<(Value, u64, u64), TxError> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(TxError::Invalid("not a Bundle".into()));
@@ -173,14 +276,24 @@ impl ReceiverDb {
         if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
             return Err(TxError::Invalid("Bundle.type must be transaction".into()));
         }
+        let empty = Vec::new();
         let entries = bundle
             .get("entry")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+            .unwrap_or(&empty);
+        if entries.len() > MAX_ENTRIES {
+            return Err(TxError::Invalid(format!(
+                "{} entries in one Bundle; at most {MAX_ENTRIES} (send smaller batches)",
+                entries.len()
+            )));
+        }
+        let full_urls: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter_map(|e| e.get("fullUrl").and_then(Value::as_str))
+            .collect();
         let tx = self.conn.transaction()?;
         let mut map: HashMap<String, String> = HashMap::new();
-        let mut plan: Vec<(i64, String, bool, Value)> = Vec::new();
+        let mut plan: Vec<(i64, String, bool, &Value)> = Vec::new();
         let (mut created, mut existing) = (0u64, 0u64);
         for (i, e) in entries.iter().enumerate() {
             let req = e
@@ -203,14 +316,16 @@ impl ReceiverDb {
             }
             let resource = e
                 .get("resource")
-                .cloned()
                 .ok_or_else(|| TxError::Invalid(format!("entry {i} has no resource")))?;
             if resource.get("resourceType").and_then(Value::as_str) != Some(ty.as_str()) {
                 return Err(TxError::Invalid(format!(
                     "entry {i}: resourceType does not match request.url"
                 )));
             }
-            check_resource(&ty, &resource, i)?;
+            check_resource(&ty, resource, i)?;
+            if let Some(sc) = scope {
+                authorise_entry(&tx, sc, &ty, resource, i, &full_urls)?;
+            }
             let ident = resource.get("identifier").and_then(|v| v.get(0));
             let id_system = ident
                 .and_then(|x| x.get("system"))
@@ -225,13 +340,16 @@ impl ReceiverDb {
                 .and_then(Value::as_str)
                 .and_then(|q| q.strip_prefix("identifier="))
                 .map(|q| parse_identifier_param(&percent_decode(q)));
+            let owner = scope.map(|s| s.hub_id);
             let found = match &cond {
                 Some((sys, val)) => {
                     let m = {
                         let mut st = tx.prepare_cached(
-                            "SELECT id FROM resources WHERE type = ?1 AND id_value = ?2 AND (?3 IS NULL OR id_system = ?3)",
+                            "SELECT id FROM resources WHERE type = ?1 AND id_value = ?2 AND (?3 IS NULL OR id_system = ?3)
+                               AND (?4 IS NULL OR hub = ?4)",
                         )?;
-                        let it = st.query_map(params![ty, val, sys], |r| r.get::<_, i64>(0))?;
+                        let it =
+                            st.query_map(params![ty, val, sys, owner], |r| r.get::<_, i64>(0))?;
                         it.collect::<rusqlite::Result<Vec<i64>>>()?
                     };
                     if m.len() > 1 {
@@ -250,17 +368,20 @@ impl ReceiverDb {
                     (id, false)
                 }
                 None => {
-                    let patient = resource
-                        .get("subject")
-                        .or_else(|| resource.get("patient"))
-                        .and_then(|s| s.get("reference"))
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.strip_prefix("Patient/"))
-                        .map(str::to_owned);
+                    let patient = match scope {
+                        Some(sc) => Some(sc.patient.to_owned()),
+                        None => resource
+                            .get("subject")
+                            .or_else(|| resource.get("patient"))
+                            .and_then(|s| s.get("reference"))
+                            .and_then(Value::as_str)
+                            .and_then(|s| s.strip_prefix("Patient/"))
+                            .map(str::to_owned),
+                    };
                     tx.prepare_cached(
-                        "INSERT INTO resources(type, id_system, id_value, patient, client, json) VALUES (?1, ?2, ?3, ?4, ?5, '{}')",
+                        "INSERT INTO resources(type, id_system, id_value, patient, client, hub, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}')",
                     )?
-                    .execute(params![ty, id_system, id_value, patient, client])?;
+                    .execute(params![ty, id_system, id_value, patient, client, owner])?;
                     created += 1;
                     (tx.last_insert_rowid(), true)
                 }
@@ -271,8 +392,9 @@ impl ReceiverDb {
             plan.push((id, ty, is_new, resource));
         }
         let mut out = Vec::with_capacity(plan.len());
-        for (id, ty, is_new, mut resource) in plan {
+        for (id, ty, is_new, resource) in plan {
             if is_new {
+                let mut resource = resource.clone();
                 rewrite_refs(&mut resource, &map);
                 if let Value::Object(m) = &mut resource {
                     m.insert("id".into(), json!(id.to_string()));
@@ -300,10 +422,122 @@ impl ReceiverDb {
         ))
     }
 
-    pub fn search_identifier(&self, ty: &str, param: &str) -> rusqlite::Result<Vec<Value>> {
+    /// Resources of a type with this identifier, only those `hub` wrote when given.
+    pub fn search_identifier_owned(
+        &self,
+        ty: &str,
+        param: &str,
+        hub: Option<&str>,
+    ) -> rusqlite::Result<Vec<Value>> {
         let (sys, val) = parse_identifier_param(param);
-        let ids = self.matches(ty, sys.as_deref(), &val)?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT id FROM resources WHERE type = ?1 AND id_value = ?2 AND (?3 IS NULL OR id_system = ?3)
+               AND (?4 IS NULL OR hub = ?4)",
+        )?;
+        let ids = st
+            .query_map(params![ty, val, sys, hub], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
         ids.iter().map(|id| self.load(*id)).collect()
+    }
+
+    /// One resource by type and logical id, only if `hub` wrote it (when given).
+    pub fn read_owned(
+        &self,
+        ty: &str,
+        id: &str,
+        hub: Option<&str>,
+    ) -> rusqlite::Result<Option<Value>> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let s: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT json FROM resources WHERE id = ?1 AND type = ?2 AND (?3 IS NULL OR hub = ?3)",
+                params![id, ty, hub],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// Store a security `AuditEvent`.
+    pub fn audit(&mut self, event: &Value, hub: Option<&str>) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO resources(type, hub, json) VALUES ('AuditEvent', ?1, ?2)",
+            params![hub, event.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Enrol a hub certificate (see [`super::registry`]).
+    pub fn enroll(&mut self, rec: &HubRecord) -> Result<(), EnrolError> {
+        let db = |e: rusqlite::Error| EnrolError::Db(e.to_string());
+        let tx = self.conn.transaction().map_err(db)?;
+        let same: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT hub_id, revoked FROM hubs WHERE fingerprint = ?1",
+                [&rec.fingerprint],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        match same {
+            Some((_, Some(_))) => return Err(EnrolError::Revoked),
+            Some((hub_id, None)) => return Err(EnrolError::Already { hub_id }),
+            None => {}
+        }
+        let other: Option<String> = tx
+            .query_row(
+                "SELECT patient FROM hubs WHERE hub_id = ?1 AND patient != ?2 LIMIT 1",
+                [&rec.hub_id, &rec.patient],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if let Some(existing) = other {
+            return Err(EnrolError::OtherPatient {
+                hub_id: rec.hub_id.clone(),
+                existing,
+            });
+        }
+        tx.execute(
+            "INSERT INTO hubs(fingerprint, subject, hub_id, patient, enrolled, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![rec.fingerprint, rec.subject, rec.hub_id, rec.patient, rec.enrolled, rec.revoked],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Every enrolled certificate, revoked ones included.
+    pub fn hubs(&self) -> rusqlite::Result<Vec<HubRecord>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT fingerprint, subject, hub_id, patient, enrolled, revoked FROM hubs ORDER BY hub_id, enrolled",
+        )?;
+        let it = st.query_map([], |r| {
+            Ok(HubRecord {
+                fingerprint: r.get(0)?,
+                subject: r.get(1)?,
+                hub_id: r.get(2)?,
+                patient: r.get(3)?,
+                enrolled: r.get(4)?,
+                revoked: r.get(5)?,
+            })
+        })?;
+        it.collect()
+    }
+
+    /// Revoke every active certificate of a hub (by hub id) or one certificate (by fingerprint).
+    /// Returns how many were revoked.
+    pub fn revoke(&mut self, hub_or_fingerprint: &str) -> rusqlite::Result<usize> {
+        self.conn.execute(
+            "UPDATE hubs SET revoked = ?2 WHERE revoked IS NULL AND (hub_id = ?1 OR fingerprint = ?1)",
+            params![hub_or_fingerprint, jiff::Timestamp::now().to_string()],
+        )
+    }
+
+    pub fn search_identifier(&self, ty: &str, param: &str) -> rusqlite::Result<Vec<Value>> {
+        self.search_identifier_owned(ty, param, None)
     }
 
     /// Resources of one type whose subject (or `patient`) is the given patient.

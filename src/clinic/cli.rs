@@ -1,0 +1,275 @@
+//! `vitals-clinic`: the clinic side's binary. `serve` runs the hubs' FHIR ingest (mutual TLS, or
+//! plain HTTP on loopback behind the reference nginx with its shared secret); `hub enroll|list|
+//! revoke` manage the registry of hubs in the clinic's store.
+
+use super::db::ReceiverDb;
+use super::registry::{self, Registry};
+use super::{tls, Access, ClinicOptions, FaultQueue, Limits, Listen, Receiver, ReceiverConfig};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// vitals-clinic: the clinic side of vitals-hub.
+#[derive(Debug, Parser)]
+#[command(name = "vitals-clinic", version, about, long_about = None)]
+pub struct ClinicCli {
+    #[command(subcommand)]
+    pub command: ClinicCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClinicCommand {
+    /// Serve the hubs' FHIR ingest: mutual TLS with enrolled hub certificates only, each hub
+    /// confined to its patient.
+    Serve(ServeArgs),
+    /// The registry of hubs: enroll a hub certificate for one patient, list, revoke.
+    #[command(subcommand)]
+    Hub(HubCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Server certificate (PEM), e.g. from `vitals-hub pki`.
+    #[arg(long, required_unless_present = "plain")]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, required_unless_present = "plain")]
+    pub key: Option<PathBuf>,
+    /// CA whose hub client certificates are accepted (PEM); each certificate must also be
+    /// enrolled (`vitals-clinic hub enroll`).
+    #[arg(long, required_unless_present = "plain")]
+    pub client_ca: Option<PathBuf>,
+    /// Plain HTTP on a loopback address behind the reference nginx, which verifies the hub
+    /// certificates and passes them with the shared secret of --proxy-secret-file.
+    #[arg(long, requires = "proxy_secret_file")]
+    pub plain: bool,
+    /// File holding the secret the proxy sends in `X-Clinic-Proxy-Secret` (at least 16
+    /// characters; the same value as in the nginx config).
+    #[arg(long)]
+    pub proxy_secret_file: Option<PathBuf>,
+    /// The clinic's SQLite store (received resources, the hub registry, the audit trail).
+    /// Default: in memory, with no hub enrolled.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Requests per second one hub may send on average (burst: twice that).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate_per_hub: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Bind a hub certificate (its SHA-256 fingerprint and subject) to a hub identity and the one
+    /// patient it serves.
+    Enroll {
+        /// The clinic's store.
+        #[arg(long)]
+        db: PathBuf,
+        /// The hub's client certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The patient's logical id (`Patient/<id>`).
+        #[arg(long)]
+        patient: String,
+        /// The hub's identity (default: the certificate's common name).
+        #[arg(long)]
+        hub_id: Option<String>,
+    },
+    /// The enrolled certificates: hub, patient, fingerprint, enrolled, revoked.
+    List {
+        #[arg(long)]
+        db: PathBuf,
+        /// JSON lines, each the hub's FHIR `Device` as an external FHIR server would hold it.
+        #[arg(long)]
+        fhir: bool,
+    },
+    /// Revoke a hub (every certificate of this hub id) or one certificate (by fingerprint): it is
+    /// refused at the TLS layer from then on.
+    Revoke {
+        #[arg(long)]
+        db: PathBuf,
+        /// Hub id or `sha256:<hex>` fingerprint.
+        hub: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = ClinicCli::parse();
+    let r = match cli.command {
+        ClinicCommand::Serve(a) => serve_inner(&a),
+        ClinicCommand::Hub(c) => hub(&c),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vitals-clinic: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `vitals-clinic serve` (and `vitals-hub receiver`, its alias).
+pub fn serve(args: &ServeArgs) -> ExitCode {
+    match serve_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_db(p: &Path) -> anyhow::Result<ReceiverDb> {
+    ReceiverDb::open(Some(p)).with_context(|| format!("opening the clinic store {}", p.display()))
+}
+
+/// Enrol a certificate file into the store at `db` (used by `vitals-hub pki` and the demo too).
+pub fn enroll_file(
+    db: &Path,
+    cert: &Path,
+    patient: &str,
+    hub_id: Option<&str>,
+) -> anyhow::Result<registry::HubRecord> {
+    let rec = registry::record_for_pem(cert, patient, hub_id)?;
+    open_db(db)?.enroll(&rec)?;
+    Ok(rec)
+}
+
+fn hub(c: &HubCommand) -> anyhow::Result<()> {
+    match c {
+        HubCommand::Enroll {
+            db,
+            cert,
+            patient,
+            hub_id,
+        } => {
+            let rec = enroll_file(db, cert, patient, hub_id.as_deref())?;
+            println!(
+                "enrolled hub {} for patient {} ({})",
+                rec.hub_id, rec.patient, rec.fingerprint
+            );
+        }
+        HubCommand::List { db, fhir } => {
+            let hubs = open_db(db)?.hubs()?;
+            let mut out = std::io::stdout().lock();
+            for h in hubs {
+                if *fhir {
+                    writeln!(out, "{}", h.as_fhir_device())?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}\tpatient {}\t{}\tenrolled {}\t{}\t{}",
+                        h.hub_id,
+                        h.patient,
+                        h.fingerprint,
+                        h.enrolled,
+                        h.revoked
+                            .as_deref()
+                            .map(|r| format!("REVOKED {r}"))
+                            .unwrap_or_else(|| "active".into()),
+                        h.subject
+                    )?;
+                }
+            }
+        }
+        HubCommand::Revoke { db, hub } => {
+            let n = open_db(db)?.revoke(hub)?;
+            if n == 0 {
+                anyhow::bail!(
+                    "no active certificate of {hub} in {}; see `vitals-clinic hub list --db {}`",
+                    db.display(),
+                    db.display()
+                );
+            }
+            println!(
+                "revoked {n} certificate(s) of {hub}; a running clinic refuses them within {} s",
+                registry::RELOAD_EVERY.as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
+    let reg = Registry::new();
+    let listen = if args.plain {
+        let Some(f) = &args.proxy_secret_file else {
+            anyhow::bail!("--plain needs --proxy-secret-file (the secret nginx sends)");
+        };
+        let secret = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the proxy secret {}", f.display()))?
+            .trim()
+            .to_owned();
+        Listen::Proxied { secret }
+    } else {
+        let (Some(c), Some(k), Some(ca)) = (&args.cert, &args.key, &args.client_ca) else {
+            anyhow::bail!("--cert, --key and --client-ca are required without --plain");
+        };
+        Listen::Tls(
+            tls::server_config_registry(c, k, ca, reg.clone())
+                .context("loading the clinic's TLS files")?,
+        )
+    };
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let tls_mode = !args.plain;
+        let limits = Limits {
+            rate_per_sec: args.rate_per_hub,
+            rate_burst: args.rate_per_hub * 2.0,
+            ..Limits::default()
+        };
+        let rx = Receiver::start_with(
+            ReceiverConfig {
+                bind: args.listen,
+                listen,
+                db_path: args.db.clone(),
+                faults: FaultQueue::new(),
+            },
+            ClinicOptions {
+                access: Access::Registry(reg.clone()),
+                limits,
+            },
+        )
+        .await?;
+        if reg.is_empty() {
+            eprintln!("warning: no hub is enrolled in this store; every hub is refused (enrol with `vitals-clinic hub enroll`)");
+        }
+        let scheme = if tls_mode { "https" } else { "http" };
+        println!("listening {scheme}://{}", rx.addr());
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let st = rx.stats();
+        eprintln!(
+            "clinic stopping: {} bundles, {} created, {} existing, {} rejected, {} forbidden, {} throttled, {} shed, {} TLS refusals",
+            st.bundles, st.created, st.existing, st.rejected, st.forbidden, st.throttled, st.shed, st.tls_failures
+        );
+        rx.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Raise the soft descriptor limit to the hard one: the connection cap, not the default 1,024,
+/// is what bounds the clinic's connections.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}

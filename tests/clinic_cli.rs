@@ -1,0 +1,144 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+//! `vitals-clinic hub enroll|list|revoke` against a running `vitals-clinic serve`: the enrolled hub
+//! is served; `hub list --fhir` prints its FHIR Device; a revocation made by the command line (another
+//! process) makes the running clinic refuse the certificate at TLS; a revoked certificate is never
+//! enrolled again; a certificate for a second patient of the same hub id is refused.
+
+mod uplink_support;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use uplink_support::*;
+use vitals_hub::receiver::pki::{DevCa, Span, DEV_RECEIVER_NAMES};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn clinic() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vitals-clinic"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_list_revoke_with_a_running_clinic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = DevCa::new("clinic").unwrap();
+    std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
+    ca.server(DEV_RECEIVER_NAMES, Span::DEFAULT)
+        .unwrap()
+        .write(d, "server")
+        .unwrap();
+    let (cert, key) = ca
+        .client("hub-a", Span::DEFAULT)
+        .unwrap()
+        .write(d, "a")
+        .unwrap();
+    let db = d.join("clinic.db");
+    let enroll = |cert: &std::path::Path, patient: &str| {
+        clinic()
+            .args(["hub", "enroll", "--db"])
+            .arg(&db)
+            .arg("--cert")
+            .arg(cert)
+            .args(["--patient", patient])
+            .output()
+            .unwrap()
+    };
+    let out = enroll(&cert, PATIENT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Same hub id, another patient: refused with the reason.
+    let (cert2, _) = ca
+        .client("hub-a", Span::DEFAULT)
+        .unwrap()
+        .write(d, "a2")
+        .unwrap();
+    let out = enroll(&cert2, "someone-else");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one patient"));
+
+    let out = clinic()
+        .args(["hub", "list", "--fhir", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let dev: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(dev["resourceType"], "Device");
+    assert_eq!(dev["status"], "active");
+    assert_eq!(dev["patient"]["reference"], format!("Patient/{PATIENT}"));
+    assert!(dev["identifier"][1]["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+
+    let mut child = clinic()
+        .args(["serve", "--listen", "127.0.0.1:0", "--cert"])
+        .arg(d.join("server.crt"))
+        .arg("--key")
+        .arg(d.join("server.key"))
+        .arg("--client-ca")
+        .arg(d.join("ca.crt"))
+        .arg("--db")
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _kill = Kill(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/fhir/metadata");
+    let get = || async {
+        mtls_client(&d.join("ca.crt"), &cert, &key)
+            .get(&url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    assert_eq!(get().await.unwrap(), 200);
+
+    let out = clinic()
+        .args(["hub", "revoke", "--db"])
+        .arg(&db)
+        .arg("hub-a")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The running clinic reloads its registry (every 2 s): a new connection is refused at TLS.
+    let mut refused = false;
+    for _ in 0..50 {
+        if get().await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        refused,
+        "the revoked certificate is refused by the running clinic"
+    );
+    // Never enrolled again.
+    let out = enroll(&cert, PATIENT);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
+}
