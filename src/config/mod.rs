@@ -569,11 +569,47 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
-/// Whether this process runs as a systemd service (or as root): then the FHS paths apply.
+/// Whether this process runs as a systemd service, as root or as the service user: then the FHS
+/// paths apply.
 pub fn system_mode() -> bool {
     std::env::var_os("INVOCATION_ID").is_some()
         || std::env::var_os("STATE_DIRECTORY").is_some()
         || is_root()
+        || service_user().is_some_and(|u| u.uid == rustix::process::geteuid().as_raw())
+}
+
+/// The system user the packaging creates and the unit runs the hub as (`User=vitals-hub`).
+pub const SERVICE_USER: &str = "vitals-hub";
+
+/// The service user's name: [`SERVICE_USER`], or `$VITALS_HUB_SERVICE_USER` when set (tests use an
+/// existing unprivileged user such as `nobody`; another packaging may name its own).
+pub fn service_user_name() -> String {
+    std::env::var("VITALS_HUB_SERVICE_USER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| SERVICE_USER.to_string())
+}
+
+/// The service user, as the system knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceUser {
+    pub name: String,
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+}
+
+/// The service user when it exists (getpwnam through NSS, so a user from systemd-sysusers or LDAP
+/// is found as well as one in `/etc/passwd`). Every file under the state directory belongs to it,
+/// whoever created the file; commands run as root act as it (`cli::start`).
+pub fn service_user() -> Option<ServiceUser> {
+    let name = service_user_name();
+    let u = uzers::get_user_by_name(&name)?;
+    Some(ServiceUser {
+        name,
+        uid: u.uid(),
+        gid: u.primary_group_id(),
+    })
 }
 
 /// Whether this process runs as root (effective uid 0).

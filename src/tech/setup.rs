@@ -24,8 +24,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The service user packaging creates.
-pub const SERVICE_USER: &str = "vitals-hub";
+pub use crate::config::SERVICE_USER;
 
 /// What to enrol.
 #[derive(Debug, Clone)]
@@ -219,15 +218,30 @@ fn make_dir(dir: &Path, mode: u32) -> Result<(), SetupError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io(dir))
 }
 
-/// `(uid, gid)` of the service user, when it exists (getpwnam through NSS, so a user from
-/// systemd-sysusers or LDAP is found as well as one in `/etc/passwd`).
-fn service_user() -> Option<(u32, u32)> {
-    let u = uzers::get_user_by_name(SERVICE_USER)?;
-    Some((u.uid(), u.primary_group_id()))
+/// `(uid, gid, name)` of the service user, when it exists ([`crate::config::service_user`]).
+fn service_user() -> Option<(u32, u32, String)> {
+    crate::config::service_user().map(|u| (u.uid, u.gid, u.name))
+}
+
+/// Paths come from the config the command was given: run as root for a config that is not the
+/// system one ([`SYSTEM_CONFIG`]) and without `--state-dir`, the state directory is `state/` beside
+/// that config (written into it), never the installed hub's /var/lib/vitals-hub.
+fn with_state_dir(req: &Request) -> Request {
+    let mut r = req.clone();
+    if r.state_dir.is_none() && r.config != Path::new(SYSTEM_CONFIG) && crate::config::is_root() {
+        let dir = r
+            .config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("state"), |p| p.join("state"));
+        r.state_dir = Some(dir);
+    }
+    r
 }
 
 /// Enrol: check, install the credentials, write the config. Nothing is written when a check fails.
 pub fn setup(req: &Request, now_secs: i64) -> Result<Report, SetupError> {
+    let req = &with_state_dir(req);
     let state_dir = req
         .state_dir
         .clone()
@@ -284,12 +298,12 @@ pub fn setup(req: &Request, now_secs: i64) -> Result<Report, SetupError> {
     }
 
     let owner = match (crate::config::is_root(), service_user()) {
-        (true, Some((uid, gid))) => {
+        (true, Some((uid, gid, name))) => {
             for p in [&state_dir, &keys, &key_dst, &cert_dst, &ca_dst] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(io(p))?;
             }
             std::os::unix::fs::chown(&tmp, Some(0), Some(gid)).map_err(io(&tmp))?;
-            Some(SERVICE_USER.to_string())
+            Some(name)
         }
         _ => None,
     };
