@@ -336,6 +336,27 @@ fn value_or_ask(v: &Option<String>, flag: &str, prompt: &str) -> Result<String, 
     Ok(line)
 }
 
+/// The patient id from `--patient`, else typed twice on the terminal: the same id both times, or
+/// asked again (three tries). A valid but wrong id (`pat-042` for `pat-0042`) would send the
+/// readings under someone else's record; typing it twice catches the slip, and setup reads the id
+/// back at the end.
+fn patient_id(flag: &Option<String>) -> Result<String, String> {
+    if flag.is_some() {
+        return value_or_ask(flag, "--patient", "Patient id at the clinic");
+    }
+    for _ in 0..3 {
+        let first = value_or_ask(&None, "--patient", "Patient id at the clinic")?;
+        let again = value_or_ask(&None, "--patient", "Patient id again, to confirm")?;
+        if first == again {
+            return Ok(first);
+        }
+        eprintln!("the two patient ids differ ({first} / {again}); type it again");
+    }
+    Err("the patient id was typed differently three times; nothing was written. Check the id \
+         on the clinic's enrolment sheet and run setup again (or pass --patient)"
+        .to_string())
+}
+
 /// Exit 0 when enrolled, 2 for a missing value, 1 when a check refused or writing failed.
 pub fn setup(args: &SetupArgs) -> ExitCode {
     use crate::tech::setup;
@@ -348,7 +369,7 @@ pub fn setup(args: &SetupArgs) -> ExitCode {
                 "--clinic-url",
                 "Clinic FHIR base URL (https://…)",
             )?,
-            patient_id: value_or_ask(&args.patient, "--patient", "Patient id at the clinic")?,
+            patient_id: patient_id(&args.patient)?,
             ca: value_or_ask(&path(&args.ca), "--ca", "Clinic CA bundle (PEM file)")?.into(),
             cert: value_or_ask(&path(&args.cert), "--cert", "Hub certificate (PEM file)")?.into(),
             key: value_or_ask(&path(&args.key), "--key", "Hub private key (PEM file)")?.into(),
@@ -382,6 +403,13 @@ pub fn setup(args: &SetupArgs) -> ExitCode {
             if let Some(o) = &r.owner {
                 println!("owner:       {o}");
             }
+            // Read back what the clinic will file the readings under.
+            let id = crate::tech::status::Identity {
+                patient_id: req.patient_id.clone(),
+                clinic_url: req.clinic_url.clone(),
+                certificate: Some(crate::tech::status::cert_info(&r.cert, now)),
+            };
+            print!("{}", crate::tech::status::render_identity(&id, 13));
             println!("setup: done; next: `vitals-hub doctor`");
             ExitCode::SUCCESS
         }

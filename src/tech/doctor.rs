@@ -467,6 +467,20 @@ fn certificate_checks(cfg: &Config, now_secs: i64) -> Vec<Check> {
             } else {
                 "install a readable PEM certificate and key (`vitals-hub setup`)"
             };
+            // Certificate and key swapped (or one of them the wrong kind): the real cause.
+            if let Some(m) = super::setup::swapped(
+                &paths.cert,
+                &paths.key,
+                ("client_cert", "client_key"),
+            ) {
+                let (detail, fix) = m.split_once("; fix: ").unwrap_or((m.as_str(), ""));
+                out.push(Check::fail(
+                    CERT,
+                    detail.to_string(),
+                    format!("{fix} in [uplink] of {}", cfg.path.display()),
+                ));
+                return out;
+            }
             let detail = if text.contains("do not form a pair") {
                 format!(
                     "the key {} does not match the certificate {}",
