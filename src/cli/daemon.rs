@@ -140,8 +140,7 @@ pub fn config(cmd: &ConfigCommand) -> ExitCode {
                         ("[uplink] client_cert", "client_key"),
                     ) {
                         problems.push(m);
-                    } else if let Err(e) = crate::uplink::tls::ReloadingCert::new(paths, provider)
-                    {
+                    } else if let Err(e) = crate::uplink::tls::ReloadingCert::new(paths, provider) {
                         problems.push(format!("[uplink] client certificate or key: {e}"));
                     }
                 }

@@ -77,7 +77,7 @@ pub(crate) fn load_as_invoked(explicit: Option<&Path>) -> Result<Config, ExitCod
 /// service user ([`config::service_user`]), whoever created it. Run as root (`geteuid`) with the
 /// service user present, this
 /// 1. fixes the state directory in the config (so no path depends on who runs any more);
-/// 2. creates the state directory for the service user when it is missing, and gives the hub's own
+/// 2. gives the state directory (when it holds only the hub's entries) and the hub's own
 ///    entries in it (`store.db*`, `hub.lock`, `keys/` and its files) that another user owns back to
 ///    the service user — the repair for files an older version left root-owned;
 /// 3. switches the process's effective ids and supplementary groups (`bluetooth` among them) to
@@ -116,16 +116,18 @@ pub(crate) fn act_as_service_user_on(state: &Path, config: &Path) -> Result<(), 
     hand_over(state, &user)?;
     drop_to(&user)?;
     // Reachable as the service user? (A state directory under a directory only root may enter.)
-    std::fs::read_dir(state).map_err(|e| {
-        format!(
-            "the service user {} cannot open the state directory {}: {e}; fix: move [hub] \
+    if state.exists() {
+        std::fs::read_dir(state).map_err(|e| {
+            format!(
+                "the service user {} cannot open the state directory {}: {e}; fix: move [hub] \
              state_dir in {} to a directory the service user can reach (default {})",
-            user.name,
-            state.display(),
-            config.display(),
-            config::SYSTEM_STATE_DIR
-        )
-    })?;
+                user.name,
+                state.display(),
+                config.display(),
+                config::SYSTEM_STATE_DIR
+            )
+        })?;
+    }
     Ok(())
 }
 
@@ -134,8 +136,8 @@ fn hub_entry(name: &str) -> bool {
     name == "keys" || name == crate::tech::wipe::LOCK_FILE || name.starts_with("store.db")
 }
 
-/// Step 2 of [`act_as_service_user`]: create the state directory for `user`, and hand the hub's
-/// entries in it to `user`. Only the hub's own names are touched (never a whole tree: a state_dir
+/// Step 2 of [`act_as_service_user`]: hand the state directory and the hub's entries in it to
+/// `user`. Only the hub's own names are touched (never a whole tree: a state_dir
 /// set by mistake to `/var/lib` must not chown the machine).
 fn hand_over(state: &Path, user: &config::ServiceUser) -> Result<(), String> {
     use std::os::unix::fs::{lchown, DirBuilderExt, MetadataExt, PermissionsExt};
@@ -153,14 +155,10 @@ fn hand_over(state: &Path, user: &config::ServiceUser) -> Result<(), String> {
         }
         Ok(())
     };
-    if !state.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state)
-            .map_err(|e| fail(state, e))?;
-        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| fail(state, e))?;
+    // No state directory yet: nothing to hand over (postinst creates it for the service user; a
+    // command that needs it says so, and `status` creates nothing).
+    if !state.is_dir() {
+        return Ok(());
     }
     let entries: Vec<_> = std::fs::read_dir(state)
         .map_err(|e| fail(state, e))?

@@ -352,9 +352,11 @@ fn patient_id(flag: &Option<String>) -> Result<String, String> {
         }
         eprintln!("the two patient ids differ ({first} / {again}); type it again");
     }
-    Err("the patient id was typed differently three times; nothing was written. Check the id \
+    Err(
+        "the patient id was typed differently three times; nothing was written. Check the id \
          on the clinic's enrolment sheet and run setup again (or pass --patient)"
-        .to_string())
+            .to_string(),
+    )
 }
 
 /// Exit 0 when enrolled, 2 for a missing value, 1 when a check refused or writing failed.
