@@ -545,6 +545,11 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
                 .into(),
         };
     }
+    if message == "duplicate key" {
+        if let Some(e) = duplicate_key(path, text, e, line, column) {
+            return e;
+        }
+    }
     let fix = if message.starts_with("unknown field") {
         "remove it or correct its spelling (the keys allowed at this place are listed above)"
             .to_string()
@@ -567,6 +572,55 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
         message: message.replace("field", "key"),
         fix,
     }
+}
+
+/// toml's "duplicate key", with the key named and the earlier line that set it.
+fn duplicate_key(
+    path: &Path,
+    text: &str,
+    e: &toml::de::Error,
+    line: Option<usize>,
+    column: Option<usize>,
+) -> Option<ConfigError> {
+    let span = e.span()?;
+    let key = text.get(span)?.trim().trim_matches('"').to_string();
+    if key.is_empty() {
+        return None;
+    }
+    let here = line.unwrap_or(usize::MAX);
+    let earlier = text
+        .lines()
+        .take(here.saturating_sub(1))
+        .enumerate()
+        .find_map(|(i, l)| {
+            let rest = l.trim().strip_prefix(key.as_str())?.trim_start();
+            let value = rest.strip_prefix('=')?.trim();
+            Some((i + 1, value == "[]"))
+        });
+    let (message, fix) = match earlier {
+        Some((n, empty_list)) => (
+            format!("duplicate key `{key}`: it is already set at line {n}"),
+            if empty_list {
+                format!(
+                    "remove line {n} (`{key} = []`, an empty list): the `[[…{key}]]` tables \
+                     below are that list"
+                )
+            } else {
+                format!("set `{key}` once: remove line {n} or this one")
+            },
+        ),
+        None => (
+            format!("duplicate key `{key}`: it is already set above"),
+            format!("set `{key}` once: remove one of the two"),
+        ),
+    };
+    Some(ConfigError {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+        fix,
+    })
 }
 
 /// Whether this process runs as a systemd service, as root or as the service user: then the FHS
@@ -726,6 +780,23 @@ per_day = 2
             e.to_string().starts_with("/etc/vitals-hub/hub.toml:4:"),
             "{e}"
         );
+    }
+
+    /// Issue 13: a duplicate key is named, with the line that set it first.
+    #[test]
+    fn a_duplicate_key_is_named_with_its_first_line() {
+        let text = format!("{GOOD}\n[store]\nretention_days = 3\nretention_days = 4\n");
+        let e = parse(&text).unwrap_err();
+        let first = text
+            .lines()
+            .position(|l| l == "retention_days = 3")
+            .unwrap()
+            + 1;
+        assert_eq!(
+            e.message,
+            format!("duplicate key `retention_days`: it is already set at line {first}")
+        );
+        assert!(e.fix.starts_with("set `retention_days` once"), "{}", e.fix);
     }
 
     #[test]
