@@ -68,6 +68,15 @@ def afl():
     end = t.find("START OF GNU GENERAL PUBLIC LICENSE")
     return t[start:end].strip() if start >= 0 and end > start else None
 
+def llvm_exception():
+    """The exception's text alone: the Apache-2.0 text it amends is in common-licenses."""
+    t = first_file("linux-raw-sys", ["LICENSE-Apache-2.0_WITH_LLVM-exception"]) or ""
+    start = t.find("--- LLVM Exceptions to the Apache 2.0 License ----")
+    if start < 0:
+        return None
+    return (f"On Debian systems, the full text of the Apache License, Version 2.0, is in\n"
+            f"{common}/Apache-2.0. The exception:\n\n" + t[start:].strip())
+
 common = "/usr/share/common-licenses"
 texts = {
     "Apache-2.0": f"On Debian systems, the full text of the Apache License, Version 2.0, is in\n{common}/Apache-2.0 (and in LICENSE in the source).",
@@ -80,7 +89,7 @@ texts = {
     "Unicode-3.0": first_file("unicode-ident", ["LICENSE-UNICODE"]),
     "Unlicense": first_file("memchr", ["UNLICENSE"]),
     "0BSD": first_file("adler2", ["LICENSE-0BSD"]),
-    "Apache-2.0-with-LLVM-exception": first_file("linux-raw-sys", ["LICENSE-Apache-2.0_WITH_LLVM-exception"]),
+    "Apache-2.0-with-LLVM-exception": llvm_exception(),
     "AFL-2.1": afl(),
     "public-domain": "The SQLite source code is in the public domain: \"The author disclaims copyright\nto this source code. In place of a legal notice, here is a blessing: May you do\ngood and not evil. May you find forgiveness for yourself and forgive others. May\nyou share freely, never taking more than you give.\"",
 }

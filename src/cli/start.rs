@@ -140,7 +140,7 @@ fn hub_entry(name: &str) -> bool {
 /// `user`. Only the hub's own names are touched (never a whole tree: a state_dir
 /// set by mistake to `/var/lib` must not chown the machine).
 fn hand_over(state: &Path, user: &config::ServiceUser) -> Result<(), String> {
-    use std::os::unix::fs::{lchown, DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{lchown, MetadataExt};
     let fail = |p: &Path, e: std::io::Error| {
         format!(
             "cannot give {} to the service user {}: {e}",
