@@ -9,9 +9,9 @@
 //! Observation) arrives before the backlog of routine readings, and the Observation carries its
 //! LL interpretation. A restart does not store or announce the alert again.
 
-mod support_pki;
+mod uplink_support;
 use std::time::{Duration, Instant};
-use support_pki::*;
+use uplink_support::*;
 use vitals_hub::alerts::{AlertRules, Severity, Transition};
 use vitals_hub::daemon::{Ingest, IngestConfig};
 use vitals_hub::model::{Decimal, Kind, LocalDateTime, Reading, Unit, UtcMillis, Value};

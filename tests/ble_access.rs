@@ -13,11 +13,11 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{glucose_meter, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use vitals_hub::ble::{pairing, BleEvent, DeviceState};
+use vitals_hub::ble::{adapter, pairing, BleError, BleEvent, DeviceState};
 use vitals_hub::model::Kind;
 
 const STRANGER: &str = "C0:26:DA:00:02:01";
@@ -25,13 +25,7 @@ const UNBONDED: &str = "C0:26:DA:00:02:02";
 
 #[test]
 fn allow_list_bond_and_pairing() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let start = now_local().add_minutes(-1000).unwrap();
         let stranger = glucose_meter(STRANGER, GlucoseMeter::new(start, 5), now_local());
         let unbonded = glucose_meter(UNBONDED, GlucoseMeter::new(start, 5), now_local())
@@ -83,20 +77,22 @@ fn allow_list_bond_and_pairing() {
 
         // A wrong passkey fails with an error that names the device.
         let wrong = pairing::pair(
+            "hci0",
             UNBONDED,
             Arc::new(|| Some(111_111)),
             Duration::from_secs(5),
-            Some(&env.store),
+            Some(&vitals_hub::daemon::HubPort::new(env.store.clone())),
         )
         .await;
         let msg = wrong.unwrap_err().to_string();
         assert!(msg.contains(UNBONDED), "{msg}");
         // The right one bonds; Trusted is set; the bond is recorded.
         let bond = pairing::pair(
+            "hci0",
             UNBONDED,
             Arc::new(|| Some(123_456)),
             Duration::from_secs(5),
-            Some(&env.store),
+            Some(&vitals_hub::daemon::HubPort::new(env.store.clone())),
         )
         .await
         .unwrap();
@@ -130,6 +126,16 @@ fn allow_list_bond_and_pairing() {
                 .connect_calls
                 .load(Ordering::SeqCst),
             0
+        );
+        // One adapter choice: none configured is the first BlueZ lists; a configured one that
+        // is not there is an error naming it (never a silent fall-back to hci0).
+        let op = Duration::from_secs(5);
+        assert_eq!(adapter::name(None, op).await.unwrap(), "hci0");
+        assert_eq!(adapter::name(Some("hci0"), op).await.unwrap(), "hci0");
+        let missing = adapter::name(Some("hci1"), op).await.unwrap_err();
+        assert!(
+            matches!(missing, BleError::AdapterMissing(ref a) if a == "hci1"),
+            "{missing}"
         );
         env.stop().await;
     });

@@ -12,7 +12,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{glucose_meter, glucose_record, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use fake_bluez::FakeBluez;
 use vitals_hub::alerts::AlertRules;
 use vitals_hub::ble::CURSOR_GLUCOSE;
@@ -25,13 +25,7 @@ const METER: &str = "C0:26:DA:00:00:07";
 
 #[test]
 fn a_critical_record_from_the_meter_raises_an_alert() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let start = now_local().add_minutes(-600).unwrap();
         let mut meter = GlucoseMeter::new(start, 5);
         let mut low = glucose_record(start, 3);

@@ -23,7 +23,7 @@ mod fake_bluez;
 
 use btleplug::api::{Central as _, Manager as _, Peripheral as _};
 use fake_bluez::devices::{glucose_meter, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -64,17 +64,14 @@ fn rss_kib() -> u64 {
 #[test]
 #[ignore]
 fn figures() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
     count_lost_remove_match();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         // A bus monitor counting match rules added and removed by everyone.
         let live = Arc::new(AtomicI64::new(0));
-        let mon = zbus::connection::Builder::address(broker.address.as_str()).build().await.unwrap();
+        let mon = zbus::connection::Builder::address(broker.address.as_str())
+            .build()
+            .await
+            .unwrap();
         mon.call_method(
             Some("org.freedesktop.DBus"),
             "/org/freedesktop/DBus",
@@ -107,7 +104,13 @@ fn figures() {
         let mut cfg = fast_config();
         cfg.commit_batch = 50;
         let env = Env::start(&broker, vec![meter, cycler], &[(METER, "glucose")], cfg).await;
-        let key = env.store.device_by_address(METER).await.unwrap().unwrap().key;
+        let key = env
+            .store
+            .device_by_address(METER)
+            .await
+            .unwrap()
+            .unwrap()
+            .key;
         let t0 = Instant::now();
         env.wait_for(120, "500 records", || async {
             env.store.cursor(&key, CURSOR_GLUCOSE).await.unwrap() == Some(500)
@@ -115,7 +118,11 @@ fn figures() {
         .await;
         let wall = t0.elapsed();
         let racp_first = env.fake.device(METER).writes_to(0x2A52).len();
-        let ended = env.hub.events().iter().any(|e| matches!(e, BleEvent::SessionEnded { device, .. } if *device == key));
+        let ended = env
+            .hub
+            .events()
+            .iter()
+            .any(|e| matches!(e, BleEvent::SessionEnded { device, .. } if *device == key));
         println!("FIGURE glucose_500: {wall:?} from hub start to cursor 500 (scan window included), racp writes {racp_first}, session ended {ended}");
 
         // 1,000 hub sessions on the other device: short windows, no cooldown, so every window
@@ -129,9 +136,19 @@ fn figures() {
         cfg.cooldown_ms = 0;
         cfg.quiet_ms = 100;
         cfg.racp_idle_ms = 300;
-        println!("FIGURE before sessions: RSS {} KiB, live match rules {}", rss_kib(), live.load(Ordering::SeqCst));
+        println!(
+            "FIGURE before sessions: RSS {} KiB, live match rules {}",
+            rss_kib(),
+            live.load(Ordering::SeqCst)
+        );
         let env = Env::with_fake(fake.clone(), &[(CYCLER, "glucose")], cfg).await;
-        let sessions = |env: &Env| env.hub.events().iter().filter(|e| matches!(e, BleEvent::SessionEnded { .. })).count();
+        let sessions = |env: &Env| {
+            env.hub
+                .events()
+                .iter()
+                .filter(|e| matches!(e, BleEvent::SessionEnded { .. }))
+                .count()
+        };
         let t = Instant::now();
         let mut next = 100;
         while next <= 1000 {
@@ -147,7 +164,10 @@ fn figures() {
                 );
                 next += 100;
             }
-            assert!(t.elapsed() < std::time::Duration::from_secs(1200), "sessions stalled at {n}");
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(1200),
+                "sessions stalled at {n}"
+            );
         }
         env.stop().await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -155,9 +175,19 @@ fn figures() {
         // Bare btleplug, back to back (figure 3).
         let _fake = fake;
         let lost0 = LOST_REMOVE_MATCH.load(Ordering::SeqCst);
-        println!("FIGURE before bare cycles: RSS {} KiB, live match rules {}", rss_kib(), live.load(Ordering::SeqCst));
+        println!(
+            "FIGURE before bare cycles: RSS {} KiB, live match rules {}",
+            rss_kib(),
+            live.load(Ordering::SeqCst)
+        );
         let manager = btleplug::platform::Manager::new().await.unwrap();
-        let adapter = manager.adapters().await.unwrap().into_iter().next().unwrap();
+        let adapter = manager
+            .adapters()
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
         let _ = adapter.peripherals().await.unwrap();
         let mut p = None;
         for per in adapter.peripherals().await.unwrap() {
@@ -173,7 +203,12 @@ fn figures() {
             p.disconnect().await.unwrap();
             if i == 100 || i % 100 == 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                samples.push((i, rss_kib(), live.load(Ordering::SeqCst), LOST_REMOVE_MATCH.load(Ordering::SeqCst) - lost0));
+                samples.push((
+                    i,
+                    rss_kib(),
+                    live.load(Ordering::SeqCst),
+                    LOST_REMOVE_MATCH.load(Ordering::SeqCst) - lost0,
+                ));
             }
         }
         println!("FIGURE bare cycles_1000: {:?} total", t1.elapsed());

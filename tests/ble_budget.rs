@@ -12,7 +12,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{glucose_meter, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use fake_bluez::Discovery;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -22,13 +22,7 @@ const HANGING: &str = "C0:26:DA:00:03:00";
 
 #[test]
 fn ten_devices_within_budget_and_a_hanging_one_does_not_stall() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let start = now_local().add_minutes(-1000).unwrap();
         let addrs: Vec<String> = (1..=10)
             .map(|i| format!("C0:26:DA:00:03:{i:02X}"))

@@ -15,7 +15,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{glucose_meter, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, record, Env};
+use fake_bluez::harness::{fast_config, now_local, record, Env};
 use fake_bluez::RacpRefusal;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -27,13 +27,7 @@ const NOT_PAIRED: &str = "C0:26:DA:00:06:02";
 
 #[test]
 fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let start = now_local().add_minutes(-1000).unwrap();
         let a = glucose_meter(NOT_PERMITTED, GlucoseMeter::new(start, 5), now_local())
             .refuses_racp(RacpRefusal::NotPermitted);
@@ -50,7 +44,14 @@ fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
         .await;
         let mut keys = Vec::new();
         for addr in [NOT_PERMITTED, NOT_PAIRED] {
-            keys.push(env.store.device_by_address(addr).await.unwrap().unwrap().key);
+            keys.push(
+                env.store
+                    .device_by_address(addr)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .key,
+            );
         }
 
         env.wait_for(20, "both meters pairing-needed", || async {
@@ -81,7 +82,11 @@ fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
             );
         }
         // Nothing stored from either device (not even the battery level it read before RACP).
-        assert!(env.readings().await.is_empty(), "{:?}", env.readings().await);
+        assert!(
+            env.readings().await.is_empty(),
+            "{:?}",
+            env.readings().await
+        );
         // The audit log has one pairing-needed event per device.
         env.wait_for(5, "ble_pairing_needed in the store", || async {
             let ev = env.store.events(200).await.unwrap();
@@ -97,7 +102,8 @@ fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
         // The technician re-pairs the first meter; the bond is recorded anew: it is downloaded.
         *env.fake.device(NOT_PERMITTED).racp_refusal.lock().unwrap() = None;
         let mut rec = record(NOT_PERMITTED, "glucose");
-        rec.bond = Some("paired=true;bonded=true;trusted=true;security=authenticated-passkey".into());
+        rec.bond =
+            Some("paired=true;bonded=true;trusted=true;security=authenticated-passkey".into());
         env.store.upsert_device(rec, true).await.unwrap();
         env.wait_for(20, "the five records after re-pairing", || async {
             env.readings()
@@ -110,7 +116,10 @@ fn not_paired_on_racp_write_is_pairing_needed_without_a_loop() {
         .await;
         // The other is still left alone.
         assert_eq!(
-            env.fake.device(NOT_PAIRED).connect_calls.load(Ordering::SeqCst),
+            env.fake
+                .device(NOT_PAIRED)
+                .connect_calls
+                .load(Ordering::SeqCst),
             1
         );
         assert!(env.readings().await.iter().all(|r| r.device == keys[0]));

@@ -14,7 +14,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{dt, stream_device, Stream};
-use fake_bluez::harness::{broker, fast_config, now_local, Env};
+use fake_bluez::harness::{fast_config, now_local, Env};
 use std::collections::HashMap;
 use std::time::Duration;
 use vitals_hub::ble::{BleEvent, DeviceConfig};
@@ -73,13 +73,7 @@ fn bp(t: LocalDateTime, sys: i64, dia: i64, user: u8) -> Vec<u8> {
 
 #[test]
 fn every_profile_end_to_end() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let now = now_local();
         let t1 = now.add_minutes(-120).unwrap();
         let t2 = now.add_minutes(-60).unwrap();
@@ -87,8 +81,16 @@ fn every_profile_end_to_end() {
             CUFF,
             "BLEsmart_cuff",
             0x1810,
-            vec![(0x2A35, &["indicate"], vec![]), (0x2A49, &["read"], vec![0, 0])],
-            stream(0x2A35, vec![(0x2A35, bp(t1, 128, 82, 1)), (0x2A35, bp(t2, 131, 85, 1))], 0, true),
+            vec![
+                (0x2A35, &["indicate"], vec![]),
+                (0x2A49, &["read"], vec![0, 0]),
+            ],
+            stream(
+                0x2A35,
+                vec![(0x2A35, bp(t1, 128, 82, 1)), (0x2A35, bp(t2, 131, 85, 1))],
+                0,
+                true,
+            ),
             now,
         );
         let temp = TemperatureMeasurement {
@@ -123,8 +125,16 @@ fn every_profile_end_to_end() {
             SCALE,
             "scale",
             0x181D,
-            vec![(0x2A9D, &["indicate"], vec![]), (0x2A9E, &["read"], vec![0, 0, 0, 0])],
-            stream(0x2A9D, vec![(0x2A9D, w(14_500, 1, t1)), (0x2A9D, w(17_000, 2, t2))], 0, true),
+            vec![
+                (0x2A9D, &["indicate"], vec![]),
+                (0x2A9E, &["read"], vec![0, 0, 0, 0]),
+            ],
+            stream(
+                0x2A9D,
+                vec![(0x2A9D, w(14_500, 1, t1)), (0x2A9D, w(17_000, 2, t2))],
+                0,
+                true,
+            ),
             now,
         );
         let spot = SpotCheckMeasurement {
@@ -142,7 +152,10 @@ fn every_profile_end_to_end() {
             PLX_SPOT,
             "oxi-spot",
             0x1822,
-            vec![(0x2A5E, &["indicate"], vec![]), (0x2A60, &["read"], vec![0, 0])],
+            vec![
+                (0x2A5E, &["indicate"], vec![]),
+                (0x2A60, &["read"], vec![0, 0]),
+            ],
             stream(0x2A5E, vec![(0x2A5E, spot)], 0, true),
             now,
         );
@@ -184,7 +197,10 @@ fn every_profile_end_to_end() {
             PLX_CONT,
             "oxi-cont",
             0x1822,
-            vec![(0x2A5F, &["notify"], vec![]), (0x2A60, &["read"], vec![0, 0])],
+            vec![
+                (0x2A5F, &["notify"], vec![]),
+                (0x2A60, &["read"], vec![0, 0]),
+            ],
             stream(0x2A5F, cont, 10, true),
             now,
         );
@@ -199,30 +215,62 @@ fn every_profile_end_to_end() {
             quality_pct: None,
             e2e_crc: true,
         };
-        let m1 = CgmMeasurement { records: vec![rec(110, 5), rec(115, 10)] }.encode().unwrap();
-        let mut bad = CgmMeasurement { records: vec![rec(120, 15)] }.encode().unwrap();
+        let m1 = CgmMeasurement {
+            records: vec![rec(110, 5), rec(115, 10)],
+        }
+        .encode()
+        .unwrap();
+        let mut bad = CgmMeasurement {
+            records: vec![rec(120, 15)],
+        }
+        .encode()
+        .unwrap();
         let last = bad.len() - 1;
         bad[last] ^= 0xFF; // E2E-CRC broken
-        let m3 = CgmMeasurement { records: vec![rec(125, 20)] }.encode().unwrap();
+        let m3 = CgmMeasurement {
+            records: vec![rec(125, 20)],
+        }
+        .encode()
+        .unwrap();
         let cgm = stream_device(
             CGM,
             "cgm",
             0x181F,
             vec![
                 (0x2AA7, &["notify"], vec![]),
-                (0x2AA8, &["read"], CgmFeature::new(1 << FEATURE_E2E_CRC, 9, 5).encode().unwrap()),
+                (
+                    0x2AA8,
+                    &["read"],
+                    CgmFeature::new(1 << FEATURE_E2E_CRC, 9, 5)
+                        .encode()
+                        .unwrap(),
+                ),
                 (
                     0x2AAA,
                     &["read", "write"],
-                    SessionStartTime::new(sst_time, TimeZone(0), DstOffset(0), true).encode().unwrap(),
+                    SessionStartTime::new(sst_time, TimeZone(0), DstOffset(0), true)
+                        .encode()
+                        .unwrap(),
                 ),
                 (0x2AAC, &["write", "indicate"], vec![]),
             ],
-            stream(0x2AA7, vec![(0x2AA7, m1), (0x2AA7, bad), (0x2AA7, m3)], 0, true),
+            stream(
+                0x2AA7,
+                vec![(0x2AA7, m1), (0x2AA7, bad), (0x2AA7, m3)],
+                0,
+                true,
+            ),
             now,
         );
         let mut cfg = fast_config();
-        cfg.devices = vec![DeviceConfig { address: SCALE.into(), user_id: Some(1), set_clock: false }];
+        // The harness registers devices without a pairing name, so the scale's settings are found
+        // by the address an older config would carry (the by-name path: ble's unit tests).
+        cfg.devices = vec![DeviceConfig {
+            name: "scale".into(),
+            legacy_address: Some(SCALE.into()),
+            user_id: Some(1),
+            set_clock: false,
+        }];
         let allowed = [
             (CUFF, "blood_pressure"),
             (THERMO, "thermometer"),
@@ -232,10 +280,19 @@ fn every_profile_end_to_end() {
             (PLX_CONT, "pulse_oximeter"),
             (CGM, "cgm"),
         ];
-        let mut env = Env::start(&broker, vec![cuff, thermo, scale, plx_spot, hr, plx_cont, cgm], &allowed, cfg).await;
+        let mut env = Env::start(
+            &broker,
+            vec![cuff, thermo, scale, plx_spot, hr, plx_cont, cgm],
+            &allowed,
+            cfg,
+        )
+        .await;
         let mut keys = HashMap::new();
         for (a, _) in allowed {
-            keys.insert(a, env.store.device_by_address(a).await.unwrap().unwrap().key);
+            keys.insert(
+                a,
+                env.store.device_by_address(a).await.unwrap().unwrap().key,
+            );
         }
         env.wait_for(60, "every device's session ended", || async {
             let ended: Vec<_> = env
@@ -252,7 +309,11 @@ fn every_profile_end_to_end() {
         .await;
         let readings = env.readings().await;
         let of = |a: &str, k: Kind| -> Vec<_> {
-            readings.iter().filter(|r| r.device == keys[a] && r.reading.kind == k).map(|r| r.reading.clone()).collect()
+            readings
+                .iter()
+                .filter(|r| r.device == keys[a] && r.reading.kind == k)
+                .map(|r| r.reading.clone())
+                .collect()
         };
         // Cuff: two stored readings with their own times.
         let sys = of(CUFF, Kind::Systolic);
@@ -292,9 +353,16 @@ fn every_profile_end_to_end() {
             events
                 .iter()
                 .filter_map(|e| match e {
-                    BleEvent::Summary { device, kind: k, count, min, mean, max, window_ms, .. }
-                        if *device == keys[dev] && *k == kind =>
-                    {
+                    BleEvent::Summary {
+                        device,
+                        kind: k,
+                        count,
+                        min,
+                        mean,
+                        max,
+                        window_ms,
+                        ..
+                    } if *device == keys[dev] && *k == kind => {
                         assert_eq!(*window_ms, 60_000);
                         Some((*count, *min, *mean, *max))
                     }
@@ -308,7 +376,11 @@ fn every_profile_end_to_end() {
         if hs.len() == 1 {
             assert!(eq(hs[0].1, 60, 0) && eq(hs[0].3, 89, 0));
             assert!(eq(hs[0].2, 745, -1), "mean {:?}", hs[0].2);
-            assert!(eq(of(HR, Kind::HeartRate)[0].value.number().unwrap(), 745, -1));
+            assert!(eq(
+                of(HR, Kind::HeartRate)[0].value.number().unwrap(),
+                745,
+                -1
+            ));
         }
         // The stored summaries carry count, min and max with the mean.
         let stored: Vec<_> = readings

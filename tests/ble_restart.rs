@@ -12,7 +12,7 @@
 mod fake_bluez;
 
 use fake_bluez::devices::{glucose_meter, GlucoseMeter};
-use fake_bluez::harness::{broker, fast_config, now_local, record, Env};
+use fake_bluez::harness::{fast_config, now_local, record, Env};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use vitals_hub::ble::CURSOR_GLUCOSE;
@@ -22,13 +22,7 @@ const AFTER: &str = "C0:26:DA:00:04:02";
 
 #[test]
 fn bluetoothd_restart_is_survived() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let start = now_local().add_minutes(-1000).unwrap();
         let a = glucose_meter(BEFORE, GlucoseMeter::new(start, 10), now_local());
         let env = Env::start(&broker, vec![a], &[(BEFORE, "glucose")], fast_config()).await;

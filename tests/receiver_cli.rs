@@ -8,11 +8,11 @@
 //! uploads to the child process with the minted hub certificate.
 
 mod support_bin;
-mod support_pki;
+mod uplink_support;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::Arc;
-use support_pki::*;
+use uplink_support::*;
 use vitals_hub::model::SystemClock;
 use vitals_hub::uplink::{FixedTimeSync, Uplink, UplinkConfig};
 

@@ -8,63 +8,10 @@
 //! identifier answers 200 with the existing location), atomic transactions, urn:uuid resolution,
 //! gzip request bodies, searches, and the loopback-only rule.
 
+mod uplink_support;
 use serde_json::{json, Value};
-use std::io::Write;
+use uplink_support::{get_json, plain, post_raw as post, raw_bundle as bundle};
 use vitals_hub::receiver::{FaultQueue, Listen, Receiver, ReceiverConfig, ReceiverError};
-
-async fn plain() -> Receiver {
-    Receiver::start(ReceiverConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        listen: Listen::PlainLoopback,
-        db_path: None,
-        faults: FaultQueue::new(),
-    })
-    .await
-    .unwrap()
-}
-
-fn bundle(ident: &str, with_code: bool) -> Value {
-    let mut obs = json!({
-        "resourceType": "Observation",
-        "identifier": [{ "system": "urn:test", "value": ident }],
-        "status": "final",
-        "subject": { "reference": "Patient/p1" },
-        "device": { "reference": "urn:uuid:00000000-0000-4000-8000-000000000001" }
-    });
-    if with_code {
-        obs["code"] =
-            json!({ "coding": [{ "system": "urn:iso:std:iso:11073:10101", "code": "160184" }] });
-    }
-    json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
-        { "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001",
-          "resource": { "resourceType": "Device", "identifier": [{ "system": "urn:dev", "value": "D1" }] },
-          "request": { "method": "POST", "url": "Device", "ifNoneExist": "identifier=urn:dev%7CD1" } },
-        { "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000002",
-          "resource": obs,
-          "request": { "method": "POST", "url": "Observation", "ifNoneExist": format!("identifier=urn:test%7C{}", ident.replace('+', "%2B")) } }
-    ]})
-}
-
-async fn post(base: &str, body: &Value, gzip: bool) -> (u16, Value) {
-    let raw = serde_json::to_vec(body).unwrap();
-    let mut req = reqwest::Client::new()
-        .post(base)
-        .header("content-type", "application/fhir+json");
-    let data = if gzip {
-        req = req.header("content-encoding", "gzip");
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(&raw).unwrap();
-        e.finish().unwrap()
-    } else {
-        raw
-    };
-    let r = req.body(data).send().await.unwrap();
-    let s = r.status().as_u16();
-    (
-        s,
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_create_transactions_and_searches() {
@@ -101,45 +48,19 @@ async fn conditional_create_transactions_and_searches() {
 
     // Searches; references were rewritten from urn:uuid to the assigned id.
     let client = reqwest::Client::new();
-    let found: Value = serde_json::from_slice(
-        &client
-            .get(format!("{base}/Observation?identifier=urn:test%7CA%2B1"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+    let found: Value = get_json(
+        &client,
+        &format!("{base}/Observation?identifier=urn:test%7CA%2B1"),
     )
-    .unwrap();
+    .await;
     assert_eq!(found["total"], 1);
     assert_eq!(
         found["entry"][0]["resource"]["device"]["reference"],
         "Device/1"
     );
-    let by_patient: Value = serde_json::from_slice(
-        &client
-            .get(format!("{base}/Observation?patient=p1"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let by_patient: Value = get_json(&client, &format!("{base}/Observation?patient=p1")).await;
     assert_eq!(by_patient["total"], 1);
-    let meta: Value = serde_json::from_slice(
-        &client
-            .get(format!("{base}/metadata"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let meta: Value = get_json(&client, &format!("{base}/metadata")).await;
     assert_eq!(meta["fhirVersion"], "4.0.1");
     // Not a transaction.
     let (s, _) = post(
@@ -164,4 +85,74 @@ async fn plain_http_only_on_loopback() {
     .unwrap_err();
     assert!(matches!(e, ReceiverError::PlainNotLoopback(_)));
     assert!(e.to_string().contains("nginx"));
+}
+
+/// The receiver's client check is per connection: two clients at once, one presenting a hub
+/// certificate and one presenting none; only the first is served, and what it stored is
+/// attributed to its own certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_is_checked_per_connection_with_clients_at_once() {
+    use std::sync::Arc;
+    use vitals_hub::receiver::pki::{DevCa, Span};
+    use vitals_hub::uplink::tls::{client_config, roots, CertPaths, ReloadingCert};
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = uplink_support::clinic(&ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let hub = ca.client("hub-0001", Span::DEFAULT).unwrap();
+    let (cert, key) = hub.write(dir.path(), "hub").unwrap();
+    let resolver = Arc::new(
+        ReloadingCert::new(
+            CertPaths { cert, key },
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .unwrap(),
+    );
+    let with_cert = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(&ca_path, resolver).unwrap())
+        .build()
+        .unwrap();
+    let no_cert_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots(&ca_path).unwrap())
+    .with_no_client_auth();
+    let without_cert = reqwest::Client::builder()
+        .tls_backend_preconfigured(no_cert_cfg)
+        .build()
+        .unwrap();
+    let base = uplink_support::url(&rx);
+    let body = serde_json::to_vec(&bundle("C1", true)).unwrap();
+    let (ok, refused) = tokio::join!(
+        with_cert
+            .post(&base)
+            .header("content-type", "application/fhir+json")
+            .body(body.clone())
+            .send(),
+        without_cert
+            .post(&base)
+            .header("content-type", "application/fhir+json")
+            .body(body.clone())
+            .send(),
+    );
+    assert_eq!(ok.unwrap().status(), 200);
+    assert!(
+        refused.is_err(),
+        "a client without a certificate is refused"
+    );
+    // The server counts the refusal once its handshake task ends (maybe after the client saw it).
+    let t0 = std::time::Instant::now();
+    while rx.stats().tls_failures == 0 && t0.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(rx.stats().tls_failures, 1);
+    assert_eq!(rx.stats().bundles, 1);
+    assert_eq!(
+        rx.clients(),
+        vec![vitals_hub::receiver::tls::fingerprint(&hub.cert_der)]
+    );
+    rx.shutdown().await;
 }

@@ -34,14 +34,8 @@ fn commission(cfg: &std::path::Path) -> (i32, String, String) {
 
 #[test]
 fn the_report_passes_when_every_device_delivered_and_reaches_the_clinic() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     // A powered adapter (the fake BlueZ), so the doctor's radio line passes.
-    let broker = fake_bluez::harness::broker();
-    rt.block_on(report(&broker));
+    fake_bluez::harness::run(|broker| async move { report(&broker).await });
 }
 
 async fn report(broker: &fake_bluez::Broker) {

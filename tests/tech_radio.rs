@@ -15,7 +15,7 @@ mod fake_bluez;
 mod support;
 
 use fake_bluez::devices::{clock_bytes, glucose_meter, stream_device, GlucoseMeter, Stream};
-use fake_bluez::harness::{broker, now_local};
+use fake_bluez::harness::now_local;
 use fake_bluez::FakeBluez;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
@@ -60,13 +60,7 @@ async fn open(w: &World) -> Store {
 
 #[test]
 fn scan_pair_devices_unpair() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let broker = broker();
-    rt.block_on(async {
+    fake_bluez::harness::run(|broker| async move {
         let w = World::new().await;
         let cfg = w.config("hub.toml", "");
         let start = now_local().add_minutes(-1000).unwrap();
@@ -266,6 +260,6 @@ fn scan_pair_devices_unpair() {
         assert_eq!(out.status.code(), Some(3));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("BlueZ is not reachable"), "{err}");
+        drop(broker);
     });
-    drop(broker);
 }

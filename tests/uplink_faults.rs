@@ -9,24 +9,19 @@
 //! a 400 on one entry of a batch. Afterwards every reading is at the receiver exactly once (counted
 //! by identifier) and the poisoned one is rejected, kept, and alerted.
 
-mod support_pki;
+mod uplink_support;
 use std::time::{Duration, Instant};
-use support_pki::*;
-use vitals_hub::receiver::pki::{DevCa, Span};
+use uplink_support::*;
+use vitals_hub::receiver::pki::DevCa;
 use vitals_hub::receiver::Fault;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_matrix_delivers_every_reading_exactly_once() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        &[&rustls::version::TLS13],
-    )
-    .await;
+    let rx = clinic(&ca).await;
     const N: u32 = 60;
     const POISON: u32 = 37;
-    let h = hub_with(N, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let h = hub_for(N, &ca).await;
     let mut cfg = uplink_config(&h, &url(&rx));
     cfg.request_timeout_ms = 700;
     let mut up = uplink(&h, cfg);
@@ -88,13 +83,8 @@ async fn fault_matrix_delivers_every_reading_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_412_is_rejected_not_retried_in_a_loop() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        &[&rustls::version::TLS13],
-    )
-    .await;
-    let h = hub_with(1, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = clinic(&ca).await;
+    let h = hub_for(1, &ca).await;
     let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
     rx.faults().push(Fault::Status(412));
     let rep = up.drain(Duration::from_secs(20)).await.unwrap();
@@ -107,13 +97,8 @@ async fn a_412_is_rejected_not_retried_in_a_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_loop_uploads_new_readings_and_sends_heartbeats_until_shutdown() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        &[&rustls::version::TLS13],
-    )
-    .await;
-    let h = hub_with(5, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = clinic(&ca).await;
+    let h = hub_for(5, &ca).await;
     let mut cfg = uplink_config(&h, &url(&rx));
     cfg.poll_interval_ms = 50;
     cfg.heartbeat_interval_secs = 1;
@@ -160,13 +145,8 @@ async fn the_run_loop_uploads_new_readings_and_sends_heartbeats_until_shutdown()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_device_ids_are_resent_not_blamed_on_readings() {
     let ca = DevCa::new("clinic").unwrap();
-    let rx = receiver(
-        &ca.server(&["localhost"], Span::DEFAULT).unwrap(),
-        Some(&ca),
-        &[&rustls::version::TLS13],
-    )
-    .await;
-    let h = hub_with(1, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let rx = clinic(&ca).await;
+    let h = hub_for(1, &ca).await;
     let dest = url(&rx);
     // Ids from a server that has since lost them; the refusal is a FHIR 400 (an OperationOutcome).
     h.store
@@ -188,5 +168,85 @@ async fn stale_device_ids_are_resent_not_blamed_on_readings() {
     );
     let hub_ref = h.store.uplink_state(&dest, "hub").await.unwrap().unwrap();
     assert!(hub_ref.starts_with("Device/") && hub_ref != "Device/999");
+    rx.shutdown().await;
+}
+
+/// The clinic's refusal text may echo PHI (here it names the entry's identifier, which holds the
+/// patient id): the hub's alert carries a reason code and the HTTP status, never that text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_uploads_a_reason_code_and_the_status_never_the_servers_text() {
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = clinic(&ca).await;
+    let h = hub_for(3, &ca).await;
+    let mut up = uplink(&h, uplink_config(&h, &url(&rx)));
+    rx.faults().poison(&glucose_identifier(1));
+    let rep = up.drain(DRAIN).await.unwrap();
+    assert_eq!(rep.rejected, 1, "{rep:?}");
+    let comms = rx.resources("Communication");
+    assert_eq!(comms.len(), 1);
+    let text = comms[0]["payload"][0]["contentString"].as_str().unwrap();
+    for secret in ["injected", PATIENT, &glucose_identifier(1), "is invalid"] {
+        assert!(!text.contains(secret), "{secret:?} uploaded in {text}");
+    }
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["kind"], "upload_rejected");
+    assert_eq!(v["status"], 400);
+    assert_eq!(v["reason"], "invalid", "{text}");
+    rx.shutdown().await;
+}
+
+/// A crash loop must not flood the clinic with hub-status Observations: the heartbeat's interval
+/// holds across restarts (three starts within the interval send one heartbeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_their_interval_across_restarts() {
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = clinic(&ca).await;
+    let h = hub_for(0, &ca).await;
+    let mut cfg = uplink_config(&h, &url(&rx));
+    cfg.poll_interval_ms = 50;
+    cfg.heartbeat_interval_secs = 3_600;
+    // Each start 10 s after the previous one (heartbeat identifiers are per second).
+    use vitals_hub::model::{Clock, ManualClock, SystemClock};
+    let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now().plus_millis(60_000)));
+    for start in 0..3u32 {
+        clock.advance(10_000);
+        let up = vitals_hub::uplink::Uplink::new(
+            cfg.clone(),
+            h.store.clone(),
+            clock.clone(),
+            std::sync::Arc::new(vitals_hub::uplink::FixedTimeSync(true)),
+            hub(),
+        )
+        .unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(up.run(stopped));
+        // A reading uploaded by this start proves its loop went past the heartbeat.
+        h.store
+            .append(&h.device, vec![glucose(start)], None)
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        while !rx
+            .observation_identifier_counts()
+            .contains_key(&glucose_identifier(start))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "start {start} did not upload"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let heartbeats = rx
+        .resources("Observation")
+        .into_iter()
+        .filter(|o| o["code"]["coding"][0]["code"] == "backlog-depth")
+        .count();
+    assert_eq!(heartbeats, 1, "three starts within the interval");
     rx.shutdown().await;
 }

@@ -8,11 +8,11 @@
 //! `packaging/clinic/nginx-mtls.conf` in front of the receiver in plain-HTTP loopback mode; a hub
 //! certificate from another CA is refused by nginx. Skips when nginx is missing, unless CI=true.
 
-mod support_pki;
+mod uplink_support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-use support_pki::*;
+use uplink_support::*;
 use vitals_hub::receiver::pki::{DevCa, Span};
 use vitals_hub::receiver::{FaultQueue, Listen, Receiver, ReceiverConfig};
 use vitals_hub::uplink::UplinkError;
@@ -30,14 +30,6 @@ impl Drop for Nginx {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The reference server block with test paths and ports, inside a minimal main config.

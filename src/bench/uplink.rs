@@ -4,7 +4,7 @@
 
 use crate::fhir::{self, bundle::Item, BundleContext, HubInfo, ReadingInput};
 use crate::model::{Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value};
-use crate::receiver::pki::write_dev_pki;
+use crate::receiver::pki::write_default_dev_pki;
 use crate::store::{DeviceRecord, KekSource, NewReading, Store, StoreConfig};
 use crate::uplink::{sync::Step, FixedTimeSync, Uplink, UplinkConfig};
 use anyhow::{bail, Context};
@@ -126,8 +126,7 @@ fn run_inner(args: &UplinkBenchArgs) -> anyhow::Result<()> {
     }
     let tmp = tempfile_dir(args.dir.as_deref())?;
     let pki = tmp.join("pki");
-    write_dev_pki(&pki, &["localhost", "127.0.0.1"], "hub-bench")
-        .context("minting the bench PKI")?;
+    write_default_dev_pki(&pki, "hub-bench").context("minting the bench PKI")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,5 +1,6 @@
-//! Bluetooth LE: everything between a medical device in the living room and a decoded reading in
-//! the store.
+//! Bluetooth LE: everything between a medical device in the living room and a decoded reading
+//! handed to ingest through the [`Port`] (which `ble` defines and the daemon implements; `ble`
+//! imports neither the store nor the uplink).
 //!
 //! **Shape.** [`Hub::run`] scans in windows (`scan_window_ms` on, `scan_pause_ms` off — never without
 //! end, which grows BlueZ's memory), sees every device BlueZ knows, and starts one [`session`] per
@@ -25,7 +26,7 @@
 //! - heart rate, PLX continuous: every raw value goes to the alert hook; the store gets one
 //!   reading per kind per `summary_window_ms` window: **the mean** (one decimal), device time = the
 //!   window start (hub clock, `utc_offset_minutes`), stable key naming the window; count, min and
-//!   max are sealed with it ([`crate::store::ReadingSummary`]) and also travel as
+//!   max are sealed with it ([`crate::model::device::ReadingSummary`]) and also travel as
 //!   [`BleEvent::Summary`];
 //! - CGM: records timed from the Session Start Time; with E2E-CRC in the CGM Feature a record
 //!   without a valid CRC is rejected (malformed event); the cursor is the highest time offset.
@@ -34,36 +35,51 @@
 //! receive time / window when the device sends no time) — deterministic, so re-downloads dedup.
 //!
 //! **Multi-user devices.** A reading whose user id differs from the device's configured
-//! `user_id` is never appended: it is held in the store ([`Store::hold`], sealed, never in the
-//! outbox; listed by [`Store::held`], then assigned or discarded) with a
-//! [`BleEvent::HeldForAssignment`]; [`Hub::held`] lists what this run held.
+//! `user_id` is never appended: it is held ([`Port::hold`]: sealed in the store, never in the
+//! outbox, then assigned or discarded) with a [`BleEvent::HeldForAssignment`]; [`Hub::held`] lists
+//! the newest [`HELD_KEPT`] this run held.
 //!
-//! **Events.** The store has no public way to append an event, so BLE events (malformed payloads
-//! naming the device, clock offsets, pairing needed, RACP refusals, summaries) are kept in memory
-//! ([`Hub::events`]) and logged without PHI (device by store key or address hash).
+//! **Hand-over.** Every call on the [`Port`] returns a `Result`; a session whose commit fails ends
+//! there and the device keeps its records (see [`port`]). Bounded on the way: events and held
+//! readings in memory ([`EVENTS_KEPT`], [`HELD_KEPT`], oldest dropped), the ignored addresses
+//! ([`IGNORED_KEPT`], least recently seen dropped), malformed values (one event per device per
+//! [`MALFORMED_WINDOW_MS`] with a count), stream values (the port's bounded queue, newest dropped).
+//!
+//! **Events** (malformed payloads naming the device, clock offsets, pairing needed, RACP refusals,
+//! summaries) are kept in memory ([`Hub::events`]), appended to the store's audit log through the
+//! port, and logged without PHI (device by store key or keyed address tag, [`AddressTags`]).
 //!
 //! **Pairing** is not in btleplug: [`pairing::pair`] calls `Device1.Pair()` over zbus with the hub's
 //! own `org.bluez.Agent1` (KeyboardDisplay), sets `Trusted`, and records the bond.
 
+pub mod adapter;
 pub mod link;
 pub mod pairing;
+pub mod port;
 pub mod session;
+pub mod tag;
 pub mod tech;
 
+use crate::model::device::DeviceKey;
 use crate::model::{Clock, Decimal, Kind, Reading, UtcMillis};
-use crate::store::{DeviceKey, NewHeld, NewReading, Store};
-use btleplug::api::{Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
+use btleplug::api::{Central as _, CentralEvent, Peripheral as _, ScanFilter};
 use btleplug::platform::{Adapter, Manager, PeripheralId};
 use futures::StreamExt;
+use hashlink::LruCache;
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 pub use link::{BtleLink, Link, LinkError};
+pub use port::{
+    AuditEvent, Batch, Committed, Cursor, KnownDevice, Port, PortError, PortFuture, Registration,
+    Registry,
+};
 pub use session::Outcome;
+pub use tag::AddressTags;
 
 /// A failing scan loop waits at most this many scan pauses between windows (a power of two).
 const MAX_BACKOFF_FACTOR: u64 = 64;
@@ -77,8 +93,13 @@ pub const CURSOR_CGM: &str = "cgm_time_offset";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
-    /// Bluetooth address, `AA:BB:CC:DD:EE:FF`.
-    pub address: String,
+    /// The name given at pairing (`vitals-hub pair --name`; default the profile): how the config
+    /// refers to a device. The address itself lives sealed in the store, never in the config.
+    pub name: String,
+    /// A device address written in an older config (still honoured; `config check` warns, since
+    /// the file is readable and the address identifies the patient's device).
+    #[serde(default)]
+    pub legacy_address: Option<String>,
     /// The patient's user index on a multi-user scale or cuff; readings of other users are held.
     #[serde(default)]
     pub user_id: Option<u8>,
@@ -93,6 +114,9 @@ pub struct DeviceConfig {
 pub struct BleConfig {
     /// Scan for and talk to paired devices (off on a hub used only with simulated devices).
     pub enabled: bool,
+    /// The Bluetooth adapter (`hci0`, `hci1` …) the daemon, pairing, the technician's radio
+    /// commands and `doctor` all use; none: the first adapter BlueZ lists.
+    pub adapter: Option<String>,
     pub scan_window_ms: u64,
     pub scan_pause_ms: u64,
     pub connect_timeout_ms: u64,
@@ -131,6 +155,7 @@ impl Default for BleConfig {
     fn default() -> Self {
         BleConfig {
             enabled: true,
+            adapter: None,
             scan_window_ms: 10_000,
             scan_pause_ms: 5_000,
             connect_timeout_ms: 30_000,
@@ -169,13 +194,25 @@ impl BleConfig {
     pub(crate) fn stream_max(&self) -> Duration {
         Self::ms(self.stream_max_ms)
     }
-    fn device(&self, address: &str) -> DeviceConfig {
-        self.devices
-            .iter()
-            .find(|d| d.address.eq_ignore_ascii_case(address))
+    /// The settings of an allow-listed device: the `[[device]]` with its pairing name (or, from
+    /// an older config, its address); defaults when none.
+    fn device(&self, known: &KnownDevice, address: &str) -> DeviceConfig {
+        let by_name = known
+            .name
+            .as_deref()
+            .and_then(|n| self.devices.iter().find(|d| d.name == n));
+        let by_address = || {
+            self.devices.iter().find(|d| {
+                d.legacy_address
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(address))
+            })
+        };
+        by_name
+            .or_else(by_address)
             .cloned()
             .unwrap_or_else(|| DeviceConfig {
-                address: address.to_string(),
+                name: known.name.clone().unwrap_or_default(),
                 ..DeviceConfig::default()
             })
     }
@@ -190,9 +227,12 @@ pub enum BleError {
     /// No Bluetooth adapter.
     #[error("no Bluetooth adapter found; check the adapter is plugged in and powered (`bluetoothctl list`)")]
     NoAdapter,
-    /// The store failed.
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    /// The hand-over to ingest and the store failed.
+    #[error("{0}")]
+    Port(#[from] PortError),
+    /// The configured adapter is not there.
+    #[error("Bluetooth adapter {0} not found; check `[ble] adapter` in the config against `bluetoothctl list`, or leave it out to use the first adapter")]
+    AdapterMissing(String),
     /// Pairing with the device failed.
     #[error("pairing {address} failed: {detail}; put the device in pairing mode and retry")]
     Pairing { address: String, detail: String },
@@ -209,10 +249,13 @@ pub enum BleError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BleEvent {
     /// A payload did not decode; the session went on with the other records.
+    /// At most one per device per [`MALFORMED_WINDOW_MS`]: the first one of the window (`count`
+    /// 1, with its detail), then, when the window ends, how many more there were.
     Malformed {
         device: DeviceKey,
         characteristic: u16,
         detail: String,
+        count: u64,
     },
     /// Device clock minus hub clock at connect; whether the clock was then written.
     ClockOffset {
@@ -281,144 +324,231 @@ pub enum DeviceState {
     PairingNeeded,
 }
 
-/// Where a session's readings go: the store directly, or the hub's ingest (store, then the alert
-/// rules). Implemented by [`Store`] and by `hub::Ingest`.
-pub trait ReadingSink: Send + Sync + std::fmt::Debug {
-    /// Append readings of one device and optionally its download cursor, durably.
-    fn append<'a>(
-        &'a self,
-        device: &'a DeviceKey,
-        items: Vec<NewReading>,
-        cursor: Option<(String, i64)>,
-    ) -> SinkFuture<'a>;
-}
-
-/// The future a [`ReadingSink`] returns.
-pub type SinkFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<crate::store::AppendOutcome, String>> + Send + 'a>,
->;
-
-impl ReadingSink for Store {
-    fn append<'a>(
-        &'a self,
-        device: &'a DeviceKey,
-        items: Vec<NewReading>,
-        cursor: Option<(String, i64)>,
-    ) -> SinkFuture<'a> {
-        Box::pin(async move {
-            Store::append(self, device, items, cursor)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
-}
-
 /// Events kept in memory for [`Hub::events`], the newest ones (the store's audit log keeps every
 /// event but summaries and session ends, and the summary figures are stored with their reading).
 /// A continuous stream adds a summary a minute, so an unbounded list would grow for as long as the
-/// hub runs.
+/// hub runs. When full, the oldest tenth is dropped.
 const EVENTS_KEPT: usize = 10_000;
+
+/// Held readings kept in memory for [`Hub::held`] (each is in the store as well). When full, the
+/// oldest is dropped.
+pub const HELD_KEPT: usize = 1_000;
+
+/// Addresses remembered as not allow-listed, so a busy room (phones rotate private addresses every
+/// few minutes) costs no store lookup per advertisement. Least recently seen evicted when full.
+pub const IGNORED_KEPT: usize = 1_024;
+
+/// Malformed values are counted per device over this window: the first one of a window is logged
+/// (WARN) and stored as an event at once, the rest become one event with their count when the
+/// window or the session ends — a babbling device can flood neither the journal nor the SD card.
+pub const MALFORMED_WINDOW_MS: i64 = 60_000;
+
+/// Malformed values of one device in the current window.
+#[derive(Debug, Clone)]
+struct Tally {
+    since: UtcMillis,
+    /// Counted after the first (which was reported at once).
+    more: u64,
+    characteristic: u16,
+}
 
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: BleConfig,
-    pub store: Store,
-    pub sink: Arc<dyn ReadingSink>,
+    pub port: Arc<dyn Port>,
     pub clock: Arc<dyn Clock>,
-    events: Mutex<Vec<BleEvent>>,
-    held: Mutex<Vec<HeldReading>>,
-    alerts: Option<mpsc::UnboundedSender<RawValue>>,
+    pub tags: AddressTags,
+    events: Mutex<VecDeque<BleEvent>>,
+    held: Mutex<VecDeque<HeldReading>>,
+    malformed: Mutex<HashMap<DeviceKey, Tally>>,
 }
 
 impl Shared {
-    pub fn event(&self, e: BleEvent) {
-        self.persist(&e);
+    /// Keep the event in memory and append it to the store's audit log (awaited: no detached
+    /// task per event). A failed audit append is logged, never a reason to end a session.
+    pub async fn event(&self, e: BleEvent) {
+        if let Some(a) = audit(&e) {
+            if let Err(err) = self.port.events(vec![a]).await {
+                warn!(error = %err, "BLE event not stored.");
+            }
+        }
+        self.remember(e);
+    }
+
+    fn remember(&self, e: BleEvent) {
         if let Ok(mut v) = self.events.lock() {
             if v.len() >= EVENTS_KEPT {
                 v.drain(..EVENTS_KEPT / 10);
             }
-            v.push(e);
+            v.push_back(e);
         }
     }
 
-    /// Record the event in the store's audit log (no values: summaries stay in memory).
-    fn persist(&self, e: &BleEvent) {
-        let (kind, severity, detail) = match e {
-            BleEvent::Malformed { device, characteristic, detail } => (
-                "ble_malformed_payload",
-                "warning",
-                format!("device {device} characteristic 0x{characteristic:04X}: {detail}"),
-            ),
-            BleEvent::ClockOffset { device, device_minus_hub_s, written } => (
-                "ble_clock_offset",
-                "info",
-                format!("device {device} clock offset {device_minus_hub_s} s; written: {written}"),
-            ),
-            BleEvent::PairingNeeded { device } => (
-                "ble_pairing_needed",
-                "error",
-                format!("device {device} is allow-listed but not bonded: run `vitals-hub pair`"),
-            ),
-            BleEvent::HeldForAssignment { device, user_id } => (
-                "ble_reading_held",
-                "warning",
-                format!("device {device}: a reading of user {user_id} (not the patient's) was held"),
-            ),
-            BleEvent::RacpRefused { device, response_code } => (
-                "ble_racp_refused",
-                "warning",
-                format!("device {device} refused the record request (RACP response 0x{response_code:02X})"),
-            ),
-            BleEvent::Summary { .. } | BleEvent::SessionEnded { .. } => return,
-        };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let store = self.store.clone();
-            rt.spawn(async move {
-                let _ = store.append_event(kind, severity, detail).await;
-            });
-        }
-    }
-    /// Hold a reading in the store (sealed, not in the outbox); a re-sent one is not held twice.
-    pub async fn hold(&self, h: HeldReading) {
-        let item = NewHeld {
-            user_id: h.user_id,
-            reading: h.reading.clone(),
-            received_at: h.received_at,
-            stable_key: h.stable_key.clone(),
-        };
-        match self.store.hold(&h.device, item).await {
-            Ok((_, true)) => return,
-            Ok((id, false)) => {
-                debug!(device = %h.device, held = id, "Reading held for assignment.")
+    /// A value from `device` did not decode: rate-limited per device (see [`MALFORMED_WINDOW_MS`]).
+    pub async fn malformed(&self, device: &DeviceKey, characteristic: u16, detail: &str) {
+        let now = self.clock.now();
+        let (first, flushed) = {
+            let Ok(mut t) = self.malformed.lock() else {
+                return;
+            };
+            let mut flushed = None;
+            if let Some(cur) = t.get(device) {
+                if now.as_millis() - cur.since.as_millis() >= MALFORMED_WINDOW_MS {
+                    flushed = t.remove(device);
+                }
             }
-            Err(e) => {
-                warn!(device = %h.device, error = %e, "Held reading not stored; kept in memory only.")
+            match t.get_mut(device) {
+                Some(cur) => {
+                    cur.more += 1;
+                    (false, flushed)
+                }
+                None => {
+                    t.insert(
+                        device.clone(),
+                        Tally {
+                            since: now,
+                            more: 0,
+                            characteristic,
+                        },
+                    );
+                    (true, flushed)
+                }
             }
+        };
+        if let Some(f) = flushed {
+            self.report_more(device, f).await;
         }
-        self.event(BleEvent::HeldForAssignment {
-            device: h.device.clone(),
-            user_id: h.user_id,
-        });
-        if let Ok(mut v) = self.held.lock() {
-            v.push(h);
-        }
-    }
-    pub fn alert(&self, device: &DeviceKey, r: &Reading) {
-        self.raw(device, r, false);
-    }
-    /// A raw value of a continuous stream (not stored itself; its window's summary is).
-    pub fn alert_stream(&self, device: &DeviceKey, r: &Reading) {
-        self.raw(device, r, true);
-    }
-    fn raw(&self, device: &DeviceKey, r: &Reading, stream: bool) {
-        if let Some(tx) = &self.alerts {
-            let _ = tx.send(RawValue {
+        if first {
+            warn!(device = %device, characteristic = %format!("0x{characteristic:04X}"), "Malformed value; skipped (more from this device in the next minute are counted, not logged).");
+            self.event(BleEvent::Malformed {
                 device: device.clone(),
-                reading: r.clone(),
-                stream,
-            });
+                characteristic,
+                detail: detail.to_string(),
+                count: 1,
+            })
+            .await;
+        } else {
+            debug!(device = %device, characteristic = %format!("0x{characteristic:04X}"), "Malformed value; counted.");
         }
     }
+
+    /// The session with `device` ended: report the malformed values counted but not yet reported.
+    pub async fn flush_malformed(&self, device: &DeviceKey) {
+        let t = self
+            .malformed
+            .lock()
+            .ok()
+            .and_then(|mut t| t.remove(device));
+        if let Some(t) = t {
+            self.report_more(device, t).await;
+        }
+    }
+
+    async fn report_more(&self, device: &DeviceKey, t: Tally) {
+        if t.more == 0 {
+            return;
+        }
+        warn!(device = %device, count = t.more, "More malformed values were skipped.");
+        self.event(BleEvent::Malformed {
+            device: device.clone(),
+            characteristic: t.characteristic,
+            detail: "further malformed values in the same window".into(),
+            count: t.more,
+        })
+        .await;
+    }
+
+    /// Hold a reading (sealed in the store, not uploaded); a re-sent one is not held twice. A
+    /// failed hold is the session's failure, like a failed commit: the device keeps the record.
+    pub async fn hold(&self, h: HeldReading) -> Result<(), PortError> {
+        let device = h.device.clone();
+        let user_id = h.user_id;
+        if !self.port.hold(h.clone()).await? {
+            return Ok(());
+        }
+        debug!(device = %device, "Reading held for assignment.");
+        self.event(BleEvent::HeldForAssignment { device, user_id })
+            .await;
+        if let Ok(mut v) = self.held.lock() {
+            if v.len() >= HELD_KEPT {
+                v.pop_front();
+            }
+            v.push_back(h);
+        }
+        Ok(())
+    }
+
+    /// A raw value of a continuous stream (not stored itself; its window's summary is) for the
+    /// alert rules. The port's queue is bounded; a dropped value is counted there.
+    pub fn alert_stream(&self, device: &DeviceKey, r: &Reading) {
+        let v = RawValue {
+            device: device.clone(),
+            reading: r.clone(),
+            stream: true,
+        };
+        if let Err(e) = self.port.stream_value(v) {
+            debug!(device = %device, error = %e, "Stream value not handed to the alert rules.");
+        }
+    }
+}
+
+/// The audit-log form of an event (none for summaries and session ends: the figures are stored
+/// with their reading, and sessions are many).
+fn audit(e: &BleEvent) -> Option<AuditEvent> {
+    let (kind, severity, detail) = match e {
+        BleEvent::Malformed {
+            device,
+            characteristic,
+            detail,
+            count,
+        } => (
+            "ble_malformed_payload",
+            "warning",
+            if *count == 1 {
+                format!("device {device} characteristic 0x{characteristic:04X}: {detail}")
+            } else {
+                format!(
+                    "device {device}: {count} more malformed values skipped within {} s",
+                    MALFORMED_WINDOW_MS / 1000
+                )
+            },
+        ),
+        BleEvent::ClockOffset {
+            device,
+            device_minus_hub_s,
+            written,
+        } => (
+            "ble_clock_offset",
+            "info",
+            format!("device {device} clock offset {device_minus_hub_s} s; written: {written}"),
+        ),
+        BleEvent::PairingNeeded { device } => (
+            "ble_pairing_needed",
+            "error",
+            format!("device {device} is allow-listed but not bonded: run `vitals-hub pair`"),
+        ),
+        BleEvent::HeldForAssignment { device, user_id } => (
+            "ble_reading_held",
+            "warning",
+            format!("device {device}: a reading of user {user_id} (not the patient's) was held"),
+        ),
+        BleEvent::RacpRefused {
+            device,
+            response_code,
+        } => (
+            "ble_racp_refused",
+            "warning",
+            format!(
+                "device {device} refused the record request (RACP response 0x{response_code:02X})"
+            ),
+        ),
+        BleEvent::Summary { .. } | BleEvent::SessionEnded { .. } => return None,
+    };
+    Some(AuditEvent {
+        kind,
+        severity,
+        detail,
+    })
 }
 
 /// The BLE side of the hub.
@@ -427,7 +557,10 @@ pub struct Hub {
     shared: Arc<Shared>,
     budget: Arc<Semaphore>,
     states: Arc<Mutex<HashMap<String, DeviceState>>>,
-    ignored: Arc<Mutex<HashSet<String>>>,
+    /// Not allow-listed: address → when the store said so. Bounded ([`IGNORED_KEPT`]) and
+    /// consulted before the store; an entry older than `cooldown_ms` is looked up again (the
+    /// technician may have paired the device since).
+    ignored: Arc<Mutex<LruCache<String, UtcMillis>>>,
     /// Consecutive scan windows that failed (BlueZ or the adapter unusable); 0 when healthy.
     window_failures: Arc<std::sync::atomic::AtomicU32>,
     progress: Option<crate::model::Progress>,
@@ -439,46 +572,28 @@ pub struct Hub {
 /// When a device refused the hub as unbonded, and its bond record at that time.
 type Refused = (UtcMillis, Option<String>);
 
-/// A short, non-reversible tag of an address for logs.
-pub fn address_tag(address: &str) -> String {
-    format!(
-        "dev-{:08x}",
-        fnv1a(address.to_ascii_uppercase().as_bytes()) >> 32
-    )
-}
-
-/// FNV-1a, 64 bit: a stable, non-cryptographic hash for tags and made-up addresses.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 impl Hub {
-    /// `alerts` receives every raw value (the alerts module subscribes later).
+    /// Sessions hand everything over through `port`; logs name devices by `tags`.
     pub fn new(
         config: BleConfig,
-        store: Store,
+        port: Arc<dyn Port>,
         clock: Arc<dyn Clock>,
-        alerts: Option<mpsc::UnboundedSender<RawValue>>,
+        tags: AddressTags,
     ) -> Hub {
         let budget = Arc::new(Semaphore::new(config.max_connections.max(1)));
         Hub {
             shared: Arc::new(Shared {
                 config,
-                sink: Arc::new(store.clone()),
-                store,
+                port,
                 clock,
-                events: Mutex::new(Vec::new()),
-                held: Mutex::new(Vec::new()),
-                alerts,
+                tags,
+                events: Mutex::new(VecDeque::new()),
+                held: Mutex::new(VecDeque::new()),
+                malformed: Mutex::new(HashMap::new()),
             }),
             budget,
             states: Arc::new(Mutex::new(HashMap::new())),
-            ignored: Arc::new(Mutex::new(HashSet::new())),
+            ignored: Arc::new(Mutex::new(LruCache::new(IGNORED_KEPT))),
             window_failures: Arc::new(std::sync::atomic::AtomicU32::new(0)),
             progress: None,
             refused: Arc::new(Mutex::new(HashMap::new())),
@@ -508,34 +623,28 @@ impl Hub {
         )
     }
 
-    /// Send readings through `sink` (the hub's ingest, so the alert rules see them) instead of
-    /// appending to the store directly. Call before `run`.
-    pub fn with_sink(mut self, sink: Arc<dyn ReadingSink>) -> Hub {
-        // `new` returned the only reference to `shared`; sessions clone it only once `run` starts.
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.sink = sink;
-        } else {
-            warn!("Reading sink not set: the BLE hub is already running.");
-        }
-        self
-    }
-
     /// The latest events of this run (at most 10,000).
     pub fn events(&self) -> Vec<BleEvent> {
         self.shared
             .events
             .lock()
-            .map(|v| v.clone())
+            .map(|v| v.iter().cloned().collect())
             .unwrap_or_default()
     }
+    /// Readings held in this run, the newest [`HELD_KEPT`] (all are in the store).
     pub fn held(&self) -> Vec<HeldReading> {
         self.shared
             .held
             .lock()
-            .map(|v| v.clone())
+            .map(|v| v.iter().cloned().collect())
             .unwrap_or_default()
     }
-    /// Devices seen that are not on the allow-list (never connected).
+    /// How `address` appears in logs: a keyed tag, not reversible without the store's key.
+    pub fn tag(&self, address: &str) -> String {
+        self.shared.tags.tag(address)
+    }
+    /// Devices seen lately that are not on the allow-list (never connected; at most
+    /// [`IGNORED_KEPT`]).
     pub fn ignored(&self) -> usize {
         self.ignored.lock().map(|s| s.len()).unwrap_or(0)
     }
@@ -597,6 +706,8 @@ impl Hub {
     ) -> Result<(), BleError> {
         let op = Duration::from_millis(self.shared.config.op_timeout_ms);
         let err = |e: String| BleError::Bluez(e);
+        // The adapter is chosen again every window: one plugged in later, or BlueZ restarted.
+        let name = adapter::name(self.shared.config.adapter.as_deref(), op).await?;
         if manager.is_none() {
             let m = tokio::time::timeout(op, Manager::new())
                 .await
@@ -607,11 +718,7 @@ impl Hub {
         let Some(m) = manager.as_ref() else {
             return Err(BleError::NoAdapter);
         };
-        let adapters = tokio::time::timeout(op, m.adapters())
-            .await
-            .map_err(|_| err("timeout".into()))?
-            .map_err(|e| err(e.to_string()))?;
-        let adapter = adapters.into_iter().next().ok_or(BleError::NoAdapter)?;
+        let adapter = adapter::find(m, &name, op).await?;
         let mut events = tokio::time::timeout(op, adapter.events())
             .await
             .map_err(|_| err("timeout".into()))?
@@ -630,7 +737,7 @@ impl Hub {
                 ev = events.next() => match ev {
                     Some(CentralEvent::DeviceDiscovered(id)) | Some(CentralEvent::DeviceUpdated(id)) => {
                         seen.insert(id.clone());
-                        self.consider(&adapter, id, shutdown.clone()).await;
+                        self.consider(&adapter, &name, id, shutdown.clone()).await;
                     }
                     Some(_) => {}
                     None => return Err(err("the BlueZ event stream ended".into())),
@@ -643,66 +750,46 @@ impl Hub {
         Ok(())
     }
 
-    async fn consider(&self, adapter: &Adapter, id: PeripheralId, shutdown: watch::Receiver<bool>) {
+    async fn consider(
+        &self,
+        adapter: &Adapter,
+        adapter_name: &str,
+        id: PeripheralId,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let op = Duration::from_millis(self.shared.config.op_timeout_ms);
         let Ok(Ok(p)) = tokio::time::timeout(op, adapter.peripheral(&id)).await else {
             return;
         };
         let address = p.address().to_string().to_ascii_uppercase();
         let now = self.shared.clock.now();
-        {
-            let Ok(states) = self.states.lock() else {
-                return;
-            };
-            match states.get(&address) {
-                Some(DeviceState::InSession) => return,
-                Some(DeviceState::Done { at })
-                    if now.as_millis() - at.as_millis()
-                        < i64::try_from(self.shared.config.cooldown_ms).unwrap_or(i64::MAX) =>
-                {
-                    return
-                }
-                Some(DeviceState::Failed { at, .. })
-                    if now.as_millis() - at.as_millis()
-                        < i64::try_from(self.shared.config.retry_after_ms).unwrap_or(i64::MAX) =>
-                {
-                    return
-                }
-                _ => {}
-            }
-        }
-        let device = match self.shared.store.device_by_address(&address).await {
-            Ok(Some(d)) if d.allowed => d,
-            Ok(_) => {
-                if let Ok(mut ig) = self.ignored.lock() {
-                    if ig.insert(address.clone()) {
-                        debug!(device = %address_tag(&address), "Not on the allow-list; ignored.");
-                    }
-                }
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, "Allow-list lookup failed.");
-                return;
-            }
+        let Some(device) = self.admit(&address, now).await else {
+            return;
         };
-        if self.still_refused(&address, device.record.bond.as_ref(), now) {
+        if self.still_refused(&address, device.bond.as_ref(), now) {
             return;
         }
-        // Bonded? BlueZ knows; btleplug does not say.
-        match tokio::time::timeout(op, pairing::is_paired(&address)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                self.pairing_needed(&address, &device.key);
+        // Bonded? BlueZ knows; btleplug does not say. An error or no answer is "not known":
+        // never a reason to read (the next window asks again).
+        let answer = tokio::time::timeout(op, pairing::is_paired(adapter_name, &address))
+            .await
+            .ok();
+        match bond_state(answer) {
+            BondState::Paired => {}
+            BondState::NotPaired => {
+                self.pairing_needed(&address, &device.key).await;
                 return;
             }
-            _ => {}
+            BondState::Unknown => {
+                debug!(device = %device.key, "Bond state not known; not read this window.");
+                return;
+            }
         }
         if let Ok(mut s) = self.states.lock() {
             s.insert(address.clone(), DeviceState::InSession);
         }
         let hub = self.clone();
-        let patient = device.record.patient_binding.clone().unwrap_or_default();
+        let patient = device.patient.clone().unwrap_or_default();
         tokio::spawn(async move {
             let cfg = &hub.shared.config;
             let permit = hub.budget.clone().acquire_owned().await;
@@ -717,12 +804,60 @@ impl Hub {
         });
     }
 
+    /// Whether `address` is to be talked to now: not in a session, not cooling down, not known
+    /// as ignored (checked before the store), and allow-listed (the port's lookup).
+    async fn admit(&self, address: &str, now: UtcMillis) -> Option<KnownDevice> {
+        let cfg = &self.shared.config;
+        let cooldown = i64::try_from(cfg.cooldown_ms).unwrap_or(i64::MAX);
+        {
+            let states = self.states.lock().ok()?;
+            match states.get(address) {
+                Some(DeviceState::InSession) => return None,
+                Some(DeviceState::Done { at }) if now.as_millis() - at.as_millis() < cooldown => {
+                    return None
+                }
+                Some(DeviceState::Failed { at, .. })
+                    if now.as_millis() - at.as_millis()
+                        < i64::try_from(cfg.retry_after_ms).unwrap_or(i64::MAX) =>
+                {
+                    return None
+                }
+                _ => {}
+            }
+        }
+        {
+            let mut ig = self.ignored.lock().ok()?;
+            match ig.get(address) {
+                Some(at) if now.as_millis() - at.as_millis() < cooldown => return None,
+                Some(_) => {
+                    ig.remove(address);
+                }
+                None => {}
+            }
+        }
+        match self.shared.port.device(address).await {
+            Ok(Some(d)) if d.allowed => Some(d),
+            Ok(_) => {
+                if let Ok(mut ig) = self.ignored.lock() {
+                    if ig.insert(address.to_string(), now).is_none() {
+                        debug!(device = %self.tag(address), "Not on the allow-list; ignored.");
+                    }
+                }
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "Allow-list lookup failed.");
+                None
+            }
+        }
+    }
+
     /// One session with `device` over `link`, under the session timeout; records its outcome in
     /// the device's state and the event log.
     async fn session<L: Link>(
         &self,
         link: &L,
-        device: &crate::store::Device,
+        device: &KnownDevice,
         address: &str,
         patient: String,
         test_data: bool,
@@ -737,7 +872,7 @@ impl Hub {
             address: address.to_string(),
             tag: tag.clone(),
             patient,
-            dev_cfg: cfg.device(address),
+            dev_cfg: cfg.device(device, address),
             stored: 0,
             test_data,
         };
@@ -780,16 +915,19 @@ impl Hub {
             // BlueZ said paired, the device said not: only a new bond record (or the cooldown)
             // brings it back, or every scan window would reconnect it.
             if let Ok(mut r) = self.refused.lock() {
-                r.insert(address.to_string(), (now, device.record.bond.clone()));
+                r.insert(address.to_string(), (now, device.bond.clone()));
             }
-            self.pairing_needed(address, &device.key);
+            self.pairing_needed(address, &device.key).await;
         } else if let Ok(mut s) = self.states.lock() {
             s.insert(address.to_string(), state);
         }
-        self.shared.event(BleEvent::SessionEnded {
-            device: device.key.clone(),
-            outcome: outcome.clone(),
-        });
+        self.shared.flush_malformed(&device.key).await;
+        self.shared
+            .event(BleEvent::SessionEnded {
+                device: device.key.clone(),
+                outcome: outcome.clone(),
+            })
+            .await;
         outcome
     }
 
@@ -804,14 +942,14 @@ impl Hub {
         let mut tasks = tokio::task::JoinSet::new();
         for dev in devices {
             let address = dev.address();
-            let Some(device) = self.shared.store.device_by_address(&address).await? else {
-                warn!(device = %address_tag(&address), "Simulated device not registered; skipped.");
+            let Some(device) = self.shared.port.device(&address).await? else {
+                warn!(device = %self.tag(&address), "Simulated device not registered; skipped.");
                 continue;
             };
             let hub = self.clone();
             let mut shutdown = shutdown.clone();
             tasks.spawn(async move {
-                let patient = device.record.patient_binding.clone().unwrap_or_default();
+                let patient = device.patient.clone().unwrap_or_default();
                 loop {
                     if *shutdown.borrow() {
                         return;
@@ -861,7 +999,7 @@ impl Hub {
         false
     }
 
-    fn pairing_needed(&self, address: &str, key: &DeviceKey) {
+    async fn pairing_needed(&self, address: &str, key: &DeviceKey) {
         let first = self
             .states
             .lock()
@@ -872,10 +1010,30 @@ impl Hub {
             .unwrap_or(false);
         if first {
             warn!(device = %key, "Allow-listed device is not bonded; pair it with the hub.");
-            self.shared.event(BleEvent::PairingNeeded {
-                device: key.clone(),
-            });
+            self.shared
+                .event(BleEvent::PairingNeeded {
+                    device: key.clone(),
+                })
+                .await;
         }
+    }
+}
+
+/// What BlueZ's answer to "paired?" means for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BondState {
+    Paired,
+    NotPaired,
+    /// An error or no answer (`None`): not known — never a reason to read; asked again next
+    /// window.
+    Unknown,
+}
+
+fn bond_state(answer: Option<Result<bool, BleError>>) -> BondState {
+    match answer {
+        Some(Ok(true)) => BondState::Paired,
+        Some(Ok(false)) => BondState::NotPaired,
+        Some(Err(_)) | None => BondState::Unknown,
     }
 }
 
@@ -886,5 +1044,213 @@ fn outcome_name(o: &Outcome) -> &'static str {
         Outcome::LinkLost { .. } => "link_lost",
         Outcome::Unreachable(_) => "unreachable",
         Outcome::Failed(_) => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::device::DeviceInfo;
+    use crate::model::{ManualClock, Unit, Value};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A port in memory: `allowed` addresses are allow-listed; calls are counted.
+    #[derive(Debug, Default)]
+    struct MemPort {
+        allowed: Vec<String>,
+        lookups: AtomicUsize,
+        events: Mutex<Vec<AuditEvent>>,
+        held: Mutex<HashSet<String>>,
+    }
+
+    #[test]
+    fn device_settings_are_found_by_pairing_name_before_an_old_address() {
+        let cfg = BleConfig {
+            devices: vec![
+                DeviceConfig {
+                    name: "meter".into(),
+                    legacy_address: None,
+                    user_id: Some(2),
+                    set_clock: true,
+                },
+                DeviceConfig {
+                    name: "old-scale".into(),
+                    legacy_address: Some("C0:26:DA:00:00:09".into()),
+                    user_id: Some(3),
+                    set_clock: false,
+                },
+            ],
+            ..BleConfig::default()
+        };
+        let known = |name: Option<&str>| KnownDevice {
+            key: DeviceKey("k".into()),
+            name: name.map(str::to_owned),
+            allowed: true,
+            patient: None,
+            bond: None,
+        };
+        // By the name given at pairing, whatever the address.
+        let d = cfg.device(&known(Some("meter")), "AA:BB:CC:DD:EE:FF");
+        assert_eq!((d.user_id, d.set_clock), (Some(2), true));
+        // An older config's address still finds its entry (case-insensitive).
+        let d = cfg.device(&known(None), "c0:26:da:00:00:09");
+        assert_eq!(d.user_id, Some(3));
+        // Neither: defaults, under the pairing name.
+        let d = cfg.device(&known(Some("thermo")), "AA:BB:CC:DD:EE:01");
+        assert_eq!(
+            (d.name.as_str(), d.user_id, d.set_clock),
+            ("thermo", None, false)
+        );
+    }
+
+    impl Port for MemPort {
+        fn device<'a>(&'a self, address: &'a str) -> PortFuture<'a, Option<KnownDevice>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            let d = self
+                .allowed
+                .iter()
+                .any(|a| a == address)
+                .then(|| KnownDevice {
+                    key: DeviceKey(format!("k-{address}")),
+                    name: None,
+                    allowed: true,
+                    patient: Some("p".into()),
+                    bond: None,
+                });
+            Box::pin(async move { Ok(d) })
+        }
+        fn cursor<'a>(&'a self, _: &'a DeviceKey, _: &'a str) -> PortFuture<'a, Option<i64>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn commit<'a>(&'a self, _: &'a DeviceKey, b: Batch) -> PortFuture<'a, Committed> {
+            Box::pin(async move {
+                Ok(Committed {
+                    new: b.readings.len(),
+                    duplicates: 0,
+                })
+            })
+        }
+        fn device_info<'a>(&'a self, _: &'a DeviceKey) -> PortFuture<'a, Option<DeviceInfo>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn set_device_info<'a>(&'a self, _: &'a DeviceKey, _: DeviceInfo) -> PortFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn hold<'a>(&'a self, h: HeldReading) -> PortFuture<'a, bool> {
+            let new = self.held.lock().unwrap().insert(h.stable_key);
+            Box::pin(async move { Ok(new) })
+        }
+        fn events<'a>(&'a self, e: Vec<AuditEvent>) -> PortFuture<'a, ()> {
+            self.events.lock().unwrap().extend(e);
+            Box::pin(async { Ok(()) })
+        }
+        fn stream_value(&self, _: RawValue) -> Result<(), PortError> {
+            Ok(())
+        }
+    }
+
+    fn hub(port: Arc<MemPort>, clock: Arc<ManualClock>) -> Hub {
+        Hub::new(
+            BleConfig::default(),
+            port,
+            clock,
+            AddressTags::new(&[7u8; 32]),
+        )
+    }
+
+    #[tokio::test]
+    async fn ignored_addresses_are_bounded_and_checked_before_the_store() {
+        let port = Arc::new(MemPort::default());
+        let clock = Arc::new(ManualClock::new(UtcMillis(1_000_000)));
+        let h = hub(port.clone(), clock.clone());
+        // One phone advertising many times: one lookup, not one per advertisement.
+        for _ in 0..50 {
+            assert!(h.admit("AA:00:00:00:00:01", clock.now()).await.is_none());
+        }
+        assert_eq!(port.lookups.load(Ordering::SeqCst), 1);
+        // Rotating private addresses: the set stays bounded.
+        for i in 0..(IGNORED_KEPT + 500) {
+            let a = format!("7A:00:00:00:{:02X}:{:02X}", i / 256, i % 256);
+            h.admit(&a, clock.now()).await;
+        }
+        assert_eq!(h.ignored(), IGNORED_KEPT);
+        // After the cooldown an ignored address is asked again (it may have been paired since).
+        clock.advance(i64::try_from(BleConfig::default().cooldown_ms).unwrap() + 1);
+        let before = port.lookups.load(Ordering::SeqCst);
+        h.admit("AA:00:00:00:00:01", clock.now()).await;
+        assert_eq!(port.lookups.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn malformed_values_are_one_event_with_a_count_per_window() {
+        let port = Arc::new(MemPort::default());
+        let clock = Arc::new(ManualClock::new(UtcMillis(1_000_000)));
+        let h = hub(port.clone(), clock.clone());
+        let dev = DeviceKey("k".into());
+        for _ in 0..500 {
+            h.shared.malformed(&dev, 0x2A18, "short").await;
+        }
+        // The first at once; the other 499 counted.
+        assert_eq!(port.events.lock().unwrap().len(), 1);
+        clock.advance(MALFORMED_WINDOW_MS);
+        h.shared.malformed(&dev, 0x2A18, "short").await;
+        let ev = port.events.lock().unwrap().clone();
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        assert!(ev[1].detail.contains("499 more"), "{ev:?}");
+        h.shared.flush_malformed(&dev).await;
+        assert_eq!(
+            port.events.lock().unwrap().len(),
+            3,
+            "nothing more to report"
+        );
+        let counts: Vec<u64> = h
+            .events()
+            .iter()
+            .filter_map(|e| match e {
+                BleEvent::Malformed { count, .. } => Some(*count),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, vec![1, 499, 1]);
+    }
+
+    #[tokio::test]
+    async fn held_readings_in_memory_are_bounded() {
+        let port = Arc::new(MemPort::default());
+        let clock = Arc::new(ManualClock::new(UtcMillis(1_000_000)));
+        let h = hub(port, clock);
+        for i in 0..(HELD_KEPT + 100) {
+            let r = Reading::new(
+                Kind::BodyWeight,
+                Value::Number(Decimal::new(700, -1)),
+                Unit::Kg,
+            );
+            h.shared
+                .hold(HeldReading {
+                    device: DeviceKey("k".into()),
+                    user_id: 2,
+                    reading: r,
+                    stable_key: format!("key-{i}"),
+                    received_at: UtcMillis(0),
+                })
+                .await
+                .unwrap();
+        }
+        let held = h.held();
+        assert_eq!(held.len(), HELD_KEPT);
+        assert_eq!(held[0].stable_key, "key-100", "the oldest are dropped");
+    }
+
+    #[test]
+    fn an_is_paired_error_is_not_known_never_paired() {
+        assert_eq!(bond_state(Some(Ok(true))), BondState::Paired);
+        assert_eq!(bond_state(Some(Ok(false))), BondState::NotPaired);
+        let err = BleError::Dbus {
+            address: "x".into(),
+            call: "Get(Device1.Paired)",
+            detail: "timeout".into(),
+        };
+        assert_eq!(bond_state(Some(Err(err))), BondState::Unknown);
+        assert_eq!(bond_state(None), BondState::Unknown);
     }
 }

@@ -1,20 +1,20 @@
 //! Pairing mechanics, which btleplug does not have: `org.bluez.Device1.Pair()` over zbus on the
 //! system bus, with the hub's own `org.bluez.Agent1` (capability KeyboardDisplay) registered through
 //! `AgentManager1.RegisterAgent` + `RequestDefaultAgent`, then `Trusted = true`; the bond is recorded
-//! in the store's device record. The technician's `pair` command (a later issue) calls [`pair`].
+//! through the [`Registry`] (the store's device record). The technician's `pair` calls [`pair`].
 
-use super::BleError;
-use crate::store::{DeviceRecord, Store};
+use super::{BleError, Registry};
 use std::sync::Arc;
 use std::time::Duration;
 use zbus::{interface, Connection, ObjectPath, OwnedVariant};
 
 const AGENT_PATH: &str = "/org/vitalshub/agent";
 
-/// The BlueZ object path of a device on hci0.
-pub fn device_path(address: &str) -> String {
+/// The BlueZ object path of a device on `adapter` (`hci0`; see [`super::adapter::name`]).
+pub fn device_path(adapter: &str, address: &str) -> String {
     format!(
-        "/org/bluez/hci0/dev_{}",
+        "{}/dev_{}",
+        super::adapter::path(adapter),
         address.to_ascii_uppercase().replace(':', "_")
     )
 }
@@ -78,12 +78,13 @@ async fn prop(conn: &Connection, path: &str, name: &str) -> Result<bool, zbus::E
     bool::try_from(v)
 }
 
-/// Whether BlueZ has this device paired (false when BlueZ does not know it).
-pub async fn is_paired(address: &str) -> Result<bool, BleError> {
+/// Whether BlueZ has this device paired on `adapter` (false when BlueZ does not know it). An
+/// error means "not known": callers never take it as paired.
+pub async fn is_paired(adapter: &str, address: &str) -> Result<bool, BleError> {
     let conn = Connection::system()
         .await
         .map_err(|e| BleError::Bluez(e.to_string()))?;
-    match prop(&conn, &device_path(address), "Paired").await {
+    match prop(&conn, &device_path(adapter, address), "Paired").await {
         Ok(b) => Ok(b),
         Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with("UnknownObject") => {
             Ok(false)
@@ -96,13 +97,14 @@ pub async fn is_paired(address: &str) -> Result<bool, BleError> {
     }
 }
 
-/// Pair the device at `address` with the hub's agent, trust it, and record the bond in the store
-/// (when `store` is given and the device is on the allow-list).
+/// Pair the device at `address` on `adapter` with the hub's agent, trust it, and record the bond
+/// through `registry` (when given and the hub knows the device).
 pub async fn pair(
+    adapter: &str,
     address: &str,
     passkey: PasskeySource,
     timeout: Duration,
-    store: Option<&Store>,
+    registry: Option<&dyn Registry>,
 ) -> Result<BondInfo, BleError> {
     let fail = |call: &'static str, e: zbus::Error| BleError::Dbus {
         address: address.to_string(),
@@ -142,7 +144,7 @@ pub async fn pair(
         )
         .await
         .map_err(|e| fail("AgentManager1.RequestDefaultAgent", e))?;
-        let path = device_path(address);
+        let path = device_path(adapter, address);
         let pair = conn.call_method(
             Some("org.bluez"),
             path.as_str(),
@@ -213,14 +215,10 @@ pub async fn pair(
         .await;
     let _ = conn.object_server().remove::<Agent, _>(AGENT_PATH).await;
     let bond = result?;
-    if let Some(store) = store {
-        if let Some(dev) = store.device_by_address(address).await? {
-            let record = DeviceRecord {
-                bond: Some(bond.as_record()),
-                ..dev.record
-            };
-            store.upsert_device(record, dev.allowed).await?;
-        }
+    if let Some(registry) = registry {
+        registry
+            .set_bond(&address.to_ascii_uppercase(), Some(bond.as_record()), None)
+            .await?;
     }
     Ok(bond)
 }

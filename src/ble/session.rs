@@ -3,14 +3,15 @@
 //! disconnect. Generic over [`Link`] so the state machine does not know btleplug.
 
 use super::link::{Link, LinkError, Notifications};
+use super::port::{Batch, Cursor, PortError};
 use super::{BleEvent, DeviceConfig, HeldReading, Shared};
 use crate::gatt::cgm::{self, SessionStartTime};
 use crate::gatt::datetime::CurrentTime;
 use crate::gatt::glucose::{GlucoseContext, GlucoseMeasurement};
 use crate::gatt::racp::{op, response, RacpMessage};
 use crate::gatt::{self, GattValue};
+use crate::model::device::{ClockSample, DeviceInfo, DeviceKey, NewReading, ReadingSummary};
 use crate::model::{Decimal, Kind, LocalDateTime, Reading, UtcMillis, Value};
-use crate::store::{ClockSample, DeviceInfo, DeviceKey, NewReading, ReadingSummary};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,8 +28,29 @@ pub enum Outcome {
     LinkLost { stored: usize },
     /// Could not connect or discover.
     Unreachable(LinkError),
-    /// Another failure (store, protocol).
+    /// Another failure (protocol, or the hand-over: a commit that failed ends the session, and
+    /// the device keeps what it did not hand over).
     Failed(String),
+}
+
+/// Why a transfer stopped early.
+#[derive(Debug)]
+enum Stop {
+    Link(LinkError),
+    /// The port failed: nothing of that batch was stored, the cursor did not move.
+    Port(PortError),
+}
+
+impl From<LinkError> for Stop {
+    fn from(e: LinkError) -> Stop {
+        Stop::Link(e)
+    }
+}
+
+impl From<PortError> for Stop {
+    fn from(e: PortError) -> Stop {
+        Stop::Port(e)
+    }
 }
 
 /// The health profile a device's GATT database shows, by the name the store and config use.
@@ -96,8 +118,14 @@ impl<L: Link> Session<'_, L> {
     /// it where allowed), tell the profile; no transfer.
     pub async fn identify(&mut self) -> Result<Option<&'static str>, LinkError> {
         self.connect().await?;
-        self.read_info().await;
-        self.clock().await;
+        let read = async {
+            self.read_info().await?;
+            self.clock().await
+        };
+        if let Err(e) = read.await {
+            let _ = self.link.disconnect().await;
+            return Err(LinkError::Other(e.to_string()));
+        }
         let profile = profile_of(self.link);
         let _ = self.link.disconnect().await;
         Ok(profile)
@@ -128,8 +156,13 @@ impl<L: Link> Session<'_, L> {
     }
 
     async fn after_connect(&mut self) -> Outcome {
-        let battery = self.read_info().await;
-        self.clock().await;
+        let battery = match self.read_info().await {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if let Err(e) = self.clock().await {
+            return Outcome::Failed(e.to_string());
+        }
         let notes = match self.link.notifications().await {
             Ok(n) => n,
             Err(e) => return Outcome::Failed(e.to_string()),
@@ -150,20 +183,29 @@ impl<L: Link> Session<'_, L> {
             }
             self.spot(notes, &chars).await
         };
-        if !matches!(r, Err(LinkError::NotPaired)) {
+        if !matches!(
+            r,
+            Err(Stop::Link(LinkError::NotPaired)) | Err(Stop::Port(_))
+        ) {
             // Stored only once the device has shown it is bonded: an unbonded link is not
             // authenticated, so nothing it says becomes a reading.
             if let Some((readings, key_t)) = battery {
-                self.store_readings(readings, &key_t, None).await;
+                if let Err(e) = self.store_readings(readings, &key_t, None).await {
+                    return Outcome::Failed(e.to_string());
+                }
             }
         }
         match r {
             Ok(done) => done,
-            Err(LinkError::NotPaired) => Outcome::PairingNeeded,
-            Err(LinkError::NotConnected) => Outcome::LinkLost {
+            Err(Stop::Link(LinkError::NotPaired)) => Outcome::PairingNeeded,
+            Err(Stop::Link(LinkError::NotConnected)) => Outcome::LinkLost {
                 stored: self.stored,
             },
-            Err(e) => Outcome::Failed(e.to_string()),
+            Err(Stop::Link(e)) => Outcome::Failed(e.to_string()),
+            Err(Stop::Port(e)) => {
+                warn!(device = %self.tag, error = %e, "Hand-over failed; the session ends and the device keeps its records.");
+                Outcome::Failed(e.to_string())
+            }
         }
     }
 
@@ -176,7 +218,7 @@ impl<L: Link> Session<'_, L> {
         match T::decode(&bytes) {
             Ok(v) => Some(value(v)).filter(|s| !s.is_empty()),
             Err(e) => {
-                self.malformed(T::UUID, &e.to_string());
+                self.malformed(T::UUID, &e.to_string()).await;
                 None
             }
         }
@@ -184,22 +226,19 @@ impl<L: Link> Session<'_, L> {
 
     /// Merge what this session learned into the store's device information (for the FHIR
     /// PhdDevice, the heartbeat's last-seen and battery, and the coincident-timestamp rule).
-    async fn update_info(&self, f: impl FnOnce(&mut DeviceInfo)) {
-        let mut info = match self.shared.store.device_info(&self.device).await {
-            Ok(i) => i.unwrap_or_default(),
-            Err(e) => {
-                warn!(device = %self.tag, error = %e, "Device information not readable.");
-                return;
-            }
-        };
+    async fn update_info(&self, f: impl FnOnce(&mut DeviceInfo)) -> Result<(), PortError> {
+        let mut info = self
+            .shared
+            .port
+            .device_info(&self.device)
+            .await?
+            .unwrap_or_default();
         f(&mut info);
-        if let Err(e) = self.shared.store.set_device_info(&self.device, info).await {
-            warn!(device = %self.tag, error = %e, "Device information not stored.");
-        }
+        self.shared.port.set_device_info(&self.device, info).await
     }
 
     /// Returns the battery readings (and their key time), stored after the transfer.
-    async fn read_info(&mut self) -> Option<(Vec<Reading>, String)> {
+    async fn read_info(&mut self) -> Result<Option<(Vec<Reading>, String)>, PortError> {
         use gatt::dis::{
             FirmwareRevision, HardwareRevision, ManufacturerName, ModelNumber, SoftwareRevision,
             SystemId,
@@ -228,7 +267,7 @@ impl<L: Link> Session<'_, L> {
                         let key_t = format!("rx={}", now.floor_minute().as_millis());
                         battery_readings = Some((readings, key_t));
                     }
-                    Err(e) => self.malformed(BATTERY, &e.to_string()),
+                    Err(e) => self.malformed(BATTERY, &e.to_string()).await,
                 },
                 Err(e) => debug!(device = %self.tag, error = %e, "Battery read failed."),
             }
@@ -244,8 +283,8 @@ impl<L: Link> Session<'_, L> {
             i.battery_percent = battery.or(i.battery_percent);
             i.last_seen = Some(now);
         })
-        .await;
-        battery_readings
+        .await?;
+        Ok(battery_readings)
     }
 
     /// Hub wall-clock now, in the configured zone.
@@ -255,22 +294,22 @@ impl<L: Link> Session<'_, L> {
         LocalDateTime::from_epoch_seconds(secs).ok()
     }
 
-    async fn clock(&mut self) {
+    async fn clock(&mut self) -> Result<(), PortError> {
         if !self.link.has(CURRENT_TIME) {
-            return;
+            return Ok(());
         }
         let Ok(v) = self.link.read(CURRENT_TIME).await else {
-            return;
+            return Ok(());
         };
         let ct = match CurrentTime::decode(&v) {
             Ok(c) => c,
             Err(e) => {
-                self.malformed(CURRENT_TIME, &e.to_string());
-                return;
+                self.malformed(CURRENT_TIME, &e.to_string()).await;
+                return Ok(());
             }
         };
         let (Some(dev), Some(hub)) = (ct.date_time.to_local(), self.hub_local()) else {
-            return;
+            return Ok(());
         };
         let offset_s = dev.to_epoch_seconds() - hub.to_epoch_seconds();
         let mut written = false;
@@ -282,11 +321,13 @@ impl<L: Link> Session<'_, L> {
                 written = self.link.write(CURRENT_TIME, &bytes).await.is_ok();
             }
         }
-        self.shared.event(BleEvent::ClockOffset {
-            device: self.device.clone(),
-            device_minus_hub_s: offset_s,
-            written,
-        });
+        self.shared
+            .event(BleEvent::ClockOffset {
+                device: self.device.clone(),
+                device_minus_hub_s: offset_s,
+                written,
+            })
+            .await;
         // The coincident pair is the evidence for the IG's timestamp rules; after a write the
         // device runs on hub-local time at the configured offset.
         let sample = ClockSample {
@@ -294,16 +335,12 @@ impl<L: Link> Session<'_, L> {
             hub: self.shared.clock.now(),
             set_by_hub_offset_minutes: written.then_some(self.shared.config.utc_offset_minutes),
         };
-        self.update_info(|i| i.clock = Some(sample)).await;
+        self.update_info(|i| i.clock = Some(sample)).await
     }
 
-    fn malformed(&self, ch: u16, detail: &str) {
-        warn!(device = %self.tag, characteristic = %format!("0x{ch:04X}"), "Malformed value; skipped.");
-        self.shared.event(BleEvent::Malformed {
-            device: self.device.clone(),
-            characteristic: ch,
-            detail: detail.to_string(),
-        });
+    /// A value that did not decode: skipped, reported rate-limited per device.
+    async fn malformed(&self, ch: u16, detail: &str) {
+        self.shared.malformed(&self.device, ch, detail).await;
     }
 
     fn stable_key(&self, r: &Reading, when: &str) -> String {
@@ -321,13 +358,14 @@ impl<L: Link> Session<'_, L> {
         k
     }
 
-    /// Append (readings of another user are held for assignment, not appended).
+    /// Commit readings with the cursor they cover (readings of another user are held for
+    /// assignment, not committed). An error ends the session: nothing of it was stored.
     async fn store_readings(
         &mut self,
         readings: Vec<Reading>,
         when: &str,
-        cursor: Option<(String, i64)>,
-    ) -> bool {
+        cursor: Option<Cursor>,
+    ) -> Result<(), PortError> {
         let now = self.shared.clock.now();
         let mut items = Vec::new();
         for r in readings {
@@ -342,13 +380,11 @@ impl<L: Link> Session<'_, L> {
                             stable_key: key,
                             received_at: now,
                         })
-                        .await;
+                        .await?;
                     continue;
                 }
                 _ => {}
             }
-            // Only the patient's readings reach the alert hook; a held one is someone else's.
-            self.shared.alert(&self.device, &r);
             items.push(NewReading {
                 reading: r,
                 received_at: now,
@@ -357,19 +393,24 @@ impl<L: Link> Session<'_, L> {
                 summary: None,
             });
         }
-        if items.is_empty() && cursor.is_none() {
-            return true;
+        self.commit(items, cursor).await
+    }
+
+    async fn commit(
+        &mut self,
+        readings: Vec<NewReading>,
+        cursor: Option<Cursor>,
+    ) -> Result<(), PortError> {
+        if readings.is_empty() && cursor.is_none() {
+            return Ok(());
         }
-        match self.shared.sink.append(&self.device, items, cursor).await {
-            Ok(o) => {
-                self.stored += o.ids.len().saturating_sub(o.duplicates);
-                true
-            }
-            Err(e) => {
-                warn!(device = %self.tag, error = %e, "Append failed.");
-                false
-            }
-        }
+        let c = self
+            .shared
+            .port
+            .commit(&self.device, Batch { readings, cursor })
+            .await?;
+        self.stored += c.new;
+        Ok(())
     }
 
     async fn next(
@@ -394,15 +435,14 @@ impl<L: Link> Session<'_, L> {
     // ---------------------------------------------------------------------------------------
     // Glucose (GLS + RACP).
 
-    async fn glucose(&mut self, mut notes: Notifications) -> Result<Outcome, LinkError> {
+    async fn glucose(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
         let cfg = &self.shared.config;
         let idle = cfg.racp_idle();
         let cursor = self
             .shared
-            .store
+            .port
             .cursor(&self.device, super::CURSOR_GLUCOSE)
-            .await
-            .map_err(|e| LinkError::Other(e.to_string()))?;
+            .await?;
         // Subscribe before writing the control point (else ATT 0xFD).
         self.link.subscribe(GLUCOSE_MEAS).await?;
         if self.link.has(GLUCOSE_CTX) {
@@ -424,7 +464,7 @@ impl<L: Link> Session<'_, L> {
         let mut batch_max: Option<u16> = None;
         let mut pending: Option<GlucoseMeasurement> = None;
         let mut idle_rounds = 0u32;
-        let result: Result<(), LinkError> = loop {
+        let result: Result<(), Stop> = loop {
             let n = match self.next(&mut notes, idle).await {
                 Ok(Some(n)) => n,
                 Ok(None) => {
@@ -434,14 +474,14 @@ impl<L: Link> Session<'_, L> {
                         if let Ok(b) = RacpMessage::abort().encode() {
                             let _ = self.link.write(RACP, &b).await;
                         }
-                        break Err(LinkError::Timeout {
+                        break Err(Stop::Link(LinkError::Timeout {
                             op: "RACP transfer",
                             after: idle * 2,
-                        });
+                        }));
                     }
                     continue;
                 }
-                Err(e) => break Err(e),
+                Err(e) => break Err(e.into()),
             };
             idle_rounds = 0;
             match n.0 {
@@ -460,10 +500,14 @@ impl<L: Link> Session<'_, L> {
                                 batch.extend(m.readings_with_context(None));
                             }
                         }
-                        Err(e) => self.malformed(GLUCOSE_MEAS, &e.to_string()),
+                        Err(e) => self.malformed(GLUCOSE_MEAS, &e.to_string()).await,
                     }
                     if batch.len() >= cfg.commit_batch {
-                        self.commit_glucose(&mut batch, batch_max).await;
+                        // A failed commit ends the session here: the cursor stays before this
+                        // batch, and the next session asks for these records again.
+                        if let Err(e) = self.commit_glucose(&mut batch, batch_max).await {
+                            break Err(e.into());
+                        }
                     }
                 }
                 GLUCOSE_CTX => match GlucoseContext::decode(&n.1) {
@@ -476,7 +520,7 @@ impl<L: Link> Session<'_, L> {
                             }
                         }
                     }
-                    Err(e) => self.malformed(GLUCOSE_CTX, &e.to_string()),
+                    Err(e) => self.malformed(GLUCOSE_CTX, &e.to_string()).await,
                 },
                 RACP => match RacpMessage::decode(&n.1) {
                     Ok(RacpMessage::Response {
@@ -487,45 +531,53 @@ impl<L: Link> Session<'_, L> {
                         code => {
                             let name = gatt::racp::response_name(code).unwrap_or("reserved");
                             warn!(device = %self.tag, code, name, "RACP request refused.");
-                            self.shared.event(BleEvent::RacpRefused {
-                                device: self.device.clone(),
-                                response_code: code,
-                            });
-                            break Err(LinkError::Other(format!("RACP response {name}")));
+                            self.shared
+                                .event(BleEvent::RacpRefused {
+                                    device: self.device.clone(),
+                                    response_code: code,
+                                })
+                                .await;
+                            break Err(Stop::Link(LinkError::Other(format!(
+                                "RACP response {name}"
+                            ))));
                         }
                     },
                     Ok(_) => {}
-                    Err(e) => self.malformed(RACP, &e.to_string()),
+                    Err(e) => self.malformed(RACP, &e.to_string()).await,
                 },
                 _ => {}
             }
         };
+        if let Err(Stop::Port(e)) = result {
+            // Nothing after a failed commit is handed over.
+            return Err(Stop::Port(e));
+        }
         if let Some(p) = pending.take() {
             batch.extend(p.readings_with_context(None));
         }
-        self.commit_glucose(&mut batch, batch_max).await;
+        self.commit_glucose(&mut batch, batch_max).await?;
         result.map(|()| Outcome::Done {
             stored: self.stored,
         })
     }
 
-    async fn commit_glucose(&mut self, batch: &mut Vec<Reading>, max: Option<u16>) {
+    async fn commit_glucose(
+        &mut self,
+        batch: &mut Vec<Reading>,
+        max: Option<u16>,
+    ) -> Result<(), PortError> {
         let readings = std::mem::take(batch);
-        let cursor = max.map(|m| (super::CURSOR_GLUCOSE.to_string(), i64::from(m)));
-        if readings.is_empty() && cursor.is_none() {
-            return;
-        }
-        self.store_readings(readings, "rx", cursor).await;
+        let cursor = max.map(|m| Cursor {
+            name: super::CURSOR_GLUCOSE,
+            value: i64::from(m),
+        });
+        self.store_readings(readings, "rx", cursor).await
     }
 
     // ---------------------------------------------------------------------------------------
     // Spot measurements: indications until quiet or hang-up.
 
-    async fn spot(
-        &mut self,
-        mut notes: Notifications,
-        chars: &[u16],
-    ) -> Result<Outcome, LinkError> {
+    async fn spot(&mut self, mut notes: Notifications, chars: &[u16]) -> Result<Outcome, Stop> {
         for c in chars {
             self.link.subscribe(*c).await?;
         }
@@ -542,9 +594,9 @@ impl<L: Link> Session<'_, L> {
                     match gatt::decode(kind, &bytes) {
                         Ok(d) => {
                             let rx = format!("rx={}", self.shared.clock.now().as_millis());
-                            self.store_readings(d.readings(), &rx, None).await;
+                            self.store_readings(d.readings(), &rx, None).await?;
                         }
-                        Err(e) => self.malformed(ch, &e.to_string()),
+                        Err(e) => self.malformed(ch, &e.to_string()).await,
                     }
                 }
                 Ok(None) => {
@@ -558,7 +610,7 @@ impl<L: Link> Session<'_, L> {
                         stored: self.stored,
                     })
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -566,7 +618,7 @@ impl<L: Link> Session<'_, L> {
     // ---------------------------------------------------------------------------------------
     // Continuous streams (HR, PLX continuous): windowed summaries; raw values to the alert hook.
 
-    async fn continuous(&mut self, mut notes: Notifications) -> Result<Outcome, LinkError> {
+    async fn continuous(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
         let chars: Vec<u16> = [HR_MEAS, PLX_CONT]
             .into_iter()
             .filter(|c| self.link.has(*c))
@@ -595,7 +647,9 @@ impl<L: Link> Session<'_, L> {
                     let start = now - now.rem_euclid(window);
                     if let Some(ws) = window_start {
                         if ws != start {
-                            self.flush_summaries(&mut acc, ws, window).await;
+                            if let Err(e) = self.flush_summaries(&mut acc, ws, window).await {
+                                break Err(Stop::Port(e));
+                            }
                         }
                     }
                     window_start = Some(start);
@@ -611,23 +665,31 @@ impl<L: Link> Session<'_, L> {
                                 }
                             }
                         }
-                        Err(e) => self.malformed(ch, &e.to_string()),
+                        Err(e) => self.malformed(ch, &e.to_string()).await,
                     }
                 }
                 Ok(None) => {}
                 Err(LinkError::NotConnected) => break Ok(()),
-                Err(e) => break Err(e),
+                Err(e) => break Err(e.into()),
             }
         };
+        if let Err(Stop::Port(e)) = ended {
+            return Err(Stop::Port(e));
+        }
         if let Some(ws) = window_start {
-            self.flush_summaries(&mut acc, ws, window).await;
+            self.flush_summaries(&mut acc, ws, window).await?;
         }
         ended.map(|()| Outcome::Done {
             stored: self.stored,
         })
     }
 
-    async fn flush_summaries(&mut self, acc: &mut BTreeMap<Kind, Acc>, start_ms: i64, window: i64) {
+    async fn flush_summaries(
+        &mut self,
+        acc: &mut BTreeMap<Kind, Acc>,
+        start_ms: i64,
+        window: i64,
+    ) -> Result<(), PortError> {
         let offset = i64::from(self.shared.config.utc_offset_minutes) * 60;
         let start_local =
             LocalDateTime::from_epoch_seconds(start_ms.div_euclid(1000) + offset).ok();
@@ -644,16 +706,18 @@ impl<L: Link> Session<'_, L> {
                 max: a.max,
                 window_ms: window,
             };
-            self.shared.event(BleEvent::Summary {
-                device: self.device.clone(),
-                kind,
-                window_start: UtcMillis(start_ms),
-                window_ms: window,
-                count: a.count,
-                min: a.min,
-                mean,
-                max: a.max,
-            });
+            self.shared
+                .event(BleEvent::Summary {
+                    device: self.device.clone(),
+                    kind,
+                    window_start: UtcMillis(start_ms),
+                    window_ms: window,
+                    count: a.count,
+                    min: a.min,
+                    mean,
+                    max: a.max,
+                })
+                .await;
             out.push((r, summary));
         }
         let when = format!("summary={start_ms}+{window}");
@@ -675,19 +739,13 @@ impl<L: Link> Session<'_, L> {
                 }
             })
             .collect();
-        if items.is_empty() {
-            return;
-        }
-        match self.shared.sink.append(&self.device, items, None).await {
-            Ok(o) => self.stored += o.ids.len().saturating_sub(o.duplicates),
-            Err(e) => warn!(device = %self.tag, error = %e, "Append failed."),
-        }
+        self.commit(items, None).await
     }
 
     // ---------------------------------------------------------------------------------------
     // CGM: records with time offsets from the session start; E2E-CRC checked by the codec.
 
-    async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, LinkError> {
+    async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
         let e2e = match self.link.read(CGM_FEATURE).await {
             Ok(v) => cgm::CgmFeature::decode(&v)
                 .map(|f| f.e2e_crc_supported())
@@ -698,7 +756,7 @@ impl<L: Link> Session<'_, L> {
             Ok(v) => match SessionStartTime::decode(&v) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    self.malformed(CGM_SST, &e.to_string());
+                    self.malformed(CGM_SST, &e.to_string()).await;
                     None
                 }
             },
@@ -706,10 +764,9 @@ impl<L: Link> Session<'_, L> {
         };
         let cursor = self
             .shared
-            .store
+            .port
             .cursor(&self.device, super::CURSOR_CGM)
-            .await
-            .map_err(|e| LinkError::Other(e.to_string()))?;
+            .await?;
         self.link.subscribe(CGM_MEAS).await?;
         let quiet = self.shared.config.quiet();
         loop {
@@ -719,10 +776,13 @@ impl<L: Link> Session<'_, L> {
                     let mut max: Option<u16> = None;
                     for rec in cgm::decode_records(&bytes) {
                         match rec {
-                            Ok(r) if e2e && !r.e2e_crc => self.malformed(
-                                CGM_MEAS,
-                                "record without the E2E-CRC the CGM Feature promises",
-                            ),
+                            Ok(r) if e2e && !r.e2e_crc => {
+                                self.malformed(
+                                    CGM_MEAS,
+                                    "record without the E2E-CRC the CGM Feature promises",
+                                )
+                                .await
+                            }
                             Ok(r) => {
                                 if cursor.is_some_and(|c| i64::from(r.time_offset_min) <= c) {
                                     continue;
@@ -732,11 +792,14 @@ impl<L: Link> Session<'_, L> {
                                 );
                                 readings.push(r.reading(start.as_ref()));
                             }
-                            Err(e) => self.malformed(CGM_MEAS, &e.to_string()),
+                            Err(e) => self.malformed(CGM_MEAS, &e.to_string()).await,
                         }
                     }
-                    let cur = max.map(|m| (super::CURSOR_CGM.to_string(), i64::from(m)));
-                    self.store_readings(readings, "rx", cur).await;
+                    let cur = max.map(|m| Cursor {
+                        name: super::CURSOR_CGM,
+                        value: i64::from(m),
+                    });
+                    self.store_readings(readings, "rx", cur).await?;
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(LinkError::NotConnected) => {
@@ -744,7 +807,7 @@ impl<L: Link> Session<'_, L> {
                         stored: self.stored,
                     })
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -6,10 +6,9 @@
 use super::link::{short_uuid, BtleLink};
 use super::pairing::{self, BondInfo, PasskeySource};
 use super::session::Session;
-use super::{BleError, DeviceConfig, Hub};
-use crate::store::{DeviceRecord, Store};
-use btleplug::api::{Central as _, Manager as _, Peripheral as _, ScanFilter};
-use btleplug::platform::{Adapter, Manager, Peripheral};
+use super::{BleError, DeviceConfig, Hub, Port, Registration, Registry};
+use btleplug::api::{Central as _, Peripheral as _, ScanFilter};
+use btleplug::platform::{Adapter, Peripheral};
 use std::time::Duration;
 
 /// Health services the hub reads, by the profile name the store and the config use.
@@ -63,22 +62,15 @@ fn bluez(e: impl std::fmt::Display) -> BleError {
     BleError::Bluez(e.to_string())
 }
 
-async fn adapter(op: Duration) -> Result<Adapter, BleError> {
-    let m = tokio::time::timeout(op, Manager::new())
-        .await
-        .map_err(|_| bluez("timeout"))?
-        .map_err(bluez)?;
-    let adapters = tokio::time::timeout(op, m.adapters())
-        .await
-        .map_err(|_| bluez("timeout"))?
-        .map_err(bluez)?;
-    adapters.into_iter().next().ok_or(BleError::NoAdapter)
-}
-
-/// Scan for `window` and list what was seen, nearest first.
-pub async fn scan(window: Duration, store: Option<&Store>) -> Result<Vec<Seen>, BleError> {
+/// Scan for `window` on the adapter `[ble] adapter` names (none: the first) and list what was
+/// seen, nearest first; `port` tells which devices are on the allow-list.
+pub async fn scan(
+    adapter_choice: Option<&str>,
+    window: Duration,
+    port: Option<&dyn Port>,
+) -> Result<Vec<Seen>, BleError> {
     let op = Duration::from_secs(10);
-    let adapter = adapter(op).await?;
+    let (adapter, name) = super::adapter::open(adapter_choice, op).await?;
     tokio::time::timeout(op, adapter.start_scan(ScanFilter::default()))
         .await
         .map_err(|_| bluez("timeout starting the scan"))?
@@ -110,14 +102,14 @@ pub async fn scan(window: Duration, store: Option<&Store>) -> Result<Vec<Seen>, 
             .filter(|(u, _)| shorts.contains(u))
             .map(|(_, n)| *n)
             .collect();
-        let paired = tokio::time::timeout(op, pairing::is_paired(&address))
+        let paired = tokio::time::timeout(op, pairing::is_paired(&name, &address))
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or(false);
-        let allow_listed = match store {
+        let allow_listed = match port {
             Some(s) => s
-                .device_by_address(&address)
+                .device(&address)
                 .await
                 .ok()
                 .flatten()
@@ -138,10 +130,9 @@ pub async fn scan(window: Duration, store: Option<&Store>) -> Result<Vec<Seen>, 
     Ok(out)
 }
 
-/// Find the device with `address`, scanning up to `within`.
-async fn find(address: &str, within: Duration) -> Result<Peripheral, BleError> {
+/// Find the device with `address` on `adapter`, scanning up to `within`.
+async fn find(adapter: &Adapter, address: &str, within: Duration) -> Result<Peripheral, BleError> {
     let op = Duration::from_secs(10);
-    let adapter = adapter(op).await?;
     let _ = tokio::time::timeout(op, adapter.start_scan(ScanFilter::default())).await;
     let end = tokio::time::Instant::now() + within;
     let found = loop {
@@ -186,6 +177,7 @@ impl Hub {
     /// allow-list bound to `patient` under `name` (the name alert schedules refer to).
     pub async fn pair_device(
         &self,
+        registry: &dyn Registry,
         address: &str,
         name: &str,
         patient: &str,
@@ -194,25 +186,32 @@ impl Hub {
     ) -> Result<Paired, BleError> {
         let address = address.to_ascii_uppercase();
         let cfg = &self.shared.config;
-        let peripheral = find(&address, Duration::from_secs(20)).await?;
-        let bond = pairing::pair(&address, passkey, Duration::from_secs(60), None).await?;
+        let op = Duration::from_millis(cfg.op_timeout_ms);
+        let (adapter, adapter_name) = super::adapter::open(cfg.adapter.as_deref(), op).await?;
+        let peripheral = find(&adapter, &address, Duration::from_secs(20)).await?;
+        let bond = pairing::pair(
+            &adapter_name,
+            &address,
+            passkey,
+            Duration::from_secs(60),
+            None,
+        )
+        .await?;
         if !bond.paired {
             return Err(BleError::Pairing {
                 address,
                 detail: "BlueZ reports the device as not paired after Pair()".into(),
             });
         }
-        let store = &self.shared.store;
-        let mut record = DeviceRecord {
+        let mut record = Registration {
             address: address.clone(),
             name: Some(name.to_string()),
             profile: String::new(),
-            patient_binding: Some(patient.to_string()),
-            serial: None,
+            patient: Some(patient.to_string()),
             bond: Some(bond.as_record()),
         };
         // Known but not yet allowed while it is being identified.
-        let key = store.upsert_device(record.clone(), false).await?;
+        let key = registry.register(record.clone(), false).await?;
         let link = BtleLink::new(
             peripheral,
             Duration::from_millis(cfg.op_timeout_ms),
@@ -226,7 +225,8 @@ impl Hub {
             tag: key.to_string(),
             patient: patient.to_string(),
             dev_cfg: DeviceConfig {
-                address: address.clone(),
+                name: name.to_string(),
+                legacy_address: None,
                 user_id: None,
                 set_clock,
             },
@@ -259,7 +259,7 @@ impl Hub {
             })
             .unwrap_or((None, false));
         record.profile = profile.to_string();
-        store.upsert_device(record, true).await?;
+        registry.register(record, true).await?;
         Ok(Paired {
             address,
             bond,
@@ -279,7 +279,7 @@ impl Hub {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<super::Outcome, BleError> {
         let address = address.to_ascii_uppercase();
-        let device = match self.shared.store.device_by_address(&address).await? {
+        let device = match self.shared.port.device(&address).await? {
             Some(d) if d.allowed => d,
             _ => {
                 return Err(BleError::Pairing {
@@ -288,14 +288,16 @@ impl Hub {
                 })
             }
         };
-        let peripheral = find(&address, Duration::from_secs(20)).await?;
         let cfg = &self.shared.config;
+        let op = Duration::from_millis(cfg.op_timeout_ms);
+        let (adapter, _) = super::adapter::open(cfg.adapter.as_deref(), op).await?;
+        let peripheral = find(&adapter, &address, Duration::from_secs(20)).await?;
         let link = BtleLink::new(
             peripheral,
             Duration::from_millis(cfg.op_timeout_ms),
             Duration::from_millis(cfg.connect_timeout_ms),
         );
-        let patient = device.record.patient_binding.clone().unwrap_or_default();
+        let patient = device.patient.clone().unwrap_or_default();
         Ok(self
             .session(&link, &device, &address, patient, false, shutdown)
             .await)
@@ -303,24 +305,24 @@ impl Hub {
 }
 
 /// Take `address` off the allow-list (its stored readings stay, for upload) and remove the bond
-/// from BlueZ. Returns whether the hub knew the device.
-pub async fn unpair(store: &Store, address: &str) -> Result<bool, BleError> {
+/// from BlueZ on the adapter `[ble] adapter` names (none: the first). Returns whether the hub
+/// knew the device.
+pub async fn unpair(
+    registry: &dyn Registry,
+    adapter_choice: Option<&str>,
+    address: &str,
+) -> Result<bool, BleError> {
     let address = address.to_ascii_uppercase();
-    let known = match store.device_by_address(&address).await? {
-        Some(d) => {
-            let mut record = d.record;
-            record.bond = None;
-            store.upsert_device(record, false).await?;
-            true
-        }
-        None => false,
-    };
+    let known = registry.set_bond(&address, None, Some(false)).await?;
+    let adapter = super::adapter::name(adapter_choice, Duration::from_secs(10)).await?;
     let conn = zbus::Connection::system().await.map_err(bluez)?;
-    let path = zbus::ObjectPath::try_from(pairing::device_path(&address)).map_err(bluez)?;
+    let path =
+        zbus::ObjectPath::try_from(pairing::device_path(&adapter, &address)).map_err(bluez)?;
+    let adapter_path = super::adapter::path(&adapter);
     match conn
         .call_method(
             Some("org.bluez"),
-            "/org/bluez/hci0",
+            adapter_path.as_str(),
             Some("org.bluez.Adapter1"),
             "RemoveDevice",
             &(&path,),

@@ -1,8 +1,7 @@
 //! `vitals-hub commission`: the install report, printed and sent to the clinic.
 
-use super::daemon::runtime;
+use super::start::{open_store, start, Access, Start};
 use crate::model::{Clock, SystemClock};
-use crate::store::{Store, StoreConfig};
 use crate::tech::commission;
 use clap::Args;
 use std::collections::HashMap;
@@ -26,20 +25,20 @@ pub struct CommissionArgs {
 }
 
 pub fn run(args: &CommissionArgs) -> ExitCode {
-    let cfg = match super::daemon::load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("commission", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let Ok(rt) = runtime() else {
-        eprintln!("vitals-hub commission: cannot start the async runtime");
-        return ExitCode::FAILURE;
     };
     let r = rt.block_on(async {
         // Signal strength of the paired devices (none when there is no radio).
         let mut rssi = HashMap::new();
         if args.scan_seconds > 0 {
-            if let Ok(seen) =
-                crate::ble::tech::scan(Duration::from_secs(args.scan_seconds), None).await
+            if let Ok(seen) = crate::ble::tech::scan(
+                cfg.ble.adapter.as_deref(),
+                Duration::from_secs(args.scan_seconds),
+                None,
+            )
+            .await
             {
                 for s in seen {
                     if let Some(v) = s.rssi {
@@ -49,12 +48,7 @@ pub fn run(args: &CommissionArgs) -> ExitCode {
             }
         }
         let checks = commission::check_lines(&crate::tech::doctor::run(&cfg).await);
-        let mut sc = StoreConfig::new(cfg.state_dir());
-        sc.patient_id = Some(cfg.hub.patient_id.clone());
-        sc.recover_in_flight = false;
-        let store = Store::open(sc, Arc::new(SystemClock))
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = open_store(&cfg, Access::BesideDaemon, Arc::new(SystemClock)).await?;
         let report = commission::build(&cfg, &store, &rssi, checks, SystemClock.now())
             .await
             .map_err(|e| e.to_string());

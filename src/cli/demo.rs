@@ -209,7 +209,7 @@ pub(crate) async fn local_clinic(
             hub_key: dir.join("hub.key"),
         }
     } else {
-        crate::receiver::pki::write_dev_pki(dir, &["localhost"], "demo-hub")
+        crate::receiver::pki::write_default_dev_pki(dir, "demo-hub")
             .context("minting the development PKI")?
     };
     let server = tls::server_config(&pki.receiver_cert, &pki.receiver_key, &pki.ca)
@@ -380,5 +380,38 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    /// The demo's receiver certificate names what `vitals-hub pki` names: `localhost` and
+    /// `127.0.0.1` (a hub pointed at either verifies it).
+    #[test]
+    fn demo_receiver_certificate_names_localhost_and_127_0_0_1() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls_pki_types::pem::PemObject;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (pki, rx) = rt
+            .block_on(local_clinic(&dir.path().join("pki"), 0, None))
+            .unwrap();
+        rt.block_on(rx.shutdown());
+        let ca = rustls_pki_types::CertificateDer::from_pem_file(&pki.ca).unwrap();
+        let leaf = rustls_pki_types::CertificateDer::from_pem_file(&pki.receiver_cert).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        for name in crate::receiver::pki::DEV_RECEIVER_NAMES {
+            let sn = rustls_pki_types::ServerName::try_from(*name).unwrap();
+            verifier
+                .verify_server_cert(&leaf, &[], &sn, &[], rustls_pki_types::UnixTime::now())
+                .unwrap_or_else(|e| panic!("the demo certificate does not name {name}: {e}"));
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `vitals-hub pki DIR`: mint a development PKI. NOT FOR PRODUCTION.
 
-use crate::receiver::pki::write_dev_pki;
+use crate::receiver::pki::{write_dev_pki, DEV_RECEIVER_NAMES};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +9,9 @@ use std::process::ExitCode;
 pub struct PkiArgs {
     /// Folder to write ca.crt, receiver.{crt,key}, hub.{crt,key} into.
     pub dir: PathBuf,
-    /// DNS names / IP addresses of the receiver certificate.
-    #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    /// DNS names / IP addresses of the receiver certificate (default: the names every development
+    /// receiver certificate carries, `localhost` and `127.0.0.1`).
+    #[arg(long = "name", default_values = DEV_RECEIVER_NAMES)]
     pub names: Vec<String>,
     /// The hub's id (the client certificate's common name).
     #[arg(long, default_value = "hub-dev-0001")]

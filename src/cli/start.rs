@@ -13,7 +13,7 @@
 
 use super::daemon::{runtime, EXIT_CONFIG};
 use crate::config::{self, Config};
-use crate::model::{Clock, SystemClock};
+use crate::model::Clock;
 use crate::store::{Store, StoreConfig};
 use std::path::Path;
 use std::process::ExitCode;
@@ -229,7 +229,7 @@ pub(crate) fn resume_root() -> Result<(), String> {
     setegid(Gid::from_raw(0)).map_err(|e| format!("cannot take root back: {e}"))
 }
 
-/// The store's settings for this hub's config (state directory, patient, size limit).
+/// The store's settings for this hub's config ([`Config::store_config`]) in `access` mode.
 pub(crate) fn store_config(cfg: &Config, access: Access) -> StoreConfig {
     let mut sc = cfg.store_config();
     match access {
@@ -241,12 +241,6 @@ pub(crate) fn store_config(cfg: &Config, access: Access) -> StoreConfig {
 }
 
 impl Start {
-    /// Open the store of this hub's config.
-    pub async fn open_store(&self, access: Access) -> Result<Store, String> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        open_store(&self.cfg, access, clock).await
-    }
-
     /// Take the daemon's lock on the state directory, or refuse: `Ok(None)` means the daemon (or
     /// another command) holds it, and `while_running` has been printed as the reason.
     pub fn lock(&self, while_running: &str) -> Result<std::fs::File, ExitCode> {
@@ -262,12 +256,6 @@ impl Start {
             }
         }
     }
-
-    /// Print `e` as this command's error and return the failure exit code.
-    pub fn fail(&self, e: impl std::fmt::Display) -> ExitCode {
-        eprintln!("vitals-hub {}: {e}", self.name);
-        ExitCode::FAILURE
-    }
 }
 
 /// Open the store of `cfg` in `access` mode; the error names the state directory's problem.
@@ -278,5 +266,10 @@ pub(crate) async fn open_store(
 ) -> Result<Store, String> {
     Store::open(store_config(cfg, access), clock)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| {
+            format!(
+                "cannot open the hub's store in {}: {e}",
+                cfg.state_dir().display()
+            )
+        })
 }

@@ -1,10 +1,11 @@
 //! The technician's radio commands: `scan`, `pair`, `unpair`, `devices`.
 
 use super::daemon::{load, runtime};
+use super::start::{start, Access, Start};
 use crate::ble::tech::{self as radio, Seen};
 use crate::config::Config;
 use crate::model::{Clock, SystemClock, UtcMillis};
-use crate::store::{Store, StoreConfig};
+use crate::store::Store;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -70,16 +71,12 @@ pub struct DevicesArgs {
 /// The store beside a daemon that may be running: writes allowed, its in-flight uploads left
 /// alone; `read_only` for listing.
 async fn open_store_mode(cfg: &Config, read_only: bool) -> Result<Store, String> {
-    let mut sc = StoreConfig::new(cfg.state_dir());
-    sc.patient_id = Some(cfg.hub.patient_id.clone());
-    sc.recover_in_flight = false;
-    sc.read_only = read_only;
-    Store::open(sc, Arc::new(SystemClock)).await.map_err(|e| {
-        format!(
-            "cannot open the hub's store in {}: {e}",
-            cfg.state_dir().display()
-        )
-    })
+    let access = if read_only {
+        Access::ReadOnly
+    } else {
+        Access::BesideDaemon
+    };
+    super::start::open_store(cfg, access, Arc::new(SystemClock)).await
 }
 
 async fn open_store(cfg: &Config) -> Result<Store, String> {
@@ -101,9 +98,16 @@ pub fn scan(args: &ScanArgs) -> ExitCode {
             Some(c) => open_store(c).await.ok(),
             None => None,
         };
-        let seen = radio::scan(Duration::from_secs(args.seconds.max(1)), store.as_ref())
-            .await
-            .map_err(|e| e.to_string());
+        let port = store.clone().map(crate::daemon::HubPort::new);
+        let adapter = store_cfg.as_ref().and_then(|c| c.ble.adapter.clone());
+        let seen = radio::scan(
+            adapter.as_deref(),
+            Duration::from_secs(args.seconds.max(1)),
+            port.as_ref().map(|p| p as &dyn crate::ble::Port),
+        )
+        .await
+        .map_err(|e| e.to_string());
+        drop(port);
         if let Some(s) = store {
             s.close().await;
         }
@@ -168,19 +172,18 @@ fn passkey_source(flag: Option<u32>) -> crate::ble::pairing::PasskeySource {
 }
 
 pub fn pair(args: &PairArgs) -> ExitCode {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("pair", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let Ok(rt) = runtime() else {
-        return fail(1, "cannot start the async runtime");
     };
     let r = rt.block_on(async {
         let store = open_store(&cfg).await?;
-        let hub = crate::ble::Hub::new(cfg.ble.clone(), store.clone(), Arc::new(SystemClock), None);
+        let port = Arc::new(crate::daemon::HubPort::new(store.clone()));
+        let hub = radio_hub(&cfg, &store, port.clone()).await?;
         let name = args.name.clone().unwrap_or_default();
         let r = hub
             .pair_device(
+                port.as_ref(),
                 &args.address,
                 &name,
                 &cfg.hub.patient_id,
@@ -197,12 +200,18 @@ pub fn pair(args: &PairArgs) -> ExitCode {
             }
         }
         drop(hub);
+        drop(port);
         store.close().await;
         r
     });
     match r {
         Ok(p) => {
             println!("paired {} ({})", p.address, p.profile);
+            let name = args.name.clone().unwrap_or_else(|| p.profile.to_string());
+            println!(
+                "  name: {name} (settings in hub.toml go under [[device]] name = \"{name}\"; \
+                 the address stays in the hub's encrypted store)"
+            );
             println!(
                 "  bond: paired={} bonded={} trusted={} security={}",
                 p.bond.paired, p.bond.bonded, p.bond.trusted, p.bond.security
@@ -222,18 +231,17 @@ pub fn pair(args: &PairArgs) -> ExitCode {
 }
 
 pub fn unpair(args: &UnpairArgs) -> ExitCode {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("unpair", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let Ok(rt) = runtime() else {
-        return fail(1, "cannot start the async runtime");
     };
     let r = rt.block_on(async {
         let store = open_store(&cfg).await?;
-        let r = radio::unpair(&store, &args.address)
+        let port = crate::daemon::HubPort::new(store.clone());
+        let r = radio::unpair(&port, cfg.ble.adapter.as_deref(), &args.address)
             .await
             .map_err(|e| e.to_string());
+        drop(port);
         store.close().await;
         r
     });
@@ -272,12 +280,9 @@ fn ago(now: UtcMillis, t: Option<UtcMillis>) -> String {
 }
 
 pub fn devices(args: &DevicesArgs) -> ExitCode {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let Start { cfg, rt, .. } = match start("devices", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
-    };
-    let Ok(rt) = runtime() else {
-        return fail(1, "cannot start the async runtime");
     };
     let r = rt.block_on(async {
         let store = open_store_mode(&cfg, true).await?;
@@ -363,63 +368,37 @@ pub fn devices(args: &DevicesArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Readings through ingest (store, then the alert rules), counted for the progress display.
-#[derive(Debug)]
-struct Counting {
-    ingest: Arc<crate::daemon::Ingest>,
-    seen: std::sync::atomic::AtomicU64,
-    stored: std::sync::atomic::AtomicU64,
-    reporter: std::sync::Mutex<super::progress::Reporter>,
-}
-
-impl crate::ble::ReadingSink for Counting {
-    fn append<'a>(
-        &'a self,
-        device: &'a crate::store::DeviceKey,
-        items: Vec<crate::store::NewReading>,
-        cursor: Option<(String, i64)>,
-    ) -> crate::ble::SinkFuture<'a> {
-        use std::sync::atomic::Ordering;
-        Box::pin(async move {
-            let n = items.len() as u64;
-            let out = self
-                .ingest
-                .append(device, items, cursor)
-                .await
-                .map(|o| o.append)
-                .map_err(|e| e.to_string())?;
-            let seen = self.seen.fetch_add(n, Ordering::SeqCst) + n;
-            self.stored
-                .fetch_add(n.saturating_sub(out.duplicates as u64), Ordering::SeqCst);
-            if let Ok(mut r) = self.reporter.lock() {
-                r.count(seen);
-            }
-            Ok(out)
-        })
-    }
+/// A BLE hub for the technician's commands: sessions hand over through `port`, logs tag
+/// addresses with the store's key.
+async fn radio_hub(
+    cfg: &Config,
+    store: &Store,
+    port: Arc<crate::daemon::HubPort>,
+) -> Result<crate::ble::Hub, String> {
+    let key = store.address_tag_key().await.map_err(|e| e.to_string())?;
+    Ok(crate::ble::Hub::new(
+        cfg.ble.clone(),
+        port,
+        Arc::new(SystemClock),
+        crate::ble::AddressTags::new(&key),
+    ))
 }
 
 /// `vitals-hub read ADDRESS`: download a paired device now (a meter's stored records), with
 /// progress; refused while the daemon runs (it reads the device by itself).
 pub fn read(args: &ReadArgs) -> ExitCode {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let st = match start("read", args.config.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    let _lock = match crate::tech::wipe::hold_lock(&cfg.state_dir()) {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            return fail(
-                1,
-                "the daemon is running and reads the device by itself; stop the unit first \
-                 (`systemctl stop vitals-hub`) to read it from here",
-            )
-        }
-        Err(e) => return fail(1, e),
+    let _lock = match st.lock(
+        "the daemon is running and reads the device by itself; stop the unit first \
+         (`systemctl stop vitals-hub`) to read it from here",
+    ) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
-    let Ok(rt) = runtime() else {
-        return fail(1, "cannot start the async runtime");
-    };
+    let Start { cfg, rt, .. } = st;
     let r = rt.block_on(async {
         let store = open_store(&cfg).await?;
         let ingest = crate::daemon::Ingest::open(
@@ -432,30 +411,39 @@ pub fn read(args: &ReadArgs) -> ExitCode {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let sink = Arc::new(Counting {
-            ingest: Arc::new(ingest),
-            seen: Default::default(),
-            stored: Default::default(),
-            reporter: std::sync::Mutex::new(super::progress::Reporter::open_ended(
+        let counts = Arc::new((
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::Mutex::new(super::progress::Reporter::open_ended(
                 "read",
                 "records received",
                 100,
             )),
-        });
-        let hub = crate::ble::Hub::new(cfg.ble.clone(), store.clone(), Arc::new(SystemClock), None)
-            .with_sink(sink.clone());
+        ));
+        let c = counts.clone();
+        let port = crate::daemon::HubPort::new(store.clone())
+            .with_ingest(Arc::new(ingest))
+            .with_observer(Arc::new(move |n, new| {
+                use std::sync::atomic::Ordering;
+                let seen = c.0.fetch_add(n, Ordering::SeqCst) + n;
+                c.1.fetch_add(new, Ordering::SeqCst);
+                if let Ok(mut r) = c.2.lock() {
+                    r.count(seen);
+                }
+            }));
+        let hub = radio_hub(&cfg, &store, Arc::new(port)).await?;
         let (_stop, rx) = tokio::sync::watch::channel(false);
         let outcome = hub
             .read_now(&args.address, rx)
             .await
             .map_err(|e| e.to_string());
-        if let Ok(r) = sink.reporter.lock() {
+        if let Ok(r) = counts.2.lock() {
             r.finish();
         }
         drop(hub);
         let counts = (
-            sink.seen.load(std::sync::atomic::Ordering::SeqCst),
-            sink.stored.load(std::sync::atomic::Ordering::SeqCst),
+            counts.0.load(std::sync::atomic::Ordering::SeqCst),
+            counts.1.load(std::sync::atomic::Ordering::SeqCst),
         );
         outcome.map(|o| (o, counts))
     });

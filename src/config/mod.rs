@@ -313,6 +313,18 @@ impl Config {
                 "remove the key to use its default",
             ));
         }
+        if let Some(a) = &ble.adapter {
+            let ok = a
+                .strip_prefix("hci")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !ok {
+                return Err(err(
+                    &["ble", "adapter"],
+                    format!("{a:?} is not a Bluetooth adapter name"),
+                    "give the name `bluetoothctl list` or `hciconfig` shows, e.g. adapter = \"hci1\", or remove the key to use the first adapter",
+                ));
+            }
+        }
 
         let mut devices = Vec::new();
         let mut names = std::collections::BTreeSet::new();
@@ -357,27 +369,27 @@ impl Config {
                             "remove them, or set kind = \"simulated\"",
                         ));
                     }
-                    let Some(address) = d.address else {
-                        return Err(e(
-                            "name",
-                            format!("device {:?} has no `address`", d.name),
-                            "add address = \"AA:BB:CC:DD:EE:FF\" (see `vitals-hub scan`)",
-                        ));
-                    };
-                    if !valid_address(&address) {
-                        return Err(e(
-                            "address",
-                            format!(
-                                "device {:?}: {address:?} is not a Bluetooth address",
-                                d.name
-                            ),
-                            "six hex pairs separated by colons, e.g. C0:26:DA:01:02:03",
-                        ));
+                    // The address belongs in the store (sealed, since pairing), not in this
+                    // readable file; one written by an older setup is still honoured, with a
+                    // warning (see `warnings`).
+                    if let Some(address) = &d.address {
+                        if !valid_address(address) {
+                            return Err(e(
+                                "address",
+                                format!(
+                                    "device {:?}: {address:?} is not a Bluetooth address",
+                                    d.name
+                                ),
+                                "remove the line: the hub knows the device by the name given at \
+                                 pairing (`vitals-hub devices` lists them)",
+                            ));
+                        }
                     }
                     devices.push(DeviceEntry::Ble {
-                        name: d.name,
+                        name: d.name.clone(),
                         config: DeviceConfig {
-                            address: address.to_ascii_uppercase(),
+                            name: d.name,
+                            legacy_address: d.address.map(|a| a.to_ascii_uppercase()),
                             user_id: d.user_id,
                             set_clock: d.set_clock.unwrap_or(false),
                         },
@@ -474,6 +486,17 @@ impl Config {
     /// Things that are allowed but probably not meant; printed by `config check` and logged.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        for d in &self.devices {
+            if let DeviceEntry::Ble { name, config } = d {
+                if config.legacy_address.is_some() {
+                    w.push(format!(
+                        "device {name:?}: `address` in the config is no longer needed and shows the \
+                         device's Bluetooth address to anyone who can read the file; remove the line \
+                         (the hub knows the device by the name given at pairing)"
+                    ));
+                }
+            }
+        }
         if !self.alerts_configured || self.alerts.thresholds.is_empty() {
             w.push(
                 "no alert thresholds are configured: the hub raises no threshold alerts \
@@ -733,7 +756,6 @@ ca_bundle = "/etc/vitals-hub/clinic-ca.pem"
 
 [[device]]
 name = "meter"
-address = "c0:26:da:01:02:03"
 set_clock = true
 
 [[device]]
@@ -760,7 +782,8 @@ per_day = 2
         assert_eq!(c.uplink.utc_offset_minutes, 60);
         assert_eq!(c.ble.utc_offset_minutes, 60);
         assert_eq!(c.ble.devices.len(), 1);
-        assert_eq!(c.ble.devices[0].address, "C0:26:DA:01:02:03");
+        assert_eq!(c.ble.devices[0].name, "meter");
+        assert_eq!(c.ble.devices[0].legacy_address, None);
         assert_eq!(c.devices.len(), 2);
         assert!(matches!(&c.devices[1], DeviceEntry::Simulated(s) if s.interval_secs == 30));
         // A schedule but no thresholds: warned.
@@ -768,6 +791,30 @@ per_day = 2
             .warnings()
             .iter()
             .any(|w| w.contains("no alert thresholds")));
+    }
+
+    #[test]
+    fn devices_are_named_in_the_config_and_an_old_address_line_is_a_warning() {
+        // A device is referred to by the name given at pairing: no address needed.
+        let c = parse(GOOD).unwrap();
+        assert!(!c.warnings().iter().any(|w| w.contains("address")));
+        // An address written by an older setup still works (the device's settings find it) but
+        // is warned about: the file is readable and the address identifies the device.
+        let old = GOOD.replace(
+            "name = \"meter\"\nset_clock",
+            "name = \"meter\"\naddress = \"c0:26:da:01:02:03\"\nset_clock",
+        );
+        let c = parse(&old).unwrap();
+        assert_eq!(
+            c.ble.devices[0].legacy_address.as_deref(),
+            Some("C0:26:DA:01:02:03")
+        );
+        let w = c.warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("`address` in the config is no longer needed")),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -800,6 +847,21 @@ per_day = 2
     }
 
     #[test]
+    fn the_ble_adapter_is_one_choice_checked_at_load() {
+        assert_eq!(
+            parse(GOOD).unwrap().ble.adapter,
+            None,
+            "default: the first adapter"
+        );
+        let t = format!("{GOOD}\n[ble]\nadapter = \"hci1\"\n");
+        assert_eq!(parse(&t).unwrap().ble.adapter.as_deref(), Some("hci1"));
+        let t = format!("{GOOD}\n[ble]\nadapter = \"/org/bluez/hci1\"\n");
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("not a Bluetooth adapter name"), "{e}");
+        assert!(e.to_string().contains("hci1"), "{e}");
+    }
+
+    #[test]
     fn an_unconfigured_hub_says_so() {
         let e = parse("# nothing here yet\n").unwrap_err();
         assert!(e.message.contains("not set up"), "{e}");
@@ -811,12 +873,16 @@ per_day = 2
         let e = parse(&t).unwrap_err();
         assert_eq!(e.line, Some(7), "{e}");
         assert!(e.message.contains("https"), "{e}");
-        let t = GOOD.replace("c0:26:da:01:02:03", "c0:26:da:01:02");
+        // A (legacy) address line is still checked, and pointed at.
+        let t = GOOD.replace(
+            "name = \"meter\"\nset_clock",
+            "name = \"meter\"\naddress = \"c0:26:da:01:02\"\nset_clock",
+        );
         let e = parse(&t).unwrap_err();
         assert_eq!(e.line, Some(12), "{e}");
         let t = GOOD.replace("values = [120, 185]", "values = [120, 900]");
         let e = parse(&t).unwrap_err();
-        assert_eq!(e.line, Some(20), "{e}");
+        assert_eq!(e.line, Some(19), "{e}");
         assert!(e.fix.contains("mmHg"), "{e}");
     }
 }

@@ -19,7 +19,6 @@ use crate::alerts::{AlertEvent, AlertRules, Engine};
 use crate::fhir::{self, codes};
 use crate::model::{Reading, UtcMillis};
 use crate::store::{AppendOutcome, DeviceKey, NewReading, Store, StoreError};
-use crate::uplink::sync::phd_device_info;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -269,9 +268,20 @@ impl Ingest {
                         .ok()
                         .flatten()
                         .unwrap_or_default();
+                    let identity = fhir::device_info::DeviceIdentity {
+                        key: &d.key.0,
+                        address: &d.record.address,
+                        name: d.record.name.as_deref(),
+                        serial: d.record.serial.as_deref(),
+                        profile: &d.record.profile,
+                    };
                     st.devices.insert(
                         d.key.0.clone(),
-                        phd_device_info(&d, info, self.cfg.utc_offset_minutes),
+                        fhir::device_info::phd_device_info(
+                            identity,
+                            info,
+                            self.cfg.utc_offset_minutes,
+                        ),
                     );
                 }
             }
@@ -374,21 +384,5 @@ async fn hook_task(
                 .append_event("alert_hook_failed", "warning", e.to_string())
                 .await;
         }
-    }
-}
-
-impl crate::ble::ReadingSink for Ingest {
-    fn append<'a>(
-        &'a self,
-        device: &'a DeviceKey,
-        items: Vec<NewReading>,
-        cursor: Option<(String, i64)>,
-    ) -> crate::ble::SinkFuture<'a> {
-        Box::pin(async move {
-            Ingest::append(self, device, items, cursor)
-                .await
-                .map(|o| o.append)
-                .map_err(|e| e.to_string())
-        })
     }
 }

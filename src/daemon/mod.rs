@@ -4,7 +4,9 @@
 
 pub mod hook;
 pub mod ingest;
+pub mod port;
 pub mod run;
 
 pub use ingest::{Ingest, IngestConfig, IngestError, IngestOutcome};
+pub use port::HubPort;
 pub use run::{run, Daemon, Options, RunError};

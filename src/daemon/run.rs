@@ -13,7 +13,10 @@
 //!
 //! The store is the one hand-over point between ingest and upload (nothing is acknowledged to a
 //! device before its transaction commits), so the tasks share no queue that could lose data: the
-//! bounded queues are the store's own job channel, the alert-hook queue, and the wake-up signal.
+//! bounded queues are the store's own job channel (senders wait), the alert-hook queue (full: the
+//! event is recorded as not handed over), the stream-value queue to the alert rules
+//! ([`super::port::STREAM_QUEUE`]; full: the newest value is dropped and counted, its window's
+//! summary is still stored), and the wake-up signal.
 //!
 //! [`run`] adds systemd: `READY=1` once the store is open and the tasks run; `WATCHDOG=1` at half
 //! the watchdog interval, but only while [`Daemon::check`] passes — the store answers, no task has
@@ -23,6 +26,7 @@
 //! its request, and closes the store after every queued transaction.
 
 use super::ingest::{Ingest, IngestConfig, IngestError};
+use super::port::HubPort;
 use crate::alerts::DeviceStatus;
 use crate::ble::{self, DeviceState};
 use crate::config::{Config, DeviceEntry};
@@ -178,9 +182,12 @@ impl Daemon {
             .with_wake(wake)
             .with_stream_values(),
         );
-        // Raw values of continuous streams: to the alert rules (spot readings reach them through
-        // ingest when stored).
-        let (raw_tx, mut raw_rx) = tokio::sync::mpsc::unbounded_channel::<ble::RawValue>();
+        // Raw values of continuous streams: to the alert rules through a bounded queue (spot
+        // readings reach them through ingest when stored). See `port` for what happens when full.
+        let (port, mut raw_rx) = HubPort::new(store.clone())
+            .with_ingest(ingest.clone())
+            .with_stream_queue(super::port::STREAM_QUEUE);
+        let tags = ble::AddressTags::new(&store.address_tag_key().await?);
 
         // Simulated devices: registered (allow-listed, bound to the patient) and anchored.
         let mut sims = Vec::new();
@@ -194,14 +201,8 @@ impl Daemon {
         let first_start = first_start(&store, opts.clock.now()).await?;
 
         let ble_progress = Progress::new();
-        let ble = ble::Hub::new(
-            cfg.ble.clone(),
-            store.clone(),
-            opts.clock.clone(),
-            Some(raw_tx),
-        )
-        .with_sink(ingest.clone())
-        .with_progress(ble_progress.clone());
+        let ble = ble::Hub::new(cfg.ble.clone(), Arc::new(port), opts.clock.clone(), tags)
+            .with_progress(ble_progress.clone());
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut beats = Vec::new();
@@ -257,20 +258,21 @@ impl Daemon {
                 uplink.run(rx).await;
                 "uplink"
             });
-            // The longest an uplink loop may take: backoff cap + a request + a heartbeat.
+            // The longest an uplink loop may take: backoff cap + a request + a heartbeat + the
+            // clock-sync question to timedate1 (answered or given up within its own timeout).
             let bound = Duration::from_millis(
                 cfg.uplink
                     .retry_cap_ms
                     .max(cfg.uplink.poll_interval_ms)
                     .saturating_add(cfg.uplink.request_timeout_ms.saturating_mul(4))
                     .saturating_add(cfg.uplink.connect_timeout_ms.saturating_mul(4)),
-            );
+            ) + crate::uplink::TIMEDATE1_TIMEOUT;
             beats.push(("uplink", uplink_progress, bound));
         }
         {
             let tick_progress = Progress::new();
             beats.push(("schedules", tick_progress.clone(), opts.tick * 4));
-            let names = device_addresses(cfg);
+            let names = device_names(cfg);
             let (ingest, store, ble, clock) = (
                 ingest.clone(),
                 store.clone(),
@@ -284,7 +286,8 @@ impl Daemon {
                 loop {
                     tick_progress.beat();
                     if has_schedules {
-                        let status = statuses(&names, &store, &ingest, &ble, first_start).await;
+                        let addresses = device_addresses(&names, &store).await;
+                        let status = statuses(&addresses, &store, &ingest, &ble, first_start).await;
                         if let Err(e) = ingest.tick(clock.now(), &status, ble.adapter_down()).await
                         {
                             warn!(error = %e, "Schedule check failed.");
@@ -452,15 +455,54 @@ async fn first_start(store: &Store, now: UtcMillis) -> Result<UtcMillis, RunErro
     Ok(now)
 }
 
-/// Device name → Bluetooth address (simulated devices: their made-up one).
-fn device_addresses(cfg: &Config) -> BTreeMap<String, String> {
+/// How each configured device is found: by the name given at pairing (or, from an older config,
+/// its address), or, for a simulated device, its made-up address.
+#[derive(Debug, Clone)]
+enum Named {
+    Paired { legacy_address: Option<String> },
+    Simulated(String),
+}
+
+fn device_names(cfg: &Config) -> BTreeMap<String, Named> {
     cfg.devices
         .iter()
         .map(|d| match d {
-            DeviceEntry::Ble { name, config } => (name.clone(), config.address.clone()),
-            DeviceEntry::Simulated(s) => (s.name.clone(), crate::sim::sim_address(&s.name)),
+            DeviceEntry::Ble { name, config } => (
+                name.clone(),
+                Named::Paired {
+                    legacy_address: config.legacy_address.clone(),
+                },
+            ),
+            DeviceEntry::Simulated(s) => (
+                s.name.clone(),
+                Named::Simulated(crate::sim::sim_address(&s.name)),
+            ),
         })
         .collect()
+}
+
+/// Device name → Bluetooth address, the paired devices' addresses read from the store (sealed
+/// there since pairing; the config names devices only). Asked each tick, so a device paired while
+/// the daemon runs is found. A configured device not paired (yet) has no address: the schedule
+/// rules count it as never seen since enrolment.
+async fn device_addresses(
+    names: &BTreeMap<String, Named>,
+    store: &Store,
+) -> BTreeMap<String, String> {
+    let paired = store.devices().await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (name, how) in names {
+        let address = match how {
+            Named::Simulated(a) => Some(a.clone()),
+            Named::Paired { legacy_address } => paired
+                .iter()
+                .find(|d| d.record.name.as_deref() == Some(name.as_str()))
+                .map(|d| d.record.address.clone())
+                .or_else(|| legacy_address.clone()),
+        };
+        out.insert(name.clone(), address.unwrap_or_default());
+    }
+    out
 }
 
 /// What the schedule rules need to know of each named device.

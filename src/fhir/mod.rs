@@ -2,6 +2,11 @@
 //! transaction-responses. Values in, JSON values out: no I/O, no clock, no randomness (the caller
 //! passes the `urn:uuid` nonce), so every output is reproducible and golden-tested.
 //!
+//! Layout: [`observation`] maps readings and devices, [`alert`] maps alerts, [`heartbeat`] the hub's
+//! status, [`bundle`] assembles them into transaction Bundles (and re-exports the names callers
+//! use), [`response`] parses the answers, [`identifier`] and [`codes`] hold the identifiers and
+//! code systems.
+//!
 //! # Mapping decisions
 //!
 //! - **One Observation per reading**, except blood pressure: the systolic, diastolic and mean
@@ -24,9 +29,13 @@
 //!   HTEST. Threshold interpretations (L/H/LL/HH) come from the alerts module through
 //!   [`ReadingInput::interpretation`].
 
+pub mod alert;
 pub mod bundle;
 pub mod codes;
+pub mod device_info;
+pub mod heartbeat;
 pub mod identifier;
+pub mod observation;
 pub mod response;
 
 pub use bundle::{

@@ -74,6 +74,49 @@ pub fn parse_operation_outcome(v: &Json) -> Option<String> {
     Some(parts.join("; "))
 }
 
+/// FHIR's IssueType codes (<http://hl7.org/fhir/issue-type>): the only server words a refusal
+/// report may carry off the hub, since they are a fixed vocabulary that cannot echo PHI.
+pub const ISSUE_TYPES: &[&str] = &[
+    "invalid",
+    "structure",
+    "required",
+    "value",
+    "invariant",
+    "security",
+    "login",
+    "unknown",
+    "expired",
+    "forbidden",
+    "suppressed",
+    "processing",
+    "not-supported",
+    "duplicate",
+    "multiple-matches",
+    "not-found",
+    "deleted",
+    "too-long",
+    "code-invalid",
+    "extension",
+    "too-costly",
+    "business-rule",
+    "conflict",
+    "transient",
+    "lock-error",
+    "no-store",
+    "exception",
+    "timeout",
+    "incomplete",
+    "throttled",
+    "informational",
+];
+
+/// The issue type of the first issue in a text made by [`parse_operation_outcome`]
+/// (`"<severity> <code>: …"`), when it is one of [`ISSUE_TYPES`].
+pub fn issue_type_of_outcome_text(text: &str) -> Option<&'static str> {
+    let code = text.split_whitespace().nth(1)?.trim_end_matches(':');
+    ISSUE_TYPES.iter().copied().find(|c| *c == code)
+}
+
 /// Parse a transaction-response for a request of `expected` entries.
 pub fn parse_transaction_response(
     body: &[u8],
@@ -127,6 +170,16 @@ pub fn parse_transaction_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_types_are_read_from_outcome_text_and_nothing_else() {
+        let v = serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "duplicate", "diagnostics": "Patient John Doe exists"}]});
+        let text = parse_operation_outcome(&v).unwrap();
+        assert_eq!(issue_type_of_outcome_text(&text), Some("duplicate"));
+        assert_eq!(issue_type_of_outcome_text("error John: Doe"), None);
+        assert_eq!(issue_type_of_outcome_text(""), None);
+    }
 
     #[test]
     fn statuses_bare_and_hapi_style() {

@@ -20,6 +20,9 @@
 //!   reading flagged `Intermediate`); the diastolic and MAP slots are unused — BLS says NaN, Nordic
 //!   sends 0x0000 — so any value is accepted and kept raw in `fields`. A pulse rate in an ICP is kept
 //!   in `fields` but gives no reading (the cuff is still inflating).
+//!
+//! Size: the code is about 490 lines; the file passes 800 only with its table tests, kept
+//! beside the fields they check (one profile, one file).
 
 use super::bytes::{bit, check_flags_length, check_length, check_reserved_flags, Reader, Writer};
 use super::datetime::DateTime;

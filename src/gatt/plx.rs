@@ -19,6 +19,9 @@
 //!   pulse amplitude index stay in `fields`.
 //! - The PLX Features support fields are present exactly when supported-features bits 0/1 are set;
 //!   the other supported-features bits (8–15 reserved) are kept raw.
+//!
+//! Size: the code is about 500 lines; the file passes 800 only with its table tests, kept
+//! beside the fields they check (one profile, one file).
 
 use super::bytes::{bit, check_flags_length, check_length, check_reserved_flags, Reader, Writer};
 use super::datetime::DateTime;

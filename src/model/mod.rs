@@ -7,6 +7,7 @@
 
 mod clock;
 mod decimal;
+pub mod device;
 mod time;
 
 pub use clock::{Clock, ManualClock, Progress, Rfc3339Error, SystemClock, UtcMillis};

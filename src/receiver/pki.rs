@@ -176,6 +176,10 @@ impl DevCa {
     }
 }
 
+/// The names every development receiver certificate carries (`vitals-hub pki`, the demo, the
+/// benchmarks): a hub may point at `localhost` or `127.0.0.1`.
+pub const DEV_RECEIVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
+
 /// The files `vitals-hub pki DIR` writes.
 #[derive(Debug, Clone)]
 pub struct DevPkiFiles {
@@ -184,6 +188,12 @@ pub struct DevPkiFiles {
     pub receiver_key: PathBuf,
     pub hub_cert: PathBuf,
     pub hub_key: PathBuf,
+}
+
+/// [`write_dev_pki`] with the receiver certificate naming [`DEV_RECEIVER_NAMES`]: what the demo,
+/// the benchmarks and `vitals-hub pki` (without `--name`) write.
+pub fn write_default_dev_pki(dir: &Path, hub_id: &str) -> Result<DevPkiFiles, PkiError> {
+    write_dev_pki(dir, DEV_RECEIVER_NAMES, hub_id)
 }
 
 /// Mint a CA (used both as the clinic CA and the hub CA), a receiver certificate for `names` and a

@@ -157,12 +157,22 @@ pub struct SimDevice {
 
 /// A short, stable, locally administered address for a simulated device's name.
 pub fn sim_address(name: &str) -> String {
-    let b = crate::ble::fnv1a(name.as_bytes()).to_be_bytes();
+    let b = fnv1a(name.as_bytes()).to_be_bytes();
     // 0x5A: a locally administered unicast prefix, and never a real vendor's.
     format!(
         "5A:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
         b[0], b[1], b[2], b[3], b[4]
     )
+}
+
+/// FNV-1a, 64 bit: a stable, non-cryptographic hash for made-up addresses.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 fn mix(name: &str, k: u64) -> u64 {

@@ -65,7 +65,7 @@ impl Store {
         &self.path
     }
 
-    async fn call<T: Send + 'static>(
+    pub(super) async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut db::Db) -> Result<T> + Send + 'static,
     ) -> Result<T> {

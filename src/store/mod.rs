@@ -109,14 +109,16 @@ mod db;
 mod handle;
 pub mod keyfile;
 pub mod schema;
+mod tag;
 
 use crate::model::{Reading, UtcMillis};
+// Plain data that `ble`, `uplink` and the store share lives in `model` (ble imports no store).
+pub use crate::model::device::{ClockSample, DeviceInfo, DeviceKey, NewReading, ReadingSummary};
 pub use crypto::CryptoError;
 pub use handle::Store;
 pub use keyfile::{KekSource, KeyFileError};
 pub use schema::SchemaError;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::PathBuf;
 
 /// Errors of the store.
@@ -264,16 +266,6 @@ impl StoreConfig {
     }
 }
 
-/// A device's id in the store (a random UUID; no meaning outside this hub).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct DeviceKey(pub String);
-
-impl fmt::Display for DeviceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// What the hub knows about an allow-listed device. All of it is sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DeviceRecord {
@@ -295,55 +287,6 @@ pub struct Device {
     pub key: DeviceKey,
     pub allowed: bool,
     pub record: DeviceRecord,
-}
-
-/// What the BLE layer learnt about a device beyond its allow-list record (Device Information
-/// Service, clock check, battery); the uplink builds the PhdDevice and timestamps from it. Sealed.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct DeviceInfo {
-    /// DIS System ID as an EUI-64, e.g. `00-09-1F-FF-FE-80-1A-2B`.
-    pub system_id: Option<String>,
-    pub manufacturer: Option<String>,
-    pub model: Option<String>,
-    pub firmware: Option<String>,
-    pub hardware: Option<String>,
-    pub software: Option<String>,
-    /// The last clock check: the device's clock and the hub's read at one instant.
-    pub clock: Option<ClockSample>,
-    pub battery_percent: Option<u8>,
-    pub last_seen: Option<UtcMillis>,
-}
-
-/// A coincident pair of device and hub times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClockSample {
-    pub device: crate::model::LocalDateTime,
-    pub hub: UtcMillis,
-    /// The hub set the device's clock (Current Time Service) to local time at this UTC offset.
-    pub set_by_hub_offset_minutes: Option<i32>,
-}
-
-/// One reading to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewReading {
-    pub reading: Reading,
-    pub received_at: UtcMillis,
-    /// The caller's idempotency key (device, patient, type, device time …); deduplicated by HMAC.
-    pub stable_key: String,
-    pub test_data: bool,
-    /// For a continuous stream's window (whose mean is `reading`): how many values, their range.
-    pub summary: Option<ReadingSummary>,
-}
-
-/// What one stored reading of a continuous stream summarises: the reading's value is the mean of
-/// `count` values received in a window of `window_ms`, between `min` and `max`. Sealed with the
-/// reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadingSummary {
-    pub count: u64,
-    pub min: crate::model::Decimal,
-    pub max: crate::model::Decimal,
-    pub window_ms: i64,
 }
 
 /// A reading of a multi-user device's other user, to be held for assignment (never uploaded).

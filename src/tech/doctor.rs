@@ -122,7 +122,7 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now_secs = clock.now().as_millis().div_euclid(1000);
     let mut out = vec![config_check(cfg)];
-    out.push(adapter_check().await);
+    out.push(adapter_check(cfg.ble.adapter.as_deref()).await);
     out.push(bluez_version_check().await);
     out.push(clock_check(cfg).await);
     out.push(disk_check(cfg).await);
@@ -147,10 +147,9 @@ fn config_check(cfg: &Config) -> Check {
     }
 }
 
-const ADAPTER_PATH: &str = "/org/bluez/hci0";
-
-/// `org.bluez.Adapter1.Powered` on hci0, over the system bus.
-async fn adapter_check() -> Check {
+/// `org.bluez.Adapter1.Powered` on the adapter the hub uses (`[ble] adapter`, else the first
+/// BlueZ lists: the same choice as the daemon's), over the system bus.
+async fn adapter_check(configured: Option<&str>) -> Check {
     const NAME: &str = "ble adapter";
     let op = Duration::from_secs(5);
     let conn = match tokio::time::timeout(op, zbus::Connection::system()).await {
@@ -170,9 +169,25 @@ async fn adapter_check() -> Check {
             )
         }
     };
+    let adapter = match crate::ble::adapter::name(configured, op).await {
+        Ok(a) => a,
+        Err(crate::ble::BleError::NoAdapter) => {
+            return Check::fail(
+                NAME,
+                "no Bluetooth adapter",
+                "plug in or enable the Bluetooth adapter (`rfkill unblock bluetooth`; `bluetoothctl list` must show it)",
+            )
+        }
+        Err(e @ crate::ble::BleError::AdapterMissing(_)) => {
+            return Check::fail(NAME, e.to_string(), "set `[ble] adapter` to one `bluetoothctl list` shows, or remove it")
+        }
+        // Told below, with the D-Bus error's kind.
+        Err(_) => configured.unwrap_or("hci0").to_string(),
+    };
+    let adapter_path = crate::ble::adapter::path(&adapter);
     let call = conn.call_method(
         Some("org.bluez"),
-        ADAPTER_PATH,
+        adapter_path.as_str(),
         Some("org.freedesktop.DBus.Properties"),
         "Get",
         &("org.bluez.Adapter1", "Powered"),
@@ -196,14 +211,14 @@ async fn adapter_check() -> Check {
         {
             return Check::fail(
                 NAME,
-                "no Bluetooth adapter hci0",
+                format!("no Bluetooth adapter {adapter}"),
                 "plug in or enable the Bluetooth adapter (`rfkill unblock bluetooth`; `bluetoothctl list` must show it)",
             )
         }
         Ok(Err(e)) => {
             return Check::fail(
                 NAME,
-                format!("BlueZ is not reachable: reading hci0's Powered failed ({e})"),
+                format!("BlueZ is not reachable: reading {adapter}'s Powered failed ({e})"),
                 "check `systemctl status bluetooth` and the D-Bus policy for org.bluez",
             )
         }
@@ -221,15 +236,15 @@ async fn adapter_check() -> Check {
         .ok()
         .and_then(|v| bool::try_from(v).ok());
     match powered {
-        Some(true) => Check::pass(NAME, "hci0 present and powered"),
+        Some(true) => Check::pass(NAME, format!("{adapter} present and powered")),
         Some(false) => Check::fail(
             NAME,
-            "hci0 present but not powered",
+            format!("{adapter} present but not powered"),
             "`bluetoothctl power on` (and `rfkill unblock bluetooth` if it is blocked)",
         ),
         None => Check::fail(
             NAME,
-            "hci0's Powered property is not a boolean",
+            format!("{adapter}'s Powered property is not a boolean"),
             "check the BlueZ installation (`bluetoothctl show`)",
         ),
     }

@@ -2,21 +2,31 @@
 //!
 //! **Client.** reqwest (`rustls-no-provider`) with a preconfigured rustls `ClientConfig` on the ring
 //! provider ([`tls`]): TLS 1.3 only, the clinic CA bundle as the only roots, ALPN `http/1.1`,
-//! resumption off, https only, no redirects, no proxy, explicit connect and request timeouts. The
-//! client certificate is re-read from its PEM files when they change; the reqwest client (and its
-//! connection pool) is rebuilt then, so the next connection presents the new certificate.
+//! resumption off, https only, no redirects, no proxy, explicit connect and request timeouts. Every
+//! new connection must have been asked for the hub's certificate (checked per connection). The
+//! client certificate is re-read from its PEM files when they change, once per loop on a blocking
+//! thread (never inside a handshake); the reqwest client (and its connection pool) is rebuilt then,
+//! so the next connection presents the new certificate.
 //!
 //! **Sync loop** ([`Uplink`]). Pending outbox items are read in batches (`Store::pending`, bounded,
 //! so memory stays flat however large the backlog), mapped by [`crate::fhir`], gzip-compressed and
-//! POSTed. Items are acked only after a parsed transaction-response says 200/201 for their entry.
+//! POSTed ([`send`]; a body that fails to compress goes plain, without `Content-Encoding`). An
+//! entry that cannot become a request is set aside before the bundle is built, so every response
+//! entry is matched to its own outbox entry. Items are acked only after a parsed
+//! transaction-response says 200/201 for their entry.
 //! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
 //! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
-//! poison entry, which alone is rejected and alerted. Conditional creates make every retry safe.
-//! Uploads wait until the hub's clock is synchronised ([`TimeSync`]).
+//! poison entry, which alone is rejected and alerted (the alert carries a reason code and the HTTP
+//! status; the server's text, which may echo PHI, stays on the hub). Conditional creates make every
+//! retry safe. The [`heartbeat`] keeps its interval across restarts (last attempt in the store).
+//! Uploads wait until the hub's clock is synchronised ([`TimeSync`]: systemd-timedated over D-Bus,
+//! asked asynchronously once per loop).
 //!
 //! **Failures** are named ([`UplinkError`]) and each kind is recorded once per change as a store
 //! event (`uplink_<kind>`), security-relevant TLS failures with severity `security`.
 
+pub mod heartbeat;
+pub mod send;
 pub mod sync;
 pub mod tls;
 
@@ -270,25 +280,96 @@ pub fn classify(e: &reqwest::Error) -> UplinkError {
     UplinkError::Network(text)
 }
 
-/// Whether the hub's clock is synchronised.
-pub trait TimeSync: Send + Sync + std::fmt::Debug {
-    fn is_synchronised(&self) -> bool;
+/// What is known about the hub's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSync {
+    /// Kept by NTP (the kernel says synchronised).
+    Synchronised,
+    /// Not (yet) synchronised.
+    NotSynchronised,
+    /// No answer: no systemd-timedated, no system bus, or no answer in time.
+    NotKnown,
 }
 
-/// systemd-timesyncd's flag file, else `timedatectl show -p NTPSynchronized --value`.
+/// A boxed future that is `Send` (what [`TimeSync`] returns).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Whether the hub's clock is synchronised. Uploads wait for [`ClockSync::Synchronised`]
+/// (`NotKnown` waits too: a hub without timedated sets `require_clock_sync = false`).
+pub trait TimeSync: Send + Sync + std::fmt::Debug {
+    /// Ask once. Never blocks the calling thread (asynchronous I/O, or a blocking thread) and
+    /// answers within a short time ([`TIMEDATE1_TIMEOUT`] for systemd).
+    fn clock_sync(&self) -> BoxFuture<'_, ClockSync>;
+
+    /// The same, waited for on the calling thread: only for a blocking thread (`spawn_blocking`),
+    /// never a runtime worker. `true` only when known to be synchronised.
+    fn is_synchronised(&self) -> bool {
+        let fut = self.clock_sync();
+        let state = match tokio::runtime::Handle::try_current() {
+            Ok(_) => futures::executor::block_on(fut),
+            Err(_) => match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(fut),
+                Err(_) => ClockSync::NotKnown,
+            },
+        };
+        state == ClockSync::Synchronised
+    }
+}
+
+/// How long the hub waits for systemd-timedated's answer.
+pub const TIMEDATE1_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// systemd-timedated's `NTPSynchronized` property (`org.freedesktop.timedate1`) on the D-Bus system
+/// bus, asked asynchronously. No systemd, no system bus or no answer in time: [`ClockSync::NotKnown`].
 #[derive(Debug, Clone, Default)]
 pub struct SystemdTimeSync;
 
 impl TimeSync for SystemdTimeSync {
-    fn is_synchronised(&self) -> bool {
-        if Path::new("/run/systemd/timesync/synchronized").exists() {
-            return true;
+    fn clock_sync(&self) -> BoxFuture<'_, ClockSync> {
+        Box::pin(timedate1_clock_sync(None))
+    }
+}
+
+/// [`SystemdTimeSync`] on the bus at this D-Bus address (tests: a private broker).
+#[derive(Debug, Clone)]
+pub struct SystemdTimeSyncAt(pub String);
+
+impl TimeSync for SystemdTimeSyncAt {
+    fn clock_sync(&self) -> BoxFuture<'_, ClockSync> {
+        Box::pin(timedate1_clock_sync(Some(&self.0)))
+    }
+}
+
+/// Ask `org.freedesktop.timedate1` for `NTPSynchronized`, on the system bus or at `address`.
+pub async fn timedate1_clock_sync(address: Option<&str>) -> ClockSync {
+    let ask = async {
+        let conn = match address {
+            Some(a) => zbus::connection::Builder::address(a).build().await?,
+            None => zbus::Connection::system().await?,
+        };
+        let proxy: zbus::Proxy<'_> = zbus::proxy::Builder::new(&conn)
+            .destination("org.freedesktop.timedate1")
+            .path("/org/freedesktop/timedate1")
+            .interface("org.freedesktop.timedate1")
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        proxy.get_property::<bool>("NTPSynchronized").await
+    };
+    match tokio::time::timeout(TIMEDATE1_TIMEOUT, ask).await {
+        Ok(Ok(true)) => ClockSync::Synchronised,
+        Ok(Ok(false)) => ClockSync::NotSynchronised,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "systemd-timedated did not answer; clock sync not known.");
+            ClockSync::NotKnown
         }
-        std::process::Command::new("timedatectl")
-            .args(["show", "-p", "NTPSynchronized", "--value"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "yes")
-            .unwrap_or(false)
+        Err(_) => {
+            tracing::debug!("systemd-timedated did not answer in time; clock sync not known.");
+            ClockSync::NotKnown
+        }
     }
 }
 
@@ -297,8 +378,13 @@ impl TimeSync for SystemdTimeSync {
 pub struct FixedTimeSync(pub bool);
 
 impl TimeSync for FixedTimeSync {
-    fn is_synchronised(&self) -> bool {
-        self.0
+    fn clock_sync(&self) -> BoxFuture<'_, ClockSync> {
+        let state = if self.0 {
+            ClockSync::Synchronised
+        } else {
+            ClockSync::NotSynchronised
+        };
+        Box::pin(std::future::ready(state))
     }
 }
 

@@ -1,20 +1,21 @@
-//! The sync loop: outbox → bundles → POST → per-entry ack, with backoff, bisection and heartbeat.
+//! The sync loop: outbox → bundles → POST → per-entry ack, with backoff, bisection and the
+//! heartbeat's timing. Sending is in [`super::send`], the heartbeat's content in [`super::heartbeat`].
 
-use super::tls::{client_config, ReloadingCert};
-use super::{classify, TimeSync, UplinkConfig, UplinkError};
+use super::send::{build_client, is_poison};
+use super::tls::ReloadingCert;
+use super::{ClockSync, TimeSync, UplinkConfig, UplinkError};
+
+pub use super::heartbeat::{free_disk, LAST_HEARTBEAT};
+pub use super::send::probe;
 use crate::fhir::bundle::{AlertInput, Item};
-use crate::fhir::{
-    self, BuiltBundle, BundleContext, DeviceClass, DeviceClock, EntryKind, EntryOutcome, HubInfo,
-    HubStatus, PhdDeviceInfo, ReadingInput,
-};
+use crate::fhir::{self, BuiltBundle, BundleContext, HubInfo, PhdDeviceInfo, ReadingInput};
 use crate::model::{Clock, Kind, UtcMillis};
 use crate::store::{OutboxItem, OutboxPayload, Store};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,70 +54,27 @@ pub struct UplinkStatus {
 /// The uplink.
 #[derive(Debug)]
 pub struct Uplink {
-    cfg: UplinkConfig,
-    url: reqwest::Url,
-    destination: String,
-    store: Store,
-    clock: Arc<dyn Clock>,
-    time_sync: Arc<dyn TimeSync>,
-    cert: Arc<ReloadingCert>,
-    client: reqwest::Client,
-    hub: HubInfo,
-    rng: SystemRandom,
-    failures: u32,
-    next_delay: Duration,
+    pub(super) cfg: UplinkConfig,
+    pub(super) url: reqwest::Url,
+    pub(super) destination: String,
+    pub(super) store: Store,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) time_sync: Arc<dyn TimeSync>,
+    pub(super) cert: Arc<ReloadingCert>,
+    pub(super) client: reqwest::Client,
+    pub(super) hub: HubInfo,
+    pub(super) rng: SystemRandom,
+    pub(super) failures: u32,
+    pub(super) next_delay: Duration,
     /// The delay already written to the store as the items' next attempt.
-    chosen_delay: Option<Duration>,
-    cert_level: Option<(i64, u8)>,
-    devices: HashMap<String, PhdDeviceInfo>,
-    status: Arc<Mutex<UplinkStatus>>,
+    pub(super) chosen_delay: Option<Duration>,
+    pub(super) cert_level: Option<(i64, u8)>,
+    pub(super) devices: HashMap<String, PhdDeviceInfo>,
+    pub(super) status: Arc<Mutex<UplinkStatus>>,
     /// The alert rules, for the L / H / LL / HH interpretation of each Observation.
-    alert_rules: Option<crate::alerts::AlertRules>,
-    progress: Option<crate::model::Progress>,
-    wake: Option<Arc<tokio::sync::Notify>>,
-}
-
-fn build_client(
-    cfg: &UplinkConfig,
-    cert: Arc<ReloadingCert>,
-) -> Result<reqwest::Client, UplinkError> {
-    let tls = client_config(&cfg.ca_bundle, cert.clone())?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connector_layer(super::tls::RequireClientAuth(cert))
-        .https_only(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(cfg.connect_timeout())
-        .timeout(cfg.request_timeout())
-        .no_proxy()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("vitals-hub/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| UplinkError::Tls(format!("building the HTTP client: {e}")))
-}
-
-fn gzip(body: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    if enc.write_all(body).is_err() {
-        return body.to_vec();
-    }
-    enc.finish().unwrap_or_else(|_| body.to_vec())
-}
-
-/// A FHIR-level refusal of the content: only these bisect and reject. A 4xx without an
-/// OperationOutcome (a proxy's error page, a wrong URL) is not blamed on an entry.
-fn is_poison(e: &UplinkError) -> bool {
-    matches!(e, UplinkError::Http { status, detail: Some(_), .. } if matches!(status, 400 | 409 | 412 | 413 | 422))
-        || matches!(
-            e,
-            UplinkError::Http {
-                status: 412 | 413,
-                ..
-            }
-        )
+    pub(super) alert_rules: Option<crate::alerts::AlertRules>,
+    pub(super) progress: Option<crate::model::Progress>,
+    pub(super) wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Blood-pressure components of one measurement must stay in one bundle: the boundaries between
@@ -154,7 +112,10 @@ impl Uplink {
         self
     }
 
-    fn interpretation(&self, reading: &crate::model::Reading) -> Option<fhir::Interpretation> {
+    pub(super) fn interpretation(
+        &self,
+        reading: &crate::model::Reading,
+    ) -> Option<fhir::Interpretation> {
         use crate::alerts::Interpretation as A;
         let i = crate::alerts::interpretation(self.alert_rules.as_ref()?, reading)?;
         Some(match i {
@@ -222,20 +183,20 @@ impl Uplink {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    fn with_status(&self, f: impl FnOnce(&mut UplinkStatus)) {
+    pub(super) fn with_status(&self, f: impl FnOnce(&mut UplinkStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
         }
     }
 
-    fn random_u64(&self) -> u64 {
+    pub(super) fn random_u64(&self) -> u64 {
         let mut b = [0u8; 8];
         let _ = self.rng.fill(&mut b);
         u64::from_le_bytes(b)
     }
 
     /// Full jitter: uniform in 0..=min(cap, base·2^failures); Retry-After wins when given.
-    fn delay_for(&self, e: &UplinkError) -> Duration {
+    pub(super) fn delay_for(&self, e: &UplinkError) -> Duration {
         let cap = self.cfg.retry_cap_ms;
         if let UplinkError::Http {
             retry_after: Some(s),
@@ -255,7 +216,7 @@ impl Uplink {
         Duration::from_millis(self.random_u64() % exp.saturating_add(1))
     }
 
-    async fn record_failure(&mut self, e: &UplinkError) {
+    pub(super) async fn record_failure(&mut self, e: &UplinkError) {
         let kind = e.kind();
         let changed = self.status().last_error_kind != Some(kind);
         self.with_status(|s| {
@@ -287,14 +248,24 @@ impl Uplink {
         }
     }
 
-    async fn rebuild_client(&mut self) -> Result<(), UplinkError> {
-        self.client = build_client(&self.cfg, self.cert.clone())?;
+    /// A new client (and connection pool) after a certificate change; reads the CA bundle, so on
+    /// a blocking thread.
+    pub(super) async fn rebuild_client(&mut self) -> Result<(), UplinkError> {
+        let (cfg, cert) = (self.cfg.clone(), self.cert.clone());
+        self.client = tokio::task::spawn_blocking(move || build_client(&cfg, cert))
+            .await
+            .map_err(|e| UplinkError::Tls(format!("building the HTTP client: {e}")))??;
         Ok(())
     }
 
     /// Reload a rotated certificate; warn at 30 days, alert at 14, refuse when expired.
-    async fn check_certificate(&mut self) -> Result<(), UplinkError> {
-        match self.cert.refresh() {
+    pub(super) async fn check_certificate(&mut self) -> Result<(), UplinkError> {
+        // File I/O on a blocking thread; the TLS handshake only reads the loaded copy.
+        let cert = self.cert.clone();
+        let refreshed = tokio::task::spawn_blocking(move || cert.refresh())
+            .await
+            .unwrap_or(Ok(false));
+        match refreshed {
             Ok(true) => {
                 self.rebuild_client().await?;
                 self.cert_level = None;
@@ -358,7 +329,7 @@ impl Uplink {
         Ok(())
     }
 
-    async fn load_devices(&mut self) -> Result<(), UplinkError> {
+    pub(super) async fn load_devices(&mut self) -> Result<(), UplinkError> {
         for d in self.store.devices().await? {
             let info = self.store.device_info(&d.key).await?.unwrap_or_default();
             let p = phd_device_info(&d, info, self.cfg.utc_offset_minutes);
@@ -367,7 +338,9 @@ impl Uplink {
         Ok(())
     }
 
-    async fn refs(&self) -> Result<(Option<String>, HashMap<String, String>), UplinkError> {
+    pub(super) async fn refs(
+        &self,
+    ) -> Result<(Option<String>, HashMap<String, String>), UplinkError> {
         // An empty value is a forgotten id (see `forget_refs`).
         let hub = self
             .store
@@ -390,7 +363,7 @@ impl Uplink {
 
     /// Forget the server ids of the hub and devices: the next bundle sends them again as
     /// conditional creates (a server that lost or renumbered them would refuse the references).
-    async fn forget_refs(&self) -> Result<(), UplinkError> {
+    pub(super) async fn forget_refs(&self) -> Result<(), UplinkError> {
         self.store
             .set_uplink_state(&self.destination, "hub", "")
             .await?;
@@ -402,33 +375,40 @@ impl Uplink {
         Ok(())
     }
 
-    fn build(
+    /// The FHIR mapping's input for an outbox entry; `None` when it cannot become a request (a
+    /// reading whose device record is unknown).
+    pub(super) fn item<'s>(&'s self, it: &'s OutboxItem) -> Option<Item<'s>> {
+        match &it.payload {
+            OutboxPayload::Reading(r) => self.devices.get(&r.device.0).map(|d| {
+                Item::Reading(ReadingInput {
+                    tag: it.id,
+                    device: d,
+                    reading: &r.reading,
+                    received_at: r.received_at,
+                    test_data: r.test_data,
+                    interpretation: self.interpretation(&r.reading),
+                })
+            }),
+            OutboxPayload::Alert(a) => Some(Item::Alert(AlertInput {
+                tag: it.id,
+                payload: &a.payload,
+                stable_key: &a.stable_key,
+            })),
+        }
+    }
+
+    /// A bundle from the front of `items`. Every item must map ([`Uplink::deliver`] takes out
+    /// those that do not first), so `consumed` counts `items` and each entry's tags are the ids
+    /// of its own outbox entries.
+    pub(super) fn build(
         &self,
         items: &[OutboxItem],
         hub_ref: Option<&str>,
         refs: &HashMap<String, String>,
         more: bool,
     ) -> BuiltBundle {
-        let fitems: Vec<Item<'_>> = items
-            .iter()
-            .filter_map(|it| match &it.payload {
-                OutboxPayload::Reading(r) => self.devices.get(&r.device.0).map(|d| {
-                    Item::Reading(ReadingInput {
-                        tag: it.id,
-                        device: d,
-                        reading: &r.reading,
-                        received_at: r.received_at,
-                        test_data: r.test_data,
-                        interpretation: self.interpretation(&r.reading),
-                    })
-                }),
-                OutboxPayload::Alert(a) => Some(Item::Alert(AlertInput {
-                    tag: it.id,
-                    payload: &a.payload,
-                    stable_key: &a.stable_key,
-                })),
-            })
-            .collect();
+        let fitems: Vec<Item<'_>> = items.iter().filter_map(|it| self.item(it)).collect();
+        debug_assert_eq!(fitems.len(), items.len(), "unmappable entries reach build");
         let ctx = BundleContext {
             patient_id: &self.cfg.patient_id,
             hub: &self.hub,
@@ -440,129 +420,39 @@ impl Uplink {
         fhir::build(&ctx, &fitems)
     }
 
-    async fn post(&mut self, built: &BuiltBundle) -> Result<Vec<EntryOutcome>, UplinkError> {
-        let raw = serde_json::to_vec(&built.json).map_err(|e| UplinkError::Store(e.to_string()))?;
-        let (body, gz) = if self.cfg.gzip {
-            (gzip(&raw), true)
-        } else {
-            (raw, false)
-        };
-        let sent = body.len() as u64;
-        let mut req = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
-            .header(reqwest::header::ACCEPT, "application/fhir+json");
-        if gz {
-            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
-        }
-        let resp = req.body(body).send().await.map_err(|e| {
-            tracing::debug!(chain = ?super::chain_debug(&e), "Request failed.");
-            classify(&e)
-        })?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
-        self.with_status(|s| {
-            s.wire_bytes += sent + bytes.len() as u64;
-            s.bundles += 1;
-        });
-        if status.is_success() {
-            return fhir::parse_transaction_response(&bytes, built.entries.len())
-                .map_err(|e| UplinkError::BadResponse(e.to_string()));
-        }
-        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| fhir::parse_operation_outcome(&v));
-        // nginx completes the handshake and answers a failed client-certificate check with its
-        // own 400 page ("The SSL certificate error" / "No required SSL certificate was sent").
-        if detail.is_none() && matches!(status.as_u16(), 400 | 403 | 495 | 496) {
-            let text = String::from_utf8_lossy(&bytes);
-            if text.contains("SSL certificate") {
-                return Err(UplinkError::ServerRejectedOurCertificate(format!(
-                    "HTTP {} from the TLS terminator",
-                    status.as_u16()
-                )));
-            }
-        }
-        Err(UplinkError::Http {
-            status: status.as_u16(),
-            retry_after,
-            detail,
-        })
-    }
-
-    async fn remember_refs(
-        &self,
-        built: &BuiltBundle,
-        outcomes: &[EntryOutcome],
-    ) -> Result<(), UplinkError> {
-        for (info, out) in built.entries.iter().zip(outcomes) {
-            let name = match &info.kind {
-                EntryKind::HubDevice => "hub".to_owned(),
-                EntryKind::Device(k) => format!("device:{k}"),
-                _ => continue,
-            };
-            if let (true, Some(r)) = (out.is_stored(), out.logical_ref()) {
-                self.store
-                    .set_uplink_state(&self.destination, &name, &r)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn reject_poison(
+    /// Entries that cannot become a request are kept out of every bundle and every ack: they are
+    /// quarantined (kept for investigation, never sent) with an event. Returns the entries that
+    /// can be sent.
+    pub(super) async fn set_aside_unmappable(
         &mut self,
         items: &[OutboxItem],
-        tags: Vec<i64>,
-        e: &UplinkError,
-    ) -> Result<usize, UplinkError> {
-        let reason = e.to_string();
-        let n = self.store.reject(tags.clone(), &reason).await?;
-        let readings: Vec<i64> = items
+    ) -> Result<Vec<OutboxItem>, UplinkError> {
+        let (ok, skipped): (Vec<OutboxItem>, Vec<OutboxItem>) = items
             .iter()
-            .filter(|i| tags.contains(&i.id))
-            .filter_map(|i| match &i.payload {
-                OutboxPayload::Reading(r) => Some(r.id),
-                OutboxPayload::Alert(_) => None,
-            })
-            .collect();
-        let status = match e {
-            UplinkError::Http { status, .. } => *status,
-            _ => 0,
-        };
-        warn!(outbox = ?tags, status, "Clinic server rejected an entry; it is kept and alerted.");
-        self.store
-            .append_event(
-                "uplink_entry_rejected",
-                "error",
-                format!("outbox {tags:?} rejected with HTTP {status}"),
-            )
-            .await?;
-        if !readings.is_empty() {
+            .cloned()
+            .partition(|it| self.item(it).is_some());
+        if !skipped.is_empty() {
+            // Quarantined (kept, never uploaded or retried) with the store's own
+            // `outbox_quarantined` event naming the entry ids; the reason is sealed.
+            let ids: Vec<i64> = skipped.iter().map(|i| i.id).collect();
             self.store
-                .append_alert(
-                    serde_json::json!({ "kind": "upload_rejected", "status": status, "outbox": tags, "reason": reason }),
-                    &format!("upload-rejected-{}", tags.first().copied().unwrap_or(0)),
-                    readings,
-                )
+                .quarantine(ids, "no device record for this reading")
                 .await?;
+            warn!(
+                entries = skipped.len(),
+                "Outbox entries without a device record quarantined, not uploaded."
+            );
         }
-        self.with_status(|s| s.rejected += n as u64);
-        Ok(n)
+        Ok(ok)
     }
 
     /// Deliver one batch: build, send, ack per entry; bisect on a 4xx.
-    async fn deliver(
+    pub(super) async fn deliver(
         &mut self,
         items: &[OutboxItem],
         more: bool,
     ) -> Result<(usize, usize), UplinkError> {
+        let items = &self.set_aside_unmappable(items).await?[..];
         let (hub_ref, refs) = self.refs().await?;
         let (mut acked, mut rejected) = (0usize, 0usize);
         let mut work: Vec<(usize, usize, bool)> = vec![(0, items.len(), more)];
@@ -587,7 +477,8 @@ impl Uplink {
                     )
                     .await?;
             }
-            if built.consumed < slice.len() && !more {
+            // `consumed > 0` always (the first group goes in); the guard keeps this loop finite.
+            if built.consumed < slice.len() && !more && built.consumed > 0 {
                 work.push((a + built.consumed, b, false));
             }
             let tags = built.tags();
@@ -676,7 +567,13 @@ impl Uplink {
 
     /// One round: wait for clock sync, check the certificate, deliver one batch.
     pub async fn step(&mut self) -> Result<Step, UplinkError> {
-        let r = self.step_inner().await;
+        let clock = self.time_sync.clock_sync().await;
+        self.step_with(clock).await
+    }
+
+    /// [`Uplink::step`] with the clock state already asked for this loop.
+    pub(super) async fn step_with(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
+        let r = self.step_inner(clock).await;
         match &r {
             Ok(Step::Delivered { .. }) => {
                 self.failures = 0;
@@ -711,8 +608,9 @@ impl Uplink {
         r
     }
 
-    async fn step_inner(&mut self) -> Result<Step, UplinkError> {
-        if !self.time_sync.is_synchronised() {
+    pub(super) async fn step_inner(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
+        if clock != ClockSync::Synchronised {
+            debug!(?clock, "Uploads wait for the clock.");
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
@@ -799,73 +697,11 @@ impl Uplink {
         Err(UplinkError::Timeout)
     }
 
-    /// Send the heartbeat: PhgDevice + hub-status Observations.
-    pub async fn heartbeat(&mut self) -> Result<(), UplinkError> {
-        if !self.time_sync.is_synchronised() {
-            return Err(UplinkError::ClockNotSynchronised);
-        }
-        self.check_certificate().await?;
-        self.load_devices().await?;
-        let st = self.store.stats().await?;
-        let now = self.clock.now();
-        let mut devices = Vec::new();
-        for d in self.store.devices().await? {
-            let info = self.store.device_info(&d.key).await?.unwrap_or_default();
-            if let Some(p) = self.devices.get(&d.key.0) {
-                if let Ok(ident) = p.ident() {
-                    devices.push(fhir::bundle::DeviceStatus {
-                        ident,
-                        last_seen_secs: info
-                            .last_seen
-                            .map(|t| (now.as_millis() - t.as_millis()).div_euclid(1000)),
-                        battery_percent: info.battery_percent,
-                    });
-                }
-            }
-        }
-        let dir = self.store.path().parent().map(|p| p.to_path_buf());
-        let free = match dir {
-            Some(d) => tokio::task::spawn_blocking(move || free_disk(&d))
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
-        let status = HubStatus {
-            at: now,
-            backlog: st.pending + st.in_flight,
-            free_disk_bytes: free,
-            cert_days_left: self.status().cert_days_left,
-            devices,
-        };
-        let (hub_ref, refs) = self.refs().await?;
-        let ctx = BundleContext {
-            patient_id: &self.cfg.patient_id,
-            hub: &self.hub,
-            hub_ref: hub_ref.as_deref(),
-            device_refs: &refs,
-            nonce: self.random_u64(),
-            more_may_follow: false,
-        };
-        let built = fhir::heartbeat_bundle(&ctx, &status)
-            .map_err(|e| UplinkError::Config(e.to_string()))?;
-        match self.post(&built).await {
-            Ok(out) => {
-                self.remember_refs(&built, &out).await?;
-                info!(backlog = status.backlog, "Heartbeat sent.");
-                Ok(())
-            }
-            Err(e) => {
-                self.record_failure(&e).await;
-                Err(e)
-            }
-        }
-    }
-
     /// Run until `shutdown` turns true: heartbeat on its interval, upload as readings arrive.
+    /// The clock's synchronisation is asked once per loop.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1));
-        let mut next_heartbeat = Instant::now();
+        let mut next_heartbeat = self.first_heartbeat(interval).await;
         let wake = self.wake.clone();
         loop {
             if *shutdown.borrow() {
@@ -874,11 +710,12 @@ impl Uplink {
             if let Some(p) = &self.progress {
                 p.beat();
             }
-            if Instant::now() >= next_heartbeat && self.time_sync.is_synchronised() {
-                let _ = self.heartbeat().await;
+            let clock = self.time_sync.clock_sync().await;
+            if Instant::now() >= next_heartbeat && clock == ClockSync::Synchronised {
+                let _ = self.heartbeat_with(clock).await;
                 next_heartbeat = Instant::now() + interval;
             }
-            let step = self.step().await;
+            let step = self.step_with(clock).await;
             let idle = matches!(step, Ok(Step::Idle));
             let wait = match step {
                 Ok(Step::Delivered { .. }) => Duration::ZERO,
@@ -906,40 +743,6 @@ impl Uplink {
     }
 }
 
-/// Bytes free to unprivileged users on the file system holding `dir` (statvfs, as `df` shows).
-pub fn free_disk(dir: &std::path::Path) -> Option<u64> {
-    let st = rustix::fs::statvfs(dir).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// A probe of the clinic that carries no PHI: `GET <base_url>/metadata` (the FHIR capability
-/// statement) over the uplink's own mutual-TLS client (same roots, client certificate, TLS 1.3 and
-/// refusal of servers that do not ask for the hub's certificate). Returns the HTTP status of a 2xx
-/// answer; anything else is the failure, named as the uplink names it.
-pub async fn probe(cfg: &UplinkConfig) -> Result<u16, UplinkError> {
-    let url = cfg.validate()?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
-    let client = build_client(cfg, cert)?;
-    let target = format!("{}/metadata", url.as_str().trim_end_matches('/'));
-    let resp = client
-        .get(&target)
-        .header("Accept", "application/fhir+json")
-        .send()
-        .await
-        .map_err(|e| super::classify(&e))?;
-    let status = resp.status().as_u16();
-    if resp.status().is_success() {
-        Ok(status)
-    } else {
-        Err(UplinkError::Http {
-            status,
-            retry_after: None,
-            detail: None,
-        })
-    }
-}
-
 /// The key the uplink files its `uplink_state` under: the base URL without a trailing slash.
 pub fn destination_of(url: &reqwest::Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
@@ -955,31 +758,18 @@ pub fn phd_device_info(
     info: crate::store::DeviceInfo,
     utc_offset_minutes: i32,
 ) -> PhdDeviceInfo {
-    let clock = match info.clock {
-        Some(s) => match s.set_by_hub_offset_minutes {
-            Some(o) => DeviceClock::Synchronized {
-                utc_offset_minutes: o,
-            },
-            None => DeviceClock::Coincident {
-                device: s.device,
-                hub: s.hub,
-            },
+    fhir::device_info::phd_device_info(
+        fhir::device_info::DeviceIdentity {
+            key: &d.key.0,
+            address: &d.record.address,
+            name: d.record.name.as_deref(),
+            serial: d.record.serial.as_deref(),
+            profile: &d.record.profile,
         },
-        // No clock check recorded: the BLE layer sets clocks via CTS to the hub's local
-        // time, so device times are hub-local (IG table row 2, the PHG offset).
-        None => DeviceClock::Synchronized { utc_offset_minutes },
-    };
-    PhdDeviceInfo {
-        key: d.key.0.clone(),
-        system_id: info.system_id.as_deref().and_then(|s| s.parse().ok()),
-        bt_mac: d.record.address.parse().ok(),
-        manufacturer: info.manufacturer,
-        model: info.model.or(d.record.name.clone()),
-        serial: d.record.serial.clone(),
-        firmware: info.firmware,
-        hardware: info.hardware,
-        software: info.software,
-        class: DeviceClass::from_profile(&d.record.profile),
-        clock,
-    }
+        info,
+        utc_offset_minutes,
+    )
 }
+
+#[cfg(test)]
+mod tests;

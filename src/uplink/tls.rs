@@ -1,6 +1,8 @@
 //! The hub's TLS client: rustls on the ring provider, TLS 1.3 only, the clinic CA bundle as the only
 //! roots, ALPN `http/1.1`, no session resumption; the client certificate comes from PEM files through
-//! a resolver that re-reads them when they change (rotation without a restart).
+//! a resolver that presents the copy in memory. The uplink re-reads the files when they change
+//! ([`ReloadingCert::refresh`], on a blocking thread) and swaps the copy: rotation without a restart,
+//! and no file I/O inside a TLS handshake (which runs on the async runtime's threads).
 
 use super::UplinkError;
 use rustls::client::{ResolvesClientCert, Resumption};
@@ -9,9 +11,10 @@ use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tracing::{info, warn};
+use tracing::info;
 
 /// The validity period of a certificate, seconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +82,7 @@ fn x509_time(tag: u8, v: &[u8]) -> Option<i64> {
 }
 
 /// notBefore / notAfter of an X.509 certificate (RFC 5280 4.1: Certificate → TBSCertificate →
-/// [version] serial signature issuer validity).
+/// \[version\] serial signature issuer validity).
 pub fn validity(der: &[u8]) -> Option<Validity> {
     let (_, cert, _) = tlv(der)?;
     let (_, tbs, _) = tlv(cert)?;
@@ -120,11 +123,14 @@ struct Loaded {
     stamps: (Stamp, Stamp),
 }
 
-/// A [`ResolvesClientCert`] over PEM files, re-read when their modification time or size changes.
+/// A [`ResolvesClientCert`] over PEM files. The handshake only reads the certificate held in
+/// memory; [`ReloadingCert::refresh`] re-reads the files when their modification time or size
+/// changed and swaps it (call it off the async runtime's threads: it does file I/O).
 #[derive(Debug)]
 pub struct ReloadingCert {
     paths: CertPaths,
-    /// How many times a server asked for the client certificate (one per full handshake).
+    /// How many times a server asked for the client certificate (one per full handshake; a
+    /// diagnostic: the per-connection check is [`RequireClientAuth`]'s).
     requests: std::sync::atomic::AtomicU64,
     provider: Arc<rustls::crypto::CryptoProvider>,
     current: Mutex<Option<Loaded>>,
@@ -179,7 +185,8 @@ impl ReloadingCert {
     }
 
     /// Re-read the files if they changed. Returns true when a new certificate was loaded. A broken
-    /// new file keeps the old certificate (and is reported).
+    /// or missing new file keeps the old certificate (and is reported). Blocking file I/O: the
+    /// uplink calls it through `spawn_blocking`.
     pub fn refresh(&self) -> Result<bool, UplinkError> {
         let now = (stamp(&self.paths.cert), stamp(&self.paths.key));
         let same = self
@@ -216,9 +223,9 @@ impl ResolvesClientCert for ReloadingCert {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Err(e) = self.refresh() {
-            warn!(error = %e, "Rotated client certificate unusable; presenting the previous one.");
-        }
+        // This connection's handshake asked for the hub's certificate (see RequireClientAuth).
+        let _ = CLIENT_AUTH_ASKED.try_with(|asked| asked.store(true, Ordering::SeqCst));
+        // Memory only: the files are re-read by `refresh`, never inside a handshake.
         self.current
             .lock()
             .ok()
@@ -233,27 +240,33 @@ impl ResolvesClientCert for ReloadingCert {
 /// The message of the connector error for a server that did not authenticate the hub.
 pub const NO_CLIENT_AUTH: &str = "the server did not request the hub's client certificate";
 
+tokio::task_local! {
+    /// Set by the resolver when the handshake of the connection being made asked for the hub's
+    /// certificate. Scoped to one connection's connect future (TLS handshake included), so
+    /// concurrent connections never see each other's flag.
+    static CLIENT_AUTH_ASKED: Arc<AtomicBool>;
+}
+
 /// A reqwest connector layer: a new connection whose handshake did not ask for the client
 /// certificate is dropped before any request (and so any PHI) is written on it
-/// (security-notes checklist 9: mutual authentication on every session). The uplink makes one
-/// connection at a time, so the resolver's counter attributes requests to connections exactly.
+/// (security-notes checklist 9: mutual authentication on every session). The check is per
+/// connection: each connect future carries its own flag, which the resolver sets when it runs
+/// inside that connection's handshake; connections made at the same time do not mix.
+/// Holds the resolver of the client configuration the connector uses: only a [`ReloadingCert`]
+/// resolver sets the per-connection flag.
 #[derive(Debug, Clone)]
 pub struct RequireClientAuth(pub Arc<ReloadingCert>);
 
 impl<S> tower_layer::Layer<S> for RequireClientAuth {
     type Service = RequireClientAuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequireClientAuthService {
-            inner,
-            cert: self.0.clone(),
-        }
+        RequireClientAuthService { inner }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct RequireClientAuthService<S> {
     inner: S,
-    cert: Arc<ReloadingCert>,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -277,12 +290,13 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let before = self.cert.requests();
-        let cert = self.cert.clone();
-        let fut = self.inner.call(req);
+        let asked = Arc::new(AtomicBool::new(false));
+        // The TLS handshake runs while this future is polled (reqwest and hyper-rustls spawn no
+        // task for it), so the resolver sees this connection's flag.
+        let fut = CLIENT_AUTH_ASKED.scope(asked.clone(), self.inner.call(req));
         Box::pin(async move {
             let conn = fut.await?;
-            if cert.requests() == before {
+            if !asked.load(Ordering::SeqCst) {
                 return Err(S::Error::from(NO_CLIENT_AUTH.to_owned()));
             }
             Ok(conn)

@@ -2,7 +2,8 @@
 use super::{Broker, DeviceModel, FakeBluez};
 use std::sync::Arc;
 use std::time::Duration;
-use vitals_hub::ble::{BleConfig, Hub, RawValue};
+use vitals_hub::ble::{AddressTags, BleConfig, Hub, Port, RawValue};
+use vitals_hub::daemon::HubPort;
 use vitals_hub::model::{Clock, LocalDateTime, SystemClock};
 use vitals_hub::store::{DeviceRecord, KekSource, Store, StoreConfig, StoredReading};
 
@@ -10,7 +11,8 @@ pub struct Env {
     pub fake: FakeBluez,
     pub store: Store,
     pub hub: Hub,
-    pub alerts: tokio::sync::mpsc::UnboundedReceiver<RawValue>,
+    /// Raw stream values for the alert rules (the port's bounded queue).
+    pub alerts: tokio::sync::mpsc::Receiver<RawValue>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     pub _dir: tempfile::TempDir,
@@ -20,6 +22,7 @@ pub struct Env {
 pub fn fast_config() -> BleConfig {
     BleConfig {
         enabled: true,
+        adapter: None,
         scan_window_ms: 800,
         scan_pause_ms: 100,
         connect_timeout_ms: 2_000,
@@ -87,6 +90,18 @@ impl Env {
         config: BleConfig,
         rules: Option<vitals_hub::alerts::AlertRules>,
     ) -> Env {
+        Env::with_port(fake, allowed, config, rules, |p| p).await
+    }
+
+    /// As [`Env::with_fake_and_rules`], with the hub's port wrapped by `wrap` (a test's fault
+    /// injection or counting).
+    pub async fn with_port(
+        fake: FakeBluez,
+        allowed: &[(&str, &str)],
+        config: BleConfig,
+        rules: Option<vitals_hub::alerts::AlertRules>,
+        wrap: impl FnOnce(Arc<dyn Port>) -> Arc<dyn Port>,
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let mut sc = StoreConfig::new(dir.path());
         sc.kek = KekSource::resolve(dir.path(), None);
@@ -96,8 +111,7 @@ impl Env {
         for (a, p) in allowed {
             store.upsert_device(record(a, p), true).await.unwrap();
         }
-        let (tx, alerts) = tokio::sync::mpsc::unbounded_channel();
-        let mut hub = Hub::new(config, store.clone(), clock, Some(tx));
+        let mut port = HubPort::new(store.clone());
         if let Some(rules) = rules {
             let cfg = vitals_hub::daemon::IngestConfig {
                 rules,
@@ -107,8 +121,11 @@ impl Env {
             let ingest = vitals_hub::daemon::Ingest::open(store.clone(), cfg)
                 .await
                 .unwrap();
-            hub = hub.with_sink(Arc::new(ingest));
+            port = port.with_ingest(Arc::new(ingest));
         }
+        let (port, alerts) = port.with_stream_queue(4_096);
+        let tags = AddressTags::new(&store.address_tag_key().await.unwrap());
+        let hub = Hub::new(config, wrap(Arc::new(port)), clock, tags);
         let (stop, rx) = tokio::sync::watch::channel(false);
         let h = hub.clone();
         let task = tokio::spawn(async move {
@@ -152,4 +169,20 @@ impl Env {
         drop(self.hub);
         drop(self.store);
     }
+}
+
+/// The preamble every radio test shares: a two-thread runtime and this binary's broker
+/// (`DBUS_SYSTEM_BUS_ADDRESS` points at it), then `f` on the runtime.
+pub fn run<F, Fut>(f: F)
+where
+    F: FnOnce(Broker) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = broker();
+    rt.block_on(f(b));
 }

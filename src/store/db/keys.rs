@@ -165,7 +165,7 @@ impl Db {
             .ok_or_else(|| StoreError::Invalid("no active data key (store not opened)".into()))
     }
 
-    pub(super) fn index(&self) -> Result<&IndexKey> {
+    pub(in crate::store) fn index(&self) -> Result<&IndexKey> {
         self.keys
             .index
             .as_ref()

@@ -1,6 +1,9 @@
-//! Shared by the `uplink_*` tests: a PKI minted at test time, an in-process receiver on
-//! 127.0.0.1:0, a store seeded with readings, and an uplink pointed at the receiver.
+//! Shared by the `uplink_*` and `receiver_*` tests: a PKI minted at test time, an in-process
+//! receiver on 127.0.0.1:0 (mutual TLS or plain loopback), raw transaction Bundles for the
+//! receiver, a store seeded with readings, and an uplink pointed at the receiver.
 #![allow(dead_code)]
+
+pub mod timedate;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::{Path, PathBuf};
@@ -10,10 +13,10 @@ use vitals_hub::fhir::{DeviceIdent, HubInfo, IdTimestamp, ObservationIdentifier}
 use vitals_hub::model::{
     Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value,
 };
-use vitals_hub::receiver::pki::{DevCa, Minted};
+use vitals_hub::receiver::pki::{DevCa, Minted, Span, DEV_RECEIVER_NAMES};
 use vitals_hub::receiver::{tls, FaultQueue, Listen, Receiver, ReceiverConfig};
 use vitals_hub::store::{DeviceKey, DeviceRecord, KekSource, NewReading, Store, StoreConfig};
-use vitals_hub::uplink::{FixedTimeSync, Uplink, UplinkConfig};
+use vitals_hub::uplink::{FixedTimeSync, TimeSync, Uplink, UplinkConfig};
 
 pub const PATIENT: &str = "pat-0001";
 pub const METER_ADDR: &str = "00:60:19:4B:2C:1D";
@@ -28,6 +31,8 @@ pub fn hub() -> HubInfo {
         utc_offset_minutes: 0,
     }
 }
+
+pub const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
 pub fn der_key(m: &Minted) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(m.key_der.clone()))
@@ -54,6 +59,95 @@ pub async fn receiver(
     })
     .await
     .unwrap()
+}
+
+/// The usual clinic: a receiver certificate from `ca` naming localhost and 127.0.0.1, TLS 1.3,
+/// hub certificates from `ca` required.
+pub async fn clinic(ca: &DevCa) -> Receiver {
+    receiver(
+        &ca.server(DEV_RECEIVER_NAMES, Span::DEFAULT).unwrap(),
+        Some(ca),
+        TLS13,
+    )
+    .await
+}
+
+/// A receiver in plain-HTTP loopback mode (behind a TLS terminator, or the FHIR-semantics tests).
+pub async fn plain() -> Receiver {
+    Receiver::start(ReceiverConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        listen: Listen::PlainLoopback,
+        db_path: None,
+        faults: FaultQueue::new(),
+    })
+    .await
+    .unwrap()
+}
+
+/// A free TCP port on 127.0.0.1 (nothing listens on it once this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A hand-written transaction Bundle: a Device and an Observation with identifier `ident`
+/// (`with_code: false` makes the Observation invalid: no `code`).
+pub fn raw_bundle(ident: &str, with_code: bool) -> serde_json::Value {
+    use serde_json::json;
+    let mut obs = json!({
+        "resourceType": "Observation",
+        "identifier": [{ "system": "urn:test", "value": ident }],
+        "status": "final",
+        "subject": { "reference": "Patient/p1" },
+        "device": { "reference": "urn:uuid:00000000-0000-4000-8000-000000000001" }
+    });
+    if with_code {
+        obs["code"] =
+            json!({ "coding": [{ "system": "urn:iso:std:iso:11073:10101", "code": "160184" }] });
+    }
+    json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001",
+          "resource": { "resourceType": "Device", "identifier": [{ "system": "urn:dev", "value": "D1" }] },
+          "request": { "method": "POST", "url": "Device", "ifNoneExist": "identifier=urn:dev%7CD1" } },
+        { "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000002",
+          "resource": obs,
+          "request": { "method": "POST", "url": "Observation", "ifNoneExist": format!("identifier=urn:test%7C{}", ident.replace('+', "%2B")) } }
+    ]})
+}
+
+/// POST a Bundle over plain HTTP (gzip-compressed with `Content-Encoding: gzip` when asked).
+pub async fn post_raw(
+    base: &str,
+    body: &serde_json::Value,
+    gzip: bool,
+) -> (u16, serde_json::Value) {
+    use std::io::Write;
+    let raw = serde_json::to_vec(body).unwrap();
+    let mut req = reqwest::Client::new()
+        .post(base)
+        .header("content-type", "application/fhir+json");
+    let data = if gzip {
+        req = req.header("content-encoding", "gzip");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&raw).unwrap();
+        e.finish().unwrap()
+    } else {
+        raw
+    };
+    let r = req.body(data).send().await.unwrap();
+    let s = r.status().as_u16();
+    (
+        s,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+/// GET `url` and parse the JSON answer.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    serde_json::from_slice(&client.get(url).send().await.unwrap().bytes().await.unwrap()).unwrap()
 }
 
 pub struct Hub {
@@ -144,6 +238,11 @@ pub async fn hub_with(n: u32, clinic_ca: &DevCa, hub_cert: &Minted) -> Hub {
     }
 }
 
+/// [`hub_with`] and a hub certificate `hub-0001` from the clinic's own CA.
+pub async fn hub_for(n: u32, ca: &DevCa) -> Hub {
+    hub_with(n, ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await
+}
+
 pub fn uplink_config(h: &Hub, url: &str) -> UplinkConfig {
     let mut c = UplinkConfig::new(url, &h.ca_path, PATIENT);
     c.client_cert = Some(h.cert.clone());
@@ -157,11 +256,16 @@ pub fn uplink_config(h: &Hub, url: &str) -> UplinkConfig {
 }
 
 pub fn uplink(h: &Hub, cfg: UplinkConfig) -> Uplink {
+    uplink_timed(h, cfg, Arc::new(FixedTimeSync(true)))
+}
+
+/// An uplink asking `time_sync` whether the hub's clock is synchronised.
+pub fn uplink_timed(h: &Hub, cfg: UplinkConfig, time_sync: Arc<dyn TimeSync>) -> Uplink {
     Uplink::new(
         cfg,
         h.store.clone(),
         Arc::new(SystemClock),
-        Arc::new(FixedTimeSync(true)),
+        time_sync,
         hub(),
     )
     .unwrap()

@@ -1,0 +1,123 @@
+//! The heartbeat: the hub's status to the clinic on its interval, which holds across restarts (the
+//! time of the last attempt is kept in the store's `uplink_state`).
+
+use super::sync::Uplink;
+use super::{ClockSync, UplinkError};
+use crate::fhir::{self, BundleContext, HubStatus};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// The `uplink_state` name under which the time of the last heartbeat attempt is kept (ms since
+/// the epoch, per destination): the interval holds across restarts.
+pub const LAST_HEARTBEAT: &str = "last_heartbeat";
+
+impl Uplink {
+    /// Send the heartbeat: PhgDevice + hub-status Observations.
+    pub async fn heartbeat(&mut self) -> Result<(), UplinkError> {
+        let clock = self.time_sync.clock_sync().await;
+        self.heartbeat_with(clock).await
+    }
+
+    /// [`Uplink::heartbeat`] with the clock state already asked for this loop. The time of the
+    /// attempt is persisted before sending, so a restart keeps the interval.
+    pub(super) async fn heartbeat_with(&mut self, clock: ClockSync) -> Result<(), UplinkError> {
+        if clock != ClockSync::Synchronised {
+            return Err(UplinkError::ClockNotSynchronised);
+        }
+        self.check_certificate().await?;
+        self.load_devices().await?;
+        let st = self.store.stats().await?;
+        let now = self.clock.now();
+        let mut devices = Vec::new();
+        for d in self.store.devices().await? {
+            let info = self.store.device_info(&d.key).await?.unwrap_or_default();
+            if let Some(p) = self.devices.get(&d.key.0) {
+                if let Ok(ident) = p.ident() {
+                    devices.push(fhir::bundle::DeviceStatus {
+                        ident,
+                        last_seen_secs: info
+                            .last_seen
+                            .map(|t| (now.as_millis() - t.as_millis()).div_euclid(1000)),
+                        battery_percent: info.battery_percent,
+                    });
+                }
+            }
+        }
+        let dir = self.store.path().parent().map(|p| p.to_path_buf());
+        let free = match dir {
+            Some(d) => tokio::task::spawn_blocking(move || free_disk(&d))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let status = HubStatus {
+            at: now,
+            backlog: st.pending + st.in_flight,
+            free_disk_bytes: free,
+            cert_days_left: self.status().cert_days_left,
+            devices,
+        };
+        let (hub_ref, refs) = self.refs().await?;
+        let ctx = BundleContext {
+            patient_id: &self.cfg.patient_id,
+            hub: &self.hub,
+            hub_ref: hub_ref.as_deref(),
+            device_refs: &refs,
+            nonce: self.random_u64(),
+            more_may_follow: false,
+        };
+        let built = fhir::heartbeat_bundle(&ctx, &status)
+            .map_err(|e| UplinkError::Config(e.to_string()))?;
+        self.store
+            .set_uplink_state(
+                &self.destination,
+                LAST_HEARTBEAT,
+                &now.as_millis().to_string(),
+            )
+            .await?;
+        match self.post(&built).await {
+            Ok(out) => {
+                self.remember_refs(&built, &out).await?;
+                info!(backlog = status.backlog, "Heartbeat sent.");
+                Ok(())
+            }
+            Err(e) => {
+                self.record_failure(&e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// When the next heartbeat is due: one interval after the last one sent by any run of the
+    /// hub (persisted), so restarts (a crash loop) do not send one each.
+    pub(super) async fn first_heartbeat(&self, interval: Duration) -> Instant {
+        let last = match self
+            .store
+            .uplink_state(&self.destination, LAST_HEARTBEAT)
+            .await
+        {
+            Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
+            Err(e) => {
+                warn!(error = %e, "Could not read the last heartbeat time; sending one now.");
+                None
+            }
+        };
+        let Some(last) = last else {
+            return Instant::now();
+        };
+        let since = self.clock.now().as_millis().saturating_sub(last);
+        // A clock that went back (last in the future) waits one interval, never longer.
+        let wait = match u64::try_from(since) {
+            Ok(ms) => interval.saturating_sub(Duration::from_millis(ms)),
+            Err(_) => interval,
+        };
+        Instant::now() + wait
+    }
+}
+
+/// Bytes free to unprivileged users on the file system holding `dir` (statvfs, as `df` shows).
+pub fn free_disk(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}

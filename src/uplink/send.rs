@@ -1,0 +1,242 @@
+//! Sending: the HTTP client, the request body (gzip), the POST and its answer, the server ids the
+//! answer assigns, and refused entries (rejected and alerted with a reason code, never the
+//! server's text).
+
+use super::sync::Uplink;
+use super::tls::{client_config, ReloadingCert};
+use super::{classify, UplinkConfig, UplinkError};
+use crate::fhir::{self, BuiltBundle, EntryKind, EntryOutcome};
+use crate::store::{OutboxItem, OutboxPayload};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+pub(super) fn build_client(
+    cfg: &UplinkConfig,
+    cert: Arc<ReloadingCert>,
+) -> Result<reqwest::Client, UplinkError> {
+    let tls = client_config(&cfg.ca_bundle, cert.clone())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connector_layer(super::tls::RequireClientAuth(cert))
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(cfg.connect_timeout())
+        .timeout(cfg.request_timeout())
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("vitals-hub/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| UplinkError::Tls(format!("building the HTTP client: {e}")))
+}
+
+pub(super) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body)?;
+    enc.finish()
+}
+
+/// The request body and whether it is gzip-compressed (`Content-Encoding: gzip`). When compression
+/// fails the plain body goes without the header.
+pub(super) fn request_body(
+    raw: Vec<u8>,
+    gzip: bool,
+    compress: impl FnOnce(&[u8]) -> std::io::Result<Vec<u8>>,
+) -> (Vec<u8>, bool) {
+    if !gzip {
+        return (raw, false);
+    }
+    match compress(&raw) {
+        Ok(body) => (body, true),
+        // Never a plain body labelled gzip: the server would refuse it (or worse, guess).
+        Err(e) => {
+            warn!(error = %e, "Compressing the request body failed; sending it uncompressed.");
+            (raw, false)
+        }
+    }
+}
+
+/// A FHIR-level refusal of the content: only these bisect and reject. A 4xx without an
+/// OperationOutcome (a proxy's error page, a wrong URL) is not blamed on an entry.
+pub(super) fn is_poison(e: &UplinkError) -> bool {
+    matches!(e, UplinkError::Http { status, detail: Some(_), .. } if matches!(status, 400 | 409 | 412 | 413 | 422))
+        || matches!(
+            e,
+            UplinkError::Http {
+                status: 412 | 413,
+                ..
+            }
+        )
+}
+
+/// Why the clinic refused an entry, as a code that carries no text of the server's: the
+/// OperationOutcome's issue type when it is one of FHIR's codes, else one from the HTTP status.
+pub(super) fn rejection_code(e: &UplinkError) -> &'static str {
+    let UplinkError::Http { status, detail, .. } = e else {
+        return "rejected";
+    };
+    detail
+        .as_deref()
+        .and_then(fhir::response::issue_type_of_outcome_text)
+        .unwrap_or(match status {
+            400 => "invalid",
+            409 => "conflict",
+            412 => "precondition-failed",
+            413 => "too-large",
+            422 => "processing",
+            _ => "rejected",
+        })
+}
+
+impl Uplink {
+    pub(super) async fn post(
+        &mut self,
+        built: &BuiltBundle,
+    ) -> Result<Vec<EntryOutcome>, UplinkError> {
+        let raw = serde_json::to_vec(&built.json).map_err(|e| UplinkError::Store(e.to_string()))?;
+        let (body, gz) = request_body(raw, self.cfg.gzip, gzip);
+        let sent = body.len() as u64;
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
+            .header(reqwest::header::ACCEPT, "application/fhir+json");
+        if gz {
+            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        let resp = req.body(body).send().await.map_err(|e| {
+            tracing::debug!(chain = ?super::chain_debug(&e), "Request failed.");
+            classify(&e)
+        })?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        self.with_status(|s| {
+            s.wire_bytes += sent + bytes.len() as u64;
+            s.bundles += 1;
+        });
+        if status.is_success() {
+            return fhir::parse_transaction_response(&bytes, built.entries.len())
+                .map_err(|e| UplinkError::BadResponse(e.to_string()));
+        }
+        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| fhir::parse_operation_outcome(&v));
+        // nginx completes the handshake and answers a failed client-certificate check with its
+        // own 400 page ("The SSL certificate error" / "No required SSL certificate was sent").
+        if detail.is_none() && matches!(status.as_u16(), 400 | 403 | 495 | 496) {
+            let text = String::from_utf8_lossy(&bytes);
+            if text.contains("SSL certificate") {
+                return Err(UplinkError::ServerRejectedOurCertificate(format!(
+                    "HTTP {} from the TLS terminator",
+                    status.as_u16()
+                )));
+            }
+        }
+        Err(UplinkError::Http {
+            status: status.as_u16(),
+            retry_after,
+            detail,
+        })
+    }
+
+    pub(super) async fn remember_refs(
+        &self,
+        built: &BuiltBundle,
+        outcomes: &[EntryOutcome],
+    ) -> Result<(), UplinkError> {
+        for (info, out) in built.entries.iter().zip(outcomes) {
+            let name = match &info.kind {
+                EntryKind::HubDevice => "hub".to_owned(),
+                EntryKind::Device(k) => format!("device:{k}"),
+                _ => continue,
+            };
+            if let (true, Some(r)) = (out.is_stored(), out.logical_ref()) {
+                self.store
+                    .set_uplink_state(&self.destination, &name, &r)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn reject_poison(
+        &mut self,
+        items: &[OutboxItem],
+        tags: Vec<i64>,
+        e: &UplinkError,
+    ) -> Result<usize, UplinkError> {
+        // The full text (it may echo PHI) stays on the hub, sealed with the entry; what leaves the
+        // hub is a reason code and the HTTP status.
+        let reason = e.to_string();
+        let code = rejection_code(e);
+        let n = self.store.reject(tags.clone(), &reason).await?;
+        let readings: Vec<i64> = items
+            .iter()
+            .filter(|i| tags.contains(&i.id))
+            .filter_map(|i| match &i.payload {
+                OutboxPayload::Reading(r) => Some(r.id),
+                OutboxPayload::Alert(_) => None,
+            })
+            .collect();
+        let status = match e {
+            UplinkError::Http { status, .. } => *status,
+            _ => 0,
+        };
+        warn!(outbox = ?tags, status, "Clinic server rejected an entry; it is kept and alerted.");
+        self.store
+            .append_event(
+                "uplink_entry_rejected",
+                "error",
+                format!("outbox {tags:?} rejected with HTTP {status}"),
+            )
+            .await?;
+        if !readings.is_empty() {
+            self.store
+                .append_alert(
+                    serde_json::json!({ "kind": "upload_rejected", "status": status, "outbox": tags, "reason": code }),
+                    &format!("upload-rejected-{}", tags.first().copied().unwrap_or(0)),
+                    readings,
+                )
+                .await?;
+        }
+        self.with_status(|s| s.rejected += n as u64);
+        Ok(n)
+    }
+}
+
+/// A probe of the clinic that carries no PHI: `GET <base_url>/metadata` (the FHIR capability
+/// statement) over the uplink's own mutual-TLS client (same roots, client certificate, TLS 1.3 and
+/// refusal of servers that do not ask for the hub's certificate). Returns the HTTP status of a 2xx
+/// answer; anything else is the failure, named as the uplink names it.
+pub async fn probe(cfg: &UplinkConfig) -> Result<u16, UplinkError> {
+    let url = cfg.validate()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
+    let client = build_client(cfg, cert)?;
+    let target = format!("{}/metadata", url.as_str().trim_end_matches('/'));
+    let resp = client
+        .get(&target)
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .map_err(|e| super::classify(&e))?;
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        Ok(status)
+    } else {
+        Err(UplinkError::Http {
+            status,
+            retry_after: None,
+            detail: None,
+        })
+    }
+}
