@@ -61,13 +61,14 @@ cleanup() {
 }
 trap cleanup EXIT
 tar -C "$root" -xf "$tarball"
+chmod 0755 "$root" # mktemp's 0700 (also in the tarball's `.`): the root's / must let the service user in
 mount -t proc proc "$root/proc"
+printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 755 "$root/usr/sbin/policy-rc.d"
 : >"$root/run/test-pids"
 
 in_root() { chroot "$root" "$@"; }
-as_service() { chroot --userspec=vitals-hub:vitals-hub "$root" "$@"; }
 fail=0
 check() { # DESCRIPTION COMMAND...
     local what=$1
@@ -118,7 +119,8 @@ kind = "simulated"
 profile = "glucose"
 interval_secs = 1
 TOML
-in_root sed -i 's|^\[uplink\]$|[uplink]\nrequire_clock_sync = false|' /etc/vitals-hub/hub.toml
+# The chroot has no /sys/class/net to take the hub's MAC address from: given here.
+in_root sed -i 's|^\[uplink\]$|[uplink]\nrequire_clock_sync = false\nhub_mac = "02:00:5E:10:00:02"|' /etc/vitals-hub/hub.toml
 step vitals-hub config check || fail=1
 step vitals-hub sync --now || fail=1
 check "owned after sync --now before the first start" owned
@@ -126,7 +128,8 @@ step vitals-hub status || fail=1
 check "owned after status" owned
 
 echo "-- the service's own start: vitals-hub run as vitals-hub (as the unit runs it)"
-as_service vitals-hub run --config /etc/vitals-hub/hub.toml >"$root/tmp/run.log" 2>&1 &
+# chroot itself (not a shell function) in the background, so that $! is the hub's pid.
+chroot --userspec=vitals-hub:vitals-hub "$root" vitals-hub run --config /etc/vitals-hub/hub.toml >"$root/tmp/run.log" 2>&1 &
 hub=$!
 sleep 5
 kill -TERM "$hub"
@@ -144,7 +147,7 @@ step vitals-hub sync --now || fail=1
 step vitals-hub keys rotate || fail=1
 step vitals-hub commission --no-upload --scan-seconds 0 || true # FAILs the radio line: no BlueZ here
 check "owned after status, export, sync, keys rotate, commission" owned
-as_service vitals-hub run --config /etc/vitals-hub/hub.toml >"$root/tmp/run2.log" 2>&1 &
+chroot --userspec=vitals-hub:vitals-hub "$root" vitals-hub run --config /etc/vitals-hub/hub.toml >"$root/tmp/run2.log" 2>&1 &
 hub=$!
 sleep 3
 kill -TERM "$hub"
