@@ -60,6 +60,17 @@ else
         bad "packaged $unit differs from systemd/vitals-hub.service"
 fi
 
+# md5sums (written by .ci/deb-build.sh): every file but the conffiles, so `dpkg --verify` can tell
+# a changed binary.
+if [ -s "$work/control/md5sums" ]; then
+    grep -q ' usr/bin/vitals-hub$' "$work/control/md5sums" || bad "md5sums lacks usr/bin/vitals-hub"
+    if grep -q ' etc/' "$work/control/md5sums"; then bad "md5sums lists a conffile"; fi
+else
+    bad "no md5sums (build with .ci/deb-build.sh)"
+fi
+grep -q '^Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' \
+    "$work/root/usr/share/doc/vitals-hub/copyright" || bad "the copyright file is not machine-readable (DEP-5)"
+[ -f "$work/root/usr/share/doc/vitals-hub/changelog.Debian.gz" ] || bad "no changelog.Debian.gz"
 grep -qx /etc/vitals-hub/hub.toml "$work/control/conffiles" 2>/dev/null ||
     bad "/etc/vitals-hub/hub.toml is not in conffiles"
 

@@ -85,7 +85,7 @@ in_root install -d -m 0700 -o vitals-hub -g vitals-hub /var/lib/vitals-hub/keys
 in_root sh -c 'echo x > /var/lib/vitals-hub/store.db && head -c 32 /dev/urandom > /var/lib/vitals-hub/keys/kek'
 in_root sh -c 'echo "# edited by the technician" >> /etc/vitals-hub/hub.toml'
 in_root install -d -m 0700 /etc/credstore.encrypted
-in_root sh -c 'echo cred > /etc/credstore.encrypted/vitals-hub-kek.cred && echo other > /etc/credstore.encrypted/other.cred'
+in_root sh -c 'echo other > /etc/credstore.encrypted/other.cred'
 in_root apt-get install -y -qq --reinstall -o Dpkg::Options::=--force-confold /tmp/vitals-hub.deb >"$root/tmp/reinstall.log" 2>&1 ||
     { tail -30 "$root/tmp/reinstall.log"; exit 1; }
 installed_state
@@ -97,15 +97,13 @@ in_root apt-get remove -y -qq vitals-hub >/dev/null
 check "binary gone" test ! -e "$root/usr/bin/vitals-hub"
 check "store and keys kept" test -f "$root/var/lib/vitals-hub/store.db" -a -f "$root/var/lib/vitals-hub/keys/kek"
 check "config kept" grep -q 'edited by the technician' "$root/etc/vitals-hub/hub.toml"
-check "credential kept" test -f "$root/etc/credstore.encrypted/vitals-hub-kek.cred"
 check "user kept" in_root getent passwd vitals-hub
 
 echo "-- apt-get purge vitals-hub"
 in_root apt-get purge -y -qq vitals-hub >/dev/null
 check "/var/lib/vitals-hub gone" test ! -e "$root/var/lib/vitals-hub"
 check "/etc/vitals-hub gone" test ! -e "$root/etc/vitals-hub"
-check "credstore vitals-hub-* gone" test ! -e "$root/etc/credstore.encrypted/vitals-hub-kek.cred"
-check "other credentials untouched" test -f "$root/etc/credstore.encrypted/other.cred"
+check "the credential store untouched (the package writes none)" test -f "$root/etc/credstore.encrypted/other.cred"
 check "user gone" no_user
 check "group gone" no_group
 check "no stat overrides left" no_overrides

@@ -221,3 +221,48 @@ async fn ready_then_watchdog_keepalives_on_the_notify_socket() {
     assert!(stopping, "no STOPPING=1");
     eprintln!("READY after {:?}", ready_after.unwrap());
 }
+
+/// Issue 13: `alerts defaults` printed `schedules = []`, so a hub config made of its output plus
+/// the README's `[[alerts.schedules]]` failed with a bare "duplicate key". Now no empty list is
+/// printed, the combination is accepted, and a key really set twice is named with its first line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_defaults_take_a_schedule_and_a_duplicate_key_is_named() {
+    let w = World::new().await;
+    let out = hub_command().args(["alerts", "defaults"]).output().unwrap();
+    assert!(out.status.success());
+    let defaults = String::from_utf8(out.stdout).unwrap();
+    assert!(!defaults.contains("= []"), "{defaults}");
+    let schedule = "\n[[alerts.schedules]]\ndevice = \"meter\"\nper_day = 2\n";
+    let p = variant(&w, "defaults.toml", |t| {
+        // The config without its own [alerts] tables, then the defaults, then a schedule.
+        let hub_part = t
+            .split("[alerts.thresholds.glucose]")
+            .next()
+            .unwrap()
+            .to_string();
+        let devices = "[[device]]\nname = \"meter\"\naddress = \"C0:26:DA:01:02:03\"\n";
+        format!("{hub_part}\n{devices}\n{defaults}{schedule}")
+    });
+    let (code, out, err) = check(&p);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let p = variant(&w, "dup.toml", |t| {
+        t.replace(
+            "[ble]\nenabled = false",
+            "[ble]\nenabled = false\nenabled = true",
+        )
+    });
+    let text = std::fs::read_to_string(&p).unwrap();
+    let first = text.lines().position(|l| l == "enabled = false").unwrap() + 1;
+    let (code, _, err) = check(&p);
+    assert_eq!(code, 78, "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "vitals-hub: config error\n{}:{}:1: duplicate key `enabled`: it is already set at \
+             line {first}\n  fix: set `enabled` once: remove line {first} or this one\n",
+            p.display(),
+            first + 1
+        )
+    );
+}

@@ -104,3 +104,59 @@ async fn report(broker: &fake_bluez::Broker) {
     assert!(line.trim_start().starts_with("FAIL"), "{line}");
     assert!(out.contains("fix: take a measurement"), "{out}");
 }
+
+/// Issue 13: with the hub clock not synchronised (and `require_clock_sync`, the default) every
+/// upload waits; commission names the clock as the cause for each device whose readings are stored,
+/// not "take a measurement".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsynchronised_clock_is_named_not_the_device() {
+    if std::path::Path::new("/run/systemd/timesync/synchronized").exists() {
+        eprintln!("skipped: this machine's clock is synchronised");
+        return;
+    }
+    let w = World::new().await;
+    let cfg = w.config("hub.toml", FAST_DEVICES);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("require_clock_sync = false", "require_clock_sync = true");
+    std::fs::write(&cfg, text).unwrap();
+    let mut hub = w.spawn(&cfg);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    signal(&hub, "TERM");
+    assert!(wait_exit(&mut hub, 15).unwrap().success());
+    assert!(stored(&w.state_dir()).await.pending >= 4, "readings stored");
+    if !w.at_receiver().is_empty() {
+        eprintln!("skipped: the clock counts as synchronised here (timedatectl)");
+        return;
+    }
+    let out = hub_command()
+        .args([
+            "commission",
+            "--scan-seconds",
+            "0",
+            "--no-upload",
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let meter = out
+        .lines()
+        .skip_while(|l| !l.contains("meter"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        meter
+            .trim_start()
+            .starts_with("readings stored (the last at ")
+            && meter.ends_with(
+                "), none uploaded: uploads wait until the hub clock is synchronised, and it is \
+                 not (line `clock` below); fix: `sudo timedatectl set-ntp true`, let the hub \
+                 reach an NTP server (`timedatectl timesync-status`), then run commission again"
+            ),
+        "{out}"
+    );
+    assert!(!out.contains("take a measurement"), "{out}");
+    assert!(out.contains(&format!("patient:     {PATIENT}\n")), "{out}");
+}

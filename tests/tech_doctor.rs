@@ -284,3 +284,64 @@ fn doctor_backlog_age() {
         );
     });
 }
+
+/// Issue 13: the real cause, the real fix — a state directory that cannot be created (a file in its
+/// path) is a FAIL naming why, not "does not exist yet — the daemon creates it"; a certificate and
+/// key configured the wrong way round are named as swapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_an_uncreatable_state_dir_and_a_swapped_pair() {
+    let w = World::new().await;
+    let cfg = w.config("hub.toml", "");
+    let blocker = w.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let state = s(&w.state_dir());
+    let bad = variant(
+        &cfg,
+        "bad-state.toml",
+        &format!("state_dir = \"{state}\""),
+        &format!("state_dir = \"{}/state\"", blocker.display()),
+    );
+    let (code, out, _) = doctor(&bad, &[]).await;
+    assert_eq!(code, 1, "{out}");
+    let l = line(&out, "state dir mode");
+    assert!(
+        l.starts_with("FAIL")
+            && l.ends_with(&format!(
+                "{}/state does not exist and cannot be created: {} is a file, not a directory — \
+                 fix: correct [hub] state_dir: a path whose every parent is a directory",
+                blocker.display(),
+                blocker.display()
+            )),
+        "{out}"
+    );
+
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let cert = s(&w.pki.hub_cert);
+    let key = s(&w.pki.hub_key);
+    let swapped = text
+        .replace(&format!("client_cert = \"{cert}\""), "client_cert = \"@K\"")
+        .replace(
+            &format!("client_key = \"{key}\""),
+            &format!("client_key = \"{cert}\""),
+        )
+        .replace("@K", &key);
+    let p = w.dir.path().join("swapped.toml");
+    std::fs::write(&p, swapped).unwrap();
+    let (code, out, _) = doctor(&p, &[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        line(&out, "client certificate").contains(&format!(
+            "client_cert {key}: this is a private key, not a certificate: client_cert and \
+             client_key look swapped"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("give the certificate as client_cert and the key as client_key in [uplink]"),
+        "{out}"
+    );
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}

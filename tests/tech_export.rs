@@ -280,3 +280,37 @@ async fn out_onto_an_existing_0644_file_is_0600_after() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Issue 13: `--out` into a directory that does not exist names the directory and the fix (it
+/// said only "No such file or directory").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_into_a_missing_directory_names_it() {
+    let (w, config) = stored_world().await;
+    let dir = w.dir.path().join("usb");
+    let target = dir.join("export.csv");
+    let out = export(
+        &config,
+        &[
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-02",
+            "--format",
+            "csv",
+            "--out",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "vitals-hub export: --out {}: the directory {} does not exist; fix: create it \
+             (`mkdir -p {}`) or give --out a file in an existing directory\n",
+            target.display(),
+            dir.display(),
+            dir.display()
+        )
+    );
+    assert!(!dir.exists());
+}

@@ -80,11 +80,13 @@ async fn setup_asks_and_wipe_wants_the_word() {
             "--state-dir",
             state.to_str().unwrap(),
         ],
-        &format!("{url}\npat-typed\n"),
+        &format!("{url}\npat-typed\npat-typed\n"),
     );
     assert_eq!(code, 0, "{shown}");
     assert!(
-        shown.contains("Clinic FHIR base URL") && shown.contains("Patient id"),
+        shown.contains("Clinic FHIR base URL")
+            && shown.contains("Patient id at the clinic")
+            && shown.contains("Patient id again, to confirm"),
         "{shown}"
     );
     let text = std::fs::read_to_string(&config).unwrap();
@@ -118,4 +120,56 @@ async fn setup_asks_and_wipe_wants_the_word() {
         !state.join("store.db").exists() && !state.join("keys/kek").exists(),
         "{shown}"
     );
+}
+
+/// Issue 13: the patient id typed at the prompt is asked twice; two different ids are asked again
+/// (a valid but wrong id would file the readings under someone else), three times different is a
+/// refusal with nothing written; the id is read back at the end.
+#[tokio::test]
+async fn setup_asks_the_patient_id_twice() {
+    if !have_script() {
+        return;
+    }
+    let w = World::new().await;
+    let dir = w.dir.path();
+    let config = dir.join("twice.toml");
+    let state = dir.join("twice-state");
+    let url = format!("https://localhost:{}/fhir", w.receiver.addr().port());
+    let args = [
+        "setup",
+        "--clinic-url",
+        &url,
+        "--ca",
+        w.pki.ca.to_str().unwrap(),
+        "--cert",
+        w.pki.hub_cert.to_str().unwrap(),
+        "--key",
+        w.pki.hub_key.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let (code, shown) = on_pty(&args, "pat-042\npat-0042\npat-1\npat-2\npat-3\npat-4\n");
+    assert_eq!(code, 2, "{shown}");
+    assert!(
+        shown.contains("the two patient ids differ (pat-042 / pat-0042); type it again"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "vitals-hub setup: the patient id was typed differently three times; nothing was \
+             written. Check the id on the clinic's enrolment sheet and run setup again (or pass \
+             --patient)"
+        ),
+        "{shown}"
+    );
+    assert!(!config.exists() && !state.exists());
+
+    let (code, shown) = on_pty(&args, "pat-042\npat-0042\npat-0042\npat-0042\n");
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("type it again"), "{shown}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("patient_id = \"pat-0042\""), "{text}");
+    assert!(shown.contains("patient:     pat-0042"), "{shown}");
 }

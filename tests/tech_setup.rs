@@ -164,3 +164,79 @@ fn scripted_setup_checks_installs_and_refuses() {
         "{err}"
     );
 }
+
+/// Issue 13: a value given on the command line is reported as that flag's problem (never as a line
+/// of a file the technician has not seen); a certificate and key given the wrong way round are
+/// named as swapped; a successful setup reads back the patient, the clinic and the certificate, and
+/// so does `config check`.
+#[test]
+fn setup_names_the_flag_the_swap_and_reads_the_patient_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = write_dev_pki(&dir.path().join("pki"), &["localhost"], "hub-0042").unwrap();
+    let config = dir.path().join("hub.toml");
+    let state = dir.path().join("state");
+    let setup = |url: &str, cert: &Path, key: &Path| {
+        run(&[
+            "setup",
+            "--clinic-url",
+            url,
+            "--patient",
+            "pat-0042",
+            "--ca",
+            &s(&pki.ca),
+            "--cert",
+            &s(cert),
+            "--key",
+            &s(key),
+            "--config",
+            &s(&config),
+            "--state-dir",
+            &s(&state),
+        ])
+    };
+    let (code, _, err) = setup("http://clinic.example/fhir", &pki.hub_cert, &pki.hub_key);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "vitals-hub setup: --clinic-url http://clinic.example/fhir: the clinic URL must be \
+         https://…, not \"http://clinic.example/fhir\"\n  fix: the clinic's FHIR base URL, e.g. \
+         https://clinic.example/fhir\n"
+    );
+    let (code, _, err) = setup("https://localhost:8443/fhir", &pki.hub_key, &pki.hub_cert);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "vitals-hub setup: --cert {}: this is a private key, not a certificate: --cert and \
+             --key look swapped; fix: give the certificate as --cert and the key as --key\n",
+            s(&pki.hub_key)
+        )
+    );
+    assert!(!config.exists() && !state.exists());
+
+    let (code, out, err) = setup("https://localhost:8443/fhir", &pki.hub_cert, &pki.hub_key);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("patient:     pat-0042\n"), "{out}");
+    assert!(
+        out.contains("clinic:      https://localhost:8443/fhir\n"),
+        "{out}"
+    );
+    let cert_line = out
+        .lines()
+        .find(|l| l.starts_with("certificate: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        cert_line.contains("CN=hub-0042")
+            && cert_line.contains("expires ")
+            && cert_line.contains("days left"),
+        "{cert_line}"
+    );
+    let (code, out, err) = run(&["config", "check", "--config", &s(&config)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("patient:      pat-0042\n"), "{out}");
+    assert!(
+        out.contains("clinic:       https://localhost:8443/fhir\n"),
+        "{out}"
+    );
+    assert!(out.contains("certificate:  CN=hub-0042"), "{out}");
+}

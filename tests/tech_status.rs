@@ -104,6 +104,17 @@ async fn status_is_read_only_beside_a_running_writer() {
     assert_eq!(s["devices"][0]["profile"], "glucose");
     assert!(s["devices"][0].get("address").is_none(), "{s}");
     assert_eq!(s["last_errors"][0]["kind"], "test_failure");
+    // Issue 13: the patient, the clinic and the certificate, read back.
+    assert_eq!(s["identity"]["patient_id"], PATIENT);
+    assert!(s["identity"]["clinic_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://localhost:"));
+    assert!(s["identity"]["certificate"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("CN=e2e-hub"));
+    assert!(s["identity"]["certificate"]["days_left"].as_i64().unwrap() > 0);
 
     // The writer's state is untouched: still two in flight, and it can still write.
     let st = store.stats().await.unwrap();
@@ -125,6 +136,13 @@ async fn status_is_read_only_beside_a_running_writer() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("backlog:      4 waiting"), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "patient:      {PATIENT}\nclinic:       https://localhost:"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("certificate:  CN=e2e-hub"), "{text}");
     assert!(text.contains("meter"), "{text}");
     assert!(!text.contains("C0:26:DA"), "no address into a pipe: {text}");
 }

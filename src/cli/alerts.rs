@@ -48,10 +48,25 @@ pub fn load_rules(path: &Path) -> Result<AlertRules> {
     Ok(rules)
 }
 
+/// Remove every empty array from `v`'s tables.
+fn drop_empty_arrays(v: &mut toml::Value) {
+    if let toml::Value::Table(t) = v {
+        t.retain(|_, x| !matches!(x, toml::Value::Array(a) if a.is_empty()));
+        for (_, x) in t.iter_mut() {
+            drop_empty_arrays(x);
+        }
+    }
+}
+
 pub fn run(cmd: &AlertsCommand) -> Result<()> {
     match cmd {
         AlertsCommand::Defaults => {
-            let doc = std::collections::BTreeMap::from([("alerts", AlertRules::starting_points())]);
+            let mut rules = toml::Value::try_from(AlertRules::starting_points())
+                .context("render the rules as TOML")?;
+            // No empty lists (`schedules = []`): the README's `[[alerts.schedules]]` tables are
+            // added after this text, and TOML refuses a key set twice.
+            drop_empty_arrays(&mut rules);
+            let doc = std::collections::BTreeMap::from([("alerts", rules)]);
             let text = toml::to_string(&doc).context("render the rules as TOML")?;
             println!("# Documented starting points, not clinical advice: the clinician sets the real values.");
             print!("{text}");

@@ -134,7 +134,13 @@ pub fn config(cmd: &ConfigCommand) -> ExitCode {
             match cfg.uplink.cert_paths() {
                 Ok(paths) => {
                     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-                    if let Err(e) = crate::uplink::tls::ReloadingCert::new(paths, provider) {
+                    if let Some(m) = crate::tech::setup::swapped(
+                        &paths.cert,
+                        &paths.key,
+                        ("[uplink] client_cert", "client_key"),
+                    ) {
+                        problems.push(m);
+                    } else if let Err(e) = crate::uplink::tls::ReloadingCert::new(paths, provider) {
                         problems.push(format!("[uplink] client certificate or key: {e}"));
                     }
                 }
@@ -159,6 +165,12 @@ pub fn config(cmd: &ConfigCommand) -> ExitCode {
                     sims,
                     cfg.state_dir().display()
                 );
+                // The patient, clinic and certificate read back: a valid but wrong id is seen here.
+                let now = crate::model::Clock::now(&crate::model::SystemClock)
+                    .as_millis()
+                    .div_euclid(1000);
+                let id = crate::tech::status::identity(&cfg, now);
+                print!("{}", crate::tech::status::render_identity(&id, 14));
                 ExitCode::SUCCESS
             } else {
                 for p in problems {

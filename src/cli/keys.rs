@@ -23,9 +23,12 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct RotateArgs {
-    /// The hub's state directory (holds store.db and keys/kek).
-    #[arg(long, default_value = "/var/lib/vitals-hub")]
-    pub state_dir: PathBuf,
+    /// The config file (default as for `run`); its state directory holds the store and its keys.
+    #[arg(long, conflicts_with = "state_dir")]
+    pub config: Option<PathBuf>,
+    /// The hub's state directory (holds store.db and keys/kek), instead of the config's.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// Rotate the key-encryption key instead of the data key.
     #[arg(long)]
     pub kek: bool,
@@ -46,15 +49,38 @@ pub fn run(args: &KeysArgs) -> ExitCode {
 
 fn run_inner(args: &KeysArgs) -> anyhow::Result<()> {
     let KeysCommand::Rotate(a) = &args.command;
+    // The store of the config given (as root: acting as the service user, who owns its files), or
+    // of the state directory given.
+    let (cfg, origin) = match &a.state_dir {
+        Some(dir) => {
+            super::start::act_as_service_user_on(dir, dir).map_err(anyhow::Error::msg)?;
+            (StoreConfig::new(dir), "--state-dir".to_string())
+        }
+        None => {
+            let c = super::start::load(a.config.as_deref())
+                .map_err(|_| anyhow::anyhow!("the config cannot be used (see above)"))?;
+            let origin = format!("[hub] state_dir of {}", c.path.display());
+            (c.store_config(), origin)
+        }
+    };
+    let dir = cfg.state_dir.clone();
+    // Rotation is for an existing store: a mistyped directory must not get a new store and key.
+    if !dir.join("store.db").is_file() {
+        anyhow::bail!(
+            "no store in {} (from {origin}): `keys rotate` rotates the keys of an existing store; \
+             give the hub's config (--config) or its state directory (--state-dir) — the store is \
+             created by the hub's first start, not by this command",
+            dir.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let cfg = StoreConfig::new(&a.state_dir);
         let store = Store::open(cfg, Arc::new(SystemClock))
             .await
-            .with_context(|| format!("opening the store in {}", a.state_dir.display()))?;
+            .with_context(|| format!("opening the store in {}", dir.display()))?;
         if a.kek {
             let id = store.rotate_kek().await.context("rotating the KEK")?;
             println!("KEK rotated; new fingerprint {id}");

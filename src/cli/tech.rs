@@ -1,7 +1,7 @@
 //! The technician's commands: `status`, `export`, `wipe`, `doctor`, `setup`. Thin: load the config, call [`crate::tech::status`], print.
 
 use super::daemon::init_logging_default;
-use super::start::{load, start, Start};
+use super::start::{act_as_service_user, load_as_invoked, start, Start};
 use crate::model::{Clock, SystemClock};
 use crate::tech::status as tech;
 use clap::Args;
@@ -88,11 +88,25 @@ pub fn export(args: &ExportArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_BAD_INPUT);
         }
     };
-    let Start { cfg, rt, .. } = match start("export", args.config.as_deref()) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    // `--out`: a new 0600 file, renamed into place only when the export is complete.
+    // `--out`: a new 0600 file, renamed into place only when the export is complete. Created
+    // before the command acts as the service user: it is the invoker's file, outside the state
+    // directory, and is committed (below) after root is taken back.
+    if let Some(out) = args.out.as_deref() {
+        let dir = out
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            eprintln!(
+                "vitals-hub export: --out {}: the directory {} does not exist; fix: create it \
+                 (`mkdir -p {}`) or give --out a file in an existing directory",
+                out.display(),
+                dir.display(),
+                dir.display()
+            );
+            return ExitCode::from(super::EXIT_BAD_INPUT);
+        }
+    }
     let mut file = match args.out.as_deref().map(export::OutFile::create).transpose() {
         Ok(f) => f,
         Err(e) => {
@@ -100,6 +114,10 @@ pub fn export(args: &ExportArgs) -> ExitCode {
             eprintln!("vitals-hub export: cannot create {}: {e}", p.display());
             return ExitCode::FAILURE;
         }
+    };
+    let Start { cfg, rt, .. } = match start("export", args.config.as_deref()) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let out: &mut dyn std::io::Write = match &mut file {
@@ -121,6 +139,12 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         r
     });
     reporter.finish();
+    // The store is closed: the file outside the state directory is committed (or removed) as the
+    // invoker again.
+    if let Err(e) = super::start::resume_root() {
+        eprintln!("vitals-hub export: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match (result, file) {
         (Ok(r), Some(f)) => f.commit().map(|()| r).map_err(export::ExportError::Io),
         (r, _) => r,
@@ -161,7 +185,8 @@ pub struct WipeArgs {
 
 pub fn wipe(args: &WipeArgs) -> ExitCode {
     use crate::tech::wipe;
-    let cfg = match load(args.config.as_deref()) {
+    // As root, not as the service user: the config and credentials under /etc are root's.
+    let cfg = match load_as_invoked(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -224,7 +249,11 @@ pub fn doctor(args: &DoctorArgs) -> ExitCode {
     let path = crate::config::config_path(args.config.as_deref());
     let checks = match crate::config::Config::load(&path) {
         Err(e) => vec![doctor::config_failure(&e)],
-        Ok(cfg) => {
+        Ok(mut cfg) => {
+            if let Err(e) = act_as_service_user(&mut cfg) {
+                eprintln!("vitals-hub doctor: {e}");
+                return ExitCode::FAILURE;
+            }
             let rt = match super::daemon::runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -307,6 +336,29 @@ fn value_or_ask(v: &Option<String>, flag: &str, prompt: &str) -> Result<String, 
     Ok(line)
 }
 
+/// The patient id from `--patient`, else typed twice on the terminal: the same id both times, or
+/// asked again (three tries). A valid but wrong id (`pat-042` for `pat-0042`) would send the
+/// readings under someone else's record; typing it twice catches the slip, and setup reads the id
+/// back at the end.
+fn patient_id(flag: &Option<String>) -> Result<String, String> {
+    if flag.is_some() {
+        return value_or_ask(flag, "--patient", "Patient id at the clinic");
+    }
+    for _ in 0..3 {
+        let first = value_or_ask(&None, "--patient", "Patient id at the clinic")?;
+        let again = value_or_ask(&None, "--patient", "Patient id again, to confirm")?;
+        if first == again {
+            return Ok(first);
+        }
+        eprintln!("the two patient ids differ ({first} / {again}); type it again");
+    }
+    Err(
+        "the patient id was typed differently three times; nothing was written. Check the id \
+         on the clinic's enrolment sheet and run setup again (or pass --patient)"
+            .to_string(),
+    )
+}
+
 /// Exit 0 when enrolled, 2 for a missing value, 1 when a check refused or writing failed.
 pub fn setup(args: &SetupArgs) -> ExitCode {
     use crate::tech::setup;
@@ -319,7 +371,7 @@ pub fn setup(args: &SetupArgs) -> ExitCode {
                 "--clinic-url",
                 "Clinic FHIR base URL (https://…)",
             )?,
-            patient_id: value_or_ask(&args.patient, "--patient", "Patient id at the clinic")?,
+            patient_id: patient_id(&args.patient)?,
             ca: value_or_ask(&path(&args.ca), "--ca", "Clinic CA bundle (PEM file)")?.into(),
             cert: value_or_ask(&path(&args.cert), "--cert", "Hub certificate (PEM file)")?.into(),
             key: value_or_ask(&path(&args.key), "--key", "Hub private key (PEM file)")?.into(),
@@ -353,6 +405,13 @@ pub fn setup(args: &SetupArgs) -> ExitCode {
             if let Some(o) = &r.owner {
                 println!("owner:       {o}");
             }
+            // Read back what the clinic will file the readings under.
+            let id = crate::tech::status::Identity {
+                patient_id: req.patient_id.clone(),
+                clinic_url: req.clinic_url.clone(),
+                certificate: Some(crate::tech::status::cert_info(&r.cert, now)),
+            };
+            print!("{}", crate::tech::status::render_identity(&id, 13));
             println!("setup: done; next: `vitals-hub doctor`");
             ExitCode::SUCCESS
         }

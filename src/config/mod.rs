@@ -568,6 +568,11 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
                 .into(),
         };
     }
+    if message == "duplicate key" {
+        if let Some(e) = duplicate_key(path, text, e, line, column) {
+            return e;
+        }
+    }
     let fix = if message.starts_with("unknown field") {
         "remove it or correct its spelling (the keys allowed at this place are listed above)"
             .to_string()
@@ -592,11 +597,96 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
-/// Whether this process runs as a systemd service (or as root): then the FHS paths apply.
+/// toml's "duplicate key", with the key named and the earlier line that set it.
+fn duplicate_key(
+    path: &Path,
+    text: &str,
+    e: &toml::de::Error,
+    line: Option<usize>,
+    column: Option<usize>,
+) -> Option<ConfigError> {
+    let span = e.span()?;
+    let key = text.get(span)?.trim().trim_matches('"').to_string();
+    if key.is_empty() {
+        return None;
+    }
+    let here = line.unwrap_or(usize::MAX);
+    let earlier = text
+        .lines()
+        .take(here.saturating_sub(1))
+        .enumerate()
+        .find_map(|(i, l)| {
+            let rest = l.trim().strip_prefix(key.as_str())?.trim_start();
+            let value = rest.strip_prefix('=')?.trim();
+            Some((i + 1, value == "[]"))
+        });
+    let (message, fix) = match earlier {
+        Some((n, empty_list)) => (
+            format!("duplicate key `{key}`: it is already set at line {n}"),
+            if empty_list {
+                format!(
+                    "remove line {n} (`{key} = []`, an empty list): the `[[…{key}]]` tables \
+                     below are that list"
+                )
+            } else {
+                format!("set `{key}` once: remove line {n} or this one")
+            },
+        ),
+        None => (
+            format!("duplicate key `{key}`: it is already set above"),
+            format!("set `{key}` once: remove one of the two"),
+        ),
+    };
+    Some(ConfigError {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+        fix,
+    })
+}
+
+/// Whether this process runs as a systemd service, as root or as the service user: then the FHS
+/// paths apply.
 pub fn system_mode() -> bool {
     std::env::var_os("INVOCATION_ID").is_some()
         || std::env::var_os("STATE_DIRECTORY").is_some()
         || is_root()
+        || service_user().is_some_and(|u| u.uid == rustix::process::geteuid().as_raw())
+}
+
+/// The system user the packaging creates and the unit runs the hub as (`User=vitals-hub`).
+pub const SERVICE_USER: &str = "vitals-hub";
+
+/// The service user's name: [`SERVICE_USER`], or `$VITALS_HUB_SERVICE_USER` when set (tests use an
+/// existing unprivileged user such as `nobody`; another packaging may name its own).
+pub fn service_user_name() -> String {
+    std::env::var("VITALS_HUB_SERVICE_USER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| SERVICE_USER.to_string())
+}
+
+/// The service user, as the system knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceUser {
+    pub name: String,
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+}
+
+/// The service user when it exists (getpwnam through NSS, so a user from systemd-sysusers or LDAP
+/// is found as well as one in `/etc/passwd`). Every file under the state directory belongs to it,
+/// whoever created the file; commands run as root act as it (`cli::start`).
+pub fn service_user() -> Option<ServiceUser> {
+    let name = service_user_name();
+    let u = uzers::get_user_by_name(&name)?;
+    Some(ServiceUser {
+        name,
+        uid: u.uid(),
+        gid: u.primary_group_id(),
+    })
 }
 
 /// Whether this process runs as root (effective uid 0).
@@ -737,6 +827,23 @@ per_day = 2
             e.to_string().starts_with("/etc/vitals-hub/hub.toml:4:"),
             "{e}"
         );
+    }
+
+    /// Issue 13: a duplicate key is named, with the line that set it first.
+    #[test]
+    fn a_duplicate_key_is_named_with_its_first_line() {
+        let text = format!("{GOOD}\n[store]\nretention_days = 3\nretention_days = 4\n");
+        let e = parse(&text).unwrap_err();
+        let first = text
+            .lines()
+            .position(|l| l == "retention_days = 3")
+            .unwrap()
+            + 1;
+        assert_eq!(
+            e.message,
+            format!("duplicate key `retention_days`: it is already set at line {first}")
+        );
+        assert!(e.fix.starts_with("set `retention_days` once"), "{}", e.fix);
     }
 
     #[test]

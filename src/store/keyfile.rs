@@ -7,7 +7,9 @@
 //!   directory, written and fsync'd before the first data key is wrapped with it.
 //!
 //! The hub refuses a KEK file (or its directory) that group or others can read or write, or that is
-//! owned by another user than the one the hub runs as: the error names the file and the fix.
+//! owned by another user than the one the hub runs as (run as root: than the owner of its
+//! directory, the service user every file under the state directory belongs to): the error names
+//! the file and the fix, which never hands the file to root.
 //! KEK rotation writes the new key to `kek.new`, re-wraps the data keys, then renames `kek.new` over
 //! `kek`; a crash in between is finished at the next open (`Db::find_kek`).
 //!
@@ -45,14 +47,14 @@ pub enum KeyFileError {
         "key directory {path} has mode {mode:04o}, wider than 0700; the hub will not use it. Fix: `chmod 700 {path}`"
     )]
     DirModeTooWide { path: PathBuf, mode: u32 },
-    /// The file belongs to another user.
-    #[error(
-        "key file {path} is owned by uid {owner}, but the hub runs as uid {euid}; the hub will not use it. \
-         Fix: `chown {euid} {path}` if this file is the hub's own key"
-    )]
+    /// The file belongs to another user than the one the hub runs as (or, for a command run as
+    /// root, than the owner of its directory: the service user).
+    #[error("{}", owner_message(.path, *.owner, *.dir_owner, *.euid))]
     WrongOwner {
         path: PathBuf,
         owner: u32,
+        /// The owner of the directory holding the file: the user the hub's files belong to.
+        dir_owner: u32,
         euid: u32,
     },
     /// The file does not hold exactly 32 bytes.
@@ -64,6 +66,33 @@ pub enum KeyFileError {
     /// The KEK comes from a systemd credential, which the hub cannot rewrite.
     #[error("the KEK is the systemd credential {path}; rotate it with systemd-creds, not with `keys rotate --kek`")]
     ReadOnlyCredential { path: PathBuf },
+}
+
+/// The fix for a key file with the wrong owner. Every file under the state directory belongs to the
+/// owner of that directory (the service user on an installed hub), so the fix hands the file to
+/// it — never to root, which would stop the service from reading its own key.
+fn owner_message(path: &Path, owner: u32, dir_owner: u32, euid: u32) -> String {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if euid == dir_owner || euid == 0 {
+        format!(
+            "key file {} is owned by uid {owner}, but its directory {} belongs to uid {dir_owner}, \
+             the user the hub runs as; the hub will not use it. Fix: `chown --reference={} {}` \
+             (every file under the state directory belongs to the service user)",
+            path.display(),
+            dir.display(),
+            dir.display(),
+            path.display()
+        )
+    } else {
+        format!(
+            "key file {} is owned by uid {owner} and its directory {} by uid {dir_owner}, but the \
+             hub runs as uid {euid}; the hub will not use it. Fix: run the command as uid \
+             {dir_owner}, who owns the hub's files (on an installed hub `sudo vitals-hub …` acts as \
+             the service user)",
+            path.display(),
+            dir.display(),
+        )
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -121,10 +150,20 @@ fn check_file(path: &Path, meta: &fs::Metadata) -> Result<(), KeyFileError> {
         });
     }
     if let Some(euid) = effective_uid() {
-        if meta.uid() != euid {
+        // The owner of the 0700 directory holding the key: the user the hub's files belong to.
+        let dir_owner = path
+            .parent()
+            .and_then(|d| fs::metadata(d).ok())
+            .map_or(euid, |m| m.uid());
+        // The hub's own key (owner = this process), or — for a command run as root — the key of
+        // the user owning the directory, the service user: only it and root could have put it
+        // there.
+        let trusted = meta.uid() == euid || (euid == 0 && meta.uid() == dir_owner);
+        if !trusted {
             return Err(KeyFileError::WrongOwner {
                 path: path.to_path_buf(),
                 owner: meta.uid(),
+                dir_owner,
                 euid,
             });
         }
@@ -297,6 +336,40 @@ mod tests {
         assert_eq!(src, KekSource::Credential(p));
         let rng = ring::rand::SystemRandom::new();
         assert_eq!(*load_or_create(&src, &rng).unwrap().0, [7u8; 32]);
+    }
+
+    /// Issue 13: a command run as root trusts the key of the user owning the key directory (the
+    /// service user) and, for a key owned by anyone else, names the fix that keeps the service
+    /// working — `chown --reference` to the directory's owner, never `chown 0`.
+    #[test]
+    fn root_trusts_the_directory_owners_key_and_names_the_right_fix() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = KekSource::resolve(dir.path(), None);
+        let rng = ring::rand::SystemRandom::new();
+        load_or_create(&src, &rng).unwrap();
+        let keys = src.path().parent().unwrap();
+        // The service user's key in the service user's directory: root reads it.
+        std::os::unix::fs::chown(keys, Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(src.path(), Some(65534), Some(65534)).unwrap();
+        assert!(read_checked(src.path()).is_ok());
+        // Someone else's key there: refused, and the fix gives it to the directory's owner.
+        std::os::unix::fs::chown(src.path(), Some(4242), Some(4242)).unwrap();
+        let msg = read_checked(src.path()).unwrap_err().to_string();
+        let p = src.path().display().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "key file {p} is owned by uid 4242, but its directory {} belongs to uid 65534, the \
+                 user the hub runs as; the hub will not use it. Fix: `chown --reference={} {p}` \
+                 (every file under the state directory belongs to the service user)",
+                keys.display(),
+                keys.display()
+            )
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct DeviceLine {
     /// Readings of this device the clinic acknowledged.
     pub acknowledged: u64,
     pub last_acknowledged: Option<UtcMillis>,
+    /// When the hub last stored a reading of this device (acknowledged or not).
+    pub last_stored: Option<UtcMillis>,
     /// Device clock minus hub clock at the last clock check, seconds.
     pub clock_offset_s: Option<i64>,
     /// The hub set the device's clock at that check.
@@ -44,6 +46,8 @@ pub struct CheckLine {
 pub struct Report {
     pub at: UtcMillis,
     pub hub_version: String,
+    /// The patient, clinic and hub certificate this hub reports for and to.
+    pub identity: crate::tech::status::Identity,
     pub devices: Vec<DeviceLine>,
     pub checks: Vec<CheckLine>,
     /// Every device passed and no check failed.
@@ -75,6 +79,7 @@ pub async fn build(
     now: UtcMillis,
 ) -> Result<Report, crate::store::StoreError> {
     let acked = store.acked_by_device().await?;
+    let received = store.last_received().await?;
     let mut devices = Vec::new();
     for d in store.devices().await? {
         if !d.allowed {
@@ -105,6 +110,7 @@ pub async fn build(
             address,
             acknowledged: n,
             last_acknowledged: last,
+            last_stored: received.get(&d.key).copied(),
             clock_offset_s,
             clock_corrected,
             battery_percent: info.battery_percent,
@@ -119,6 +125,7 @@ pub async fn build(
     Ok(Report {
         at: now,
         hub_version: env!("CARGO_PKG_VERSION").to_string(),
+        identity: crate::tech::status::identity(cfg, now.as_millis().div_euclid(1000)),
         devices,
         checks,
         pass,
@@ -133,6 +140,8 @@ pub fn text(r: &Report) -> String {
         r.at.to_rfc3339(),
         if r.pass { "PASS" } else { "FAIL" }
     ));
+    out.push_str(&crate::tech::status::render_identity(&r.identity, 13));
+    out.push('\n');
     out.push_str("devices:\n");
     if r.devices.is_empty() {
         out.push_str(
@@ -162,10 +171,7 @@ pub fn text(r: &Report) -> String {
             if d.simulated { "  (simulated)" } else { "" }
         ));
         if !d.pass {
-            out.push_str(
-                "        fix: take a measurement on the device near the hub, wait for the upload \
-                 (`vitals-hub status`), then run commission again\n",
-            );
+            out.push_str(&format!("        {}\n", device_fix(r, d)));
         }
     }
     if !r.checks.is_empty() {
@@ -175,6 +181,33 @@ pub fn text(r: &Report) -> String {
         }
     }
     out
+}
+
+/// Why a device has no acknowledged reading, and the fix: the real cause first — a hub clock that is
+/// not synchronised holds every upload, however many readings the device delivered.
+fn device_fix(r: &Report, d: &DeviceLine) -> String {
+    let failed = |name: &str| {
+        r.checks
+            .iter()
+            .any(|c| c.name == name && c.status == "FAIL")
+    };
+    match d.last_stored {
+        Some(t) if failed("clock") => format!(
+            "readings stored (the last at {}), none uploaded: uploads wait until the hub clock is \
+             synchronised, and it is not (line `clock` below); fix: `sudo timedatectl set-ntp true`, \
+             let the hub reach an NTP server (`timedatectl timesync-status`), then run commission again",
+            t.to_rfc3339()
+        ),
+        Some(t) => format!(
+            "readings stored (the last at {}), none acknowledged by the clinic yet; fix: see \
+             the `clinic` and `backlog` lines below, wait for the upload (`vitals-hub status`), then \
+             run commission again",
+            t.to_rfc3339()
+        ),
+        None => "no reading received from this device; fix: take a measurement on the device near \
+                 the hub, wait for the upload (`vitals-hub status`), then run commission again"
+            .to_string(),
+    }
 }
 
 /// Store the report for upload (a hub notice; the stable key makes a re-run at the same

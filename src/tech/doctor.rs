@@ -438,11 +438,67 @@ fn state_dir_mode(state: &Path) -> Check {
                 )
             }
         }
-        Err(_) => Check::warn(
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            match uncreatable(state) {
+                None => Check::warn(
+                    NAME,
+                    format!("{} does not exist yet", state.display()),
+                    "the daemon creates it at its first start, or run `vitals-hub setup`",
+                ),
+                Some((why, true)) => Check::fail(
+                    NAME,
+                    format!("{} does not exist and cannot be created: {why}", state.display()),
+                    "correct [hub] state_dir: a path whose every parent is a directory",
+                ),
+                Some((why, false)) => Check::fail(
+                    NAME,
+                    format!("{} does not exist and cannot be created: {why}", state.display()),
+                    format!(
+                        "create it for the service user (`sudo install -d -m 0700 -o {u} -g {u} {}`), \
+                         or set [hub] state_dir to a directory the hub can create",
+                        state.display(),
+                        u = crate::config::service_user_name()
+                    ),
+                ),
+            }
+        }
+        Err(e) => Check::fail(
             NAME,
-            format!("{} does not exist yet", state.display()),
-            "the daemon creates it at its first start, or run `vitals-hub setup`",
+            format!("{}: {e}", state.display()),
+            "give the service user access to the state directory's parents",
         ),
+    }
+}
+
+/// Why a missing directory `dir` cannot be created by this process (its effective ids): the
+/// nearest existing ancestor is not a directory, or is not writable and searchable. `None` when it
+/// can; the flag tells a file in the path (a wrong path) from a permission.
+fn uncreatable(dir: &Path) -> Option<(String, bool)> {
+    use rustix::fs::{accessat, Access, AtFlags, CWD};
+    let ancestor = dir.ancestors().skip(1).find(|a| a.exists())?;
+    if !ancestor.is_dir() {
+        return Some((
+            format!("{} is a file, not a directory", ancestor.display()),
+            true,
+        ));
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    match accessat(
+        CWD,
+        ancestor,
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    ) {
+        Ok(()) => None,
+        Err(_) => Some((
+            format!("{} is not writable by uid {euid}", ancestor.display()),
+            false,
+        )),
     }
 }
 
@@ -482,6 +538,20 @@ fn certificate_checks(cfg: &Config, now_secs: i64) -> Vec<Check> {
             } else {
                 "install a readable PEM certificate and key (`vitals-hub setup`)"
             };
+            // Certificate and key swapped (or one of them the wrong kind): the real cause.
+            if let Some(m) = super::setup::swapped(
+                &paths.cert,
+                &paths.key,
+                ("client_cert", "client_key"),
+            ) {
+                let (detail, fix) = m.split_once("; fix: ").unwrap_or((m.as_str(), ""));
+                out.push(Check::fail(
+                    CERT,
+                    detail.to_string(),
+                    format!("{fix} in [uplink] of {}", cfg.path.display()),
+                ));
+                return out;
+            }
             let detail = if text.contains("do not form a pair") {
                 format!(
                     "the key {} does not match the certificate {}",

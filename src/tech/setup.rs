@@ -24,8 +24,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The service user packaging creates.
-pub const SERVICE_USER: &str = "vitals-hub";
+pub use crate::config::SERVICE_USER;
 
 /// What to enrol.
 #[derive(Debug, Clone)]
@@ -66,6 +65,14 @@ pub enum SetupError {
     /// The values given do not make a valid config.
     #[error("the config would not be valid:\n{0}")]
     Config(String),
+    /// A value given on the command line (or at a prompt) is not valid: named by its flag.
+    #[error("{flag} {value}: {message}\n  fix: {fix}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        message: String,
+        fix: String,
+    },
     /// The CA bundle cannot be used.
     #[error("{0}")]
     Ca(String),
@@ -129,10 +136,62 @@ pub fn config_text(req: &Request, ca: &Path, cert: &Path, key: &Path) -> String 
     t
 }
 
+/// What the PEM blocks of a file are: (certificates, private keys); `None` when unreadable.
+fn pem_blocks(path: &Path) -> Option<(usize, usize)> {
+    let text = fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let mut certs = 0;
+    let mut keys = 0;
+    for line in text.lines() {
+        if let Some(label) = line
+            .trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            if label == "CERTIFICATE" {
+                certs += 1;
+            } else if label.ends_with("PRIVATE KEY") {
+                keys += 1;
+            }
+        }
+    }
+    Some((certs, keys))
+}
+
+/// A certificate given where the key goes, or a key where the certificate goes: the message naming
+/// the flag (or the config key: `flags` gives the two names), the file and the fix; `None` when
+/// neither file is of the wrong kind.
+pub fn swapped(cert: &Path, key: &Path, flags: (&str, &str)) -> Option<String> {
+    let (cert_flag, key_flag) = flags;
+    let cert_is_key = pem_blocks(cert).is_some_and(|(c, k)| c == 0 && k > 0);
+    let key_is_cert = pem_blocks(key).is_some_and(|(c, k)| k == 0 && c > 0);
+    match (cert_is_key, key_is_cert) {
+        (true, true) => Some(format!(
+            "{cert_flag} {}: this is a private key, not a certificate: {cert_flag} and {key_flag} \
+             look swapped; fix: give the certificate as {cert_flag} and the key as {key_flag}",
+            cert.display()
+        )),
+        (true, false) => Some(format!(
+            "{cert_flag} {}: this is a private key, not a certificate; fix: give the hub's \
+             certificate (PEM, `-----BEGIN CERTIFICATE-----`) as {cert_flag}",
+            cert.display()
+        )),
+        (false, true) => Some(format!(
+            "{key_flag} {}: this is a certificate, not a private key; fix: give the hub's private \
+             key (PEM, `-----BEGIN PRIVATE KEY-----`) as {key_flag}",
+            key.display()
+        )),
+        (false, false) => None,
+    }
+}
+
 /// Check the credentials of `req` at `now_secs` (seconds since the epoch): the days left of the
 /// certificate, and warnings.
 pub fn check_credentials(req: &Request, now_secs: i64) -> Result<(i64, Vec<String>), SetupError> {
     tls::roots(&req.ca).map_err(|e| SetupError::Ca(e.to_string()))?;
+    if let Some(m) = swapped(&req.cert, &req.key, ("--cert", "--key")) {
+        return Err(SetupError::Certificate(m));
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let paths = tls::CertPaths {
         cert: req.cert.clone(),
@@ -219,15 +278,73 @@ fn make_dir(dir: &Path, mode: u32) -> Result<(), SetupError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io(dir))
 }
 
-/// `(uid, gid)` of the service user, when it exists (getpwnam through NSS, so a user from
-/// systemd-sysusers or LDAP is found as well as one in `/etc/passwd`).
-fn service_user() -> Option<(u32, u32)> {
-    let u = uzers::get_user_by_name(SERVICE_USER)?;
-    Some((u.uid(), u.primary_group_id()))
+/// `(uid, gid, name)` of the service user, when it exists ([`crate::config::service_user`]).
+fn service_user() -> Option<(u32, u32, String)> {
+    crate::config::service_user().map(|u| (u.uid, u.gid, u.name))
+}
+
+/// A config error in the text setup generated, told as the problem of the value (flag) it came from.
+fn flag_error(req: &Request, text: &str, e: crate::config::ConfigError) -> SetupError {
+    let key = e
+        .line
+        .and_then(|l| text.lines().nth(l.saturating_sub(1)))
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim().to_string());
+    let flag = match key.as_deref() {
+        Some("patient_id") => Some(("--patient", req.patient_id.clone())),
+        Some("base_url") => Some(("--clinic-url", req.clinic_url.clone())),
+        Some("state_dir") => req
+            .state_dir
+            .as_ref()
+            .map(|d| ("--state-dir", d.display().to_string())),
+        Some("ca_bundle") => Some(("--ca", req.ca.display().to_string())),
+        Some("client_cert") => Some(("--cert", req.cert.display().to_string())),
+        Some("client_key") => Some(("--key", req.key.display().to_string())),
+        _ => None,
+    };
+    match flag {
+        Some((flag, value)) => SetupError::Flag {
+            flag,
+            value,
+            // The value's problem without the file's vocabulary (section, key name).
+            message: e
+                .message
+                .trim_start_matches("in [uplink]: ")
+                .trim_start_matches("uplink config: ")
+                .replace("`base_url` must be", "the clinic URL must be")
+                .replace("`patient_id` ", "the patient id ")
+                .replace("`state_dir` ", "the state directory "),
+            fix: e.fix,
+        },
+        None => SetupError::Config(e.to_string()),
+    }
+}
+
+/// Paths come from the config the command was given: run as root for a config that is not the
+/// system one ([`SYSTEM_CONFIG`]) and without `--state-dir`, the state directory is `state/` beside
+/// that config (written into it), never the installed hub's /var/lib/vitals-hub.
+fn with_state_dir(req: &Request) -> Request {
+    let mut r = req.clone();
+    // The config holds absolute paths only: a relative --state-dir is taken from here.
+    if let Some(d) = &r.state_dir {
+        if let Ok(abs) = std::path::absolute(d) {
+            r.state_dir = Some(abs);
+        }
+    }
+    if r.state_dir.is_none() && r.config != Path::new(SYSTEM_CONFIG) && crate::config::is_root() {
+        let dir = r
+            .config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("state"), |p| p.join("state"));
+        r.state_dir = std::path::absolute(&dir).ok().or(Some(dir));
+    }
+    r
 }
 
 /// Enrol: check, install the credentials, write the config. Nothing is written when a check fails.
 pub fn setup(req: &Request, now_secs: i64) -> Result<Report, SetupError> {
+    let req = &with_state_dir(req);
     let state_dir = req
         .state_dir
         .clone()
@@ -251,8 +368,9 @@ pub fn setup(req: &Request, now_secs: i64) -> Result<Report, SetupError> {
     let cert_dst = public_dir.join("client-cert.pem");
     let ca_dst = public_dir.join("clinic-ca.pem");
     let text = config_text(req, &ca_dst, &cert_dst, &key_dst);
-    // Validate the values before any check that reads files, so a typo in the URL is named first.
-    Config::parse(&req.config, &text).map_err(|e| SetupError::Config(e.to_string()))?;
+    // Validate the values before any check that reads files, so a typo in the URL is named first —
+    // by the flag it came from, not by a line of a file the technician has not seen yet.
+    Config::parse(&req.config, &text).map_err(|e| flag_error(req, &text, e))?;
     let (days_left, warnings) = check_credentials(req, now_secs)?;
 
     // Read everything first: a source may be the installed file itself (a re-run with --force).
@@ -284,12 +402,12 @@ pub fn setup(req: &Request, now_secs: i64) -> Result<Report, SetupError> {
     }
 
     let owner = match (crate::config::is_root(), service_user()) {
-        (true, Some((uid, gid))) => {
+        (true, Some((uid, gid, name))) => {
             for p in [&state_dir, &keys, &key_dst, &cert_dst, &ca_dst] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(io(p))?;
             }
             std::os::unix::fs::chown(&tmp, Some(0), Some(gid)).map_err(io(&tmp))?;
-            Some(SERVICE_USER.to_string())
+            Some(name)
         }
         _ => None,
     };

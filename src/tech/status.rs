@@ -19,12 +19,104 @@ pub async fn open_read_only(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Store
     Store::open(cfg.store_config().read_only(), clock).await
 }
 
+/// Who this hub reports for and to: shown back by `setup`, `config check`, `status` and
+/// `commission`, so that a patient id that is valid but wrong (`pat-042` for `pat-0042`) is seen at
+/// the visit, not at the clinic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub patient_id: String,
+    pub clinic_url: String,
+    /// The hub's client certificate; `None` when the config names none.
+    pub certificate: Option<CertInfo>,
+}
+
+/// The hub certificate's name and validity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertInfo {
+    pub path: String,
+    /// The subject, e.g. `CN=hub-0042`; an error text when the file cannot be read as a certificate.
+    pub subject: String,
+    /// notAfter, RFC 3339 (UTC).
+    pub expires: Option<String>,
+    pub days_left: Option<i64>,
+}
+
+/// The name and validity of the first certificate in the PEM file `path`.
+pub fn cert_info(path: &std::path::Path, now_secs: i64) -> CertInfo {
+    use rustls_pki_types::pem::PemObject;
+    let parsed = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut it| match it.next() {
+            Some(Ok(der)) => Ok(der),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("no certificate in the file".to_string()),
+        })
+        .and_then(|der| {
+            x509_parser::parse_x509_certificate(der.as_ref())
+                .map(|(_, c)| {
+                    let na = c.validity().not_after.timestamp();
+                    (c.subject().to_string(), na)
+                })
+                .map_err(|e| e.to_string())
+        });
+    match parsed {
+        Ok((subject, not_after)) => CertInfo {
+            path: path.display().to_string(),
+            subject,
+            expires: Some(UtcMillis(not_after.saturating_mul(1000)).to_rfc3339()),
+            days_left: Some((not_after - now_secs).div_euclid(86_400)),
+        },
+        Err(e) => CertInfo {
+            path: path.display().to_string(),
+            subject: format!("(unreadable: {e})"),
+            expires: None,
+            days_left: None,
+        },
+    }
+}
+
+/// The identity of the hub `cfg` configures, at `now_secs`.
+pub fn identity(cfg: &Config, now_secs: i64) -> Identity {
+    Identity {
+        patient_id: cfg.hub.patient_id.clone(),
+        clinic_url: cfg.uplink.base_url.clone(),
+        certificate: cfg
+            .uplink
+            .client_cert
+            .as_deref()
+            .map(|p| cert_info(p, now_secs)),
+    }
+}
+
+/// Three lines for a human, the labels padded to `width`:
+/// ```text
+/// patient:      pat-0042
+/// clinic:       https://fhir.clinic.example/fhir
+/// certificate:  CN=hub-0042, expires 2027-12-06T00:00:00Z (365 days left)
+/// ```
+pub fn render_identity(id: &Identity, width: usize) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{:<width$}{}", "patient:", id.patient_id);
+    let _ = writeln!(o, "{:<width$}{}", "clinic:", id.clinic_url);
+    let cert = match &id.certificate {
+        None => "(none configured)".to_string(),
+        Some(c) => match (&c.expires, c.days_left) {
+            (Some(e), Some(d)) => format!("{}, expires {e} ({d} days left)", c.subject),
+            _ => c.subject.clone(),
+        },
+    };
+    let _ = writeln!(o, "{:<width$}{cert}", "certificate:");
+    o
+}
+
 /// The hub's health, as `vitals-hub status --json` prints it (a stable object: fields are only
 /// ever added).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
     /// When this was taken (ms since the epoch).
     pub at: UtcMillis,
+    /// The patient, the clinic and the hub certificate.
+    pub identity: Identity,
     pub backlog: Backlog,
     pub last_sync: LastSync,
     pub alerts: AlertCounts,
@@ -122,6 +214,7 @@ pub async fn status(
         .collect();
     Ok(Status {
         at: now,
+        identity: identity(cfg, now.as_millis().div_euclid(1000)),
         backlog: Backlog {
             depth: st.pending + st.in_flight,
             pending: st.pending,
@@ -164,7 +257,7 @@ fn when(t: Option<UtcMillis>, age: Option<i64>) -> String {
 
 /// The status for a human.
 pub fn render_text(s: &Status) -> String {
-    let mut o = String::new();
+    let mut o = render_identity(&s.identity, 14);
     let b = &s.backlog;
     let _ = writeln!(
         o,

@@ -44,8 +44,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WipeError + '_ {
 }
 
 /// Take the daemon's lock on `state_dir` (which must exist); held until the file is dropped.
-/// `Ok(None)` when another process holds it.
+/// `Ok(None)` when another process holds it. A lock file created by root (`wipe`) is given to the
+/// owner of the state directory, the service user: the service must be able to open it after.
 pub fn hold_lock(state_dir: &Path) -> Result<Option<File>, WipeError> {
+    use std::os::unix::fs::MetadataExt;
     let path = state_dir.join(LOCK_FILE);
     let f = OpenOptions::new()
         .create(true)
@@ -53,6 +55,10 @@ pub fn hold_lock(state_dir: &Path) -> Result<Option<File>, WipeError> {
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
+    let owner = fs::metadata(state_dir).map_err(io(state_dir))?.uid();
+    if f.metadata().map_err(io(&path))?.uid() != owner && crate::config::is_root() {
+        std::os::unix::fs::fchown(&f, Some(owner), None).map_err(io(&path))?;
+    }
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(fs::TryLockError::WouldBlock) => Ok(None),

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The installed hub as a technician meets it (issue 13), in a Debian bookworm root:
+#   .ci/deb-root-test.sh PATH/TO/vitals-hub_VERSION_ARCH.deb   (this machine's architecture)
+# dpkg installs the .deb; then the README's visit, as root: setup (against a clinic receiver on
+# 127.0.0.1 inside the root), config check, sync --now before the service ever ran, status; the
+# service's own start (`vitals-hub run` as the service user vitals-hub, as the unit runs it);
+# then as root again status, export, sync --now, keys rotate, commission; the service once more;
+# wipe; purge. After every step no file under /var/lib/vitals-hub may belong to anyone but
+# vitals-hub, and purge must leave nothing behind.
+#
+# The bookworm root (debootstrap minbase plus the package's dependencies) is cached as a tarball in
+# $DEB_ROOT_CACHE (default /var/cache/vitals-hub-ci), keyed by a hash of the suite, architecture
+# and package list, outside the clone; each run unpacks a fresh copy. Skips (exit 0, saying why)
+# when not root, or when debootstrap cannot reach the Debian mirror. Prints its own wall time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+
+deb=$(realpath "${1:?usage: .ci/deb-root-test.sh PATH/TO/vitals-hub_VERSION_ARCH.deb}")
+suite=${DEB_TEST_SUITE:-bookworm}
+mirror=${DEB_TEST_MIRROR:-http://deb.debian.org/debian}
+cache=${DEB_ROOT_CACHE:-/var/cache/vitals-hub-ci}
+packages="bluez,adduser,dbus"
+skip() {
+    echo "deb-root-test: skipped: $*"
+    exit 0
+}
+[ "$(id -u)" -eq 0 ] || skip "needs root (debootstrap, chroot)"
+
+if ! command -v debootstrap >/dev/null; then
+    echo "-- installing debootstrap (Debian package)"
+    apt-get update -qq || skip "apt cannot reach its mirror to install debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap ||
+        skip "debootstrap cannot be installed"
+fi
+arch=$(dpkg --print-architecture)
+key=$(printf '%s %s %s %s\n' "$suite" "$arch" "$packages" "$mirror" | sha256sum | cut -c1-16)
+tarball="$cache/$suite-$arch-$key.tar"
+mkdir -p "$cache"
+if [ ! -f "$tarball" ]; then
+    echo "-- debootstrap --variant=minbase --include=$packages $suite (cached as $tarball)"
+    t0=$SECONDS
+    build=$(mktemp -d "$cache/build.XXXXXX")
+    if ! debootstrap --variant=minbase --include="$packages" "$suite" "$build" "$mirror" \
+        >"$cache/debootstrap.log" 2>&1; then
+        rm -rf "$build"
+        tail -3 "$cache/debootstrap.log" >&2
+        skip "debootstrap could not reach the Debian mirror $mirror (log: $cache/debootstrap.log)"
+    fi
+    tar -C "$build" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$build"
+    echo "   bootstrapped and cached in $((SECONDS - t0)) s"
+fi
+
+root=$(mktemp -d /var/tmp/vitals-hub-root.XXXXXX)
+cleanup() {
+    pkill_pids=$(cat "$root/run/test-pids" 2>/dev/null || true)
+    for p in $pkill_pids; do kill "$p" 2>/dev/null || true; done
+    umount "$root/proc" 2>/dev/null || true
+    rm -rf "$root"
+}
+trap cleanup EXIT
+tar -C "$root" -xf "$tarball"
+chmod 0755 "$root" # mktemp's 0700 (also in the tarball's `.`): the root's / must let the service user in
+mount -t proc proc "$root/proc"
+printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+chmod 755 "$root/usr/sbin/policy-rc.d"
+: >"$root/run/test-pids"
+
+in_root() { chroot "$root" "$@"; }
+fail=0
+check() { # DESCRIPTION COMMAND...
+    local what=$1
+    shift
+    if "$@"; then echo "   ok: $what"; else echo "   FAIL: $what" >&2; fail=1; fi
+}
+step() { # what the technician types, then its output (indented)
+    echo "\$ $*"
+    local rc=0
+    in_root "$@" >"$root/tmp/out" 2>&1 || rc=$?
+    sed 's/^/    /' "$root/tmp/out"
+    [ "$rc" -eq 0 ] || echo "    (exit $rc)"
+    return "$rc"
+}
+owned() { # every file under the state directory belongs to the service user
+    local wrong
+    wrong=$(in_root find /var/lib/vitals-hub ! -user vitals-hub -printf '%p %u\n')
+    if [ -n "$wrong" ]; then
+        echo "     not the service user's: $wrong" >&2
+        return 1
+    fi
+}
+
+echo "-- dpkg -i $(basename "$deb")"
+cp "$deb" "$root/tmp/vitals-hub.deb"
+in_root dpkg -i /tmp/vitals-hub.deb >"$root/tmp/install.log" 2>&1 || { tail -20 "$root/tmp/install.log"; exit 1; }
+check "state directory owned by vitals-hub after install" owned
+
+# The clinic: a receiver on 127.0.0.1 inside the root, with the development PKI.
+in_root vitals-hub pki /root/pki >/dev/null 2>&1
+in_root sh -c 'vitals-hub receiver --listen 127.0.0.1:18443 --cert /root/pki/receiver.crt --key /root/pki/receiver.key --client-ca /root/pki/ca.crt >/tmp/receiver.log 2>&1 & echo $! >>/run/test-pids'
+sleep 1
+
+echo "-- the visit, as root"
+step vitals-hub setup --clinic-url https://localhost:18443/fhir --patient pat-0042 \
+    --ca /root/pki/ca.crt --cert /root/pki/hub.crt --key /root/pki/hub.key --force ||
+    { echo "setup failed" >&2; exit 1; }
+check "owned after setup" owned
+# Simulated devices for the visit, no radio, uploads without NTP (a chroot has none).
+in_root sh -c 'cat >>/etc/vitals-hub/hub.toml' <<'TOML'
+
+[ble]
+enabled = false
+
+[[device]]
+name = "sim-meter"
+kind = "simulated"
+profile = "glucose"
+interval_secs = 1
+TOML
+# The chroot has no /sys/class/net to take the hub's MAC address from: given here.
+in_root sed -i 's|^\[uplink\]$|[uplink]\nrequire_clock_sync = false\nhub_mac = "02:00:5E:10:00:02"|' /etc/vitals-hub/hub.toml
+step vitals-hub config check || fail=1
+step vitals-hub sync --now || fail=1
+check "owned after sync --now before the first start" owned
+step vitals-hub status || fail=1
+check "owned after status" owned
+
+echo "-- the service's own start: vitals-hub run as vitals-hub (as the unit runs it)"
+# chroot itself (not a shell function) in the background, so that $! is the hub's pid.
+chroot --userspec=vitals-hub:vitals-hub "$root" vitals-hub run --config /etc/vitals-hub/hub.toml >"$root/tmp/run.log" 2>&1 &
+hub=$!
+sleep 5
+kill -TERM "$hub"
+if wait "$hub"; then echo "   ok: the service ran and stopped cleanly"; else
+    echo "   FAIL: the service as vitals-hub failed:" >&2
+    tail -5 "$root/tmp/run.log" >&2
+    fail=1
+fi
+check "owned after the service's run" owned
+
+echo "-- root commands after the service"
+step vitals-hub status || fail=1
+step vitals-hub export --from 2000-01-01 --to 2100-01-01 --format csv --out /root/export.csv || fail=1
+step vitals-hub sync --now || fail=1
+step vitals-hub keys rotate || fail=1
+step vitals-hub commission --no-upload --scan-seconds 0 || true # FAILs the radio line: no BlueZ here
+check "owned after status, export, sync, keys rotate, commission" owned
+chroot --userspec=vitals-hub:vitals-hub "$root" vitals-hub run --config /etc/vitals-hub/hub.toml >"$root/tmp/run2.log" 2>&1 &
+hub=$!
+sleep 3
+kill -TERM "$hub"
+if wait "$hub"; then echo "   ok: the service starts again"; else
+    echo "   FAIL: the service's second start:" >&2
+    tail -5 "$root/tmp/run2.log" >&2
+    fail=1
+fi
+check "owned after the second run" owned
+step vitals-hub wipe --yes || fail=1
+check "owned after wipe (its lock file)" owned
+
+echo "-- dpkg --purge vitals-hub"
+in_root dpkg --purge vitals-hub >/dev/null 2>&1 || fail=1
+check "/var/lib/vitals-hub gone" test ! -e "$root/var/lib/vitals-hub"
+check "/etc/vitals-hub gone" test ! -e "$root/etc/vitals-hub"
+check "user gone" sh -c "! chroot '$root' getent passwd vitals-hub >/dev/null"
+
+echo "deb-root-test: $((SECONDS - started)) s"
+if [ "$fail" -ne 0 ]; then
+    echo "deb-root-test: FAILED" >&2
+    exit 1
+fi
+echo "deb-root-test: every command worked and the state stayed the service user's"
