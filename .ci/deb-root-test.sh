@@ -97,9 +97,16 @@ cp "$deb" "$root/tmp/vitals-hub.deb"
 in_root dpkg -i /tmp/vitals-hub.deb >"$root/tmp/install.log" 2>&1 || { tail -20 "$root/tmp/install.log"; exit 1; }
 check "state directory owned by vitals-hub after install" owned
 
-# The clinic: a receiver on 127.0.0.1 inside the root, with the development PKI.
-in_root vitals-hub pki /root/pki >/dev/null 2>&1
-in_root sh -c 'vitals-hub receiver --listen 127.0.0.1:18443 --cert /root/pki/receiver.crt --key /root/pki/receiver.key --client-ca /root/pki/ca.crt >/tmp/receiver.log 2>&1 & echo $! >>/run/test-pids'
+# The clinic: `vitals-clinic serve` on 127.0.0.1 (the chroot shares the host's network), run from
+# the host's clinic-side build ($CLINIC_TOOLS: `vitals-hub` with the clinic feature, for the
+# development PKI, and `vitals-clinic`), since the hub's package no longer carries the clinic. The
+# PKI is written into the root, where setup reads it; the hub is enrolled for pat-0042.
+tools=${CLINIC_TOOLS:?set CLINIC_TOOLS to a directory holding vitals-hub (clinic feature) and vitals-clinic}
+"$tools/vitals-hub" pki "$root/root/pki" --patient pat-0042 >/dev/null
+"$tools/vitals-clinic" serve --listen 127.0.0.1:18443 --cert "$root/root/pki/receiver.crt" \
+    --key "$root/root/pki/receiver.key" --client-ca "$root/root/pki/ca.crt" \
+    --db "$root/root/pki/clinic.db" >"$root/tmp/receiver.log" 2>&1 &
+echo $! >>"$root/run/test-pids"
 sleep 1
 
 echo "-- the visit, as root"
