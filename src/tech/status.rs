@@ -31,6 +31,9 @@ pub struct Status {
     pub devices: Vec<DeviceStatus>,
     /// The latest events of severity warning, error or security, newest first.
     pub last_errors: Vec<Event>,
+    /// The uplink's latest failure since the last accepted sync (kind and reason in fixed
+    /// vocabularies: HTTP status, FHIR issue codes, the kind of bad response), if any.
+    pub uplink_problem: Option<Event>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,13 +116,18 @@ pub async fn status(
             address: with_addresses.then(|| d.record.address.clone()),
         });
     }
-    let last_errors = store
+    let last_errors: Vec<Event> = store
         .events(1000)
         .await?
         .into_iter()
         .filter(|e| matches!(e.severity.as_str(), "warning" | "error" | "security"))
         .take(LAST_ERRORS)
         .collect();
+    let uplink_problem = last_errors
+        .iter()
+        .find(|e| e.kind.starts_with("uplink_"))
+        .filter(|e| last_sync_at.is_none_or(|t| e.at > t))
+        .cloned();
     Ok(Status {
         at: now,
         backlog: Backlog {
@@ -141,6 +149,7 @@ pub async fn status(
         },
         devices,
         last_errors,
+        uplink_problem,
     })
 }
 
@@ -189,6 +198,15 @@ pub fn render_text(s: &Status) -> String {
         "last sync:    {}",
         when(s.last_sync.at, s.last_sync.age_secs)
     );
+    if let Some(p) = &s.uplink_problem {
+        let _ = writeln!(
+            o,
+            "uplink:       failing since {}: {}: {}",
+            p.at.to_rfc3339(),
+            p.kind,
+            p.detail
+        );
+    }
     let _ = writeln!(
         o,
         "alerts:       {} waiting for upload, {} held",

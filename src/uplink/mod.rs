@@ -99,6 +99,11 @@ pub enum UplinkError {
         retry_after: Option<u64>,
         detail: Option<String>,
     },
+    /// Every entry sent was refused and none could be singled out (other entries of its kind were
+    /// not accepted): a wrong base path, auth, or the server's validation settings. Nothing is
+    /// rejected; the backlog waits and uploads resume by themselves once the clinic is fixed.
+    #[error("the clinic server refuses every entry (HTTP {status}{}); nothing was rejected, the backlog waits — check `base_url` (the FHIR base path), the hub's access and the server's validation settings at the clinic", if .codes.is_empty() { String::new() } else { format!(", {}", .codes) })]
+    ServerRefusesAll { status: u16, codes: String },
     /// A 2xx answer the hub cannot use (truncated, not a transaction-response…): nothing is acked.
     #[error("unusable answer from the clinic server: {0}")]
     BadResponse(String),
@@ -138,9 +143,53 @@ impl UplinkError {
             UplinkError::Reset(_) => "uplink_reset",
             UplinkError::Network(_) => "uplink_network",
             UplinkError::Http { .. } => "uplink_http_error",
+            UplinkError::ServerRefusesAll { .. } => "uplink_server_refuses_all",
             UplinkError::BadResponse(_) => "uplink_bad_response",
             UplinkError::ClockNotSynchronised => "uplink_clock_not_synchronised",
             UplinkError::Store(_) => "uplink_store",
+        }
+    }
+
+    /// What kind of bad response this was (`too_large`, `bad_location`, `not_json`,
+    /// `entry_count`, `not_transaction_response`); `None` for other failures.
+    pub fn bad_response_class(&self) -> Option<&'static str> {
+        let UplinkError::BadResponse(m) = self else {
+            return None;
+        };
+        Some(if m.contains("too large") {
+            "too_large"
+        } else if m.contains("bad location") {
+            "bad_location"
+        } else if m.contains("not JSON") {
+            "not_json"
+        } else if m.contains("request entries") {
+            "entry_count"
+        } else {
+            "not_transaction_response"
+        })
+    }
+
+    /// A short text naming the failure for events, `status` and logs: fixed vocabularies only
+    /// (HTTP status, FHIR issue severities and codes, the kind of bad response), never the
+    /// server's own words.
+    pub fn summary(&self) -> String {
+        match self {
+            UplinkError::Http { status, detail, .. } => match detail {
+                Some(d) => format!(
+                    "HTTP {status} ({})",
+                    crate::fhir::response::outcome_codes(d)
+                ),
+                None => format!("HTTP {status}"),
+            },
+            UplinkError::BadResponse(_) => format!(
+                "bad response: {}",
+                self.bad_response_class().unwrap_or("unknown")
+            ),
+            UplinkError::Reset(_) | UplinkError::Network(_) => self.kind().to_owned(),
+            other => crate::fhir::response::truncate_text(
+                &other.to_string(),
+                crate::fhir::response::MAX_KEPT_TEXT,
+            ),
         }
     }
 

@@ -31,6 +31,59 @@ pub(super) fn build_client(
         .map_err(|e| UplinkError::Tls(format!("building the HTTP client: {e}")))
 }
 
+/// The most bytes of a transaction-response the hub reads: 64 KiB plus 16 KiB per request entry
+/// (an entry's response legitimately holds a status, a location, an etag, a date and at most a
+/// short OperationOutcome: well under 2 KiB). A longer answer is a bad response: reading stops
+/// there, the connection is dropped and nothing is acked.
+pub const fn response_limit(entries: usize) -> usize {
+    64 * 1024 + 16 * 1024 * entries
+}
+
+/// The most bytes of an error answer (4xx/5xx) the hub reads; past it, a bad response.
+pub const MAX_ERROR_RESPONSE: usize = 64 * 1024;
+
+/// Read a response body chunk by chunk, refusing (before buffering it) anything past `limit`.
+pub(super) async fn read_bounded(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, UplinkError> {
+    let too_large = || {
+        UplinkError::BadResponse(format!(
+            "answer larger than {} KiB (too large)",
+            limit / 1024
+        ))
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
+        if out.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The resource type of each entry of a request Bundle, in order.
+pub(super) fn entry_types(bundle: &serde_json::Value) -> Vec<String> {
+    bundle
+        .get("entry")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    e.pointer("/resource/resourceType")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(super) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
@@ -118,13 +171,25 @@ impl Uplink {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        let limit = if status.is_success() {
+            response_limit(built.entries.len())
+        } else {
+            MAX_ERROR_RESPONSE
+        };
+        let read = read_bounded(resp, limit).await;
+        let got = match &read {
+            Ok(b) => b.len(),
+            Err(_) => limit,
+        };
         self.with_status(|s| {
-            s.wire_bytes += sent + bytes.len() as u64;
+            s.wire_bytes += sent + got as u64;
             s.bundles += 1;
         });
+        let bytes = read?;
         if status.is_success() {
-            return fhir::parse_transaction_response(&bytes, built.entries.len())
+            let types = entry_types(&built.json);
+            let types: Vec<&str> = types.iter().map(String::as_str).collect();
+            return fhir::response::parse_transaction_response_for(&bytes, &types)
                 .map_err(|e| UplinkError::BadResponse(e.to_string()));
         }
         let detail = serde_json::from_slice::<serde_json::Value>(&bytes)

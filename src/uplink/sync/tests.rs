@@ -161,6 +161,11 @@ async fn a_skipped_entry_mid_batch_does_not_shift_the_acks() {
         .iter()
         .map(|i| i.id)
         .collect();
-    assert!(waiting.contains(&items[1].id), "the skipped entry is kept");
+    // Kept on the hub, quarantined (never uploaded, never retried): not waiting.
+    assert!(
+        !waiting.contains(&items[1].id),
+        "the skipped entry is not retried"
+    );
+    assert_eq!(st.quarantined, 1, "the skipped entry is kept, quarantined");
     rx.shutdown().await;
 }

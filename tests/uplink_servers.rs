@@ -1,0 +1,111 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+//! The hub against FHIR servers that are not our receiver (issue 15), through a stub
+//! (`tests/fhir_stub`): a wrong base path, a server that refuses everything, a transaction size
+//! limit, and hostile answers.
+
+mod fhir_stub;
+mod uplink_support;
+
+use fhir_stub::{Mode, Stub};
+use std::time::Duration;
+use uplink_support::*;
+use vitals_hub::model::{Clock, SystemClock};
+use vitals_hub::receiver::pki::{DevCa, Span, DEV_RECEIVER_NAMES};
+
+async fn stub(ca: &DevCa, mode: Mode) -> Stub {
+    let srv = ca.server(DEV_RECEIVER_NAMES, Span::DEFAULT).unwrap();
+    Stub::start(&srv.cert_der, &srv.key_der, &ca.cert_der, mode).await
+}
+
+/// Steps the uplink `n` times, making every pending entry due between steps.
+async fn steps(up: &mut vitals_hub::uplink::Uplink, h: &Hub, n: usize) {
+    for _ in 0..n {
+        let _ = up.step().await;
+        h.store
+            .due_now(SystemClock.now().plus_millis(1))
+            .await
+            .unwrap();
+    }
+}
+
+/// A base URL one segment off: the server answers 400 with an OperationOutcome to everything.
+/// Nothing is rejected, the backlog stays pending, one event names the reason; once the URL is
+/// fixed every reading arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_base_path_rejects_nothing_and_every_reading_arrives_once_fixed() {
+    let ca = DevCa::new("clinic").unwrap();
+    let s = stub(&ca, Mode::Accept).await;
+    const N: u32 = 25;
+    let h = hub_for(N, &ca).await;
+    let wrong = format!("{}/wrong", s.url());
+    let mut up = uplink(&h, uplink_config(&h, &wrong));
+    steps(&mut up, &h, 4).await;
+    let st = h.store.stats().await.unwrap();
+    assert_eq!(
+        st.rejected, 0,
+        "nothing rejected while the server refuses everything"
+    );
+    assert_eq!(st.pending + st.in_flight, u64::from(N), "{st:?}");
+    let status = up.status();
+    assert_eq!(
+        status.last_error_kind,
+        Some("uplink_server_refuses_all"),
+        "{status:?}"
+    );
+    let text = status.last_error.unwrap();
+    assert!(
+        text.contains("400") && text.contains("processing"),
+        "{text}"
+    );
+    assert!(
+        status.last_success.is_none(),
+        "no accepted entry, no last sync"
+    );
+    let events = h.store.events(100).await.unwrap();
+    let refusals: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "uplink_server_refuses_all")
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        1,
+        "one event for the whole refusal: {events:?}"
+    );
+    assert!(!events.iter().any(|e| e.kind == "uplink_entry_rejected"));
+
+    // The technician fixes the URL.
+    let mut up = uplink(&h, uplink_config(&h, &s.url()));
+    let rep = up.drain(DRAIN).await.unwrap();
+    assert_eq!(rep.rejected, 0, "{rep:?}");
+    let counts = s.observation_counts();
+    for i in 0..N {
+        assert_eq!(counts.get(&glucose_identifier(i)), Some(&1), "reading {i}");
+    }
+    assert_eq!(h.store.stats().await.unwrap().rejected, 0);
+}
+
+/// The server refuses everything for a while (validation settings), then is fixed: uploads resume
+/// by themselves, nothing rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_everything_then_fixed_gets_every_reading() {
+    let ca = DevCa::new("clinic").unwrap();
+    let s = stub(&ca, Mode::RefuseAll).await;
+    const N: u32 = 12;
+    let h = hub_for(N, &ca).await;
+    let mut up = uplink(&h, uplink_config(&h, &s.url()));
+    steps(&mut up, &h, 3).await;
+    assert_eq!(h.store.stats().await.unwrap().rejected, 0);
+    s.set_mode(Mode::Accept);
+    let rep = up.drain(DRAIN).await.unwrap();
+    assert_eq!(rep.rejected, 0);
+    assert_eq!(
+        s.observation_counts().values().filter(|c| **c == 1).count(),
+        N as usize
+    );
+    let _ = Duration::ZERO;
+}
