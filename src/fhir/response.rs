@@ -320,4 +320,36 @@ mod tests {
         assert!(parse_transaction_response(&body[..40], 3).is_err());
         assert!(parse_transaction_response(br#"{"resourceType":"Bundle","type":"transaction-response","entry":[{"response":{"status":"OK"}}]}"#, 1).is_err());
     }
+
+    #[test]
+    fn locations_must_be_a_fhir_reference_of_the_type_sent() {
+        for (loc, want) in [
+            ("Device/7", Some(("Device", "7"))),
+            ("Device/a-b.C/_history/2", Some(("Device", "a-b.C"))),
+            ("https://x/fhir/Device/7/_history/1", Some(("Device", "7"))),
+            ("etc/passwd", None),
+            ("Device/ ", None),
+            ("Device/", None),
+            ("Device/7/_history/ ", None),
+            ("7", None),
+        ] {
+            assert_eq!(split_location(loc), want, "{loc}");
+        }
+        assert_eq!(split_location(&format!("Device/{}", "a".repeat(65))), None);
+        let body = br#"{"resourceType":"Bundle","type":"transaction-response","entry":[
+            {"response":{"status":"201","location":"Patient/evil-patient"}}]}"#;
+        assert!(parse_transaction_response_for(body, &["Device"]).is_err());
+        assert!(parse_transaction_response_for(body, &["Patient"]).is_ok());
+    }
+
+    #[test]
+    fn server_text_is_cut_and_codes_are_a_fixed_vocabulary() {
+        let v = serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "processing", "diagnostics": "é".repeat(5000)},
+            {"severity": "evil", "code": "John Doe", "diagnostics": "x"}]});
+        let text = parse_operation_outcome(&v).unwrap();
+        assert!(text.len() <= MAX_KEPT_TEXT, "{}", text.len());
+        assert_eq!(outcome_codes(&text), "error processing, ? ?");
+        assert_eq!(issue_type_of_outcome_text(&text), Some("processing"));
+    }
 }

@@ -42,6 +42,28 @@ const KEYS_STALE: i64 = i64::MIN;
 const PRIORITY_ALERT: i64 = 0;
 const PRIORITY_READING: i64 = 1;
 
+/// The most bytes of an event's detail (longer ones are cut, `…` marks the cut).
+pub const MAX_EVENT_DETAIL: usize = 1024;
+
+/// The most events the store holds (the oldest go first): with [`MAX_EVENT_DETAIL`] a fixed budget
+/// of about 11 MiB, so nothing that raises events (a failing server) can crowd out readings.
+pub const EVENTS_BUDGET: i64 = 10_000;
+
+/// The most bytes of an outbox entry's (sealed) last error: a server's reason is kept to this.
+pub const MAX_LAST_ERROR: usize = 1024;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+pub(crate) fn bounded(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", text.get(..end).unwrap_or(""))
+}
+
 /// An event waiting to be written (it is written in the next transaction that commits).
 #[derive(Debug, Clone)]
 struct QueuedEvent {
@@ -381,7 +403,7 @@ impl Db {
             at: self.clock.now(),
             kind,
             severity,
-            detail,
+            detail: bounded(detail, MAX_EVENT_DETAIL),
         });
     }
 
@@ -444,6 +466,13 @@ impl Db {
                 self.conn.execute(
                     "INSERT INTO events(at, kind, severity, detail) VALUES (?1, ?2, ?3, ?4)",
                     params![ev.at.as_millis(), ev.kind, ev.severity, ev.detail],
+                )?;
+            }
+            if !self.queued.is_empty() {
+                // The events' fixed budget: the newest EVENTS_BUDGET rows, whatever writes them.
+                self.conn.execute(
+                    "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1",
+                    [EVENTS_BUDGET],
                 )?;
             }
             self.conn.execute_batch("COMMIT")?;

@@ -173,6 +173,7 @@ impl Db {
         id: i64,
         text: &str,
     ) -> Result<Vec<rusqlite::types::Value>> {
+        let text = super::bounded(text.to_owned(), super::MAX_LAST_ERROR);
         let (key_id, sealed) = db.seal("outbox", "last_error", &id.to_string(), text.as_bytes())?;
         Ok(vec![key_id.into(), sealed.into()])
     }
