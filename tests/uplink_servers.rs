@@ -109,3 +109,87 @@ async fn a_server_refusing_everything_then_fixed_gets_every_reading() {
     );
     let _ = Duration::ZERO;
 }
+
+/// A server refusing transactions of more than 8 entries (Medplum: "requires strict isolation but
+/// has too many entries"): the hub learns the size from the refusals, remembers it per server,
+/// the heartbeat is split too, and no request is refused once the size is learned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_size_limit_is_learned_and_the_heartbeat_is_split() {
+    use vitals_hub::store::DeviceRecord;
+    let ca = DevCa::new("clinic").unwrap();
+    let s = stub(&ca, Mode::MaxEntries(8)).await;
+    const N: u32 = 40;
+    let h = hub_for(N, &ca).await;
+    // More devices: a heartbeat larger than 8 entries.
+    let seen = vitals_hub::store::DeviceInfo {
+        battery_percent: Some(80),
+        last_seen: Some(SystemClock.now()),
+        ..Default::default()
+    };
+    h.store
+        .set_device_info(&h.device, seen.clone())
+        .await
+        .unwrap();
+    for i in 0..4 {
+        let key = h
+            .store
+            .upsert_device(
+                DeviceRecord {
+                    address: format!("00:60:19:4B:2C:2{i}"),
+                    name: Some(format!("extra-{i}")),
+                    profile: "thermometer".into(),
+                    patient_binding: Some(PATIENT.into()),
+                    serial: None,
+                    bond: None,
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        h.store.set_device_info(&key, seen.clone()).await.unwrap();
+    }
+    let mut cfg = uplink_config(&h, &s.url());
+    cfg.batch_size = 40;
+    let mut up = uplink(&h, cfg.clone());
+    // The heartbeat first, on a server whose limit is not known yet.
+    up.heartbeat().await.unwrap();
+    let rep = up.drain(DRAIN).await.unwrap();
+    assert_eq!(rep.rejected, 0, "{rep:?}");
+    let counts = s.observation_counts();
+    for i in 0..N {
+        assert_eq!(counts.get(&glucose_identifier(i)), Some(&1), "reading {i}");
+    }
+    let learned: usize = h
+        .store
+        .uplink_state(&s.url(), "max_entries")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=8).contains(&learned), "{learned}");
+    let sizes = s.sizes.lock().unwrap().clone();
+    assert!(
+        sizes.iter().any(|(n, ok)| *n > 8 && !ok),
+        "the heartbeat was larger than the limit: {sizes:?}"
+    );
+
+    // Learned: a new run (the size is remembered), more readings, another heartbeat — nothing refused.
+    let refused = s.refused();
+    let mut up = uplink(&h, cfg);
+    h.store
+        .append(&h.device, (N..N + 30).map(glucose).collect(), None)
+        .await
+        .unwrap();
+    up.heartbeat().await.unwrap();
+    up.drain(DRAIN).await.unwrap();
+    up.heartbeat().await.unwrap();
+    assert_eq!(s.refused(), refused, "{:?}", s.sizes.lock().unwrap());
+    assert_eq!(s.observation_counts().len() as u32 >= N + 30, true);
+    let hb = s
+        .observation_counts()
+        .keys()
+        .filter(|k| k.contains("hub-status"))
+        .count();
+    assert!(hb > 0, "heartbeat observations arrived");
+}

@@ -236,6 +236,13 @@ fn groups<'i, 'a>(items: &'i [Item<'a>]) -> Vec<(usize, usize)> {
 /// Build one transaction Bundle from the front of `items` (at most [`MAX_ENTRIES`] entries).
 /// `consumed` says how many items it covers; the rest go into the next bundle.
 pub fn build(ctx: &BundleContext<'_>, items: &[Item<'_>]) -> BuiltBundle {
+    build_max(ctx, items, MAX_ENTRIES)
+}
+
+/// [`build`] with at most `max` entries (a server's limit; never above [`MAX_ENTRIES`]). The
+/// first group of items always goes in, so a bundle may exceed a `max` below one group's size.
+pub fn build_max(ctx: &BundleContext<'_>, items: &[Item<'_>], max: usize) -> BuiltBundle {
+    let max = max.clamp(1, MAX_ENTRIES);
     let mut b = new_builder(ctx);
     let mut unmapped = Vec::new();
     let gs = groups(items);
@@ -261,7 +268,7 @@ pub fn build(ctx: &BundleContext<'_>, items: &[Item<'_>]) -> BuiltBundle {
             .first()
             .map(|r| b.extra_needed(r.device))
             .unwrap_or(0);
-        if b.entries.len() + need > MAX_ENTRIES && consumed > 0 {
+        if b.entries.len() + need > max && consumed > 0 {
             break;
         }
         match slice.first() {
@@ -284,4 +291,104 @@ pub fn build(ctx: &BundleContext<'_>, items: &[Item<'_>]) -> BuiltBundle {
         consumed = end;
     }
     b.finish(consumed, unmapped)
+}
+
+/// Split a built bundle into bundles of at most `max` entries each (one entry more when an entry
+/// needs more dependencies than fit). The entries other bundles' entries reference by `urn:uuid`
+/// (the Devices, a coincident time) are copied into each bundle that references them: they are
+/// conditional creates, so the server keeps one. A copy carries no tags (its original acks them).
+pub fn split(built: &BuiltBundle, max: usize) -> Vec<BuiltBundle> {
+    let max = max.max(1);
+    let entries: Vec<Json> = built
+        .json
+        .get("entry")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if entries.len() <= max || entries.len() != built.entries.len() {
+        return vec![built.clone()];
+    }
+    let urls: Vec<Option<String>> = entries
+        .iter()
+        .map(|e| e.get("fullUrl").and_then(Json::as_str).map(str::to_owned))
+        .collect();
+    // The entries each entry references (by index), found by its fullUrl in the entry's text.
+    let deps: Vec<Vec<usize>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let text = e.get("resource").map(Json::to_string).unwrap_or_default();
+            urls.iter()
+                .enumerate()
+                .filter(|(j, u)| {
+                    *j != i
+                        && u.as_deref()
+                            .is_some_and(|u| text.contains(&format!("\"{u}\"")))
+                })
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect();
+    let referenced: HashSet<usize> = deps.iter().flatten().copied().collect();
+    let mut out = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let flush = |cur: &mut Vec<usize>, out: &mut Vec<BuiltBundle>, own: &HashSet<usize>| {
+        if cur.is_empty() {
+            return;
+        }
+        let mut ent = Vec::new();
+        let mut infos = Vec::new();
+        for &i in cur.iter() {
+            ent.push(entries.get(i).cloned().unwrap_or(Json::Null));
+            let mut info = built.entries.get(i).cloned().unwrap_or(EntryInfo {
+                kind: EntryKind::Observation,
+                tags: vec![],
+                identifier: String::new(),
+            });
+            if !own.contains(&i) {
+                info.tags.clear();
+            }
+            infos.push(info);
+        }
+        out.push(BuiltBundle {
+            json: json!({ "resourceType": "Bundle", "type": "transaction", "entry": ent }),
+            entries: infos,
+            consumed: 0,
+            unmapped: vec![],
+        });
+        cur.clear();
+    };
+    // Each entry is "owned" (its tags acked) by the first bundle that holds it.
+    let mut owned: HashSet<usize> = HashSet::new();
+    let mut own_here: HashSet<usize> = HashSet::new();
+    for i in 0..entries.len() {
+        if referenced.contains(&i) && owned.contains(&i) {
+            continue;
+        }
+        let mut need: Vec<usize> = deps
+            .get(i)
+            .map(|d| d.iter().copied().filter(|j| !cur.contains(j)).collect())
+            .unwrap_or_default();
+        need.push(i);
+        if !cur.is_empty() && cur.len() + need.len() > max {
+            flush(&mut cur, &mut out, &own_here);
+            own_here.clear();
+            need = deps.get(i).cloned().unwrap_or_default();
+            need.push(i);
+        }
+        for j in need {
+            if !cur.contains(&j) {
+                cur.push(j);
+                if owned.insert(j) {
+                    own_here.insert(j);
+                }
+            }
+        }
+    }
+    flush(&mut cur, &mut out, &own_here);
+    if let Some(first) = out.first_mut() {
+        first.consumed = built.consumed;
+        first.unmapped = built.unmapped.clone();
+    }
+    out
 }

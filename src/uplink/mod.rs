@@ -440,6 +440,9 @@ impl TimeSync for FixedTimeSync {
 fn d_batch() -> usize {
     40
 }
+fn d_max_entries() -> usize {
+    crate::fhir::MAX_ENTRIES
+}
 fn d_connect() -> u64 {
     10_000
 }
@@ -486,6 +489,11 @@ pub struct UplinkConfig {
     /// Outbox items per bundle (1..=50).
     #[serde(default = "d_batch")]
     pub batch_size: usize,
+    /// Entries per transaction Bundle at most (1..=50): the configured maximum. The hub learns a
+    /// smaller one from a server's refusals and keeps it per server (`uplink_state`
+    /// `max_entries`).
+    #[serde(default = "d_max_entries")]
+    pub max_entries: usize,
     #[serde(default = "d_connect")]
     pub connect_timeout_ms: u64,
     #[serde(default = "d_request")]
@@ -526,6 +534,7 @@ impl UplinkConfig {
             client_key: None,
             patient_id: patient_id.into(),
             batch_size: d_batch(),
+            max_entries: d_max_entries(),
             connect_timeout_ms: d_connect(),
             request_timeout_ms: d_request(),
             heartbeat_interval_secs: d_heartbeat(),
@@ -555,6 +564,12 @@ impl UplinkConfig {
             return Err(UplinkError::Config(format!(
                 "`batch_size` must be 1..=50, not {}",
                 self.batch_size
+            )));
+        }
+        if !(1..=crate::fhir::MAX_ENTRIES).contains(&self.max_entries) {
+            return Err(UplinkError::Config(format!(
+                "`max_entries` must be 1..=50, not {}",
+                self.max_entries
             )));
         }
         if self.patient_id.is_empty()

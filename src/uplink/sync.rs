@@ -77,7 +77,13 @@ pub struct Uplink {
     pub(super) wake: Option<Arc<tokio::sync::Notify>>,
     /// How many times in a row the last failure's kind was seen (bounded-rate logging).
     pub(super) repeats: u64,
+    /// Entries per bundle this server accepts (learned, persisted per destination); read once.
+    pub(super) max_entries: Option<usize>,
 }
+
+/// The `uplink_state` name of the most entries per transaction a server was seen to accept
+/// after refusing more (learned from its refusals; per destination).
+pub const MAX_ENTRIES_STATE: &str = "max_entries";
 
 /// A repeating failure is logged the first time, then every `LOG_EVERY`-th time with its count.
 pub const LOG_EVERY: u64 = 10;
@@ -186,6 +192,7 @@ impl Uplink {
             progress: None,
             wake: None,
             repeats: 0,
+            max_entries: None,
         })
     }
 
@@ -436,6 +443,7 @@ impl Uplink {
         hub_ref: Option<&str>,
         refs: &HashMap<String, String>,
         more: bool,
+        max: usize,
     ) -> BuiltBundle {
         let fitems: Vec<Item<'_>> = items.iter().filter_map(|it| self.item(it)).collect();
         debug_assert_eq!(fitems.len(), items.len(), "unmappable entries reach build");
@@ -447,7 +455,48 @@ impl Uplink {
             nonce: self.random_u64(),
             more_may_follow: more,
         };
-        fhir::build(&ctx, &fitems)
+        fhir::bundle::build_max(&ctx, &fitems, max)
+    }
+
+    /// The most entries per bundle: the configured maximum, or less when the server taught so.
+    pub(super) async fn max_entries(&mut self) -> Result<usize, UplinkError> {
+        if let Some(m) = self.max_entries {
+            return Ok(m);
+        }
+        let learned = self
+            .store
+            .uplink_state(&self.destination, MAX_ENTRIES_STATE)
+            .await?
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|m| *m >= 1);
+        let m = learned.map_or(self.cfg.max_entries, |l| l.min(self.cfg.max_entries));
+        self.max_entries = Some(m);
+        Ok(m)
+    }
+
+    /// The server refused bundles larger than `accepted` and took those of `accepted` entries:
+    /// remember it (only ever smaller), with an event.
+    pub(super) async fn learn_max_entries(&mut self, accepted: usize) -> Result<(), UplinkError> {
+        let current = self.max_entries().await?;
+        if accepted == 0 || accepted >= current {
+            return Ok(());
+        }
+        self.max_entries = Some(accepted);
+        self.store
+            .set_uplink_state(&self.destination, MAX_ENTRIES_STATE, &accepted.to_string())
+            .await?;
+        tracing::info!(
+            entries = accepted,
+            "The clinic server refuses larger transactions; bundles now hold at most this many entries."
+        );
+        self.store
+            .append_event(
+                "uplink_bundle_size_learned",
+                "info",
+                format!("the server accepts transactions of at most {accepted} entries; bundles are cut to that size"),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Entries that cannot become a request are kept out of every bundle and every ack: they are
@@ -493,6 +542,9 @@ impl Uplink {
         // were accepted).
         let mut accepted: HashSet<&'static str> = HashSet::new();
         let mut suspects: Vec<(Vec<i64>, UplinkError)> = Vec::new();
+        // Fitting the server: the largest bundle refused as a whole, the largest one accepted.
+        let (mut refused_size, mut accepted_size) = (0usize, 0usize);
+        let max = self.max_entries().await?;
         while let Some((a, b, more)) = work.pop() {
             if accepted.is_empty() && suspects.len() >= SYSTEMATIC_AFTER {
                 // Refused alone again and again, nothing accepted: not the entries' fault.
@@ -500,7 +552,7 @@ impl Uplink {
                 break;
             }
             let slice = items.get(a..b).unwrap_or_default();
-            let built = self.build(slice, hub_ref.as_deref(), &refs, more);
+            let built = self.build(slice, hub_ref.as_deref(), &refs, more, max);
             if !built.unmapped.is_empty() {
                 let tags: Vec<i64> = built.unmapped.iter().map(|(t, _)| *t).collect();
                 let reason = built
@@ -529,6 +581,7 @@ impl Uplink {
             match self.post(&built).await {
                 Ok(outcomes) => {
                     self.remember_refs(&built, &outcomes).await?;
+                    accepted_size = accepted_size.max(built.entries.len());
                     let mut ok = Vec::new();
                     for (info, out) in built.entries.iter().zip(&outcomes) {
                         if out.is_stored() {
@@ -561,6 +614,7 @@ impl Uplink {
                     refs = r;
                 }
                 Err(e) if is_poison(&e) => {
+                    refused_size = refused_size.max(built.entries.len());
                     let covered = slice.get(..built.consumed).unwrap_or_default();
                     match split_point(covered) {
                         Some(mid) if covered.len() > 1 => {
@@ -603,6 +657,10 @@ impl Uplink {
         // The verdicts: an entry refused alone is poison only when entries of its kind were
         // accepted in this pass; otherwise the refusal is the server's (systematic) and the entry,
         // with everything not yet tried, waits.
+        if suspects.is_empty() && refused_size > accepted_size && accepted_size > 0 {
+            // Everything went through once cut smaller: a size limit, not poison.
+            self.learn_max_entries(accepted_size).await?;
+        }
         let mut waiting: Vec<i64> = Vec::new();
         let mut systematic: Option<UplinkError> = None;
         for (tags, e) in suspects {
@@ -705,10 +763,8 @@ impl Uplink {
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
-        let items = self
-            .store
-            .pending(self.cfg.batch_size, self.clock.now())
-            .await?;
+        let batch = self.cfg.batch_size.min(self.max_entries().await?);
+        let items = self.store.pending(batch, self.clock.now()).await?;
         if items.is_empty() {
             return Ok(Step::Idle);
         }
@@ -720,7 +776,7 @@ impl Uplink {
         if missing {
             self.load_devices().await?;
         }
-        let full = items.len() == self.cfg.batch_size;
+        let full = items.len() == batch;
         // A reading sealed for another patient (the device was re-bound) is never uploaded under
         // this hub's patient: it is kept, rejected and reported.
         let (items, foreign): (Vec<OutboxItem>, Vec<OutboxItem>) =
