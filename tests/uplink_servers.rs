@@ -193,3 +193,57 @@ async fn a_transaction_size_limit_is_learned_and_the_heartbeat_is_split() {
         .count();
     assert!(hb > 0, "heartbeat observations arrived");
 }
+
+/// At start-up the hub reads the server's CapabilityStatement and names what it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_transactions_is_named_at_start_up() {
+    let ca = DevCa::new("clinic").unwrap();
+    let s = stub(&ca, Mode::Accept).await;
+    *s.capability.lock().unwrap() = serde_json::json!({"resourceType": "CapabilityStatement",
+        "rest": [{"mode": "server", "interaction": [{"code": "batch"}],
+            "resource": [{"type": "Observation", "conditionalCreate": true}, {"type": "Device"}]}]});
+    let h = hub_for(1, &ca).await;
+    let mut cfg = uplink_config(&h, &s.url());
+    cfg.poll_interval_ms = 50;
+    let up = uplink(&h, cfg);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(up.run(stopped));
+    let t0 = std::time::Instant::now();
+    let event = loop {
+        let events = h.store.events(50).await.unwrap();
+        if let Some(e) = events
+            .into_iter()
+            .find(|e| e.kind == "uplink_server_capability")
+        {
+            break e;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no capability event"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        event.detail.contains("no `transaction` interaction"),
+        "{}",
+        event.detail
+    );
+    assert!(
+        event.detail.contains("no conditional create of Device"),
+        "{}",
+        event.detail
+    );
+    assert_eq!(
+        h.store
+            .uplink_state(&s.url(), "capability")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("no `transaction` interaction; no conditional create of Device")
+    );
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -278,6 +278,82 @@ impl Uplink {
     }
 }
 
+/// The most bytes of a CapabilityStatement the hub reads (HAPI's lists every resource type and
+/// search parameter: a few hundred KiB); past it, a bad response.
+pub const MAX_CAPABILITY: usize = 4 * 1024 * 1024;
+
+/// Read the server's CapabilityStatement with `client` and name what the hub needs that it lacks
+/// (transaction, conditional create of Observation and Device); empty when all is there.
+pub(super) async fn capability_with(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+) -> Result<Vec<String>, UplinkError> {
+    let target = format!("{}/metadata", url.as_str().trim_end_matches('/'));
+    let resp = client
+        .get(&target)
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .map_err(|e| super::classify(&e))?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return Err(UplinkError::Http {
+            status,
+            retry_after: None,
+            detail: None,
+        });
+    }
+    let body = read_bounded(resp, MAX_CAPABILITY).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| UplinkError::BadResponse(format!("capability statement not JSON ({e})")))?;
+    fhir::capability::capability_gaps(&v).map_err(|e| UplinkError::BadResponse(e.to_string()))
+}
+
+/// [`capability_with`] over the uplink's own mutual-TLS client, for `doctor`.
+pub async fn capability(cfg: &UplinkConfig) -> Result<Vec<String>, UplinkError> {
+    let url = cfg.validate()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
+    let client = build_client(cfg, cert)?;
+    capability_with(&client, &url).await
+}
+
+impl Uplink {
+    /// At start-up: read the server's CapabilityStatement; what it lacks is an event
+    /// (`uplink_server_capability`) and kept in `uplink_state` (`capability`) for `status`.
+    /// A server that does not answer is not held against it here (uploads report their own
+    /// failures).
+    pub async fn check_capability(&mut self) {
+        match capability_with(&self.client, &self.url).await {
+            Ok(gaps) => {
+                let text = if gaps.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    gaps.join("; ")
+                };
+                if !gaps.is_empty() {
+                    warn!(gaps = %text, "The clinic server's CapabilityStatement lacks what the hub needs.");
+                    let _ = self
+                        .store
+                        .append_event(
+                            "uplink_server_capability",
+                            "warning",
+                            format!("the server's CapabilityStatement says: {text}"),
+                        )
+                        .await;
+                }
+                let _ = self
+                    .store
+                    .set_uplink_state(&self.destination, "capability", &text)
+                    .await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e.summary(), "CapabilityStatement not read.");
+            }
+        }
+    }
+}
+
 /// A probe of the clinic that carries no PHI: `GET <base_url>/metadata` (the FHIR capability
 /// statement) over the uplink's own mutual-TLS client (same roots, client certificate, TLS 1.3 and
 /// refusal of servers that do not ask for the hub's certificate). Returns the HTTP status of a 2xx

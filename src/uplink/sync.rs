@@ -6,7 +6,7 @@ use super::tls::ReloadingCert;
 use super::{ClockSync, TimeSync, UplinkConfig, UplinkError};
 
 pub use super::heartbeat::{free_disk, LAST_HEARTBEAT};
-pub use super::send::probe;
+pub use super::send::{capability, probe};
 use crate::fhir::bundle::{AlertInput, Item};
 use crate::fhir::{self, BuiltBundle, BundleContext, HubInfo, PhdDeviceInfo, ReadingInput};
 use crate::model::{Clock, Kind, UtcMillis};
@@ -847,6 +847,10 @@ impl Uplink {
     /// Run until `shutdown` turns true: heartbeat on its interval, upload as readings arrive.
     /// The clock's synchronisation is asked once per loop.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.check_capability() => {}
+            _ = shutdown.changed() => return,
+        }
         let interval = Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1));
         let mut next_heartbeat = self.first_heartbeat(interval).await;
         let wake = self.wake.clone();
