@@ -77,6 +77,10 @@ async fn a_wrong_base_path_rejects_nothing_and_every_reading_arrives_once_fixed(
         "one event for the whole refusal: {events:?}"
     );
     assert!(!events.iter().any(|e| e.kind == "uplink_entry_rejected"));
+    // The server's own words: kept sealed for the technician's `status`, in no event.
+    let said = h.store.latest_error().await.unwrap().unwrap();
+    assert!(said.contains("HAPI-0302"), "{said}");
+    assert!(events.iter().all(|e| !e.detail.contains("HAPI-0302")));
 
     // The technician fixes the URL.
     let mut up = uplink(&h, uplink_config(&h, &s.url()));
@@ -246,4 +250,64 @@ async fn a_server_without_transactions_is_named_at_start_up() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// A server wiped between two runs (restored from last week's backup): the hub sends again what
+/// the clinic acknowledged since a date and it still holds; rejected entries (the old bug's
+/// victims) are queued again too. Each with its count; every reading arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_and_rejected_entries_are_sent_again_on_command() {
+    let ca = DevCa::new("clinic").unwrap();
+    let s = stub(&ca, Mode::Accept).await;
+    const N: u32 = 15;
+    let h = hub_for(N, &ca).await;
+    let mut up = uplink(&h, uplink_config(&h, &s.url()));
+    let since = SystemClock.now();
+    up.drain(DRAIN).await.unwrap();
+    assert_eq!(s.observation_counts().len(), N as usize);
+    s.wipe();
+    // Nothing to resend from before `since` + 1 day; everything since `since`.
+    let later = since.plus_millis(86_400_000);
+    assert_eq!(
+        h.store
+            .requeue_acked_since(later, SystemClock.now())
+            .await
+            .unwrap(),
+        0
+    );
+    let n = h
+        .store
+        .requeue_acked_since(since, SystemClock.now())
+        .await
+        .unwrap();
+    assert_eq!(n, N as usize);
+    h.store.forget_uplink_refs(&s.url()).await.unwrap();
+    let mut up = uplink(&h, uplink_config(&h, &s.url()));
+    up.drain(DRAIN).await.unwrap();
+    let counts = s.observation_counts();
+    for i in 0..N {
+        assert_eq!(counts.get(&glucose_identifier(i)), Some(&1), "reading {i}");
+    }
+
+    // Entries rejected by an earlier, misled hub go again.
+    h.store
+        .append(&h.device, (N..N + 5).map(glucose).collect(), None)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = h
+        .store
+        .pending(50, SystemClock.now())
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(h.store.reject(ids, "HTTP 400").await.unwrap(), 5);
+    assert_eq!(
+        h.store.requeue_rejected(SystemClock.now()).await.unwrap(),
+        5
+    );
+    assert_eq!(h.store.stats().await.unwrap().rejected, 0);
+    up.drain(DRAIN).await.unwrap();
+    assert_eq!(s.observation_counts().len(), N as usize + 5);
 }

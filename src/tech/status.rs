@@ -34,6 +34,10 @@ pub struct Status {
     /// The uplink's latest failure since the last accepted sync (kind and reason in fixed
     /// vocabularies: HTTP status, FHIR issue codes, the kind of bad response), if any.
     pub uplink_problem: Option<Event>,
+    /// The server's own words for the newest refusal (OperationOutcome diagnostics, kept sealed
+    /// in the store; may echo PHI): printed on the technician's terminal, never in `--json`.
+    #[serde(skip)]
+    pub server_said: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -149,6 +153,11 @@ pub async fn status(
         },
         devices,
         last_errors,
+        server_said: if uplink_problem.is_some() || st.rejected > 0 {
+            store.latest_error().await.ok().flatten()
+        } else {
+            None
+        },
         uplink_problem,
     })
 }
@@ -206,6 +215,9 @@ pub fn render_text(s: &Status) -> String {
             p.kind,
             p.detail
         );
+    }
+    if let Some(t) = &s.server_said {
+        let _ = writeln!(o, "server said:  {t}");
     }
     let _ = writeln!(
         o,

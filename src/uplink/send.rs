@@ -261,7 +261,7 @@ impl Uplink {
             .append_event(
                 "uplink_entry_rejected",
                 "error",
-                format!("outbox {tags:?} rejected with HTTP {status}"),
+                format!("outbox {tags:?} rejected: {}", e.summary()),
             )
             .await?;
         if !readings.is_empty() {

@@ -691,7 +691,9 @@ impl Uplink {
                 .clock
                 .now()
                 .plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-            self.store.retry(waiting, &e.summary(), next).await?;
+            // The server's full reason (diagnostics may echo PHI) is kept sealed with the
+            // entries, for the technician's `status`; events and logs carry only its codes.
+            self.store.retry(waiting, &e.to_string(), next).await?;
             self.with_status(|s| s.acked += acked as u64);
             if acked == 0 {
                 self.chosen_delay = Some(delay);

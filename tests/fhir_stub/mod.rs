@@ -164,6 +164,11 @@ impl Stub {
         self.observations.lock().unwrap().clone()
     }
 
+    /// The server is restored from an old backup: everything it stored is gone.
+    pub fn wipe(&self) {
+        self.observations.lock().unwrap().clear();
+    }
+
     /// Transactions refused since the start.
     pub fn refused(&self) -> u64 {
         self.counters.refused.load(Ordering::SeqCst)
