@@ -163,12 +163,93 @@ impl Builder<'_, '_> {
         self.infos.push(info);
     }
 
-    pub(super) fn finish(self, consumed: usize, unmapped: Vec<(i64, FhirError)>) -> BuiltBundle {
+    pub(super) fn finish(
+        mut self,
+        consumed: usize,
+        unmapped: Vec<(i64, FhirError)>,
+    ) -> BuiltBundle {
+        mark_test_dependencies(&mut self.entries, &self.infos);
         BuiltBundle {
             json: json!({ "resourceType": "Bundle", "type": "transaction", "entry": self.entries }),
             entries: self.infos,
             consumed,
             unmapped,
+        }
+    }
+}
+
+/// Whether a resource carries `meta.security` HTEST.
+fn is_htest(resource: &Json) -> bool {
+    resource
+        .pointer("/meta/security")
+        .and_then(Json::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .any(|c| c.get("code").and_then(Json::as_str) == Some("HTEST"))
+        })
+}
+
+/// Add HTEST to a resource's `meta.security` (once).
+pub(super) fn add_htest(resource: &mut Json) {
+    if is_htest(resource) {
+        return;
+    }
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = obj.entry("meta").or_insert_with(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        let sec = m.entry("security").or_insert_with(|| json!([]));
+        if let Some(a) = sec.as_array_mut() {
+            a.push(coding(codes::ACT_REASON, "HTEST", Some("test health data")));
+        }
+    }
+}
+
+/// Test data in, test data out: the Devices and coincident-time Observations that only test
+/// Observations reference carry HTEST too (one referenced by real data stays unmarked).
+fn mark_test_dependencies(entries: &mut [Json], infos: &[EntryInfo]) {
+    let texts: Vec<(bool, bool, String)> = entries
+        .iter()
+        .map(|e| {
+            let r = e.get("resource").cloned().unwrap_or(Json::Null);
+            let obs = r.get("resourceType").and_then(Json::as_str) == Some("Observation");
+            (obs, is_htest(&r), r.to_string())
+        })
+        .collect();
+    for (i, info) in infos.iter().enumerate() {
+        if !matches!(
+            info.kind,
+            EntryKind::HubDevice | EntryKind::Device(_) | EntryKind::CoincidentTime
+        ) {
+            continue;
+        }
+        let Some(url) = entries
+            .get(i)
+            .and_then(|e| e.get("fullUrl"))
+            .and_then(Json::as_str)
+            .map(|u| format!("\"{u}\""))
+        else {
+            continue;
+        };
+        let (mut test, mut real) = (false, false);
+        for (j, (obs, htest, text)) in texts.iter().enumerate() {
+            if j == i || !*obs || !text.contains(&url) {
+                continue;
+            }
+            if *htest {
+                test = true;
+            } else if !matches!(
+                infos.get(j).map(|x| &x.kind),
+                Some(EntryKind::CoincidentTime)
+            ) {
+                real = true;
+            }
+        }
+        if test && !real {
+            if let Some(r) = entries.get_mut(i).and_then(|e| e.get_mut("resource")) {
+                add_htest(r);
+            }
         }
     }
 }
@@ -391,4 +472,85 @@ pub fn split(built: &BuiltBundle, max: usize) -> Vec<BuiltBundle> {
         first.unmapped = built.unmapped.clone();
     }
     out
+}
+
+#[cfg(test)]
+mod split_and_test_tests {
+    use super::*;
+
+    fn info(kind: EntryKind, tags: Vec<i64>) -> EntryInfo {
+        EntryInfo {
+            kind,
+            tags,
+            identifier: String::new(),
+        }
+    }
+
+    fn obs(n: u32, dev: &str, test: bool) -> Json {
+        let mut r = json!({"resourceType": "Observation", "device": {"reference": dev}});
+        if test {
+            add_htest(&mut r);
+        }
+        json!({"fullUrl": format!("urn:uuid:o{n}"), "resource": r})
+    }
+
+    fn dev(u: &str) -> Json {
+        json!({"fullUrl": u, "resource": {"resourceType": "Device"}})
+    }
+
+    #[test]
+    fn devices_only_test_data_references_are_marked_htest() {
+        let mut entries = vec![
+            dev("urn:uuid:d1"),
+            dev("urn:uuid:d2"),
+            obs(1, "urn:uuid:d1", true),
+            obs(2, "urn:uuid:d2", true),
+            obs(3, "urn:uuid:d2", false),
+        ];
+        let infos = vec![
+            info(EntryKind::Device("a".into()), vec![]),
+            info(EntryKind::Device("b".into()), vec![]),
+            info(EntryKind::Observation, vec![1]),
+            info(EntryKind::Observation, vec![2]),
+            info(EntryKind::Observation, vec![3]),
+        ];
+        mark_test_dependencies(&mut entries, &infos);
+        assert!(
+            is_htest(&entries[0]["resource"]),
+            "only test data references d1"
+        );
+        assert!(
+            !is_htest(&entries[1]["resource"]),
+            "real data references d2"
+        );
+    }
+
+    #[test]
+    fn split_copies_referenced_devices_and_keeps_each_tag_once() {
+        let mut entries = vec![dev("urn:uuid:hub")];
+        let mut infos = vec![info(EntryKind::HubDevice, vec![])];
+        for i in 0..9 {
+            entries.push(obs(i, "urn:uuid:hub", false));
+            infos.push(info(EntryKind::Observation, vec![i64::from(i)]));
+        }
+        let built = BuiltBundle {
+            json: json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+            entries: infos,
+            consumed: 9,
+            unmapped: vec![],
+        };
+        let parts = split(&built, 4);
+        assert!(parts.len() >= 3);
+        let mut tags: Vec<i64> = parts.iter().flat_map(BuiltBundle::tags).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, (0..9).collect::<Vec<_>>());
+        for p in &parts {
+            assert!(p.entries.len() <= 4);
+            assert_eq!(
+                p.json["entry"][0]["fullUrl"], "urn:uuid:hub",
+                "the hub device in each part"
+            );
+        }
+        assert_eq!(split(&built, 50).len(), 1);
+    }
 }
