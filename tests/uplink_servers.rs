@@ -206,6 +206,7 @@ async fn a_server_without_transactions_is_named_at_start_up() {
     *s.capability.lock().unwrap() = serde_json::json!({"resourceType": "CapabilityStatement",
         "rest": [{"mode": "server", "interaction": [{"code": "batch"}],
             "resource": [{"type": "Observation", "conditionalCreate": true}, {"type": "Device"}]}]});
+    s.patients.lock().unwrap().insert(PATIENT.into());
     let h = hub_for(1, &ca).await;
     let mut cfg = uplink_config(&h, &s.url());
     cfg.poll_interval_ms = 50;
@@ -310,4 +311,39 @@ async fn acknowledged_and_rejected_entries_are_sent_again_on_command() {
     assert_eq!(h.store.stats().await.unwrap().rejected, 0);
     up.drain(DRAIN).await.unwrap();
     assert_eq!(s.observation_counts().len(), N as usize + 5);
+}
+
+/// A server that checks references and does not know the patient: nothing is rejected, the hub
+/// names the missing Patient at start-up; once the clinic creates it, every reading arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_enforcing_references_gets_every_reading_once_the_patient_exists() {
+    let ca = DevCa::new("clinic").unwrap();
+    let s = stub(&ca, Mode::Accept).await;
+    s.strict_refs
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    const N: u32 = 10;
+    let h = hub_for(N, &ca).await;
+    let mut up = uplink(&h, uplink_config(&h, &s.url()));
+    up.check_capability().await;
+    let events = h.store.events(50).await.unwrap();
+    let e = events
+        .iter()
+        .find(|e| e.kind == "uplink_server_capability")
+        .expect("the missing patient is named");
+    assert!(e.detail.contains("no Patient"), "{}", e.detail);
+    assert!(
+        !e.detail.contains(PATIENT),
+        "the patient id is not in the event"
+    );
+    steps(&mut up, &h, 3).await;
+    let st = h.store.stats().await.unwrap();
+    assert_eq!((st.rejected, st.acked), (0, 0), "{st:?}");
+    // The clinic creates the Patient.
+    s.patients.lock().unwrap().insert(PATIENT.into());
+    up.drain(DRAIN).await.unwrap();
+    let counts = s.observation_counts();
+    for i in 0..N {
+        assert_eq!(counts.get(&glucose_identifier(i)), Some(&1), "reading {i}");
+    }
+    assert_eq!(h.store.stats().await.unwrap().rejected, 0);
 }

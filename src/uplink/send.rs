@@ -309,13 +309,57 @@ pub(super) async fn capability_with(
     fhir::capability::capability_gaps(&v).map_err(|e| UplinkError::BadResponse(e.to_string()))
 }
 
-/// [`capability_with`] over the uplink's own mutual-TLS client, for `doctor`.
+/// Whether the server knows the patient the hub's Observations name (`subject` =
+/// `Patient/<patient_id>`): `GET [base]/Patient?_id=<id>&_summary=count`, which answers a count and
+/// no demographics. A server that enforces referential integrity refuses every reading until the
+/// clinic has created that Patient (the documented clinic-side step; README, FHIR servers).
+pub(super) async fn patient_known(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    patient_id: &str,
+) -> Result<bool, UplinkError> {
+    let target = format!(
+        "{}/Patient?_id={patient_id}&_summary=count",
+        url.as_str().trim_end_matches('/')
+    );
+    let resp = client
+        .get(&target)
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .map_err(|e| super::classify(&e))?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return Err(UplinkError::Http {
+            status,
+            retry_after: None,
+            detail: None,
+        });
+    }
+    let body = read_bounded(resp, MAX_ERROR_RESPONSE).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| UplinkError::BadResponse(format!("search answer not JSON ({e})")))?;
+    v.get("total")
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n > 0)
+        .ok_or_else(|| UplinkError::BadResponse("search answer without a total".into()))
+}
+
+/// The gap named when the server does not know the hub's patient.
+pub const PATIENT_UNKNOWN: &str = "no Patient with the hub's `patient_id` at the server: a server that checks references refuses every reading until the clinic creates it";
+
+/// [`capability_with`] and [`patient_known`] over the uplink's own mutual-TLS client, for
+/// `doctor`.
 pub async fn capability(cfg: &UplinkConfig) -> Result<Vec<String>, UplinkError> {
     let url = cfg.validate()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
     let client = build_client(cfg, cert)?;
-    capability_with(&client, &url).await
+    let mut gaps = capability_with(&client, &url).await?;
+    if let Ok(false) = patient_known(&client, &url, &cfg.patient_id).await {
+        gaps.push(PATIENT_UNKNOWN.into());
+    }
+    Ok(gaps)
 }
 
 impl Uplink {
@@ -325,7 +369,12 @@ impl Uplink {
     /// failures).
     pub async fn check_capability(&mut self) {
         match capability_with(&self.client, &self.url).await {
-            Ok(gaps) => {
+            Ok(mut gaps) => {
+                if let Ok(false) =
+                    patient_known(&self.client, &self.url, &self.cfg.patient_id).await
+                {
+                    gaps.push(PATIENT_UNKNOWN.into());
+                }
                 let text = if gaps.is_empty() {
                     "ok".to_owned()
                 } else {

@@ -59,6 +59,10 @@ pub struct Stub {
     pub base_path: String,
     /// The CapabilityStatement served at `<base>/metadata`.
     pub capability: Arc<Mutex<Value>>,
+    /// Referential integrity: Observations whose `subject` names a Patient not in `patients`
+    /// are refused (HAPI with enforced referential integrity, Medplum).
+    pub strict_refs: Arc<std::sync::atomic::AtomicBool>,
+    pub patients: Arc<Mutex<std::collections::HashSet<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -117,6 +121,8 @@ impl Stub {
             base_path: "/fhir".into(),
             capability: Arc::new(Mutex::new(capable())),
             next_id: Arc::default(),
+            strict_refs: Arc::default(),
+            patients: Arc::default(),
         };
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -148,6 +154,8 @@ impl Stub {
             counters: state.counters,
             base_path: state.base_path,
             capability: state.capability,
+            strict_refs: state.strict_refs,
+            patients: state.patients,
             task,
         }
     }
@@ -184,6 +192,8 @@ struct State {
     base_path: String,
     capability: Arc<Mutex<Value>>,
     next_id: Arc<AtomicU64>,
+    strict_refs: Arc<std::sync::atomic::AtomicBool>,
+    patients: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 fn full(status: u16, v: &Value) -> Response<Body> {
@@ -211,6 +221,19 @@ impl State {
             self.counters.metadata.fetch_add(1, Ordering::SeqCst);
             let cap = self.capability.lock().unwrap().clone();
             return full(200, &cap);
+        }
+        if req.method() == hyper::Method::GET && path == format!("{}/Patient", self.base_path) {
+            let q = req.uri().query().unwrap_or("").to_owned();
+            let id = q
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("_id="))
+                .unwrap_or("")
+                .to_owned();
+            let n = u64::from(self.patients.lock().unwrap().contains(&id));
+            return full(
+                200,
+                &json!({"resourceType": "Bundle", "type": "searchset", "total": n}),
+            );
         }
         let gz = req
             .headers()
@@ -291,6 +314,21 @@ impl State {
                 );
             }
             _ => {}
+        }
+        if self.strict_refs.load(Ordering::SeqCst) {
+            let patients = self.patients.lock().unwrap().clone();
+            for e in &entries {
+                if let Some(r) = e["resource"]["subject"]["reference"].as_str() {
+                    if let Some(id) = r.strip_prefix("Patient/") {
+                        if !patients.contains(id) {
+                            let text = format!(
+                                "Resource {r} not found, specified in path: Observation.subject"
+                            );
+                            return refuse(self, 400, &outcome("processing", &text));
+                        }
+                    }
+                }
+            }
         }
         self.sizes.lock().unwrap().push((entries.len(), true));
         let v = self.accept(&entries);
