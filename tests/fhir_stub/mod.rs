@@ -35,6 +35,8 @@ pub enum Mode {
     HugeOutcome(usize),
     /// 200 transaction-response whose every entry is 201 with this `location`.
     Location(String),
+    /// This HTTP status with an empty body for every transaction (a proxy's 502).
+    Status(u16),
 }
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -294,6 +296,17 @@ impl State {
                         "Transaction requires strict isolation but has too many entries",
                     ),
                 );
+            }
+            Mode::Status(code) => {
+                self.counters.refused.fetch_add(1, Ordering::SeqCst);
+                return Response::builder()
+                    .status(code)
+                    .body(
+                        Full::new(Bytes::new())
+                            .map_err(|never| match never {})
+                            .boxed(),
+                    )
+                    .unwrap();
             }
             Mode::HugeOutcome(size) => {
                 let text = "x".repeat(size);
