@@ -265,7 +265,7 @@ impl Uplink {
             self.repeats.saturating_add(1)
         };
         // The log repeats at a bounded rate: the first, then every LOG_EVERY-th with a count.
-        if self.repeats == 1 || self.repeats % LOG_EVERY == 0 {
+        if self.repeats == 1 || self.repeats.is_multiple_of(LOG_EVERY) {
             if e.is_security() {
                 error!(kind, repeats = self.repeats, detail = %summary, "Upload refused by TLS.");
             } else {
