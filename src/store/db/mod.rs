@@ -528,3 +528,31 @@ impl Db {
         serde_json::to_vec(v).map_err(|e| StoreError::Invalid(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod event_budget_tests {
+    use super::*;
+    use crate::model::SystemClock;
+
+    #[test]
+    fn events_keep_a_fixed_budget_and_a_bounded_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StoreConfig::new(dir.path());
+        cfg.kek = crate::store::KekSource::resolve(dir.path(), None);
+        let mut db = Db::open(cfg, Arc::new(SystemClock)).unwrap();
+        for _ in 0..(EVENTS_BUDGET + 50) {
+            db.queue("test_event", "warning", "x".repeat(10_000));
+        }
+        db.write(|_| Ok(())).unwrap();
+        let n: i64 = db
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, EVENTS_BUDGET);
+        let longest: i64 = db
+            .conn
+            .query_row("SELECT max(length(detail)) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert!(longest as usize <= MAX_EVENT_DETAIL, "{longest}");
+    }
+}
