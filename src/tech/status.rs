@@ -255,3 +255,53 @@ pub fn render_text(s: &Status) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod uplink_line_tests {
+    use super::*;
+
+    #[test]
+    fn the_uplink_problem_is_shown_and_the_servers_words_only_on_the_terminal() {
+        let ev = Event {
+            id: 1,
+            at: UtcMillis(1_750_000_000_000),
+            kind: "uplink_server_refuses_all".into(),
+            severity: "warning".into(),
+            detail: "HTTP 400 (error processing)".into(),
+        };
+        let s = Status {
+            at: UtcMillis(1_750_000_100_000),
+            backlog: Backlog {
+                depth: 3,
+                pending: 3,
+                in_flight: 0,
+                rejected: 0,
+                quarantined: 0,
+                oldest_waiting: None,
+                oldest_waiting_age_secs: None,
+            },
+            last_sync: LastSync {
+                at: None,
+                age_secs: None,
+            },
+            alerts: AlertCounts {
+                waiting_for_upload: 0,
+                total: 0,
+            },
+            devices: vec![],
+            last_errors: vec![ev.clone()],
+            uplink_problem: Some(ev),
+            server_said: Some("HAPI-0302: Unknown resource type".into()),
+        };
+        let text = render_text(&s);
+        assert!(text.contains("uplink:       failing since"), "{text}");
+        assert!(text.contains("HTTP 400 (error processing)"), "{text}");
+        assert!(text.contains("server said:  HAPI-0302"), "{text}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("uplink_problem"), "{json}");
+        assert!(
+            !json.contains("HAPI-0302"),
+            "the server's words stay off --json: {json}"
+        );
+    }
+}

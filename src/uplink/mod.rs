@@ -16,9 +16,24 @@
 //! transaction-response says 200/201 for their entry.
 //! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
 //! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
-//! poison entry, which alone is rejected and alerted (the alert carries a reason code and the HTTP
-//! status; the server's text, which may echo PHI, stays on the hub). Conditional creates make every
-//! retry safe. The [`heartbeat`] keeps its interval across restarts (last attempt in the store).
+//! poison entry. An entry is rejected as poison only when the server accepted other entries of
+//! its kind in the same pass and refuses it alone; when everything is refused (a wrong base path,
+//! auth, validation settings, a missing Patient) nothing is rejected: the entries wait with backoff
+//! and one `uplink_server_refuses_all` event names the HTTP status and the OperationOutcome's
+//! severities and issue codes (the server's diagnostics, which may echo PHI, stay sealed on the
+//! hub). A rejection is alerted with a reason code and the HTTP status. Conditional creates make
+//! every retry safe. The [`heartbeat`] keeps its interval across restarts (last attempt in the
+//! store).
+//!
+//! **Fitting the server.** Bundles hold at most `max_entries`; a server that refuses a bundle and
+//! takes its parts teaches a smaller size, kept per destination (`uplink_state` `max_entries`), and
+//! every bundle — the heartbeat too — is cut to it. At start-up the CapabilityStatement is read
+//! (transaction, conditional create) and the patient looked up by a count-only search.
+//!
+//! **Bounded trust.** Answers are streamed with a bound ([`send::response_limit`],
+//! [`send::MAX_ERROR_RESPONSE`], [`send::MAX_CAPABILITY`]); `location`s must be `<Type>/<id>` of the
+//! type sent; server text is cut to [`crate::fhir::response::MAX_KEPT_TEXT`] before it is kept.
+//! Failures are logged the first time and every [`sync::LOG_EVERY`]-th repeat, with a count.
 //! Uploads wait until the hub's clock is synchronised ([`TimeSync`]: systemd-timedated over D-Bus,
 //! asked asynchronously once per loop).
 //!
