@@ -1,11 +1,16 @@
 //! `vitals-hub sync --now`: upload the backlog now, with progress, and say how it went. For the
 //! technician after a long outage, or before carrying a hub away; the daemon normally does this by
 //! itself, so while it runs this command only reports.
+//!
+//! Send again (issue 15): `--resend --since DATE` queues again what the clinic acknowledged at or
+//! after DATE and the hub still holds (a clinic restored from a backup), `--rejected` queues again
+//! what the clinic refused (a misconfiguration since fixed); both say how many, then upload with
+//! progress. Conditional creates keep the server from storing anything twice.
 
 use super::progress::Reporter;
 use super::start::{open_store, start, Access, Start};
 use crate::config::Config;
-use crate::model::{Clock, SystemClock};
+use crate::model::{Clock, SystemClock, UtcMillis};
 
 use crate::uplink::sync::{Step, Uplink};
 use clap::Args;
@@ -19,6 +24,16 @@ pub struct SyncArgs {
     /// Upload now (required: the daemon uploads by itself otherwise).
     #[arg(long)]
     pub now: bool,
+    /// Queue again what the clinic acknowledged at or after `--since` (still held on the hub),
+    /// then upload.
+    #[arg(long, requires = "since")]
+    pub resend: bool,
+    /// With `--resend`: `YYYY-MM-DD` (00:00 UTC) or an RFC 3339 time.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Queue again the entries the clinic rejected, then upload.
+    #[arg(long)]
+    pub rejected: bool,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -26,13 +41,49 @@ pub struct SyncArgs {
     pub config: Option<PathBuf>,
 }
 
+/// What to queue again before uploading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requeue {
+    /// Acked at or after this time.
+    pub acked_since: Option<UtcMillis>,
+    pub rejected: bool,
+}
+
+/// `YYYY-MM-DD` (00:00 UTC) or an RFC 3339 time.
+pub fn parse_since(text: &str) -> Result<UtcMillis, String> {
+    let t = text.trim();
+    let full = if t.len() == 10 {
+        format!("{t}T00:00:00Z")
+    } else {
+        t.to_owned()
+    };
+    UtcMillis::parse_rfc3339(&full).map_err(|e| {
+        format!("--since {t:?} is not a date: {e}; write YYYY-MM-DD (UTC) or an RFC 3339 time such as 2026-03-01T08:00:00+01:00")
+    })
+}
+
 pub fn run(args: &SyncArgs) -> ExitCode {
-    if !args.now {
+    if !(args.now || args.resend || args.rejected) {
         eprintln!(
-            "vitals-hub sync: pass --now to upload the backlog now (the daemon uploads by itself)"
+            "vitals-hub sync: pass --now to upload the backlog now (the daemon uploads by itself), \
+             --resend --since DATE to send again what the clinic acknowledged since DATE, or \
+             --rejected to send again what it rejected"
         );
         return ExitCode::from(2);
     }
+    let requeue = Requeue {
+        acked_since: match (args.resend, args.since.as_deref()) {
+            (true, Some(s)) => match parse_since(s) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("vitals-hub sync: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => None,
+        },
+        rejected: args.rejected,
+    };
     let st = match start("sync", args.config.as_deref()) {
         Ok(s) => s,
         Err(code) => return code,
@@ -46,7 +97,11 @@ pub fn run(args: &SyncArgs) -> ExitCode {
         Err(code) => return code,
     };
     let Start { cfg, rt, .. } = st;
-    match rt.block_on(drain(&cfg, Duration::from_secs(args.timeout.max(1)))) {
+    match rt.block_on(drain_requeued(
+        &cfg,
+        Duration::from_secs(args.timeout.max(1)),
+        requeue,
+    )) {
         Ok((acked, rejected, left)) => {
             println!("uploaded {acked}, refused by the clinic {rejected}, still waiting {left}");
             if left == 0 {
@@ -63,8 +118,42 @@ pub fn run(args: &SyncArgs) -> ExitCode {
 }
 
 pub(super) async fn drain(cfg: &Config, limit: Duration) -> Result<(u64, u64, u64), String> {
+    drain_requeued(cfg, limit, Requeue::default()).await
+}
+
+/// Queue again what `requeue` says (printing the counts), then upload as [`drain`] does.
+pub(super) async fn drain_requeued(
+    cfg: &Config,
+    limit: Duration,
+    requeue: Requeue,
+) -> Result<(u64, u64, u64), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(cfg, Access::Exclusive, clock.clone()).await?;
+    let now = SystemClock.now();
+    if let Some(since) = requeue.acked_since {
+        let n = store
+            .requeue_acked_since(since, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The server may have lost the hub's and devices' resources too.
+        if let Ok(url) = cfg.uplink.validate() {
+            store
+                .forget_uplink_refs(&crate::uplink::sync::destination_of(&url))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        println!(
+            "queued again {n} acknowledged entries since {} (still held on the hub)",
+            since.to_rfc3339()
+        );
+    }
+    if requeue.rejected {
+        let n = store
+            .requeue_rejected(now)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("queued again {n} rejected entries");
+    }
     let time_sync = cfg.uplink.time_sync();
     let result = async {
         let hub = crate::uplink::hub_info(&cfg.uplink).map_err(|e| e.to_string())?;
@@ -111,4 +200,20 @@ pub(super) async fn drain(cfg: &Config, limit: Duration) -> Result<(u64, u64, u6
     .await;
     store.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_date_or_an_rfc3339_time() {
+        assert_eq!(
+            parse_since("2026-03-01").unwrap(),
+            UtcMillis::parse_rfc3339("2026-03-01T00:00:00Z").unwrap()
+        );
+        assert!(parse_since("2026-03-01T08:00:00+01:00").is_ok());
+        let e = parse_since("last week").unwrap_err();
+        assert!(e.contains("YYYY-MM-DD"), "{e}");
+    }
 }

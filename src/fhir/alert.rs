@@ -10,10 +10,18 @@ use serde_json::{json, Value as Json};
 impl Builder<'_, '_> {
     pub(super) fn alert(&mut self, a: &AlertInput<'_>) {
         let url = self.urn();
-        let (resource, rtype) = match a.payload.get("alert") {
+        let (mut resource, rtype) = match a.payload.get("alert") {
             Some(event) => (self.detected_issue(a, event), "DetectedIssue"),
             None => (self.hub_notice(a), "Communication"),
         };
+        // An alert raised on test data says so (`"test": true` in its payload or its event).
+        let test = [Some(a.payload), a.payload.get("alert")]
+            .into_iter()
+            .flatten()
+            .any(|v| v.get("test").and_then(Json::as_bool) == Some(true));
+        if test {
+            super::bundle::add_htest(&mut resource);
+        }
         let cond = if_none_exist(codes::ALERT_IDENTIFIER_SYSTEM, a.stable_key);
         self.push(
             entry(&url, resource, rtype, cond),

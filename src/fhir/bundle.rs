@@ -163,12 +163,93 @@ impl Builder<'_, '_> {
         self.infos.push(info);
     }
 
-    pub(super) fn finish(self, consumed: usize, unmapped: Vec<(i64, FhirError)>) -> BuiltBundle {
+    pub(super) fn finish(
+        mut self,
+        consumed: usize,
+        unmapped: Vec<(i64, FhirError)>,
+    ) -> BuiltBundle {
+        mark_test_dependencies(&mut self.entries, &self.infos);
         BuiltBundle {
             json: json!({ "resourceType": "Bundle", "type": "transaction", "entry": self.entries }),
             entries: self.infos,
             consumed,
             unmapped,
+        }
+    }
+}
+
+/// Whether a resource carries `meta.security` HTEST.
+fn is_htest(resource: &Json) -> bool {
+    resource
+        .pointer("/meta/security")
+        .and_then(Json::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .any(|c| c.get("code").and_then(Json::as_str) == Some("HTEST"))
+        })
+}
+
+/// Add HTEST to a resource's `meta.security` (once).
+pub(super) fn add_htest(resource: &mut Json) {
+    if is_htest(resource) {
+        return;
+    }
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = obj.entry("meta").or_insert_with(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        let sec = m.entry("security").or_insert_with(|| json!([]));
+        if let Some(a) = sec.as_array_mut() {
+            a.push(coding(codes::ACT_REASON, "HTEST", Some("test health data")));
+        }
+    }
+}
+
+/// Test data in, test data out: the Devices and coincident-time Observations that only test
+/// Observations reference carry HTEST too (one referenced by real data stays unmarked).
+fn mark_test_dependencies(entries: &mut [Json], infos: &[EntryInfo]) {
+    let texts: Vec<(bool, bool, String)> = entries
+        .iter()
+        .map(|e| {
+            let r = e.get("resource").cloned().unwrap_or(Json::Null);
+            let obs = r.get("resourceType").and_then(Json::as_str) == Some("Observation");
+            (obs, is_htest(&r), r.to_string())
+        })
+        .collect();
+    for (i, info) in infos.iter().enumerate() {
+        if !matches!(
+            info.kind,
+            EntryKind::HubDevice | EntryKind::Device(_) | EntryKind::CoincidentTime
+        ) {
+            continue;
+        }
+        let Some(url) = entries
+            .get(i)
+            .and_then(|e| e.get("fullUrl"))
+            .and_then(Json::as_str)
+            .map(|u| format!("\"{u}\""))
+        else {
+            continue;
+        };
+        let (mut test, mut real) = (false, false);
+        for (j, (obs, htest, text)) in texts.iter().enumerate() {
+            if j == i || !*obs || !text.contains(&url) {
+                continue;
+            }
+            if *htest {
+                test = true;
+            } else if !matches!(
+                infos.get(j).map(|x| &x.kind),
+                Some(EntryKind::CoincidentTime)
+            ) {
+                real = true;
+            }
+        }
+        if test && !real {
+            if let Some(r) = entries.get_mut(i).and_then(|e| e.get_mut("resource")) {
+                add_htest(r);
+            }
         }
     }
 }
@@ -236,6 +317,13 @@ fn groups<'i, 'a>(items: &'i [Item<'a>]) -> Vec<(usize, usize)> {
 /// Build one transaction Bundle from the front of `items` (at most [`MAX_ENTRIES`] entries).
 /// `consumed` says how many items it covers; the rest go into the next bundle.
 pub fn build(ctx: &BundleContext<'_>, items: &[Item<'_>]) -> BuiltBundle {
+    build_max(ctx, items, MAX_ENTRIES)
+}
+
+/// [`build`] with at most `max` entries (a server's limit; never above [`MAX_ENTRIES`]). The
+/// first group of items always goes in, so a bundle may exceed a `max` below one group's size.
+pub fn build_max(ctx: &BundleContext<'_>, items: &[Item<'_>], max: usize) -> BuiltBundle {
+    let max = max.clamp(1, MAX_ENTRIES);
     let mut b = new_builder(ctx);
     let mut unmapped = Vec::new();
     let gs = groups(items);
@@ -261,7 +349,7 @@ pub fn build(ctx: &BundleContext<'_>, items: &[Item<'_>]) -> BuiltBundle {
             .first()
             .map(|r| b.extra_needed(r.device))
             .unwrap_or(0);
-        if b.entries.len() + need > MAX_ENTRIES && consumed > 0 {
+        if b.entries.len() + need > max && consumed > 0 {
             break;
         }
         match slice.first() {
@@ -284,4 +372,185 @@ pub fn build(ctx: &BundleContext<'_>, items: &[Item<'_>]) -> BuiltBundle {
         consumed = end;
     }
     b.finish(consumed, unmapped)
+}
+
+/// Split a built bundle into bundles of at most `max` entries each (one entry more when an entry
+/// needs more dependencies than fit). The entries other bundles' entries reference by `urn:uuid`
+/// (the Devices, a coincident time) are copied into each bundle that references them: they are
+/// conditional creates, so the server keeps one. A copy carries no tags (its original acks them).
+pub fn split(built: &BuiltBundle, max: usize) -> Vec<BuiltBundle> {
+    let max = max.max(1);
+    let entries: Vec<Json> = built
+        .json
+        .get("entry")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if entries.len() <= max || entries.len() != built.entries.len() {
+        return vec![built.clone()];
+    }
+    let urls: Vec<Option<String>> = entries
+        .iter()
+        .map(|e| e.get("fullUrl").and_then(Json::as_str).map(str::to_owned))
+        .collect();
+    // The entries each entry references (by index), found by its fullUrl in the entry's text.
+    let deps: Vec<Vec<usize>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let text = e.get("resource").map(Json::to_string).unwrap_or_default();
+            urls.iter()
+                .enumerate()
+                .filter(|(j, u)| {
+                    *j != i
+                        && u.as_deref()
+                            .is_some_and(|u| text.contains(&format!("\"{u}\"")))
+                })
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect();
+    let referenced: HashSet<usize> = deps.iter().flatten().copied().collect();
+    let mut out = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let flush = |cur: &mut Vec<usize>, out: &mut Vec<BuiltBundle>, own: &HashSet<usize>| {
+        if cur.is_empty() {
+            return;
+        }
+        let mut ent = Vec::new();
+        let mut infos = Vec::new();
+        for &i in cur.iter() {
+            ent.push(entries.get(i).cloned().unwrap_or(Json::Null));
+            let mut info = built.entries.get(i).cloned().unwrap_or(EntryInfo {
+                kind: EntryKind::Observation,
+                tags: vec![],
+                identifier: String::new(),
+            });
+            if !own.contains(&i) {
+                info.tags.clear();
+            }
+            infos.push(info);
+        }
+        out.push(BuiltBundle {
+            json: json!({ "resourceType": "Bundle", "type": "transaction", "entry": ent }),
+            entries: infos,
+            consumed: 0,
+            unmapped: vec![],
+        });
+        cur.clear();
+    };
+    // Each entry is "owned" (its tags acked) by the first bundle that holds it.
+    let mut owned: HashSet<usize> = HashSet::new();
+    let mut own_here: HashSet<usize> = HashSet::new();
+    for i in 0..entries.len() {
+        if referenced.contains(&i) && owned.contains(&i) {
+            continue;
+        }
+        let mut need: Vec<usize> = deps
+            .get(i)
+            .map(|d| d.iter().copied().filter(|j| !cur.contains(j)).collect())
+            .unwrap_or_default();
+        need.push(i);
+        if !cur.is_empty() && cur.len() + need.len() > max {
+            flush(&mut cur, &mut out, &own_here);
+            own_here.clear();
+            need = deps.get(i).cloned().unwrap_or_default();
+            need.push(i);
+        }
+        for j in need {
+            if !cur.contains(&j) {
+                cur.push(j);
+                if owned.insert(j) {
+                    own_here.insert(j);
+                }
+            }
+        }
+    }
+    flush(&mut cur, &mut out, &own_here);
+    if let Some(first) = out.first_mut() {
+        first.consumed = built.consumed;
+        first.unmapped = built.unmapped.clone();
+    }
+    out
+}
+
+#[cfg(test)]
+mod split_and_test_tests {
+    use super::*;
+
+    fn info(kind: EntryKind, tags: Vec<i64>) -> EntryInfo {
+        EntryInfo {
+            kind,
+            tags,
+            identifier: String::new(),
+        }
+    }
+
+    fn obs(n: u32, dev: &str, test: bool) -> Json {
+        let mut r = json!({"resourceType": "Observation", "device": {"reference": dev}});
+        if test {
+            add_htest(&mut r);
+        }
+        json!({"fullUrl": format!("urn:uuid:o{n}"), "resource": r})
+    }
+
+    fn dev(u: &str) -> Json {
+        json!({"fullUrl": u, "resource": {"resourceType": "Device"}})
+    }
+
+    #[test]
+    fn devices_only_test_data_references_are_marked_htest() {
+        let mut entries = vec![
+            dev("urn:uuid:d1"),
+            dev("urn:uuid:d2"),
+            obs(1, "urn:uuid:d1", true),
+            obs(2, "urn:uuid:d2", true),
+            obs(3, "urn:uuid:d2", false),
+        ];
+        let infos = vec![
+            info(EntryKind::Device("a".into()), vec![]),
+            info(EntryKind::Device("b".into()), vec![]),
+            info(EntryKind::Observation, vec![1]),
+            info(EntryKind::Observation, vec![2]),
+            info(EntryKind::Observation, vec![3]),
+        ];
+        mark_test_dependencies(&mut entries, &infos);
+        assert!(
+            is_htest(&entries[0]["resource"]),
+            "only test data references d1"
+        );
+        assert!(
+            !is_htest(&entries[1]["resource"]),
+            "real data references d2"
+        );
+    }
+
+    #[test]
+    fn split_copies_referenced_devices_and_keeps_each_tag_once() {
+        let mut entries = vec![dev("urn:uuid:hub")];
+        let mut infos = vec![info(EntryKind::HubDevice, vec![])];
+        for i in 0..9 {
+            entries.push(obs(i, "urn:uuid:hub", false));
+            infos.push(info(EntryKind::Observation, vec![i64::from(i)]));
+        }
+        let built = BuiltBundle {
+            json: json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+            entries: infos,
+            consumed: 9,
+            unmapped: vec![],
+        };
+        let parts = split(&built, 4);
+        assert!(parts.len() >= 3);
+        let mut tags: Vec<i64> = parts.iter().flat_map(BuiltBundle::tags).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, (0..9).collect::<Vec<_>>());
+        for p in &parts {
+            assert!(p.entries.len() <= 4);
+            assert_eq!(
+                p.json["entry"][0]["fullUrl"], "urn:uuid:hub",
+                "the hub device in each part"
+            );
+        }
+        assert_eq!(split(&built, 50).len(), 1);
+    }
 }

@@ -31,6 +31,7 @@
 
 pub mod alert;
 pub mod bundle;
+pub mod capability;
 pub mod codes;
 pub mod device_info;
 pub mod heartbeat;

@@ -190,6 +190,30 @@ impl Store {
         self.call(move |db| db.due_now(now)).await
     }
 
+    /// Rejected entries → pending, due `now` (`vitals-hub sync --rejected`). Returns how many.
+    pub async fn requeue_rejected(&self, now: UtcMillis) -> Result<usize> {
+        self.call(move |db| db.requeue_rejected(now)).await
+    }
+
+    /// Entries acked at or after `since` and still held → pending, due `now` (`vitals-hub sync
+    /// --resend --since`). Returns how many.
+    pub async fn requeue_acked_since(&self, since: UtcMillis, now: UtcMillis) -> Result<usize> {
+        self.call(move |db| db.requeue_acked_since(since, now))
+            .await
+    }
+
+    /// Forget the server ids of the hub and devices kept for `destination`.
+    pub async fn forget_uplink_refs(&self, destination: &str) -> Result<usize> {
+        let d = destination.to_owned();
+        self.call(move |db| db.forget_uplink_refs(&d)).await
+    }
+
+    /// The newest server reason kept (sealed) with a waiting or rejected entry, unsealed: for the
+    /// technician's terminal only (it may echo PHI).
+    pub async fn latest_error(&self) -> Result<Option<String>> {
+        self.call(|db| db.latest_error()).await
+    }
+
     pub async fn reject(&self, ids: Vec<i64>, reason: &str) -> Result<usize> {
         let reason = reason.to_owned();
         self.call(move |db| db.reject(&ids, &reason)).await

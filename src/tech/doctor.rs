@@ -129,6 +129,7 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     out.extend(mode_checks(cfg));
     out.extend(certificate_checks(cfg, now_secs));
     out.push(clinic_check(cfg).await);
+    out.push(capability_check(cfg).await);
     out.push(backlog_check(cfg, clock, now_secs).await);
     out
 }
@@ -650,6 +651,29 @@ async fn clinic_check(cfg: &Config) -> Check {
             format!("{} did not answer in time", cfg.uplink.base_url),
             probe_fix(&UplinkError::Timeout, cfg),
         ),
+    }
+}
+
+/// The clinic server's CapabilityStatement: transaction and conditional create (issue 15).
+async fn capability_check(cfg: &Config) -> Check {
+    const NAME: &str = "fhir server";
+    let limit = cfg.uplink.request_timeout() + cfg.uplink.connect_timeout();
+    match tokio::time::timeout(limit, crate::uplink::sync::capability(&cfg.uplink)).await {
+        Ok(Ok(gaps)) if gaps.is_empty() => Check::pass(
+            NAME,
+            "CapabilityStatement: transaction and conditional create of Observation and Device",
+        ),
+        Ok(Ok(gaps)) => Check::warn(
+            NAME,
+            format!("CapabilityStatement: {}", gaps.join("; ")),
+            "the hub needs transactions and conditional create (ifNoneExist) of Observation and Device: enable them on the clinic's FHIR server (README, FHIR servers)",
+        ),
+        Ok(Err(e)) => Check::warn(
+            NAME,
+            format!("CapabilityStatement not read: {}", e.summary()),
+            "see the line `clinic`",
+        ),
+        Err(_) => Check::warn(NAME, "CapabilityStatement: no answer in time", "see the line `clinic`"),
     }
 }
 

@@ -187,6 +187,10 @@ pub async fn export(
     let mut entries: Vec<Json> = Vec::new();
     let mut hub_ref: Option<String> = None;
     let mut refs: HashMap<String, String> = HashMap::new();
+    // Coincident-time Observations already listed (identifier → fullUrl), and the fullUrls of the
+    // copies left out (→ the listed one).
+    let mut cts_seen: HashMap<String, String> = HashMap::new();
+    let mut cts_alias: HashMap<String, String> = HashMap::new();
     if format == Format::Csv {
         writeln!(out, "time,kind,value,unit,device,flags,test_data")?;
     }
@@ -252,6 +256,7 @@ pub async fn export(
                     .collect();
                 report.unmapped += (chosen.len() - items.len()) as u64;
                 let mut rest: &[Item<'_>] = &items;
+
                 while !rest.is_empty() {
                     let ctx = BundleContext {
                         patient_id: &cfg.hub.patient_id,
@@ -275,6 +280,22 @@ pub async fn export(
                             .and_then(Json::as_str)
                             .map(str::to_owned)
                             .unwrap_or_default();
+                        // Each bundle re-creates a device's coincident-time Observation: the
+                        // collection lists it once, and later references point at that one.
+                        if info.kind == EntryKind::CoincidentTime {
+                            if let Some(first) = cts_seen.get(&info.identifier) {
+                                cts_alias.insert(url, first.clone());
+                                continue;
+                            }
+                            cts_seen.insert(info.identifier.clone(), url.clone());
+                        }
+                        if !cts_alias.is_empty() {
+                            let mut text = e.to_string();
+                            for (dup, first) in &cts_alias {
+                                text = text.replace(&format!("\"{dup}\""), &format!("\"{first}\""));
+                            }
+                            e = serde_json::from_str(&text).unwrap_or(e);
+                        }
                         match &info.kind {
                             EntryKind::HubDevice => hub_ref = Some(url),
                             EntryKind::Device(k) => {

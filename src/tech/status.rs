@@ -123,6 +123,13 @@ pub struct Status {
     pub devices: Vec<DeviceStatus>,
     /// The latest events of severity warning, error or security, newest first.
     pub last_errors: Vec<Event>,
+    /// The uplink's latest failure since the last accepted sync (kind and reason in fixed
+    /// vocabularies: HTTP status, FHIR issue codes, the kind of bad response), if any.
+    pub uplink_problem: Option<Event>,
+    /// The server's own words for the newest refusal (OperationOutcome diagnostics, kept sealed
+    /// in the store; may echo PHI): printed on the technician's terminal, never in `--json`.
+    #[serde(skip)]
+    pub server_said: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -205,13 +212,18 @@ pub async fn status(
             address: with_addresses.then(|| d.record.address.clone()),
         });
     }
-    let last_errors = store
+    let last_errors: Vec<Event> = store
         .events(1000)
         .await?
         .into_iter()
         .filter(|e| matches!(e.severity.as_str(), "warning" | "error" | "security"))
         .take(LAST_ERRORS)
         .collect();
+    let uplink_problem = last_errors
+        .iter()
+        .find(|e| e.kind.starts_with("uplink_"))
+        .filter(|e| last_sync_at.is_none_or(|t| e.at > t))
+        .cloned();
     Ok(Status {
         at: now,
         identity: identity(cfg, now.as_millis().div_euclid(1000)),
@@ -234,6 +246,12 @@ pub async fn status(
         },
         devices,
         last_errors,
+        server_said: if uplink_problem.is_some() || st.rejected > 0 {
+            store.latest_error().await.ok().flatten()
+        } else {
+            None
+        },
+        uplink_problem,
     })
 }
 
@@ -282,6 +300,18 @@ pub fn render_text(s: &Status) -> String {
         "last sync:    {}",
         when(s.last_sync.at, s.last_sync.age_secs)
     );
+    if let Some(p) = &s.uplink_problem {
+        let _ = writeln!(
+            o,
+            "uplink:       failing since {}: {}: {}",
+            p.at.to_rfc3339(),
+            p.kind,
+            p.detail
+        );
+    }
+    if let Some(t) = &s.server_said {
+        let _ = writeln!(o, "server said:  {t}");
+    }
     let _ = writeln!(
         o,
         "alerts:       {} waiting for upload, {} held",
@@ -317,4 +347,59 @@ pub fn render_text(s: &Status) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod uplink_line_tests {
+    use super::*;
+
+    #[test]
+    fn the_uplink_problem_is_shown_and_the_servers_words_only_on_the_terminal() {
+        let ev = Event {
+            id: 1,
+            at: UtcMillis(1_750_000_000_000),
+            kind: "uplink_server_refuses_all".into(),
+            severity: "warning".into(),
+            detail: "HTTP 400 (error processing)".into(),
+        };
+        let s = Status {
+            at: UtcMillis(1_750_000_100_000),
+            identity: Identity {
+                patient_id: "pat-1".into(),
+                clinic_url: "https://clinic.example/fhir".into(),
+                certificate: None,
+            },
+            backlog: Backlog {
+                depth: 3,
+                pending: 3,
+                in_flight: 0,
+                rejected: 0,
+                quarantined: 0,
+                oldest_waiting: None,
+                oldest_waiting_age_secs: None,
+            },
+            last_sync: LastSync {
+                at: None,
+                age_secs: None,
+            },
+            alerts: AlertCounts {
+                waiting_for_upload: 0,
+                total: 0,
+            },
+            devices: vec![],
+            last_errors: vec![ev.clone()],
+            uplink_problem: Some(ev),
+            server_said: Some("HAPI-0302: Unknown resource type".into()),
+        };
+        let text = render_text(&s);
+        assert!(text.contains("uplink:       failing since"), "{text}");
+        assert!(text.contains("HTTP 400 (error processing)"), "{text}");
+        assert!(text.contains("server said:  HAPI-0302"), "{text}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("uplink_problem"), "{json}");
+        assert!(
+            !json.contains("HAPI-0302"),
+            "the server's words stay off --json: {json}"
+        );
+    }
 }

@@ -76,9 +76,8 @@ impl Uplink {
                 &now.as_millis().to_string(),
             )
             .await?;
-        match self.post(&built).await {
-            Ok(out) => {
-                self.remember_refs(&built, &out).await?;
+        match self.post_split(&built).await {
+            Ok(()) => {
                 info!(backlog = status.backlog, "Heartbeat sent.");
                 Ok(())
             }
@@ -87,6 +86,43 @@ impl Uplink {
                 Err(e)
             }
         }
+    }
+
+    /// Send a bundle in parts the server takes: cut to the learned size, and cut again (halved)
+    /// when the server refuses a part as too large; every part is a set of conditional creates,
+    /// so a part sent again is harmless. Learns the size that went through.
+    pub(super) async fn post_split(
+        &mut self,
+        built: &fhir::BuiltBundle,
+    ) -> Result<(), UplinkError> {
+        let max = self.max_entries().await?;
+        let mut queue: std::collections::VecDeque<fhir::BuiltBundle> =
+            fhir::bundle::split(built, max).into();
+        let (mut refused, mut accepted) = (0usize, 0usize);
+        while let Some(part) = queue.pop_front() {
+            let n = part.entries.len();
+            match self.post(&part).await {
+                Ok(out) => {
+                    self.remember_refs(&part, &out).await?;
+                    accepted = accepted.max(n);
+                }
+                Err(e) if super::send::is_poison(&e) && n > 1 => {
+                    let parts = fhir::bundle::split(&part, (n / 2).max(1));
+                    if parts.iter().any(|p| p.entries.len() >= n) {
+                        return Err(e);
+                    }
+                    refused = refused.max(n);
+                    for p in parts.into_iter().rev() {
+                        queue.push_front(p);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if refused > accepted && accepted > 0 {
+            self.learn_max_entries(accepted).await?;
+        }
+        Ok(())
     }
 
     /// When the next heartbeat is due: one interval after the last one sent by any run of the

@@ -16,9 +16,24 @@
 //! transaction-response says 200/201 for their entry.
 //! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
 //! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
-//! poison entry, which alone is rejected and alerted (the alert carries a reason code and the HTTP
-//! status; the server's text, which may echo PHI, stays on the hub). Conditional creates make every
-//! retry safe. The [`heartbeat`] keeps its interval across restarts (last attempt in the store).
+//! poison entry. An entry is rejected as poison only when the server accepted other entries of
+//! its kind in the same pass and refuses it alone; when everything is refused (a wrong base path,
+//! auth, validation settings, a missing Patient) nothing is rejected: the entries wait with backoff
+//! and one `uplink_server_refuses_all` event names the HTTP status and the OperationOutcome's
+//! severities and issue codes (the server's diagnostics, which may echo PHI, stay sealed on the
+//! hub). A rejection is alerted with a reason code and the HTTP status. Conditional creates make
+//! every retry safe. The [`heartbeat`] keeps its interval across restarts (last attempt in the
+//! store).
+//!
+//! **Fitting the server.** Bundles hold at most `max_entries`; a server that refuses a bundle and
+//! takes its parts teaches a smaller size, kept per destination (`uplink_state` `max_entries`), and
+//! every bundle — the heartbeat too — is cut to it. At start-up the CapabilityStatement is read
+//! (transaction, conditional create) and the patient looked up by a count-only search.
+//!
+//! **Bounded trust.** Answers are streamed with a bound ([`send::response_limit`],
+//! [`send::MAX_ERROR_RESPONSE`], [`send::MAX_CAPABILITY`]); `location`s must be `<Type>/<id>` of the
+//! type sent; server text is cut to [`crate::fhir::response::MAX_KEPT_TEXT`] before it is kept.
+//! Failures are logged the first time and every [`sync::LOG_EVERY`]-th repeat, with a count.
 //! Uploads wait until the hub's clock is synchronised ([`TimeSync`]: systemd-timedated over D-Bus,
 //! asked asynchronously once per loop).
 //!
@@ -99,6 +114,11 @@ pub enum UplinkError {
         retry_after: Option<u64>,
         detail: Option<String>,
     },
+    /// Every entry sent was refused and none could be singled out (other entries of its kind were
+    /// not accepted): a wrong base path, auth, or the server's validation settings. Nothing is
+    /// rejected; the backlog waits and uploads resume by themselves once the clinic is fixed.
+    #[error("the clinic server refuses every entry (HTTP {status}{}); nothing was rejected, the backlog waits — check `base_url` (the FHIR base path), the hub's access and the server's validation settings at the clinic", if .codes.is_empty() { String::new() } else { format!(", {}", .codes) })]
+    ServerRefusesAll { status: u16, codes: String },
     /// A 2xx answer the hub cannot use (truncated, not a transaction-response…): nothing is acked.
     #[error("unusable answer from the clinic server: {0}")]
     BadResponse(String),
@@ -138,9 +158,53 @@ impl UplinkError {
             UplinkError::Reset(_) => "uplink_reset",
             UplinkError::Network(_) => "uplink_network",
             UplinkError::Http { .. } => "uplink_http_error",
+            UplinkError::ServerRefusesAll { .. } => "uplink_server_refuses_all",
             UplinkError::BadResponse(_) => "uplink_bad_response",
             UplinkError::ClockNotSynchronised => "uplink_clock_not_synchronised",
             UplinkError::Store(_) => "uplink_store",
+        }
+    }
+
+    /// What kind of bad response this was (`too_large`, `bad_location`, `not_json`,
+    /// `entry_count`, `not_transaction_response`); `None` for other failures.
+    pub fn bad_response_class(&self) -> Option<&'static str> {
+        let UplinkError::BadResponse(m) = self else {
+            return None;
+        };
+        Some(if m.contains("too large") {
+            "too_large"
+        } else if m.contains("bad location") {
+            "bad_location"
+        } else if m.contains("not JSON") {
+            "not_json"
+        } else if m.contains("request entries") {
+            "entry_count"
+        } else {
+            "not_transaction_response"
+        })
+    }
+
+    /// A short text naming the failure for events, `status` and logs: fixed vocabularies only
+    /// (HTTP status, FHIR issue severities and codes, the kind of bad response), never the
+    /// server's own words.
+    pub fn summary(&self) -> String {
+        match self {
+            UplinkError::Http { status, detail, .. } => match detail {
+                Some(d) => format!(
+                    "HTTP {status} ({})",
+                    crate::fhir::response::outcome_codes(d)
+                ),
+                None => format!("HTTP {status}"),
+            },
+            UplinkError::BadResponse(_) => format!(
+                "bad response: {}",
+                self.bad_response_class().unwrap_or("unknown")
+            ),
+            UplinkError::Reset(_) | UplinkError::Network(_) => self.kind().to_owned(),
+            other => crate::fhir::response::truncate_text(
+                &other.to_string(),
+                crate::fhir::response::MAX_KEPT_TEXT,
+            ),
         }
     }
 
@@ -391,6 +455,9 @@ impl TimeSync for FixedTimeSync {
 fn d_batch() -> usize {
     40
 }
+fn d_max_entries() -> usize {
+    crate::fhir::MAX_ENTRIES
+}
 fn d_connect() -> u64 {
     10_000
 }
@@ -437,6 +504,11 @@ pub struct UplinkConfig {
     /// Outbox items per bundle (1..=50).
     #[serde(default = "d_batch")]
     pub batch_size: usize,
+    /// Entries per transaction Bundle at most (1..=50): the configured maximum. The hub learns a
+    /// smaller one from a server's refusals and keeps it per server (`uplink_state`
+    /// `max_entries`).
+    #[serde(default = "d_max_entries")]
+    pub max_entries: usize,
     #[serde(default = "d_connect")]
     pub connect_timeout_ms: u64,
     #[serde(default = "d_request")]
@@ -477,6 +549,7 @@ impl UplinkConfig {
             client_key: None,
             patient_id: patient_id.into(),
             batch_size: d_batch(),
+            max_entries: d_max_entries(),
             connect_timeout_ms: d_connect(),
             request_timeout_ms: d_request(),
             heartbeat_interval_secs: d_heartbeat(),
@@ -506,6 +579,12 @@ impl UplinkConfig {
             return Err(UplinkError::Config(format!(
                 "`batch_size` must be 1..=50, not {}",
                 self.batch_size
+            )));
+        }
+        if !(1..=crate::fhir::MAX_ENTRIES).contains(&self.max_entries) {
+            return Err(UplinkError::Config(format!(
+                "`max_entries` must be 1..=50, not {}",
+                self.max_entries
             )));
         }
         if self.patient_id.is_empty()

@@ -31,6 +31,59 @@ pub(super) fn build_client(
         .map_err(|e| UplinkError::Tls(format!("building the HTTP client: {e}")))
 }
 
+/// The most bytes of a transaction-response the hub reads: 64 KiB plus 16 KiB per request entry
+/// (an entry's response legitimately holds a status, a location, an etag, a date and at most a
+/// short OperationOutcome: well under 2 KiB). A longer answer is a bad response: reading stops
+/// there, the connection is dropped and nothing is acked.
+pub const fn response_limit(entries: usize) -> usize {
+    64 * 1024 + 16 * 1024 * entries
+}
+
+/// The most bytes of an error answer (4xx/5xx) the hub reads; past it, a bad response.
+pub const MAX_ERROR_RESPONSE: usize = 64 * 1024;
+
+/// Read a response body chunk by chunk, refusing (before buffering it) anything past `limit`.
+pub(super) async fn read_bounded(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, UplinkError> {
+    let too_large = || {
+        UplinkError::BadResponse(format!(
+            "answer larger than {} KiB (too large)",
+            limit / 1024
+        ))
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
+        if out.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The resource type of each entry of a request Bundle, in order.
+pub(super) fn entry_types(bundle: &serde_json::Value) -> Vec<String> {
+    bundle
+        .get("entry")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    e.pointer("/resource/resourceType")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(super) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
@@ -118,13 +171,25 @@ impl Uplink {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        let limit = if status.is_success() {
+            response_limit(built.entries.len())
+        } else {
+            MAX_ERROR_RESPONSE
+        };
+        let read = read_bounded(resp, limit).await;
+        let got = match &read {
+            Ok(b) => b.len(),
+            Err(_) => limit,
+        };
         self.with_status(|s| {
-            s.wire_bytes += sent + bytes.len() as u64;
+            s.wire_bytes += sent + got as u64;
             s.bundles += 1;
         });
+        let bytes = read?;
         if status.is_success() {
-            return fhir::parse_transaction_response(&bytes, built.entries.len())
+            let types = entry_types(&built.json);
+            let types: Vec<&str> = types.iter().map(String::as_str).collect();
+            return fhir::response::parse_transaction_response_for(&bytes, &types)
                 .map_err(|e| UplinkError::BadResponse(e.to_string()));
         }
         let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -196,7 +261,7 @@ impl Uplink {
             .append_event(
                 "uplink_entry_rejected",
                 "error",
-                format!("outbox {tags:?} rejected with HTTP {status}"),
+                format!("outbox {tags:?} rejected: {}", e.summary()),
             )
             .await?;
         if !readings.is_empty() {
@@ -210,6 +275,131 @@ impl Uplink {
         }
         self.with_status(|s| s.rejected += n as u64);
         Ok(n)
+    }
+}
+
+/// The most bytes of a CapabilityStatement the hub reads (HAPI's lists every resource type and
+/// search parameter: a few hundred KiB); past it, a bad response.
+pub const MAX_CAPABILITY: usize = 4 * 1024 * 1024;
+
+/// Read the server's CapabilityStatement with `client` and name what the hub needs that it lacks
+/// (transaction, conditional create of Observation and Device); empty when all is there.
+pub(super) async fn capability_with(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+) -> Result<Vec<String>, UplinkError> {
+    let target = format!("{}/metadata", url.as_str().trim_end_matches('/'));
+    let resp = client
+        .get(&target)
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .map_err(|e| super::classify(&e))?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return Err(UplinkError::Http {
+            status,
+            retry_after: None,
+            detail: None,
+        });
+    }
+    let body = read_bounded(resp, MAX_CAPABILITY).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| UplinkError::BadResponse(format!("capability statement not JSON ({e})")))?;
+    fhir::capability::capability_gaps(&v).map_err(|e| UplinkError::BadResponse(e.to_string()))
+}
+
+/// Whether the server knows the patient the hub's Observations name (`subject` =
+/// `Patient/<patient_id>`): `GET [base]/Patient?_id=<id>&_summary=count`, which answers a count and
+/// no demographics. A server that enforces referential integrity refuses every reading until the
+/// clinic has created that Patient (the documented clinic-side step; README, FHIR servers).
+pub(super) async fn patient_known(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    patient_id: &str,
+) -> Result<bool, UplinkError> {
+    let target = format!(
+        "{}/Patient?_id={patient_id}&_summary=count",
+        url.as_str().trim_end_matches('/')
+    );
+    let resp = client
+        .get(&target)
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .map_err(|e| super::classify(&e))?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return Err(UplinkError::Http {
+            status,
+            retry_after: None,
+            detail: None,
+        });
+    }
+    let body = read_bounded(resp, MAX_ERROR_RESPONSE).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| UplinkError::BadResponse(format!("search answer not JSON ({e})")))?;
+    v.get("total")
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n > 0)
+        .ok_or_else(|| UplinkError::BadResponse("search answer without a total".into()))
+}
+
+/// The gap named when the server does not know the hub's patient.
+pub const PATIENT_UNKNOWN: &str = "no Patient with the hub's `patient_id` at the server: a server that checks references refuses every reading until the clinic creates it";
+
+/// [`capability_with`] and [`patient_known`] over the uplink's own mutual-TLS client, for
+/// `doctor`.
+pub async fn capability(cfg: &UplinkConfig) -> Result<Vec<String>, UplinkError> {
+    let url = cfg.validate()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
+    let client = build_client(cfg, cert)?;
+    let mut gaps = capability_with(&client, &url).await?;
+    if let Ok(false) = patient_known(&client, &url, &cfg.patient_id).await {
+        gaps.push(PATIENT_UNKNOWN.into());
+    }
+    Ok(gaps)
+}
+
+impl Uplink {
+    /// At start-up: read the server's CapabilityStatement; what it lacks is an event
+    /// (`uplink_server_capability`) and kept in `uplink_state` (`capability`) for `status`.
+    /// A server that does not answer is not held against it here (uploads report their own
+    /// failures).
+    pub async fn check_capability(&mut self) {
+        match capability_with(&self.client, &self.url).await {
+            Ok(mut gaps) => {
+                if let Ok(false) =
+                    patient_known(&self.client, &self.url, &self.cfg.patient_id).await
+                {
+                    gaps.push(PATIENT_UNKNOWN.into());
+                }
+                let text = if gaps.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    gaps.join("; ")
+                };
+                if !gaps.is_empty() {
+                    warn!(gaps = %text, "The clinic server's CapabilityStatement lacks what the hub needs.");
+                    let _ = self
+                        .store
+                        .append_event(
+                            "uplink_server_capability",
+                            "warning",
+                            format!("the server's CapabilityStatement says: {text}"),
+                        )
+                        .await;
+                }
+                let _ = self
+                    .store
+                    .set_uplink_state(&self.destination, "capability", &text)
+                    .await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e.summary(), "CapabilityStatement not read.");
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use super::tls::ReloadingCert;
 use super::{ClockSync, TimeSync, UplinkConfig, UplinkError};
 
 pub use super::heartbeat::{free_disk, LAST_HEARTBEAT};
-pub use super::send::probe;
+pub use super::send::{capability, probe};
 use crate::fhir::bundle::{AlertInput, Item};
 use crate::fhir::{self, BuiltBundle, BundleContext, HubInfo, PhdDeviceInfo, ReadingInput};
 use crate::model::{Clock, Kind, UtcMillis};
@@ -75,7 +75,18 @@ pub struct Uplink {
     pub(super) alert_rules: Option<crate::alerts::AlertRules>,
     pub(super) progress: Option<crate::model::Progress>,
     pub(super) wake: Option<Arc<tokio::sync::Notify>>,
+    /// How many times in a row the last failure's kind was seen (bounded-rate logging).
+    pub(super) repeats: u64,
+    /// Entries per bundle this server accepts (learned, persisted per destination); read once.
+    pub(super) max_entries: Option<usize>,
 }
+
+/// The `uplink_state` name of the most entries per transaction a server was seen to accept
+/// after refusing more (learned from its refusals; per destination).
+pub const MAX_ENTRIES_STATE: &str = "max_entries";
+
+/// A repeating failure is logged the first time, then every `LOG_EVERY`-th time with its count.
+pub const LOG_EVERY: u64 = 10;
 
 /// Blood-pressure components of one measurement must stay in one bundle: the boundaries between
 /// items where a split is allowed.
@@ -91,6 +102,28 @@ fn bp_key(it: &OutboxItem) -> Option<(String, Option<crate::model::LocalDateTime
         }
         _ => None,
     }
+}
+
+/// After this many entries refused alone with none accepted, a pass stops bisecting: the refusal
+/// is the server's, not the entries' (a wrong base path, auth, validation settings).
+pub const SYSTEMATIC_AFTER: usize = 3;
+
+/// The kind of an outbox entry, for telling poison from a systematic refusal: a reading or an
+/// alert.
+fn payload_kind(it: &OutboxItem) -> &'static str {
+    match &it.payload {
+        OutboxPayload::Reading(_) => "reading",
+        OutboxPayload::Alert(_) => "alert",
+    }
+}
+
+/// The kinds of the entries of `items` with these ids.
+fn kinds_of(items: &[OutboxItem], tags: &[i64]) -> HashSet<&'static str> {
+    items
+        .iter()
+        .filter(|i| tags.contains(&i.id))
+        .map(payload_kind)
+        .collect()
 }
 
 fn split_point(items: &[OutboxItem]) -> Option<usize> {
@@ -158,6 +191,8 @@ impl Uplink {
             alert_rules: None,
             progress: None,
             wake: None,
+            repeats: 0,
+            max_entries: None,
         })
     }
 
@@ -219,30 +254,32 @@ impl Uplink {
     pub(super) async fn record_failure(&mut self, e: &UplinkError) {
         let kind = e.kind();
         let changed = self.status().last_error_kind != Some(kind);
+        let summary = e.summary();
         self.with_status(|s| {
-            s.last_error = Some(e.to_string());
+            s.last_error = Some(summary.clone());
             s.last_error_kind = Some(kind);
         });
+        self.repeats = if changed {
+            1
+        } else {
+            self.repeats.saturating_add(1)
+        };
+        // The log repeats at a bounded rate: the first, then every LOG_EVERY-th with a count.
+        if self.repeats == 1 || self.repeats.is_multiple_of(LOG_EVERY) {
+            if e.is_security() {
+                error!(kind, repeats = self.repeats, detail = %summary, "Upload refused by TLS.");
+            } else {
+                warn!(kind, repeats = self.repeats, detail = %summary, "Upload failed; will retry.");
+            }
+        }
         if changed {
             let severity = if e.is_security() {
                 "security"
             } else {
                 "warning"
             };
-            // The detail names the failure class only: server texts may echo PHI.
-            let detail = match e {
-                UplinkError::Http { status, .. } => format!("HTTP {status}"),
-                UplinkError::BadResponse(_) | UplinkError::Reset(_) | UplinkError::Network(_) => {
-                    kind.to_owned()
-                }
-                other => other.to_string(),
-            };
-            if e.is_security() {
-                error!(kind, "Upload refused by TLS.");
-            } else {
-                warn!(kind, "Upload failed; will retry.");
-            }
-            if let Err(se) = self.store.append_event(kind, severity, detail).await {
+            // The detail names the failure in fixed vocabularies: server texts may echo PHI.
+            if let Err(se) = self.store.append_event(kind, severity, summary).await {
                 warn!(error = %se, "Could not record the uplink event.");
             }
         }
@@ -406,6 +443,7 @@ impl Uplink {
         hub_ref: Option<&str>,
         refs: &HashMap<String, String>,
         more: bool,
+        max: usize,
     ) -> BuiltBundle {
         let fitems: Vec<Item<'_>> = items.iter().filter_map(|it| self.item(it)).collect();
         debug_assert_eq!(fitems.len(), items.len(), "unmappable entries reach build");
@@ -417,7 +455,48 @@ impl Uplink {
             nonce: self.random_u64(),
             more_may_follow: more,
         };
-        fhir::build(&ctx, &fitems)
+        fhir::bundle::build_max(&ctx, &fitems, max)
+    }
+
+    /// The most entries per bundle: the configured maximum, or less when the server taught so.
+    pub(super) async fn max_entries(&mut self) -> Result<usize, UplinkError> {
+        if let Some(m) = self.max_entries {
+            return Ok(m);
+        }
+        let learned = self
+            .store
+            .uplink_state(&self.destination, MAX_ENTRIES_STATE)
+            .await?
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|m| *m >= 1);
+        let m = learned.map_or(self.cfg.max_entries, |l| l.min(self.cfg.max_entries));
+        self.max_entries = Some(m);
+        Ok(m)
+    }
+
+    /// The server refused bundles larger than `accepted` and took those of `accepted` entries:
+    /// remember it (only ever smaller), with an event.
+    pub(super) async fn learn_max_entries(&mut self, accepted: usize) -> Result<(), UplinkError> {
+        let current = self.max_entries().await?;
+        if accepted == 0 || accepted >= current {
+            return Ok(());
+        }
+        self.max_entries = Some(accepted);
+        self.store
+            .set_uplink_state(&self.destination, MAX_ENTRIES_STATE, &accepted.to_string())
+            .await?;
+        tracing::info!(
+            entries = accepted,
+            "The clinic server refuses larger transactions; bundles now hold at most this many entries."
+        );
+        self.store
+            .append_event(
+                "uplink_bundle_size_learned",
+                "info",
+                format!("the server accepts transactions of at most {accepted} entries; bundles are cut to that size"),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Entries that cannot become a request are kept out of every bundle and every ack: they are
@@ -458,9 +537,22 @@ impl Uplink {
         let mut work: Vec<(usize, usize, bool)> = vec![(0, items.len(), more)];
         let (mut hub_ref, mut refs) = (hub_ref, refs);
         let mut refs_retried = false;
+        // Poison or systematic: the kinds of entry the server accepted in this pass, and the
+        // entries it refused alone (judged at the end: poison only when others of their kind
+        // were accepted).
+        let mut accepted: HashSet<&'static str> = HashSet::new();
+        let mut suspects: Vec<(Vec<i64>, UplinkError)> = Vec::new();
+        // Fitting the server: the largest bundle refused as a whole, the largest one accepted.
+        let (mut refused_size, mut accepted_size) = (0usize, 0usize);
+        let max = self.max_entries().await?;
         while let Some((a, b, more)) = work.pop() {
+            if accepted.is_empty() && suspects.len() >= SYSTEMATIC_AFTER {
+                // Refused alone again and again, nothing accepted: not the entries' fault.
+                work.push((a, b, more));
+                break;
+            }
             let slice = items.get(a..b).unwrap_or_default();
-            let built = self.build(slice, hub_ref.as_deref(), &refs, more);
+            let built = self.build(slice, hub_ref.as_deref(), &refs, more, max);
             if !built.unmapped.is_empty() {
                 let tags: Vec<i64> = built.unmapped.iter().map(|(t, _)| *t).collect();
                 let reason = built
@@ -489,10 +581,12 @@ impl Uplink {
             match self.post(&built).await {
                 Ok(outcomes) => {
                     self.remember_refs(&built, &outcomes).await?;
+                    accepted_size = accepted_size.max(built.entries.len());
                     let mut ok = Vec::new();
                     for (info, out) in built.entries.iter().zip(&outcomes) {
                         if out.is_stored() {
                             ok.extend(info.tags.iter().copied());
+                            accepted.extend(kinds_of(slice, &info.tags));
                         } else if !info.tags.is_empty() {
                             let e = UplinkError::Http {
                                 status: out.status,
@@ -503,13 +597,12 @@ impl Uplink {
                                 && out.status != 408
                                 && out.status != 429
                             {
-                                rejected +=
-                                    self.reject_poison(slice, info.tags.clone(), &e).await?;
+                                suspects.push((info.tags.clone(), e));
                             } else {
                                 let next =
                                     self.clock.now().plus_millis(self.cfg.retry_base_ms as i64);
                                 self.store
-                                    .retry(info.tags.clone(), &e.to_string(), next)
+                                    .retry(info.tags.clone(), &e.summary(), next)
                                     .await?;
                             }
                         }
@@ -521,6 +614,7 @@ impl Uplink {
                     refs = r;
                 }
                 Err(e) if is_poison(&e) => {
+                    refused_size = refused_size.max(built.entries.len());
                     let covered = slice.get(..built.consumed).unwrap_or_default();
                     match split_point(covered) {
                         Some(mid) if covered.len() > 1 => {
@@ -536,7 +630,14 @@ impl Uplink {
                             refs.clear();
                             work.push((a, a + built.consumed, false));
                         }
-                        _ => rejected += self.reject_poison(slice, tags, &e).await?,
+                        _ => {
+                            suspects.push((tags, e));
+                            if accepted.is_empty() {
+                                // Look for evidence first where it is likeliest: the largest
+                                // part not yet tried.
+                                work.sort_by_key(|(a, b, _)| b - a);
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -546,16 +647,61 @@ impl Uplink {
                         .now()
                         .plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                     let all: Vec<i64> = items.iter().map(|i| i.id).collect();
-                    let text = match &e {
-                        UplinkError::Http { status, .. } => format!("HTTP {status}"),
-                        other => other.kind().to_owned(),
-                    };
-                    self.store.retry(all, &text, next).await?;
+                    self.store.retry(all, &e.summary(), next).await?;
                     self.chosen_delay = Some(delay);
                     self.with_status(|s| s.acked += acked as u64);
                     return Err(e);
                 }
             }
+        }
+        // The verdicts: an entry refused alone is poison only when entries of its kind were
+        // accepted in this pass; otherwise the refusal is the server's (systematic) and the entry,
+        // with everything not yet tried, waits.
+        if suspects.is_empty() && refused_size > accepted_size && accepted_size > 0 {
+            // Everything went through once cut smaller: a size limit, not poison.
+            self.learn_max_entries(accepted_size).await?;
+        }
+        let mut waiting: Vec<i64> = Vec::new();
+        let mut systematic: Option<UplinkError> = None;
+        for (tags, e) in suspects {
+            let kinds = kinds_of(items, &tags);
+            if !kinds.is_empty() && kinds.iter().all(|k| accepted.contains(k)) {
+                rejected += self.reject_poison(items, tags, &e).await?;
+            } else {
+                waiting.extend(tags);
+                systematic.get_or_insert(e);
+            }
+        }
+        for (a, b, _) in work {
+            waiting.extend(items.get(a..b).unwrap_or_default().iter().map(|i| i.id));
+        }
+        if let Some(e) = systematic {
+            let err = match &e {
+                UplinkError::Http { status, detail, .. } => UplinkError::ServerRefusesAll {
+                    status: *status,
+                    codes: detail
+                        .as_deref()
+                        .map(fhir::response::outcome_codes)
+                        .unwrap_or_default(),
+                },
+                other => other.clone(),
+            };
+            let delay = self.delay_for(&err);
+            let next = self
+                .clock
+                .now()
+                .plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            // The server's full reason (diagnostics may echo PHI) is kept sealed with the
+            // entries, for the technician's `status`; events and logs carry only its codes.
+            self.store.retry(waiting, &e.to_string(), next).await?;
+            self.with_status(|s| s.acked += acked as u64);
+            if acked == 0 {
+                self.chosen_delay = Some(delay);
+                return Err(err);
+            }
+            // Some kinds went through: the others wait, and the refusal is still reported.
+            self.record_failure(&err).await;
+            return Ok((acked, rejected));
         }
         self.with_status(|s| {
             s.acked += acked as u64;
@@ -575,6 +721,11 @@ impl Uplink {
     pub(super) async fn step_with(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
         let r = self.step_inner(clock).await;
         match &r {
+            Ok(Step::Delivered { acked: 0, .. }) => {
+                // Nothing accepted (every entry rejected or set aside): not a sync.
+                self.failures = 0;
+                self.next_delay = Duration::ZERO;
+            }
             Ok(Step::Delivered { .. }) => {
                 self.failures = 0;
                 self.next_delay = Duration::ZERO;
@@ -614,10 +765,8 @@ impl Uplink {
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
-        let items = self
-            .store
-            .pending(self.cfg.batch_size, self.clock.now())
-            .await?;
+        let batch = self.cfg.batch_size.min(self.max_entries().await?);
+        let items = self.store.pending(batch, self.clock.now()).await?;
         if items.is_empty() {
             return Ok(Step::Idle);
         }
@@ -629,7 +778,7 @@ impl Uplink {
         if missing {
             self.load_devices().await?;
         }
-        let full = items.len() == self.cfg.batch_size;
+        let full = items.len() == batch;
         // A reading sealed for another patient (the device was re-bound) is never uploaded under
         // this hub's patient: it is kept, rejected and reported.
         let (items, foreign): (Vec<OutboxItem>, Vec<OutboxItem>) =
@@ -700,6 +849,10 @@ impl Uplink {
     /// Run until `shutdown` turns true: heartbeat on its interval, upload as readings arrive.
     /// The clock's synchronisation is asked once per loop.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.check_capability() => {}
+            _ = shutdown.changed() => return,
+        }
         let interval = Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1));
         let mut next_heartbeat = self.first_heartbeat(interval).await;
         let wake = self.wake.clone();

@@ -42,6 +42,28 @@ const KEYS_STALE: i64 = i64::MIN;
 const PRIORITY_ALERT: i64 = 0;
 const PRIORITY_READING: i64 = 1;
 
+/// The most bytes of an event's detail (longer ones are cut, `…` marks the cut).
+pub const MAX_EVENT_DETAIL: usize = 1024;
+
+/// The most events the store holds (the oldest go first): with [`MAX_EVENT_DETAIL`] a fixed budget
+/// of about 11 MiB, so nothing that raises events (a failing server) can crowd out readings.
+pub const EVENTS_BUDGET: i64 = 10_000;
+
+/// The most bytes of an outbox entry's (sealed) last error: a server's reason is kept to this.
+pub const MAX_LAST_ERROR: usize = 1024;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+pub(crate) fn bounded(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", text.get(..end).unwrap_or(""))
+}
+
 /// An event waiting to be written (it is written in the next transaction that commits).
 #[derive(Debug, Clone)]
 struct QueuedEvent {
@@ -381,7 +403,7 @@ impl Db {
             at: self.clock.now(),
             kind,
             severity,
-            detail,
+            detail: bounded(detail, MAX_EVENT_DETAIL),
         });
     }
 
@@ -446,6 +468,13 @@ impl Db {
                     params![ev.at.as_millis(), ev.kind, ev.severity, ev.detail],
                 )?;
             }
+            if !self.queued.is_empty() {
+                // The events' fixed budget: the newest EVENTS_BUDGET rows, whatever writes them.
+                self.conn.execute(
+                    "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1",
+                    [EVENTS_BUDGET],
+                )?;
+            }
             self.conn.execute_batch("COMMIT")?;
             Ok(t)
         })();
@@ -497,5 +526,33 @@ impl Db {
 
     pub(super) fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(v).map_err(|e| StoreError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod event_budget_tests {
+    use super::*;
+    use crate::model::SystemClock;
+
+    #[test]
+    fn events_keep_a_fixed_budget_and_a_bounded_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StoreConfig::new(dir.path());
+        cfg.kek = crate::store::KekSource::resolve(dir.path(), None);
+        let mut db = Db::open(cfg, Arc::new(SystemClock)).unwrap();
+        for _ in 0..(EVENTS_BUDGET + 50) {
+            db.queue("test_event", "warning", "x".repeat(10_000));
+        }
+        db.write(|_| Ok(())).unwrap();
+        let n: i64 = db
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, EVENTS_BUDGET);
+        let longest: i64 = db
+            .conn
+            .query_row("SELECT max(length(detail)) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert!(longest as usize <= MAX_EVENT_DETAIL, "{longest}");
     }
 }

@@ -173,6 +173,7 @@ impl Db {
         id: i64,
         text: &str,
     ) -> Result<Vec<rusqlite::types::Value>> {
+        let text = super::bounded(text.to_owned(), super::MAX_LAST_ERROR);
         let (key_id, sealed) = db.seal("outbox", "last_error", &id.to_string(), text.as_bytes())?;
         Ok(vec![key_id.into(), sealed.into()])
     }
@@ -252,5 +253,85 @@ impl Db {
             )?;
             Ok(())
         })
+    }
+
+    /// Rejected → pending, due now (`vitals-hub sync --rejected`): the clinic was misconfigured,
+    /// or fixed its validation. Attempts restart; the sealed last error stays until the next.
+    pub(crate) fn requeue_rejected(&mut self, now: UtcMillis) -> Result<usize> {
+        let n = self.write(|db| {
+            Ok(db.conn.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt = ?1, attempts = 0, done_at = NULL
+                 WHERE state = 'rejected'",
+                [now.as_millis()],
+            )?)
+        })?;
+        if n > 0 {
+            self.queue(
+                "outbox_requeued",
+                "info",
+                format!("{n} rejected outbox entries queued for upload again"),
+            );
+            self.flush_events();
+        }
+        Ok(n)
+    }
+
+    /// Acked at or after `since` → pending, due now (`vitals-hub sync --resend --since`): the
+    /// clinic lost what it had acknowledged (a restored backup). Only what the hub still holds
+    /// (not pruned); conditional creates keep the server from storing anything twice.
+    pub(crate) fn requeue_acked_since(
+        &mut self,
+        since: UtcMillis,
+        now: UtcMillis,
+    ) -> Result<usize> {
+        let n = self.write(|db| {
+            Ok(db.conn.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt = ?1, attempts = 0, done_at = NULL
+                 WHERE state = 'acked' AND done_at >= ?2",
+                params![now.as_millis(), since.as_millis()],
+            )?)
+        })?;
+        if n > 0 {
+            self.queue(
+                "outbox_resend",
+                "info",
+                format!("{n} acknowledged outbox entries queued for upload again"),
+            );
+            self.flush_events();
+        }
+        Ok(n)
+    }
+
+    /// Forget the server ids of the hub and its devices at `destination`: the next bundles send
+    /// them again as conditional creates (a server restored from a backup may not have them).
+    pub(crate) fn forget_uplink_refs(&mut self, destination: &str) -> Result<usize> {
+        self.write(|db| {
+            Ok(db.conn.execute(
+                "UPDATE uplink_state SET value = '' WHERE destination = ?1
+                 AND (name = 'hub' OR name LIKE 'device:%')",
+                [destination],
+            )?)
+        })
+    }
+
+    /// The newest last error of an entry waiting or rejected, unsealed (the server's reason, which
+    /// may echo PHI: for the technician's terminal only).
+    pub(crate) fn latest_error(&mut self) -> Result<Option<String>> {
+        self.refresh_keys()?;
+        let row: Option<(i64, i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT id, key_id, last_error FROM outbox
+                 WHERE last_error IS NOT NULL AND state IN ('pending', 'in_flight', 'rejected')
+                 ORDER BY max(coalesce(done_at, 0), next_attempt) DESC, id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((id, key_id, sealed)) = row else {
+            return Ok(None);
+        };
+        let plain = self.open_value("outbox", "last_error", &id.to_string(), key_id, &sealed)?;
+        Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
     }
 }
