@@ -266,6 +266,14 @@ pub enum BleEvent {
         mean: Decimal,
         max: Decimal,
     },
+    /// A glucose meter's sequence numbers went back (battery change, factory reset): it has
+    /// `records` records but none at or after the stored `cursor`. It was read in full; records
+    /// stored before were dropped as duplicates by their identity.
+    MeterRestarted {
+        device: DeviceKey,
+        cursor: u16,
+        records: u16,
+    },
     /// A session ended.
     SessionEnded { device: DeviceKey, outcome: Outcome },
 }
@@ -523,6 +531,17 @@ fn audit(e: &BleEvent) -> Option<AuditEvent> {
             "warning",
             format!(
                 "device {device} refused the record request (RACP response 0x{response_code:02X})"
+            ),
+        ),
+        BleEvent::MeterRestarted {
+            device,
+            cursor,
+            records,
+        } => (
+            "ble_meter_restarted",
+            "warning",
+            format!(
+                "device {device}: sequence numbers went back (cursor {cursor}, {records} records on the meter); read in full, duplicates dropped"
             ),
         ),
         BleEvent::Summary { .. } | BleEvent::SessionEnded { .. } => return None,

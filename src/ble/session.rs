@@ -434,15 +434,29 @@ impl<L: Link> Session<'_, L> {
 
     // ---------------------------------------------------------------------------------------
     // Glucose (GLS + RACP).
+    //
+    // The cursor is the sequence number of the newest record stored, newest in GLS's 16-bit
+    // serial order (RFC 1982: `a` is newer than `b` when `(a − b) mod 2^16` is in 1..2^15), so a
+    // meter whose numbers run past 65,535 to 0 is followed, never saturated. A record counts for
+    // the cursor only once it is in the batch being committed: a measurement that waits for its
+    // context record (flag bit 4) is in no batch and under no cursor until the context (or the
+    // next measurement, or the meter's end of transfer) arrives; a session that ends between the
+    // two (link loss, timeout, a failed commit, a crash) leaves the meter to send both again.
+    //
+    // A meter whose numbers went back (battery change, factory reset) answers "no records found"
+    // for cursor + 1. The hub then asks how many records it holds at or after the cursor and in
+    // all: none at or after the cursor but some in all means the meter restarted its numbering;
+    // the hub says so (`MeterRestarted`) and reads the meter in full. Records already stored come
+    // again with the same identity (sequence number and device time in the stable key) and are
+    // dropped as duplicates by the store.
 
     async fn glucose(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
-        let cfg = &self.shared.config;
-        let idle = cfg.racp_idle();
         let cursor = self
             .shared
             .port
             .cursor(&self.device, super::CURSOR_GLUCOSE)
-            .await?;
+            .await?
+            .and_then(|c| u16::try_from(c).ok());
         // Subscribe before writing the control point (else ATT 0xFD).
         self.link.subscribe(GLUCOSE_MEAS).await?;
         if self.link.has(GLUCOSE_CTX) {
@@ -450,22 +464,92 @@ impl<L: Link> Session<'_, L> {
         }
         self.link.subscribe(RACP).await?;
         let request = match cursor {
-            Some(c) => RacpMessage::report_from_sequence(
-                u16::try_from(c.saturating_add(1)).unwrap_or(u16::MAX),
-            ),
+            // After 65,535 comes 0: "≥ 0" is every record; those stored before are duplicates.
+            Some(c) => RacpMessage::report_from_sequence(c.wrapping_add(1)),
             None => RacpMessage::report_all(),
         };
+        let mut run = GlucoseRun {
+            cursor,
+            ..GlucoseRun::default()
+        };
+        let code = self.glucose_round(&mut notes, request, &mut run).await?;
+        if let (response::NO_RECORDS_FOUND, Some(c)) = (code, cursor) {
+            let from_cursor = self
+                .racp_count(&mut notes, RacpMessage::count_from_sequence(c))
+                .await?;
+            if from_cursor == Some(0) {
+                let all = self
+                    .racp_count(&mut notes, RacpMessage::count_all())
+                    .await?;
+                if let Some(n) = all.filter(|n| *n > 0) {
+                    warn!(device = %self.tag, records = n, "The meter's sequence numbers went back (restarted); reading it in full.");
+                    self.shared
+                        .event(BleEvent::MeterRestarted {
+                            device: self.device.clone(),
+                            cursor: c,
+                            records: n,
+                        })
+                        .await;
+                    let mut again = GlucoseRun::default();
+                    self.glucose_round(&mut notes, RacpMessage::report_all(), &mut again)
+                        .await?;
+                }
+            }
+        }
+        Ok(Outcome::Done {
+            stored: self.stored,
+        })
+    }
+
+    /// Write a "report number of stored records" request and wait for the count.
+    async fn racp_count(
+        &mut self,
+        notes: &mut Notifications,
+        request: RacpMessage,
+    ) -> Result<Option<u16>, Stop> {
         let bytes = request
             .encode()
             .map_err(|e| LinkError::Other(e.to_string()))?;
         self.link.write(RACP, &bytes).await?;
+        let idle = self.shared.config.racp_idle();
+        for _ in 0..2 {
+            loop {
+                match self.next(notes, idle).await? {
+                    None => break,
+                    Some((RACP, v)) => match RacpMessage::decode(&v) {
+                        Ok(RacpMessage::NumberOfRecords(n)) => return Ok(Some(n)),
+                        // Not supported (or refused): the meter cannot tell.
+                        Ok(RacpMessage::Response { .. }) => return Ok(None),
+                        Ok(_) => {}
+                        Err(e) => self.malformed(RACP, &e.to_string()).await,
+                    },
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(None)
+    }
 
-        let mut batch: Vec<Reading> = Vec::new();
-        let mut batch_max: Option<u16> = None;
+    /// One RACP report procedure: write `request`, store what arrives with the cursor it covers,
+    /// return the meter's response code (success or no records found; any other ends the
+    /// session).
+    async fn glucose_round(
+        &mut self,
+        notes: &mut Notifications,
+        request: RacpMessage,
+        run: &mut GlucoseRun,
+    ) -> Result<u8, Stop> {
+        let cfg = &self.shared.config;
+        let idle = cfg.racp_idle();
+        let commit_batch = cfg.commit_batch;
+        let bytes = request
+            .encode()
+            .map_err(|e| LinkError::Other(e.to_string()))?;
+        self.link.write(RACP, &bytes).await?;
         let mut pending: Option<GlucoseMeasurement> = None;
         let mut idle_rounds = 0u32;
-        let result: Result<(), Stop> = loop {
-            let n = match self.next(&mut notes, idle).await {
+        let result: Result<u8, Stop> = loop {
+            let n = match self.next(notes, idle).await {
                 Ok(Some(n)) => n,
                 Ok(None) => {
                     idle_rounds += 1;
@@ -487,25 +571,20 @@ impl<L: Link> Session<'_, L> {
             match n.0 {
                 GLUCOSE_MEAS => {
                     if let Some(p) = pending.take() {
-                        batch.extend(p.readings_with_context(None));
+                        // The context never came: the measurement goes alone.
+                        run.add(&p, None);
                     }
                     match GlucoseMeasurement::decode(&n.1) {
-                        Ok(m) => {
-                            batch_max = Some(
-                                batch_max.map_or(m.sequence_number, |x| x.max(m.sequence_number)),
-                            );
-                            if m.context_follows {
-                                pending = Some(m);
-                            } else {
-                                batch.extend(m.readings_with_context(None));
-                            }
+                        Ok(m) if m.context_follows && self.link.has(GLUCOSE_CTX) => {
+                            pending = Some(m)
                         }
+                        Ok(m) => run.add(&m, None),
                         Err(e) => self.malformed(GLUCOSE_MEAS, &e.to_string()).await,
                     }
-                    if batch.len() >= cfg.commit_batch {
+                    if run.batch.len() >= commit_batch {
                         // A failed commit ends the session here: the cursor stays before this
                         // batch, and the next session asks for these records again.
-                        if let Err(e) = self.commit_glucose(&mut batch, batch_max).await {
+                        if let Err(e) = self.commit_glucose(run).await {
                             break Err(e.into());
                         }
                     }
@@ -513,11 +592,7 @@ impl<L: Link> Session<'_, L> {
                 GLUCOSE_CTX => match GlucoseContext::decode(&n.1) {
                     Ok(ctx) => {
                         if let Some(p) = pending.take() {
-                            if p.sequence_number == ctx.sequence_number {
-                                batch.extend(p.readings_with_context(Some(&ctx)));
-                            } else {
-                                batch.extend(p.readings_with_context(None));
-                            }
+                            run.add(&p, Some(&ctx));
                         }
                     }
                     Err(e) => self.malformed(GLUCOSE_CTX, &e.to_string()).await,
@@ -527,7 +602,14 @@ impl<L: Link> Session<'_, L> {
                         request_op_code,
                         response_code,
                     }) if request_op_code == op::REPORT_STORED_RECORDS => match response_code {
-                        response::SUCCESS | response::NO_RECORDS_FOUND => break Ok(()),
+                        response::SUCCESS | response::NO_RECORDS_FOUND => {
+                            // The transfer is complete: a context promised but not sent will
+                            // not come.
+                            if let Some(p) = pending.take() {
+                                run.add(&p, None);
+                            }
+                            break Ok(response_code);
+                        }
                         code => {
                             let name = gatt::racp::response_name(code).unwrap_or("reserved");
                             warn!(device = %self.tag, code, name, "RACP request refused.");
@@ -552,26 +634,24 @@ impl<L: Link> Session<'_, L> {
             // Nothing after a failed commit is handed over.
             return Err(Stop::Port(e));
         }
-        if let Some(p) = pending.take() {
-            batch.extend(p.readings_with_context(None));
-        }
-        self.commit_glucose(&mut batch, batch_max).await?;
-        result.map(|()| Outcome::Done {
-            stored: self.stored,
-        })
+        // A measurement still waiting for its context (`pending`) is not stored and not under
+        // the cursor: the next session asks for it (and its context) again.
+        self.commit_glucose(run).await?;
+        result
     }
 
-    async fn commit_glucose(
-        &mut self,
-        batch: &mut Vec<Reading>,
-        max: Option<u16>,
-    ) -> Result<(), PortError> {
-        let readings = std::mem::take(batch);
-        let cursor = max.map(|m| Cursor {
+    async fn commit_glucose(&mut self, run: &mut GlucoseRun) -> Result<(), PortError> {
+        let readings = std::mem::take(&mut run.batch);
+        let covered = run.batch_cursor.take();
+        let cursor = covered.map(|m| Cursor {
             name: super::CURSOR_GLUCOSE,
             value: i64::from(m),
         });
-        self.store_readings(readings, "rx", cursor).await
+        self.store_readings(readings, "rx", cursor).await?;
+        if covered.is_some() {
+            run.cursor = covered;
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------------------------------
@@ -811,6 +891,35 @@ impl<L: Link> Session<'_, L> {
             }
         }
     }
+}
+
+/// A glucose download's state: the batch being built and the cursor it will carry.
+#[derive(Debug, Default)]
+struct GlucoseRun {
+    /// The cursor committed so far (the stored one at the start; `None` reads in full).
+    cursor: Option<u16>,
+    batch: Vec<Reading>,
+    /// The cursor covering `batch` and everything before it; `None` while the batch adds none.
+    batch_cursor: Option<u16>,
+}
+
+impl GlucoseRun {
+    /// A measurement (with its context) joins the batch and the cursor that covers it.
+    fn add(&mut self, m: &GlucoseMeasurement, ctx: Option<&GlucoseContext>) {
+        let ctx = ctx.filter(|c| c.sequence_number == m.sequence_number);
+        self.batch.extend(m.readings_with_context(ctx));
+        let base = self.batch_cursor.or(self.cursor);
+        self.batch_cursor = Some(match base {
+            Some(c) if !sequence_newer(m.sequence_number, c) => c,
+            _ => m.sequence_number,
+        });
+    }
+}
+
+/// GLS sequence numbers in 16-bit serial order (RFC 1982): `a` is newer than `b`.
+pub(crate) fn sequence_newer(a: u16, b: u16) -> bool {
+    let d = a.wrapping_sub(b);
+    d != 0 && d < 0x8000
 }
 
 struct Acc {

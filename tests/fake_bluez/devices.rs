@@ -1,7 +1,10 @@
 //! Scriptable devices, built with the `gatt` encoders.
 use super::{Action, Behavior, DeviceModel};
+use std::sync::{Arc, Mutex};
 use vitals_hub::gatt::datetime::{CurrentTime, DateTime};
-use vitals_hub::gatt::glucose::{Concentration, ConcentrationUnit, GlucoseMeasurement};
+use vitals_hub::gatt::glucose::{
+    Concentration, ConcentrationUnit, GlucoseContext, GlucoseMeasurement,
+};
 use vitals_hub::gatt::racp::{op, response, FilterValue, Operator, RacpMessage, RequestOp};
 use vitals_hub::gatt::{GattValue, SFloat};
 use vitals_hub::model::{Decimal, LocalDateTime};
@@ -32,20 +35,69 @@ pub fn glucose_record(start: LocalDateTime, seq: u16) -> GlucoseMeasurement {
     }
 }
 
+/// The context record of `seq`: meal = fasting (3) for even, postprandial (2) for odd numbers.
+pub fn glucose_context(seq: u16) -> Vec<u8> {
+    GlucoseContext {
+        sequence_number: seq,
+        extended_flags: None,
+        carbohydrate: None,
+        meal: Some(if seq % 2 == 0 { 3 } else { 2 }),
+        tester_health: None,
+        exercise: None,
+        medication: None,
+        hba1c_pct: None,
+    }
+    .encode()
+    .unwrap()
+}
+
+/// What a test swaps into a running meter (picked up at the next RACP write): a battery change
+/// or factory reset (`first_seq`, `records`).
+pub type MeterSwap = Arc<Mutex<Option<(u16, Vec<Vec<u8>>)>>>;
+
 /// A glucose meter with stored records answering RACP as GLS says.
 pub struct GlucoseMeter {
-    pub records: Vec<Vec<u8>>, // encoded 2A18 values, by sequence number 1..
+    pub records: Vec<Vec<u8>>, // encoded 2A18 values, by sequence number first_seq.. (wrapping)
     pub first_seq: u16,
+    /// A measurement whose flags say "context follows" is followed by its 2A34 context record.
+    pub contexts: bool,
+    pub swap: MeterSwap,
 }
 
 impl GlucoseMeter {
     pub fn new(start: LocalDateTime, n: u16) -> GlucoseMeter {
+        GlucoseMeter::from_seq(start, 1, n)
+    }
+
+    /// `n` records numbered from `first` (wrapping past 65,535 to 0, as GLS sequence numbers do).
+    pub fn from_seq(start: LocalDateTime, first: u16, n: u16) -> GlucoseMeter {
         GlucoseMeter {
-            records: (1..=n)
-                .map(|s| glucose_record(start, s).encode().unwrap())
+            records: (0..n)
+                .map(|i| {
+                    glucose_record(start, first.wrapping_add(i))
+                        .encode()
+                        .unwrap()
+                })
                 .collect(),
-            first_seq: 1,
+            first_seq: first,
+            contexts: false,
+            swap: Arc::default(),
         }
+    }
+
+    /// Every record says "context follows" and the meter sends the context after it.
+    pub fn with_contexts(mut self) -> GlucoseMeter {
+        for r in &mut self.records {
+            if let Some(f) = r.first_mut() {
+                *f |= 0x10;
+            }
+        }
+        self.contexts = true;
+        self
+    }
+
+    fn seq(&self, i: usize) -> u16 {
+        self.first_seq.wrapping_add(i as u16)
     }
 }
 
@@ -53,6 +105,10 @@ impl Behavior for GlucoseMeter {
     fn on_write(&mut self, ch: u16, data: &[u8]) -> Result<Vec<Action>, String> {
         if ch != 0x2A52 {
             return Ok(Vec::new());
+        }
+        if let Some((first, records)) = self.swap.lock().unwrap().take() {
+            self.first_seq = first;
+            self.records = records;
         }
         let resp = |req: u8, code: u8| {
             Action::Notify(
@@ -101,9 +157,12 @@ impl Behavior for GlucoseMeter {
                 };
                 let mut out = Vec::new();
                 for (i, r) in self.records.iter().enumerate() {
-                    let seq = self.first_seq + i as u16;
+                    let seq = self.seq(i);
                     if seq >= n {
                         out.push(Action::Notify(0x2A18, r.clone()));
+                        if self.contexts && r.first().is_some_and(|f| f & 0x10 != 0) {
+                            out.push(Action::Notify(0x2A34, glucose_context(seq)));
+                        }
                     }
                 }
                 let code = if out.is_empty() {
@@ -124,7 +183,7 @@ impl Behavior for GlucoseMeter {
                     .records
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| self.first_seq + *i as u16 >= n)
+                    .filter(|(i, _)| self.seq(*i) >= n)
                     .count();
                 Ok(vec![Action::Notify(
                     0x2A52,
