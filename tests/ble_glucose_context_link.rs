@@ -52,7 +52,7 @@ fn context_records_survive_link_loss_between_measurement_and_context() {
         assert_eq!(glucose_seqs(&readings), (1..=60).collect::<Vec<u16>>());
         for r in readings.iter().filter(|r| r.reading.kind == Kind::Glucose) {
             let s = r.reading.sequence.unwrap();
-            let want = if s % 2 == 0 {
+            let want = if s.is_multiple_of(2) {
                 Meal::Fasting
             } else {
                 Meal::Postprandial

@@ -41,7 +41,7 @@ pub fn glucose_context(seq: u16) -> Vec<u8> {
         sequence_number: seq,
         extended_flags: None,
         carbohydrate: None,
-        meal: Some(if seq % 2 == 0 { 3 } else { 2 }),
+        meal: Some(if seq.is_multiple_of(2) { 3 } else { 2 }),
         tester_health: None,
         exercise: None,
         medication: None,
