@@ -877,7 +877,9 @@ impl Hub {
             dev_cfg: cfg.device(address),
             stored: 0,
             test_data,
+            deadline: session::Deadline::after(Duration::from_millis(cfg.session_timeout_ms)),
         };
+        let deadline = session.deadline.clone();
         // On shutdown the session is dropped between two awaits: a store append already sent
         // still commits whole (readings with their cursor), so nothing is half-stored.
         let stopping = async {
@@ -888,13 +890,11 @@ impl Hub {
             }
         };
         let outcome = tokio::select! {
-            r = tokio::time::timeout(Duration::from_millis(cfg.session_timeout_ms), session.run()) => match r {
-                Ok(o) => o,
-                Err(_) => {
-                    let _ = link.disconnect().await;
-                    Outcome::Failed("session timed out".into())
-                }
-            },
+            o = session.run() => o,
+            () = deadline.passed() => {
+                let _ = link.disconnect().await;
+                Outcome::Failed("session timed out".into())
+            }
             () = stopping => {
                 let _ = link.disconnect().await;
                 Outcome::Failed("the hub is stopping".into())

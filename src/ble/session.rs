@@ -85,6 +85,42 @@ pub(crate) struct Session<'a, L: Link> {
     pub stored: usize,
     /// Readings of this session are test data (a simulated device).
     pub test_data: bool,
+    /// When the session times out; a CGM's records move it on.
+    pub deadline: Deadline,
+}
+
+/// A session's deadline, moved on by progress (a CGM's records) and watched by the hub.
+#[derive(Debug, Clone)]
+pub struct Deadline(std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl Deadline {
+    pub fn after(d: Duration) -> Deadline {
+        Deadline(std::sync::Arc::new(std::sync::Mutex::new(
+            tokio::time::Instant::now() + d,
+        )))
+    }
+    /// Not before `d` from now.
+    pub fn extend(&self, d: Duration) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = (*t).max(tokio::time::Instant::now() + d);
+        }
+    }
+    pub fn at(&self) -> tokio::time::Instant {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|_| tokio::time::Instant::now())
+    }
+    /// Resolves once the deadline has passed (re-checked after every extension).
+    pub async fn passed(&self) {
+        loop {
+            let t = self.at();
+            if tokio::time::Instant::now() >= t {
+                return;
+            }
+            tokio::time::sleep_until(t).await;
+        }
+    }
 }
 
 /// GLS, BPS, HTS, WSS, PLXS, HRS, CGMS service → characteristic used to tell profiles apart.
@@ -100,6 +136,7 @@ const HR_MEAS: u16 = 0x2A37;
 const CGM_MEAS: u16 = 0x2AA7;
 const CGM_FEATURE: u16 = 0x2AA8;
 const CGM_SST: u16 = 0x2AAA;
+const CGM_STATUS: u16 = 0x2AA9;
 const BATTERY: u16 = 0x2A19;
 const CURRENT_TIME: u16 = 0x2A2B;
 const SERIAL: u16 = 0x2A25;
@@ -428,6 +465,26 @@ impl<L: Link> Session<'_, L> {
                 } else {
                     Err(LinkError::NotConnected)
                 }
+            }
+        }
+    }
+
+    /// As [`Self::next`] over `total`, checking the link every quiet period (a link that went
+    /// down is noticed within one quiet period, not at the end of a sensor's long cadence).
+    async fn next_within(
+        &self,
+        notes: &mut Notifications,
+        total: Duration,
+    ) -> Result<Option<(u16, Vec<u8>)>, LinkError> {
+        let slice = self.shared.config.quiet().max(Duration::from_millis(1));
+        let end = tokio::time::Instant::now() + total;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            if let Some(n) = self.next(notes, slice.min(left)).await? {
+                return Ok(Some(n));
             }
         }
     }
@@ -824,6 +881,18 @@ impl<L: Link> Session<'_, L> {
 
     // ---------------------------------------------------------------------------------------
     // CGM: records with time offsets from the session start; E2E-CRC checked by the codec.
+    //
+    // A CGM is a long-lived connection: the sensor notifies a record every 1–5 minutes, so the
+    // session waits for the sensor's own cadence (twice the interval between its records' time
+    // offsets, plus 30 s; 5 minutes until two records have shown it), never the spot devices'
+    // quiet time, and each record moves the session's deadline on. When the sensor has no Session
+    // Start Time, the hub writes it (the collector's job in CGMS): its local wall clock minus the
+    // CGM Status time offset when the sensor has that characteristic, then reads back what the
+    // sensor kept. The cursor is kept per sensor session: its value is `(session start in epoch
+    // minutes) << 16 | time offset`, so a new sensor session (a new start) never compares its
+    // offsets with the old one's. Each record's identity is its session start and time offset:
+    // records whose start is unknown never share a key (the offset, and the session's connect
+    // time, tell them apart).
 
     async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
         let e2e = match self.link.read(CGM_FEATURE).await {
@@ -832,27 +901,38 @@ impl<L: Link> Session<'_, L> {
                 .unwrap_or(false),
             Err(_) => false,
         };
-        let start: Option<SessionStartTime> = match self.link.read(CGM_SST).await {
-            Ok(v) => match SessionStartTime::decode(&v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    self.malformed(CGM_SST, &e.to_string()).await;
-                    None
-                }
-            },
-            Err(_) => None,
+        let mut start = self.cgm_session_start().await;
+        if start.and_then(|s| s.start.to_local()).is_none() && self.link.writable(CGM_SST) {
+            self.write_session_start(e2e).await;
+            start = self.cgm_session_start().await;
+        }
+        let start_local = start.and_then(|s| s.start.to_local());
+        let session_id = start_local.map_or(0, |t| t.to_epoch_seconds().div_euclid(60));
+        let identity = match start_local {
+            Some(t) => format!("sst={t}"),
+            None => format!(
+                "sst=unknown@{}",
+                self.shared.clock.now().floor_minute().as_millis()
+            ),
         };
-        let cursor = self
+        let stored = self
             .shared
             .port
             .cursor(&self.device, super::CURSOR_CGM)
             .await?;
+        // A cursor of another sensor session (or of the old plain-offset form) does not apply.
+        let mut cursor: Option<u16> = stored
+            .filter(|c| c >> 16 == session_id && start_local.is_some())
+            .and_then(|c| u16::try_from(c & 0xFFFF).ok());
         self.link.subscribe(CGM_MEAS).await?;
-        let quiet = self.shared.config.quiet();
+        let mut last_offset: Option<u16> = None;
+        let mut cadence_min: Option<u16> = None;
         loop {
-            match self.next(&mut notes, quiet).await {
+            let wait = cgm_quiet(cadence_min, self.shared.config.quiet());
+            match self.next_within(&mut notes, wait).await {
                 Ok(Some((CGM_MEAS, bytes))) => {
-                    let mut readings = Vec::new();
+                    self.deadline.extend(wait);
+                    let mut items = Vec::new();
                     let mut max: Option<u16> = None;
                     for rec in cgm::decode_records(&bytes) {
                         match rec {
@@ -864,22 +944,34 @@ impl<L: Link> Session<'_, L> {
                                 .await
                             }
                             Ok(r) => {
-                                if cursor.is_some_and(|c| i64::from(r.time_offset_min) <= c) {
+                                let off = r.time_offset_min;
+                                if let Some(prev) = last_offset.filter(|p| off > *p) {
+                                    cadence_min = Some(off - prev);
+                                }
+                                last_offset = Some(off);
+                                if cursor.is_some_and(|c| off <= c) {
                                     continue;
                                 }
-                                max = Some(
-                                    max.map_or(r.time_offset_min, |m| m.max(r.time_offset_min)),
+                                max = Some(max.map_or(off, |m| m.max(off)));
+                                let key = format!(
+                                    "v1|{}|{}|{}|{identity}|offset={off}",
+                                    self.address,
+                                    self.patient,
+                                    Kind::CgmGlucose
                                 );
-                                readings.push(r.reading(start.as_ref()));
+                                items.push((r.reading(start.as_ref()), key));
                             }
                             Err(e) => self.malformed(CGM_MEAS, &e.to_string()).await,
                         }
                     }
                     let cur = max.map(|m| Cursor {
                         name: super::CURSOR_CGM,
-                        value: i64::from(m),
+                        value: (session_id << 16) | i64::from(m),
                     });
-                    self.store_readings(readings, "rx", cur).await?;
+                    self.store_keyed(items, cur).await?;
+                    if max.is_some() {
+                        cursor = max;
+                    }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(LinkError::NotConnected) => {
@@ -891,6 +983,91 @@ impl<L: Link> Session<'_, L> {
             }
         }
     }
+
+    async fn cgm_session_start(&mut self) -> Option<SessionStartTime> {
+        match self.link.read(CGM_SST).await {
+            Ok(v) => match SessionStartTime::decode(&v) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.malformed(CGM_SST, &e.to_string()).await;
+                    None
+                }
+            },
+            Err(_) => None,
+        }
+    }
+
+    /// Write the Session Start Time: hub local time minus the sensor's current time offset (CGM
+    /// Status), with the zone and DST of the hub's zone at that instant.
+    async fn write_session_start(&mut self, e2e: bool) {
+        let Some(now) = self.hub_local() else { return };
+        let mut offset_min = 0i64;
+        if self.link.has(CGM_STATUS) {
+            if let Ok(v) = self.link.read(CGM_STATUS).await {
+                match cgm::CgmStatus::decode(&v) {
+                    Ok(st) => offset_min = i64::from(st.time_offset_min),
+                    Err(e) => self.malformed(CGM_STATUS, &e.to_string()).await,
+                }
+            }
+        }
+        let Ok(at) = now.add_minutes(-offset_min) else {
+            return;
+        };
+        let (tz, dst) = self.zone_fields();
+        let sst = SessionStartTime::new(at, tz, dst, e2e);
+        match sst.encode() {
+            Ok(bytes) => match self.link.write(CGM_SST, &bytes).await {
+                Ok(()) => info!(device = %self.tag, "Wrote the CGM Session Start Time."),
+                Err(e) => {
+                    warn!(device = %self.tag, error = %e, "Writing the CGM Session Start Time failed.")
+                }
+            },
+            Err(e) => {
+                warn!(device = %self.tag, error = %e, "CGM Session Start Time not encodable.")
+            }
+        }
+    }
+
+    /// Time Zone (15-minute units) and DST Offset of the hub's zone now.
+    fn zone_fields(
+        &self,
+    ) -> (
+        crate::gatt::datetime::TimeZone,
+        crate::gatt::datetime::DstOffset,
+    ) {
+        let minutes = self.shared.config.utc_offset_minutes;
+        (
+            crate::gatt::datetime::TimeZone(i8::try_from(minutes / 15).unwrap_or(-128)),
+            crate::gatt::datetime::DstOffset(0),
+        )
+    }
+
+    /// Commit readings with their own stable keys (and the cursor they cover).
+    async fn store_keyed(
+        &mut self,
+        readings: Vec<(Reading, String)>,
+        cursor: Option<Cursor>,
+    ) -> Result<(), PortError> {
+        let now = self.shared.clock.now();
+        let items = readings
+            .into_iter()
+            .map(|(reading, stable_key)| NewReading {
+                reading,
+                received_at: now,
+                stable_key,
+                test_data: self.test_data,
+                summary: None,
+            })
+            .collect();
+        self.commit(items, cursor).await
+    }
+}
+
+/// How long a CGM may stay silent: twice its cadence plus 30 s (5 minutes until known), never
+/// less than the configured quiet time.
+fn cgm_quiet(cadence_min: Option<u16>, quiet: Duration) -> Duration {
+    let cadence = Duration::from_secs(u64::from(cadence_min.unwrap_or(5).max(1)) * 60);
+    (cadence * 2 + Duration::from_secs(30)).max(quiet)
 }
 
 /// A glucose download's state: the batch being built and the cursor it will carry.

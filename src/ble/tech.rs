@@ -231,6 +231,9 @@ impl Hub {
             },
             stored: 0,
             test_data: false,
+            deadline: super::session::Deadline::after(Duration::from_millis(
+                cfg.session_timeout_ms,
+            )),
         };
         let before = self.events().len();
         let profile = session

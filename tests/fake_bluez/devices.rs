@@ -253,3 +253,106 @@ pub fn stream_device(
         .service(service, chars)
         .standard("SN-1", 50, &clock_bytes(clock))
 }
+
+/// One CGM record (no CRC, no status): `mg` mg/dL at `offset` minutes.
+pub fn cgm_record(mg: i64, offset: u16) -> Vec<u8> {
+    use vitals_hub::gatt::cgm::{CgmMeasurement, CgmRecord};
+    CgmMeasurement {
+        records: vec![CgmRecord {
+            glucose_mg_dl: SFloat::from_decimal(Decimal::new(mg, 0)).unwrap(),
+            time_offset_min: offset,
+            status_octet: None,
+            cal_temp_octet: None,
+            warning_octet: None,
+            trend_mg_dl_min: None,
+            quality_pct: None,
+            e2e_crc: false,
+        }],
+    }
+    .encode()
+    .unwrap()
+}
+
+/// The records a CGM sends on its next connection: `(mg/dL, time offset)`.
+pub type CgmQueue = Arc<Mutex<Vec<(i64, u16)>>>;
+
+/// A CGM sensor: once the hub subscribes to 0x2AA7, it notifies the queued records one by one,
+/// `gap` apart (its cadence, sped up), then hangs up.
+pub struct CgmSensor {
+    pub queue: CgmQueue,
+    pub gap: std::time::Duration,
+}
+
+impl Behavior for CgmSensor {
+    fn on_subscribe(&mut self, ch: u16) -> Vec<Action> {
+        if ch != 0x2AA7 {
+            return Vec::new();
+        }
+        let records = std::mem::take(&mut *self.queue.lock().unwrap());
+        let mut out = vec![Action::Sleep(std::time::Duration::from_millis(50))];
+        for (mg, off) in records {
+            out.push(Action::Notify(0x2AA7, cgm_record(mg, off)));
+            out.push(Action::Sleep(self.gap));
+        }
+        out.push(Action::Disconnect);
+        out
+    }
+}
+
+/// A CGM (no E2E-CRC) with Session Start Time `sst` (None: unknown, all fields 0), writable or
+/// not, and a CGM Status whose time offset is `status_offset`.
+pub fn cgm_sensor(
+    address: &str,
+    sensor: CgmSensor,
+    sst: Option<LocalDateTime>,
+    sst_writable: bool,
+    status_offset: u16,
+    clock: LocalDateTime,
+) -> DeviceModel {
+    use vitals_hub::gatt::cgm::{CgmFeature, CgmStatus};
+    let sst_flags: &'static [&'static str] = if sst_writable {
+        &["read", "write"]
+    } else {
+        &["read"]
+    };
+    DeviceModel::new(address, "cgm", Box::new(sensor))
+        .service(
+            0x181F,
+            vec![
+                (0x2AA7, &["notify"], Vec::new()),
+                (
+                    0x2AA8,
+                    &["read"],
+                    CgmFeature::new(0, 9, 5).encode().unwrap(),
+                ),
+                (
+                    0x2AA9,
+                    &["read"],
+                    CgmStatus {
+                        time_offset_min: status_offset,
+                        status_octet: 0,
+                        cal_temp_octet: 0,
+                        warning_octet: 0,
+                        e2e_crc: false,
+                    }
+                    .encode()
+                    .unwrap(),
+                ),
+                (0x2AAA, sst_flags, sst_bytes(sst)),
+                (0x2AAC, &["write", "indicate"], Vec::new()),
+            ],
+        )
+        .standard("SN-CGM", 90, &clock_bytes(clock))
+}
+
+/// A Session Start Time value (zone UTC, no DST); None: the unknown start (all zeros).
+pub fn sst_bytes(sst: Option<LocalDateTime>) -> Vec<u8> {
+    use vitals_hub::gatt::cgm::SessionStartTime;
+    use vitals_hub::gatt::datetime::{DstOffset, TimeZone};
+    match sst {
+        Some(t) => SessionStartTime::new(t, TimeZone(0), DstOffset(0), false)
+            .encode()
+            .unwrap(),
+        None => vec![0, 0, 0, 0, 0, 0, 0, 0, 0],
+    }
+}
