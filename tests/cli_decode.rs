@@ -115,3 +115,81 @@ fn list_names_every_characteristic() {
         assert!(text.contains(name), "{text}");
     }
 }
+
+/// `decode --zone`: device wall-clock times across both 2026 changes of Europe/Berlin and
+/// America/New_York, with the zone's rules at each reading's own instant (issue 14).
+#[test]
+fn zone_gives_utc_and_flags_nonexistent_and_ambiguous_times() {
+    let glucose_at = |date: &str| format!("020100{date}68b011");
+    let cases = [
+        // (zone, year-month-day-hour-minute-second as on the wire, UTC, uncertain)
+        (
+            "Europe/Berlin",
+            "ea0707010c0000",
+            "2026-07-01T10:00:00Z",
+            false,
+        ),
+        (
+            "Europe/Berlin",
+            "ea070c010c0000",
+            "2026-12-01T11:00:00Z",
+            false,
+        ),
+        // 29 March 02:30 does not exist: read with the offset before the change.
+        (
+            "Europe/Berlin",
+            "ea07031d021e00",
+            "2026-03-29T01:30:00Z",
+            true,
+        ),
+        // 25 October 02:30 exists twice: its first occurrence.
+        (
+            "Europe/Berlin",
+            "ea070a19021e00",
+            "2026-10-25T00:30:00Z",
+            true,
+        ),
+        (
+            "America/New_York",
+            "ea070308020f00",
+            "2026-03-08T07:15:00Z",
+            true,
+        ),
+        (
+            "America/New_York",
+            "ea070b01011e00",
+            "2026-11-01T05:30:00Z",
+            true,
+        ),
+        (
+            "America/New_York",
+            "ea070b01021e00",
+            "2026-11-01T07:30:00Z",
+            false,
+        ),
+    ];
+    for (zone, date, utc, uncertain) in cases {
+        let hex = glucose_at(&date.replace(' ', ""));
+        let doc = json(&run(&["decode", "2A18", &hex, "--zone", zone]));
+        let r = &doc["readings"][0];
+        assert_eq!(r["device_time_utc"], utc, "{zone} {date}");
+        assert_eq!(
+            r.get("time_uncertain").is_some_and(|v| v == true),
+            uncertain,
+            "{zone} {date}: {r}"
+        );
+    }
+    let out = run(&[
+        "decode",
+        "2A18",
+        &glucose_at("ea07031d021e00"),
+        "--zone",
+        "Mars/Olympus",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Mars/Olympus") && err.contains("IANA"),
+        "{err}"
+    );
+}

@@ -141,6 +141,10 @@ pub struct BleConfig {
     /// Set from `[hub]` by the config (not a key of `[ble]`).
     #[serde(skip)]
     pub utc_offset_minutes: i32,
+    /// The home's time zone (`[hub] timezone`): device clocks are written with, and the CGM
+    /// Session Start Time carries, its local time at each instant. Set by the config.
+    #[serde(skip)]
+    pub zone: crate::model::Zone,
     /// Set from the `[[device]]` tables by the config (not a key of `[ble]`).
     #[serde(skip)]
     pub devices: Vec<DeviceConfig>,
@@ -168,6 +172,7 @@ impl Default for BleConfig {
             stream_max_ms: 600_000,
             clock_tolerance_s: 120,
             utc_offset_minutes: 0,
+            zone: crate::model::Zone::utc(),
             devices: Vec::new(),
         }
     }

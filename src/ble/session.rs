@@ -139,6 +139,7 @@ const CGM_SST: u16 = 0x2AAA;
 const CGM_STATUS: u16 = 0x2AA9;
 const BATTERY: u16 = 0x2A19;
 const CURRENT_TIME: u16 = 0x2A2B;
+const LOCAL_TIME_INFO: u16 = 0x2A0F;
 const SERIAL: u16 = 0x2A25;
 
 impl<L: Link> Session<'_, L> {
@@ -324,11 +325,10 @@ impl<L: Link> Session<'_, L> {
         Ok(battery_readings)
     }
 
-    /// Hub wall-clock now, in the configured zone.
+    /// Hub wall-clock now, in the configured zone (its rules at this instant: after a change of
+    /// offset the next session writes the new local time).
     fn hub_local(&self) -> Option<LocalDateTime> {
-        let now = self.shared.clock.now().as_millis();
-        let secs = now.div_euclid(1000) + i64::from(self.shared.config.utc_offset_minutes) * 60;
-        LocalDateTime::from_epoch_seconds(secs).ok()
+        self.shared.config.zone.local_at(self.shared.clock.now())
     }
 
     async fn clock(&mut self) -> Result<(), PortError> {
@@ -357,6 +357,17 @@ impl<L: Link> Session<'_, L> {
             if let Ok(bytes) = CurrentTime::for_clock_write(hub).encode() {
                 written = self.link.write(CURRENT_TIME, &bytes).await.is_ok();
             }
+            // With the Local Time Information where the device has it (zone and DST now).
+            if written && self.link.writable(LOCAL_TIME_INFO) {
+                let (time_zone, dst_offset) = self.zone_fields();
+                let lti = crate::gatt::datetime::LocalTimeInformation {
+                    time_zone,
+                    dst_offset,
+                };
+                if let Ok(bytes) = lti.encode() {
+                    let _ = self.link.write(LOCAL_TIME_INFO, &bytes).await;
+                }
+            }
         }
         self.shared
             .event(BleEvent::ClockOffset {
@@ -370,7 +381,12 @@ impl<L: Link> Session<'_, L> {
         let sample = ClockSample {
             device: dev,
             hub: self.shared.clock.now(),
-            set_by_hub_offset_minutes: written.then_some(self.shared.config.utc_offset_minutes),
+            set_by_hub_offset_minutes: written.then(|| {
+                self.shared
+                    .config
+                    .zone
+                    .offset_minutes_at(self.shared.clock.now())
+            }),
         };
         self.update_info(|i| i.clock = Some(sample)).await
     }
@@ -827,9 +843,7 @@ impl<L: Link> Session<'_, L> {
         start_ms: i64,
         window: i64,
     ) -> Result<(), PortError> {
-        let offset = i64::from(self.shared.config.utc_offset_minutes) * 60;
-        let start_local =
-            LocalDateTime::from_epoch_seconds(start_ms.div_euclid(1000) + offset).ok();
+        let start_local = self.shared.config.zone.local_at(UtcMillis(start_ms));
         let mut out = Vec::new();
         for (kind, a) in std::mem::take(acc) {
             let Some(mean) = a.mean() else { continue };

@@ -31,8 +31,10 @@ pub struct IngestConfig {
     pub rules: AlertRules,
     /// The patient's logical id (for the Observation identifiers an alert refers to).
     pub patient_id: String,
-    /// The hub's offset from UTC, for device wall-clock times.
+    /// The hub's offset from UTC (deprecated; the FHIR device clock still carries it).
     pub utc_offset_minutes: i32,
+    /// The home's zone: device wall-clock times are measured at the instant its rules give.
+    pub zone: crate::model::Zone,
 }
 
 /// Errors of ingest.
@@ -244,9 +246,7 @@ impl Ingest {
     /// The time a reading was measured, on the hub's UTC timeline.
     fn measured_at(&self, reading: &Reading, received_at: UtcMillis) -> UtcMillis {
         match reading.device_time {
-            Some(t) => UtcMillis(
-                (t.to_epoch_seconds() - i64::from(self.cfg.utc_offset_minutes) * 60) * 1000,
-            ),
+            Some(t) => self.cfg.zone.resolve(t).utc,
             None => received_at,
         }
     }

@@ -9,10 +9,12 @@ mod clock;
 mod decimal;
 pub mod device;
 mod time;
+mod zone;
 
 pub use clock::{Clock, ManualClock, Progress, Rfc3339Error, SystemClock, UtcMillis};
 pub use decimal::{Decimal, DecimalParseError};
 pub use time::{days_in_month, LocalDateTime, TimeError};
+pub use zone::{Resolved, TimeQuality, Zone, ZoneError};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

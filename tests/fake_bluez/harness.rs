@@ -40,6 +40,7 @@ pub fn fast_config() -> BleConfig {
         stream_max_ms: 5_000,
         clock_tolerance_s: 120,
         utc_offset_minutes: 0,
+        zone: vitals_hub::model::Zone::utc(),
         devices: Vec::new(),
     }
 }
@@ -117,6 +118,7 @@ impl Env {
                 rules,
                 patient_id: "patient-1".into(),
                 utc_offset_minutes: 0,
+                zone: vitals_hub::model::Zone::utc(),
             };
             let ingest = vitals_hub::daemon::Ingest::open(store.clone(), cfg)
                 .await
