@@ -193,3 +193,34 @@ fn zone_gives_utc_and_flags_nonexistent_and_ambiguous_times() {
         "{err}"
     );
 }
+
+/// The Beurer BM85 capture (fixtures/quirks/beurer-bm85.json): refused as sent, decoded with
+/// `--quirk beurer-bm85`; `--list-quirks` names it with its source (issue 14).
+#[test]
+fn quirk_decodes_the_bm85_capture() {
+    let hex = "566a0047000000ea07080b121f00003f000000";
+    assert!(!run(&["decode", "2A35", hex]).status.success());
+    let doc = json(&run(&["decode", "2A35", hex, "--quirk", "beurer-bm85"]));
+    let f = &doc["fields"];
+    assert_eq!(f["user_id"], 0, "{f}");
+    let readings = doc["readings"].as_array().unwrap();
+    let value = |kind: &str| {
+        readings
+            .iter()
+            .find(|r| r["kind"] == kind)
+            .map(|r| r["value"].as_f64().unwrap())
+    };
+    assert_eq!(value("systolic"), Some(106.0), "{doc}");
+    assert_eq!(value("diastolic"), Some(71.0));
+    assert_eq!(value("pulse_rate"), Some(63.0));
+    assert_eq!(value("mean_arterial_pressure"), None);
+    let out = run(&["decode", "--list-quirks"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("beurer-bm85") && text.contains("derdilla"),
+        "{text}"
+    );
+    let out = run(&["decode", "2A35", hex, "--quirk", "acme-x1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("beurer-bm85"));
+}

@@ -883,6 +883,7 @@ impl Hub {
             stored: 0,
             test_data,
             deadline: session::Deadline::after(Duration::from_millis(cfg.session_timeout_ms)),
+            quirk: None,
         };
         let deadline = session.deadline.clone();
         // On shutdown the session is dropped between two awaits: a store append already sent

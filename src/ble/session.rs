@@ -87,6 +87,8 @@ pub(crate) struct Session<'a, L: Link> {
     pub test_data: bool,
     /// When the session times out; a CGM's records move it on.
     pub deadline: Deadline,
+    /// The device's quirk (`gatt::quirks`), found from its Device Information at connect.
+    pub quirk: Option<&'static crate::gatt::quirks::Quirk>,
 }
 
 /// A session's deadline, moved on by progress (a CGM's records) and watched by the hub.
@@ -309,6 +311,10 @@ impl<L: Link> Session<'_, L> {
                 },
                 Err(e) => debug!(device = %self.tag, error = %e, "Battery read failed."),
             }
+        }
+        self.quirk = crate::gatt::quirks::for_device(manufacturer.as_deref(), model.as_deref());
+        if let Some(q) = self.quirk {
+            info!(device = %self.tag, quirk = q.name, "Device quirk applies.");
         }
         let now = self.shared.clock.now();
         self.update_info(|i| {
@@ -744,6 +750,10 @@ impl<L: Link> Session<'_, L> {
                     if !chars.contains(&ch) {
                         continue;
                     }
+                    let bytes = match self.quirk {
+                        Some(q) => q.apply(ch, &bytes).into_owned(),
+                        None => bytes,
+                    };
                     match gatt::decode(kind, &bytes) {
                         Ok(d) => {
                             let rx = format!("rx={}", self.shared.clock.now().as_millis());

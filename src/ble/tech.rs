@@ -234,6 +234,7 @@ impl Hub {
             deadline: super::session::Deadline::after(Duration::from_millis(
                 cfg.session_timeout_ms,
             )),
+            quirk: None,
         };
         let before = self.events().len();
         let profile = session

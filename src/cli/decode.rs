@@ -16,10 +16,10 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct DecodeArgs {
     /// A 16-bit UUID (`2A18`, `0x2A18`) or a name (`glucose-measurement`).
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "list_quirks"])]
     pub characteristic: Option<String>,
     /// The value as hex; spaces, colons and a `0x` prefix are ignored.
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "list_quirks"])]
     pub hex: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
@@ -32,6 +32,23 @@ pub struct DecodeArgs {
     /// `time_uncertain` when the local time does not exist or exists twice there.
     #[arg(long, value_name = "ZONE")]
     pub zone: Option<String>,
+    /// Apply a device quirk (`beurer-bm85`) before decoding, as the hub does for that device.
+    #[arg(long, value_name = "NAME")]
+    pub quirk: Option<String>,
+    /// List the device quirks the hub knows, with their sources.
+    #[arg(long)]
+    pub list_quirks: bool,
+}
+
+fn list_quirks() -> String {
+    let mut out = String::new();
+    for q in gatt::quirks::QUIRKS {
+        out.push_str(&format!(
+            "{}\n  device information: manufacturer ~ {:?}, model ~ {:?}\n  {}\n  source: {}\n  capture: {}\n",
+            q.name, q.manufacturer, q.model, q.summary, q.source, q.fixture
+        ));
+    }
+    out
 }
 
 /// Parse hex text: pairs of hex digits, with optional `0x`, spaces, `:` or `-` between bytes.
@@ -194,13 +211,26 @@ pub fn render(args: &DecodeArgs) -> Result<String, String> {
     if args.list {
         return Ok(list());
     }
+    if args.list_quirks {
+        return Ok(list_quirks());
+    }
     let (Some(ch), Some(hex)) = (&args.characteristic, &args.hex) else {
         return Err("give CHARACTERISTIC and HEX, or --list".into());
     };
     let ch: Characteristic = ch
         .parse()
         .map_err(|e: gatt::UnknownCharacteristic| e.to_string())?;
-    let bytes = parse_hex(hex)?;
+    let mut bytes = parse_hex(hex)?;
+    if let Some(name) = &args.quirk {
+        let q = gatt::quirks::by_name(name).ok_or_else(|| {
+            let names: Vec<&str> = gatt::quirks::QUIRKS.iter().map(|q| q.name).collect();
+            format!(
+                "no quirk `{name}`; known: {} (see --list-quirks)",
+                names.join(", ")
+            )
+        })?;
+        bytes = q.apply(ch.uuid(), &bytes).into_owned();
+    }
     let decoded = gatt::decode(ch, &bytes).map_err(|e| e.to_string())?;
     let mut doc = decoded_json(&decoded)?;
     if let Some(name) = &args.zone {
