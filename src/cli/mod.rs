@@ -6,6 +6,7 @@ mod commission;
 pub(crate) mod daemon;
 mod decode;
 pub(crate) mod demo;
+mod held;
 mod keys;
 mod pki;
 mod progress;
@@ -57,6 +58,10 @@ pub enum Command {
     /// Decode one Bluetooth GATT value (hex) of a health characteristic and print its fields and
     /// readings.
     Decode(decode::DecodeArgs),
+    /// Readings of another user on a multi-user scale or cuff: list, assign to the patient
+    /// (through the alert rules), discard.
+    #[command(subcommand)]
+    Held(held::HeldCommand),
     /// Key management: rotate the data key or the key-encryption key.
     Keys(keys::KeysArgs),
     /// Measure the hub on this machine.
@@ -103,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Unpair(args) => tech_radio::unpair(&args),
         Command::Devices(args) => tech_radio::devices(&args),
         Command::Decode(args) => decode::run(&args),
+        Command::Held(cmd) => held::run(&cmd),
         Command::Keys(args) => keys::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Alerts(cmd) => match alerts::run(&cmd) {

@@ -292,6 +292,34 @@ impl Ingest {
             .map(|i| i.value())
     }
 
+    /// Assign held reading `id` (another user's reading on a multi-user device) to the patient:
+    /// moved into the readings and the outbox in one store transaction, then through the alert
+    /// rules like any other reading. `None`: no held reading has that id.
+    pub async fn assign_held(
+        &self,
+        id: i64,
+    ) -> Result<Option<(i64, Vec<AlertEvent>)>, IngestError> {
+        let held = self
+            .store
+            .held(usize::MAX)
+            .await?
+            .into_iter()
+            .find(|h| h.id == id);
+        let Some(h) = held else {
+            return Ok(None);
+        };
+        let mut st = self.state.lock().await;
+        let rid = self.store.assign_held(id).await?;
+        let alerts = self
+            .evaluate(&mut st, rid, &h.device, &h.reading, h.received_at, false)
+            .await?;
+        drop(st);
+        if let Some(w) = &self.wake {
+            w.notify_one();
+        }
+        Ok(Some((rid, alerts)))
+    }
+
     /// Evaluate one stored reading (if not evaluated before); store and announce its new events.
     async fn evaluate(
         &self,
