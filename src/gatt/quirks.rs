@@ -119,12 +119,8 @@ mod tests {
     use crate::gatt::GattValue;
 
     fn fixture() -> serde_json::Value {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/quirks/beurer-bm85.json"
-        ))
-        .unwrap();
-        serde_json::from_str(&text).unwrap()
+        let text = include_str!("../../fixtures/quirks/beurer-bm85.json");
+        serde_json::from_str(text).unwrap()
     }
 
     #[test]
