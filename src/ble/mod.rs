@@ -25,7 +25,7 @@
 //! - blood pressure, thermometer, scale, PLX spot-check: indications until quiet or hang-up;
 //! - heart rate, PLX continuous: every raw value goes to the alert hook; the store gets one
 //!   reading per kind per `summary_window_ms` window: **the mean** (one decimal), device time = the
-//!   window start (hub clock, `utc_offset_minutes`), stable key naming the window; count, min and
+//!   window start (hub clock, local time in `[hub] timezone`), stable key naming the window; count, min and
 //!   max are sealed with it ([`crate::model::device::ReadingSummary`]) and also travel as
 //!   [`BleEvent::Summary`];
 //! - CGM: records timed from the Session Start Time; with E2E-CRC in the CGM Feature a record

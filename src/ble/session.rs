@@ -914,9 +914,9 @@ impl<L: Link> Session<'_, L> {
     // CGM Status time offset when the sensor has that characteristic, then reads back what the
     // sensor kept. The cursor is kept per sensor session: its value is `(session start in epoch
     // minutes) << 16 | time offset`, so a new sensor session (a new start) never compares its
-    // offsets with the old one's. Each record's identity is its session start and time offset:
-    // records whose start is unknown never share a key (the offset, and the session's connect
-    // time, tell them apart).
+    // offsets with the old one's. Each record's identity is its device time (start + offset) when
+    // the start is known; records whose start is unknown never share a key (the offset, and the
+    // session's connect time, tell them apart).
 
     async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
         let e2e = match self.link.read(CGM_FEATURE).await {
@@ -977,13 +977,22 @@ impl<L: Link> Session<'_, L> {
                                     continue;
                                 }
                                 max = Some(max.map_or(off, |m| m.max(off)));
-                                let key = format!(
-                                    "v1|{}|{}|{}|{identity}|offset={off}",
-                                    self.address,
-                                    self.patient,
-                                    Kind::CgmGlucose
-                                );
-                                items.push((r.reading(start.as_ref()), key));
+                                let reading = r.reading(start.as_ref());
+                                // With a known start the device time (start + offset) is the
+                                // identity, keyed as before this change (no duplicate after an
+                                // upgrade); without one, the offset and the session tell
+                                // records apart.
+                                let key = if reading.device_time.is_some() {
+                                    self.stable_key(&reading, "rx")
+                                } else {
+                                    format!(
+                                        "v1|{}|{}|{}|{identity}|offset={off}",
+                                        self.address,
+                                        self.patient,
+                                        Kind::CgmGlucose
+                                    )
+                                };
+                                items.push((reading, key));
                             }
                             Err(e) => self.malformed(CGM_MEAS, &e.to_string()).await,
                         }
