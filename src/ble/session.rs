@@ -427,7 +427,8 @@ impl<L: Link> Session<'_, L> {
     ) -> Result<(), PortError> {
         let now = self.shared.clock.now();
         let mut items = Vec::new();
-        for r in readings {
+        for mut r in readings {
+            self.shared.config.zone.mark_time_quality(&mut r);
             let key = self.stable_key(&r, when);
             match (r.user_id, self.dev_cfg.user_id) {
                 (Some(u), Some(mine)) if u != mine => {
@@ -1084,6 +1085,10 @@ impl<L: Link> Session<'_, L> {
         let now = self.shared.clock.now();
         let items = readings
             .into_iter()
+            .map(|(mut reading, stable_key)| {
+                self.shared.config.zone.mark_time_quality(&mut reading);
+                (reading, stable_key)
+            })
             .map(|(reading, stable_key)| NewReading {
                 reading,
                 received_at: now,

@@ -375,6 +375,9 @@ pub enum Flag {
     SensorDisconnected,
     /// PLXS: the device clock is not set, its timestamp cannot be trusted.
     DeviceClockNotSet,
+    /// The device's wall-clock time does not exist (spring forward) or exists twice (fall back)
+    /// in the home's zone: its instant was chosen by the rule in [`Zone`], not known.
+    DeviceTimeUncertain,
     // --- heart rate
     /// The strap supports skin-contact detection and reports no contact.
     NoSkinContact,

@@ -135,6 +135,16 @@ impl Zone {
         jiff::Timestamp::from_millisecond(utc.as_millis()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
+    /// Flag `reading` [`super::Flag::DeviceTimeUncertain`] when its device time does not exist
+    /// or exists twice in this zone.
+    pub fn mark_time_quality(&self, reading: &mut super::Reading) {
+        if let Some(t) = reading.device_time {
+            if self.resolve(t).quality.uncertain() {
+                reading.flags.insert(super::Flag::DeviceTimeUncertain);
+            }
+        }
+    }
+
     /// The zone's offset from UTC at `utc`, minutes east.
     pub fn offset_minutes_at(&self, utc: UtcMillis) -> i32 {
         self.tz.to_offset(Self::timestamp(utc)).seconds() / 60
@@ -291,6 +301,27 @@ mod tests {
         );
         assert_eq!(z.gatt_fields(utc("2026-07-01T12:00:00Z")), (-20, 4));
         assert_eq!(z.gatt_fields(utc("2026-12-01T12:00:00Z")), (-20, 0));
+    }
+
+    #[test]
+    fn readings_at_uncertain_times_are_flagged() {
+        use crate::model::{Decimal, Flag, Kind, Reading, Unit, Value};
+        let z = Zone::named("Europe/Berlin").unwrap();
+        let mut r = Reading::new(
+            Kind::Glucose,
+            Value::Number(Decimal::new(100, 0)),
+            Unit::MgPerDl,
+        );
+        for (t, flagged) in [
+            ("2026-03-29T02:30:00", true),
+            ("2026-10-25T02:30:00", true),
+            ("2026-10-25T03:30:00", false),
+        ] {
+            r.flags.clear();
+            r.device_time = Some(lt(t));
+            z.mark_time_quality(&mut r);
+            assert_eq!(r.flags.contains(&Flag::DeviceTimeUncertain), flagged, "{t}");
+        }
     }
 
     #[test]
