@@ -55,6 +55,7 @@ async fn critical_alert_offline_then_first_upstream() {
         rules: rules.clone(),
         patient_id: PATIENT.into(),
         utc_offset_minutes: 0,
+        zone: vitals_hub::model::Zone::utc(),
     };
     let ingest = Ingest::open(h.store.clone(), cfg.clone()).await.unwrap();
 

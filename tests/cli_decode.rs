@@ -115,3 +115,112 @@ fn list_names_every_characteristic() {
         assert!(text.contains(name), "{text}");
     }
 }
+
+/// `decode --zone`: device wall-clock times across both 2026 changes of Europe/Berlin and
+/// America/New_York, with the zone's rules at each reading's own instant (issue 14).
+#[test]
+fn zone_gives_utc_and_flags_nonexistent_and_ambiguous_times() {
+    let glucose_at = |date: &str| format!("020100{date}68b011");
+    let cases = [
+        // (zone, year-month-day-hour-minute-second as on the wire, UTC, uncertain)
+        (
+            "Europe/Berlin",
+            "ea0707010c0000",
+            "2026-07-01T10:00:00Z",
+            false,
+        ),
+        (
+            "Europe/Berlin",
+            "ea070c010c0000",
+            "2026-12-01T11:00:00Z",
+            false,
+        ),
+        // 29 March 02:30 does not exist: read with the offset before the change.
+        (
+            "Europe/Berlin",
+            "ea07031d021e00",
+            "2026-03-29T01:30:00Z",
+            true,
+        ),
+        // 25 October 02:30 exists twice: its first occurrence.
+        (
+            "Europe/Berlin",
+            "ea070a19021e00",
+            "2026-10-25T00:30:00Z",
+            true,
+        ),
+        (
+            "America/New_York",
+            "ea070308020f00",
+            "2026-03-08T07:15:00Z",
+            true,
+        ),
+        (
+            "America/New_York",
+            "ea070b01011e00",
+            "2026-11-01T05:30:00Z",
+            true,
+        ),
+        (
+            "America/New_York",
+            "ea070b01021e00",
+            "2026-11-01T07:30:00Z",
+            false,
+        ),
+    ];
+    for (zone, date, utc, uncertain) in cases {
+        let hex = glucose_at(&date.replace(' ', ""));
+        let doc = json(&run(&["decode", "2A18", &hex, "--zone", zone]));
+        let r = &doc["readings"][0];
+        assert_eq!(r["device_time_utc"], utc, "{zone} {date}");
+        assert_eq!(
+            r.get("time_uncertain").is_some_and(|v| v == true),
+            uncertain,
+            "{zone} {date}: {r}"
+        );
+    }
+    let out = run(&[
+        "decode",
+        "2A18",
+        &glucose_at("ea07031d021e00"),
+        "--zone",
+        "Mars/Olympus",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Mars/Olympus") && err.contains("IANA"),
+        "{err}"
+    );
+}
+
+/// The Beurer BM85 capture (fixtures/quirks/beurer-bm85.json): refused as sent, decoded with
+/// `--quirk beurer-bm85`; `--list-quirks` names it with its source (issue 14).
+#[test]
+fn quirk_decodes_the_bm85_capture() {
+    let hex = "566a0047000000ea07080b121f00003f000000";
+    assert!(!run(&["decode", "2A35", hex]).status.success());
+    let doc = json(&run(&["decode", "2A35", hex, "--quirk", "beurer-bm85"]));
+    let f = &doc["fields"];
+    assert_eq!(f["user_id"], 0, "{f}");
+    let readings = doc["readings"].as_array().unwrap();
+    let value = |kind: &str| {
+        readings
+            .iter()
+            .find(|r| r["kind"] == kind)
+            .map(|r| r["value"].as_f64().unwrap())
+    };
+    assert_eq!(value("systolic"), Some(106.0), "{doc}");
+    assert_eq!(value("diastolic"), Some(71.0));
+    assert_eq!(value("pulse_rate"), Some(63.0));
+    assert_eq!(value("mean_arterial_pressure"), None);
+    let out = run(&["decode", "--list-quirks"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("beurer-bm85") && text.contains("derdilla"),
+        "{text}"
+    );
+    let out = run(&["decode", "2A35", hex, "--quirk", "acme-x1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("beurer-bm85"));
+}

@@ -25,7 +25,7 @@
 //! - blood pressure, thermometer, scale, PLX spot-check: indications until quiet or hang-up;
 //! - heart rate, PLX continuous: every raw value goes to the alert hook; the store gets one
 //!   reading per kind per `summary_window_ms` window: **the mean** (one decimal), device time = the
-//!   window start (hub clock, `utc_offset_minutes`), stable key naming the window; count, min and
+//!   window start (hub clock, local time in `[hub] timezone`), stable key naming the window; count, min and
 //!   max are sealed with it ([`crate::model::device::ReadingSummary`]) and also travel as
 //!   [`BleEvent::Summary`];
 //! - CGM: records timed from the Session Start Time; with E2E-CRC in the CGM Feature a record
@@ -146,6 +146,10 @@ pub struct BleConfig {
     /// Set from `[hub]` by the config (not a key of `[ble]`).
     #[serde(skip)]
     pub utc_offset_minutes: i32,
+    /// The home's time zone (`[hub] timezone`): device clocks are written with, and the CGM
+    /// Session Start Time carries, its local time at each instant. Set by the config.
+    #[serde(skip)]
+    pub zone: crate::model::Zone,
     /// Set from the `[[device]]` tables by the config (not a key of `[ble]`).
     #[serde(skip)]
     pub devices: Vec<DeviceConfig>,
@@ -173,6 +177,7 @@ impl Default for BleConfig {
             stream_max_ms: 600_000,
             clock_tolerance_s: 120,
             utc_offset_minutes: 0,
+            zone: crate::model::Zone::utc(),
             devices: Vec::new(),
         }
     }
@@ -282,6 +287,14 @@ pub enum BleEvent {
         min: Decimal,
         mean: Decimal,
         max: Decimal,
+    },
+    /// A glucose meter's sequence numbers went back (battery change, factory reset): it has
+    /// `records` records but none at or after the stored `cursor`. It was read in full; records
+    /// stored before were dropped as duplicates by their identity.
+    MeterRestarted {
+        device: DeviceKey,
+        cursor: u16,
+        records: u16,
     },
     /// A session ended.
     SessionEnded { device: DeviceKey, outcome: Outcome },
@@ -540,6 +553,17 @@ fn audit(e: &BleEvent) -> Option<AuditEvent> {
             "warning",
             format!(
                 "device {device} refused the record request (RACP response 0x{response_code:02X})"
+            ),
+        ),
+        BleEvent::MeterRestarted {
+            device,
+            cursor,
+            records,
+        } => (
+            "ble_meter_restarted",
+            "warning",
+            format!(
+                "device {device}: sequence numbers went back (cursor {cursor}, {records} records on the meter); read in full, duplicates dropped"
             ),
         ),
         BleEvent::Summary { .. } | BleEvent::SessionEnded { .. } => return None,
@@ -875,7 +899,10 @@ impl Hub {
             dev_cfg: cfg.device(device, address),
             stored: 0,
             test_data,
+            deadline: session::Deadline::after(Duration::from_millis(cfg.session_timeout_ms)),
+            quirk: None,
         };
+        let deadline = session.deadline.clone();
         // On shutdown the session is dropped between two awaits: a store append already sent
         // still commits whole (readings with their cursor), so nothing is half-stored.
         let stopping = async {
@@ -886,13 +913,11 @@ impl Hub {
             }
         };
         let outcome = tokio::select! {
-            r = tokio::time::timeout(Duration::from_millis(cfg.session_timeout_ms), session.run()) => match r {
-                Ok(o) => o,
-                Err(_) => {
-                    let _ = link.disconnect().await;
-                    Outcome::Failed("session timed out".into())
-                }
-            },
+            o = session.run() => o,
+            () = deadline.passed() => {
+                let _ = link.disconnect().await;
+                Outcome::Failed("session timed out".into())
+            }
             () = stopping => {
                 let _ = link.disconnect().await;
                 Outcome::Failed("the hub is stopping".into())

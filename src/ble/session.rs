@@ -85,6 +85,44 @@ pub(crate) struct Session<'a, L: Link> {
     pub stored: usize,
     /// Readings of this session are test data (a simulated device).
     pub test_data: bool,
+    /// When the session times out; a CGM's records move it on.
+    pub deadline: Deadline,
+    /// The device's quirk (`gatt::quirks`), found from its Device Information at connect.
+    pub quirk: Option<&'static crate::gatt::quirks::Quirk>,
+}
+
+/// A session's deadline, moved on by progress (a CGM's records) and watched by the hub.
+#[derive(Debug, Clone)]
+pub struct Deadline(std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl Deadline {
+    pub fn after(d: Duration) -> Deadline {
+        Deadline(std::sync::Arc::new(std::sync::Mutex::new(
+            tokio::time::Instant::now() + d,
+        )))
+    }
+    /// Not before `d` from now.
+    pub fn extend(&self, d: Duration) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = (*t).max(tokio::time::Instant::now() + d);
+        }
+    }
+    pub fn at(&self) -> tokio::time::Instant {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|_| tokio::time::Instant::now())
+    }
+    /// Resolves once the deadline has passed (re-checked after every extension).
+    pub async fn passed(&self) {
+        loop {
+            let t = self.at();
+            if tokio::time::Instant::now() >= t {
+                return;
+            }
+            tokio::time::sleep_until(t).await;
+        }
+    }
 }
 
 /// GLS, BPS, HTS, WSS, PLXS, HRS, CGMS service → characteristic used to tell profiles apart.
@@ -100,8 +138,10 @@ const HR_MEAS: u16 = 0x2A37;
 const CGM_MEAS: u16 = 0x2AA7;
 const CGM_FEATURE: u16 = 0x2AA8;
 const CGM_SST: u16 = 0x2AAA;
+const CGM_STATUS: u16 = 0x2AA9;
 const BATTERY: u16 = 0x2A19;
 const CURRENT_TIME: u16 = 0x2A2B;
+const LOCAL_TIME_INFO: u16 = 0x2A0F;
 const SERIAL: u16 = 0x2A25;
 
 impl<L: Link> Session<'_, L> {
@@ -272,6 +312,10 @@ impl<L: Link> Session<'_, L> {
                 Err(e) => debug!(device = %self.tag, error = %e, "Battery read failed."),
             }
         }
+        self.quirk = crate::gatt::quirks::for_device(manufacturer.as_deref(), model.as_deref());
+        if let Some(q) = self.quirk {
+            info!(device = %self.tag, quirk = q.name, "Device quirk applies.");
+        }
         let now = self.shared.clock.now();
         self.update_info(|i| {
             i.manufacturer = manufacturer.or(i.manufacturer.take());
@@ -287,11 +331,10 @@ impl<L: Link> Session<'_, L> {
         Ok(battery_readings)
     }
 
-    /// Hub wall-clock now, in the configured zone.
+    /// Hub wall-clock now, in the configured zone (its rules at this instant: after a change of
+    /// offset the next session writes the new local time).
     fn hub_local(&self) -> Option<LocalDateTime> {
-        let now = self.shared.clock.now().as_millis();
-        let secs = now.div_euclid(1000) + i64::from(self.shared.config.utc_offset_minutes) * 60;
-        LocalDateTime::from_epoch_seconds(secs).ok()
+        self.shared.config.zone.local_at(self.shared.clock.now())
     }
 
     async fn clock(&mut self) -> Result<(), PortError> {
@@ -320,6 +363,17 @@ impl<L: Link> Session<'_, L> {
             if let Ok(bytes) = CurrentTime::for_clock_write(hub).encode() {
                 written = self.link.write(CURRENT_TIME, &bytes).await.is_ok();
             }
+            // With the Local Time Information where the device has it (zone and DST now).
+            if written && self.link.writable(LOCAL_TIME_INFO) {
+                let (time_zone, dst_offset) = self.zone_fields();
+                let lti = crate::gatt::datetime::LocalTimeInformation {
+                    time_zone,
+                    dst_offset,
+                };
+                if let Ok(bytes) = lti.encode() {
+                    let _ = self.link.write(LOCAL_TIME_INFO, &bytes).await;
+                }
+            }
         }
         self.shared
             .event(BleEvent::ClockOffset {
@@ -333,7 +387,12 @@ impl<L: Link> Session<'_, L> {
         let sample = ClockSample {
             device: dev,
             hub: self.shared.clock.now(),
-            set_by_hub_offset_minutes: written.then_some(self.shared.config.utc_offset_minutes),
+            set_by_hub_offset_minutes: written.then(|| {
+                self.shared
+                    .config
+                    .zone
+                    .offset_minutes_at(self.shared.clock.now())
+            }),
         };
         self.update_info(|i| i.clock = Some(sample)).await
     }
@@ -368,7 +427,8 @@ impl<L: Link> Session<'_, L> {
     ) -> Result<(), PortError> {
         let now = self.shared.clock.now();
         let mut items = Vec::new();
-        for r in readings {
+        for mut r in readings {
+            self.shared.config.zone.mark_time_quality(&mut r);
             let key = self.stable_key(&r, when);
             match (r.user_id, self.dev_cfg.user_id) {
                 (Some(u), Some(mine)) if u != mine => {
@@ -432,17 +492,51 @@ impl<L: Link> Session<'_, L> {
         }
     }
 
+    /// As [`Self::next`] over `total`, checking the link every quiet period (a link that went
+    /// down is noticed within one quiet period, not at the end of a sensor's long cadence).
+    async fn next_within(
+        &self,
+        notes: &mut Notifications,
+        total: Duration,
+    ) -> Result<Option<(u16, Vec<u8>)>, LinkError> {
+        let slice = self.shared.config.quiet().max(Duration::from_millis(1));
+        let end = tokio::time::Instant::now() + total;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            if let Some(n) = self.next(notes, slice.min(left)).await? {
+                return Ok(Some(n));
+            }
+        }
+    }
+
     // ---------------------------------------------------------------------------------------
     // Glucose (GLS + RACP).
+    //
+    // The cursor is the sequence number of the newest record stored, newest in GLS's 16-bit
+    // serial order (RFC 1982: `a` is newer than `b` when `(a − b) mod 2^16` is in 1..2^15), so a
+    // meter whose numbers run past 65,535 to 0 is followed, never saturated. A record counts for
+    // the cursor only once it is in the batch being committed: a measurement that waits for its
+    // context record (flag bit 4) is in no batch and under no cursor until the context (or the
+    // next measurement, or the meter's end of transfer) arrives; a session that ends between the
+    // two (link loss, timeout, a failed commit, a crash) leaves the meter to send both again.
+    //
+    // A meter whose numbers went back (battery change, factory reset) answers "no records found"
+    // for cursor + 1. The hub then asks how many records it holds at or after the cursor and in
+    // all: none at or after the cursor but some in all means the meter restarted its numbering;
+    // the hub says so (`MeterRestarted`) and reads the meter in full. Records already stored come
+    // again with the same identity (sequence number and device time in the stable key) and are
+    // dropped as duplicates by the store.
 
     async fn glucose(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
-        let cfg = &self.shared.config;
-        let idle = cfg.racp_idle();
         let cursor = self
             .shared
             .port
             .cursor(&self.device, super::CURSOR_GLUCOSE)
-            .await?;
+            .await?
+            .and_then(|c| u16::try_from(c).ok());
         // Subscribe before writing the control point (else ATT 0xFD).
         self.link.subscribe(GLUCOSE_MEAS).await?;
         if self.link.has(GLUCOSE_CTX) {
@@ -450,22 +544,92 @@ impl<L: Link> Session<'_, L> {
         }
         self.link.subscribe(RACP).await?;
         let request = match cursor {
-            Some(c) => RacpMessage::report_from_sequence(
-                u16::try_from(c.saturating_add(1)).unwrap_or(u16::MAX),
-            ),
+            // After 65,535 comes 0: "≥ 0" is every record; those stored before are duplicates.
+            Some(c) => RacpMessage::report_from_sequence(c.wrapping_add(1)),
             None => RacpMessage::report_all(),
         };
+        let mut run = GlucoseRun {
+            cursor,
+            ..GlucoseRun::default()
+        };
+        let code = self.glucose_round(&mut notes, request, &mut run).await?;
+        if let (response::NO_RECORDS_FOUND, Some(c)) = (code, cursor) {
+            let from_cursor = self
+                .racp_count(&mut notes, RacpMessage::count_from_sequence(c))
+                .await?;
+            if from_cursor == Some(0) {
+                let all = self
+                    .racp_count(&mut notes, RacpMessage::count_all())
+                    .await?;
+                if let Some(n) = all.filter(|n| *n > 0) {
+                    warn!(device = %self.tag, records = n, "The meter's sequence numbers went back (restarted); reading it in full.");
+                    self.shared
+                        .event(BleEvent::MeterRestarted {
+                            device: self.device.clone(),
+                            cursor: c,
+                            records: n,
+                        })
+                        .await;
+                    let mut again = GlucoseRun::default();
+                    self.glucose_round(&mut notes, RacpMessage::report_all(), &mut again)
+                        .await?;
+                }
+            }
+        }
+        Ok(Outcome::Done {
+            stored: self.stored,
+        })
+    }
+
+    /// Write a "report number of stored records" request and wait for the count.
+    async fn racp_count(
+        &mut self,
+        notes: &mut Notifications,
+        request: RacpMessage,
+    ) -> Result<Option<u16>, Stop> {
         let bytes = request
             .encode()
             .map_err(|e| LinkError::Other(e.to_string()))?;
         self.link.write(RACP, &bytes).await?;
+        let idle = self.shared.config.racp_idle();
+        for _ in 0..2 {
+            loop {
+                match self.next(notes, idle).await? {
+                    None => break,
+                    Some((RACP, v)) => match RacpMessage::decode(&v) {
+                        Ok(RacpMessage::NumberOfRecords(n)) => return Ok(Some(n)),
+                        // Not supported (or refused): the meter cannot tell.
+                        Ok(RacpMessage::Response { .. }) => return Ok(None),
+                        Ok(_) => {}
+                        Err(e) => self.malformed(RACP, &e.to_string()).await,
+                    },
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(None)
+    }
 
-        let mut batch: Vec<Reading> = Vec::new();
-        let mut batch_max: Option<u16> = None;
+    /// One RACP report procedure: write `request`, store what arrives with the cursor it covers,
+    /// return the meter's response code (success or no records found; any other ends the
+    /// session).
+    async fn glucose_round(
+        &mut self,
+        notes: &mut Notifications,
+        request: RacpMessage,
+        run: &mut GlucoseRun,
+    ) -> Result<u8, Stop> {
+        let cfg = &self.shared.config;
+        let idle = cfg.racp_idle();
+        let commit_batch = cfg.commit_batch;
+        let bytes = request
+            .encode()
+            .map_err(|e| LinkError::Other(e.to_string()))?;
+        self.link.write(RACP, &bytes).await?;
         let mut pending: Option<GlucoseMeasurement> = None;
         let mut idle_rounds = 0u32;
-        let result: Result<(), Stop> = loop {
-            let n = match self.next(&mut notes, idle).await {
+        let result: Result<u8, Stop> = loop {
+            let n = match self.next(notes, idle).await {
                 Ok(Some(n)) => n,
                 Ok(None) => {
                     idle_rounds += 1;
@@ -487,25 +651,20 @@ impl<L: Link> Session<'_, L> {
             match n.0 {
                 GLUCOSE_MEAS => {
                     if let Some(p) = pending.take() {
-                        batch.extend(p.readings_with_context(None));
+                        // The context never came: the measurement goes alone.
+                        run.add(&p, None);
                     }
                     match GlucoseMeasurement::decode(&n.1) {
-                        Ok(m) => {
-                            batch_max = Some(
-                                batch_max.map_or(m.sequence_number, |x| x.max(m.sequence_number)),
-                            );
-                            if m.context_follows {
-                                pending = Some(m);
-                            } else {
-                                batch.extend(m.readings_with_context(None));
-                            }
+                        Ok(m) if m.context_follows && self.link.has(GLUCOSE_CTX) => {
+                            pending = Some(m)
                         }
+                        Ok(m) => run.add(&m, None),
                         Err(e) => self.malformed(GLUCOSE_MEAS, &e.to_string()).await,
                     }
-                    if batch.len() >= cfg.commit_batch {
+                    if run.batch.len() >= commit_batch {
                         // A failed commit ends the session here: the cursor stays before this
                         // batch, and the next session asks for these records again.
-                        if let Err(e) = self.commit_glucose(&mut batch, batch_max).await {
+                        if let Err(e) = self.commit_glucose(run).await {
                             break Err(e.into());
                         }
                     }
@@ -513,11 +672,7 @@ impl<L: Link> Session<'_, L> {
                 GLUCOSE_CTX => match GlucoseContext::decode(&n.1) {
                     Ok(ctx) => {
                         if let Some(p) = pending.take() {
-                            if p.sequence_number == ctx.sequence_number {
-                                batch.extend(p.readings_with_context(Some(&ctx)));
-                            } else {
-                                batch.extend(p.readings_with_context(None));
-                            }
+                            run.add(&p, Some(&ctx));
                         }
                     }
                     Err(e) => self.malformed(GLUCOSE_CTX, &e.to_string()).await,
@@ -527,7 +682,14 @@ impl<L: Link> Session<'_, L> {
                         request_op_code,
                         response_code,
                     }) if request_op_code == op::REPORT_STORED_RECORDS => match response_code {
-                        response::SUCCESS | response::NO_RECORDS_FOUND => break Ok(()),
+                        response::SUCCESS | response::NO_RECORDS_FOUND => {
+                            // The transfer is complete: a context promised but not sent will
+                            // not come.
+                            if let Some(p) = pending.take() {
+                                run.add(&p, None);
+                            }
+                            break Ok(response_code);
+                        }
                         code => {
                             let name = gatt::racp::response_name(code).unwrap_or("reserved");
                             warn!(device = %self.tag, code, name, "RACP request refused.");
@@ -552,26 +714,24 @@ impl<L: Link> Session<'_, L> {
             // Nothing after a failed commit is handed over.
             return Err(Stop::Port(e));
         }
-        if let Some(p) = pending.take() {
-            batch.extend(p.readings_with_context(None));
-        }
-        self.commit_glucose(&mut batch, batch_max).await?;
-        result.map(|()| Outcome::Done {
-            stored: self.stored,
-        })
+        // A measurement still waiting for its context (`pending`) is not stored and not under
+        // the cursor: the next session asks for it (and its context) again.
+        self.commit_glucose(run).await?;
+        result
     }
 
-    async fn commit_glucose(
-        &mut self,
-        batch: &mut Vec<Reading>,
-        max: Option<u16>,
-    ) -> Result<(), PortError> {
-        let readings = std::mem::take(batch);
-        let cursor = max.map(|m| Cursor {
+    async fn commit_glucose(&mut self, run: &mut GlucoseRun) -> Result<(), PortError> {
+        let readings = std::mem::take(&mut run.batch);
+        let covered = run.batch_cursor.take();
+        let cursor = covered.map(|m| Cursor {
             name: super::CURSOR_GLUCOSE,
             value: i64::from(m),
         });
-        self.store_readings(readings, "rx", cursor).await
+        self.store_readings(readings, "rx", cursor).await?;
+        if covered.is_some() {
+            run.cursor = covered;
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------------------------------
@@ -591,6 +751,10 @@ impl<L: Link> Session<'_, L> {
                     if !chars.contains(&ch) {
                         continue;
                     }
+                    let bytes = match self.quirk {
+                        Some(q) => q.apply(ch, &bytes).into_owned(),
+                        None => bytes,
+                    };
                     match gatt::decode(kind, &bytes) {
                         Ok(d) => {
                             let rx = format!("rx={}", self.shared.clock.now().as_millis());
@@ -690,9 +854,7 @@ impl<L: Link> Session<'_, L> {
         start_ms: i64,
         window: i64,
     ) -> Result<(), PortError> {
-        let offset = i64::from(self.shared.config.utc_offset_minutes) * 60;
-        let start_local =
-            LocalDateTime::from_epoch_seconds(start_ms.div_euclid(1000) + offset).ok();
+        let start_local = self.shared.config.zone.local_at(UtcMillis(start_ms));
         let mut out = Vec::new();
         for (kind, a) in std::mem::take(acc) {
             let Some(mean) = a.mean() else { continue };
@@ -744,6 +906,18 @@ impl<L: Link> Session<'_, L> {
 
     // ---------------------------------------------------------------------------------------
     // CGM: records with time offsets from the session start; E2E-CRC checked by the codec.
+    //
+    // A CGM is a long-lived connection: the sensor notifies a record every 1–5 minutes, so the
+    // session waits for the sensor's own cadence (twice the interval between its records' time
+    // offsets, plus 30 s; 5 minutes until two records have shown it), never the spot devices'
+    // quiet time, and each record moves the session's deadline on. When the sensor has no Session
+    // Start Time, the hub writes it (the collector's job in CGMS): its local wall clock minus the
+    // CGM Status time offset when the sensor has that characteristic, then reads back what the
+    // sensor kept. The cursor is kept per sensor session: its value is `(session start in epoch
+    // minutes) << 16 | time offset`, so a new sensor session (a new start) never compares its
+    // offsets with the old one's. Each record's identity is its device time (start + offset) when
+    // the start is known; records whose start is unknown never share a key (the offset, and the
+    // session's connect time, tell them apart).
 
     async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
         let e2e = match self.link.read(CGM_FEATURE).await {
@@ -752,27 +926,38 @@ impl<L: Link> Session<'_, L> {
                 .unwrap_or(false),
             Err(_) => false,
         };
-        let start: Option<SessionStartTime> = match self.link.read(CGM_SST).await {
-            Ok(v) => match SessionStartTime::decode(&v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    self.malformed(CGM_SST, &e.to_string()).await;
-                    None
-                }
-            },
-            Err(_) => None,
+        let mut start = self.cgm_session_start().await;
+        if start.and_then(|s| s.start.to_local()).is_none() && self.link.writable(CGM_SST) {
+            self.write_session_start(e2e).await;
+            start = self.cgm_session_start().await;
+        }
+        let start_local = start.and_then(|s| s.start.to_local());
+        let session_id = start_local.map_or(0, |t| t.to_epoch_seconds().div_euclid(60));
+        let identity = match start_local {
+            Some(t) => format!("sst={t}"),
+            None => format!(
+                "sst=unknown@{}",
+                self.shared.clock.now().floor_minute().as_millis()
+            ),
         };
-        let cursor = self
+        let stored = self
             .shared
             .port
             .cursor(&self.device, super::CURSOR_CGM)
             .await?;
+        // A cursor of another sensor session (or of the old plain-offset form) does not apply.
+        let mut cursor: Option<u16> = stored
+            .filter(|c| c >> 16 == session_id && start_local.is_some())
+            .and_then(|c| u16::try_from(c & 0xFFFF).ok());
         self.link.subscribe(CGM_MEAS).await?;
-        let quiet = self.shared.config.quiet();
+        let mut last_offset: Option<u16> = None;
+        let mut cadence_min: Option<u16> = None;
         loop {
-            match self.next(&mut notes, quiet).await {
+            let wait = cgm_quiet(cadence_min, self.shared.config.quiet());
+            match self.next_within(&mut notes, wait).await {
                 Ok(Some((CGM_MEAS, bytes))) => {
-                    let mut readings = Vec::new();
+                    self.deadline.extend(wait);
+                    let mut items = Vec::new();
                     let mut max: Option<u16> = None;
                     for rec in cgm::decode_records(&bytes) {
                         match rec {
@@ -784,22 +969,43 @@ impl<L: Link> Session<'_, L> {
                                 .await
                             }
                             Ok(r) => {
-                                if cursor.is_some_and(|c| i64::from(r.time_offset_min) <= c) {
+                                let off = r.time_offset_min;
+                                if let Some(prev) = last_offset.filter(|p| off > *p) {
+                                    cadence_min = Some(off - prev);
+                                }
+                                last_offset = Some(off);
+                                if cursor.is_some_and(|c| off <= c) {
                                     continue;
                                 }
-                                max = Some(
-                                    max.map_or(r.time_offset_min, |m| m.max(r.time_offset_min)),
-                                );
-                                readings.push(r.reading(start.as_ref()));
+                                max = Some(max.map_or(off, |m| m.max(off)));
+                                let reading = r.reading(start.as_ref());
+                                // With a known start the device time (start + offset) is the
+                                // identity, keyed as before this change (no duplicate after an
+                                // upgrade); without one, the offset and the session tell
+                                // records apart.
+                                let key = if reading.device_time.is_some() {
+                                    self.stable_key(&reading, "rx")
+                                } else {
+                                    format!(
+                                        "v1|{}|{}|{}|{identity}|offset={off}",
+                                        self.address,
+                                        self.patient,
+                                        Kind::CgmGlucose
+                                    )
+                                };
+                                items.push((reading, key));
                             }
                             Err(e) => self.malformed(CGM_MEAS, &e.to_string()).await,
                         }
                     }
                     let cur = max.map(|m| Cursor {
                         name: super::CURSOR_CGM,
-                        value: i64::from(m),
+                        value: (session_id << 16) | i64::from(m),
                     });
-                    self.store_readings(readings, "rx", cur).await?;
+                    self.store_keyed(items, cur).await?;
+                    if max.is_some() {
+                        cursor = max;
+                    }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(LinkError::NotConnected) => {
@@ -811,6 +1017,124 @@ impl<L: Link> Session<'_, L> {
             }
         }
     }
+
+    async fn cgm_session_start(&mut self) -> Option<SessionStartTime> {
+        match self.link.read(CGM_SST).await {
+            Ok(v) => match SessionStartTime::decode(&v) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.malformed(CGM_SST, &e.to_string()).await;
+                    None
+                }
+            },
+            Err(_) => None,
+        }
+    }
+
+    /// Write the Session Start Time: hub local time minus the sensor's current time offset (CGM
+    /// Status), with the zone and DST of the hub's zone at that instant.
+    async fn write_session_start(&mut self, e2e: bool) {
+        let Some(now) = self.hub_local() else { return };
+        let mut offset_min = 0i64;
+        if self.link.has(CGM_STATUS) {
+            if let Ok(v) = self.link.read(CGM_STATUS).await {
+                match cgm::CgmStatus::decode(&v) {
+                    Ok(st) => offset_min = i64::from(st.time_offset_min),
+                    Err(e) => self.malformed(CGM_STATUS, &e.to_string()).await,
+                }
+            }
+        }
+        let Ok(at) = now.add_minutes(-offset_min) else {
+            return;
+        };
+        let (tz, dst) = self.zone_fields();
+        let sst = SessionStartTime::new(at, tz, dst, e2e);
+        match sst.encode() {
+            Ok(bytes) => match self.link.write(CGM_SST, &bytes).await {
+                Ok(()) => info!(device = %self.tag, "Wrote the CGM Session Start Time."),
+                Err(e) => {
+                    warn!(device = %self.tag, error = %e, "Writing the CGM Session Start Time failed.")
+                }
+            },
+            Err(e) => {
+                warn!(device = %self.tag, error = %e, "CGM Session Start Time not encodable.")
+            }
+        }
+    }
+
+    /// Time Zone (15-minute units) and DST Offset of the hub's zone now.
+    fn zone_fields(
+        &self,
+    ) -> (
+        crate::gatt::datetime::TimeZone,
+        crate::gatt::datetime::DstOffset,
+    ) {
+        let minutes = self.shared.config.utc_offset_minutes;
+        (
+            crate::gatt::datetime::TimeZone(i8::try_from(minutes / 15).unwrap_or(-128)),
+            crate::gatt::datetime::DstOffset(0),
+        )
+    }
+
+    /// Commit readings with their own stable keys (and the cursor they cover).
+    async fn store_keyed(
+        &mut self,
+        readings: Vec<(Reading, String)>,
+        cursor: Option<Cursor>,
+    ) -> Result<(), PortError> {
+        let now = self.shared.clock.now();
+        let items = readings
+            .into_iter()
+            .map(|(mut reading, stable_key)| {
+                self.shared.config.zone.mark_time_quality(&mut reading);
+                (reading, stable_key)
+            })
+            .map(|(reading, stable_key)| NewReading {
+                reading,
+                received_at: now,
+                stable_key,
+                test_data: self.test_data,
+                summary: None,
+            })
+            .collect();
+        self.commit(items, cursor).await
+    }
+}
+
+/// How long a CGM may stay silent: twice its cadence plus 30 s (5 minutes until known), never
+/// less than the configured quiet time.
+fn cgm_quiet(cadence_min: Option<u16>, quiet: Duration) -> Duration {
+    let cadence = Duration::from_secs(u64::from(cadence_min.unwrap_or(5).max(1)) * 60);
+    (cadence * 2 + Duration::from_secs(30)).max(quiet)
+}
+
+/// A glucose download's state: the batch being built and the cursor it will carry.
+#[derive(Debug, Default)]
+struct GlucoseRun {
+    /// The cursor committed so far (the stored one at the start; `None` reads in full).
+    cursor: Option<u16>,
+    batch: Vec<Reading>,
+    /// The cursor covering `batch` and everything before it; `None` while the batch adds none.
+    batch_cursor: Option<u16>,
+}
+
+impl GlucoseRun {
+    /// A measurement (with its context) joins the batch and the cursor that covers it.
+    fn add(&mut self, m: &GlucoseMeasurement, ctx: Option<&GlucoseContext>) {
+        let ctx = ctx.filter(|c| c.sequence_number == m.sequence_number);
+        self.batch.extend(m.readings_with_context(ctx));
+        let base = self.batch_cursor.or(self.cursor);
+        self.batch_cursor = Some(match base {
+            Some(c) if !sequence_newer(m.sequence_number, c) => c,
+            _ => m.sequence_number,
+        });
+    }
+}
+
+/// GLS sequence numbers in 16-bit serial order (RFC 1982): `a` is newer than `b`.
+pub(crate) fn sequence_newer(a: u16, b: u16) -> bool {
+    let d = a.wrapping_sub(b);
+    d != 0 && d < 0x8000
 }
 
 struct Acc {

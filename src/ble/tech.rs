@@ -232,6 +232,10 @@ impl Hub {
             },
             stored: 0,
             test_data: false,
+            deadline: super::session::Deadline::after(Duration::from_millis(
+                cfg.session_timeout_ms,
+            )),
+            quirk: None,
         };
         let before = self.events().len();
         let profile = session

@@ -16,10 +16,10 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct DecodeArgs {
     /// A 16-bit UUID (`2A18`, `0x2A18`) or a name (`glucose-measurement`).
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "list_quirks"])]
     pub characteristic: Option<String>,
     /// The value as hex; spaces, colons and a `0x` prefix are ignored.
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "list_quirks"])]
     pub hex: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
@@ -27,6 +27,28 @@ pub struct DecodeArgs {
     /// List the characteristics the hub decodes.
     #[arg(long)]
     pub list: bool,
+    /// An IANA time zone (`Europe/Berlin`): each reading with a device time also gets
+    /// `device_time_utc`, converted with that zone's rules at the reading's own instant, and
+    /// `time_uncertain` when the local time does not exist or exists twice there.
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// Apply a device quirk (`beurer-bm85`) before decoding, as the hub does for that device.
+    #[arg(long, value_name = "NAME")]
+    pub quirk: Option<String>,
+    /// List the device quirks the hub knows, with their sources.
+    #[arg(long)]
+    pub list_quirks: bool,
+}
+
+fn list_quirks() -> String {
+    let mut out = String::new();
+    for q in gatt::quirks::QUIRKS {
+        out.push_str(&format!(
+            "{}\n  device information: manufacturer ~ {:?}, model ~ {:?}\n  {}\n  source: {}\n  capture: {}\n",
+            q.name, q.manufacturer, q.model, q.summary, q.source, q.fixture
+        ));
+    }
+    out
 }
 
 /// Parse hex text: pairs of hex digits, with optional `0x`, spaces, `:` or `-` between bytes.
@@ -101,6 +123,25 @@ pub fn decoded_json(decoded: &gatt::Decoded) -> Result<Json, String> {
     }))
 }
 
+/// `device_time_utc` (RFC 3339, `Z`) and, for a nonexistent or ambiguous local time,
+/// `time_uncertain: true` on each reading with a device time (rule: `model::Zone`).
+fn add_zone(doc: &mut Json, readings: &[Reading], zone: &crate::model::Zone) {
+    let Some(out) = doc.get_mut("readings").and_then(Json::as_array_mut) else {
+        return;
+    };
+    for (j, r) in out.iter_mut().zip(readings) {
+        let (Some(t), Some(obj)) = (r.device_time, j.as_object_mut()) else {
+            continue;
+        };
+        let res = zone.resolve(t);
+        obj.insert("device_time_utc".into(), json!(res.utc.to_rfc3339()));
+        if res.quality.uncertain() {
+            obj.insert("time_uncertain".into(), json!(true));
+            obj.insert("time_quality".into(), json!(res.quality));
+        }
+    }
+}
+
 fn text(doc: &Json, decoded: &gatt::Decoded) -> String {
     let ch = decoded.characteristic();
     let mut out = format!("{} ({})\n", ch.name(), ch.uuid_text());
@@ -117,7 +158,7 @@ fn text(doc: &Json, decoded: &gatt::Decoded) -> String {
         out.push_str("readings: none\n");
     } else {
         out.push_str("readings:\n");
-        for r in &readings {
+        for (i, r) in readings.iter().enumerate() {
             let v = match r.value {
                 Value::Number(d) => format!("{d} {}", r.unit),
                 Value::Special(s) => format!("{s} ({})", r.unit),
@@ -125,6 +166,16 @@ fn text(doc: &Json, decoded: &gatt::Decoded) -> String {
             out.push_str(&format!("  {}: {v}", r.kind));
             if let Some(t) = r.device_time {
                 out.push_str(&format!(" at {t} (device clock)"));
+            }
+            let zoned = doc.get("readings").and_then(|v| v.get(i));
+            if let Some(j) = zoned
+                .and_then(|v| v.get("device_time_utc"))
+                .and_then(Json::as_str)
+            {
+                out.push_str(&format!(" = {j}"));
+                if zoned.and_then(|v| v.get("time_uncertain")).is_some() {
+                    out.push_str(" (uncertain: the local time does not exist or exists twice)");
+                }
             }
             if let Some(u) = r.user_id {
                 out.push_str(&format!(", user {u}"));
@@ -160,15 +211,32 @@ pub fn render(args: &DecodeArgs) -> Result<String, String> {
     if args.list {
         return Ok(list());
     }
+    if args.list_quirks {
+        return Ok(list_quirks());
+    }
     let (Some(ch), Some(hex)) = (&args.characteristic, &args.hex) else {
         return Err("give CHARACTERISTIC and HEX, or --list".into());
     };
     let ch: Characteristic = ch
         .parse()
         .map_err(|e: gatt::UnknownCharacteristic| e.to_string())?;
-    let bytes = parse_hex(hex)?;
+    let mut bytes = parse_hex(hex)?;
+    if let Some(name) = &args.quirk {
+        let q = gatt::quirks::by_name(name).ok_or_else(|| {
+            let names: Vec<&str> = gatt::quirks::QUIRKS.iter().map(|q| q.name).collect();
+            format!(
+                "no quirk `{name}`; known: {} (see --list-quirks)",
+                names.join(", ")
+            )
+        })?;
+        bytes = q.apply(ch.uuid(), &bytes).into_owned();
+    }
     let decoded = gatt::decode(ch, &bytes).map_err(|e| e.to_string())?;
-    let doc = decoded_json(&decoded)?;
+    let mut doc = decoded_json(&decoded)?;
+    if let Some(name) = &args.zone {
+        let zone = crate::model::Zone::named(name).map_err(|e| e.to_string())?;
+        add_zone(&mut doc, &decoded.readings(), &zone);
+    }
     Ok(match args.format {
         Format::Json => format!(
             "{}\n",

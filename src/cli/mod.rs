@@ -7,6 +7,7 @@ pub(crate) mod daemon;
 mod decode;
 #[cfg(feature = "clinic")]
 pub(crate) mod demo;
+mod held;
 mod keys;
 #[cfg(feature = "clinic")]
 mod pki;
@@ -61,6 +62,10 @@ pub enum Command {
     /// Decode one Bluetooth GATT value (hex) of a health characteristic and print its fields and
     /// readings.
     Decode(decode::DecodeArgs),
+    /// Readings of another user on a multi-user scale or cuff: list, assign to the patient
+    /// (through the alert rules), discard.
+    #[command(subcommand)]
+    Held(held::HeldCommand),
     /// Key management: rotate the data key or the key-encryption key.
     Keys(keys::KeysArgs),
     /// Measure the hub on this machine.
@@ -111,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Unpair(args) => tech_radio::unpair(&args),
         Command::Devices(args) => tech_radio::devices(&args),
         Command::Decode(args) => decode::run(&args),
+        Command::Held(cmd) => held::run(&cmd),
         Command::Keys(args) => keys::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Alerts(cmd) => match alerts::run(&cmd) {

@@ -407,6 +407,7 @@ pub fn read(args: &ReadArgs) -> ExitCode {
                 rules: cfg.alerts.clone(),
                 patient_id: cfg.hub.patient_id.clone(),
                 utc_offset_minutes: cfg.hub.utc_offset_minutes,
+                zone: cfg.ble.zone.clone(),
             },
         )
         .await

@@ -76,9 +76,15 @@ pub struct HubSection {
     /// Where the store, its keys and the hub's state live; default: see [`default_state_dir`].
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
-    /// The zone offset of the home (device wall clocks are local time), minutes east of UTC.
+    /// Deprecated (no daylight saving): the zone offset of the home, minutes east of UTC. Used
+    /// only when `timezone` is absent; with `timezone` it is derived (the zone's offset at
+    /// start-up) for the parts that still take one offset.
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// The home's time zone, an IANA name (`Europe/Berlin`); default: the system's
+    /// (`/etc/localtime`). Device wall clocks are read and written with its rules.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// `[store]`.
@@ -229,7 +235,7 @@ impl Config {
                 fix: fix.to_string(),
             }
         };
-        let hub = raw.hub;
+        let mut hub = raw.hub;
         if !valid_logical_id(&hub.patient_id) {
             return Err(err(
                 &["hub", "patient_id"],
@@ -246,6 +252,31 @@ impl Config {
                 ),
                 "minutes east of UTC, -840 to 840 (e.g. 60 for UTC+1)",
             ));
+        }
+        let zone = match (&hub.timezone, hub.utc_offset_minutes) {
+            (Some(_), o) if o != 0 => {
+                return Err(err(
+                    &["hub", "utc_offset_minutes"],
+                    "both `timezone` and the deprecated `utc_offset_minutes` are set".into(),
+                    "delete `utc_offset_minutes`: `timezone` gives the offset at every instant, daylight saving included",
+                ))
+            }
+            (Some(name), _) => match crate::model::Zone::named(name) {
+                Ok(z) => z,
+                Err(e) => {
+                    return Err(err(
+                        &["hub", "timezone"],
+                        format!("`timezone` {name:?} is not a time zone the tz database knows ({})", e.detail),
+                        "use an IANA name such as \"Europe/Berlin\" (`timedatectl list-timezones` lists them), or delete the key for the system's zone",
+                    ))
+                }
+            },
+            (None, 0) => crate::model::Zone::system(),
+            (None, o) => crate::model::Zone::fixed(o),
+        };
+        if hub.timezone.is_some() || hub.utc_offset_minutes == 0 {
+            let now = crate::model::UtcMillis(jiff::Timestamp::now().as_millisecond());
+            hub.utc_offset_minutes = zone.offset_minutes_at(now);
         }
         if let Some(dir) = &hub.state_dir {
             if !dir.is_absolute() {
@@ -306,6 +337,7 @@ impl Config {
 
         let mut ble = raw.ble;
         ble.utc_offset_minutes = hub.utc_offset_minutes;
+        ble.zone = zone;
         if ble.max_connections == 0 || ble.scan_window_ms == 0 || ble.op_timeout_ms == 0 {
             return Err(err(
                 &["ble"],
@@ -815,6 +847,30 @@ per_day = 2
                 .any(|w| w.contains("`address` in the config is no longer needed")),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn timezone_is_an_iana_name_with_its_rules() {
+        let t = GOOD.replace("utc_offset_minutes = 60", "timezone = \"America/New_York\"");
+        let c = parse(&t).unwrap();
+        assert_eq!(c.ble.zone.name(), "America/New_York");
+        let summer = crate::model::UtcMillis::parse_rfc3339("2026-07-01T12:00:00Z").unwrap();
+        assert_eq!(c.ble.zone.offset_minutes_at(summer), -240);
+
+        let t = GOOD.replace("utc_offset_minutes = 60", "timezone = \"Europe/Atlantis\"");
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("Europe/Atlantis"), "{e}");
+        assert!(e.fix.contains("IANA"), "{e}");
+
+        let t = GOOD.replace(
+            "utc_offset_minutes = 60",
+            "utc_offset_minutes = 60\ntimezone = \"Europe/Berlin\"",
+        );
+        let e = parse(&t).unwrap_err();
+        assert!(e.fix.contains("delete `utc_offset_minutes`"), "{e}");
+        // The deprecated offset alone is still a (fixed, DST-free) zone.
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.ble.zone.offset_minutes_at(summer), 60);
     }
 
     #[test]

@@ -31,8 +31,10 @@ pub struct IngestConfig {
     pub rules: AlertRules,
     /// The patient's logical id (for the Observation identifiers an alert refers to).
     pub patient_id: String,
-    /// The hub's offset from UTC, for device wall-clock times.
+    /// The hub's offset from UTC (deprecated; the FHIR device clock still carries it).
     pub utc_offset_minutes: i32,
+    /// The home's zone: device wall-clock times are measured at the instant its rules give.
+    pub zone: crate::model::Zone,
 }
 
 /// Errors of ingest.
@@ -244,9 +246,7 @@ impl Ingest {
     /// The time a reading was measured, on the hub's UTC timeline.
     fn measured_at(&self, reading: &Reading, received_at: UtcMillis) -> UtcMillis {
         match reading.device_time {
-            Some(t) => UtcMillis(
-                (t.to_epoch_seconds() - i64::from(self.cfg.utc_offset_minutes) * 60) * 1000,
-            ),
+            Some(t) => self.cfg.zone.resolve(t).utc,
             None => received_at,
         }
     }
@@ -290,6 +290,34 @@ impl Ingest {
         fhir::reading_identifier(dev, &self.cfg.patient_id, reading, received_at)
             .ok()
             .map(|i| i.value())
+    }
+
+    /// Assign held reading `id` (another user's reading on a multi-user device) to the patient:
+    /// moved into the readings and the outbox in one store transaction, then through the alert
+    /// rules like any other reading. `None`: no held reading has that id.
+    pub async fn assign_held(
+        &self,
+        id: i64,
+    ) -> Result<Option<(i64, Vec<AlertEvent>)>, IngestError> {
+        let held = self
+            .store
+            .held(usize::MAX)
+            .await?
+            .into_iter()
+            .find(|h| h.id == id);
+        let Some(h) = held else {
+            return Ok(None);
+        };
+        let mut st = self.state.lock().await;
+        let rid = self.store.assign_held(id).await?;
+        let alerts = self
+            .evaluate(&mut st, rid, &h.device, &h.reading, h.received_at, false)
+            .await?;
+        drop(st);
+        if let Some(w) = &self.wake {
+            w.notify_one();
+        }
+        Ok(Some((rid, alerts)))
     }
 
     /// Evaluate one stored reading (if not evaluated before); store and announce its new events.

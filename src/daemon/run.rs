@@ -176,6 +176,7 @@ impl Daemon {
                     rules: cfg.alerts.clone(),
                     patient_id: cfg.hub.patient_id.clone(),
                     utc_offset_minutes: cfg.hub.utc_offset_minutes,
+                    zone: cfg.ble.zone.clone(),
                 },
             )
             .await?

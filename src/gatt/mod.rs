@@ -27,6 +27,7 @@ pub mod glucose;
 pub mod hr;
 pub mod names;
 pub mod plx;
+pub mod quirks;
 pub mod racp;
 pub mod thermo;
 pub mod weight;

@@ -9,10 +9,12 @@ mod clock;
 mod decimal;
 pub mod device;
 mod time;
+mod zone;
 
 pub use clock::{Clock, ManualClock, Progress, Rfc3339Error, SystemClock, UtcMillis};
 pub use decimal::{Decimal, DecimalParseError};
 pub use time::{days_in_month, LocalDateTime, TimeError};
+pub use zone::{Resolved, TimeQuality, Zone, ZoneError};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -373,6 +375,9 @@ pub enum Flag {
     SensorDisconnected,
     /// PLXS: the device clock is not set, its timestamp cannot be trusted.
     DeviceClockNotSet,
+    /// The device's wall-clock time does not exist (spring forward) or exists twice (fall back)
+    /// in the home's zone: its instant was chosen by the rule in [`Zone`], not known.
+    DeviceTimeUncertain,
     // --- heart rate
     /// The strap supports skin-contact detection and reports no contact.
     NoSkinContact,

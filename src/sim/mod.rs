@@ -15,7 +15,7 @@ use crate::ble::link::{Link, LinkError, Notifications};
 use crate::gatt::bp::{BloodPressureMeasurement, PressureUnit};
 use crate::gatt::datetime::{CurrentTime, DateTime};
 use crate::gatt::dis::{BatteryLevel, FirmwareRevision, ManufacturerName, ModelNumber};
-use crate::gatt::glucose::{Concentration, ConcentrationUnit, GlucoseMeasurement};
+use crate::gatt::glucose::{Concentration, ConcentrationUnit, GlucoseContext, GlucoseMeasurement};
 use crate::gatt::hr::HeartRateMeasurement;
 use crate::gatt::plx::SpotCheckMeasurement;
 use crate::gatt::racp::{op, response, FilterValue, Operator, RacpMessage, RequestOp};
@@ -288,7 +288,8 @@ impl SimDevice {
                     sample_location: 1,
                 }),
                 sensor_status: None,
-                context_follows: false,
+                // Like real meters, each record is followed by its context (the meal).
+                context_follows: true,
             }
             .encode(),
             Profile::BloodPressure => {
@@ -351,6 +352,31 @@ impl SimDevice {
         Ok((self.measurement_uuid(), bytes.map_err(|e| e.to_string())?))
     }
 
+    /// Measurement `k` as the device sends it: a glucose record with its context record
+    /// (same sequence number; meal preprandial, postprandial or fasting in turn).
+    fn record(&self, k: u64) -> Vec<(u16, Vec<u8>)> {
+        let Ok(m) = self.measurement(k) else {
+            return Vec::new();
+        };
+        let mut out = vec![m];
+        if self.cfg.profile == Profile::Glucose {
+            let ctx = GlucoseContext {
+                sequence_number: (k % 65_536) as u16,
+                extended_flags: None,
+                carbohydrate: None,
+                meal: Some((k % 3) as u8 + 1),
+                tester_health: None,
+                exercise: None,
+                medication: None,
+                hba1c_pct: None,
+            };
+            if let Ok(b) = ctx.encode() {
+                out.push((0x2A34, b));
+            }
+        }
+        out
+    }
+
     fn measurement_uuid(&self) -> u16 {
         match self.cfg.profile {
             Profile::Glucose => 0x2A18,
@@ -364,7 +390,7 @@ impl SimDevice {
 
     fn characteristics(&self) -> &'static [u16] {
         match self.cfg.profile {
-            Profile::Glucose => &[0x2A18, 0x2A51, 0x2A52],
+            Profile::Glucose => &[0x2A18, 0x2A34, 0x2A51, 0x2A52],
             Profile::BloodPressure => &[0x2A35, 0x2A49],
             Profile::PulseOximeter => &[0x2A5E, 0x2A60],
             Profile::Scale => &[0x2A9D, 0x2A9E],
@@ -469,9 +495,7 @@ impl SimLink {
             }) => match from(operator, &filter) {
                 Some(first) => {
                     for k in first..=latest {
-                        if let Ok(m) = self.dev.measurement(k) {
-                            out.push(m);
-                        }
+                        out.extend(self.dev.record(k));
                     }
                     let code = if first > latest {
                         response::NO_RECORDS_FOUND
@@ -714,7 +738,16 @@ mod tests {
                 assert_eq!(b, vec![0x06, 0x00, 0x01, 0x01]);
                 break;
             }
-            seqs.push(GlucoseMeasurement::decode(&b).unwrap().sequence_number);
+            if ch == 0x2A34 {
+                // Each record's context follows it, with its sequence number.
+                let ctx = GlucoseContext::decode(&b).unwrap();
+                assert_eq!(seqs.last(), Some(&ctx.sequence_number));
+                assert!(ctx.meal.is_some());
+                continue;
+            }
+            let m = GlucoseMeasurement::decode(&b).unwrap();
+            assert!(m.context_follows);
+            seqs.push(m.sequence_number);
         }
         assert_eq!(seqs, vec![4, 5]);
         clock.advance(60_000);

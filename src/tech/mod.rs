@@ -6,6 +6,7 @@
 pub mod commission;
 pub mod doctor;
 pub mod export;
+pub mod held;
 pub mod setup;
 pub mod status;
 pub mod wipe;

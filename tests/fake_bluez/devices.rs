@@ -1,7 +1,10 @@
 //! Scriptable devices, built with the `gatt` encoders.
 use super::{Action, Behavior, DeviceModel};
+use std::sync::{Arc, Mutex};
 use vitals_hub::gatt::datetime::{CurrentTime, DateTime};
-use vitals_hub::gatt::glucose::{Concentration, ConcentrationUnit, GlucoseMeasurement};
+use vitals_hub::gatt::glucose::{
+    Concentration, ConcentrationUnit, GlucoseContext, GlucoseMeasurement,
+};
 use vitals_hub::gatt::racp::{op, response, FilterValue, Operator, RacpMessage, RequestOp};
 use vitals_hub::gatt::{GattValue, SFloat};
 use vitals_hub::model::{Decimal, LocalDateTime};
@@ -32,20 +35,69 @@ pub fn glucose_record(start: LocalDateTime, seq: u16) -> GlucoseMeasurement {
     }
 }
 
+/// The context record of `seq`: meal = fasting (3) for even, postprandial (2) for odd numbers.
+pub fn glucose_context(seq: u16) -> Vec<u8> {
+    GlucoseContext {
+        sequence_number: seq,
+        extended_flags: None,
+        carbohydrate: None,
+        meal: Some(if seq.is_multiple_of(2) { 3 } else { 2 }),
+        tester_health: None,
+        exercise: None,
+        medication: None,
+        hba1c_pct: None,
+    }
+    .encode()
+    .unwrap()
+}
+
+/// What a test swaps into a running meter (picked up at the next RACP write): a battery change
+/// or factory reset (`first_seq`, `records`).
+pub type MeterSwap = Arc<Mutex<Option<(u16, Vec<Vec<u8>>)>>>;
+
 /// A glucose meter with stored records answering RACP as GLS says.
 pub struct GlucoseMeter {
-    pub records: Vec<Vec<u8>>, // encoded 2A18 values, by sequence number 1..
+    pub records: Vec<Vec<u8>>, // encoded 2A18 values, by sequence number first_seq.. (wrapping)
     pub first_seq: u16,
+    /// A measurement whose flags say "context follows" is followed by its 2A34 context record.
+    pub contexts: bool,
+    pub swap: MeterSwap,
 }
 
 impl GlucoseMeter {
     pub fn new(start: LocalDateTime, n: u16) -> GlucoseMeter {
+        GlucoseMeter::from_seq(start, 1, n)
+    }
+
+    /// `n` records numbered from `first` (wrapping past 65,535 to 0, as GLS sequence numbers do).
+    pub fn from_seq(start: LocalDateTime, first: u16, n: u16) -> GlucoseMeter {
         GlucoseMeter {
-            records: (1..=n)
-                .map(|s| glucose_record(start, s).encode().unwrap())
+            records: (0..n)
+                .map(|i| {
+                    glucose_record(start, first.wrapping_add(i))
+                        .encode()
+                        .unwrap()
+                })
                 .collect(),
-            first_seq: 1,
+            first_seq: first,
+            contexts: false,
+            swap: Arc::default(),
         }
+    }
+
+    /// Every record says "context follows" and the meter sends the context after it.
+    pub fn with_contexts(mut self) -> GlucoseMeter {
+        for r in &mut self.records {
+            if let Some(f) = r.first_mut() {
+                *f |= 0x10;
+            }
+        }
+        self.contexts = true;
+        self
+    }
+
+    fn seq(&self, i: usize) -> u16 {
+        self.first_seq.wrapping_add(i as u16)
     }
 }
 
@@ -53,6 +105,10 @@ impl Behavior for GlucoseMeter {
     fn on_write(&mut self, ch: u16, data: &[u8]) -> Result<Vec<Action>, String> {
         if ch != 0x2A52 {
             return Ok(Vec::new());
+        }
+        if let Some((first, records)) = self.swap.lock().unwrap().take() {
+            self.first_seq = first;
+            self.records = records;
         }
         let resp = |req: u8, code: u8| {
             Action::Notify(
@@ -101,9 +157,12 @@ impl Behavior for GlucoseMeter {
                 };
                 let mut out = Vec::new();
                 for (i, r) in self.records.iter().enumerate() {
-                    let seq = self.first_seq + i as u16;
+                    let seq = self.seq(i);
                     if seq >= n {
                         out.push(Action::Notify(0x2A18, r.clone()));
+                        if self.contexts && r.first().is_some_and(|f| f & 0x10 != 0) {
+                            out.push(Action::Notify(0x2A34, glucose_context(seq)));
+                        }
                     }
                 }
                 let code = if out.is_empty() {
@@ -124,7 +183,7 @@ impl Behavior for GlucoseMeter {
                     .records
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| self.first_seq + *i as u16 >= n)
+                    .filter(|(i, _)| self.seq(*i) >= n)
                     .count();
                 Ok(vec![Action::Notify(
                     0x2A52,
@@ -193,4 +252,107 @@ pub fn stream_device(
     DeviceModel::new(address, name, Box::new(behavior))
         .service(service, chars)
         .standard("SN-1", 50, &clock_bytes(clock))
+}
+
+/// One CGM record (no CRC, no status): `mg` mg/dL at `offset` minutes.
+pub fn cgm_record(mg: i64, offset: u16) -> Vec<u8> {
+    use vitals_hub::gatt::cgm::{CgmMeasurement, CgmRecord};
+    CgmMeasurement {
+        records: vec![CgmRecord {
+            glucose_mg_dl: SFloat::from_decimal(Decimal::new(mg, 0)).unwrap(),
+            time_offset_min: offset,
+            status_octet: None,
+            cal_temp_octet: None,
+            warning_octet: None,
+            trend_mg_dl_min: None,
+            quality_pct: None,
+            e2e_crc: false,
+        }],
+    }
+    .encode()
+    .unwrap()
+}
+
+/// The records a CGM sends on its next connection: `(mg/dL, time offset)`.
+pub type CgmQueue = Arc<Mutex<Vec<(i64, u16)>>>;
+
+/// A CGM sensor: once the hub subscribes to 0x2AA7, it notifies the queued records one by one,
+/// `gap` apart (its cadence, sped up), then hangs up.
+pub struct CgmSensor {
+    pub queue: CgmQueue,
+    pub gap: std::time::Duration,
+}
+
+impl Behavior for CgmSensor {
+    fn on_subscribe(&mut self, ch: u16) -> Vec<Action> {
+        if ch != 0x2AA7 {
+            return Vec::new();
+        }
+        let records = std::mem::take(&mut *self.queue.lock().unwrap());
+        let mut out = vec![Action::Sleep(std::time::Duration::from_millis(50))];
+        for (mg, off) in records {
+            out.push(Action::Notify(0x2AA7, cgm_record(mg, off)));
+            out.push(Action::Sleep(self.gap));
+        }
+        out.push(Action::Disconnect);
+        out
+    }
+}
+
+/// A CGM (no E2E-CRC) with Session Start Time `sst` (None: unknown, all fields 0), writable or
+/// not, and a CGM Status whose time offset is `status_offset`.
+pub fn cgm_sensor(
+    address: &str,
+    sensor: CgmSensor,
+    sst: Option<LocalDateTime>,
+    sst_writable: bool,
+    status_offset: u16,
+    clock: LocalDateTime,
+) -> DeviceModel {
+    use vitals_hub::gatt::cgm::{CgmFeature, CgmStatus};
+    let sst_flags: &'static [&'static str] = if sst_writable {
+        &["read", "write"]
+    } else {
+        &["read"]
+    };
+    DeviceModel::new(address, "cgm", Box::new(sensor))
+        .service(
+            0x181F,
+            vec![
+                (0x2AA7, &["notify"], Vec::new()),
+                (
+                    0x2AA8,
+                    &["read"],
+                    CgmFeature::new(0, 9, 5).encode().unwrap(),
+                ),
+                (
+                    0x2AA9,
+                    &["read"],
+                    CgmStatus {
+                        time_offset_min: status_offset,
+                        status_octet: 0,
+                        cal_temp_octet: 0,
+                        warning_octet: 0,
+                        e2e_crc: false,
+                    }
+                    .encode()
+                    .unwrap(),
+                ),
+                (0x2AAA, sst_flags, sst_bytes(sst)),
+                (0x2AAC, &["write", "indicate"], Vec::new()),
+            ],
+        )
+        .standard("SN-CGM", 90, &clock_bytes(clock))
+}
+
+/// A Session Start Time value (zone UTC, no DST); None: the unknown start (all zeros).
+pub fn sst_bytes(sst: Option<LocalDateTime>) -> Vec<u8> {
+    use vitals_hub::gatt::cgm::SessionStartTime;
+    use vitals_hub::gatt::datetime::{DstOffset, TimeZone};
+    match sst {
+        Some(t) => SessionStartTime::new(t, TimeZone(0), DstOffset(0), false)
+            .encode()
+            .unwrap(),
+        None => vec![0, 0, 0, 0, 0, 0, 0, 0, 0],
+    }
 }

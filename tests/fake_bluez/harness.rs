@@ -40,6 +40,7 @@ pub fn fast_config() -> BleConfig {
         stream_max_ms: 5_000,
         clock_tolerance_s: 120,
         utc_offset_minutes: 0,
+        zone: vitals_hub::model::Zone::utc(),
         devices: Vec::new(),
     }
 }
@@ -102,11 +103,23 @@ impl Env {
         rules: Option<vitals_hub::alerts::AlertRules>,
         wrap: impl FnOnce(Arc<dyn Port>) -> Arc<dyn Port>,
     ) -> Env {
+        Env::with_clock(fake, allowed, config, rules, wrap, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Env::with_port`], with the hub's and the store's clock `clock` (a test's manual
+    /// clock; the radio's timers stay real).
+    pub async fn with_clock(
+        fake: FakeBluez,
+        allowed: &[(&str, &str)],
+        config: BleConfig,
+        rules: Option<vitals_hub::alerts::AlertRules>,
+        wrap: impl FnOnce(Arc<dyn Port>) -> Arc<dyn Port>,
+        clock: Arc<dyn Clock>,
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let mut sc = StoreConfig::new(dir.path());
         sc.kek = KekSource::resolve(dir.path(), None);
         sc.patient_id = Some("patient-1".into());
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = Store::open(sc, clock.clone()).await.unwrap();
         for (a, p) in allowed {
             store.upsert_device(record(a, p), true).await.unwrap();
@@ -117,6 +130,7 @@ impl Env {
                 rules,
                 patient_id: "patient-1".into(),
                 utc_offset_minutes: 0,
+                zone: vitals_hub::model::Zone::utc(),
             };
             let ingest = vitals_hub::daemon::Ingest::open(store.clone(), cfg)
                 .await

@@ -273,6 +273,19 @@ impl DeviceModel {
         None
     }
 
+    /// Set the value a read of `ch` returns (a sensor change, a clock set by hand).
+    pub fn set_value(&self, ch: u16, value: Vec<u8>) {
+        if let Some((_, c)) = self.char_by_uuid(ch) {
+            *c.value.lock().unwrap() = value;
+        }
+    }
+
+    pub fn value_of(&self, ch: u16) -> Vec<u8> {
+        self.char_by_uuid(ch)
+            .map(|(_, c)| c.value.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
     pub fn writes_to(&self, ch: u16) -> Vec<Vec<u8>> {
         self.writes
             .lock()
@@ -975,7 +988,8 @@ impl Characteristic {
             .lock()
             .unwrap()
             .push((self.c.uuid, value.clone()));
-        if self.c.uuid == 0x2A2B {
+        // Writable clocks keep what was written: Current Time, CGM Session Start Time.
+        if self.c.uuid == 0x2A2B || self.c.uuid == 0x2AAA {
             *self.c.value.lock().unwrap() = value.clone();
         }
         let actions = self

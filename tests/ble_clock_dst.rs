@@ -1,0 +1,81 @@
+//! Device clocks across a change of offset (issue 14): the hub wrote device clocks with one
+//! fixed `utc_offset_minutes`, an hour off for half the year. With `timezone = Europe/Berlin` the
+//! clock written before the spring-forward change is CET and the one written at the next session
+//! after it is CEST.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+#[path = "fake_bluez/mod.rs"]
+mod fake_bluez;
+
+use fake_bluez::devices::{clock_bytes, glucose_meter, GlucoseMeter};
+use fake_bluez::harness::{fast_config, Env};
+use std::sync::Arc;
+use vitals_hub::gatt::datetime::CurrentTime;
+use vitals_hub::gatt::GattValue;
+use vitals_hub::model::{LocalDateTime, ManualClock, UtcMillis, Zone};
+
+const METER: &str = "C0:26:DA:00:00:41";
+
+fn lt(s: &str) -> LocalDateTime {
+    s.parse().unwrap()
+}
+
+#[test]
+fn device_clock_follows_the_zone_across_spring_forward() {
+    fake_bluez::harness::run(|broker| async move {
+        let clock = Arc::new(ManualClock::new(
+            UtcMillis::parse_rfc3339("2026-03-29T00:50:00Z").unwrap(),
+        ));
+        // The meter's clock is a day behind.
+        let dev = glucose_meter(
+            METER,
+            GlucoseMeter::new(lt("2026-03-20T00:00:00"), 2),
+            lt("2026-03-28T01:50:00"),
+        );
+        let fake = fake_bluez::FakeBluez::start(&broker.address, vec![dev]).await;
+        let mut cfg = fast_config();
+        cfg.zone = Zone::named("Europe/Berlin").unwrap();
+        cfg.cooldown_ms = 300;
+        cfg.devices = vec![vitals_hub::ble::DeviceConfig {
+            name: "meter".into(),
+            legacy_address: Some(METER.into()),
+            user_id: None,
+            set_clock: true,
+        }];
+        let env =
+            Env::with_clock(fake, &[(METER, "glucose")], cfg, None, |p| p, clock.clone()).await;
+        let written = || env.fake.device(METER).writes_to(0x2A2B);
+        env.wait_for(30, "the first clock write", || async {
+            !written().is_empty()
+        })
+        .await;
+        let first = CurrentTime::decode(&written()[0]).unwrap();
+        assert_eq!(
+            first.date_time.to_local(),
+            Some(lt("2026-03-29T01:50:00")),
+            "CET"
+        );
+        // The change: 01:00 UTC is 03:00 CEST. The meter keeps 01:50 (its clock stands still
+        // here), 80 minutes behind the new local time: the next session writes it.
+        clock.set(UtcMillis::parse_rfc3339("2026-03-29T01:10:00Z").unwrap());
+        env.fake
+            .device(METER)
+            .set_value(0x2A2B, clock_bytes(lt("2026-03-29T01:50:00")));
+        env.wait_for(30, "the second clock write", || async {
+            written().len() >= 2
+        })
+        .await;
+        let second = CurrentTime::decode(&written()[1]).unwrap();
+        assert_eq!(
+            second.date_time.to_local(),
+            Some(lt("2026-03-29T03:10:00")),
+            "CEST"
+        );
+        env.stop().await;
+    });
+}
