@@ -147,11 +147,22 @@ async fn two_hubs_one_patient_each() {
         ),
         format!("{base}/DetectedIssue?patient=Patient/{PATIENT}"),
         format!("{base}/{dev_a}"),
+        // Even whether A's patient exists is not B's to ask.
+        format!("{base}/Patient?_id={PATIENT}&_summary=count"),
     ] {
         let (s, r) = send(&b, &path, None).await;
         assert_eq!(s, 403, "{path}: {r}");
         refusals += 1;
     }
+    // B may ask whether its own patient exists (the hub's start-up check): a count, no resource.
+    let (s, r) = send(
+        &b,
+        &format!("{base}/Patient?_id={PATIENT_B}&_summary=count"),
+        None,
+    )
+    .await;
+    assert_eq!((s, r["total"].as_u64()), (200, Some(1)), "{r}");
+    assert!(r.get("entry").is_none(), "{r}");
     // B searching Devices by identifier sees only its own (A's meter is not among them).
     let (s, r) = send(
         &b,

@@ -932,6 +932,21 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
                 Err(e) => server_error(&e.to_string()),
             }
         }
+        // The hub's start-up check that its patient exists (`Patient?_id=<own>&_summary=count`):
+        // a count, never a resource, and only for the hub's own patient. The registry is the
+        // clinic's record that the patient exists (the embedded store keeps no demographics).
+        (Method::GET, "Patient")
+            if registry
+                && query_param(&query, "_summary").as_deref() == Some("count")
+                && hub.as_ref().is_some_and(|h| {
+                    query_param(&query, "_id").as_deref() == Some(h.patient.as_str())
+                }) =>
+        {
+            fhir_response(
+                StatusCode::OK,
+                &serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": 1}),
+            )
+        }
         (Method::GET, id) if registry && parent == "Device" => {
             let owner = hub.as_ref().map(|h| h.hub_id.clone());
             let db = shared.db.clone();
