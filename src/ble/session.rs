@@ -1,6 +1,10 @@
 //! One device's session: connect (retry with backoff) → discover → Device Information and battery →
 //! device clock (read, offset kept, written where allowed) → subscribe → the profile's transfer →
 //! disconnect. Generic over [`Link`] so the state machine does not know btleplug.
+//!
+//! Size: over 800 lines because each profile's transfer (RACP download with contexts and restarts,
+//! stored indications, streams, CGM with its session start and cadence) is a step of this one
+//! session state machine and shares its commit, clock and event handling.
 
 use super::link::{Link, LinkError, Notifications};
 use super::port::{Batch, Cursor, PortError};

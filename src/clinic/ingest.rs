@@ -25,6 +25,10 @@
 //! and rate limits; the accept loop backs off (and logs once) when descriptors run out.
 //!
 //! A scripted [`FaultQueue`] lets tests inject server faults.
+//!
+//! Size: over 800 lines: the request path (identify, bound, authorise, store, audit) is one
+//! pipeline kept in one place so every request visibly passes every check; bounds are in `limits`,
+//! the store in `db`, the registry in `registry`.
 
 use super::db::{self, Scope};
 use super::faults;

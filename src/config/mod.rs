@@ -30,6 +30,9 @@
 //! second home for every module's logic and make `alerts` — a pure module — import `config`.
 //! The direction stays one-way and acyclic: no module below `config` imports it; only `daemon`,
 //! `tech`, `cli` and `bench` do.
+//!
+//! Size: about 770 lines of code and its tests: one loader that validates every section with file,
+//! line and fix; positions are in `locate`.
 
 mod locate;
 
