@@ -27,7 +27,7 @@ async fn steps(up: &mut vitals_hub::uplink::Uplink, h: &Hub, n: usize) {
     for _ in 0..n {
         let _ = up.step().await;
         h.store
-            .due_now(SystemClock.now().plus_millis(1))
+            .due_now(SystemClock.now())
             .await
             .unwrap();
     }
