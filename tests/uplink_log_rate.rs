@@ -47,10 +47,7 @@ async fn a_run_of_502s_is_logged_first_then_every_tenth_with_a_count() {
     for _ in 0..25 {
         let e = up.step().await.unwrap_err();
         assert_eq!(e.kind(), "uplink_http_error");
-        h.store
-            .due_now(SystemClock.now())
-            .await
-            .unwrap();
+        h.store.due_now(SystemClock.now()).await.unwrap();
     }
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text

@@ -26,10 +26,7 @@ async fn stub(ca: &DevCa, mode: Mode) -> Stub {
 async fn steps(up: &mut vitals_hub::uplink::Uplink, h: &Hub, n: usize) {
     for _ in 0..n {
         let _ = up.step().await;
-        h.store
-            .due_now(SystemClock.now())
-            .await
-            .unwrap();
+        h.store.due_now(SystemClock.now()).await.unwrap();
     }
 }
 
