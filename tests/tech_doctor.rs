@@ -342,6 +342,33 @@ async fn doctor_names_an_uncreatable_state_dir_and_a_swapped_pair() {
     );
 }
 
+/// Issue 13: a typo that is still a valid id (`pat-042` for `pat-0042`) passed `doctor`, and the
+/// clinic would have filed the readings under someone else's id. Against an authorising clinic the
+/// question is refused for any patient but the enrolled one: doctor FAILs and names the fix,
+/// without printing the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_a_patient_id_the_clinic_did_not_enroll_this_hub_for() {
+    let w = World::enrolled(PATIENT).await;
+    let cfg = w.config("hub.toml", "[store]\nsize_limit_mb = 16\n");
+
+    let (_, out, err) = doctor(&cfg, &[]).await;
+    assert!(line(&out, "patient").starts_with("PASS"), "{out}{err}");
+
+    let typo = variant(
+        &cfg,
+        "typo.toml",
+        &format!("patient_id = \"{PATIENT}\""),
+        "patient_id = \"pat-e2ee\"",
+    );
+    let (code, out, err) = doctor(&typo, &[]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let l = line(&out, "patient");
+    assert!(l.starts_with("FAIL"), "{out}");
+    assert!(l.contains("enrolled for another patient"), "{l}");
+    assert!(l.contains("setup --force"), "{l}");
+    assert!(!out.contains("pat-e2ee") && !out.contains(PATIENT), "{out}");
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }

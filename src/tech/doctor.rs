@@ -130,6 +130,7 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     out.extend(certificate_checks(cfg, now_secs));
     out.push(clinic_check(cfg).await);
     out.push(capability_check(cfg).await);
+    out.push(patient_check(cfg).await);
     out.push(backlog_check(cfg, clock, now_secs).await);
     out
 }
@@ -674,6 +675,37 @@ async fn capability_check(cfg: &Config) -> Check {
             "see the line `clinic`",
         ),
         Err(_) => Check::warn(NAME, "CapabilityStatement: no answer in time", "see the line `clinic`"),
+    }
+}
+
+/// Whether the clinic knows the hub's configured patient, asked with a count-only search (no
+/// demographics). The value itself is never printed (doctor's output may be pasted into a ticket);
+/// `config check` and `status` read it back to the technician.
+async fn patient_check(cfg: &Config) -> Check {
+    use crate::uplink::sync::PatientAtServer;
+    const NAME: &str = "patient";
+    let limit = cfg.uplink.request_timeout() + cfg.uplink.connect_timeout();
+    match tokio::time::timeout(limit, crate::uplink::sync::patient_at_server(&cfg.uplink)).await {
+        Ok(Ok(PatientAtServer::Known)) => Check::pass(
+            NAME,
+            "the clinic knows the configured `patient_id` (count-only search)",
+        ),
+        Ok(Ok(PatientAtServer::Unknown)) => Check::warn(
+            NAME,
+            "no Patient with the configured `patient_id` at the clinic's FHIR server",
+            "compare `patient_id` (`vitals-hub config check` shows it) with the clinic's record: a typo is fixed with `vitals-hub setup --force`; a new patient must first be created at the clinic (README, FHIR servers)",
+        ),
+        Ok(Ok(PatientAtServer::Refused(status))) => Check::fail(
+            NAME,
+            format!("the clinic refuses (HTTP {status}) to answer for the configured `patient_id`: this hub's certificate is enrolled for another patient, and every upload will be refused"),
+            "compare `patient_id` (`vitals-hub config check` shows it) with the clinic's enrollment (`vitals-clinic hub list`); a typo is fixed with `vitals-hub setup --force` and the right id; never re-enroll the certificate to match a typo",
+        ),
+        Ok(Err(e)) => Check::warn(
+            NAME,
+            format!("not asked: {}", e.summary()),
+            "see the line `clinic`",
+        ),
+        Err(_) => Check::warn(NAME, "no answer in time", "see the line `clinic`"),
     }
 }
 

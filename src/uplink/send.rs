@@ -348,18 +348,45 @@ pub(super) async fn patient_known(
 /// The gap named when the server does not know the hub's patient.
 pub const PATIENT_UNKNOWN: &str = "no Patient with the hub's `patient_id` at the server: a server that checks references refuses every reading until the clinic creates it";
 
-/// [`capability_with`] and [`patient_known`] over the uplink's own mutual-TLS client, for
-/// `doctor`.
+/// [`capability_with`] over the uplink's own mutual-TLS client, for `doctor` (which asks about
+/// the patient separately: [`patient_at_server`]).
 pub async fn capability(cfg: &UplinkConfig) -> Result<Vec<String>, UplinkError> {
     let url = cfg.validate()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
     let client = build_client(cfg, cert)?;
-    let mut gaps = capability_with(&client, &url).await?;
-    if let Ok(false) = patient_known(&client, &url, &cfg.patient_id).await {
-        gaps.push(PATIENT_UNKNOWN.into());
+    capability_with(&client, &url).await
+}
+
+/// What the clinic says of the hub's configured patient, for `doctor`'s `patient` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatientAtServer {
+    /// A Patient with that id exists (a count-only answer; no demographics read).
+    Known,
+    /// The search answered a count of 0.
+    Unknown,
+    /// The clinic refused the question for this hub's certificate (401/403): an authorising clinic
+    /// (`vitals-clinic`) answers only for the patient the certificate is enrolled for, so the
+    /// configured `patient_id` is not that patient — a typo, or a certificate of another hub.
+    Refused(u16),
+}
+
+/// [`patient_known`] over the uplink's own mutual-TLS client, with a refusal told apart from an
+/// unreachable server.
+pub async fn patient_at_server(cfg: &UplinkConfig) -> Result<PatientAtServer, UplinkError> {
+    let url = cfg.validate()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = Arc::new(ReloadingCert::new(cfg.cert_paths()?, provider)?);
+    let client = build_client(cfg, cert)?;
+    match patient_known(&client, &url, &cfg.patient_id).await {
+        Ok(true) => Ok(PatientAtServer::Known),
+        Ok(false) => Ok(PatientAtServer::Unknown),
+        Err(UplinkError::Http {
+            status: status @ (401 | 403),
+            ..
+        }) => Ok(PatientAtServer::Refused(status)),
+        Err(e) => Err(e),
     }
-    Ok(gaps)
 }
 
 impl Uplink {

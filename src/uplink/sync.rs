@@ -9,7 +9,7 @@ use super::tls::ReloadingCert;
 use super::{ClockSync, TimeSync, UplinkConfig, UplinkError};
 
 pub use super::heartbeat::{free_disk, LAST_HEARTBEAT};
-pub use super::send::{capability, probe};
+pub use super::send::{capability, patient_at_server, probe, PatientAtServer};
 use crate::fhir::bundle::{AlertInput, Item};
 use crate::fhir::{self, BuiltBundle, BundleContext, HubInfo, PhdDeviceInfo, ReadingInput};
 use crate::model::{Clock, Kind, UtcMillis};

@@ -45,6 +45,40 @@ impl World {
         World { dir, pki, receiver }
     }
 
+    /// A world whose receiver authorises like `vitals-clinic serve`: the hub's certificate
+    /// enrolled for `patient` in the registry, unknown certificates refused at TLS.
+    pub async fn enrolled(patient: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = write_dev_pki(&dir.path().join("pki"), &["localhost"], "e2e-hub").unwrap();
+        let registry = vitals_hub::clinic::Registry::new();
+        let server = tls::server_config_registry(
+            &pki.receiver_cert,
+            &pki.receiver_key,
+            &pki.ca,
+            registry.clone(),
+        )
+        .unwrap();
+        let receiver = Receiver::start_with(
+            ReceiverConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                listen: Listen::Tls(server),
+                db_path: None,
+                faults: FaultQueue::new(),
+            },
+            vitals_hub::clinic::ClinicOptions {
+                access: vitals_hub::clinic::Access::Registry(registry),
+                limits: vitals_hub::clinic::Limits::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let der = tls::load_certs(&pki.hub_cert).unwrap();
+        receiver
+            .enroll(&vitals_hub::clinic::registry::record_for_der(&der[0], patient, None).unwrap())
+            .unwrap();
+        World { dir, pki, receiver }
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
