@@ -74,4 +74,21 @@ async fn keys_rotate_takes_the_config_and_refuses_a_directory_without_a_store() 
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // With the daemon's lock held (here by this process, as the running daemon holds it): refused,
+    // nothing rotated (it once rotated under a running daemon, which kept sealing with the old key).
+    let lock = vitals_hub::tech::wipe::hold_lock(&state).unwrap().unwrap();
+    let out = hub_command()
+        .args(["keys", "rotate", "--config"])
+        .arg(&cfg)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the hub's daemon is running") && err.contains("systemctl stop vitals-hub"),
+        "{err}"
+    );
+    drop(lock);
 }

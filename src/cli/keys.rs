@@ -73,6 +73,18 @@ fn run_inner(args: &KeysArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    // The daemon seals with the data key it loaded: rotating under it would let it write with a
+    // key this command then deletes. Only with the daemon's lock held, like `sync` and `wipe`.
+    let _lock = match crate::tech::wipe::hold_lock(&dir) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => anyhow::bail!(
+            "the hub's daemon is running (it holds {}): keys are rotated with the daemon stopped — \
+             `sudo systemctl stop vitals-hub`, then `vitals-hub keys rotate`, then \
+             `sudo systemctl start vitals-hub`",
+            dir.join("hub.lock").display()
+        ),
+        Err(e) => anyhow::bail!("{e}"),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
