@@ -240,3 +240,48 @@ fn setup_names_the_flag_the_swap_and_reads_the_patient_back() {
     );
     assert!(out.contains("certificate:  CN=hub-0042"), "{out}");
 }
+
+/// Issue 13: `setup` as root with `--config` pointing outside /etc wrote the state into the
+/// installed hub's /var/lib/vitals-hub. As root, without `--state-dir`, the state directory is
+/// `state/` beside that config. Root only (CI runs as root; there a skip is a failure).
+#[test]
+fn as_root_a_config_elsewhere_keeps_its_state_beside_it() {
+    if !rustix::process::geteuid().is_root() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true but not root: this root-only test cannot run"
+        );
+        eprintln!("skipped: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = write_dev_pki(&dir.path().join("pki"), &["localhost"], "setup-hub").unwrap();
+    let config = dir.path().join("elsewhere").join("hub.toml");
+    let system_state = Path::new("/var/lib/vitals-hub");
+    let before = system_state.exists();
+    let (code, out, err) = run(&[
+        "setup",
+        "--clinic-url",
+        "https://localhost:8443/fhir",
+        "--patient",
+        "pat-setup",
+        "--ca",
+        &s(&pki.ca),
+        "--cert",
+        &s(&pki.hub_cert),
+        "--key",
+        &s(&pki.hub_key),
+        "--config",
+        &s(&config),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let beside = dir.path().join("elsewhere").join("state");
+    assert!(
+        text.contains(&format!("state_dir = \"{}\"", beside.display())),
+        "{text}"
+    );
+    assert!(beside.join("keys").join("client-key").exists(), "{out}");
+    assert_eq!(system_state.exists(), before, "{out}");
+}
