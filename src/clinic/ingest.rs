@@ -30,10 +30,11 @@
 //! pipeline kept in one place so every request visibly passes every check; bounds are in `limits`,
 //! the store in `db`, the registry in `registry`.
 
+use super::authz::{audit_event, query_param};
 use super::db::{self, Scope};
 use super::faults;
 use super::limits::{self, Bucket, Limits};
-use super::registry::{HubRecord, Registry, HUB_ID_SYSTEM};
+use super::registry::{HubRecord, Registry};
 use super::tls;
 use super::{FaultQueue, ReceiverError};
 use bytes::Bytes;
@@ -685,13 +686,6 @@ async fn read_body(req: Request<Incoming>, lim: &Limits) -> Result<Vec<u8>, Stri
         .map_err(|e| format!("gzip body: {e}"))?
 }
 
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| crate::fhir::identifier::percent_decode(v))
-    })
-}
-
 /// The hub behind a request, by the rules of the listening mode. `Err` is the refusal.
 fn identify(
     req: &Request<Incoming>,
@@ -736,47 +730,6 @@ fn identify(
         }
         Listen::PlainLoopback => Err(("plain mode without a proxy secret".into(), None)),
     }
-}
-
-/// A security `AuditEvent` (DICOM 110113 Security Alert) for a refused request.
-fn audit_event(
-    hub: Option<&HubRecord>,
-    fingerprint: Option<&str>,
-    peer: &SocketAddr,
-    what: &str,
-    why: &str,
-    action: &str,
-) -> Value {
-    let who = match hub {
-        Some(h) => json!({
-            "identifier": { "system": HUB_ID_SYSTEM, "value": h.hub_id },
-            "display": format!("hub {}", h.hub_id)
-        }),
-        None => json!({ "display": "unidentified client" }),
-    };
-    json!({
-        "resourceType": "AuditEvent",
-        "type": { "system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113",
-                  "display": "Security Alert" },
-        "action": action,
-        "recorded": jiff::Timestamp::now().to_string(),
-        "outcome": "4",
-        "outcomeDesc": why,
-        "agent": [{
-            "type": { "coding": [{ "system": "http://dicom.nema.org/resources/ontology/DCM",
-                                   "code": "110153", "display": "Source Role ID" }] },
-            "who": who,
-            "altId": fingerprint,
-            "requestor": true,
-            "network": { "address": peer.ip().to_string(), "type": "2" }
-        }],
-        "source": {
-            "observer": { "display": "vitals-clinic" },
-            "type": [{ "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                       "code": "4", "display": "Application Server" }]
-        },
-        "entity": [{ "what": { "display": what }, "description": why }]
-    })
 }
 
 async fn refuse(

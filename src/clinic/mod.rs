@@ -6,6 +6,7 @@
 //! Off the hub's runtime path: nothing the daemon runs imports this module, and the hub's Debian
 //! package builds without it (the `clinic` cargo feature). `vitals-hub demo` starts it in process.
 
+pub mod authz;
 pub mod cli;
 pub mod db;
 pub mod faults;
