@@ -3,6 +3,7 @@
 //! revoke` manage the registry of hubs in the clinic's store.
 
 use super::db::ReceiverDb;
+use super::front::{Front, FrontConfig};
 use super::registry::{self, Registry};
 use super::{tls, Access, ClinicOptions, FaultQueue, Limits, Listen, Receiver, ReceiverConfig};
 use anyhow::Context;
@@ -60,6 +61,17 @@ pub struct ServeArgs {
     /// Requests per second one hub may send on average (burst: twice that).
     #[arg(long, default_value_t = 50.0)]
     pub rate_per_hub: f64,
+    /// Run as the authorising front for this external FHIR server (http or https base URL):
+    /// each hub's requests are authorised and rebuilt here, then forwarded; nothing is stored
+    /// but the registry of --db (required), which several fronts may share.
+    #[arg(long, requires = "db")]
+    pub fhir_base: Option<String>,
+    /// CA certificates (PEM) of an https --fhir-base.
+    #[arg(long, requires = "fhir_base")]
+    pub fhir_ca: Option<PathBuf>,
+    /// File holding the `Authorization` header value sent to --fhir-base (e.g. `Bearer …`).
+    #[arg(long, requires = "fhir_base")]
+    pub fhir_authorization_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +209,17 @@ fn hub(c: &HubCommand) -> anyhow::Result<()> {
 
 fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
     let reg = Registry::new();
+    let front = match &args.fhir_base {
+        Some(base) => {
+            let mut fc = FrontConfig::new(base);
+            fc.ca = args.fhir_ca.clone();
+            fc.authorization_file = args.fhir_authorization_file.clone();
+            Some(std::sync::Arc::new(
+                Front::new(&fc).map_err(anyhow::Error::msg)?,
+            ))
+        }
+        None => None,
+    };
     let listen = if args.plain {
         let Some(f) = &args.proxy_secret_file else {
             anyhow::bail!("--plain needs --proxy-secret-file (the secret nginx sends)");
@@ -238,6 +261,7 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             ClinicOptions {
                 access: Access::Registry(reg.clone()),
                 limits,
+                front: front.clone(),
             },
         )
         .await?;
@@ -245,7 +269,10 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             eprintln!("warning: no hub is enrolled in this store; every hub is refused (enrol with `vitals-clinic hub enroll`)");
         }
         let scheme = if tls_mode { "https" } else { "http" };
-        println!("listening {scheme}://{}", rx.addr());
+        match &front {
+            Some(f) => println!("listening {scheme}://{} (front for {})", rx.addr(), f.base()),
+            None => println!("listening {scheme}://{}", rx.addr()),
+        }
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;

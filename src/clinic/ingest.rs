@@ -97,6 +97,9 @@ pub struct ReceiverConfig {
 pub struct ClinicOptions {
     pub access: Access,
     pub limits: Limits,
+    /// Forward authorised requests to this external FHIR server instead of storing them
+    /// ([`super::front`]); needs [`Access::Registry`].
+    pub front: Option<Arc<super::front::Front>>,
 }
 
 /// Counters the tests and the benchmark read.
@@ -115,14 +118,15 @@ pub struct ReceiverStats {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     db: Arc<Mutex<db::ReceiverDb>>,
     faults: FaultQueue,
     stats: Mutex<ReceiverStats>,
     access: Access,
     listen: Listen,
-    limits: Limits,
-    work: Arc<Semaphore>,
+    pub(super) limits: Limits,
+    pub(super) work: Arc<Semaphore>,
+    front: Option<Arc<super::front::Front>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     hub_inflight: Mutex<HashMap<String, usize>>,
     hub_conns: Mutex<HashMap<String, usize>>,
@@ -189,6 +193,11 @@ impl Receiver {
                 ));
             }
         }
+        if opts.front.is_some() && !matches!(opts.access, Access::Registry(_)) {
+            return Err(ReceiverError::Tls(
+                "the front for an external FHIR server authorises by the hub registry only".into(),
+            ));
+        }
         let db = db::ReceiverDb::open(cfg.db_path.as_deref())?;
         if let Access::Registry(reg) = &opts.access {
             reg.replace(db.hubs().map_err(|source| ReceiverError::Db {
@@ -214,6 +223,7 @@ impl Receiver {
             stats: Mutex::new(ReceiverStats::default()),
             access: opts.access.clone(),
             listen: cfg.listen.clone(),
+            front: opts.front.clone(),
             work: Arc::new(Semaphore::new(opts.limits.max_inflight.max(1))),
             limits: opts.limits,
             buckets: Mutex::new(HashMap::new()),
@@ -354,7 +364,7 @@ async fn reload_registry(
     }
 }
 
-fn bump(shared: &Shared, f: impl FnOnce(&mut ReceiverStats)) {
+pub(super) fn bump(shared: &Shared, f: impl FnOnce(&mut ReceiverStats)) {
     if let Ok(mut s) = shared.stats.lock() {
         f(&mut s);
     }
@@ -616,9 +626,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
 /// The peer of a connection.
 #[derive(Debug, Clone)]
-struct Who {
-    fingerprint: Option<String>,
-    peer: SocketAddr,
+pub(super) struct Who {
+    pub(super) fingerprint: Option<String>,
+    pub(super) peer: SocketAddr,
 }
 
 async fn idle_watch(act: Arc<Activity>, idle: Duration) {
@@ -661,7 +671,7 @@ where
     }
 }
 
-async fn read_body(req: Request<Incoming>, lim: &Limits) -> Result<Vec<u8>, String> {
+pub(super) async fn read_body(req: Request<Incoming>, lim: &Limits) -> Result<Vec<u8>, String> {
     let gz = req
         .headers()
         .get(hyper::header::CONTENT_ENCODING)
@@ -732,7 +742,7 @@ fn identify(
     }
 }
 
-async fn refuse(
+pub(super) async fn refuse(
     shared: &Arc<Shared>,
     who: &Who,
     hub: Option<&HubRecord>,
@@ -748,6 +758,16 @@ async fn refuse(
         "Request refused (403): {why}."
     );
     let ev = audit_event(hub, fingerprint, &who.peer, what, why, action);
+    if let Some(front) = &shared.front {
+        if let Err(e) = front.audit(&ev).await {
+            warn!(
+                hub = hub.map(|h| h.hub_id.as_str()).unwrap_or("-"),
+                request = what,
+                "The security AuditEvent of this refusal is not stored at the FHIR server ({e}); this line is its record: {why}."
+            );
+        }
+        return fhir_response(StatusCode::FORBIDDEN, &outcome("forbidden", why));
+    }
     let hub_id = hub.map(|h| h.hub_id.clone());
     let db = shared.db.clone();
     let _ = tokio::task::spawn_blocking(move || {
@@ -817,7 +837,7 @@ impl Drop for InFlight {
     }
 }
 
-fn server_error(msg: &str) -> Response<Body> {
+pub(super) fn server_error(msg: &str) -> Response<Body> {
     fhir_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         &outcome("exception", msg),
@@ -854,6 +874,9 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
         },
         None => None,
     };
+    if let (Some(front), Some(h)) = (shared.front.clone(), hub.clone()) {
+        return super::front::handle(req, &shared, &front, &who, h, what).await;
+    }
     let registry = matches!(shared.access, Access::Registry(_));
     let mut segs = path.rsplit('/');
     let tail = segs.next().unwrap_or("").to_owned();

@@ -10,6 +10,7 @@ pub mod authz;
 pub mod cli;
 pub mod db;
 pub mod faults;
+pub mod front;
 pub mod ingest;
 pub mod limits;
 pub mod pki;
