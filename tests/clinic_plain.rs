@@ -112,3 +112,108 @@ async fn plain_mode_trusts_only_the_proxy() {
     );
     rx.shutdown().await;
 }
+
+/// One raw HTTP/1.1 request over the Unix socket; the status and the whole answer.
+async fn over_socket(
+    path: &std::path::Path,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+    let mut req = format!(
+        "POST /fhir HTTP/1.1\r\nHost: clinic\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    (code, text)
+}
+
+async fn on_socket(path: &std::path::Path, proxy_uid: u32) -> Receiver {
+    Receiver::start_with(
+        ReceiverConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            listen: Listen::ProxiedUnix {
+                path: path.to_path_buf(),
+                proxy_uid,
+            },
+            db_path: None,
+            faults: FaultQueue::new(),
+        },
+        ClinicOptions {
+            access: Access::Registry(Registry::new()),
+            ..ClinicOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// `--plain-socket` with `--proxy-uid`: the certificate header is trusted only on connections
+/// whose peer credentials (SO_PEERCRED, set by the kernel) are the proxy user's. The refused case
+/// runs the same client against a clinic configured for another uid: the check compares the
+/// kernel's uid of the connecting process with the configured one, so this is the connection of
+/// a local process that is not the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_socket_trusts_only_the_proxy_user() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let me = rustix::process::getuid().as_raw();
+    let ca = DevCa::new("clinic").unwrap();
+    let hub = ca.client("hub-a", Span::DEFAULT).unwrap();
+    let escaped = utf8_percent_encode(&hub.cert_pem, NON_ALPHANUMERIC).to_string();
+    let body = serde_json::to_vec(&raw_bundle("P1", true)).unwrap();
+
+    // This process is the proxy user: the enrolled certificate is served.
+    let sock = dir.path().join("clinic.sock");
+    let rx = on_socket(&sock, me).await;
+    rx.enroll(&record_for_der(&hub.cert_der, "p1", None).unwrap())
+        .unwrap();
+    let (s, r) = over_socket(&sock, &[("X-SSL-Client-Cert", &escaped)], &body).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(rx.count("Observation"), 1);
+    // The proxy without a certificate header: 403.
+    let (s, _) = over_socket(&sock, &[], &body).await;
+    assert_eq!(s, 403);
+    rx.shutdown().await;
+    // A stale socket file from that run is replaced; any other file at the path is refused.
+    let rx = on_socket(&sock, me.wrapping_add(1)).await;
+    rx.enroll(&record_for_der(&hub.cert_der, "p1", None).unwrap())
+        .unwrap();
+    // Not the proxy user: even with the enrolled certificate, a 403 and an AuditEvent.
+    let (s, r) = over_socket(&sock, &[("X-SSL-Client-Cert", &escaped)], &body).await;
+    assert_eq!(s, 403, "{r}");
+    assert!(r.contains("not from the configured proxy user"), "{r}");
+    assert_eq!(rx.count("Observation"), 0);
+    assert_eq!(rx.resources("AuditEvent").len(), 1);
+    rx.shutdown().await;
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    let r = Receiver::start_with(
+        ReceiverConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            listen: Listen::ProxiedUnix {
+                path: file.clone(),
+                proxy_uid: me,
+            },
+            db_path: None,
+            faults: FaultQueue::new(),
+        },
+        ClinicOptions {
+            access: Access::Registry(Registry::new()),
+            ..ClinicOptions::default()
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(ReceiverError::Socket { .. })));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}

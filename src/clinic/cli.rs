@@ -37,14 +37,14 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
     /// Server certificate (PEM), e.g. from `vitals-hub pki`.
-    #[arg(long, required_unless_present = "plain")]
+    #[arg(long, required_unless_present_any = ["plain", "plain_socket"])]
     pub cert: Option<PathBuf>,
     /// Server private key (PEM).
-    #[arg(long, required_unless_present = "plain")]
+    #[arg(long, required_unless_present_any = ["plain", "plain_socket"])]
     pub key: Option<PathBuf>,
     /// CA whose hub client certificates are accepted (PEM); each certificate must also be
     /// enrolled (`vitals-clinic hub enroll`).
-    #[arg(long, required_unless_present = "plain")]
+    #[arg(long, required_unless_present_any = ["plain", "plain_socket"])]
     pub client_ca: Option<PathBuf>,
     /// Plain HTTP on a loopback address behind the reference nginx, which verifies the hub
     /// certificates and passes them with the shared secret of --proxy-secret-file.
@@ -54,6 +54,14 @@ pub struct ServeArgs {
     /// characters; the same value as in the nginx config).
     #[arg(long)]
     pub proxy_secret_file: Option<PathBuf>,
+    /// Plain HTTP on this Unix socket behind the reference nginx (`proxy_pass
+    /// http://unix:PATH:`): the certificate header is trusted only on connections from the user
+    /// of --proxy-uid (the kernel's peer credentials, no secret needed).
+    #[arg(long, requires = "proxy_uid", conflicts_with = "plain")]
+    pub plain_socket: Option<PathBuf>,
+    /// The uid the proxy (nginx's worker user, e.g. `id -u www-data`) connects to --plain-socket as.
+    #[arg(long, requires = "plain_socket")]
+    pub proxy_uid: Option<u32>,
     /// The clinic's SQLite store (received resources, the hub registry, the audit trail).
     /// Default: in memory, with no hub enrolled.
     #[arg(long)]
@@ -220,7 +228,12 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let listen = if args.plain {
+    let listen = if let (Some(path), Some(proxy_uid)) = (&args.plain_socket, args.proxy_uid) {
+        Listen::ProxiedUnix {
+            path: path.clone(),
+            proxy_uid,
+        }
+    } else if args.plain {
         let Some(f) = &args.proxy_secret_file else {
             anyhow::bail!("--plain needs --proxy-secret-file (the secret nginx sends)");
         };
@@ -245,7 +258,7 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let tls_mode = !args.plain;
+        let tls_mode = !args.plain && args.plain_socket.is_none();
         let limits = Limits {
             rate_per_sec: args.rate_per_hub,
             rate_burst: args.rate_per_hub * 2.0,
@@ -269,9 +282,13 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             eprintln!("warning: no hub is enrolled in this store; every hub is refused (enrol with `vitals-clinic hub enroll`)");
         }
         let scheme = if tls_mode { "https" } else { "http" };
+        let at = match &args.plain_socket {
+            Some(p) => format!("http://unix:{}", p.display()),
+            None => format!("{scheme}://{}", rx.addr()),
+        };
         match &front {
-            Some(f) => println!("listening {scheme}://{} (front for {})", rx.addr(), f.base()),
-            None => println!("listening {scheme}://{}", rx.addr()),
+            Some(f) => println!("listening {at} (front for {})", f.base()),
+            None => println!("listening {at}"),
         }
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

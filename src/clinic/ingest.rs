@@ -70,6 +70,9 @@ pub enum Listen {
     /// Plain HTTP on loopback behind the TLS terminator: the identity header is trusted only with
     /// `X-Clinic-Proxy-Secret: <secret>`.
     Proxied { secret: String },
+    /// Plain HTTP on a Unix socket behind the TLS terminator: the identity header is trusted only
+    /// on connections whose peer (`SO_PEERCRED`) runs as `proxy_uid` ([`super::unix`]).
+    ProxiedUnix { path: PathBuf, proxy_uid: u32 },
 }
 
 /// Who may do what.
@@ -177,7 +180,11 @@ impl Receiver {
         opts: ClinicOptions,
     ) -> Result<Receiver, ReceiverError> {
         let plain = !matches!(cfg.listen, Listen::Tls(_));
-        if plain && !cfg.bind.ip().is_loopback() {
+        let unix_path = match &cfg.listen {
+            Listen::ProxiedUnix { path, .. } => Some(path.clone()),
+            _ => None,
+        };
+        if plain && unix_path.is_none() && !cfg.bind.ip().is_loopback() {
             return Err(ReceiverError::PlainNotLoopback(cfg.bind));
         }
         if matches!(cfg.listen, Listen::PlainLoopback) && matches!(opts.access, Access::Registry(_))
@@ -205,18 +212,23 @@ impl Receiver {
                 source,
             })?);
         }
-        let listener = TcpListener::bind(cfg.bind)
-            .await
-            .map_err(|source| ReceiverError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ReceiverError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
+        let (listener, addr) = match &unix_path {
+            Some(path) => (Err(super::unix::bind(path)?), cfg.bind),
+            None => {
+                let l =
+                    TcpListener::bind(cfg.bind)
+                        .await
+                        .map_err(|source| ReceiverError::Bind {
+                            addr: cfg.bind,
+                            source,
+                        })?;
+                let addr = l.local_addr().map_err(|source| ReceiverError::Bind {
+                    addr: cfg.bind,
+                    source,
+                })?;
+                (Ok(l), addr)
+            }
+        };
         let shared = Arc::new(Shared {
             db: Arc::new(Mutex::new(db)),
             faults: cfg.faults.clone(),
@@ -243,7 +255,10 @@ impl Receiver {
             ));
         }
         let sh = shared.clone();
-        let task = tokio::spawn(accept_loop(listener, acceptor, sh, stop_rx));
+        let task = match listener {
+            Ok(l) => tokio::spawn(accept_loop(l, acceptor, sh, stop_rx)),
+            Err(u) => tokio::spawn(super::unix::accept_loop(u, sh, stop_rx)),
+        };
         info!(%addr, tls = !plain, registry = matches!(opts.access, Access::Registry(_)), "Clinic ingest listening.");
         Ok(Receiver {
             addr,
@@ -405,7 +420,7 @@ impl Handshakes {
     }
 }
 
-fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+pub(super) fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23) | Some(24)) // ENFILE, EMFILE
 }
 
@@ -498,6 +513,7 @@ async fn accept_loop(
                             let who = Who {
                                 fingerprint: fp,
                                 peer,
+                                peer_uid: None,
                             };
                             serve(TokioIo::new(tls), shared, who, activity).await;
                         }
@@ -515,6 +531,7 @@ async fn accept_loop(
                     let who = Who {
                         fingerprint: None,
                         peer,
+                        peer_uid: None,
                     };
                     serve(TokioIo::new(io), shared, who, activity).await
                 }
@@ -559,14 +576,14 @@ impl Drop for HubConn {
 
 /// Last traffic on a connection and the requests in progress on it (for the idle timeout).
 #[derive(Debug)]
-struct Activity {
+pub(super) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     inflight: AtomicUsize,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(super) fn new() -> Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -584,9 +601,9 @@ impl Activity {
 }
 
 /// A stream that records when it last moved bytes.
-struct Tracked<S> {
-    inner: S,
-    act: Arc<Activity>,
+pub(super) struct Tracked<S> {
+    pub(super) inner: S,
+    pub(super) act: Arc<Activity>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -629,6 +646,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 pub(super) struct Who {
     pub(super) fingerprint: Option<String>,
     pub(super) peer: SocketAddr,
+    /// The peer's uid, on a Unix socket.
+    pub(super) peer_uid: Option<u32>,
 }
 
 async fn idle_watch(act: Arc<Activity>, idle: Duration) {
@@ -641,7 +660,7 @@ async fn idle_watch(act: Arc<Activity>, idle: Duration) {
     }
 }
 
-async fn serve<I>(io: I, shared: Arc<Shared>, who: Who, act: Arc<Activity>)
+pub(super) async fn serve<I>(io: I, shared: Arc<Shared>, who: Who, act: Arc<Activity>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -696,6 +715,27 @@ pub(super) async fn read_body(req: Request<Incoming>, lim: &Limits) -> Result<Ve
         .map_err(|e| format!("gzip body: {e}"))?
 }
 
+/// The hub of the verified client certificate the proxy passes (`X-SSL-Client-Cert`, URL-escaped
+/// PEM), once the request is known to come from the proxy.
+fn proxied_hub(
+    req: &Request<Incoming>,
+    reg: &Registry,
+) -> Result<Option<HubRecord>, (String, Option<String>)> {
+    let pem = req
+        .headers()
+        .get("x-ssl-client-cert")
+        .and_then(|v| v.to_str().ok())
+        .map(crate::fhir::identifier::percent_decode)
+        .ok_or_else(|| ("no client certificate from the proxy".to_owned(), None))?;
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| ("unreadable client certificate header".to_owned(), None))?;
+    let fp = tls::fingerprint(der.as_ref());
+    reg.active(&fp)
+        .map(Some)
+        .ok_or(("certificate not enrolled or revoked".into(), Some(fp)))
+}
+
 /// The hub behind a request, by the rules of the listening mode. `Err` is the refusal.
 fn identify(
     req: &Request<Incoming>,
@@ -724,19 +764,13 @@ fn identify(
             if d(given).as_ref() != d(secret.as_bytes()).as_ref() {
                 return Err(("request not from the configured proxy".into(), None));
             }
-            let pem = req
-                .headers()
-                .get("x-ssl-client-cert")
-                .and_then(|v| v.to_str().ok())
-                .map(crate::fhir::identifier::percent_decode)
-                .ok_or_else(|| ("no client certificate from the proxy".to_owned(), None))?;
-            use rustls_pki_types::pem::PemObject;
-            let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-                .map_err(|_| ("unreadable client certificate header".to_owned(), None))?;
-            let fp = tls::fingerprint(der.as_ref());
-            reg.active(&fp)
-                .map(Some)
-                .ok_or(("certificate not enrolled or revoked".into(), Some(fp)))
+            proxied_hub(req, reg)
+        }
+        Listen::ProxiedUnix { proxy_uid, .. } => {
+            if who.peer_uid != Some(*proxy_uid) {
+                return Err(("connection not from the configured proxy user".into(), None));
+            }
+            proxied_hub(req, reg)
         }
         Listen::PlainLoopback => Err(("plain mode without a proxy secret".into(), None)),
     }

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod pki;
 pub mod registry;
 pub mod tls;
+pub mod unix;
 
 pub use faults::{Fault, FaultQueue};
 pub use ingest::{
@@ -42,6 +43,13 @@ pub enum ReceiverError {
     /// Plain HTTP is only for a TLS terminator on the same machine.
     #[error("plain-HTTP mode must bind to a loopback address (127.0.0.1 or ::1), not {0}; put nginx (packaging/clinic/nginx-mtls.conf) in front")]
     PlainNotLoopback(SocketAddr),
+    /// The Unix socket of `--plain-socket` could not be bound.
+    #[error("cannot listen on the socket {path}: {source}; remove the file or pick another path")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A certificate, key or CA file could not be used.
     #[error("receiver TLS: {0}")]
     Tls(String),
