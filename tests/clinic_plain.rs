@@ -184,6 +184,42 @@ async fn plain_socket_trusts_only_the_proxy_user() {
     // The proxy without a certificate header: 403.
     let (s, _) = over_socket(&sock, &[], &body).await;
     assert_eq!(s, 403);
+    // Run as root with curl at hand: a real process of another user (uid 65534) posting the same
+    // enrolled certificate is refused.
+    if me == 0 && std::path::Path::new("/usr/bin/curl").exists() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let perm = |p: &std::path::Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        perm(dir.path(), 0o755);
+        perm(&sock, 0o777);
+        let body_file = dir.path().join("body.json");
+        std::fs::write(&body_file, &body).unwrap();
+        perm(&body_file, 0o644);
+        let mut cmd = std::process::Command::new("/usr/bin/curl");
+        cmd.uid(65534).gid(65534).args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+        ]);
+        cmd.arg(&sock)
+            .args(["-H", "Content-Type: application/fhir+json", "-H"])
+            .arg(format!("X-SSL-Client-Cert: {escaped}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", body_file.display()))
+            .arg("http://clinic/fhir");
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "{out:?}");
+        assert_eq!(rx.resources("AuditEvent").len(), 2);
+    } else {
+        eprintln!("(not root or no curl: the other-user case runs only as a uid mismatch below)");
+    }
     rx.shutdown().await;
     // A stale socket file from that run is replaced; any other file at the path is refused.
     let rx = on_socket(&sock, me.wrapping_add(1)).await;
