@@ -16,7 +16,13 @@
 //! **Plain mode behind a proxy.** [`Listen::Proxied`] serves plain HTTP on loopback only and
 //! trusts the identity header (`X-SSL-Client-Cert`, the verified client certificate nginx passes)
 //! only on requests carrying the proxy's shared secret (`X-Clinic-Proxy-Secret`); see
-//! `packaging/clinic/nginx-mtls.conf`.
+//! `packaging/clinic/nginx-mtls.conf`. [`Listen::ProxiedUnix`] serves a Unix socket instead and
+//! trusts the header only on connections whose peer uid is the proxy's ([`super::unix`]).
+//!
+//! **Front.** With [`ClinicOptions::front`] the connection handling, identification, admission and
+//! bounds here stay the same, and each identified hub's request is authorised and forwarded to an
+//! external FHIR server by [`super::front`] instead of the store; the rules both apply are
+//! [`super::authz`].
 //!
 //! **Bounds** ([`super::limits::Limits`]): body, decompressed size, depth, strings and value count
 //! checked before the parse; parsing and database work on the blocking pool, at most

@@ -1,7 +1,8 @@
 //! The clinic side: the hubs' FHIR ingest over mutual TLS ([`ingest`]), the registry of hubs that
-//! binds each hub certificate to one hub and one patient ([`registry`]), the clinic's store
-//! ([`db`]), its TLS configuration ([`tls`]) and the development PKI ([`pki`]); `vitals-clinic` is
-//! its binary ([`cli`]).
+//! binds each hub certificate to one hub and one patient ([`registry`]), the per-hub authorisation
+//! rules ([`authz`]), the clinic's store ([`db`]) or — as the authorising front — an external FHIR
+//! server ([`front`]), its TLS configuration ([`tls`]), the Unix-socket listener behind a local
+//! proxy ([`unix`]) and the development PKI ([`pki`]); `vitals-clinic` is its binary ([`cli`]).
 //!
 //! Off the hub's runtime path: nothing the daemon runs imports this module, and the hub's Debian
 //! package builds without it (the `clinic` cargo feature). `vitals-hub demo` starts it in process.

@@ -92,11 +92,39 @@ pub(in crate::clinic) async fn handle(
             return forbid("a hub may read only its own Devices".into(), "R").await;
         }
     }
+    if tail == "Device" && up.status == StatusCode::OK {
+        // The search was sent with the hub's `_tag`; a server that ignored it must not show
+        // another hub's Devices.
+        let ok = serde_json::from_slice::<Value>(&up.body)
+            .ok()
+            .is_some_and(|v| only_tagged(&v, &hub.hub_id));
+        if !ok {
+            warn!(hub = %hub.hub_id, "The FHIR server's Device search answer holds resources of another writer: not given to the hub.");
+            return bad_gateway("the FHIR server did not scope the search by _tag");
+        }
+    }
     if parent == "Device" && up.status == StatusCode::NOT_FOUND {
         // Not found and not this hub's look the same to the hub.
         return forbid("a hub may read only its own Devices".into(), "R").await;
     }
     relay(up)
+}
+
+/// Whether a searchset holds only resources carrying this hub's tag (OperationOutcome entries of
+/// the server's own, `search.mode = outcome`, aside).
+fn only_tagged(searchset: &Value, hub_id: &str) -> bool {
+    searchset.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+        && searchset
+            .get("entry")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .all(|e| {
+                let r = e.get("resource").unwrap_or(&Value::Null);
+                r.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
+                    || tagged(r, hub_id)
+            })
 }
 
 /// Read, bound, authorise and forward a transaction Bundle.
@@ -263,4 +291,28 @@ fn bad_gateway(why: &str) -> hyper::Response<Body> {
 fn upstream_failed(e: &UpstreamError) -> hyper::Response<Body> {
     warn!(error = %e, "Forwarding to the FHIR server failed.");
     fhir_response(e.status(), &outcome("transient", &e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_search_answer_shows_only_the_hubs_own_resources() {
+        let tag = |h: &str| json!({"meta": {"tag": [{"system": super::super::HUB_TAG_SYSTEM, "code": h}]}});
+        let mut mine = tag("hub-a");
+        mine["resourceType"] = json!("Device");
+        let mut theirs = tag("hub-b");
+        theirs["resourceType"] = json!("Device");
+        let set = |rs: Vec<Value>| {
+            json!({"resourceType": "Bundle", "type": "searchset",
+                   "entry": rs.into_iter().map(|r| json!({"resource": r})).collect::<Vec<_>>()})
+        };
+        assert!(only_tagged(&set(vec![mine.clone()]), "hub-a"));
+        assert!(only_tagged(&set(vec![]), "hub-a"));
+        assert!(!only_tagged(&set(vec![mine, theirs]), "hub-a"));
+        assert!(!only_tagged(&json!({"resourceType": "Device"}), "hub-a"));
+    }
 }
