@@ -200,14 +200,20 @@ async fn serve_as_the_front_of_an_external_fhir_server() {
         .unwrap();
     assert!(!out.status.success());
 
-    // A FHIR server that announces and sends 64 MiB for anything.
+    // A FHIR server that announces and sends 64 MiB for anything (and records what it was sent).
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_port = upstream.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen2 = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = upstream.accept().await {
+            let seen = seen2.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase());
                 let n = 64usize << 20;
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: {n}\r\n\r\n"
@@ -245,8 +251,15 @@ async fn serve_as_the_front_of_an_external_fhir_server() {
             .next()
             .unwrap()
             .to_owned();
+        // The hub's own headers, identity and hop-by-hop among them, never reach the server.
         let r = mtls_client(&d.join("ca.crt"), &cert, &key)
             .get(format!("https://localhost:{port}/fhir/metadata"))
+            .header("x-ssl-client-s-dn", "CN=forged")
+            .header("x-clinic-proxy-secret", "forged-secret-0123456789")
+            .header("authorization", "Bearer from-the-hub")
+            .header("x-hub-private", "1")
+            .header("connection", "keep-alive, x-hub-private")
+            .header("te", "trailers")
             .send()
             .await
             .unwrap();
@@ -254,5 +267,17 @@ async fn serve_as_the_front_of_an_external_fhir_server() {
         let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
         assert_eq!(body["resourceType"], "OperationOutcome");
         assert!(body.to_string().contains(what), "{body}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.starts_with("get /fhir/metadata "), "{seen}");
+    for h in [
+        "x-ssl-client",
+        "x-clinic-proxy-secret",
+        "authorization",
+        "x-hub-private",
+        "te:",
+        "forged",
+    ] {
+        assert!(!seen.contains(h), "{h} forwarded: {seen}");
     }
 }

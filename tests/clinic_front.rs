@@ -302,6 +302,29 @@ async fn two_hubs_through_the_front_one_patient_each() {
         refusals += 1;
     }
 
+    // The bounds hold in front of the server too: a 32 KB gzip body that expands to 32 MiB is a
+    // 400 from the front, and nothing of it reaches the server.
+    let bomb = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(b"[").unwrap();
+        let spaces = vec![b' '; 1 << 20];
+        for _ in 0..32 {
+            gz.write_all(&spaces).unwrap();
+        }
+        gz.finish().unwrap()
+    };
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let r = b
+        .post(&base)
+        .header("content-type", "application/fhir+json")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
     // A uploads with the real uplink: every reading acknowledged, each stored under A.
     let mut up = uplink(&a, uplink_config(&a, &base));
     up.heartbeat().await.expect("the heartbeat is accepted");
