@@ -228,9 +228,28 @@ async fn serve_as_the_front_of_an_external_fhir_server() {
             });
         }
     });
+    // A FHIR server that refuses the front's credentials: the hub gets a 502, not a 401 it could
+    // take as a verdict on its data.
+    let denying = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deny_port = denying.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = denying.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
     let dead = free_port();
     for (base, what) in [
         (format!("http://127.0.0.1:{up_port}/fhir"), "larger than"),
+        (
+            format!("http://127.0.0.1:{deny_port}/fhir"),
+            "refused the clinic's front",
+        ),
         (format!("http://127.0.0.1:{dead}/fhir"), "cannot be reached"),
     ] {
         let mut child = serve(&base)

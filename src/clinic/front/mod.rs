@@ -205,7 +205,12 @@ impl Front {
         rel: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Upstream, UpstreamError> {
-        let url = format!("{}/{}", self.base, rel.trim_start_matches('/'));
+        let rel = rel.trim_start_matches('/');
+        let url = if rel.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}/{rel}", self.base)
+        };
         let mut rb = self
             .client
             .request(method, &url)

@@ -255,6 +255,15 @@ async fn post(
 /// The server's answer to the hub: status, `Retry-After` and the body (an OperationOutcome in
 /// place of a body that is not a FHIR resource).
 fn relay(up: Upstream) -> hyper::Response<Body> {
+    if matches!(up.status.as_u16(), 401 | 403 | 407) {
+        // The server refused the front, not the hub: a hub must not take it as a verdict on its
+        // data (it would stop sending it). The clinic's configuration is to fix.
+        warn!(
+            status = up.status.as_u16(),
+            "The FHIR server refused the front's request: check --fhir-authorization-file and the server's access rules."
+        );
+        return bad_gateway("the FHIR server refused the clinic's front; retry later");
+    }
     let is_resource = serde_json::from_slice::<Value>(&up.body)
         .ok()
         .is_some_and(|v| v.get("resourceType").is_some_and(Value::is_string));
