@@ -101,6 +101,31 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// A refused request (`METHOD /path`) as the log may show it: the method and the resource type,
+/// never an id (a path may hold a patient id: `GET /fhir/Patient/<id>`).
+pub fn loggable(what: &str) -> String {
+    const KNOWN: [&str; 7] = [
+        "Observation",
+        "Device",
+        "Patient",
+        "Communication",
+        "DetectedIssue",
+        "AuditEvent",
+        "metadata",
+    ];
+    let (method, path) = what.split_once(' ').unwrap_or((what, ""));
+    let method = if method.len() <= 8 { method } else { "?" };
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.iter().position(|s| KNOWN.contains(s)) {
+        Some(i) => format!(
+            "{method} {}{}",
+            segs.get(i).copied().unwrap_or(""),
+            if segs.len() > i + 1 { "/…" } else { "" }
+        ),
+        None => format!("{method} (another path)"),
+    }
+}
+
 /// A security `AuditEvent` (DICOM 110113 Security Alert) for a refused request.
 pub fn audit_event(
     hub: Option<&HubRecord>,
@@ -146,6 +171,14 @@ pub fn audit_event(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+
+    #[test]
+    fn logged_requests_carry_no_ids() {
+        assert_eq!(loggable("GET /fhir/Patient/pat-0001"), "GET Patient/…");
+        assert_eq!(loggable("GET /fhir/Observation"), "GET Observation");
+        assert_eq!(loggable("POST /fhir"), "POST (another path)");
+        assert_eq!(loggable("GET /pat-0001/x"), "GET (another path)");
+    }
 
     #[test]
     fn references_of_an_entry_are_confined_to_the_hub() {

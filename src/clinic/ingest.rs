@@ -36,7 +36,7 @@
 //! pipeline kept in one place so every request visibly passes every check; bounds are in `limits`,
 //! the store in `db`, the registry in `registry`.
 
-use super::authz::{audit_event, query_param};
+use super::authz::{self, audit_event, query_param};
 use super::db::{self, Scope};
 use super::faults;
 use super::limits::{self, Bucket, Limits};
@@ -794,7 +794,7 @@ pub(super) async fn refuse(
     bump(shared, |s| s.forbidden += 1);
     warn!(
         hub = hub.map(|h| h.hub_id.as_str()).unwrap_or("-"),
-        request = what,
+        request = %authz::loggable(what),
         "Request refused (403): {why}."
     );
     let ev = audit_event(hub, fingerprint, &who.peer, what, why, action);
@@ -802,7 +802,7 @@ pub(super) async fn refuse(
         if let Err(e) = front.audit(&ev).await {
             warn!(
                 hub = hub.map(|h| h.hub_id.as_str()).unwrap_or("-"),
-                request = what,
+                request = %authz::loggable(what),
                 "The security AuditEvent of this refusal is not stored at the FHIR server ({e}); this line is its record: {why}."
             );
         }
