@@ -129,10 +129,13 @@ async fn over_socket(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
+    // Head and body in one write: the clinic reads them together, so a refusal answered before
+    // the body is parsed never meets a half-sent request.
+    let mut all = req.into_bytes();
+    all.extend_from_slice(body);
+    let _ = s.write_all(&all).await;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
+    let _ = s.read_to_end(&mut out).await;
     let text = String::from_utf8_lossy(&out).into_owned();
     let code = text.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
     (code, text)
