@@ -3,6 +3,7 @@
 //! revoke` manage the registry of hubs in the clinic's store.
 
 use super::db::ReceiverDb;
+use super::front::{Front, FrontConfig};
 use super::registry::{self, Registry};
 use super::{tls, Access, ClinicOptions, FaultQueue, Limits, Listen, Receiver, ReceiverConfig};
 use anyhow::Context;
@@ -36,14 +37,14 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
     /// Server certificate (PEM), e.g. from `vitals-hub pki`.
-    #[arg(long, required_unless_present = "plain")]
+    #[arg(long, required_unless_present_any = ["plain", "plain_socket"])]
     pub cert: Option<PathBuf>,
     /// Server private key (PEM).
-    #[arg(long, required_unless_present = "plain")]
+    #[arg(long, required_unless_present_any = ["plain", "plain_socket"])]
     pub key: Option<PathBuf>,
     /// CA whose hub client certificates are accepted (PEM); each certificate must also be
     /// enrolled (`vitals-clinic hub enroll`).
-    #[arg(long, required_unless_present = "plain")]
+    #[arg(long, required_unless_present_any = ["plain", "plain_socket"])]
     pub client_ca: Option<PathBuf>,
     /// Plain HTTP on a loopback address behind the reference nginx, which verifies the hub
     /// certificates and passes them with the shared secret of --proxy-secret-file.
@@ -53,6 +54,14 @@ pub struct ServeArgs {
     /// characters; the same value as in the nginx config).
     #[arg(long)]
     pub proxy_secret_file: Option<PathBuf>,
+    /// Plain HTTP on this Unix socket behind the reference nginx (`proxy_pass
+    /// http://unix:PATH:`): the certificate header is trusted only on connections from the user
+    /// of --proxy-uid (the kernel's peer credentials, no secret needed).
+    #[arg(long, requires = "proxy_uid", conflicts_with = "plain")]
+    pub plain_socket: Option<PathBuf>,
+    /// The uid the proxy (nginx's worker user, e.g. `id -u www-data`) connects to --plain-socket as.
+    #[arg(long, requires = "plain_socket")]
+    pub proxy_uid: Option<u32>,
     /// The clinic's SQLite store (received resources, the hub registry, the audit trail).
     /// Default: in memory, with no hub enrolled.
     #[arg(long)]
@@ -60,6 +69,17 @@ pub struct ServeArgs {
     /// Requests per second one hub may send on average (burst: twice that).
     #[arg(long, default_value_t = 50.0)]
     pub rate_per_hub: f64,
+    /// Run as the authorising front for this external FHIR server (http or https base URL):
+    /// each hub's requests are authorised and rebuilt here, then forwarded; nothing is stored
+    /// but the registry of --db (required), which several fronts may share.
+    #[arg(long, requires = "db")]
+    pub fhir_base: Option<String>,
+    /// CA certificates (PEM) of an https --fhir-base.
+    #[arg(long, requires = "fhir_base")]
+    pub fhir_ca: Option<PathBuf>,
+    /// File holding the `Authorization` header value sent to --fhir-base (e.g. `Bearer …`).
+    #[arg(long, requires = "fhir_base")]
+    pub fhir_authorization_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,7 +217,23 @@ fn hub(c: &HubCommand) -> anyhow::Result<()> {
 
 fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
     let reg = Registry::new();
-    let listen = if args.plain {
+    let front = match &args.fhir_base {
+        Some(base) => {
+            let mut fc = FrontConfig::new(base);
+            fc.ca = args.fhir_ca.clone();
+            fc.authorization_file = args.fhir_authorization_file.clone();
+            Some(std::sync::Arc::new(
+                Front::new(&fc).map_err(anyhow::Error::msg)?,
+            ))
+        }
+        None => None,
+    };
+    let listen = if let (Some(path), Some(proxy_uid)) = (&args.plain_socket, args.proxy_uid) {
+        Listen::ProxiedUnix {
+            path: path.clone(),
+            proxy_uid,
+        }
+    } else if args.plain {
         let Some(f) = &args.proxy_secret_file else {
             anyhow::bail!("--plain needs --proxy-secret-file (the secret nginx sends)");
         };
@@ -222,7 +258,7 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let tls_mode = !args.plain;
+        let tls_mode = !args.plain && args.plain_socket.is_none();
         let limits = Limits {
             rate_per_sec: args.rate_per_hub,
             rate_burst: args.rate_per_hub * 2.0,
@@ -238,6 +274,7 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             ClinicOptions {
                 access: Access::Registry(reg.clone()),
                 limits,
+                front: front.clone(),
             },
         )
         .await?;
@@ -245,7 +282,14 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             eprintln!("warning: no hub is enrolled in this store; every hub is refused (enrol with `vitals-clinic hub enroll`)");
         }
         let scheme = if tls_mode { "https" } else { "http" };
-        println!("listening {scheme}://{}", rx.addr());
+        let at = match &args.plain_socket {
+            Some(p) => format!("http://unix:{}", p.display()),
+            None => format!("{scheme}://{}", rx.addr()),
+        };
+        match &front {
+            Some(f) => println!("listening {at} (front for {})", f.base()),
+            None => println!("listening {at}"),
+        }
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;

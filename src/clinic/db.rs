@@ -137,24 +137,8 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
     Ok(())
 }
 
-/// Every `reference` string in a resource.
-fn references<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                match (k.as_str(), x) {
-                    ("reference", Value::String(s)) => out.push(s),
-                    _ => references(x, out),
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| references(x, out)),
-        _ => {}
-    }
-}
-
-/// What a hub may write: resources of its own patient, referring only to that patient, to entries
-/// of the same Bundle or to resources the hub wrote itself.
+/// What a hub may write ([`super::authz::entry_refs`]), with every `Type/id` reference proved to
+/// be a resource this hub wrote.
 fn authorise_entry(
     tx: &rusqlite::Transaction<'_>,
     sc: Scope<'_>,
@@ -163,46 +147,20 @@ fn authorise_entry(
     i: usize,
     full_urls: &std::collections::HashSet<&str>,
 ) -> Result<(), TxError> {
-    if ty == "Patient" {
-        return Err(TxError::Forbidden(format!(
-            "entry {i}: a hub does not write Patient resources"
-        )));
-    }
-    let mut refs = Vec::new();
-    references(resource, &mut refs);
-    let own_patient = format!("Patient/{}", sc.patient);
-    for r in refs {
-        if r.starts_with('#') || r == own_patient {
-            continue;
-        }
-        if r.starts_with("urn:uuid:") {
-            if full_urls.contains(r) {
-                continue;
-            }
-            return Err(TxError::Invalid(format!(
-                "entry {i}: reference {r} is not an entry of this Bundle"
-            )));
-        }
-        let owned = match r.split_once('/') {
-            Some((rty, rid)) if rty != "Patient" && TYPES.contains(&rty) => {
-                match rid.parse::<i64>() {
-                    Ok(rid) => tx
-                        .query_row(
-                            "SELECT 1 FROM resources WHERE id = ?1 AND type = ?2 AND hub = ?3",
-                            params![rid, rty, sc.hub_id],
-                            |_| Ok(()),
-                        )
-                        .optional()?
-                        .is_some(),
-                    Err(_) => false,
-                }
-            }
-            _ => false,
+    for (rty, rid) in super::authz::entry_refs(sc.patient, ty, resource, i, full_urls)? {
+        let owned = match rid.parse::<i64>() {
+            Ok(rid) => tx
+                .query_row(
+                    "SELECT 1 FROM resources WHERE id = ?1 AND type = ?2 AND hub = ?3",
+                    params![rid, rty, sc.hub_id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some(),
+            Err(_) => false,
         };
         if !owned {
-            return Err(TxError::Forbidden(format!(
-                "entry {i} ({ty}): refers to a patient or resource this hub does not own"
-            )));
+            return Err(super::authz::not_owned(i, ty));
         }
     }
     Ok(())

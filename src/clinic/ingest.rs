@@ -16,7 +16,13 @@
 //! **Plain mode behind a proxy.** [`Listen::Proxied`] serves plain HTTP on loopback only and
 //! trusts the identity header (`X-SSL-Client-Cert`, the verified client certificate nginx passes)
 //! only on requests carrying the proxy's shared secret (`X-Clinic-Proxy-Secret`); see
-//! `packaging/clinic/nginx-mtls.conf`.
+//! `packaging/clinic/nginx-mtls.conf`. [`Listen::ProxiedUnix`] serves a Unix socket instead and
+//! trusts the header only on connections whose peer uid is the proxy's ([`super::unix`]).
+//!
+//! **Front.** With [`ClinicOptions::front`] the connection handling, identification, admission and
+//! bounds here stay the same, and each identified hub's request is authorised and forwarded to an
+//! external FHIR server by [`super::front`] instead of the store; the rules both apply are
+//! [`super::authz`].
 //!
 //! **Bounds** ([`super::limits::Limits`]): body, decompressed size, depth, strings and value count
 //! checked before the parse; parsing and database work on the blocking pool, at most
@@ -30,10 +36,11 @@
 //! pipeline kept in one place so every request visibly passes every check; bounds are in `limits`,
 //! the store in `db`, the registry in `registry`.
 
+use super::authz::{self, audit_event, query_param};
 use super::db::{self, Scope};
 use super::faults;
 use super::limits::{self, Bucket, Limits};
-use super::registry::{HubRecord, Registry, HUB_ID_SYSTEM};
+use super::registry::{HubRecord, Registry};
 use super::tls;
 use super::{FaultQueue, ReceiverError};
 use bytes::Bytes;
@@ -69,6 +76,9 @@ pub enum Listen {
     /// Plain HTTP on loopback behind the TLS terminator: the identity header is trusted only with
     /// `X-Clinic-Proxy-Secret: <secret>`.
     Proxied { secret: String },
+    /// Plain HTTP on a Unix socket behind the TLS terminator: the identity header is trusted only
+    /// on connections whose peer (`SO_PEERCRED`) runs as `proxy_uid` ([`super::unix`]).
+    ProxiedUnix { path: PathBuf, proxy_uid: u32 },
 }
 
 /// Who may do what.
@@ -96,6 +106,9 @@ pub struct ReceiverConfig {
 pub struct ClinicOptions {
     pub access: Access,
     pub limits: Limits,
+    /// Forward authorised requests to this external FHIR server instead of storing them
+    /// ([`super::front`]); needs [`Access::Registry`].
+    pub front: Option<Arc<super::front::Front>>,
 }
 
 /// Counters the tests and the benchmark read.
@@ -114,14 +127,15 @@ pub struct ReceiverStats {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     db: Arc<Mutex<db::ReceiverDb>>,
     faults: FaultQueue,
     stats: Mutex<ReceiverStats>,
     access: Access,
     listen: Listen,
-    limits: Limits,
-    work: Arc<Semaphore>,
+    pub(super) limits: Limits,
+    pub(super) work: Arc<Semaphore>,
+    front: Option<Arc<super::front::Front>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     hub_inflight: Mutex<HashMap<String, usize>>,
     hub_conns: Mutex<HashMap<String, usize>>,
@@ -172,7 +186,11 @@ impl Receiver {
         opts: ClinicOptions,
     ) -> Result<Receiver, ReceiverError> {
         let plain = !matches!(cfg.listen, Listen::Tls(_));
-        if plain && !cfg.bind.ip().is_loopback() {
+        let unix_path = match &cfg.listen {
+            Listen::ProxiedUnix { path, .. } => Some(path.clone()),
+            _ => None,
+        };
+        if plain && unix_path.is_none() && !cfg.bind.ip().is_loopback() {
             return Err(ReceiverError::PlainNotLoopback(cfg.bind));
         }
         if matches!(cfg.listen, Listen::PlainLoopback) && matches!(opts.access, Access::Registry(_))
@@ -188,6 +206,11 @@ impl Receiver {
                 ));
             }
         }
+        if opts.front.is_some() && !matches!(opts.access, Access::Registry(_)) {
+            return Err(ReceiverError::Tls(
+                "the front for an external FHIR server authorises by the hub registry only".into(),
+            ));
+        }
         let db = db::ReceiverDb::open(cfg.db_path.as_deref())?;
         if let Access::Registry(reg) = &opts.access {
             reg.replace(db.hubs().map_err(|source| ReceiverError::Db {
@@ -195,24 +218,30 @@ impl Receiver {
                 source,
             })?);
         }
-        let listener = TcpListener::bind(cfg.bind)
-            .await
-            .map_err(|source| ReceiverError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ReceiverError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
+        let (listener, addr) = match &unix_path {
+            Some(path) => (Err(super::unix::bind(path)?), cfg.bind),
+            None => {
+                let l =
+                    TcpListener::bind(cfg.bind)
+                        .await
+                        .map_err(|source| ReceiverError::Bind {
+                            addr: cfg.bind,
+                            source,
+                        })?;
+                let addr = l.local_addr().map_err(|source| ReceiverError::Bind {
+                    addr: cfg.bind,
+                    source,
+                })?;
+                (Ok(l), addr)
+            }
+        };
         let shared = Arc::new(Shared {
             db: Arc::new(Mutex::new(db)),
             faults: cfg.faults.clone(),
             stats: Mutex::new(ReceiverStats::default()),
             access: opts.access.clone(),
             listen: cfg.listen.clone(),
+            front: opts.front.clone(),
             work: Arc::new(Semaphore::new(opts.limits.max_inflight.max(1))),
             limits: opts.limits,
             buckets: Mutex::new(HashMap::new()),
@@ -232,7 +261,10 @@ impl Receiver {
             ));
         }
         let sh = shared.clone();
-        let task = tokio::spawn(accept_loop(listener, acceptor, sh, stop_rx));
+        let task = match listener {
+            Ok(l) => tokio::spawn(accept_loop(l, acceptor, sh, stop_rx)),
+            Err(u) => tokio::spawn(super::unix::accept_loop(u, sh, stop_rx)),
+        };
         info!(%addr, tls = !plain, registry = matches!(opts.access, Access::Registry(_)), "Clinic ingest listening.");
         Ok(Receiver {
             addr,
@@ -353,7 +385,7 @@ async fn reload_registry(
     }
 }
 
-fn bump(shared: &Shared, f: impl FnOnce(&mut ReceiverStats)) {
+pub(super) fn bump(shared: &Shared, f: impl FnOnce(&mut ReceiverStats)) {
     if let Ok(mut s) = shared.stats.lock() {
         f(&mut s);
     }
@@ -394,7 +426,7 @@ impl Handshakes {
     }
 }
 
-fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+pub(super) fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23) | Some(24)) // ENFILE, EMFILE
 }
 
@@ -487,6 +519,7 @@ async fn accept_loop(
                             let who = Who {
                                 fingerprint: fp,
                                 peer,
+                                peer_uid: None,
                             };
                             serve(TokioIo::new(tls), shared, who, activity).await;
                         }
@@ -504,6 +537,7 @@ async fn accept_loop(
                     let who = Who {
                         fingerprint: None,
                         peer,
+                        peer_uid: None,
                     };
                     serve(TokioIo::new(io), shared, who, activity).await
                 }
@@ -548,14 +582,14 @@ impl Drop for HubConn {
 
 /// Last traffic on a connection and the requests in progress on it (for the idle timeout).
 #[derive(Debug)]
-struct Activity {
+pub(super) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     inflight: AtomicUsize,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(super) fn new() -> Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -573,9 +607,9 @@ impl Activity {
 }
 
 /// A stream that records when it last moved bytes.
-struct Tracked<S> {
-    inner: S,
-    act: Arc<Activity>,
+pub(super) struct Tracked<S> {
+    pub(super) inner: S,
+    pub(super) act: Arc<Activity>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -615,9 +649,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
 /// The peer of a connection.
 #[derive(Debug, Clone)]
-struct Who {
-    fingerprint: Option<String>,
-    peer: SocketAddr,
+pub(super) struct Who {
+    pub(super) fingerprint: Option<String>,
+    pub(super) peer: SocketAddr,
+    /// The peer's uid, on a Unix socket.
+    pub(super) peer_uid: Option<u32>,
 }
 
 async fn idle_watch(act: Arc<Activity>, idle: Duration) {
@@ -630,7 +666,7 @@ async fn idle_watch(act: Arc<Activity>, idle: Duration) {
     }
 }
 
-async fn serve<I>(io: I, shared: Arc<Shared>, who: Who, act: Arc<Activity>)
+pub(super) async fn serve<I>(io: I, shared: Arc<Shared>, who: Who, act: Arc<Activity>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -660,7 +696,7 @@ where
     }
 }
 
-async fn read_body(req: Request<Incoming>, lim: &Limits) -> Result<Vec<u8>, String> {
+pub(super) async fn read_body(req: Request<Incoming>, lim: &Limits) -> Result<Vec<u8>, String> {
     let gz = req
         .headers()
         .get(hyper::header::CONTENT_ENCODING)
@@ -685,11 +721,25 @@ async fn read_body(req: Request<Incoming>, lim: &Limits) -> Result<Vec<u8>, Stri
         .map_err(|e| format!("gzip body: {e}"))?
 }
 
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| crate::fhir::identifier::percent_decode(v))
-    })
+/// The hub of the verified client certificate the proxy passes (`X-SSL-Client-Cert`, URL-escaped
+/// PEM), once the request is known to come from the proxy.
+fn proxied_hub(
+    req: &Request<Incoming>,
+    reg: &Registry,
+) -> Result<Option<HubRecord>, (String, Option<String>)> {
+    let pem = req
+        .headers()
+        .get("x-ssl-client-cert")
+        .and_then(|v| v.to_str().ok())
+        .map(crate::fhir::identifier::percent_decode)
+        .ok_or_else(|| ("no client certificate from the proxy".to_owned(), None))?;
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| ("unreadable client certificate header".to_owned(), None))?;
+    let fp = tls::fingerprint(der.as_ref());
+    reg.active(&fp)
+        .map(Some)
+        .ok_or(("certificate not enrolled or revoked".into(), Some(fp)))
 }
 
 /// The hub behind a request, by the rules of the listening mode. `Err` is the refusal.
@@ -720,66 +770,19 @@ fn identify(
             if d(given).as_ref() != d(secret.as_bytes()).as_ref() {
                 return Err(("request not from the configured proxy".into(), None));
             }
-            let pem = req
-                .headers()
-                .get("x-ssl-client-cert")
-                .and_then(|v| v.to_str().ok())
-                .map(crate::fhir::identifier::percent_decode)
-                .ok_or_else(|| ("no client certificate from the proxy".to_owned(), None))?;
-            use rustls_pki_types::pem::PemObject;
-            let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-                .map_err(|_| ("unreadable client certificate header".to_owned(), None))?;
-            let fp = tls::fingerprint(der.as_ref());
-            reg.active(&fp)
-                .map(Some)
-                .ok_or(("certificate not enrolled or revoked".into(), Some(fp)))
+            proxied_hub(req, reg)
+        }
+        Listen::ProxiedUnix { proxy_uid, .. } => {
+            if who.peer_uid != Some(*proxy_uid) {
+                return Err(("connection not from the configured proxy user".into(), None));
+            }
+            proxied_hub(req, reg)
         }
         Listen::PlainLoopback => Err(("plain mode without a proxy secret".into(), None)),
     }
 }
 
-/// A security `AuditEvent` (DICOM 110113 Security Alert) for a refused request.
-fn audit_event(
-    hub: Option<&HubRecord>,
-    fingerprint: Option<&str>,
-    peer: &SocketAddr,
-    what: &str,
-    why: &str,
-    action: &str,
-) -> Value {
-    let who = match hub {
-        Some(h) => json!({
-            "identifier": { "system": HUB_ID_SYSTEM, "value": h.hub_id },
-            "display": format!("hub {}", h.hub_id)
-        }),
-        None => json!({ "display": "unidentified client" }),
-    };
-    json!({
-        "resourceType": "AuditEvent",
-        "type": { "system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113",
-                  "display": "Security Alert" },
-        "action": action,
-        "recorded": jiff::Timestamp::now().to_string(),
-        "outcome": "4",
-        "outcomeDesc": why,
-        "agent": [{
-            "type": { "coding": [{ "system": "http://dicom.nema.org/resources/ontology/DCM",
-                                   "code": "110153", "display": "Source Role ID" }] },
-            "who": who,
-            "altId": fingerprint,
-            "requestor": true,
-            "network": { "address": peer.ip().to_string(), "type": "2" }
-        }],
-        "source": {
-            "observer": { "display": "vitals-clinic" },
-            "type": [{ "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                       "code": "4", "display": "Application Server" }]
-        },
-        "entity": [{ "what": { "display": what }, "description": why }]
-    })
-}
-
-async fn refuse(
+pub(super) async fn refuse(
     shared: &Arc<Shared>,
     who: &Who,
     hub: Option<&HubRecord>,
@@ -791,10 +794,20 @@ async fn refuse(
     bump(shared, |s| s.forbidden += 1);
     warn!(
         hub = hub.map(|h| h.hub_id.as_str()).unwrap_or("-"),
-        request = what,
+        request = %authz::loggable(what),
         "Request refused (403): {why}."
     );
     let ev = audit_event(hub, fingerprint, &who.peer, what, why, action);
+    if let Some(front) = &shared.front {
+        if let Err(e) = front.audit(&ev).await {
+            warn!(
+                hub = hub.map(|h| h.hub_id.as_str()).unwrap_or("-"),
+                request = %authz::loggable(what),
+                "The security AuditEvent of this refusal is not stored at the FHIR server ({e}); this line is its record: {why}."
+            );
+        }
+        return fhir_response(StatusCode::FORBIDDEN, &outcome("forbidden", why));
+    }
     let hub_id = hub.map(|h| h.hub_id.clone());
     let db = shared.db.clone();
     let _ = tokio::task::spawn_blocking(move || {
@@ -864,7 +877,7 @@ impl Drop for InFlight {
     }
 }
 
-fn server_error(msg: &str) -> Response<Body> {
+pub(super) fn server_error(msg: &str) -> Response<Body> {
     fhir_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         &outcome("exception", msg),
@@ -901,6 +914,9 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
         },
         None => None,
     };
+    if let (Some(front), Some(h)) = (shared.front.clone(), hub.clone()) {
+        return super::front::handle(req, &shared, &front, &who, h, what).await;
+    }
     let registry = matches!(shared.access, Access::Registry(_));
     let mut segs = path.rsplit('/');
     let tail = segs.next().unwrap_or("").to_owned();

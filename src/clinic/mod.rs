@@ -1,19 +1,23 @@
 //! The clinic side: the hubs' FHIR ingest over mutual TLS ([`ingest`]), the registry of hubs that
-//! binds each hub certificate to one hub and one patient ([`registry`]), the clinic's store
-//! ([`db`]), its TLS configuration ([`tls`]) and the development PKI ([`pki`]); `vitals-clinic` is
-//! its binary ([`cli`]).
+//! binds each hub certificate to one hub and one patient ([`registry`]), the per-hub authorisation
+//! rules ([`authz`]), the clinic's store ([`db`]) or — as the authorising front — an external FHIR
+//! server ([`front`]), its TLS configuration ([`tls`]), the Unix-socket listener behind a local
+//! proxy ([`unix`]) and the development PKI ([`pki`]); `vitals-clinic` is its binary ([`cli`]).
 //!
 //! Off the hub's runtime path: nothing the daemon runs imports this module, and the hub's Debian
 //! package builds without it (the `clinic` cargo feature). `vitals-hub demo` starts it in process.
 
+pub mod authz;
 pub mod cli;
 pub mod db;
 pub mod faults;
+pub mod front;
 pub mod ingest;
 pub mod limits;
 pub mod pki;
 pub mod registry;
 pub mod tls;
+pub mod unix;
 
 pub use faults::{Fault, FaultQueue};
 pub use ingest::{
@@ -40,6 +44,13 @@ pub enum ReceiverError {
     /// Plain HTTP is only for a TLS terminator on the same machine.
     #[error("plain-HTTP mode must bind to a loopback address (127.0.0.1 or ::1), not {0}; put nginx (packaging/clinic/nginx-mtls.conf) in front")]
     PlainNotLoopback(SocketAddr),
+    /// The Unix socket of `--plain-socket` could not be bound.
+    #[error("cannot listen on the socket {path}: {source}; remove the file or pick another path")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A certificate, key or CA file could not be used.
     #[error("receiver TLS: {0}")]
     Tls(String),

@@ -95,6 +95,7 @@ pub async fn enforced_clinic(ca: &DevCa, limits: vitals_hub::clinic::Limits) -> 
         vitals_hub::clinic::ClinicOptions {
             access: vitals_hub::clinic::Access::Registry(registry),
             limits,
+            ..Default::default()
         },
     )
     .await
