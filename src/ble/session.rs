@@ -143,6 +143,7 @@ const CGM_MEAS: u16 = 0x2AA7;
 const CGM_FEATURE: u16 = 0x2AA8;
 const CGM_SST: u16 = 0x2AAA;
 const CGM_STATUS: u16 = 0x2AA9;
+const CGM_RACP: u16 = 0x2AAC;
 const BATTERY: u16 = 0x2A19;
 const CURRENT_TIME: u16 = 0x2A2B;
 const LOCAL_TIME_INFO: u16 = 0x2A0F;
@@ -954,11 +955,75 @@ impl<L: Link> Session<'_, L> {
             .filter(|c| c >> 16 == session_id && start_local.is_some())
             .and_then(|c| u16::try_from(c & 0xFFFF).ok());
         self.link.subscribe(CGM_MEAS).await?;
+        // Back-fill through the CGM's RACP: every record of this sensor session newer than the
+        // last stored one (all of them when none is stored), so a gap while the link was down is
+        // filled. Until the sensor answers, live records are stored but the cursor stays: it
+        // moves to the highest offset seen only once the back-fill has answered, so it is never
+        // past a record still to come.
+        let mut backfill = false;
+        let mut seen_max: Option<u16> = None;
+        if self.link.has(CGM_RACP) && start_local.is_some() {
+            self.link.subscribe(CGM_RACP).await?;
+            let request = match cursor {
+                Some(c) if c == u16::MAX => None,
+                Some(c) => Some(RacpMessage::report_from_time_offset(c + 1)),
+                None => Some(RacpMessage::report_all()),
+            };
+            if let Some(Ok(bytes)) = request.map(|r| r.encode()) {
+                self.link.write(CGM_RACP, &bytes).await?;
+                backfill = true;
+            }
+        }
         let mut last_offset: Option<u16> = None;
         let mut cadence_min: Option<u16> = None;
         loop {
-            let wait = cgm_quiet(cadence_min, self.shared.config.quiet());
+            // A back-fill the sensor leaves unanswered for the RACP idle time is given up.
+            let wait = if backfill {
+                self.shared.config.racp_idle()
+            } else {
+                cgm_quiet(cadence_min, self.shared.config.quiet())
+            };
             match self.next_within(&mut notes, wait).await {
+                Ok(None) if backfill => {
+                    backfill = false;
+                    warn!(device = %self.tag, "The CGM did not answer the RACP back-fill.");
+                }
+                Ok(Some((CGM_RACP, bytes))) => {
+                    self.deadline.extend(wait);
+                    match RacpMessage::decode(&bytes) {
+                        Ok(RacpMessage::Response {
+                            request_op_code: op::REPORT_STORED_RECORDS,
+                            response_code,
+                        }) if backfill => {
+                            backfill = false;
+                            if response_code != response::SUCCESS
+                                && response_code != response::NO_RECORDS_FOUND
+                            {
+                                let name =
+                                    gatt::racp::response_name(response_code).unwrap_or("reserved");
+                                warn!(device = %self.tag, code = response_code, name, "CGM RACP back-fill refused.");
+                                self.shared
+                                    .event(BleEvent::RacpRefused {
+                                        device: self.device.clone(),
+                                        response_code,
+                                    })
+                                    .await;
+                            }
+                            // Everything up to the highest offset seen is stored now.
+                            let newer = seen_max.filter(|m| cursor.is_none_or(|c| *m > c));
+                            if let Some(m) = newer {
+                                let cur = Cursor {
+                                    name: super::CURSOR_CGM,
+                                    value: (session_id << 16) | i64::from(m),
+                                };
+                                self.store_keyed(Vec::new(), Some(cur)).await?;
+                                cursor = Some(m);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => self.malformed(CGM_RACP, &e.to_string()).await,
+                    }
+                }
                 Ok(Some((CGM_MEAS, bytes))) => {
                     self.deadline.extend(wait);
                     let mut items = Vec::new();
@@ -1002,6 +1067,11 @@ impl<L: Link> Session<'_, L> {
                             Err(e) => self.malformed(CGM_MEAS, &e.to_string()).await,
                         }
                     }
+                    if let Some(m) = max {
+                        seen_max = Some(seen_max.map_or(m, |s| s.max(m)));
+                    }
+                    // While the back-fill runs, what arrives is stored without the cursor.
+                    let max = max.filter(|_| !backfill);
                     let cur = max.map(|m| Cursor {
                         name: super::CURSOR_CGM,
                         value: (session_id << 16) | i64::from(m),
