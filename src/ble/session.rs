@@ -922,7 +922,10 @@ impl<L: Link> Session<'_, L> {
     // minutes) << 16 | time offset`, so a new sensor session (a new start) never compares its
     // offsets with the old one's. Each record's identity is its device time (start + offset) when
     // the start is known; records whose start is unknown never share a key (the offset, and the
-    // session's connect time, tell them apart).
+    // session's connect time, tell them apart). When the sensor has a RACP (0x2AAC) the session
+    // first asks it for every record newer than the stored cursor of this sensor session (time
+    // offset ≥ cursor + 1, filter type 0x01), so what the sensor measured while the link was down
+    // is back-filled; the cursor moves only once that back-fill has answered.
 
     async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
         let e2e = match self.link.read(CGM_FEATURE).await {
