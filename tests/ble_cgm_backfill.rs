@@ -38,6 +38,7 @@ fn a_gap_while_the_link_was_down_is_back_filled_by_time_offset() {
             Box::new(RacpCgm {
                 log: log.clone(),
                 gap: Duration::from_millis(10),
+                answered: Arc::default(),
             }),
             Some(start),
             false,

@@ -62,7 +62,14 @@ pub struct GlucoseMeter {
     /// A measurement whose flags say "context follows" is followed by its 2A34 context record.
     pub contexts: bool,
     pub swap: MeterSwap,
+    /// The pause after each record (and its context): a slow meter.
+    pub gap: std::time::Duration,
+    /// Each report request answered: (the lowest sequence number asked for, response code).
+    pub answered: RacpAnswers,
 }
+
+/// The report requests a device answered: (the lowest number asked for, RACP response code).
+pub type RacpAnswers = Arc<Mutex<Vec<(u16, u8)>>>;
 
 impl GlucoseMeter {
     pub fn new(start: LocalDateTime, n: u16) -> GlucoseMeter {
@@ -82,6 +89,8 @@ impl GlucoseMeter {
             first_seq: first,
             contexts: false,
             swap: Arc::default(),
+            gap: std::time::Duration::ZERO,
+            answered: Arc::default(),
         }
     }
 
@@ -163,6 +172,9 @@ impl Behavior for GlucoseMeter {
                         if self.contexts && r.first().is_some_and(|f| f & 0x10 != 0) {
                             out.push(Action::Notify(0x2A34, glucose_context(seq)));
                         }
+                        if !self.gap.is_zero() {
+                            out.push(Action::Sleep(self.gap));
+                        }
                     }
                 }
                 let code = if out.is_empty() {
@@ -171,6 +183,7 @@ impl Behavior for GlucoseMeter {
                     response::SUCCESS
                 };
                 out.push(resp(op::REPORT_STORED_RECORDS, code));
+                self.answered.lock().unwrap().push((n, code));
                 Ok(out)
             }
             RacpMessage::Request {
@@ -310,6 +323,8 @@ pub type CgmLog = Arc<Mutex<Vec<(i64, u16)>>>;
 pub struct RacpCgm {
     pub log: CgmLog,
     pub gap: std::time::Duration,
+    /// Each report request answered (the lowest offset asked for, response code).
+    pub answered: RacpAnswers,
 }
 
 impl Behavior for RacpCgm {
@@ -376,6 +391,7 @@ impl Behavior for RacpCgm {
             }
         }
         out.push(resp(op::REPORT_STORED_RECORDS, code));
+        self.answered.lock().unwrap().push((from, code));
         Ok(out)
     }
 }
