@@ -111,7 +111,10 @@ fn spawn(w: &World, cfg: &std::path::Path, log: &std::path::Path) -> Child {
         .args(["run", "--config"])
         .arg(cfg)
         .env("VITALS_HUB_LOG", "info")
-        .env("DBUS_SYSTEM_BUS_ADDRESS", std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap())
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap(),
+        )
         .current_dir(w.dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -183,11 +186,8 @@ fn sigkill_during_glucose_and_cgm_transfers_loses_and_duplicates_nothing() {
             150,
             now,
         );
-        let fake = FakeBluez::start(
-            &broker.address,
-            vec![glucose_meter(METER, meter, now), cgm],
-        )
-        .await;
+        let fake =
+            FakeBluez::start(&broker.address, vec![glucose_meter(METER, meter, now), cgm]).await;
 
         // Both devices paired for the patient.
         {
@@ -276,7 +276,10 @@ fn sigkill_during_glucose_and_cgm_transfers_loses_and_duplicates_nothing() {
         })
         .await
         .unwrap();
-        assert!(status.is_some_and(|s| s.success()), "seed {seed}: the hub did not stop cleanly: {status:?}");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "seed {seed}: the hub did not stop cleanly: {status:?}"
+        );
 
         // Compare the store with what the devices hold.
         let store = open(&w).await;
@@ -333,7 +336,10 @@ fn sigkill_during_glucose_and_cgm_transfers_loses_and_duplicates_nothing() {
             .filter(|s| !glucose.contains_key(s))
             .copied()
             .collect();
-        assert!(missing.is_empty(), "seed {seed}: glucose records lost: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "seed {seed}: glucose records lost: {missing:?}"
+        );
         assert!(
             glucose.values().all(|n| *n == 1) && glucose.len() == usize::from(meter_n),
             "seed {seed}: glucose records duplicated or unknown: {glucose:?}"
@@ -349,7 +355,10 @@ fn sigkill_during_glucose_and_cgm_transfers_loses_and_duplicates_nothing() {
             .filter(|o| !cgm_seen.contains_key(o))
             .copied()
             .collect();
-        assert!(missing.is_empty(), "seed {seed}: CGM records lost: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "seed {seed}: CGM records lost: {missing:?}"
+        );
         assert!(
             cgm_seen.values().all(|n| *n == 1) && cgm_seen.len() == want_cgm.len(),
             "seed {seed}: CGM records duplicated or unknown"
