@@ -20,7 +20,9 @@
 //!   timestamp (reception time at ms resolution when the device sent none); every entry carries
 //!   `request.ifNoneExist` percent-encoded.
 //! - **Timestamps**: a device whose clock the hub set (Current Time Service) is `Synchronized` and its
-//!   local time is published with its UTC offset. An unsynchronised clock with a coincident pair
+//!   local time is published with its UTC offset. A device whose clock the hub never checked is
+//!   `Unchecked`: its local time is read at the hub's offset, and the Observation carries the hub
+//!   flag `device_clock_unchecked` (time quality told truthfully, not claimed synchronised). An unsynchronised clock with a coincident pair
 //!   (device time, hub time read at one instant) is mapped onto the hub's timeline and a coincident
 //!   timestamp Observation (MDC 67975) is added and referenced. No device time: reception time.
 //! - **Specials** (NaN, NRes, ±INF, reserved) and an `InvalidMeasurement` status give
@@ -88,6 +90,10 @@ pub enum DeviceClock {
     /// The hub set the device's clock (CTS) or it is otherwise synchronised: its wall-clock times
     /// are local times at this UTC offset.
     Synchronized { utc_offset_minutes: i32 },
+    /// The hub never checked the device's clock (no clock sample, e.g. a device without Current
+    /// Time): its wall-clock times are read at this UTC offset as the best guess, and every
+    /// Observation with a device time says `device-clock-unchecked`, never synchronised.
+    Unchecked { utc_offset_minutes: i32 },
     /// Not synchronised: the device's clock read `device` when the hub's read `hub`.
     Coincident {
         device: LocalDateTime,

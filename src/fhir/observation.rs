@@ -280,7 +280,8 @@ fn map_time(r: &ReadingInput<'_>, hub: &HubInfo) -> Result<TimeMap, FhirError> {
         }),
         Some(t) => {
             let effective = match r.device.clock {
-                DeviceClock::Synchronized { utc_offset_minutes } => {
+                DeviceClock::Synchronized { utc_offset_minutes }
+                | DeviceClock::Unchecked { utc_offset_minutes } => {
                     format_local(&t, utc_offset_minutes)
                 }
                 DeviceClock::Coincident {
@@ -436,6 +437,12 @@ impl Builder<'_, '_> {
             .iter()
             .flat_map(|r| r.reading.flags.iter().copied())
             .collect();
+        // A device time from a clock nobody checked is said so (never uploaded as synchronised).
+        if matches!(dev.clock, DeviceClock::Unchecked { .. })
+            && group.iter().any(|r| r.reading.device_time.is_some())
+        {
+            flags.push(Flag::DeviceClockUnchecked);
+        }
         flags.sort();
         flags.dedup();
         let invalid = flags.contains(&Flag::InvalidMeasurement);

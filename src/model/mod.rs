@@ -378,6 +378,9 @@ pub enum Flag {
     /// The device's wall-clock time does not exist (spring forward) or exists twice (fall back)
     /// in the home's zone: its instant was chosen by the rule in [`Zone`], not known.
     DeviceTimeUncertain,
+    /// The hub never read or set this device's clock: its times are taken as the home zone's
+    /// local time, but nothing says the clock is right (not uploaded as synchronised).
+    DeviceClockUnchecked,
     // --- heart rate
     /// The strap supports skin-contact detection and reports no contact.
     NoSkinContact,
