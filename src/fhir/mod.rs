@@ -82,6 +82,34 @@ pub struct HubInfo {
     pub ntp: bool,
     /// The hub's UTC offset in minutes, used for device wall-clock times (the "PHG offset").
     pub utc_offset_minutes: i32,
+    /// The home's zone: when known, each device wall-clock time and each instant is published
+    /// with the offset the zone's rules give at that time (daylight saving), not one fixed offset.
+    pub zone: Option<crate::model::Zone>,
+}
+
+impl HubInfo {
+    /// The UTC offset of an instant: the zone's at that instant, or the fixed one.
+    pub fn offset_at(&self, utc: UtcMillis) -> i32 {
+        match &self.zone {
+            Some(z) => z.offset_minutes_at(utc),
+            None => self.utc_offset_minutes,
+        }
+    }
+
+    /// The UTC offset of a device wall-clock time `t` in the home: the one that puts `t` at the
+    /// instant the zone's rules give it (a gap or fold resolved by
+    /// [`crate::model::Zone::resolve`]'s rule, so the published time is the stored instant), or
+    /// `fixed`.
+    pub fn offset_of_local(&self, t: LocalDateTime, fixed: i32) -> i32 {
+        match &self.zone {
+            Some(z) => {
+                let utc = z.resolve(t).utc.as_millis();
+                i32::try_from((t.to_epoch_seconds() * 1000 - utc).div_euclid(60_000))
+                    .unwrap_or(fixed)
+            }
+            None => fixed,
+        }
+    }
 }
 
 /// How a medical device's clock relates to the hub's.

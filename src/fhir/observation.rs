@@ -275,14 +275,14 @@ struct TimeMap {
 fn map_time(r: &ReadingInput<'_>, hub: &HubInfo) -> Result<TimeMap, FhirError> {
     match r.reading.device_time {
         None => Ok(TimeMap {
-            effective: format_instant(r.received_at, hub.utc_offset_minutes, true)?,
+            effective: format_instant(r.received_at, hub.offset_at(r.received_at), true)?,
             id_ts: IdTimestamp::Reception(r.received_at),
         }),
         Some(t) => {
             let effective = match r.device.clock {
                 DeviceClock::Synchronized { utc_offset_minutes }
                 | DeviceClock::Unchecked { utc_offset_minutes } => {
-                    format_local(&t, utc_offset_minutes)
+                    format_local(&t, hub.offset_of_local(t, utc_offset_minutes))
                 }
                 DeviceClock::Coincident {
                     device,
@@ -291,7 +291,7 @@ fn map_time(r: &ReadingInput<'_>, hub: &HubInfo) -> Result<TimeMap, FhirError> {
                     // Shift onto the hub's timeline by the coincident difference (IG table row 3).
                     let delta_ms = hub_at.as_millis() - device.to_epoch_seconds() * 1000;
                     let utc = UtcMillis(t.to_epoch_seconds() * 1000 + delta_ms);
-                    format_instant(utc, hub.utc_offset_minutes, false)?
+                    format_instant(utc, hub.offset_at(utc), false)?
                 }
             };
             Ok(TimeMap {

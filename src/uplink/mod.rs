@@ -551,6 +551,10 @@ pub struct UplinkConfig {
     /// The hub's UTC offset in minutes (for device wall-clock times).
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// The home's zone (`[hub] timezone`): device wall-clock times get the offset its rules give
+    /// at their own instant (daylight saving). None: `utc_offset_minutes` for every time.
+    #[serde(skip)]
+    pub zone: Option<crate::model::Zone>,
     #[serde(default = "d_manufacturer")]
     pub manufacturer: String,
     /// Upload only once the hub's clock is synchronised (systemd-timesyncd); turn off only where
@@ -579,6 +583,7 @@ impl UplinkConfig {
             gzip: true,
             hub_mac: None,
             utc_offset_minutes: 0,
+            zone: None,
             manufacturer: d_manufacturer(),
             require_clock_sync: true,
         }
@@ -712,6 +717,7 @@ pub fn hub_info(cfg: &UplinkConfig) -> Result<crate::fhir::HubInfo, UplinkError>
         // Asked before each bundle (TimeSync::claims_ntp); nothing claimed until then.
         ntp: false,
         utc_offset_minutes: cfg.utc_offset_minutes,
+        zone: cfg.zone.clone(),
     })
 }
 
