@@ -1139,17 +1139,18 @@ impl<L: Link> Session<'_, L> {
         }
     }
 
-    /// Time Zone (15-minute units) and DST Offset of the hub's zone now.
+    /// Time Zone (15-minute units, standard time) and DST Offset of the hub's zone now (it was
+    /// the start-up offset with DST 0, wrong after a change while the hub runs).
     fn zone_fields(
         &self,
     ) -> (
         crate::gatt::datetime::TimeZone,
         crate::gatt::datetime::DstOffset,
     ) {
-        let minutes = self.shared.config.utc_offset_minutes;
+        let (tz, dst) = self.shared.config.zone.gatt_fields(self.shared.clock.now());
         (
-            crate::gatt::datetime::TimeZone(i8::try_from(minutes / 15).unwrap_or(-128)),
-            crate::gatt::datetime::DstOffset(0),
+            crate::gatt::datetime::TimeZone(tz),
+            crate::gatt::datetime::DstOffset(dst),
         )
     }
 
