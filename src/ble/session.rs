@@ -1050,7 +1050,13 @@ impl<L: Link> Session<'_, L> {
                                     continue;
                                 }
                                 max = Some(max.map_or(off, |m| m.max(off)));
-                                let reading = r.reading(start.as_ref());
+                                let mut reading = r.reading(start.as_ref());
+                                // Without a start the offset is the record's only identity: it
+                                // goes into the reading (and so into its upstream identifier,
+                                // which would otherwise be the batch's one reception time).
+                                if reading.device_time.is_none() {
+                                    reading.sequence = Some(off);
+                                }
                                 // With a known start the device time (start + offset) is the
                                 // identity, keyed as before this change (no duplicate after an
                                 // upgrade); without one, the offset and the session tell

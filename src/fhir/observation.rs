@@ -528,12 +528,13 @@ pub fn reading_identifier(
         Some(t) => IdTimestamp::Device(t),
         None => IdTimestamp::Reception(received_at),
     };
-    Ok(ObservationIdentifier::new(
-        device.ident()?,
-        patient_id,
-        mdc_type,
-        ts,
-    ))
+    let mut id = ObservationIdentifier::new(device.ident()?, patient_id, mdc_type, ts);
+    // One identity per reading: without a device time, records of one notification share the
+    // reception time; their record number tells them apart (as in the store's key).
+    if reading.device_time.is_none() {
+        id.record = reading.sequence;
+    }
+    Ok(id)
 }
 
 /// A per-reading stable key for the store's deduplication: the Observation identifier, plus the
