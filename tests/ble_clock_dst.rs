@@ -15,7 +15,7 @@ mod fake_bluez;
 use fake_bluez::devices::{clock_bytes, glucose_meter, GlucoseMeter};
 use fake_bluez::harness::{fast_config, Env};
 use std::sync::Arc;
-use vitals_hub::gatt::datetime::CurrentTime;
+use vitals_hub::gatt::datetime::{CurrentTime, LocalTimeInformation};
 use vitals_hub::gatt::GattValue;
 use vitals_hub::model::{LocalDateTime, ManualClock, UtcMillis, Zone};
 
@@ -31,12 +31,24 @@ fn device_clock_follows_the_zone_across_spring_forward() {
         let clock = Arc::new(ManualClock::new(
             UtcMillis::parse_rfc3339("2026-03-29T00:50:00Z").unwrap(),
         ));
-        // The meter's clock is a day behind.
-        let dev = glucose_meter(
+        // The meter's clock is a day behind; it has a writable Local Time Information.
+        let mut dev = glucose_meter(
             METER,
             GlucoseMeter::new(lt("2026-03-20T00:00:00"), 2),
             lt("2026-03-28T01:50:00"),
         );
+        dev.services
+            .iter_mut()
+            .find(|s| s.uuid == 0x1805)
+            .unwrap()
+            .chars
+            .push(Arc::new(fake_bluez::CharSpec {
+                uuid: 0x2A0F,
+                flags: vec!["read", "write"],
+                value: std::sync::Mutex::new(vec![0, 0]),
+                notifying: std::sync::atomic::AtomicBool::new(false),
+            }));
+        let lti = |v: &[u8]| LocalTimeInformation::decode(v).unwrap();
         let fake = fake_bluez::FakeBluez::start(&broker.address, vec![dev]).await;
         let mut cfg = fast_config();
         cfg.zone = Zone::named("Europe/Berlin").unwrap();
@@ -60,6 +72,13 @@ fn device_clock_follows_the_zone_across_spring_forward() {
             Some(lt("2026-03-29T01:50:00")),
             "CET"
         );
+        // Local Time Information: zone UTC+1 (4 quarter hours), no DST.
+        let info = env.fake.device(METER).writes_to(0x2A0F);
+        assert_eq!(info.len(), 1);
+        assert_eq!(
+            (lti(&info[0]).time_zone.0, lti(&info[0]).dst_offset.0),
+            (4, 0)
+        );
         // The change: 01:00 UTC is 03:00 CEST. The meter keeps 01:50 (its clock stands still
         // here), 80 minutes behind the new local time: the next session writes it.
         clock.set(UtcMillis::parse_rfc3339("2026-03-29T01:10:00Z").unwrap());
@@ -75,6 +94,14 @@ fn device_clock_follows_the_zone_across_spring_forward() {
             second.date_time.to_local(),
             Some(lt("2026-03-29T03:10:00")),
             "CEST"
+        );
+        // ... and after the change: UTC+1 standard with one hour of DST (it used to be the
+        // start-up offset, DST 0, whatever the season).
+        let info = env.fake.device(METER).writes_to(0x2A0F);
+        assert_eq!(info.len(), 2);
+        assert_eq!(
+            (lti(&info[1]).time_zone.0, lti(&info[1]).dst_offset.0),
+            (4, 4)
         );
         env.stop().await;
     });

@@ -31,6 +31,7 @@ fn hub() -> HubInfo {
         software_version: "0.1.0".into(),
         ntp: true,
         utc_offset_minutes: 0,
+        zone: None,
     }
 }
 

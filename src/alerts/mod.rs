@@ -154,6 +154,49 @@ pub struct AlertEvent {
     pub cause: Option<OverdueCause>,
     /// A sentence for people. Holds values: it is PHI, stored sealed, never logged.
     pub detail: String,
+    /// The reading behind this event reached the hub more than [`LATE_AFTER_MS`] after it was
+    /// measured (a back-fill, a meter read after an outage): it was evaluated at its own
+    /// measurement time (`at`), and everyone shown it is told how late it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<Lateness>,
+}
+
+/// A reading is late when it reaches the hub more than 15 minutes after it was measured: longer
+/// than a spot device's transfer and a CGM's back-fill of its last few records, shorter than any
+/// gap a person would still call "now".
+pub const LATE_AFTER_MS: i64 = 15 * 60_000;
+
+/// How late the reading behind an alert event arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lateness {
+    /// When the hub received it (`AlertEvent::at` is when it was measured).
+    pub received_at: UtcMillis,
+    /// Received minus measured, in minutes.
+    pub late_by_minutes: i64,
+    /// The same for people, e.g. `3 d 4 h`.
+    pub late_by: String,
+}
+
+impl Lateness {
+    /// `Some` when `received_at` is more than [`LATE_AFTER_MS`] after `measured_at`.
+    pub fn of(measured_at: UtcMillis, received_at: UtcMillis) -> Option<Lateness> {
+        let ms = received_at.as_millis() - measured_at.as_millis();
+        if ms <= LATE_AFTER_MS {
+            return None;
+        }
+        let minutes = ms / 60_000;
+        let (d, h, m) = (minutes / 1440, minutes % 1440 / 60, minutes % 60);
+        let late_by = match (d, h) {
+            (0, 0) => format!("{m} min"),
+            (0, _) => format!("{h} h {m} min"),
+            _ => format!("{d} d {h} h"),
+        };
+        Some(Lateness {
+            received_at,
+            late_by_minutes: minutes,
+            late_by,
+        })
+    }
 }
 
 /// What the hub knows about a scheduled device at tick time.
@@ -334,6 +377,7 @@ impl Engine {
                 let Some(severity) = plain else { return };
                 let id = format!("{kind}-{}", at.0);
                 events.push(AlertEvent {
+                    late: None,
                     at,
                     transition: Transition::Raised,
                     subject,
@@ -398,6 +442,7 @@ impl Engine {
                     ep.announced = current;
                     ep.last_announced_at = at;
                     events.push(AlertEvent {
+                        late: None,
                         at,
                         transition: Transition::Escalated,
                         subject,
@@ -467,6 +512,7 @@ impl Engine {
                         .map(|g| format!("{:.2}", g.to_f64()))
                         .unwrap_or_default();
                     events.push(AlertEvent {
+                        late: None,
                         at,
                         transition: Transition::Raised,
                         subject,
@@ -496,6 +542,7 @@ impl Engine {
                         let mut readings = ep.readings;
                         readings.push(reference.to_string());
                         events.push(AlertEvent {
+                            late: None,
                             at,
                             transition: Transition::Resolved,
                             subject,
@@ -600,6 +647,7 @@ impl Engine {
                         OverdueCause::NothingNew { .. } => format!("no new measurement from {}: the device was seen but had nothing new (not measured)", s.device),
                     };
                     events.push(AlertEvent {
+                        late: None,
                         at: now,
                         transition: Transition::Raised,
                         subject,
@@ -624,6 +672,7 @@ impl Engine {
                 (false, true) => {
                     if let Some(ep) = self.overdue_open.remove(&s.device) {
                         events.push(AlertEvent {
+                            late: None,
                             at: now,
                             transition: Transition::Resolved,
                             subject,
@@ -654,6 +703,7 @@ fn resolved(
         readings.push(reference.to_string());
     }
     AlertEvent {
+        late: None,
         at,
         transition: Transition::Resolved,
         subject,

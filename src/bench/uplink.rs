@@ -111,6 +111,7 @@ fn hub() -> HubInfo {
         software_version: env!("CARGO_PKG_VERSION").into(),
         ntp: true,
         utc_offset_minutes: 0,
+        zone: None,
     }
 }
 

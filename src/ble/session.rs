@@ -143,6 +143,7 @@ const CGM_MEAS: u16 = 0x2AA7;
 const CGM_FEATURE: u16 = 0x2AA8;
 const CGM_SST: u16 = 0x2AAA;
 const CGM_STATUS: u16 = 0x2AA9;
+const CGM_RACP: u16 = 0x2AAC;
 const BATTERY: u16 = 0x2A19;
 const CURRENT_TIME: u16 = 0x2A2B;
 const LOCAL_TIME_INFO: u16 = 0x2A0F;
@@ -921,7 +922,10 @@ impl<L: Link> Session<'_, L> {
     // minutes) << 16 | time offset`, so a new sensor session (a new start) never compares its
     // offsets with the old one's. Each record's identity is its device time (start + offset) when
     // the start is known; records whose start is unknown never share a key (the offset, and the
-    // session's connect time, tell them apart).
+    // session's connect time, tell them apart). When the sensor has a RACP (0x2AAC) the session
+    // first asks it for every record newer than the stored cursor of this sensor session (time
+    // offset ≥ cursor + 1, filter type 0x01), so what the sensor measured while the link was down
+    // is back-filled; the cursor moves only once that back-fill has answered.
 
     async fn cgm(&mut self, mut notes: Notifications) -> Result<Outcome, Stop> {
         let e2e = match self.link.read(CGM_FEATURE).await {
@@ -954,11 +958,75 @@ impl<L: Link> Session<'_, L> {
             .filter(|c| c >> 16 == session_id && start_local.is_some())
             .and_then(|c| u16::try_from(c & 0xFFFF).ok());
         self.link.subscribe(CGM_MEAS).await?;
+        // Back-fill through the CGM's RACP: every record of this sensor session newer than the
+        // last stored one (all of them when none is stored), so a gap while the link was down is
+        // filled. Until the sensor answers, live records are stored but the cursor stays: it
+        // moves to the highest offset seen only once the back-fill has answered, so it is never
+        // past a record still to come.
+        let mut backfill = false;
+        let mut seen_max: Option<u16> = None;
+        if self.link.has(CGM_RACP) && start_local.is_some() {
+            self.link.subscribe(CGM_RACP).await?;
+            let request = match cursor {
+                Some(c) if c == u16::MAX => None,
+                Some(c) => Some(RacpMessage::report_from_time_offset(c + 1)),
+                None => Some(RacpMessage::report_all()),
+            };
+            if let Some(Ok(bytes)) = request.map(|r| r.encode()) {
+                self.link.write(CGM_RACP, &bytes).await?;
+                backfill = true;
+            }
+        }
         let mut last_offset: Option<u16> = None;
         let mut cadence_min: Option<u16> = None;
         loop {
-            let wait = cgm_quiet(cadence_min, self.shared.config.quiet());
+            // A back-fill the sensor leaves unanswered for the RACP idle time is given up.
+            let wait = if backfill {
+                self.shared.config.racp_idle()
+            } else {
+                cgm_quiet(cadence_min, self.shared.config.quiet())
+            };
             match self.next_within(&mut notes, wait).await {
+                Ok(None) if backfill => {
+                    backfill = false;
+                    warn!(device = %self.tag, "The CGM did not answer the RACP back-fill.");
+                }
+                Ok(Some((CGM_RACP, bytes))) => {
+                    self.deadline.extend(wait);
+                    match RacpMessage::decode(&bytes) {
+                        Ok(RacpMessage::Response {
+                            request_op_code: op::REPORT_STORED_RECORDS,
+                            response_code,
+                        }) if backfill => {
+                            backfill = false;
+                            if response_code != response::SUCCESS
+                                && response_code != response::NO_RECORDS_FOUND
+                            {
+                                let name =
+                                    gatt::racp::response_name(response_code).unwrap_or("reserved");
+                                warn!(device = %self.tag, code = response_code, name, "CGM RACP back-fill refused.");
+                                self.shared
+                                    .event(BleEvent::RacpRefused {
+                                        device: self.device.clone(),
+                                        response_code,
+                                    })
+                                    .await;
+                            }
+                            // Everything up to the highest offset seen is stored now.
+                            let newer = seen_max.filter(|m| cursor.is_none_or(|c| *m > c));
+                            if let Some(m) = newer {
+                                let cur = Cursor {
+                                    name: super::CURSOR_CGM,
+                                    value: (session_id << 16) | i64::from(m),
+                                };
+                                self.store_keyed(Vec::new(), Some(cur)).await?;
+                                cursor = Some(m);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => self.malformed(CGM_RACP, &e.to_string()).await,
+                    }
+                }
                 Ok(Some((CGM_MEAS, bytes))) => {
                     self.deadline.extend(wait);
                     let mut items = Vec::new();
@@ -982,7 +1050,13 @@ impl<L: Link> Session<'_, L> {
                                     continue;
                                 }
                                 max = Some(max.map_or(off, |m| m.max(off)));
-                                let reading = r.reading(start.as_ref());
+                                let mut reading = r.reading(start.as_ref());
+                                // Without a start the offset is the record's only identity: it
+                                // goes into the reading (and so into its upstream identifier,
+                                // which would otherwise be the batch's one reception time).
+                                if reading.device_time.is_none() {
+                                    reading.sequence = Some(off);
+                                }
                                 // With a known start the device time (start + offset) is the
                                 // identity, keyed as before this change (no duplicate after an
                                 // upgrade); without one, the offset and the session tell
@@ -1002,6 +1076,11 @@ impl<L: Link> Session<'_, L> {
                             Err(e) => self.malformed(CGM_MEAS, &e.to_string()).await,
                         }
                     }
+                    if let Some(m) = max {
+                        seen_max = Some(seen_max.map_or(m, |s| s.max(m)));
+                    }
+                    // While the back-fill runs, what arrives is stored without the cursor.
+                    let max = max.filter(|_| !backfill);
                     let cur = max.map(|m| Cursor {
                         name: super::CURSOR_CGM,
                         value: (session_id << 16) | i64::from(m),
@@ -1066,17 +1145,18 @@ impl<L: Link> Session<'_, L> {
         }
     }
 
-    /// Time Zone (15-minute units) and DST Offset of the hub's zone now.
+    /// Time Zone (15-minute units, standard time) and DST Offset of the hub's zone now (it was
+    /// the start-up offset with DST 0, wrong after a change while the hub runs).
     fn zone_fields(
         &self,
     ) -> (
         crate::gatt::datetime::TimeZone,
         crate::gatt::datetime::DstOffset,
     ) {
-        let minutes = self.shared.config.utc_offset_minutes;
+        let (tz, dst) = self.shared.config.zone.gatt_fields(self.shared.clock.now());
         (
-            crate::gatt::datetime::TimeZone(i8::try_from(minutes / 15).unwrap_or(-128)),
-            crate::gatt::datetime::DstOffset(0),
+            crate::gatt::datetime::TimeZone(tz),
+            crate::gatt::datetime::DstOffset(dst),
         )
     }
 

@@ -338,6 +338,7 @@ impl Config {
             ));
         }
 
+        uplink.zone = Some(zone.clone());
         let mut ble = raw.ble;
         ble.utc_offset_minutes = hub.utc_offset_minutes;
         ble.zone = zone;

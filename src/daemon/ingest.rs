@@ -339,9 +339,18 @@ impl Ingest {
         if summary && self.streams_raw {
             return Ok(Vec::new());
         }
-        let events = st
-            .engine
-            .observe(&self.cfg.rules, at, reading, &id.to_string());
+        let reference = id.to_string();
+        let mut events = st.engine.observe(&self.cfg.rules, at, reading, &reference);
+        // Evaluated at its own measurement time; an event this reading caused says how late it
+        // reached the hub, so nobody takes last Tuesday's value for one measured now.
+        if let Some(late) = crate::alerts::Lateness::of(at, received_at) {
+            for e in events
+                .iter_mut()
+                .filter(|e| e.readings.contains(&reference))
+            {
+                e.late = Some(late.clone());
+            }
+        }
         if !events.is_empty() || st.engine.is_open(reading.kind) {
             if let Some(ident) = self.identifier(st, device, reading, received_at).await {
                 st.identifiers.insert(id, ident);

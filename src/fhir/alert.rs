@@ -111,7 +111,40 @@ impl Builder<'_, '_> {
         if !implicated.is_empty() {
             m.insert("implicated".into(), Json::Array(implicated));
         }
-        m.insert("detail".into(), json!(text("detail")));
+        match event.get("late").filter(|l| !l.is_null()) {
+            // A late reading: evaluated at its measurement time (identifiedDateTime), and said so.
+            Some(late) => {
+                let minutes = late
+                    .get("late_by_minutes")
+                    .and_then(Json::as_i64)
+                    .unwrap_or(0);
+                let by = late
+                    .get("late_by")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default();
+                let received = late
+                    .get("received_at")
+                    .and_then(Json::as_i64)
+                    .map(|ms| UtcMillis(ms).to_rfc3339())
+                    .unwrap_or_default();
+                m.insert(
+                    "extension".into(),
+                    json!([{ "url": codes::LATE_BY_EXTENSION,
+                             "valueDuration": { "value": minutes, "unit": "min",
+                                                "system": "http://unitsofmeasure.org", "code": "min" } }]),
+                );
+                m.insert(
+                    "detail".into(),
+                    json!(format!(
+                        "LATE: measured at {at}, received {by} later ({received}). {}",
+                        text("detail")
+                    )),
+                );
+            }
+            None => {
+                m.insert("detail".into(), json!(text("detail")));
+            }
+        }
         if text("transition") == "resolved" {
             m.insert(
                 "mitigation".into(),

@@ -27,6 +27,9 @@ pub const INTERPRETATION: &str =
     "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
 /// The hub's own code system for device status flags that have no PoCD measurement-status code.
 pub const HUB_FLAG_SYSTEM: &str = "https://vitals-hub.invalid/fhir/CodeSystem/reading-flag";
+/// Extension on a DetectedIssue raised by a late reading: how long after its measurement it
+/// reached the hub (`valueDuration` in minutes).
+pub const LATE_BY_EXTENSION: &str = "https://vitals-hub.invalid/fhir/StructureDefinition/late-by";
 /// Identifier system of hub alerts (uploaded as `Communication`).
 pub const ALERT_IDENTIFIER_SYSTEM: &str = "https://vitals-hub.invalid/fhir/alert";
 /// Identifies the alert episode a DetectedIssue belongs to (raised, escalated and resolved share it).

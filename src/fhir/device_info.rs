@@ -32,9 +32,9 @@ pub fn phd_device_info(
                 hub: s.hub,
             },
         },
-        // No clock check recorded: the BLE layer sets clocks via CTS to the hub's local
-        // time, so device times are hub-local (IG table row 2, the PHG offset).
-        None => DeviceClock::Synchronized { utc_offset_minutes },
+        // No clock check recorded: the device's times are read as hub-local (the PHG offset, the
+        // best guess), but nobody checked the clock, so it is not claimed synchronised.
+        None => DeviceClock::Unchecked { utc_offset_minutes },
     };
     PhdDeviceInfo {
         key: d.key.to_string(),

@@ -157,6 +157,10 @@ pub struct ObservationIdentifier {
     /// Measurement duration in seconds, when the device reported one.
     pub duration: Option<String>,
     pub supplemental: Vec<u32>,
+    /// The device's record number, only for a reading without a device time (whose timestamp is
+    /// the reception time, shared by every record of one notification): `-r<n>` after the
+    /// timestamp, so records the store keeps apart never share an identifier.
+    pub record: Option<u16>,
 }
 
 impl ObservationIdentifier {
@@ -173,6 +177,7 @@ impl ObservationIdentifier {
             timestamp,
             duration: None,
             supplemental: Vec::new(),
+            record: None,
         }
     }
 
@@ -185,6 +190,9 @@ impl ObservationIdentifier {
             self.mdc_type,
             self.timestamp.encode()
         );
+        if let Some(r) = self.record {
+            s.push_str(&format!("-r{r}"));
+        }
         if let Some(d) = &self.duration {
             s.push_str("..");
             s.push_str(d);

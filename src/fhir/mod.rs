@@ -20,7 +20,9 @@
 //!   timestamp (reception time at ms resolution when the device sent none); every entry carries
 //!   `request.ifNoneExist` percent-encoded.
 //! - **Timestamps**: a device whose clock the hub set (Current Time Service) is `Synchronized` and its
-//!   local time is published with its UTC offset. An unsynchronised clock with a coincident pair
+//!   local time is published with its UTC offset. A device whose clock the hub never checked is
+//!   `Unchecked`: its local time is read at the hub's offset, and the Observation carries the hub
+//!   flag `device_clock_unchecked` (time quality told truthfully, not claimed synchronised). An unsynchronised clock with a coincident pair
 //!   (device time, hub time read at one instant) is mapped onto the hub's timeline and a coincident
 //!   timestamp Observation (MDC 67975) is added and referenced. No device time: reception time.
 //! - **Specials** (NaN, NRes, ±INF, reserved) and an `InvalidMeasurement` status give
@@ -80,6 +82,34 @@ pub struct HubInfo {
     pub ntp: bool,
     /// The hub's UTC offset in minutes, used for device wall-clock times (the "PHG offset").
     pub utc_offset_minutes: i32,
+    /// The home's zone: when known, each device wall-clock time and each instant is published
+    /// with the offset the zone's rules give at that time (daylight saving), not one fixed offset.
+    pub zone: Option<crate::model::Zone>,
+}
+
+impl HubInfo {
+    /// The UTC offset of an instant: the zone's at that instant, or the fixed one.
+    pub fn offset_at(&self, utc: UtcMillis) -> i32 {
+        match &self.zone {
+            Some(z) => z.offset_minutes_at(utc),
+            None => self.utc_offset_minutes,
+        }
+    }
+
+    /// The UTC offset of a device wall-clock time `t` in the home: the one that puts `t` at the
+    /// instant the zone's rules give it (a gap or fold resolved by
+    /// [`crate::model::Zone::resolve`]'s rule, so the published time is the stored instant), or
+    /// `fixed`.
+    pub fn offset_of_local(&self, t: LocalDateTime, fixed: i32) -> i32 {
+        match &self.zone {
+            Some(z) => {
+                let utc = z.resolve(t).utc.as_millis();
+                i32::try_from((t.to_epoch_seconds() * 1000 - utc).div_euclid(60_000))
+                    .unwrap_or(fixed)
+            }
+            None => fixed,
+        }
+    }
 }
 
 /// How a medical device's clock relates to the hub's.
@@ -88,6 +118,10 @@ pub enum DeviceClock {
     /// The hub set the device's clock (CTS) or it is otherwise synchronised: its wall-clock times
     /// are local times at this UTC offset.
     Synchronized { utc_offset_minutes: i32 },
+    /// The hub never checked the device's clock (no clock sample, e.g. a device without Current
+    /// Time): its wall-clock times are read at this UTC offset as the best guess, and every
+    /// Observation with a device time says `device-clock-unchecked`, never synchronised.
+    Unchecked { utc_offset_minutes: i32 },
     /// Not synchronised: the device's clock read `device` when the hub's read `hub`.
     Coincident {
         device: LocalDateTime,

@@ -275,13 +275,14 @@ struct TimeMap {
 fn map_time(r: &ReadingInput<'_>, hub: &HubInfo) -> Result<TimeMap, FhirError> {
     match r.reading.device_time {
         None => Ok(TimeMap {
-            effective: format_instant(r.received_at, hub.utc_offset_minutes, true)?,
+            effective: format_instant(r.received_at, hub.offset_at(r.received_at), true)?,
             id_ts: IdTimestamp::Reception(r.received_at),
         }),
         Some(t) => {
             let effective = match r.device.clock {
-                DeviceClock::Synchronized { utc_offset_minutes } => {
-                    format_local(&t, utc_offset_minutes)
+                DeviceClock::Synchronized { utc_offset_minutes }
+                | DeviceClock::Unchecked { utc_offset_minutes } => {
+                    format_local(&t, hub.offset_of_local(t, utc_offset_minutes))
                 }
                 DeviceClock::Coincident {
                     device,
@@ -290,7 +291,7 @@ fn map_time(r: &ReadingInput<'_>, hub: &HubInfo) -> Result<TimeMap, FhirError> {
                     // Shift onto the hub's timeline by the coincident difference (IG table row 3).
                     let delta_ms = hub_at.as_millis() - device.to_epoch_seconds() * 1000;
                     let utc = UtcMillis(t.to_epoch_seconds() * 1000 + delta_ms);
-                    format_instant(utc, hub.utc_offset_minutes, false)?
+                    format_instant(utc, hub.offset_at(utc), false)?
                 }
             };
             Ok(TimeMap {
@@ -436,6 +437,12 @@ impl Builder<'_, '_> {
             .iter()
             .flat_map(|r| r.reading.flags.iter().copied())
             .collect();
+        // A device time from a clock nobody checked is said so (never uploaded as synchronised).
+        if matches!(dev.clock, DeviceClock::Unchecked { .. })
+            && group.iter().any(|r| r.reading.device_time.is_some())
+        {
+            flags.push(Flag::DeviceClockUnchecked);
+        }
         flags.sort();
         flags.dedup();
         let invalid = flags.contains(&Flag::InvalidMeasurement);
@@ -521,12 +528,13 @@ pub fn reading_identifier(
         Some(t) => IdTimestamp::Device(t),
         None => IdTimestamp::Reception(received_at),
     };
-    Ok(ObservationIdentifier::new(
-        device.ident()?,
-        patient_id,
-        mdc_type,
-        ts,
-    ))
+    let mut id = ObservationIdentifier::new(device.ident()?, patient_id, mdc_type, ts);
+    // One identity per reading: without a device time, records of one notification share the
+    // reception time; their record number tells them apart (as in the store's key).
+    if reading.device_time.is_none() {
+        id.record = reading.sequence;
+    }
+    Ok(id)
 }
 
 /// A per-reading stable key for the store's deduplication: the Observation identifier, plus the

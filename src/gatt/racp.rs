@@ -239,6 +239,12 @@ impl RacpMessage {
         }
     }
 
+    /// `01 03 01 <n>` on a CGM: report records with time offset ≥ `n` minutes (CGMS filter type
+    /// 0x01 is the time offset; send the last stored offset + 1 for "newer").
+    pub fn report_from_time_offset(n: u16) -> Self {
+        RacpMessage::report_from_sequence(n)
+    }
+
     /// `04 01`: report the number of all stored records.
     pub fn count_all() -> Self {
         RacpMessage::Request {

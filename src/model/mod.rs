@@ -378,6 +378,9 @@ pub enum Flag {
     /// The device's wall-clock time does not exist (spring forward) or exists twice (fall back)
     /// in the home's zone: its instant was chosen by the rule in [`Zone`], not known.
     DeviceTimeUncertain,
+    /// The hub never read or set this device's clock: its times are taken as the home zone's
+    /// local time, but nothing says the clock is right (not uploaded as synchronised).
+    DeviceClockUnchecked,
     // --- heart rate
     /// The strap supports skin-contact detection and reports no contact.
     NoSkinContact,
@@ -435,7 +438,8 @@ pub struct Reading {
     /// The device's own wall-clock time of the measurement, when it sent a complete one (offsets
     /// such as the GLS Time Offset already applied).
     pub device_time: Option<LocalDateTime>,
-    /// The device's record sequence number (GLS), if any.
+    /// The device's record sequence number (GLS), if any; for a CGM record whose session start
+    /// is unknown (no device time), its time offset in minutes — its only identity.
     pub sequence: Option<u16>,
     /// The device's user index for multi-user devices; `None` when the device sent none.
     pub user_id: Option<u8>,

@@ -168,9 +168,15 @@ impl Zone {
     pub fn gatt_fields(&self, utc: UtcMillis) -> (i8, u8) {
         let total = self.offset_minutes_at(utc);
         let dst_min = if self.is_dst_at(utc) {
-            // The DST amount: this offset minus the offset half a year away (standard time).
-            let other = UtcMillis(utc.as_millis() + 182 * 24 * 3_600_000);
-            (total - self.offset_minutes_at(other)).max(0)
+            // The DST amount: this offset minus the standard one, found at the nearest month
+            // (back, then forward) outside daylight saving. Half a year away is not enough: just
+            // after a spring change, half a year on (and back) is still summer time.
+            const MONTH: i64 = 30 * 24 * 3_600_000;
+            (1..=12)
+                .flat_map(|k| [-k, k])
+                .map(|k| UtcMillis(utc.as_millis() + k * MONTH))
+                .find(|t| !self.is_dst_at(*t))
+                .map_or(0, |t| (total - self.offset_minutes_at(t)).max(0))
         } else {
             0
         };

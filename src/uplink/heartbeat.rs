@@ -24,6 +24,7 @@ impl Uplink {
         if clock != ClockSync::Synchronised {
             return Err(UplinkError::ClockNotSynchronised);
         }
+        self.hub.ntp = self.time_sync.claims_ntp(clock).await;
         self.check_certificate().await?;
         self.load_devices().await?;
         let st = self.store.stats().await?;

@@ -365,6 +365,12 @@ pub trait TimeSync: Send + Sync + std::fmt::Debug {
     /// answers within a short time ([`TIMEDATE1_TIMEOUT`] for systemd).
     fn clock_sync(&self) -> BoxFuture<'_, ClockSync>;
 
+    /// Whether the hub's PhgDevice may claim SNTP sync, given what [`TimeSync::clock_sync`]
+    /// answered this loop: only when the clock is known to be synchronised.
+    fn claims_ntp(&self, asked: ClockSync) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(asked == ClockSync::Synchronised))
+    }
+
     /// The same, waited for on the calling thread: only for a blocking thread (`spawn_blocking`),
     /// never a runtime worker. `true` only when known to be synchronised.
     fn is_synchronised(&self) -> bool {
@@ -434,6 +440,20 @@ pub async fn timedate1_clock_sync(address: Option<&str>) -> ClockSync {
             tracing::debug!("systemd-timedated did not answer in time; clock sync not known.");
             ClockSync::NotKnown
         }
+    }
+}
+
+/// `require_clock_sync = false`: uploads never wait for the clock, but the PhgDevice claims SNTP
+/// sync only when the inner check (systemd-timedated's `NTPSynchronized`) says so.
+#[derive(Debug, Clone)]
+pub struct NotRequired<T>(pub T);
+
+impl<T: TimeSync> TimeSync for NotRequired<T> {
+    fn clock_sync(&self) -> BoxFuture<'_, ClockSync> {
+        Box::pin(std::future::ready(ClockSync::Synchronised))
+    }
+    fn claims_ntp(&self, _asked: ClockSync) -> BoxFuture<'_, bool> {
+        Box::pin(async move { self.0.clock_sync().await == ClockSync::Synchronised })
     }
 }
 
@@ -531,6 +551,10 @@ pub struct UplinkConfig {
     /// The hub's UTC offset in minutes (for device wall-clock times).
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// The home's zone (`[hub] timezone`): device wall-clock times get the offset its rules give
+    /// at their own instant (daylight saving). None: `utc_offset_minutes` for every time.
+    #[serde(skip)]
+    pub zone: Option<crate::model::Zone>,
     #[serde(default = "d_manufacturer")]
     pub manufacturer: String,
     /// Upload only once the hub's clock is synchronised (systemd-timesyncd); turn off only where
@@ -559,6 +583,7 @@ impl UplinkConfig {
             gzip: true,
             hub_mac: None,
             utc_offset_minutes: 0,
+            zone: None,
             manufacturer: d_manufacturer(),
             require_clock_sync: true,
         }
@@ -627,7 +652,7 @@ impl UplinkConfig {
         if self.require_clock_sync {
             std::sync::Arc::new(SystemdTimeSync)
         } else {
-            std::sync::Arc::new(FixedTimeSync(true))
+            std::sync::Arc::new(NotRequired(SystemdTimeSync))
         }
     }
 
@@ -689,8 +714,10 @@ pub fn hub_info(cfg: &UplinkConfig) -> Result<crate::fhir::HubInfo, UplinkError>
         manufacturer: cfg.manufacturer.clone(),
         model: "vitals-hub".into(),
         software_version: env!("CARGO_PKG_VERSION").into(),
-        ntp: true,
+        // Asked before each bundle (TimeSync::claims_ntp); nothing claimed until then.
+        ntp: false,
         utc_offset_minutes: cfg.utc_offset_minutes,
+        zone: cfg.zone.clone(),
     })
 }
 

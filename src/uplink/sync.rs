@@ -773,6 +773,8 @@ impl Uplink {
         if items.is_empty() {
             return Ok(Step::Idle);
         }
+        // What the PhgDevice says of the hub's clock: asked once per bundle, true only when known.
+        self.hub.ntp = self.time_sync.claims_ntp(clock).await;
         let known: HashSet<&String> = self.devices.keys().collect();
         let missing = items.iter().any(|i| match &i.payload {
             OutboxPayload::Reading(r) => !known.contains(&r.device.0),

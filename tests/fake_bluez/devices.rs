@@ -62,7 +62,14 @@ pub struct GlucoseMeter {
     /// A measurement whose flags say "context follows" is followed by its 2A34 context record.
     pub contexts: bool,
     pub swap: MeterSwap,
+    /// The pause after each record (and its context): a slow meter.
+    pub gap: std::time::Duration,
+    /// Each report request answered: (the lowest sequence number asked for, response code).
+    pub answered: RacpAnswers,
 }
+
+/// The report requests a device answered: (the lowest number asked for, RACP response code).
+pub type RacpAnswers = Arc<Mutex<Vec<(u16, u8)>>>;
 
 impl GlucoseMeter {
     pub fn new(start: LocalDateTime, n: u16) -> GlucoseMeter {
@@ -82,6 +89,8 @@ impl GlucoseMeter {
             first_seq: first,
             contexts: false,
             swap: Arc::default(),
+            gap: std::time::Duration::ZERO,
+            answered: Arc::default(),
         }
     }
 
@@ -163,6 +172,9 @@ impl Behavior for GlucoseMeter {
                         if self.contexts && r.first().is_some_and(|f| f & 0x10 != 0) {
                             out.push(Action::Notify(0x2A34, glucose_context(seq)));
                         }
+                        if !self.gap.is_zero() {
+                            out.push(Action::Sleep(self.gap));
+                        }
                     }
                 }
                 let code = if out.is_empty() {
@@ -171,6 +183,7 @@ impl Behavior for GlucoseMeter {
                     response::SUCCESS
                 };
                 out.push(resp(op::REPORT_STORED_RECORDS, code));
+                self.answered.lock().unwrap().push((n, code));
                 Ok(out)
             }
             RacpMessage::Request {
@@ -299,11 +312,114 @@ impl Behavior for CgmSensor {
     }
 }
 
+/// Every record a measuring CGM holds in its current sensor session: `(mg/dL, time offset)`, in
+/// the order measured. A real sensor keeps measuring while no collector is connected.
+pub type CgmLog = Arc<Mutex<Vec<(i64, u16)>>>;
+
+/// A CGM that keeps its records and answers its Record Access Control Point (0x2AAC) as CGMS
+/// says: report all records, or those with time offset ≥ n (filter type 0x01), each as a CGM
+/// Measurement notification `gap` apart, then the response code. Live measurements are sent by
+/// the test ([`super::FakeBluez::notify`]) as they are added to `log`.
+pub struct RacpCgm {
+    pub log: CgmLog,
+    pub gap: std::time::Duration,
+    /// Each report request answered (the lowest offset asked for, response code).
+    pub answered: RacpAnswers,
+}
+
+impl Behavior for RacpCgm {
+    fn on_write(&mut self, ch: u16, data: &[u8]) -> Result<Vec<Action>, String> {
+        if ch != 0x2AAC {
+            return Ok(Vec::new());
+        }
+        let resp = |req: u8, code: u8| {
+            Action::Notify(
+                0x2AAC,
+                RacpMessage::Response {
+                    request_op_code: req,
+                    response_code: code,
+                }
+                .encode()
+                .unwrap(),
+            )
+        };
+        let from = match RacpMessage::decode(data) {
+            Ok(RacpMessage::Request {
+                op: RequestOp::ReportStoredRecords,
+                operator: Operator::AllRecords,
+                ..
+            }) => 0,
+            Ok(RacpMessage::Request {
+                op: RequestOp::ReportStoredRecords,
+                operator: Operator::GreaterThanOrEqual,
+                filter: Some(f),
+            }) if f.filter_type == 0x01 => match f.values.first() {
+                Some(FilterValue::U16(n)) => *n,
+                _ => {
+                    return Ok(vec![resp(
+                        op::REPORT_STORED_RECORDS,
+                        response::INVALID_OPERAND,
+                    )])
+                }
+            },
+            Ok(RacpMessage::Abort) => return Ok(vec![resp(op::ABORT, response::SUCCESS)]),
+            _ => {
+                return Ok(vec![resp(
+                    data.first().copied().unwrap_or(0),
+                    response::OP_CODE_NOT_SUPPORTED,
+                )])
+            }
+        };
+        let records: Vec<(i64, u16)> = self
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, off)| *off >= from)
+            .copied()
+            .collect();
+        let code = if records.is_empty() {
+            response::NO_RECORDS_FOUND
+        } else {
+            response::SUCCESS
+        };
+        let mut out = Vec::new();
+        for (mg, off) in records {
+            out.push(Action::Notify(0x2AA7, cgm_record(mg, off)));
+            if !self.gap.is_zero() {
+                out.push(Action::Sleep(self.gap));
+            }
+        }
+        out.push(resp(op::REPORT_STORED_RECORDS, code));
+        self.answered.lock().unwrap().push((from, code));
+        Ok(out)
+    }
+}
+
 /// A CGM (no E2E-CRC) with Session Start Time `sst` (None: unknown, all fields 0), writable or
 /// not, and a CGM Status whose time offset is `status_offset`.
 pub fn cgm_sensor(
     address: &str,
     sensor: CgmSensor,
+    sst: Option<LocalDateTime>,
+    sst_writable: bool,
+    status_offset: u16,
+    clock: LocalDateTime,
+) -> DeviceModel {
+    cgm_device(
+        address,
+        Box::new(sensor),
+        sst,
+        sst_writable,
+        status_offset,
+        clock,
+    )
+}
+
+/// As [`cgm_sensor`], with any behaviour (e.g. [`RacpCgm`]).
+pub fn cgm_device(
+    address: &str,
+    sensor: Box<dyn Behavior>,
     sst: Option<LocalDateTime>,
     sst_writable: bool,
     status_offset: u16,
@@ -315,7 +431,7 @@ pub fn cgm_sensor(
     } else {
         &["read"]
     };
-    DeviceModel::new(address, "cgm", Box::new(sensor))
+    DeviceModel::new(address, "cgm", sensor)
         .service(
             0x181F,
             vec![

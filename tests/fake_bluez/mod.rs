@@ -486,6 +486,41 @@ impl FakeBluez {
         });
     }
 
+    /// The device at `address` notifies `bytes` on `ch` now (a sensor's live measurement): sent
+    /// only while it is connected and the hub subscribed, as a real device does.
+    pub async fn notify(&self, address: &str, ch: u16, bytes: Vec<u8>) {
+        let m = self.device(address);
+        if let Some(conn) = self.inner.conn.lock().await.clone() {
+            run_actions(conn, self.inner.clone(), m, vec![Action::Notify(ch, bytes)]);
+        }
+    }
+
+    /// The link to the device at `address` drops (out of range, supervision timeout), or BlueZ
+    /// tears it down because the client that held it is gone.
+    pub async fn hang_up(&self, address: &str) {
+        let m = self.device(address);
+        if let Some(conn) = self.inner.conn.lock().await.clone() {
+            if m.connected.load(Ordering::SeqCst) {
+                set_connected(&conn, &self.inner, &m, false).await;
+            }
+        }
+    }
+
+    /// Every connected device's link drops (see [`FakeBluez::hang_up`]).
+    pub async fn hang_up_all(&self) {
+        let all: Vec<String> = self
+            .inner
+            .devices
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.address.clone())
+            .collect();
+        for a in all {
+            self.hang_up(&a).await;
+        }
+    }
+
     pub async fn conn(&self) -> Connection {
         self.inner.conn.lock().await.clone().unwrap()
     }

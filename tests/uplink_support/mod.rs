@@ -29,6 +29,7 @@ pub fn hub() -> HubInfo {
         software_version: env!("CARGO_PKG_VERSION").into(),
         ntp: true,
         utc_offset_minutes: 0,
+        zone: None,
     }
 }
 

@@ -115,6 +115,7 @@ async fn a_skipped_entry_mid_batch_does_not_shift_the_acks() {
         software_version: "0".into(),
         ntp: true,
         utc_offset_minutes: 0,
+        zone: None,
     };
     let mut up = Uplink::new(
         cfg,
