@@ -915,7 +915,7 @@ per_day = 2
         );
         for bad in ["0", "604801"] {
             let e = parse(&with(bad)).unwrap_err();
-            assert_eq!(e.line, Some(10), "{e}");
+            assert_eq!(e.line, Some(9), "{e}");
             assert!(e.message.contains("refusal_alert_after_secs"), "{e}");
             assert!(e.fix.contains("1 to 604800"), "{e}");
         }
