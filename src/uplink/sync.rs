@@ -1,8 +1,10 @@
 //! The sync loop: outbox → bundles → POST → per-entry ack, with backoff, bisection and the
 //! heartbeat's timing. Sending is in [`super::send`], the heartbeat's content in [`super::heartbeat`].
 //!
-//! Size: just over 900 lines: the loop, batching, bisection, size learning and acking share the
-//! `Uplink` state; sending is in `send`, the heartbeat in `heartbeat`, the tests in `sync/tests.rs`.
+//! Size: about 1,000 lines: the loop, batching, bisection, size learning and acking share the
+//! `Uplink` state (its struct and constructor are most of the growth); sending is in `send`, the
+//! heartbeat in `heartbeat`, the refusal alert in `refusal`, probing the size upward in `grow`, the
+//! tests in `sync/tests.rs`.
 
 use super::send::{build_client, is_poison};
 use super::tls::ReloadingCert;
