@@ -214,7 +214,7 @@ impl Uplink {
     }
 
     pub(super) async fn remember_refs(
-        &self,
+        &mut self,
         built: &BuiltBundle,
         outcomes: &[EntryOutcome],
     ) -> Result<(), UplinkError> {
@@ -225,6 +225,7 @@ impl Uplink {
                 _ => continue,
             };
             if let (true, Some(r)) = (out.is_stored(), out.logical_ref()) {
+                self.refs_cache = None;
                 self.store
                     .set_uplink_state(&self.destination, &name, &r)
                     .await?;

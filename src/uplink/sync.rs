@@ -94,6 +94,8 @@ pub struct Uplink {
     pub(super) grow: super::grow::Grow,
     /// The largest bundle refused and accepted in the last [`Uplink::deliver`] pass.
     pub(super) pass_sizes: (usize, usize),
+    /// The server ids of the hub and devices as last read or written ([`Uplink::refs`]).
+    pub(super) refs_cache: Option<(Option<String>, HashMap<String, String>)>,
     /// The last accepted upload not yet persisted ([`LAST_SUCCESS`]), and when it last was.
     pub(super) unsaved_success: Option<UtcMillis>,
     pub(super) success_saved_at: Option<Instant>,
@@ -216,6 +218,7 @@ impl Uplink {
             server_facts: super::refusal::ServerFacts::default(),
             grow: super::grow::Grow::default(),
             pass_sizes: (0, 0),
+            refs_cache: None,
             unsaved_success: None,
             success_saved_at: None,
         })
@@ -399,6 +402,7 @@ impl Uplink {
     }
 
     pub(super) async fn load_devices(&mut self) -> Result<(), UplinkError> {
+        self.refs_cache = None;
         for d in self.store.devices().await? {
             let info = self.store.device_info(&d.key).await?.unwrap_or_default();
             let p = phd_device_info(&d, info, self.cfg.utc_offset_minutes);
@@ -407,9 +411,16 @@ impl Uplink {
         Ok(())
     }
 
+    /// The server ids of the hub and the devices, read from the store once and kept until they
+    /// change (`remember_refs`, `forget_refs`, new devices): two reads per device per bundle
+    /// otherwise. The uplink is their only writer while it runs (`sync --resend` holds the store
+    /// exclusively); a stale id would be refused and is then forgotten (see `deliver`).
     pub(super) async fn refs(
-        &self,
+        &mut self,
     ) -> Result<(Option<String>, HashMap<String, String>), UplinkError> {
+        if let Some(c) = &self.refs_cache {
+            return Ok(c.clone());
+        }
         // An empty value is a forgotten id (see `forget_refs`).
         let hub = self
             .store
@@ -427,12 +438,14 @@ impl Uplink {
                 refs.insert(key.clone(), r);
             }
         }
+        self.refs_cache = Some((hub.clone(), refs.clone()));
         Ok((hub, refs))
     }
 
     /// Forget the server ids of the hub and devices: the next bundle sends them again as
     /// conditional creates (a server that lost or renumbered them would refuse the references).
-    pub(super) async fn forget_refs(&self) -> Result<(), UplinkError> {
+    pub(super) async fn forget_refs(&mut self) -> Result<(), UplinkError> {
+        self.refs_cache = None;
         self.store
             .set_uplink_state(&self.destination, "hub", "")
             .await?;
