@@ -94,6 +94,8 @@ pub struct Uplink {
     pub(super) grow: super::grow::Grow,
     /// The largest bundle refused and accepted in the last [`Uplink::deliver`] pass.
     pub(super) pass_sizes: (usize, usize),
+    /// The next batch, read while the last one was on the wire ([`Uplink::deliver`]).
+    pub(super) prefetched: Option<Vec<OutboxItem>>,
     /// The server ids of the hub and devices as last read or written ([`Uplink::refs`]).
     pub(super) refs_cache: Option<(Option<String>, HashMap<String, String>)>,
     /// The last accepted upload not yet persisted ([`LAST_SUCCESS`]), and when it last was.
@@ -218,6 +220,7 @@ impl Uplink {
             server_facts: super::refusal::ServerFacts::default(),
             grow: super::grow::Grow::default(),
             pass_sizes: (0, 0),
+            prefetched: None,
             refs_cache: None,
             unsaved_success: None,
             success_saved_at: None,
@@ -594,6 +597,7 @@ impl Uplink {
         // Fitting the server: the largest bundle refused as a whole, the largest one accepted.
         let (mut refused_size, mut accepted_size) = (0usize, 0usize);
         self.pass_sizes = (0, 0);
+        let mut prefetch: Option<Vec<OutboxItem>> = None;
         let max = self.max_entries().await?;
         while let Some((a, b, more)) = work.pop() {
             if accepted.is_empty() && suspects.len() >= SYSTEMATIC_AFTER {
@@ -633,7 +637,26 @@ impl Uplink {
             // entry returns to `pending` at the next open anyway. An entry leaves `pending` only by
             // its ack (committed after the server's transaction-response named it stored), so a
             // kill mid-POST sends it again: a conditional create, stored once at the clinic.
-            match self.post(&built).await {
+            let whole = more && a == 0 && built.consumed == items.len() && work.is_empty();
+            let posted = if whole {
+                // The whole batch in one bundle: read the next batch while this one is on the
+                // wire (the store works while the server does). It is used only if this pass
+                // ends cleanly; it excludes this batch's entries, still `pending` until acked.
+                let store = self.store.clone();
+                let ahead = store.pending(max.saturating_add(items.len()), self.clock.now());
+                let (posted, ahead) = tokio::join!(self.post(&built), ahead);
+                if let Ok(next) = ahead {
+                    let mine: HashSet<i64> = items.iter().map(|i| i.id).collect();
+                    let mut next: Vec<OutboxItem> =
+                        next.into_iter().filter(|i| !mine.contains(&i.id)).collect();
+                    next.truncate(self.cfg.batch_size.min(max));
+                    prefetch = Some(next);
+                }
+                posted
+            } else {
+                self.post(&built).await
+            };
+            match posted {
                 Ok(outcomes) => {
                     self.remember_refs(&built, &outcomes).await?;
                     accepted_size = accepted_size.max(built.entries.len());
@@ -765,6 +788,7 @@ impl Uplink {
             s.last_error = None;
             s.last_error_kind = None;
         });
+        self.prefetched = prefetch.filter(|p| !p.is_empty());
         Ok((acked, rejected))
     }
 
@@ -854,7 +878,11 @@ impl Uplink {
     /// One batch at the current bundle size.
     async fn step_batch(&mut self) -> Result<Step, UplinkError> {
         let batch = self.cfg.batch_size.min(self.max_entries().await?);
-        let items = self.store.pending(batch, self.clock.now()).await?;
+        // The batch read while the previous one was on the wire, if that pass ended cleanly.
+        let items = match self.prefetched.take() {
+            Some(p) if p.len() <= batch => p,
+            _ => self.store.pending(batch, self.clock.now()).await?,
+        };
         if items.is_empty() {
             return Ok(Step::Idle);
         }
