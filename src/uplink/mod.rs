@@ -17,6 +17,8 @@
 //! `in_flight` commit before the POST: see [`sync`]), so a kill anywhere sends them again, and the
 //! conditional create stores them once. The time of the last accepted upload is persisted at most
 //! every [`sync::LAST_SUCCESS_EVERY`] while a backlog drains, and at once when the uplink idles.
+//! While a whole batch is on the wire the next one is read from the store (excluding the entries
+//! in flight), and used only when the pass ends cleanly.
 //! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
 //! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
 //! poison entry. An entry is rejected as poison only when the server accepted other entries of
