@@ -372,3 +372,53 @@ async fn doctor_fails_a_patient_id_the_clinic_did_not_enroll_this_hub_for() {
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Issue 15: a lasting refusal of every upload, as the running uplink records it in the store, is
+/// the `fhir server` line's FAIL with its kind, since when, and the fix for that kind; once
+/// uploads are accepted again (the record cleared) the line no longer fails for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_shows_a_lasting_refusal_with_its_kind_since_and_fix() {
+    use vitals_hub::model::UtcMillis;
+    let w = World::new().await;
+    let cfg = w.config("hub.toml", "");
+    let set = |value: &'static str| {
+        let state = w.state_dir();
+        async move {
+            let mut sc = StoreConfig::new(state);
+            sc.patient_id = Some(PATIENT.into());
+            let store = Store::open(sc, Arc::new(SystemClock)).await.unwrap();
+            store
+                .set_uplink_state("uplink", "refusal", value)
+                .await
+                .unwrap();
+            store.close().await;
+        }
+    };
+    set(r#"{"kind":"wrong_base_path","since":1765000000000,"raised":true}"#).await;
+    let (code, out, _) = doctor(&cfg, &[]).await;
+    assert_eq!(code, 1, "{out}");
+    let l = line(&out, "fhir server");
+    assert!(
+        l.starts_with("FAIL")
+            && l.contains("every upload refused since")
+            && l.contains(&UtcMillis(1_765_000_000_000).to_rfc3339())
+            && l.contains("(wrong_base_path)")
+            && l.contains("hub alert raised")
+            && l.contains("fix: check `clinic.url` / `base_url` in [uplink]"),
+        "{out}"
+    );
+    set(r#"{"kind":"auth","since":1765000000000,"raised":false}"#).await;
+    let (_, out, _) = doctor(&cfg, &[]).await;
+    let l = line(&out, "fhir server");
+    assert!(
+        l.starts_with("FAIL") && l.contains("(auth)") && !l.contains("hub alert raised"),
+        "{out}"
+    );
+    assert!(
+        l.contains("the clinic must allow the hub's certificate"),
+        "{out}"
+    );
+    set("").await;
+    let (_, out, _) = doctor(&cfg, &[]).await;
+    assert!(!line(&out, "fhir server").starts_with("FAIL"), "{out}");
+}

@@ -197,6 +197,7 @@ fn run_inner(args: &UplinkBenchArgs) -> anyhow::Result<()> {
             }
         }
         let el = t.elapsed();
+        let hub_rate = acked as f64 / el.as_secs_f64();
         let st = up.status();
         let hwm_end = proc_kb("VmHWM:");
         writeln!(out, "\n== uplink (store → fhir → gzip → mTLS POST → parse → ack)")?;
@@ -282,6 +283,8 @@ fn run_inner(args: &UplinkBenchArgs) -> anyhow::Result<()> {
         writeln!(out, "readings/s:              {:.0}", sent as f64 / el.as_secs_f64())?;
         writeln!(out, "bytes on the wire/reading (gzip request + response bodies): {:.1}", bytes as f64 / sent.max(1) as f64)?;
         writeln!(out, "(HTTP headers and TLS record overhead are not counted; the receiver runs in its own process.)")?;
+        // Issue 20's figure: the hub's drain rate over the bare client's (1.0 = no cost of its own).
+        writeln!(out, "\n== hub / bare client:      {:.2}", hub_rate / (sent as f64 / el.as_secs_f64()))?;
         anyhow::Ok(())
     })?;
     let _ = std::fs::remove_dir_all(&tmp);

@@ -323,6 +323,9 @@ impl Config {
                 match key {
                     "base_url" => "the clinic's FHIR base URL, e.g. https://clinic.example/fhir",
                     "batch_size" => "1 to 50 entries per bundle (the default is 50)",
+                    "refusal_alert_after_secs" => {
+                        "seconds of refused uploads before the hub alerts: 1 to 604800 (a week; the default is 900)"
+                    }
                     _ => "see the config reference in the README",
                 },
             ));
@@ -570,17 +573,23 @@ fn valid_address(s: &str) -> bool {
 
 /// The uplink key an `UplinkError::Config` message is about.
 fn uplink_key_of(msg: &str) -> &'static str {
-    ["base_url", "batch_size", "patient_id", "timeout"]
-        .into_iter()
-        .find(|k| msg.contains(k))
-        .map(|k| {
-            if k == "timeout" {
-                "request_timeout_ms"
-            } else {
-                k
-            }
-        })
-        .unwrap_or("base_url")
+    [
+        "base_url",
+        "batch_size",
+        "patient_id",
+        "refusal_alert_after_secs",
+        "timeout",
+    ]
+    .into_iter()
+    .find(|k| msg.contains(k))
+    .map(|k| {
+        if k == "timeout" {
+            "request_timeout_ms"
+        } else {
+            k
+        }
+    })
+    .unwrap_or("base_url")
 }
 
 /// A TOML or schema error from the parser, with its position and a fix.
@@ -887,6 +896,30 @@ per_day = 2
             e.to_string().starts_with("/etc/vitals-hub/hub.toml:4:"),
             "{e}"
         );
+    }
+
+    /// Issue 15: the refusal alert's delay is bounded, and a bad one is named with its line.
+    #[test]
+    fn refusal_alert_after_secs_is_validated_with_line_and_fix() {
+        assert_eq!(parse(GOOD).unwrap().uplink.refusal_alert_after_secs, 900);
+        let with = |v: &str| {
+            GOOD.replace(
+                "ca_bundle = \"/etc/vitals-hub/clinic-ca.pem\"",
+                &format!(
+                    "ca_bundle = \"/etc/vitals-hub/clinic-ca.pem\"\nrefusal_alert_after_secs = {v}"
+                ),
+            )
+        };
+        assert_eq!(
+            parse(&with("60")).unwrap().uplink.refusal_alert_after_secs,
+            60
+        );
+        for bad in ["0", "604801"] {
+            let e = parse(&with(bad)).unwrap_err();
+            assert_eq!(e.line, Some(9), "{e}");
+            assert!(e.message.contains("refusal_alert_after_secs"), "{e}");
+            assert!(e.fix.contains("1 to 604800"), "{e}");
+        }
     }
 
     /// Issue 13: a duplicate key is named, with the line that set it first.

@@ -80,6 +80,30 @@ pub async fn run_hook(command: &str, input: &[u8], timeout: Duration) -> Result<
     }
 }
 
+/// How many of the hub's own notices (the uplink's refusal alert) may wait for the hook; past it
+/// the sender records `alert_hook_overflow` and drops the notice (they are rare: one per refusal).
+pub const NOTICE_QUEUE: usize = 16;
+
+/// Run `command` for each of the hub's own notices (JSON from rooms that do not call the daemon,
+/// such as the uplink's refusal alert), one at a time, like the patient alerts' hook; a failure is
+/// a store event (`alert_hook_failed`) and the task goes on.
+pub async fn notice_task(
+    store: crate::store::Store,
+    command: String,
+    timeout: Duration,
+    mut rx: tokio::sync::mpsc::Receiver<serde_json::Value>,
+) {
+    while let Some(notice) = rx.recv().await {
+        let input = serde_json::to_vec(&notice).unwrap_or_default();
+        if let Err(e) = run_hook(&command, &input, timeout).await {
+            tracing::warn!(error = %e, "Local alert hook failed.");
+            let _ = store
+                .append_event("alert_hook_failed", "warning", e.to_string())
+                .await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,6 +167,22 @@ impl Daemon {
         .with_alert_rules(cfg.alerts.clone())
         .with_progress(uplink_progress.clone())
         .with_wake(wake.clone());
+        // The uplink's own alerts (a lasting refusal) go to the same local hook as the patient's.
+        let uplink = match cfg.alerts.local_command.clone() {
+            Some(command) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(super::hook::NOTICE_QUEUE);
+                let timeout =
+                    Duration::from_secs(u64::from(cfg.alerts.local_command_timeout_seconds.max(1)));
+                tokio::spawn(super::hook::notice_task(
+                    store.clone(),
+                    command,
+                    timeout,
+                    rx,
+                ));
+                uplink.with_notices(tx)
+            }
+            None => uplink,
+        };
         let uplink_status = uplink.status_handle();
 
         let ingest = Arc::new(

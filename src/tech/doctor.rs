@@ -655,9 +655,37 @@ async fn clinic_check(cfg: &Config) -> Check {
     }
 }
 
-/// The clinic server's CapabilityStatement: transaction and conditional create (issue 15).
+/// The refusal the running uplink recorded (`uplink::refusal`): every upload refused since when,
+/// and why. `None` when there is no store yet or it cannot be read (the `backlog` line says so).
+async fn recorded_refusal(cfg: &Config) -> Option<crate::uplink::refusal::Refusal> {
+    if !cfg.state_dir().join("store.db").exists() {
+        return None;
+    }
+    let store = super::status::open_read_only(cfg, Arc::new(SystemClock))
+        .await
+        .ok()?;
+    let r = crate::uplink::refusal::load(&store).await.ok().flatten();
+    store.close().await;
+    r
+}
+
+/// The clinic server's CapabilityStatement: transaction and conditional create (issue 15); and a
+/// lasting refusal of every upload, recorded by the running uplink, with the fix for its kind.
 async fn capability_check(cfg: &Config) -> Check {
     const NAME: &str = "fhir server";
+    if let Some(r) = recorded_refusal(cfg).await {
+        return Check::fail(
+            NAME,
+            format!(
+                "every upload refused since {} ({}): {}{}",
+                r.since.to_rfc3339(),
+                r.kind.as_str(),
+                r.kind.describe(),
+                if r.raised { "; hub alert raised" } else { "" }
+            ),
+            r.kind.fix(),
+        );
+    }
     let limit = cfg.uplink.request_timeout() + cfg.uplink.connect_timeout();
     match tokio::time::timeout(limit, crate::uplink::sync::capability(&cfg.uplink)).await {
         Ok(Ok(gaps)) if gaps.is_empty() => Check::pass(

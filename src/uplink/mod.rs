@@ -13,7 +13,12 @@
 //! POSTed ([`send`]; a body that fails to compress goes plain, without `Content-Encoding`). An
 //! entry that cannot become a request is set aside before the bundle is built, so every response
 //! entry is matched to its own outbox entry. Items are acked only after a parsed
-//! transaction-response says 200/201 for their entry.
+//! transaction-response says 200/201 for their entry; until then they stay `pending` (no
+//! `in_flight` commit before the POST: see [`sync`]), so a kill anywhere sends them again, and the
+//! conditional create stores them once. The time of the last accepted upload is persisted at most
+//! every [`sync::LAST_SUCCESS_EVERY`] while a backlog drains, and at once when the uplink idles.
+//! While a whole batch is on the wire the next one is read from the store (excluding the entries
+//! in flight), and used only when the pass ends cleanly.
 //! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
 //! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
 //! poison entry. An entry is rejected as poison only when the server accepted other entries of
@@ -27,8 +32,15 @@
 //!
 //! **Fitting the server.** Bundles hold at most `max_entries`; a server that refuses a bundle and
 //! takes its parts teaches a smaller size, kept per destination (`uplink_state` `max_entries`), and
-//! every bundle — the heartbeat too — is cut to it. At start-up the CapabilityStatement is read
-//! (transaction, conditional create) and the patient looked up by a count-only search.
+//! every bundle — the heartbeat too — is cut to it; [`grow`] probes it upward again (double after
+//! 20 bundles accepted whole, a refused probe doubles the wait). At start-up the
+//! CapabilityStatement is read (transaction, conditional create) and the patient looked up by a
+//! count-only search.
+//!
+//! **A lasting refusal** ([`refusal`]): every upload refused (auth, wrong base path, unknown
+//! patient…) for `refusal_alert_after_secs` raises one hub alert (event + the local hook through
+//! [`Uplink::with_notices`]), persisted so a restart does not raise it twice, resolved by the first
+//! accepted upload.
 //!
 //! **Bounded trust.** Answers are streamed with a bound ([`send::response_limit`],
 //! [`send::MAX_ERROR_RESPONSE`], [`send::MAX_CAPABILITY`]); `location`s must be `<Type>/<id>` of the
@@ -40,7 +52,9 @@
 //! **Failures** are named ([`UplinkError`]) and each kind is recorded once per change as a store
 //! event (`uplink_<kind>`), security-relevant TLS failures with severity `security`.
 
+pub mod grow;
 pub mod heartbeat;
+pub mod refusal;
 pub mod send;
 pub mod sync;
 pub mod tls;
@@ -496,6 +510,11 @@ fn d_cap() -> u64 {
 fn d_poll() -> u64 {
     10_000
 }
+fn d_refusal_alert() -> u64 {
+    900
+}
+/// The longest `refusal_alert_after_secs`: a week.
+pub const MAX_REFUSAL_ALERT_SECS: u64 = 7 * 86_400;
 fn d_true() -> bool {
     true
 }
@@ -561,6 +580,10 @@ pub struct UplinkConfig {
     /// the clock is known good by other means.
     #[serde(default = "d_true")]
     pub require_clock_sync: bool,
+    /// After this long with every upload refused by the server (auth, wrong base path, unknown
+    /// patient…), one hub alert ([`refusal`]); 1..=604800 s.
+    #[serde(default = "d_refusal_alert")]
+    pub refusal_alert_after_secs: u64,
 }
 
 impl UplinkConfig {
@@ -586,6 +609,7 @@ impl UplinkConfig {
             zone: None,
             manufacturer: d_manufacturer(),
             require_clock_sync: true,
+            refusal_alert_after_secs: d_refusal_alert(),
         }
     }
 
@@ -621,6 +645,12 @@ impl UplinkConfig {
             return Err(UplinkError::Config(
                 "`patient_id` must be a FHIR logical id ([A-Za-z0-9-.]{1,64})".into(),
             ));
+        }
+        if !(1..=MAX_REFUSAL_ALERT_SECS).contains(&self.refusal_alert_after_secs) {
+            return Err(UplinkError::Config(format!(
+                "`refusal_alert_after_secs` must be 1..={MAX_REFUSAL_ALERT_SECS}, not {}",
+                self.refusal_alert_after_secs
+            )));
         }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(UplinkError::Config("timeouts must be > 0".into()));

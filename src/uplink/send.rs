@@ -214,7 +214,7 @@ impl Uplink {
     }
 
     pub(super) async fn remember_refs(
-        &self,
+        &mut self,
         built: &BuiltBundle,
         outcomes: &[EntryOutcome],
     ) -> Result<(), UplinkError> {
@@ -225,6 +225,7 @@ impl Uplink {
                 _ => continue,
             };
             if let (true, Some(r)) = (out.is_stored(), out.logical_ref()) {
+                self.refs_cache = None;
                 self.store
                     .set_uplink_state(&self.destination, &name, &r)
                     .await?;
@@ -395,11 +396,19 @@ impl Uplink {
     /// A server that does not answer is not held against it here (uploads report their own
     /// failures).
     pub async fn check_capability(&mut self) {
-        match capability_with(&self.client, &self.url).await {
+        let read = capability_with(&self.client, &self.url).await;
+        // What names a later refusal of everything (`refusal`): no metadata at the base URL is a
+        // wrong base path; no Patient is an unknown patient.
+        self.server_facts.metadata_refused = matches!(
+            &read,
+            Err(UplinkError::Http { status, .. })
+                if (400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429)
+        );
+        match read {
             Ok(mut gaps) => {
-                if let Ok(false) =
-                    patient_known(&self.client, &self.url, &self.cfg.patient_id).await
-                {
+                let known = patient_known(&self.client, &self.url, &self.cfg.patient_id).await;
+                self.server_facts.patient_unknown = matches!(known, Ok(false));
+                if let Ok(false) = known {
                     gaps.push(PATIENT_UNKNOWN.into());
                 }
                 let text = if gaps.is_empty() {

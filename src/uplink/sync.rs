@@ -1,8 +1,10 @@
 //! The sync loop: outbox → bundles → POST → per-entry ack, with backoff, bisection and the
 //! heartbeat's timing. Sending is in [`super::send`], the heartbeat's content in [`super::heartbeat`].
 //!
-//! Size: just over 900 lines: the loop, batching, bisection, size learning and acking share the
-//! `Uplink` state; sending is in `send`, the heartbeat in `heartbeat`, the tests in `sync/tests.rs`.
+//! Size: about 1,000 lines: the loop, batching, bisection, size learning and acking share the
+//! `Uplink` state (its struct and constructor are most of the growth); sending is in `send`, the
+//! heartbeat in `heartbeat`, the refusal alert in `refusal`, probing the size upward in `grow`, the
+//! tests in `sync/tests.rs`.
 
 use super::send::{build_client, is_poison};
 use super::tls::ReloadingCert;
@@ -82,6 +84,23 @@ pub struct Uplink {
     pub(super) repeats: u64,
     /// Entries per bundle this server accepts (learned, persisted per destination); read once.
     pub(super) max_entries: Option<usize>,
+    /// The refusal state ([`super::refusal`]), read once from the store, then kept in step.
+    pub(super) refusal: Option<Option<super::refusal::Refusal>>,
+    /// Where the hub's own alerts go for the local hook (the daemon wires `alerts.local_command`).
+    pub(super) notices: Option<tokio::sync::mpsc::Sender<serde_json::Value>>,
+    /// What the start-up check learnt of the server, for naming a refusal.
+    pub(super) server_facts: super::refusal::ServerFacts,
+    /// Probing the learned bundle size upward ([`super::grow`]).
+    pub(super) grow: super::grow::Grow,
+    /// The largest bundle refused and accepted in the last [`Uplink::deliver`] pass.
+    pub(super) pass_sizes: (usize, usize),
+    /// The next batch, read while the last one was on the wire ([`Uplink::deliver`]).
+    pub(super) prefetched: Option<Vec<OutboxItem>>,
+    /// The server ids of the hub and devices as last read or written ([`Uplink::refs`]).
+    pub(super) refs_cache: Option<(Option<String>, HashMap<String, String>)>,
+    /// The last accepted upload not yet persisted ([`LAST_SUCCESS`]), and when it last was.
+    pub(super) unsaved_success: Option<UtcMillis>,
+    pub(super) success_saved_at: Option<Instant>,
 }
 
 /// The `uplink_state` name of the most entries per transaction a server was seen to accept
@@ -196,6 +215,15 @@ impl Uplink {
             wake: None,
             repeats: 0,
             max_entries: None,
+            refusal: None,
+            notices: None,
+            server_facts: super::refusal::ServerFacts::default(),
+            grow: super::grow::Grow::default(),
+            pass_sizes: (0, 0),
+            prefetched: None,
+            refs_cache: None,
+            unsaved_success: None,
+            success_saved_at: None,
         })
     }
 
@@ -209,6 +237,13 @@ impl Uplink {
     /// instead of waiting out the idle poll interval.
     pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
         self.wake = Some(wake);
+        self
+    }
+
+    /// Hand the hub's own alerts (a lasting refusal, [`super::refusal`]) to `notices` as JSON, for
+    /// the local hook; a full queue is an `alert_hook_overflow` event, never a wait.
+    pub fn with_notices(mut self, notices: tokio::sync::mpsc::Sender<serde_json::Value>) -> Self {
+        self.notices = Some(notices);
         self
     }
 
@@ -370,6 +405,7 @@ impl Uplink {
     }
 
     pub(super) async fn load_devices(&mut self) -> Result<(), UplinkError> {
+        self.refs_cache = None;
         for d in self.store.devices().await? {
             let info = self.store.device_info(&d.key).await?.unwrap_or_default();
             let p = phd_device_info(&d, info, self.cfg.utc_offset_minutes);
@@ -378,9 +414,16 @@ impl Uplink {
         Ok(())
     }
 
+    /// The server ids of the hub and the devices, read from the store once and kept until they
+    /// change (`remember_refs`, `forget_refs`, new devices): two reads per device per bundle
+    /// otherwise. The uplink is their only writer while it runs (`sync --resend` holds the store
+    /// exclusively); a stale id would be refused and is then forgotten (see `deliver`).
     pub(super) async fn refs(
-        &self,
+        &mut self,
     ) -> Result<(Option<String>, HashMap<String, String>), UplinkError> {
+        if let Some(c) = &self.refs_cache {
+            return Ok(c.clone());
+        }
         // An empty value is a forgotten id (see `forget_refs`).
         let hub = self
             .store
@@ -398,12 +441,14 @@ impl Uplink {
                 refs.insert(key.clone(), r);
             }
         }
+        self.refs_cache = Some((hub.clone(), refs.clone()));
         Ok((hub, refs))
     }
 
     /// Forget the server ids of the hub and devices: the next bundle sends them again as
     /// conditional creates (a server that lost or renumbered them would refuse the references).
-    pub(super) async fn forget_refs(&self) -> Result<(), UplinkError> {
+    pub(super) async fn forget_refs(&mut self) -> Result<(), UplinkError> {
+        self.refs_cache = None;
         self.store
             .set_uplink_state(&self.destination, "hub", "")
             .await?;
@@ -484,6 +529,10 @@ impl Uplink {
         if accepted == 0 || accepted >= current {
             return Ok(());
         }
+        if self.grow.probing.is_some_and(|prev| accepted >= prev) {
+            // A refused probe of a larger size: not a new limit (`grow` goes back and waits).
+            return Ok(());
+        }
         self.max_entries = Some(accepted);
         self.store
             .set_uplink_state(&self.destination, MAX_ENTRIES_STATE, &accepted.to_string())
@@ -547,6 +596,8 @@ impl Uplink {
         let mut suspects: Vec<(Vec<i64>, UplinkError)> = Vec::new();
         // Fitting the server: the largest bundle refused as a whole, the largest one accepted.
         let (mut refused_size, mut accepted_size) = (0usize, 0usize);
+        self.pass_sizes = (0, 0);
+        let mut prefetch: Option<Vec<OutboxItem>> = None;
         let max = self.max_entries().await?;
         while let Some((a, b, more)) = work.pop() {
             if accepted.is_empty() && suspects.len() >= SYSTEMATIC_AFTER {
@@ -580,11 +631,36 @@ impl Uplink {
             if tags.is_empty() {
                 continue;
             }
-            self.store.mark_in_flight(tags.clone()).await?;
-            match self.post(&built).await {
+            // No `in_flight` mark before the POST: it would cost a synchronous commit per bundle
+            // and protects nothing — the uplink is the outbox's only sender (the daemon's, or
+            // `sync` holding the store exclusively), one batch at a time, and every `in_flight`
+            // entry returns to `pending` at the next open anyway. An entry leaves `pending` only by
+            // its ack (committed after the server's transaction-response named it stored), so a
+            // kill mid-POST sends it again: a conditional create, stored once at the clinic.
+            let whole = more && a == 0 && built.consumed == items.len() && work.is_empty();
+            let posted = if whole {
+                // The whole batch in one bundle: read the next batch while this one is on the
+                // wire (the store works while the server does). It is used only if this pass
+                // ends cleanly; it excludes this batch's entries, still `pending` until acked.
+                let store = self.store.clone();
+                let ahead = store.pending(max.saturating_add(items.len()), self.clock.now());
+                let (posted, ahead) = tokio::join!(self.post(&built), ahead);
+                if let Ok(next) = ahead {
+                    let mine: HashSet<i64> = items.iter().map(|i| i.id).collect();
+                    let mut next: Vec<OutboxItem> =
+                        next.into_iter().filter(|i| !mine.contains(&i.id)).collect();
+                    next.truncate(self.cfg.batch_size.min(max));
+                    prefetch = Some(next);
+                }
+                posted
+            } else {
+                self.post(&built).await
+            };
+            match posted {
                 Ok(outcomes) => {
                     self.remember_refs(&built, &outcomes).await?;
                     accepted_size = accepted_size.max(built.entries.len());
+                    self.pass_sizes.1 = accepted_size;
                     let mut ok = Vec::new();
                     for (info, out) in built.entries.iter().zip(&outcomes) {
                         if out.is_stored() {
@@ -618,6 +694,7 @@ impl Uplink {
                 }
                 Err(e) if is_poison(&e) => {
                     refused_size = refused_size.max(built.entries.len());
+                    self.pass_sizes.0 = refused_size;
                     let covered = slice.get(..built.consumed).unwrap_or_default();
                     match split_point(covered) {
                         Some(mid) if covered.len() > 1 => {
@@ -711,6 +788,7 @@ impl Uplink {
             s.last_error = None;
             s.last_error_kind = None;
         });
+        self.prefetched = prefetch.filter(|p| !p.is_empty());
         Ok((acked, rejected))
     }
 
@@ -734,21 +812,20 @@ impl Uplink {
                 self.next_delay = Duration::ZERO;
                 let now = self.clock.now();
                 self.with_status(|s| s.last_success = Some(now));
-                // Persisted for `vitals-hub status` (another process); ms since the epoch.
-                if let Err(e) = self
-                    .store
-                    .set_uplink_state(
-                        &self.destination,
-                        LAST_SUCCESS,
-                        &now.as_millis().to_string(),
-                    )
-                    .await
+                self.unsaved_success = Some(now);
+                if self
+                    .success_saved_at
+                    .is_none_or(|t| t.elapsed() >= LAST_SUCCESS_EVERY)
                 {
-                    warn!(error = %e, "Could not record the last successful sync.");
+                    self.save_last_success().await;
+                }
+                if let Err(e) = self.note_accepted().await {
+                    warn!(error = %e, "Could not record the end of a refusal.");
                 }
             }
-            Ok(Step::Idle) => {}
+            Ok(Step::Idle) => self.save_last_success().await,
             Err(e) => {
+                self.save_last_success().await;
                 let chosen = self.chosen_delay.take();
                 self.next_delay = if matches!(e, UplinkError::ClockNotSynchronised) {
                     Duration::from_millis(self.cfg.poll_interval_ms)
@@ -757,9 +834,28 @@ impl Uplink {
                 };
                 self.failures = self.failures.saturating_add(1);
                 self.record_failure(e).await;
+                if let Err(se) = self.note_refusal(e).await {
+                    warn!(error = %se, "Could not record a refusal.");
+                }
             }
         }
         r
+    }
+
+    /// Persist the time of the last accepted upload, if not yet, for `vitals-hub status` (another
+    /// process; ms since the epoch). Informational only: nothing depends on it for delivery.
+    async fn save_last_success(&mut self) {
+        let Some(at) = self.unsaved_success.take() else {
+            return;
+        };
+        self.success_saved_at = Some(Instant::now());
+        if let Err(e) = self
+            .store
+            .set_uplink_state(&self.destination, LAST_SUCCESS, &at.as_millis().to_string())
+            .await
+        {
+            warn!(error = %e, "Could not record the last successful sync.");
+        }
     }
 
     pub(super) async fn step_inner(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
@@ -768,8 +864,25 @@ impl Uplink {
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
+        self.begin_probe().await?;
+        self.pass_sizes = (0, 0);
+        let r = self.step_batch().await;
+        let (refused, accepted) = match &r {
+            Ok(Step::Delivered { .. }) | Err(_) => self.pass_sizes,
+            Ok(Step::Idle) => (0, 0),
+        };
+        self.end_probe(r.is_ok(), refused, accepted).await?;
+        r
+    }
+
+    /// One batch at the current bundle size.
+    async fn step_batch(&mut self) -> Result<Step, UplinkError> {
         let batch = self.cfg.batch_size.min(self.max_entries().await?);
-        let items = self.store.pending(batch, self.clock.now()).await?;
+        // The batch read while the previous one was on the wire, if that pass ended cleanly.
+        let items = match self.prefetched.take() {
+            Some(p) if p.len() <= batch => p,
+            _ => self.store.pending(batch, self.clock.now()).await?,
+        };
         if items.is_empty() {
             return Ok(Step::Idle);
         }
@@ -909,6 +1022,10 @@ pub fn destination_of(url: &reqwest::Url) -> String {
 /// The `uplink_state` name under which the time of the last delivered batch is kept (ms since the
 /// epoch, per destination).
 pub const LAST_SUCCESS: &str = "last_success";
+
+/// While a backlog drains, [`LAST_SUCCESS`] is written at most this often (each write is a
+/// synchronous commit); it is written at once when the uplink goes idle or fails.
+pub const LAST_SUCCESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What the FHIR mapping needs of a stored device: its identity, Device Information and clock.
 pub fn phd_device_info(

@@ -68,6 +68,7 @@ impl World {
             vitals_hub::clinic::ClinicOptions {
                 access: vitals_hub::clinic::Access::Registry(registry),
                 limits: vitals_hub::clinic::Limits::default(),
+                ..Default::default()
             },
         )
         .await
