@@ -866,7 +866,7 @@ impl Uplink {
         self.check_certificate().await?;
         self.begin_probe().await?;
         self.pass_sizes = (0, 0);
-        let r = self.step_batch().await;
+        let r = self.step_batch(clock).await;
         let (refused, accepted) = match &r {
             Ok(Step::Delivered { .. }) | Err(_) => self.pass_sizes,
             Ok(Step::Idle) => (0, 0),
@@ -876,7 +876,7 @@ impl Uplink {
     }
 
     /// One batch at the current bundle size.
-    async fn step_batch(&mut self) -> Result<Step, UplinkError> {
+    async fn step_batch(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
         let batch = self.cfg.batch_size.min(self.max_entries().await?);
         // The batch read while the previous one was on the wire, if that pass ended cleanly.
         let items = match self.prefetched.take() {
