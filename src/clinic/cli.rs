@@ -28,6 +28,9 @@ pub enum ClinicCommand {
     /// The registry of hubs: enroll a hub certificate for one patient, list, revoke.
     #[command(subcommand)]
     Hub(HubCommand),
+    /// The clinicians' console accounts: add, disable, passwd, list.
+    #[command(subcommand)]
+    User(super::console::cli::UserCommand),
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
     let r = match cli.command {
         ClinicCommand::Serve(a) => serve_inner(&a),
         ClinicCommand::Hub(c) => hub(&c),
+        ClinicCommand::User(c) => super::console::cli::run(&c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@
 //! package builds without it (the `clinic` cargo feature). `vitals-hub demo` starts it in process.
 
 pub mod cli;
+pub mod console;
 pub mod db;
 pub mod faults;
 pub mod ingest;

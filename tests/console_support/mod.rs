@@ -1,0 +1,195 @@
+//! Shared by the `console_*` tests: a console over real HTTPS with its own development
+//! certificate (a CA separate from any hub CA), a clinic store in a temporary folder, and a
+//! reqwest client that trusts that CA, follows no redirect and keeps cookies by hand.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use vitals_hub::clinic::console::users::{Role, UserStore};
+use vitals_hub::clinic::console::{server_config, Console, ConsoleConfig};
+use vitals_hub::clinic::pki::{DevCa, Span};
+
+pub const USER: &str = "dr.jones";
+pub const PASSWORD: &str = "a long enough test password";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub console: Console,
+    pub base: String,
+    pub ca_der: Vec<u8>,
+}
+
+pub async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("clinic.db");
+    {
+        let mut u = UserStore::open(&db).unwrap();
+        u.add(USER, Role::Clinician, PASSWORD).unwrap();
+    }
+    let ca = DevCa::new("console test CA").unwrap();
+    let (cert, key) = ca
+        .server(&["localhost", "127.0.0.1"], Span::DEFAULT)
+        .unwrap()
+        .write(dir.path(), "console")
+        .unwrap();
+    let console = Console::start(ConsoleConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        tls: server_config(&cert, &key).unwrap(),
+        db_path: db.clone(),
+    })
+    .await
+    .unwrap();
+    let base = format!("https://localhost:{}", console.addr().port());
+    Env {
+        dir,
+        db,
+        console,
+        base,
+        ca_der: ca.cert_der.clone(),
+    }
+}
+
+/// A browser-like client: trusts the console's CA, no redirects followed, cookies kept here.
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub cookies: Vec<(String, String)>,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub set_cookies: Vec<String>,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new(env: &Env) -> Browser {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from(env.ca_der.clone()))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(cfg)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Browser {
+            http,
+            base: env.base.clone(),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn finish(&mut self, r: reqwest::Response) -> Page {
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let set_cookies: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        for c in &set_cookies {
+            let first = c.split(';').next().unwrap();
+            let (k, v) = first.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !v.is_empty() && !c.contains("Max-Age=0") {
+                self.cookies.push((k.to_owned(), v.to_owned()));
+            }
+        }
+        let body = r.text().await.unwrap();
+        Page {
+            status,
+            location,
+            set_cookies,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.finish(r).await
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let body = form
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    k,
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.finish(r).await
+    }
+
+    /// Log in as `user`; returns the login response.
+    pub async fn login(&mut self, user: &str, password: &str) -> Page {
+        let p = self.get("/login").await;
+        assert_eq!(p.status, 200);
+        let csrf = csrf_of(&p.body);
+        self.post(
+            "/login",
+            &[("user", user), ("password", password), ("csrf", &csrf)],
+        )
+        .await
+    }
+
+    pub fn has_cookie(&self, name: &str) -> bool {
+        self.cookies.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// The CSRF token of the (first) form on a page.
+pub fn csrf_of(html: &str) -> String {
+    let i = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[i..].split('"').next().unwrap().to_owned()
+}
