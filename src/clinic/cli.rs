@@ -63,6 +63,16 @@ pub struct ServeArgs {
     /// Requests per second one hub may send on average (burst: twice that).
     #[arg(long, default_value_t = 50.0)]
     pub rate_per_hub: f64,
+    /// Also serve the clinicians' console (HTTPS) on this address; needs --db, --console-cert and
+    /// --console-key.
+    #[arg(long, requires_all = ["db", "console_cert", "console_key"])]
+    pub console_listen: Option<SocketAddr>,
+    /// The console's server certificate (PEM): its own, not one from the hub CA.
+    #[arg(long)]
+    pub console_cert: Option<PathBuf>,
+    /// The console's private key (PEM).
+    #[arg(long)]
+    pub console_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +260,7 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
         }
         let scheme = if tls_mode { "https" } else { "http" };
         println!("listening {scheme}://{}", rx.addr());
+        let console = start_console(args).await?;
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
@@ -263,8 +274,35 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             st.bundles, st.created, st.existing, st.rejected, st.forbidden, st.throttled, st.shed, st.tls_failures
         );
         rx.shutdown().await;
+        if let Some(c) = console {
+            c.shutdown().await;
+        }
         Ok(())
     })
+}
+
+/// The console beside the ingest, when `--console-listen` is given.
+async fn start_console(args: &ServeArgs) -> anyhow::Result<Option<super::console::Console>> {
+    let (Some(bind), Some(db), Some(cert), Some(key)) = (
+        args.console_listen,
+        &args.db,
+        &args.console_cert,
+        &args.console_key,
+    ) else {
+        return Ok(None);
+    };
+    let tls =
+        super::console::server_config(cert, key).context("loading the console's TLS files")?;
+    let c = super::console::Console::start(super::console::ConsoleConfig {
+        bind,
+        tls,
+        db_path: db.clone(),
+        worklist: Default::default(),
+    })
+    .await
+    .context("starting the console")?;
+    println!("console https://{}", c.addr());
+    Ok(Some(c))
 }
 
 /// Raise the soft descriptor limit to the hard one: the connection cap, not the default 1,024,

@@ -44,6 +44,7 @@ pub async fn start() -> Env {
         bind: "127.0.0.1:0".parse().unwrap(),
         tls: server_config(&cert, &key).unwrap(),
         db_path: db.clone(),
+        worklist: Default::default(),
     })
     .await
     .unwrap();
@@ -192,4 +193,97 @@ pub fn csrf_of(html: &str) -> String {
         .expect("a form with a CSRF token")
         + 19;
     html[i..].split('"').next().unwrap().to_owned()
+}
+
+/// A transaction Bundle of `entries` (resource, fullUrl) as a hub would POST it.
+pub fn bundle(entries: Vec<(serde_json::Value, &str)>) -> serde_json::Value {
+    let e: Vec<serde_json::Value> = entries
+        .into_iter()
+        .map(|(r, url)| {
+            let ty = r["resourceType"].as_str().unwrap().to_owned();
+            serde_json::json!({ "fullUrl": url, "resource": r, "request": { "method": "POST", "url": ty } })
+        })
+        .collect();
+    serde_json::json!({ "resourceType": "Bundle", "type": "transaction", "entry": e })
+}
+
+/// A glucose reading of `patient` at `at`, with optional interpretation code (L, H, LL, HH).
+pub fn glucose(
+    patient: &str,
+    at: jiff::Timestamp,
+    mg_dl: u32,
+    flag: Option<&str>,
+) -> serde_json::Value {
+    let mut o = serde_json::json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": { "coding": [{ "system": "urn:iso:std:iso:11073:10101", "code": "160184" }] },
+        "subject": { "reference": format!("Patient/{patient}") },
+        "effectiveDateTime": at.to_string(),
+        "valueQuantity": { "value": mg_dl, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL" }
+    });
+    if let Some(f) = flag {
+        o["interpretation"] = serde_json::json!([{ "coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": f }] }]);
+    }
+    o
+}
+
+/// The hub's Device and one heartbeat Observation at `at` (subject = the hub).
+pub fn heartbeat(at: jiff::Timestamp) -> serde_json::Value {
+    bundle(vec![
+        (
+            serde_json::json!({ "resourceType": "Device" }),
+            "urn:uuid:00000000-0000-4000-8000-000000000001",
+        ),
+        (
+            serde_json::json!({
+                "resourceType": "Observation",
+                "identifier": [{ "system": "https://vitals-hub.invalid/fhir/CodeSystem/hub-status", "value": format!("hb-{}", at.as_second()) }],
+                "status": "final",
+                "code": { "coding": [{ "system": "https://vitals-hub.invalid/fhir/CodeSystem/hub-status", "code": "backlog-depth" }] },
+                "subject": { "reference": "urn:uuid:00000000-0000-4000-8000-000000000001" },
+                "effectiveDateTime": at.to_string(),
+                "valueQuantity": { "value": 0, "unit": "1" }
+            }),
+            "urn:uuid:00000000-0000-4000-8000-000000000002",
+        ),
+    ])
+}
+
+/// A DetectedIssue of `patient` (severity high/moderate/low) in episode `episode`.
+pub fn alert(
+    patient: &str,
+    episode: &str,
+    severity: &str,
+    transition: &str,
+    at: jiff::Timestamp,
+) -> serde_json::Value {
+    serde_json::json!({
+        "resourceType": "DetectedIssue",
+        "identifier": [
+            { "system": "https://vitals-hub.invalid/fhir/alert", "value": format!("alert/{episode}/{transition}") },
+            { "system": "https://vitals-hub.invalid/fhir/alert-episode", "value": episode }
+        ],
+        "status": "final",
+        "code": { "coding": [{ "system": "https://vitals-hub.invalid/fhir/CodeSystem/alert-rule", "code": "threshold-glucose" }],
+                  "text": format!("{transition} critical_low") },
+        "severity": severity,
+        "patient": { "reference": format!("Patient/{patient}") },
+        "identifiedDateTime": at.to_string()
+    })
+}
+
+/// Write `b` into the clinic store as hub `hub` of `patient` would.
+pub fn ingest(db: &std::path::Path, hub: &str, patient: &str, b: &serde_json::Value) {
+    let mut d = vitals_hub::clinic::db::ReceiverDb::open(Some(db)).unwrap();
+    d.transaction(
+        b,
+        Some(hub),
+        Some(vitals_hub::clinic::db::Scope {
+            hub_id: hub,
+            patient,
+        }),
+    )
+    .unwrap();
 }

@@ -15,8 +15,10 @@
 
 pub mod auth;
 pub mod cli;
+pub mod fhir;
 mod pages;
 pub mod users;
+pub mod worklist;
 
 use super::db::ReceiverDb;
 use super::tls;
@@ -53,6 +55,8 @@ pub struct ConsoleConfig {
     pub tls: Arc<rustls::ServerConfig>,
     /// The clinic's store (the accounts and the resources the console reads).
     pub db_path: PathBuf,
+    /// Heartbeat interval, missed heartbeats before offline, stale-data age.
+    pub worklist: worklist::WorklistSettings,
 }
 
 /// The console's TLS configuration from PEM files: TLS 1.3, no client certificates.
@@ -70,8 +74,8 @@ pub(crate) struct AppState {
     users: Mutex<UserStore>,
     sessions: Mutex<Sessions>,
     limiter: Mutex<LoginLimiter>,
-    #[allow(dead_code)] // read by the worklist (next slice)
-    db: Mutex<ReceiverDb>,
+    fhir: fhir::FhirClient,
+    settings: worklist::WorklistSettings,
 }
 
 type Shared = Arc<AppState>;
@@ -80,6 +84,7 @@ type Shared = Arc<AppState>;
 #[derive(Debug)]
 pub struct Console {
     addr: SocketAddr,
+    state: Shared,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -103,7 +108,8 @@ impl Console {
             users: Mutex::new(users),
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),
-            db: Mutex::new(db),
+            fhir: fhir::FhirClient::new(fhir::FhirBase::Local(Arc::new(Mutex::new(db)))),
+            settings: cfg.worklist,
         });
         let listener = TcpListener::bind(cfg.bind)
             .await
@@ -118,7 +124,7 @@ impl Console {
                 source,
             })?;
         let (stop, stop_rx) = watch::channel(false);
-        let app = router(state);
+        let app = router(state.clone());
         let task = tokio::spawn(accept_loop(
             listener,
             tokio_rustls::TlsAcceptor::from(cfg.tls),
@@ -126,11 +132,21 @@ impl Console {
             stop_rx,
         ));
         info!(%addr, "Clinicians' console listening.");
-        Ok(Console { addr, stop, task })
+        Ok(Console {
+            addr,
+            state,
+            stop,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// FHIR requests the console has made (the benchmark and the tests count them per page).
+    pub fn fhir_requests(&self) -> u64 {
+        self.state.fhir.requests()
     }
 
     /// Stop accepting and end every connection.
@@ -410,6 +426,17 @@ async fn logout(
     )
 }
 
-async fn worklist(Extension(session): Extension<Session>) -> Response {
-    pages::worklist(&session).into_response()
+async fn worklist(State(st): State<Shared>, Extension(session): Extension<Session>) -> Response {
+    let now = jiff::Timestamp::now();
+    match worklist::load(&st.fhir, now, &st.settings).await {
+        Ok(rows) => pages::worklist(&session, &rows, now).into_response(),
+        Err(e) => {
+            warn!(error = %e, "Worklist failed.");
+            (
+                StatusCode::BAD_GATEWAY,
+                pages::message("Worklist unavailable", &e.to_string()),
+            )
+                .into_response()
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! carrying the session's CSRF token.
 
 use super::auth::Session;
+use super::worklist::{HubState, Row};
+use jiff::Timestamp;
 use maud::{html, Markup, DOCTYPE};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
@@ -64,7 +66,80 @@ pub fn message(title: &str, text: &str) -> Markup {
     )
 }
 
+/// A duration as "45 s", "5 min", "3 h", "2 d".
+pub fn age(now: Timestamp, t: Timestamp) -> String {
+    let s = now.duration_since(t).as_secs().max(0);
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=5399 => format!("{} min", s / 60),
+        5400..=129_599 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+fn row_class(r: &Row) -> &'static str {
+    if r.critical_unacked > 0 {
+        "crit"
+    } else if r.open.iter().sum::<usize>() > 0 {
+        "warn"
+    } else {
+        ""
+    }
+}
+
 /// The worklist.
-pub fn worklist(session: &Session) -> Markup {
-    page("Worklist", Some(session), html! { h1 { "Worklist" } })
+pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
+    page(
+        "Worklist",
+        Some(session),
+        html! {
+            h1 { "Worklist" }
+            @if rows.is_empty() { p.muted { "No patient has data in this clinic yet." } }
+            @else {
+                table #worklist {
+                    thead { tr {
+                        th { "Patient" } th { "Open alerts" } th { "Latest readings" }
+                        th { "Hub" } th { "Days with readings (30 d)" }
+                    } }
+                    tbody {
+                        @for r in rows {
+                            tr class=(row_class(r)) data-patient=(r.patient) {
+                                td { a href={ "/patient/" (r.patient) } { (r.patient) } }
+                                td {
+                                    @if r.critical_unacked > 0 {
+                                        strong { (r.critical_unacked) " critical unacknowledged" } br;
+                                    }
+                                    @let [h, m, l] = r.open;
+                                    @if h + m + l == 0 { span.muted { "none" } }
+                                    @else { (h) " high · " (m) " moderate · " (l) " low" }
+                                }
+                                td {
+                                    @for (kind, (v, flags, t)) in &r.latest {
+                                        div {
+                                            (kind) ": " strong { (v) }
+                                            @if !flags.is_empty() { " " span.err { (flags.join(" ")) } }
+                                            " " span.muted { "(" (age(now, *t)) " ago)" }
+                                        }
+                                    }
+                                    @if r.stale { div.err { "stale: no recent reading" } }
+                                }
+                                td {
+                                    @match &r.hub {
+                                        HubState::Online { last } => {
+                                            "online " span.muted { "(heartbeat " (age(now, *last)) " ago)" }
+                                        }
+                                        HubState::Offline { since } => {
+                                            span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
+                                        }
+                                        HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                    }
+                                }
+                                td { (r.days_with_readings) " (" (r.band()) ")" }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }
