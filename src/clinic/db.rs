@@ -793,3 +793,48 @@ impl ReceiverDb {
         Ok(b)
     }
 }
+
+impl ReceiverDb {
+    /// Create a resource the console writes (`Task`: an acknowledgement; `AuditEvent`: a view or
+    /// an acknowledgement), assigning its logical id; the patient it concerns (`Task.for`, the
+    /// AuditEvent's Patient entity) is indexed like the hubs' resources. Returns the id.
+    pub fn create_console(&mut self, resource: &Value) -> Result<String, SearchError> {
+        let ty = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !["Task", "AuditEvent"].contains(&ty) {
+            return Err(SearchError::Type(ty.to_owned()));
+        }
+        let patient_ref = |v: Option<&Value>| {
+            v.and_then(|x| x.get("reference"))
+                .and_then(Value::as_str)
+                .and_then(|s| s.strip_prefix("Patient/"))
+                .map(str::to_owned)
+        };
+        let patient = match ty {
+            "Task" => patient_ref(resource.get("for")),
+            _ => resource
+                .get("entity")
+                .and_then(Value::as_array)
+                .and_then(|es| es.iter().find_map(|e| patient_ref(e.get("what")))),
+        };
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO resources(type, patient, json) VALUES (?1, ?2, '{}')",
+            params![ty, patient],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mut r = resource.clone();
+        if let Value::Object(m) = &mut r {
+            m.insert("id".into(), json!(id.to_string()));
+            m.insert("meta".into(), json!({ "versionId": "1" }));
+        }
+        tx.execute(
+            "UPDATE resources SET json = ?1 WHERE id = ?2",
+            params![r.to_string(), id],
+        )?;
+        tx.commit()?;
+        Ok(id.to_string())
+    }
+}

@@ -56,6 +56,40 @@ impl FhirClient {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// `GET [base]/<ty>/<id>`: one resource, or `None`.
+    pub async fn read(&self, ty: &str, id: &str) -> Result<Option<Value>, FhirClientError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let (ty, id) = (ty.to_owned(), id.to_owned());
+        match &self.base {
+            FhirBase::Local(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || {
+                    let db = db.lock().map_err(|_| FhirClientError::Poisoned)?;
+                    db.read_owned(&ty, &id, None)
+                        .map_err(|e| FhirClientError::Search(SearchError::Db(e)))
+                })
+                .await
+                .map_err(|e| FhirClientError::Join(e.to_string()))?
+            }
+        }
+    }
+
+    /// `POST [base]/<type>`: create; returns the logical id assigned.
+    pub async fn create(&self, resource: Value) -> Result<String, FhirClientError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match &self.base {
+            FhirBase::Local(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut db = db.lock().map_err(|_| FhirClientError::Poisoned)?;
+                    Ok(db.create_console(&resource)?)
+                })
+                .await
+                .map_err(|e| FhirClientError::Join(e.to_string()))?
+            }
+        }
+    }
+
     /// `GET [base]/<ty>?<params>`: the matches of a searchset Bundle.
     pub async fn search(
         &self,

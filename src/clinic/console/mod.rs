@@ -17,6 +17,8 @@ pub mod auth;
 pub mod cli;
 pub mod fhir;
 mod pages;
+pub mod patient;
+pub mod records;
 pub mod users;
 pub mod worklist;
 
@@ -24,7 +26,7 @@ use super::db::ReceiverDb;
 use super::tls;
 use super::ReceiverError;
 use auth::{LoginLimiter, Session, Sessions, LOGIN_COOKIE, SESSION_COOKIE};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -217,6 +219,8 @@ pub(crate) fn router(state: Shared) -> Router {
     let private = Router::new()
         .route("/", get(worklist))
         .route("/logout", post(logout))
+        .route("/patient/{id}", get(patient_page))
+        .route("/alert/{id}/ack", post(acknowledge))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_session,
@@ -439,4 +443,143 @@ async fn worklist(State(st): State<Shared>, Extension(session): Extension<Sessio
                 .into_response()
         }
     }
+}
+
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        pages::message(
+            "Not found",
+            &format!("{what} is not in this clinic's record."),
+        ),
+    )
+        .into_response()
+}
+
+fn fhir_failed(e: &fhir::FhirClientError) -> Response {
+    warn!(error = %e, "A console FHIR request failed.");
+    (
+        StatusCode::BAD_GATEWAY,
+        pages::message("The clinical record is unavailable", &e.to_string()),
+    )
+        .into_response()
+}
+
+/// Write the AuditEvent; a page whose access cannot be audited is not shown.
+async fn audited(st: &AppState, event: serde_json::Value) -> Result<(), Response> {
+    st.fhir
+        .create(event)
+        .await
+        .map(|_| ())
+        .map_err(|e| fhir_failed(&e))
+}
+
+async fn patient_page(
+    State(st): State<Shared>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if !super::registry::valid_id(&id) {
+        return not_found("This patient id");
+    }
+    let now = jiff::Timestamp::now();
+    let view = match patient::load(&st.fhir, &id, now).await {
+        Ok(v) => v,
+        Err(e) => return fhir_failed(&e),
+    };
+    if let Err(r) = audited(
+        &st,
+        records::audit(
+            records::Action::Read,
+            &session.user,
+            peer.ip(),
+            &id,
+            None,
+            now,
+        ),
+    )
+    .await
+    {
+        return r;
+    }
+    pages::patient(&session, &view, now).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AckForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn acknowledge(
+    State(st): State<Shared>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(id): UrlPath<String>,
+    Form(f): Form<AckForm>,
+) -> Response {
+    if !auth::same_token(&f.csrf, &session.csrf) {
+        return csrf_refused();
+    }
+    let note = f.note.trim();
+    if note.is_empty() || note.chars().count() > records::MAX_NOTE {
+        return (
+            StatusCode::BAD_REQUEST,
+            pages::message(
+                "Note needed",
+                &format!("An acknowledgement needs a note of 1 to {} characters: what was done or decided. Go back and write one.", records::MAX_NOTE),
+            ),
+        )
+            .into_response();
+    }
+    let issue = match st.fhir.read("DetectedIssue", &id).await {
+        Ok(Some(i)) => i,
+        Ok(None) => return not_found("This alert"),
+        Err(e) => return fhir_failed(&e),
+    };
+    let Some(patient) = issue
+        .get("patient")
+        .and_then(|p| p.get("reference"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(|p| p.strip_prefix("Patient/"))
+        .map(str::to_owned)
+    else {
+        return not_found("This alert's patient");
+    };
+    let now = jiff::Timestamp::now();
+    let focus = format!("DetectedIssue/{id}");
+    let task = match st
+        .fhir
+        .create(records::ack_task(
+            &focus,
+            &patient,
+            &session.user,
+            note,
+            now,
+        ))
+        .await
+    {
+        Ok(t) => format!("Task/{t}"),
+        Err(e) => return fhir_failed(&e),
+    };
+    if let Err(r) = audited(
+        &st,
+        records::audit(
+            records::Action::Acknowledge,
+            &session.user,
+            peer.ip(),
+            &patient,
+            Some(&task),
+            now,
+        ),
+    )
+    .await
+    {
+        return r;
+    }
+    info!("Alert acknowledged.");
+    Redirect::to(&format!("/patient/{patient}")).into_response()
 }

@@ -2,6 +2,7 @@
 //! carrying the session's CSRF token.
 
 use super::auth::Session;
+use super::patient::PatientView;
 use super::worklist::{HubState, Row};
 use jiff::Timestamp;
 use maud::{html, Markup, DOCTYPE};
@@ -10,7 +11,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
 header{background:#234;color:#fff;padding:.5em 1em;display:flex;justify-content:space-between;align-items:center}\
 header a{color:#fff}main{padding:1em}table{border-collapse:collapse}\
 td,th{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left}\
-.crit{background:#fdd}.warn{background:#ffe9c6}.err{color:#a00}.muted{color:#777}";
+.crit{background:#fdd}.chart{max-width:100%}.warn{background:#ffe9c6}.err{color:#a00}.muted{color:#777}";
 
 fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     html! {
@@ -135,6 +136,77 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
                                     }
                                 }
                                 td { (r.days_with_readings) " (" (r.band()) ")" }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn when(t: Timestamp) -> String {
+    // The clinic's zone (the system's), with the offset shown.
+    t.to_zoned_datetime(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M %:z")
+        .to_string()
+}
+
+/// The patient page: charts, readings, alerts with the acknowledge form.
+pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
+    page(
+        &v.patient,
+        Some(session),
+        html! {
+            h1 { "Patient " (v.patient) }
+            h2 { "Alerts" }
+            @if v.alerts.is_empty() { p.muted { "No alert in the last 30 days." } }
+            @else {
+                table #alerts {
+                    thead { tr { th { "When" } th { "Alert" } th { "Severity" } th { "Acknowledged" } } }
+                    tbody {
+                        @for a in &v.alerts {
+                            tr class=(if a.severity == "high" && a.can_ack { "crit" } else { "" }) data-issue=(a.issue) {
+                                td { (a.at.map(when).unwrap_or_default()) }
+                                td { (a.text) " " span.muted { (a.episode) } }
+                                td { (a.severity) }
+                                td {
+                                    @for (who, at, note) in &a.acks { div { (who) ", " (at) ": " (note) } }
+                                    @if a.can_ack {
+                                        form method="post" action={ "/alert/" (a.issue.trim_start_matches("DetectedIssue/")) "/ack" } {
+                                            input type="hidden" name="csrf" value=(session.csrf);
+                                            input name="note" required maxlength="2000" placeholder="note (required)";
+                                            " " button type="submit" { "Acknowledge" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @for (kind, readings) in &v.kinds {
+                @let band = super::patient::limits(kind, readings);
+                section.kind data-kind=(kind) {
+                    h2 { (kind) " — last 30 days" }
+                    @match super::patient::chart(readings, band, now) {
+                        Ok(svg) => { div.chart data-points=(readings.iter().filter(|r| r.value.is_some()).count()) { (maud::PreEscaped(svg)) } }
+                        Err(e) => { p.err { "chart unavailable: " (e) } }
+                    }
+                    p.muted {
+                        @match band {
+                            Some((lo, hi)) => { "Band: the hub's documented starting limits ("
+                                (lo.map(|x| x.to_string()).unwrap_or_else(|| "—".into())) " to "
+                                (hi.map(|x| x.to_string()).unwrap_or_else(|| "—".into()))
+                                "), not this patient's own. Red dots: flagged readings." }
+                            None => { "No limit band for this kind. Red dots: flagged readings." }
+                        }
+                    }
+                    table.readings {
+                        thead { tr { th { "When" } th { "Value" } th { "Flag" } } }
+                        tbody {
+                            @for r in readings.iter().rev() {
+                                tr { td { (when(r.at)) } td { (r.text) } td.err { (r.flags.join(" ")) } }
                             }
                         }
                     }
