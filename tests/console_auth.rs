@@ -31,7 +31,7 @@ async fn without_a_session_every_page_redirects_to_login() {
     b.cookies.push((SESSION_COOKIE.into(), "00".repeat(32)));
     let p = b.get("/").await;
     assert_eq!(p.location.as_deref(), Some("/login"));
-    env.console.shutdown().await;
+    env.stop().await;
 }
 
 #[tokio::test]
@@ -61,7 +61,7 @@ async fn wrong_password_is_refused_and_the_right_one_opens_a_flagged_session() {
     let p = b.get("/").await;
     assert_eq!(p.status, 200);
     assert!(p.body.contains("Worklist") && p.body.contains(USER));
-    env.console.shutdown().await;
+    env.stop().await;
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn forms_without_the_csrf_token_are_refused() {
     assert_eq!(p.status, 303);
     assert!(!b.has_cookie(SESSION_COOKIE));
     assert_eq!(b.get("/").await.status, 303);
-    env.console.shutdown().await;
+    env.stop().await;
 }
 
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn login_attempts_are_rate_limited_per_account() {
     let p = b.login(USER, PASSWORD).await;
     assert_eq!(p.status, 429, "even the right password is not checked now");
     assert!(!b.has_cookie(SESSION_COOKIE));
-    env.console.shutdown().await;
+    env.stop().await;
 }
 
 #[tokio::test]
@@ -138,5 +138,5 @@ async fn a_disabled_account_loses_its_session() {
         .unwrap();
     assert_eq!(b.get("/").await.status, 303);
     assert_eq!(b.login(USER, PASSWORD).await.status, 401);
-    env.console.shutdown().await;
+    env.stop().await;
 }

@@ -104,7 +104,7 @@ async fn patient_page_charts_every_reading_with_the_band_and_audits_the_view() {
     let p = b.get("/patient/nobody").await;
     assert_eq!(p.status, 200);
     assert!(p.body.contains("No alert"));
-    env.console.shutdown().await;
+    env.stop().await;
 }
 
 #[tokio::test]
@@ -201,5 +201,5 @@ async fn acknowledging_stores_a_task_audits_it_and_moves_the_patient_down() {
         )]),
     );
     assert_eq!(order(&b.get("/").await.body), ["zed", "amy"]);
-    env.console.shutdown().await;
+    env.stop().await;
 }

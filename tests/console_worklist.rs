@@ -211,10 +211,10 @@ async fn worklist_puts_the_critical_patient_first_and_the_offline_hub_before_the
     );
     let mut b = Browser::new(&env);
     assert_eq!(b.login(USER, PASSWORD).await.status, 303);
-    let before = env.console.fhir_requests();
+    let before = env.console().fhir_requests();
     let p = b.get("/").await;
     assert_eq!(p.status, 200, "{}", p.body);
-    let per_page = env.console.fhir_requests() - before;
+    let per_page = env.console().fhir_requests() - before;
     assert_eq!(order(&p.body), ["crit", "offline", "calm"], "{}", p.body);
     assert!(p.body.contains("1 critical unacknowledged"));
     assert!(p.body.contains("38 mg/dL") && p.body.contains("LL"));
@@ -230,16 +230,16 @@ async fn worklist_puts_the_critical_patient_first_and_the_offline_hub_before_the
             &bundle(vec![(glucose(&p, ago(20), 100, None), "urn:uuid:1")]),
         );
     }
-    let before = env.console.fhir_requests();
+    let before = env.console().fhir_requests();
     let p = b.get("/").await;
     assert_eq!(order(&p.body).len(), 23);
     assert_eq!(
-        env.console.fhir_requests() - before,
+        env.console().fhir_requests() - before,
         per_page,
         "one search per resource type"
     );
     assert_eq!(per_page, 5);
-    env.console.shutdown().await;
+    env.stop().await;
 }
 
 #[test]

@@ -22,9 +22,32 @@ pub const PASSWORD: &str = "a long enough test password";
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
-    pub console: Console,
+    pub console: Option<Console>,
     pub base: String,
     pub ca_der: Vec<u8>,
+}
+
+impl Env {
+    /// A console started elsewhere (the demo's), for [`Browser::new`].
+    pub fn for_port(port: u16, ca_der: Vec<u8>) -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            db: PathBuf::new(),
+            console: None,
+            base: format!("https://localhost:{port}"),
+            ca_der,
+        }
+    }
+
+    pub fn console(&self) -> &Console {
+        self.console.as_ref().unwrap()
+    }
+
+    pub async fn stop(self) {
+        if let Some(c) = self.console {
+            c.shutdown().await;
+        }
+    }
 }
 
 pub async fn start() -> Env {
@@ -52,7 +75,7 @@ pub async fn start() -> Env {
     Env {
         dir,
         db,
-        console,
+        console: Some(console),
         base,
         ca_der: ca.cert_der.clone(),
     }

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod demo;
 pub mod fhir;
 mod pages;
 pub mod patient;
