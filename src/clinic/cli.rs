@@ -31,6 +31,15 @@ pub enum ClinicCommand {
     /// The clinicians' console accounts: add, disable, passwd, list.
     #[command(subcommand)]
     User(super::console::cli::UserCommand),
+    /// Benchmarks (figures, never assertions): `bench console`.
+    #[command(subcommand)]
+    Bench(ClinicBench),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClinicBench {
+    /// The console's worklist and patient page on a generated built-in store.
+    Console(super::console::cli::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +126,7 @@ pub fn main() -> ExitCode {
         ClinicCommand::Serve(a) => serve_inner(&a),
         ClinicCommand::Hub(c) => hub(&c),
         ClinicCommand::User(c) => super::console::cli::run(&c),
+        ClinicCommand::Bench(ClinicBench::Console(a)) => super::console::cli::bench(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

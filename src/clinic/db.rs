@@ -779,7 +779,8 @@ impl ReceiverDb {
                 .collect()
         };
         if sort {
-            out.sort_by_key(resource_date);
+            // Each resource's date parsed once, not once per comparison.
+            out.sort_by_cached_key(resource_date);
             if desc {
                 out.reverse();
             }

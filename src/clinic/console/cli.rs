@@ -41,6 +41,31 @@ pub enum UserCommand {
     },
 }
 
+/// `vitals-clinic bench console`: page latency figures on a generated built-in store.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub patients: usize,
+    #[arg(long, default_value_t = 30)]
+    pub days: i64,
+    /// Hours of 15-minute heartbeats stored per hub.
+    #[arg(long, default_value_t = 24)]
+    pub heartbeat_hours: i64,
+    /// Page loads timed per page.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+}
+
+/// Run `bench console`.
+pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
+    super::bench::run(&super::bench::BenchSpec {
+        patients: a.patients.max(1),
+        days: a.days.clamp(1, 30),
+        heartbeat_hours: a.heartbeat_hours.clamp(1, 24 * 30),
+        runs: a.runs.max(1),
+    })
+}
+
 fn open(db: &Path) -> anyhow::Result<UserStore> {
     UserStore::open(db).with_context(|| format!("opening the clinic store {}", db.display()))
 }

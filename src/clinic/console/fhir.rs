@@ -118,15 +118,15 @@ impl FhirClient {
             .and_then(Value::as_u64)
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(0);
-        let resources: Vec<Value> = bundle
-            .get("entry")
-            .and_then(Value::as_array)
-            .map(|es| {
-                es.iter()
-                    .filter_map(|e| e.get("resource").cloned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Moved out of the Bundle, not cloned: a worklist search can hold many thousand.
+        let mut bundle = bundle;
+        let resources: Vec<Value> = match bundle.get_mut("entry").map(Value::take) {
+            Some(Value::Array(es)) => es
+                .into_iter()
+                .filter_map(|mut e| e.get_mut("resource").map(Value::take))
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(Found {
             total: total.max(resources.len()),
             resources,

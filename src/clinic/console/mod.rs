@@ -14,6 +14,7 @@
 //! manages them ([`cli`]).
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod fhir;

@@ -1,7 +1,7 @@
 //! The patient page's data: per measurement kind the 30-day readings (charted as SVG by plotters,
 //! with the alert limits as a band and flagged readings marked), the readings table with their
-//! L/H/LL/HH flags, and the alert timeline with its acknowledgements — from four FHIR searches
-//! (Observation, DetectedIssue, Task, Device) confined to the patient.
+//! L/H/LL/HH flags, and the alert timeline with its acknowledgements — from three FHIR searches
+//! (Observation, DetectedIssue, Task) confined to the patient.
 //!
 //! The limit band is the hub's documented starting points ([`AlertRules::starting_points`]): the
 //! clinic does not yet hold each patient's own limits, and the page says so.
