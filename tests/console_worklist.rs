@@ -238,7 +238,17 @@ async fn worklist_puts_the_critical_patient_first_and_the_offline_hub_before_the
         per_page,
         "one search per resource type"
     );
-    assert_eq!(per_page, 5);
+    assert_eq!(per_page, 6, "five searches and the AuditEvent of the view");
+    let audits = ReceiverDb::open(Some(&env.db))
+        .unwrap()
+        .resources("AuditEvent")
+        .unwrap();
+    let views: Vec<_> = audits
+        .iter()
+        .filter(|a| a["subtype"][0]["code"] == "search-type")
+        .collect();
+    assert_eq!(views.len(), 2, "one per worklist shown");
+    assert_eq!(views[0]["agent"][0]["who"]["identifier"]["value"], USER);
     env.stop().await;
 }
 

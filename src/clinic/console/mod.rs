@@ -432,10 +432,28 @@ async fn logout(
     )
 }
 
-async fn worklist(State(st): State<Shared>, Extension(session): Extension<Session>) -> Response {
+async fn worklist(
+    State(st): State<Shared>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
     let now = jiff::Timestamp::now();
     match worklist::load(&st.fhir, now, &st.settings).await {
-        Ok(rows) => pages::worklist(&session, &rows, now).into_response(),
+        Ok(rows) => {
+            // The worklist shows every patient's latest values: audited like any search.
+            let event = records::audit(
+                records::Action::Worklist,
+                &session.user,
+                peer.ip(),
+                None,
+                None,
+                now,
+            );
+            if let Err(r) = audited(&st, event).await {
+                return r;
+            }
+            pages::worklist(&session, &rows, now).into_response()
+        }
         Err(e) => {
             warn!(error = %e, "Worklist failed.");
             (
@@ -496,7 +514,7 @@ async fn patient_page(
             records::Action::Read,
             &session.user,
             peer.ip(),
-            &id,
+            Some(&id),
             None,
             now,
         ),
@@ -573,7 +591,7 @@ async fn acknowledge(
             records::Action::Acknowledge,
             &session.user,
             peer.ip(),
-            &patient,
+            Some(&patient),
             Some(&task),
             now,
         ),

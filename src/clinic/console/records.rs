@@ -36,6 +36,8 @@ pub enum Action {
     Read,
     /// An alert was acknowledged (a Task created).
     Acknowledge,
+    /// The worklist was shown: a search across every patient (no one patient entity).
+    Worklist,
 }
 
 /// The AuditEvent of `user` from `addr` doing `action` on `patient`'s record (and `what`, the
@@ -44,19 +46,20 @@ pub fn audit(
     action: Action,
     user: &str,
     addr: IpAddr,
-    patient: &str,
+    patient: Option<&str>,
     what: Option<&str>,
     now: jiff::Timestamp,
 ) -> Value {
     let (sub, code) = match action {
         Action::Read => ("read", "R"),
         Action::Acknowledge => ("create", "C"),
+        Action::Worklist => ("search-type", "E"),
     };
-    let mut entity = vec![json!({
+    let mut entity: Vec<Value> = patient.into_iter().map(|patient| json!({
         "what": { "reference": format!("Patient/{patient}") },
         "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person" },
         "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient" }
-    })];
+    })).collect();
     if let Some(w) = what {
         entity.push(json!({
             "what": { "reference": w },
