@@ -67,7 +67,7 @@ pub fn audit(
             "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4", "display": "Domain Resource" }
         }));
     }
-    json!({
+    let mut event = json!({
         "resourceType": "AuditEvent",
         "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "Restful Operation" },
         "subtype": [{ "system": "http://hl7.org/fhir/restful-interaction", "code": sub }],
@@ -83,7 +83,11 @@ pub fn audit(
         "source": {
             "observer": { "display": "vitals-clinic console" },
             "type": [{ "system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "3", "display": "Web Server" }]
-        },
-        "entity": entity
-    })
+        }
+    });
+    // FHIR allows no empty arrays: a worklist view names no patient entity.
+    if let (false, Some(m)) = (entity.is_empty(), event.as_object_mut()) {
+        m.insert("entity".into(), Value::Array(entity));
+    }
+    event
 }
