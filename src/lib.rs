@@ -51,7 +51,7 @@
 //! |---|---|
 //! | [`tech`] | the technician's operations: setup, doctor, status, commission, export, wipe (the radio half — scan, pair, unpair — is [`ble::tech`]) |
 //! | [`sim`] | simulated peripherals: a [`ble::Link`] that behaves like each device profile, for the demo and tests |
-//! | [`clinic`] | the clinic side, binary `vitals-clinic` (cargo feature `clinic`, on by default, off in the hub's Debian package): the hubs' FHIR ingest over mTLS, the registry binding each hub certificate to one hub and one patient, per-request authorisation ([`clinic::authz`], one set of rules), bounds, the authorising front for an external FHIR server (`serve --fhir-base`, [`clinic::front`]), plain HTTP behind a proxy on loopback or a Unix socket, the development PKI; `vitals-hub demo` starts it in process |
+//! | [`clinic`] | the clinic side, binary `vitals-clinic` (cargo feature `clinic`, on by default, off in the hub's Debian package): the hubs' FHIR ingest over mTLS, the registry binding each hub certificate to one hub and one patient, per-request authorisation ([`clinic::authz`], one set of rules), bounds, the authorising front for an external FHIR server (`serve --fhir-base`, [`clinic::front`]), plain HTTP behind a proxy on loopback or a Unix socket, the development PKI, the clinicians' console (`clinic::console`: HTTPS, accounts, worklist and patient pages read through FHIR searches); `vitals-hub demo` starts it in process |
 //! | [`bench`] | the `vitals-hub bench` figures: store, uplink, daemon — never assertions |
 //! | [`cli`] | the `vitals-hub` subcommands: parse, start up once ([`cli`]'s `start`), call the library, print |
 //!

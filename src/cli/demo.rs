@@ -302,11 +302,15 @@ async fn demo(
     .with_context(|| format!("writing {}", config_path.display()))?;
     let cfg = Config::load(&config_path)?;
 
+    let console =
+        crate::clinic::console::demo::start(pki_dir, &receiver_dir.join("receiver.db")).await?;
+
     let tty = std::io::stdout().is_terminal();
     println!("vitals-hub demo — simulated devices, real everything else (NOT FOR PATIENT USE)");
     println!("  clinic receiver: https://localhost:{port}/fhir (mutual TLS, development PKI)");
     println!("  hub config:      {}", config_path.display());
     println!("  devices:         glucose meter (RACP), blood-pressure cuff, pulse oximeter, scale");
+    println!("{}", console.line());
     match args.duration {
         Some(d) => println!("  runs for {} s; Ctrl-C ends it earlier\n", d.as_secs()),
         None => println!("  Ctrl-C ends it\n"),
@@ -370,6 +374,7 @@ async fn demo(
         );
     }
     receiver.shutdown().await;
+    console.console.shutdown().await;
     Ok(())
 }
 

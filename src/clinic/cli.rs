@@ -29,6 +29,18 @@ pub enum ClinicCommand {
     /// The registry of hubs: enroll a hub certificate for one patient, list, revoke.
     #[command(subcommand)]
     Hub(HubCommand),
+    /// The clinicians' console accounts: add, disable, passwd, list.
+    #[command(subcommand)]
+    User(super::console::cli::UserCommand),
+    /// Benchmarks (figures, never assertions): `bench console`.
+    #[command(subcommand)]
+    Bench(ClinicBench),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClinicBench {
+    /// The console's worklist and patient page on a generated built-in store.
+    Console(super::console::cli::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +92,16 @@ pub struct ServeArgs {
     /// File holding the `Authorization` header value sent to --fhir-base (e.g. `Bearer …`).
     #[arg(long, requires = "fhir_base")]
     pub fhir_authorization_file: Option<PathBuf>,
+    /// Also serve the clinicians' console (HTTPS) on this address; needs --db, --console-cert and
+    /// --console-key.
+    #[arg(long, requires_all = ["db", "console_cert", "console_key"])]
+    pub console_listen: Option<SocketAddr>,
+    /// The console's server certificate (PEM): its own, not one from the hub CA.
+    #[arg(long)]
+    pub console_cert: Option<PathBuf>,
+    /// The console's private key (PEM).
+    #[arg(long)]
+    pub console_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +145,8 @@ pub fn main() -> ExitCode {
     let r = match cli.command {
         ClinicCommand::Serve(a) => serve_inner(&a),
         ClinicCommand::Hub(c) => hub(&c),
+        ClinicCommand::User(c) => super::console::cli::run(&c),
+        ClinicCommand::Bench(ClinicBench::Console(a)) => super::console::cli::bench(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,6 +314,7 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             Some(f) => println!("listening {at} (front for {})", f.base()),
             None => println!("listening {at}"),
         }
+        let console = start_console(args).await?;
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
@@ -303,8 +328,35 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             st.bundles, st.created, st.existing, st.rejected, st.forbidden, st.throttled, st.shed, st.tls_failures
         );
         rx.shutdown().await;
+        if let Some(c) = console {
+            c.shutdown().await;
+        }
         Ok(())
     })
+}
+
+/// The console beside the ingest, when `--console-listen` is given.
+async fn start_console(args: &ServeArgs) -> anyhow::Result<Option<super::console::Console>> {
+    let (Some(bind), Some(db), Some(cert), Some(key)) = (
+        args.console_listen,
+        &args.db,
+        &args.console_cert,
+        &args.console_key,
+    ) else {
+        return Ok(None);
+    };
+    let tls =
+        super::console::server_config(cert, key).context("loading the console's TLS files")?;
+    let c = super::console::Console::start(super::console::ConsoleConfig {
+        bind,
+        tls,
+        db_path: db.clone(),
+        worklist: Default::default(),
+    })
+    .await
+    .context("starting the console")?;
+    println!("console https://{}", c.addr());
+    Ok(Some(c))
 }
 
 /// Raise the soft descriptor limit to the hard one: the connection cap, not the default 1,024,

@@ -1,6 +1,7 @@
 //! The clinic's SQLite store: one table of resources (each with the hub that wrote it), conditional
 //! create by identifier (scoped to the writing hub when the registry is enforced), the registry of
-//! hubs (`hubs`) and the security audit trail (`AuditEvent` resources).
+//! hubs (`hubs`) and the security audit trail (`AuditEvent` resources). The FHIR searches the
+//! console reads through, and its creates, are in `search` (a file of its own).
 
 use super::registry::{EnrolError, HubRecord};
 use super::ReceiverError;
@@ -9,6 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+mod search;
+pub use search::{resource_date, SearchError, MAX_SEARCH};
 
 /// Why a transaction was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 
 pub mod authz;
 pub mod cli;
+pub mod console;
 pub mod db;
 pub mod faults;
 pub mod front;

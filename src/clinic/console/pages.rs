@@ -1,0 +1,217 @@
+//! The console's HTML, as maud templates (escaped by default). No script: every action is a form
+//! carrying the session's CSRF token.
+
+use super::auth::Session;
+use super::patient::PatientView;
+use super::worklist::{HubState, Row};
+use jiff::Timestamp;
+use maud::{html, Markup, DOCTYPE};
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
+header{background:#234;color:#fff;padding:.5em 1em;display:flex;justify-content:space-between;align-items:center}\
+header a{color:#fff}main{padding:1em}table{border-collapse:collapse}\
+td,th{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left}\
+.crit{background:#fdd}.chart{max-width:100%}.warn{background:#ffe9c6}.err{color:#a00}.muted{color:#777}";
+
+fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — vitals clinic" }
+                style { (STYLE) }
+            }
+            body {
+                header {
+                    a href="/" { "vitals clinic" }
+                    @if let Some(s) = session {
+                        form method="post" action="/logout" {
+                            span { (s.user) " (" (s.role.as_str()) ") " }
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The login form.
+pub fn login(csrf: &str, error: Option<&str>) -> Markup {
+    page(
+        "Log in",
+        None,
+        html! {
+            h1 { "Log in" }
+            @if let Some(e) = error { p.err role="alert" { (e) } }
+            form method="post" action="/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                p { label { "User " input name="user" autocomplete="username" required; } }
+                p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
+                p { button type="submit" { "Log in" } }
+            }
+        },
+    )
+}
+
+/// A message page (refusals).
+pub fn message(title: &str, text: &str) -> Markup {
+    page(
+        title,
+        None,
+        html! { h1 { (title) } p { (text) } p { a href="/" { "Back" } } },
+    )
+}
+
+/// A duration as "45 s", "5 min", "3 h", "2 d".
+pub fn age(now: Timestamp, t: Timestamp) -> String {
+    let s = now.duration_since(t).as_secs().max(0);
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=5399 => format!("{} min", s / 60),
+        5400..=129_599 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+fn row_class(r: &Row) -> &'static str {
+    if r.critical_unacked > 0 {
+        "crit"
+    } else if r.open.iter().sum::<usize>() > 0 {
+        "warn"
+    } else {
+        ""
+    }
+}
+
+/// The worklist.
+pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
+    page(
+        "Worklist",
+        Some(session),
+        html! {
+            h1 { "Worklist" }
+            @if rows.is_empty() { p.muted { "No patient has data in this clinic yet." } }
+            @else {
+                table #worklist {
+                    thead { tr {
+                        th { "Patient" } th { "Open alerts" } th { "Latest readings" }
+                        th { "Hub" } th { "Days with readings (30 d)" }
+                    } }
+                    tbody {
+                        @for r in rows {
+                            tr class=(row_class(r)) data-patient=(r.patient) {
+                                td { a href={ "/patient/" (r.patient) } { (r.patient) } }
+                                td {
+                                    @if r.critical_unacked > 0 {
+                                        strong { (r.critical_unacked) " critical unacknowledged" } br;
+                                    }
+                                    @let [h, m, l] = r.open;
+                                    @if h + m + l == 0 { span.muted { "none" } }
+                                    @else { (h) " high · " (m) " moderate · " (l) " low" }
+                                }
+                                td {
+                                    @for (kind, (v, flags, t)) in &r.latest {
+                                        div {
+                                            (kind) ": " strong { (v) }
+                                            @if !flags.is_empty() { " " span.err { (flags.join(" ")) } }
+                                            " " span.muted { "(" (age(now, *t)) " ago)" }
+                                        }
+                                    }
+                                    @if r.stale { div.err { "stale: no recent reading" } }
+                                }
+                                td {
+                                    @match &r.hub {
+                                        HubState::Online { last } => {
+                                            "online " span.muted { "(heartbeat " (age(now, *last)) " ago)" }
+                                        }
+                                        HubState::Offline { since } => {
+                                            span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
+                                        }
+                                        HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                    }
+                                }
+                                td { (r.days_with_readings) " (" (r.band()) ")" }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn when(t: Timestamp) -> String {
+    // The clinic's zone (the system's), with the offset shown.
+    t.to_zoned_datetime(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M %:z")
+        .to_string()
+}
+
+/// The patient page: charts, readings, alerts with the acknowledge form.
+pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
+    page(
+        &v.patient,
+        Some(session),
+        html! {
+            h1 { "Patient " (v.patient) }
+            h2 { "Alerts" }
+            @if v.alerts.is_empty() { p.muted { "No alert in the last 30 days." } }
+            @else {
+                table #alerts {
+                    thead { tr { th { "When" } th { "Alert" } th { "Severity" } th { "Acknowledged" } } }
+                    tbody {
+                        @for a in &v.alerts {
+                            tr class=(if a.severity == "high" && a.can_ack { "crit" } else { "" }) data-issue=(a.issue) {
+                                td { (a.at.map(when).unwrap_or_default()) }
+                                td { (a.text) " " span.muted { (a.episode) } }
+                                td { (a.severity) }
+                                td {
+                                    @for (who, at, note) in &a.acks { div { (who) ", " (at) ": " (note) } }
+                                    @if a.can_ack {
+                                        form method="post" action={ "/alert/" (a.issue.trim_start_matches("DetectedIssue/")) "/ack" } {
+                                            input type="hidden" name="csrf" value=(session.csrf);
+                                            input name="note" required maxlength="2000" placeholder="note (required)";
+                                            " " button type="submit" { "Acknowledge" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @for (kind, readings) in &v.kinds {
+                @let band = super::patient::limits(kind, readings);
+                section.kind data-kind=(kind) {
+                    h2 { (kind) " — last 30 days" }
+                    @match super::patient::chart(readings, band, now) {
+                        Ok(svg) => { div.chart data-points=(readings.iter().filter(|r| r.value.is_some()).count()) { (maud::PreEscaped(svg)) } }
+                        Err(e) => { p.err { "chart unavailable: " (e) } }
+                    }
+                    p.muted {
+                        @match band {
+                            Some((lo, hi)) => { "Band: the hub's documented starting limits ("
+                                (lo.map(|x| x.to_string()).unwrap_or_else(|| "—".into())) " to "
+                                (hi.map(|x| x.to_string()).unwrap_or_else(|| "—".into()))
+                                "), not this patient's own. Red dots: flagged readings." }
+                            None => { "No limit band for this kind. Red dots: flagged readings." }
+                        }
+                    }
+                    table.readings {
+                        thead { tr { th { "When" } th { "Value" } th { "Flag" } } }
+                        tbody {
+                            @for r in readings.iter().rev() {
+                                tr { td { (when(r.at)) } td { (r.text) } td.err { (r.flags.join(" ")) } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

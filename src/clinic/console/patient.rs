@@ -1,0 +1,305 @@
+//! The patient page's data: per measurement kind the 30-day readings (charted as SVG by plotters,
+//! with the alert limits as a band and flagged readings marked), the readings table with their
+//! L/H/LL/HH flags, and the alert timeline with its acknowledgements — from three FHIR searches
+//! (Observation, DetectedIssue, Task) confined to the patient.
+//!
+//! The limit band is the hub's documented starting points ([`AlertRules::starting_points`]): the
+//! clinic does not yet hold each patient's own limits, and the page says so.
+
+use super::fhir::{FhirClient, FhirClientError};
+use super::worklist::{
+    episodes, flags_of, is_heartbeat, kind_of, value_text, ACK_CODE, ACK_SYSTEM, PERIOD_DAYS,
+};
+use crate::alerts::rules::AlertRules;
+use crate::clinic::db::{resource_date, MAX_SEARCH};
+use crate::model::Kind;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One reading on the page.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    pub at: Timestamp,
+    pub text: String,
+    /// The charted number (systolic for blood pressure).
+    pub value: Option<f64>,
+    pub flags: Vec<String>,
+}
+
+/// One record of the alert timeline.
+#[derive(Debug, Clone)]
+pub struct AlertEvent {
+    /// `DetectedIssue/<id>`.
+    pub issue: String,
+    pub episode: String,
+    pub at: Option<Timestamp>,
+    pub text: String,
+    pub severity: String,
+    /// The episode's newest record, open and not acknowledged: the one to acknowledge.
+    pub can_ack: bool,
+    /// Acknowledgements of this record: who, when, note.
+    pub acks: Vec<(String, String, String)>,
+}
+
+/// What the patient page shows.
+#[derive(Debug, Clone, Default)]
+pub struct PatientView {
+    pub patient: String,
+    pub kinds: BTreeMap<&'static str, Vec<Reading>>,
+    pub alerts: Vec<AlertEvent>,
+}
+
+fn number(v: &Value) -> Option<f64> {
+    v.get("valueQuantity")
+        .and_then(|q| q.get("value"))
+        .and_then(Value::as_f64)
+        .or_else(|| {
+            v.get("component")?.as_array()?.iter().find_map(|c| {
+                let sys = c
+                    .get("code")?
+                    .get("coding")?
+                    .as_array()?
+                    .iter()
+                    .any(|x| x.get("code").and_then(Value::as_str) == Some("150021"));
+                if sys {
+                    c.get("valueQuantity")?.get("value")?.as_f64()
+                } else {
+                    None
+                }
+            })
+        })
+}
+
+/// The patient page's model from the searches' results.
+pub fn build(
+    patient: &str,
+    observations: &[Value],
+    issues: &[Value],
+    tasks: &[Value],
+) -> PatientView {
+    let mut kinds: BTreeMap<&'static str, Vec<Reading>> = BTreeMap::new();
+    for o in observations.iter().filter(|o| !is_heartbeat(o)) {
+        let (Some(kind), Some(at)) = (kind_of(o), resource_date(o)) else {
+            continue;
+        };
+        kinds.entry(kind).or_default().push(Reading {
+            at,
+            text: value_text(o),
+            value: number(o),
+            flags: flags_of(o),
+        });
+    }
+    for v in kinds.values_mut() {
+        v.sort_by_key(|r| r.at);
+    }
+    let eps = episodes(issues, tasks);
+    let mut alerts: Vec<AlertEvent> = issues
+        .iter()
+        .map(|i| {
+            let id = format!(
+                "DetectedIssue/{}",
+                i.get("id").and_then(Value::as_str).unwrap_or("")
+            );
+            let ep = eps.iter().find(|e| e.current_id == id);
+            let acks = tasks
+                .iter()
+                .filter(|t| {
+                    t.get("focus")
+                        .and_then(|f| f.get("reference"))
+                        .and_then(Value::as_str)
+                        == Some(id.as_str())
+                })
+                .filter_map(|t| {
+                    let n = t.get("note")?.get(0)?;
+                    Some((
+                        n.get("authorString")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        n.get("time")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        n.get("text")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                    ))
+                })
+                .collect();
+            AlertEvent {
+                episode: i
+                    .get("identifier")
+                    .and_then(|x| x.get(1))
+                    .and_then(|x| x.get("value"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                at: resource_date(i),
+                text: i
+                    .get("code")
+                    .and_then(|c| c.get("text"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                severity: i
+                    .get("severity")
+                    .and_then(Value::as_str)
+                    .unwrap_or("low")
+                    .to_owned(),
+                can_ack: ep.is_some_and(|e| e.open && !e.acknowledged),
+                acks,
+                issue: id,
+            }
+        })
+        .collect();
+    alerts.sort_by_key(|a| std::cmp::Reverse(a.at));
+    PatientView {
+        patient: patient.to_owned(),
+        kinds,
+        alerts,
+    }
+}
+
+/// The patient page's searches.
+pub async fn load(
+    fhir: &FhirClient,
+    patient: &str,
+    now: Timestamp,
+) -> Result<PatientView, FhirClientError> {
+    let since = format!("ge{}", now - SignedDuration::from_hours(24 * PERIOD_DAYS));
+    let p = format!("Patient/{patient}");
+    let count = MAX_SEARCH.to_string();
+    let obs = fhir
+        .search(
+            "Observation",
+            &[
+                ("patient", p.clone()),
+                ("date", since.clone()),
+                ("_sort", "date".into()),
+                ("_count", count.clone()),
+            ],
+        )
+        .await?;
+    let issues = fhir
+        .search(
+            "DetectedIssue",
+            &[
+                ("patient", p.clone()),
+                ("date", since),
+                ("_sort", "date".into()),
+                ("_count", count.clone()),
+            ],
+        )
+        .await?;
+    let tasks = fhir
+        .search(
+            "Task",
+            &[
+                ("patient", p),
+                ("code", format!("{ACK_SYSTEM}|{ACK_CODE}")),
+                ("_count", count),
+            ],
+        )
+        .await?;
+    Ok(build(
+        patient,
+        &obs.resources,
+        &issues.resources,
+        &tasks.resources,
+    ))
+}
+
+/// The alert band of a kind (low, high) from the documented starting points, when every reading
+/// is in the unit those are written in.
+pub fn limits(kind: &str, readings: &[Reading]) -> Option<(Option<f64>, Option<f64>)> {
+    let (k, unit) = match kind {
+        "Glucose" => (Kind::Glucose, "mg/dL"),
+        "Blood pressure" => (Kind::Systolic, "mmHg"),
+        "SpO₂" => (Kind::Spo2, "%"),
+        "Pulse" => (Kind::PulseRate, "/min"),
+        "Temperature" => (Kind::BodyTemperature, "Cel"),
+        _ => return None,
+    };
+    if !readings.iter().all(|r| r.text.ends_with(unit)) {
+        return None;
+    }
+    let rules = AlertRules::starting_points();
+    let r = rules.thresholds.get(&k)?;
+    let f = |l: Option<crate::alerts::rules::Limit>| {
+        l.and_then(|l| l.0.to_string().parse::<f64>().ok())
+    };
+    let (lo, hi) = (f(r.low.or(r.critical_low)), f(r.high.or(r.critical_high)));
+    (lo.is_some() || hi.is_some()).then_some((lo, hi))
+}
+
+/// The band's fill colour in the SVG (tests look for it).
+pub const BAND_RGB: (u8, u8, u8) = (0xDC, 0xF0, 0xDC);
+
+/// A 30-day chart of one kind: the band, the line, a dot per reading (flagged ones red).
+pub fn chart(
+    readings: &[Reading],
+    band: Option<(Option<f64>, Option<f64>)>,
+    now: Timestamp,
+) -> Result<String, String> {
+    use plotters::prelude::*;
+    let start = now - SignedDuration::from_hours(24 * PERIOD_DAYS);
+    let x = |t: Timestamp| t.duration_since(start).as_secs_f64() / 86_400.0;
+    let pts: Vec<(f64, f64, bool)> = readings
+        .iter()
+        .filter_map(|r| Some((x(r.at), r.value?, !r.flags.is_empty())))
+        .collect();
+    let mut ys: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    if let Some((lo, hi)) = band {
+        ys.extend(lo);
+        ys.extend(hi);
+    }
+    let (mut y0, mut y1) = ys
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if !y0.is_finite() || !y1.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.1).max(1.0);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 180)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .margin(6)
+            .build_cartesian_2d(0.0..PERIOD_DAYS as f64, y0..y1)
+            .map_err(|e| err(&e))?;
+        if let Some((lo, hi)) = band {
+            let (b, r, g) = BAND_RGB;
+            c.draw_series(std::iter::once(Rectangle::new(
+                [
+                    (0.0, lo.unwrap_or(y0)),
+                    (PERIOD_DAYS as f64, hi.unwrap_or(y1)),
+                ],
+                RGBColor(b, r, g).filled(),
+            )))
+            .map_err(|e| err(&e))?;
+        }
+        c.draw_series(LineSeries::new(
+            pts.iter().map(|p| (p.0, p.1)),
+            RGBColor(0x23, 0x44, 0x66),
+        ))
+        .map_err(|e| err(&e))?;
+        c.draw_series(pts.iter().map(|p| {
+            let col = if p.2 {
+                RGBColor(0xCC, 0, 0)
+            } else {
+                RGBColor(0x23, 0x44, 0x66)
+            };
+            Circle::new((p.0, p.1), if p.2 { 5 } else { 3 }, col.filled())
+        }))
+        .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}

@@ -1,0 +1,93 @@
+//! The FHIR resources the console writes: the acknowledgement of an alert (a `Task` whose focus
+//! is the `DetectedIssue`) and the audit record of every patient view and acknowledgement (an
+//! `AuditEvent` in the IHE BALP style: who, which patient, when, from where, what was done).
+
+use super::worklist::{ACK_CODE, ACK_SYSTEM};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+
+/// The identifier system of console accounts (agents of the AuditEvents, authors of notes).
+pub const USER_SYSTEM: &str = "https://vitals-hub.invalid/fhir/console-user";
+
+/// Longest acknowledgement note.
+pub const MAX_NOTE: usize = 2_000;
+
+/// The acknowledgement of `issue` (`DetectedIssue/<id>`) of `patient` by `user`, with `note`.
+pub fn ack_task(issue: &str, patient: &str, user: &str, note: &str, now: jiff::Timestamp) -> Value {
+    let now = now.to_string();
+    json!({
+        "resourceType": "Task",
+        "status": "completed",
+        "intent": "order",
+        "code": { "coding": [{ "system": ACK_SYSTEM, "code": ACK_CODE, "display": "Acknowledge alert" }] },
+        "focus": { "reference": issue },
+        "for": { "reference": format!("Patient/{patient}") },
+        "authoredOn": now,
+        "lastModified": now,
+        "owner": { "identifier": { "system": USER_SYSTEM, "value": user } },
+        "note": [{ "authorString": user, "time": now, "text": note }]
+    })
+}
+
+/// What an audited access did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A patient page was read.
+    Read,
+    /// An alert was acknowledged (a Task created).
+    Acknowledge,
+    /// The worklist was shown: a search across every patient (no one patient entity).
+    Worklist,
+}
+
+/// The AuditEvent of `user` from `addr` doing `action` on `patient`'s record (and `what`, the
+/// resource created, for an acknowledgement).
+pub fn audit(
+    action: Action,
+    user: &str,
+    addr: IpAddr,
+    patient: Option<&str>,
+    what: Option<&str>,
+    now: jiff::Timestamp,
+) -> Value {
+    let (sub, code) = match action {
+        Action::Read => ("read", "R"),
+        Action::Acknowledge => ("create", "C"),
+        Action::Worklist => ("search-type", "E"),
+    };
+    let mut entity: Vec<Value> = patient.into_iter().map(|patient| json!({
+        "what": { "reference": format!("Patient/{patient}") },
+        "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person" },
+        "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient" }
+    })).collect();
+    if let Some(w) = what {
+        entity.push(json!({
+            "what": { "reference": w },
+            "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object" },
+            "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4", "display": "Domain Resource" }
+        }));
+    }
+    let mut event = json!({
+        "resourceType": "AuditEvent",
+        "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "Restful Operation" },
+        "subtype": [{ "system": "http://hl7.org/fhir/restful-interaction", "code": sub }],
+        "action": code,
+        "recorded": now.to_string(),
+        "outcome": "0",
+        "agent": [{
+            "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP", "display": "information recipient" }] },
+            "who": { "identifier": { "system": USER_SYSTEM, "value": user } },
+            "requestor": true,
+            "network": { "address": addr.to_string(), "type": "2" }
+        }],
+        "source": {
+            "observer": { "display": "vitals-clinic console" },
+            "type": [{ "system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "3", "display": "Web Server" }]
+        }
+    });
+    // FHIR allows no empty arrays: a worklist view names no patient entity.
+    if let (false, Some(m)) = (entity.is_empty(), event.as_object_mut()) {
+        m.insert("entity".into(), Value::Array(entity));
+    }
+    event
+}

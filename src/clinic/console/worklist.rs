@@ -1,0 +1,441 @@
+//! The worklist: one row per patient, sorted by what needs attention — unacknowledged critical
+//! alerts, then other open alerts, then stale data, then hubs offline — built from one FHIR search
+//! per resource type (Patient, Device, Observation, DetectedIssue, Task), never one per patient.
+//!
+//! Pure: FHIR resources and the time in, rows out ([`build`]); [`load`] makes the searches.
+
+use super::fhir::{FhirClient, FhirClientError};
+use crate::clinic::db::{resource_date, MAX_SEARCH};
+use crate::fhir::codes;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The RPM period the days-with-readings count covers.
+pub const PERIOD_DAYS: i64 = 30;
+
+/// Settings of the worklist.
+#[derive(Debug, Clone, Copy)]
+pub struct WorklistSettings {
+    /// The hubs' heartbeat interval.
+    pub heartbeat_interval: SignedDuration,
+    /// A hub is offline after this many intervals without a heartbeat.
+    pub missed_heartbeats: i32,
+    /// A patient's data is stale when the newest reading is older than this.
+    pub stale_after: SignedDuration,
+}
+
+impl Default for WorklistSettings {
+    fn default() -> Self {
+        WorklistSettings {
+            heartbeat_interval: SignedDuration::from_mins(15),
+            missed_heartbeats: 3,
+            stale_after: SignedDuration::from_hours(48),
+        }
+    }
+}
+
+/// The ack code the console writes on its `Task`s.
+pub const ACK_SYSTEM: &str = "https://vitals-hub.invalid/fhir/CodeSystem/console-task";
+pub const ACK_CODE: &str = "acknowledge-alert";
+
+/// A measurement kind's label from an Observation's MDC code.
+pub fn kind_of(obs: &Value) -> Option<&'static str> {
+    let codings = obs.get("code")?.get("coding")?.as_array()?;
+    codings.iter().find_map(|c| {
+        if c.get("system").and_then(Value::as_str) != Some(codes::MDC) {
+            return None;
+        }
+        Some(match c.get("code").and_then(Value::as_str)? {
+            "150020" => "Blood pressure",
+            "150456" => "SpO₂",
+            "149530" | "149546" | "147842" => "Pulse",
+            "188736" => "Weight",
+            "150364" => "Temperature",
+            c if c.starts_with("1601") || c.starts_with("1602") || c.starts_with("1603") => {
+                "Glucose"
+            }
+            _ => return None,
+        })
+    })
+}
+
+/// Whether an Observation is part of a hub's heartbeat (subject = the hub).
+pub fn is_heartbeat(obs: &Value) -> bool {
+    obs.get("identifier")
+        .and_then(Value::as_array)
+        .is_some_and(|ids| {
+            ids.iter()
+                .any(|i| i.get("system").and_then(Value::as_str) == Some(codes::HUB_STATUS_SYSTEM))
+        })
+}
+
+fn quantity(q: &Value) -> Option<String> {
+    let v = q.get("value")?;
+    let unit = q
+        .get("unit")
+        .or_else(|| q.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Some(format!("{v} {unit}").trim_end().to_owned())
+}
+
+/// The value of an Observation as shown (`128/82 mmHg`, `104 mg/dL`).
+pub fn value_text(obs: &Value) -> String {
+    if let Some(q) = obs.get("valueQuantity").and_then(quantity) {
+        return q;
+    }
+    let comps = obs
+        .get("component")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let comp = |code: &str| {
+        comps.iter().find(|c| {
+            c.get("code")
+                .and_then(|x| x.get("coding"))
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|x| x.get("code").and_then(Value::as_str) == Some(code))
+                })
+        })
+    };
+    let num = |c: Option<&Value>| {
+        c.and_then(|c| c.get("valueQuantity"))
+            .and_then(|q| q.get("value"))
+            .map(|v| v.to_string())
+    };
+    match (num(comp("150021")), num(comp("150022"))) {
+        (Some(s), Some(d)) => format!("{s}/{d} mmHg"),
+        _ => obs
+            .get("valueString")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| "—".into()),
+    }
+}
+
+/// The interpretation flags of an Observation (`L`, `H`, `LL`, `HH`), top level and components.
+pub fn flags_of(obs: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut scan = |v: &Value| {
+        if let Some(is) = v.get("interpretation").and_then(Value::as_array) {
+            for i in is {
+                for c in i
+                    .get("coding")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(code) = c.get("code").and_then(Value::as_str) {
+                        if ["L", "H", "LL", "HH"].contains(&code) && !out.iter().any(|x| x == code)
+                        {
+                            out.push(code.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    };
+    scan(obs);
+    for c in obs
+        .get("component")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        scan(c);
+    }
+    out
+}
+
+/// An alert episode: its DetectedIssues (raised, escalated, resolved) in time order.
+#[derive(Debug, Clone)]
+pub struct Episode {
+    pub key: String,
+    pub patient: String,
+    /// The newest record's id (`DetectedIssue/<id>`): what an acknowledgement points at.
+    pub current_id: String,
+    /// high, moderate or low.
+    pub severity: String,
+    pub text: String,
+    pub at: Option<Timestamp>,
+    pub open: bool,
+    pub acknowledged: bool,
+}
+
+fn patient_of(r: &Value) -> Option<String> {
+    r.get("subject")
+        .or_else(|| r.get("patient"))
+        .or_else(|| r.get("for"))
+        .and_then(|s| s.get("reference"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.strip_prefix("Patient/"))
+        .map(str::to_owned)
+}
+
+fn id_of(r: &Value) -> String {
+    r.get("id").and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// Alert episodes from DetectedIssues and the acknowledgement Tasks.
+pub fn episodes(issues: &[Value], tasks: &[Value]) -> Vec<Episode> {
+    let acked: HashSet<String> = tasks
+        .iter()
+        .filter_map(|t| {
+            t.get("focus")
+                .and_then(|f| f.get("reference"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut by_key: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for i in issues {
+        let key = i
+            .get("identifier")
+            .and_then(Value::as_array)
+            .and_then(|ids| {
+                ids.iter().find(|x| {
+                    x.get("system").and_then(Value::as_str) == Some(codes::ALERT_EPISODE_SYSTEM)
+                })
+            })
+            .and_then(|x| x.get("value"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("DetectedIssue/{}", id_of(i)));
+        by_key.entry(key).or_default().push(i);
+    }
+    by_key
+        .into_iter()
+        .filter_map(|(key, mut recs)| {
+            recs.sort_by_key(|r| resource_date(r));
+            let last = *recs.last()?;
+            let text = last
+                .get("code")
+                .and_then(|c| c.get("text"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let current_id = format!("DetectedIssue/{}", id_of(last));
+            Some(Episode {
+                patient: patient_of(last)?,
+                open: !text.starts_with("resolved") && last.get("mitigation").is_none(),
+                acknowledged: acked.contains(&current_id),
+                severity: last
+                    .get("severity")
+                    .and_then(Value::as_str)
+                    .unwrap_or("low")
+                    .to_owned(),
+                at: resource_date(last),
+                current_id,
+                key,
+                text,
+            })
+        })
+        .collect()
+}
+
+/// The hub's state from its newest heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubState {
+    Online {
+        last: Timestamp,
+    },
+    /// Offline since the first heartbeat that did not come.
+    Offline {
+        since: Timestamp,
+    },
+    /// No heartbeat in the period.
+    Unknown,
+}
+
+/// One worklist row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub patient: String,
+    pub critical_unacked: usize,
+    /// Open alerts by severity: high, moderate, low.
+    pub open: [usize; 3],
+    /// Per kind: the latest value, its flags and its time.
+    pub latest: BTreeMap<&'static str, (String, Vec<String>, Timestamp)>,
+    pub stale: bool,
+    pub hub: HubState,
+    /// Days with at least one reading in the period (UTC days).
+    pub days_with_readings: usize,
+}
+
+impl Row {
+    /// RPM billing band of the period's days with readings.
+    pub fn band(&self) -> &'static str {
+        match self.days_with_readings {
+            0..=1 => "under 2",
+            2..=15 => "2–15",
+            _ => "16+",
+        }
+    }
+
+    fn attention(&self) -> (bool, bool, bool, bool) {
+        (
+            self.critical_unacked > 0,
+            self.open.iter().sum::<usize>() > 0,
+            self.stale,
+            matches!(self.hub, HubState::Offline { .. }),
+        )
+    }
+}
+
+/// The rows, most urgent first.
+pub fn build(
+    patients: &[Value],
+    devices: &[Value],
+    observations: &[Value],
+    issues: &[Value],
+    tasks: &[Value],
+    now: Timestamp,
+    s: &WorklistSettings,
+) -> Vec<Row> {
+    let mut rows: HashMap<String, Row> = HashMap::new();
+    let row = |rows: &mut HashMap<String, Row>, p: &str| {
+        rows.entry(p.to_owned()).or_insert_with(|| Row {
+            patient: p.to_owned(),
+            critical_unacked: 0,
+            open: [0; 3],
+            latest: BTreeMap::new(),
+            stale: true,
+            hub: HubState::Unknown,
+            days_with_readings: 0,
+        });
+    };
+    for p in patients {
+        row(&mut rows, &id_of(p));
+    }
+    let device_patient: HashMap<String, String> = devices
+        .iter()
+        .filter_map(|d| Some((format!("Device/{}", id_of(d)), patient_of(d)?)))
+        .collect();
+    let mut days: HashMap<String, HashSet<jiff::civil::Date>> = HashMap::new();
+    let mut heartbeat: HashMap<String, Timestamp> = HashMap::new();
+    let period_start = now - SignedDuration::from_hours(24 * PERIOD_DAYS);
+    for o in observations {
+        // A heartbeat's subject is the hub's Device, whose `patient` says whose hub it is.
+        let Some(at) = resource_date(o) else { continue };
+        let patient = patient_of(o).or_else(|| {
+            o.get("subject")
+                .and_then(|s| s.get("reference"))
+                .and_then(Value::as_str)
+                .and_then(|d| device_patient.get(d).cloned())
+        });
+        let Some(patient) = patient else { continue };
+        row(&mut rows, &patient);
+        if is_heartbeat(o) {
+            let e = heartbeat.entry(patient).or_insert(at);
+            *e = (*e).max(at);
+            continue;
+        }
+        let Some(kind) = kind_of(o) else { continue };
+        if at >= period_start {
+            days.entry(patient.clone())
+                .or_default()
+                .insert(jiff::tz::Offset::UTC.to_datetime(at).date());
+        }
+        if let Some(r) = rows.get_mut(&patient) {
+            let newer = r.latest.get(kind).is_none_or(|(_, _, t)| at > *t);
+            if newer {
+                r.latest.insert(kind, (value_text(o), flags_of(o), at));
+            }
+        }
+    }
+    for e in episodes(issues, tasks) {
+        row(&mut rows, &e.patient);
+        if let Some(r) = rows.get_mut(&e.patient) {
+            if e.open {
+                let i = match e.severity.as_str() {
+                    "high" => 0,
+                    "moderate" => 1,
+                    _ => 2,
+                };
+                if let Some(n) = r.open.get_mut(i) {
+                    *n += 1;
+                }
+                if i == 0 && !e.acknowledged {
+                    r.critical_unacked += 1;
+                }
+            }
+        }
+    }
+    let offline_after = s.heartbeat_interval * s.missed_heartbeats;
+    let mut out: Vec<Row> = rows
+        .into_values()
+        .map(|mut r| {
+            r.days_with_readings = days.get(&r.patient).map_or(0, HashSet::len);
+            r.stale = r
+                .latest
+                .values()
+                .map(|(_, _, t)| *t)
+                .max()
+                .is_none_or(|t| now.duration_since(t) > s.stale_after);
+            r.hub = match heartbeat.get(&r.patient) {
+                None => HubState::Unknown,
+                Some(&last) if now.duration_since(last) > offline_after => HubState::Offline {
+                    since: last + s.heartbeat_interval,
+                },
+                Some(&last) => HubState::Online { last },
+            };
+            r
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.attention()
+            .cmp(&a.attention())
+            .then_with(|| b.critical_unacked.cmp(&a.critical_unacked))
+            .then_with(|| a.patient.cmp(&b.patient))
+    });
+    out
+}
+
+/// The worklist's searches: five requests, whatever the number of patients.
+pub async fn load(
+    fhir: &FhirClient,
+    now: Timestamp,
+    s: &WorklistSettings,
+) -> Result<Vec<Row>, FhirClientError> {
+    let since = (now - SignedDuration::from_hours(24 * PERIOD_DAYS)).to_string();
+    let count = MAX_SEARCH.to_string();
+    let patients = fhir.search("Patient", &[("_count", count.clone())]).await?;
+    let devices = fhir.search("Device", &[("_count", count.clone())]).await?;
+    let obs = fhir
+        .search(
+            "Observation",
+            &[
+                ("date", format!("ge{since}")),
+                ("_sort", "-date".into()),
+                ("_count", count.clone()),
+            ],
+        )
+        .await?;
+    let issues = fhir
+        .search(
+            "DetectedIssue",
+            &[("date", format!("ge{since}")), ("_count", count.clone())],
+        )
+        .await?;
+    let tasks = fhir
+        .search(
+            "Task",
+            &[
+                ("code", format!("{ACK_SYSTEM}|{ACK_CODE}")),
+                ("_count", count),
+            ],
+        )
+        .await?;
+    Ok(build(
+        &patients.resources,
+        &devices.resources,
+        &obs.resources,
+        &issues.resources,
+        &tasks.resources,
+        now,
+        s,
+    ))
+}

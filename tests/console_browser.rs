@@ -1,0 +1,258 @@
+//! The console in a real browser: headless Chromium driven through chromedriver (WebDriver, the
+//! fantoccini client). Logs in, finds the patient with the critical reading at the top of the
+//! worklist, opens the patient page (the chart has one dot per reading and the limit band),
+//! acknowledges the alert, and sees the patient move down; screenshots of the worklist and the
+//! patient page are written to `target/tmp/console-*.png`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them when missing); skips
+//! without them, except under `CI=true`, where it fails.
+
+#![cfg(feature = "clinic")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod console_support;
+use console_support::*;
+use fantoccini::{ClientBuilder, Locator};
+use jiff::{SignedDuration, Timestamp};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn ago(mins: i64) -> Timestamp {
+    Timestamp::now() - SignedDuration::from_mins(mins)
+}
+
+fn find(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+/// chromedriver on a free loopback port; killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn driver(exe: &std::path::Path) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(exe)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Driver { child, port };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not listen on {port}");
+}
+
+async fn rows(c: &fantoccini::Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in c.find_all(Locator::Css("tr[data-patient]")).await.unwrap() {
+        out.push(e.attr("data-patient").await.unwrap().unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
+    let (Some(drv), Some(_)) = (
+        find("chromedriver"),
+        find("chromium").or_else(|| find("chromium-browser")),
+    ) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium and chromium-driver are required under CI=true (.ci/run installs them)"
+        );
+        eprintln!(
+            "skipped: chromium / chromedriver not installed (apt install chromium chromium-driver)"
+        );
+        return;
+    };
+    let env = start().await;
+    let mut e = Vec::new();
+    for (i, (mins, v, f)) in [
+        (5_000, 120, None),
+        (3_000, 180, None),
+        (1_500, 260, Some("H")),
+        (600, 90, None),
+        (10, 40, Some("LL")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        e.push((glucose("zed", ago(mins), v, f), format!("urn:uuid:{i}")));
+    }
+    e.push((
+        alert("zed", "glucose-1", "high", "raised", ago(10)),
+        "urn:uuid:a".into(),
+    ));
+    let e: Vec<(serde_json::Value, &str)> =
+        e.iter().map(|(r, u)| (r.clone(), u.as_str())).collect();
+    ingest(&env.db, "hub-zed", "zed", &bundle(e));
+    ingest(
+        &env.db,
+        "hub-amy",
+        "amy",
+        &bundle(vec![
+            (glucose("amy", ago(30), 200, Some("H")), "urn:uuid:1"),
+            (
+                alert("amy", "glucose-2", "moderate", "raised", ago(30)),
+                "urn:uuid:2",
+            ),
+        ]),
+    );
+    ingest(
+        &env.db,
+        "hub-bob",
+        "bob",
+        &bundle(vec![(glucose("bob", ago(30), 100, None), "urn:uuid:1")]),
+    );
+
+    let d = driver(&drv).await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1000"] }),
+    );
+    // The console's certificate is from a development CA the browser does not know.
+    caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let c = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", d.port))
+        .await
+        .expect("a chromedriver session");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+
+    // No session: the worklist sends the browser to the login page. A wrong password stays there.
+    c.goto(&format!("{}/", env.base)).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    c.find(Locator::Css("input[name=user]"))
+        .await
+        .unwrap()
+        .send_keys(USER)
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("wrong password here")
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(c
+        .source()
+        .await
+        .unwrap()
+        .contains("Wrong user name or password"));
+
+    c.find(Locator::Css("input[name=user]"))
+        .await
+        .unwrap()
+        .send_keys(USER)
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("main button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/");
+    assert_eq!(rows(&c).await, ["zed", "amy", "bob"]);
+    std::fs::write(
+        shots.join("console-worklist.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    c.find(Locator::Css("tr[data-patient=zed] a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/patient/zed");
+    let dots = c
+        .find_all(Locator::Css("section[data-kind=Glucose] svg circle"))
+        .await
+        .unwrap();
+    assert_eq!(dots.len(), 5, "one dot per reading");
+    let (r, g, b) = vitals_hub::clinic::console::patient::BAND_RGB;
+    let svg = c
+        .find(Locator::Css("section[data-kind=Glucose] svg"))
+        .await
+        .unwrap()
+        .html(false)
+        .await
+        .unwrap();
+    assert!(
+        svg.contains(&format!("#{r:02X}{g:02X}{b:02X}")),
+        "the limit band"
+    );
+    std::fs::write(
+        shots.join("console-patient.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    c.find(Locator::Css("input[name=note]"))
+        .await
+        .unwrap()
+        .send_keys("called, ate, fine now")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action$='/ack'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(c.source().await.unwrap().contains("called, ate, fine now"));
+    c.goto(&format!("{}/", env.base)).await.unwrap();
+    assert_eq!(
+        rows(&c).await,
+        ["amy", "zed", "bob"],
+        "acknowledged: below the unacknowledged"
+    );
+    c.close().await.unwrap();
+    env.stop().await;
+}
