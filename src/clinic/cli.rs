@@ -93,8 +93,8 @@ pub struct ServeArgs {
     #[arg(long, requires = "fhir_base")]
     pub fhir_authorization_file: Option<PathBuf>,
     /// Also serve the clinicians' console (HTTPS) on this address; needs --db, --console-cert and
-    /// --console-key.
-    #[arg(long, requires_all = ["db", "console_cert", "console_key"])]
+    /// --console-key. Not with --fhir-base: the console reads the built-in store today.
+    #[arg(long, requires_all = ["db", "console_cert", "console_key"], conflicts_with = "fhir_base")]
     pub console_listen: Option<SocketAddr>,
     /// The console's server certificate (PEM): its own, not one from the hub CA.
     #[arg(long)]

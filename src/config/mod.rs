@@ -322,7 +322,7 @@ impl Config {
                 format!("in [uplink]: {e}"),
                 match key {
                     "base_url" => "the clinic's FHIR base URL, e.g. https://clinic.example/fhir",
-                    "batch_size" => "1 to 50 entries per bundle (the default is 50)",
+                    "batch_size" => "1 to 50 entries per bundle (the default is 40)",
                     "refusal_alert_after_secs" => {
                         "seconds of refused uploads before the hub alerts: 1 to 604800 (a week; the default is 900)"
                     }
