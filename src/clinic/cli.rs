@@ -25,7 +25,7 @@ pub struct ClinicCli {
 pub enum ClinicCommand {
     /// Serve the hubs' FHIR ingest: mutual TLS with enrolled hub certificates only, each hub
     /// confined to its patient.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The registry of hubs: enroll a hub certificate for one patient, list, revoke.
     #[command(subcommand)]
     Hub(HubCommand),
