@@ -249,4 +249,16 @@ fn the_newest_heartbeat_wins_and_the_offline_rule_is_the_worklists() {
     }
     assert_eq!(rows[0].problems, ["1 device battery low"]);
     assert_eq!(rows[0].patient.as_deref(), Some("p"));
+
+    // An enrolled hub (its PhgDevice) with no heartbeat in the period comes before a failing
+    // online hub, and says so.
+    let mut mute = new[0].clone();
+    mute["id"] = "8".into();
+    mute["patient"] = serde_json::json!({ "reference": "Patient/q" });
+    let failing: Vec<_> = resources(beat(&hub, "p", ago(2), Some(3), 70))[1..].to_vec();
+    let rows = fleet::build(&[new[0].clone(), mute], &failing, Timestamp::now(), &set);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].patient.as_deref(), Some("q"));
+    assert_eq!(rows[0].state, HubState::Unknown);
+    assert_eq!(rows[1].problems, ["certificate expires in 3 days"]);
 }

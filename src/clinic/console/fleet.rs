@@ -70,8 +70,9 @@ impl HubRow {
         match self.state {
             // Offline first, the longest offline at the top.
             HubState::Offline { since } => (0, Some(std::cmp::Reverse(since)), 0),
-            _ if !self.problems.is_empty() => (1, None, usize::MAX - self.problems.len()),
-            HubState::Unknown => (2, None, 0),
+            // No heartbeat in the searched period: silent for longer than any offline hub shown.
+            HubState::Unknown => (1, None, 0),
+            _ if !self.problems.is_empty() => (2, None, usize::MAX - self.problems.len()),
             HubState::Online { .. } => (3, None, 0),
         }
     }
@@ -127,8 +128,8 @@ fn is_hub_device(d: &Value) -> bool {
         })
 }
 
-/// The rows, offline hubs first (longest offline at the top), then failing hubs (most problems
-/// first), then hubs without a heartbeat in the period, then healthy ones; by hub within a group.
+/// The rows, offline hubs first (longest offline at the top), then hubs without a heartbeat in
+/// the period, then failing hubs (most problems first), then healthy ones; by hub within a group.
 /// `observations` may hold anything: only heartbeat Observations count, the newest per field.
 pub fn build(
     devices: &[Value],
