@@ -1,8 +1,9 @@
 //! The console in a real browser: headless Chromium driven through chromedriver (WebDriver, the
 //! fantoccini client). Logs in, finds the patient with the critical reading at the top of the
 //! worklist, opens the patient page (the chart has one dot per reading and the limit band),
-//! acknowledges the alert, and sees the patient move down; screenshots of the worklist and the
-//! patient page are written to `target/tmp/console-*.png`.
+//! acknowledges the alert, and sees the patient move down; then opens the fleet page from the
+//! header and finds the hub whose heartbeats stopped first, "offline since". Screenshots of the
+//! worklist, the patient page and the fleet page are written to `target/tmp/console-*.png`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them when missing); skips
 //! without them, except under `CI=true`, where it fails.
@@ -253,6 +254,84 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
         ["amy", "zed", "bob"],
         "acknowledged: below the unacknowledged"
     );
+
+    // The fleet page, from the header: bob's hub stopped sending heartbeats 3 hours ago (offline,
+    // first row); amy's is current.
+    for (hub, p, mins) in [("hub-bob", "bob", 180), ("hub-amy", "amy", 2)] {
+        ingest(&env.db, hub, p, &fleet_heartbeat(hub, p, ago(mins)));
+    }
+    c.find(Locator::Css("header a[href='/fleet']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/fleet");
+    let first = c
+        .find(Locator::Css("#fleet tbody tr:first-child"))
+        .await
+        .unwrap();
+    let text = first.text().await.unwrap();
+    assert!(
+        text.contains("bob") && text.contains("offline since"),
+        "{text}"
+    );
+    let amy = c
+        .find(Locator::XPath(
+            "//table[@id='fleet']//tr[.//a[@href='/patient/amy']]",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(amy.contains("online") && !amy.contains("offline"), "{amy}");
+    std::fs::write(
+        shots.join("console-fleet.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
     c.close().await.unwrap();
     env.stop().await;
+}
+
+/// One heartbeat as the hub builds it (`fhir::heartbeat_bundle`).
+fn fleet_heartbeat(hub: &str, patient: &str, at: Timestamp) -> serde_json::Value {
+    use vitals_hub::fhir::{self, bundle::DeviceStatus, BundleContext, HubInfo, HubStatus};
+    let info = HubInfo {
+        mac: if hub == "hub-bob" {
+            "DC:A6:32:00:00:0B"
+        } else {
+            "DC:A6:32:00:00:0A"
+        }
+        .parse()
+        .unwrap(),
+        manufacturer: "Example RPM Ltd".into(),
+        model: "vitals-hub".into(),
+        software_version: "0.3.1".into(),
+        ntp: true,
+        utc_offset_minutes: 0,
+        zone: None,
+    };
+    let refs = std::collections::HashMap::new();
+    let ctx = BundleContext {
+        patient_id: patient,
+        hub: &info,
+        hub_ref: None,
+        device_refs: &refs,
+        nonce: 1,
+        more_may_follow: false,
+    };
+    let status = HubStatus {
+        at: vitals_hub::model::UtcMillis(at.as_millisecond()),
+        backlog: 3,
+        free_disk_bytes: Some(8 * 1024 * 1024 * 1024),
+        cert_days_left: Some(300),
+        devices: vec![DeviceStatus {
+            ident: fhir::DeviceIdent::BtMac("00:09:1F:80:1A:2B".parse().unwrap()),
+            last_seen_secs: Some(900),
+            battery_percent: Some(64),
+        }],
+    };
+    fhir::heartbeat_bundle(&ctx, &status).unwrap().json
 }

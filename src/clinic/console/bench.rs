@@ -2,10 +2,11 @@
 //! never an assertion. Fills a fresh store with `patients` patients (one hub each), `days` days of
 //! 4 kinds × 4 readings a day, and the hubs' 15-minute heartbeats over the last `heartbeat_hours`;
 //! then times the worklist (its FHIR searches and the rows) and the patient page (its searches and
-//! the SVG charts), and counts the FHIR requests per page.
+//! the SVG charts) and the fleet page (its searches and the rows), and counts the FHIR requests
+//! per page.
 
 use super::fhir::{FhirBase, FhirClient};
-use super::{patient, worklist};
+use super::{fleet, patient, worklist};
 use crate::clinic::db::{ReceiverDb, Scope};
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
@@ -188,6 +189,20 @@ pub fn run(s: &BenchSpec) -> anyhow::Result<()> {
         let (m, p99) = stats(pp);
         println!(
             "patient page (searches + SVG charts): median {:.1} ms, p99 {:.1} ms over {} runs; {per_page} FHIR requests per page",
+            m.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, s.runs
+        );
+        let mut fl = Vec::new();
+        for _ in 0..s.runs {
+            let r0 = fhir.requests();
+            let t = Instant::now();
+            let f = fleet::load(&fhir, now, &set).await?;
+            fl.push(t.elapsed());
+            per_page = fhir.requests() - r0;
+            anyhow::ensure!(f.rows.len() >= s.patients, "{} fleet rows for {} hubs", f.rows.len(), s.patients);
+        }
+        let (m, p99) = stats(fl);
+        println!(
+            "fleet page: median {:.1} ms, p99 {:.1} ms over {} runs; {per_page} FHIR requests per page",
             m.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, s.runs
         );
         Ok(())

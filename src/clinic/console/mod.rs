@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod fhir;
+pub mod fleet;
 mod pages;
 pub mod patient;
 pub mod records;
@@ -220,6 +221,7 @@ async fn accept_loop(
 pub(crate) fn router(state: Shared) -> Router {
     let private = Router::new()
         .route("/", get(worklist))
+        .route("/fleet", get(fleet_page))
         .route("/logout", post(logout))
         .route("/patient/{id}", get(patient_page))
         .route("/alert/{id}/ack", post(acknowledge))
@@ -462,6 +464,16 @@ async fn worklist(
             )
                 .into_response()
         }
+    }
+}
+
+async fn fleet_page(State(st): State<Shared>, Extension(session): Extension<Session>) -> Response {
+    let now = jiff::Timestamp::now();
+    // No AuditEvent for this view: it shows hubs' technical status and patient ids only, no
+    // clinical data (readings, alerts); the views of patient data stay audited.
+    match fleet::load(&st.fhir, now, &st.settings).await {
+        Ok(f) => pages::fleet(&session, &f, now, &st.settings).into_response(),
+        Err(e) => fhir_failed(&e),
     }
 }
 

@@ -2,8 +2,9 @@
 //! carrying the session's CSRF token.
 
 use super::auth::Session;
+use super::fleet::{Fleet, HubRow};
 use super::patient::PatientView;
-use super::worklist::{HubState, Row};
+use super::worklist::{HubState, Row, WorklistSettings};
 use jiff::Timestamp;
 use maud::{html, Markup, DOCTYPE};
 
@@ -26,6 +27,9 @@ fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
             body {
                 header {
                     a href="/" { "vitals clinic" }
+                    @if session.is_some() {
+                        nav { a href="/" { "Worklist" } " · " a href="/fleet" { "Fleet" } }
+                    }
                     @if let Some(s) = session {
                         form method="post" action="/logout" {
                             span { (s.user) " (" (s.role.as_str()) ") " }
@@ -207,6 +211,102 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                         tbody {
                             @for r in readings.iter().rev() {
                                 tr { td { (when(r.at)) } td { (r.text) } td.err { (r.flags.join(" ")) } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn bytes(b: u64) -> String {
+    const GB: u64 = 1024 * 1024 * 1024;
+    if b >= GB {
+        format!("{:.1} GiB", b as f64 / GB as f64)
+    } else {
+        format!("{} MiB", b / (1024 * 1024))
+    }
+}
+
+/// "—" with a short note, for a field this hub's heartbeat did not carry.
+fn absent(note: &str) -> Markup {
+    html! { span.muted title=(note) { "— " small { "(" (note) ")" } } }
+}
+
+fn hub_class(r: &HubRow) -> &'static str {
+    match r.state {
+        HubState::Offline { .. } => "crit",
+        _ if !r.problems.is_empty() => "warn",
+        _ => "",
+    }
+}
+
+/// The fleet page: every hub, offline and failing first.
+pub fn fleet(session: &Session, f: &Fleet, now: Timestamp, s: &WorklistSettings) -> Markup {
+    page(
+        "Fleet",
+        Some(session),
+        html! {
+            h1 { "Fleet" }
+            p.muted {
+                "A hub is offline after " (s.missed_heartbeats) " missed heartbeats (interval "
+                (s.heartbeat_interval.as_mins()) " min). Values are from each hub's newest heartbeat."
+            }
+            @if f.truncated {
+                p.err { "Too many heartbeats in the last 30 days for one search: the oldest are not shown, so a hub silent for long may show \"no heartbeat\"." }
+            }
+            @if f.rows.is_empty() { p.muted { "No hub has sent a heartbeat to this clinic yet." } }
+            @else {
+                table #fleet {
+                    thead { tr {
+                        th { "Hub" } th { "Patient" } th { "State" } th { "Software" }
+                        th { "Upload backlog" } th { "Free disk" } th { "Certificate" }
+                        th { "Devices' batteries" } th { "Problems" }
+                    } }
+                    tbody {
+                        @for r in &f.rows {
+                            tr class=(hub_class(r)) data-hub=(r.hub) {
+                                td { (r.hub) }
+                                td {
+                                    @match &r.patient {
+                                        Some(p) => { a href={ "/patient/" (p) } { (p) } }
+                                        None => { (absent("not enrolled to a patient")) }
+                                    }
+                                }
+                                td.state {
+                                    @match &r.state {
+                                        HubState::Online { last } => {
+                                            "online " span.muted { "(heartbeat " (age(now, *last)) " ago)" }
+                                        }
+                                        HubState::Offline { since } => {
+                                            span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
+                                        }
+                                        HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                    }
+                                }
+                                td { @match &r.software_version { Some(v) => { (v) } None => { (absent("not reported")) } } }
+                                td { @match r.backlog { Some(b) => { (b) " readings" } None => { (absent("not reported")) } } }
+                                td { @match r.free_disk_bytes { Some(b) => { (bytes(b)) } None => { (absent("not reported by this hub")) } } }
+                                td {
+                                    @match r.cert_days_left {
+                                        Some(d) => { (d) " days left" }
+                                        None => { (absent("not reported by this hub")) }
+                                    }
+                                }
+                                td {
+                                    @if r.devices.is_empty() { (absent("no device reported")) }
+                                    @for d in &r.devices {
+                                        div {
+                                            (d.ident) ": "
+                                            @match d.battery_percent { Some(b) => { strong { (b) " %" } } None => { (absent("battery not reported")) } }
+                                            @if let Some(secs) = d.last_seen_secs {
+                                                " " span.muted { "(seen " (age(now, now - jiff::SignedDuration::from_secs(secs))) " before the heartbeat)" }
+                                            }
+                                        }
+                                    }
+                                }
+                                td { @if r.problems.is_empty() { span.muted { "none" } } @else { span.err { (r.problems.join("; ")) } } }
                             }
                         }
                     }

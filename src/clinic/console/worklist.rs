@@ -250,6 +250,20 @@ pub enum HubState {
     Unknown,
 }
 
+/// A hub's state from its newest heartbeat: offline once `missed_heartbeats` intervals passed
+/// without one, "since" the first heartbeat that did not come. The worklist and the fleet page
+/// share this rule.
+pub fn hub_state(last: Option<Timestamp>, now: Timestamp, s: &WorklistSettings) -> HubState {
+    let offline_after = s.heartbeat_interval * s.missed_heartbeats;
+    match last {
+        None => HubState::Unknown,
+        Some(last) if now.duration_since(last) > offline_after => HubState::Offline {
+            since: last + s.heartbeat_interval,
+        },
+        Some(last) => HubState::Online { last },
+    }
+}
+
 /// One worklist row.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -364,7 +378,6 @@ pub fn build(
             }
         }
     }
-    let offline_after = s.heartbeat_interval * s.missed_heartbeats;
     let mut out: Vec<Row> = rows
         .into_values()
         .map(|mut r| {
@@ -375,13 +388,7 @@ pub fn build(
                 .map(|(_, _, t)| *t)
                 .max()
                 .is_none_or(|t| now.duration_since(t) > s.stale_after);
-            r.hub = match heartbeat.get(&r.patient) {
-                None => HubState::Unknown,
-                Some(&last) if now.duration_since(last) > offline_after => HubState::Offline {
-                    since: last + s.heartbeat_interval,
-                },
-                Some(&last) => HubState::Online { last },
-            };
+            r.hub = hub_state(heartbeat.get(&r.patient).copied(), now, s);
             r
         })
         .collect();
