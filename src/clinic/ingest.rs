@@ -156,6 +156,21 @@ pub(crate) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
+/// No processing slot free in time: counted as shed, a 503 with `Retry-After: 5` (the hub backs
+/// off and sends again; nothing was read or stored).
+pub(super) fn busy(shared: &Shared) -> Response<Body> {
+    bump(shared, |s| s.shed += 1);
+    let mut r = fhir_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &outcome("transient", "the clinic is busy; retry later"),
+    );
+    r.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("5"),
+    );
+    r
+}
+
 pub(crate) fn fhir_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
     *r.status_mut() = status;
@@ -1064,18 +1079,7 @@ async fn post(
     .await
     {
         Ok(Ok(p)) => p,
-        _ => {
-            bump(&shared, |s| s.shed += 1);
-            let mut r = fhir_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &outcome("transient", "the clinic is busy; retry later"),
-            );
-            r.headers_mut().insert(
-                hyper::header::RETRY_AFTER,
-                hyper::header::HeaderValue::from_static("5"),
-            );
-            return r;
-        }
+        _ => return busy(&shared),
     };
     let body = match read_body(req, &shared.limits).await {
         Ok(b) => b,

@@ -144,16 +144,7 @@ async fn post(
     )
     .await
     else {
-        bump(shared, |s| s.shed += 1);
-        let mut r = fhir_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &outcome("transient", "the clinic is busy; retry later"),
-        );
-        r.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static("5"),
-        );
-        return r;
+        return crate::clinic::ingest::busy(shared);
     };
     let body = match read_body(req, &shared.limits).await {
         Ok(b) => b,
