@@ -73,6 +73,29 @@ async fn driver(exe: &std::path::Path) -> Driver {
     panic!("chromedriver did not listen on {port}");
 }
 
+/// After a click that navigates (a form's POST and redirect, a link), WebDriver may answer before
+/// the new page is in: wait for it (up to 20 s) instead of reading the old page.
+async fn wait_path(c: &fantoccini::Client, path: &str) {
+    for _ in 0..100 {
+        if c.current_url().await.unwrap().path() == path {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the browser never reached {path}");
+}
+
+/// The same, for a page that stays at its address: wait for `text` in its source.
+async fn wait_source(c: &fantoccini::Client, text: &str) {
+    for _ in 0..100 {
+        if c.source().await.unwrap().contains(text) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the page never showed {text:?}");
+}
+
 async fn rows(c: &fantoccini::Client) -> Vec<String> {
     let mut out = Vec::new();
     for e in c.find_all(Locator::Css("tr[data-patient]")).await.unwrap() {
@@ -173,11 +196,7 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
         .click()
         .await
         .unwrap();
-    assert!(c
-        .source()
-        .await
-        .unwrap()
-        .contains("Wrong user name or password"));
+    wait_source(&c, "Wrong user name or password").await;
 
     c.find(Locator::Css("input[name=user]"))
         .await
@@ -197,7 +216,7 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/");
+    wait_path(&c, "/").await;
     assert_eq!(rows(&c).await, ["zed", "amy", "bob"]);
     std::fs::write(
         shots.join("console-worklist.png"),
@@ -211,7 +230,7 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/patient/zed");
+    wait_path(&c, "/patient/zed").await;
     let dots = c
         .find_all(Locator::Css("section[data-kind=Glucose] svg circle"))
         .await
@@ -247,7 +266,7 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
         .click()
         .await
         .unwrap();
-    assert!(c.source().await.unwrap().contains("called, ate, fine now"));
+    wait_source(&c, "called, ate, fine now").await;
     c.goto(&format!("{}/", env.base)).await.unwrap();
     assert_eq!(
         rows(&c).await,
@@ -266,7 +285,7 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/fleet");
+    wait_path(&c, "/fleet").await;
     let first = c
         .find(Locator::Css("#fleet tbody tr:first-child"))
         .await
