@@ -107,7 +107,14 @@ async fn world(uid: u32, gid: u32) -> World {
 
 /// The daemon as systemd starts it: `vitals-hub run` as the service user.
 fn daemon(w: &World, config: &Path, uid: u32, gid: u32) -> std::process::Child {
-    let mut cmd: Command = hub_command();
+    // The service user may not be able to reach the build's binary (a checkout under a 0700
+    // directory): it runs a copy in the world's directory, which it can reach.
+    let exe = w.dir.path().join("vitals-hub");
+    if !exe.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_vitals-hub"), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = Command::new(&exe);
     cmd.args(["run", "--config"])
         .arg(config)
         .env("VITALS_HUB_LOG", "info")
