@@ -16,7 +16,7 @@ target=${DEB_COPYRIGHT_TARGET:-aarch64-unknown-linux-gnu}
 tmp=$(mktemp)
 trap 'rm -f "$tmp" "$tmp.tree" "$tmp.meta"' EXIT
 
-cargo tree --locked -e normal,no-proc-macro --prefix none -f '{p}' --target "$target" -p vitals-hub |
+cargo tree --locked --no-default-features -e normal,no-proc-macro --prefix none -f '{p}' --target "$target" -p vitals-hub |
     sed 's/ (.*)$//' | sort -u >"$tmp.tree"
 cargo metadata --locked --format-version 1 >"$tmp.meta"
 
@@ -87,6 +87,7 @@ texts = {
     "BSD-3-Clause": first_file("subtle", ["LICENSE"]),
     "Zlib": first_file("foldhash", ["LICENSE"]),
     "Unicode-3.0": first_file("unicode-ident", ["LICENSE-UNICODE"]),
+    "BSL-1.0": first_file("ryu", ["LICENSE-BOOST"]),
     "Unlicense": first_file("memchr", ["UNLICENSE"]),
     "0BSD": first_file("adler2", ["LICENSE-0BSD"]),
     "Apache-2.0-with-LLVM-exception": llvm_exception(),
