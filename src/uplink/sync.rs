@@ -1046,5 +1046,6 @@ pub fn phd_device_info(
     )
 }
 
-#[cfg(test)]
+// Against the clinic's receiver: built with the `clinic` feature (the default).
+#[cfg(all(test, feature = "clinic"))]
 mod tests;

@@ -377,7 +377,8 @@ pub fn client_config(
     Ok(cfg)
 }
 
-#[cfg(test)]
+// Built against certificates from the clinic's dev CA: the `clinic` feature (the default).
+#[cfg(all(test, feature = "clinic"))]
 mod tests {
     use super::*;
     use crate::model::Clock;
