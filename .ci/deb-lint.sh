@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The maintainer scripts in packaging/debian/ and the CI scripts: `sh -n`, then shellcheck
+# The maintainer scripts in packaging/debian/ (the hub) and packaging/clinic/debian/ (the clinic), and the CI scripts: `sh -n`, then shellcheck
 # (Debian's package, installed when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +12,14 @@ if ! command -v shellcheck >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends shellcheck
 fi
 
-for f in packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm; do
+scripts=()
+for pkg in packaging/debian packaging/clinic/debian; do
+    scripts+=("$pkg/postinst" "$pkg/prerm" "$pkg/postrm")
+done
+for f in "${scripts[@]}"; do
     sh -n "$f"
     grep -q '^#DEBHELPER#$' "$f" || { echo "$f lacks the #DEBHELPER# token" >&2; exit 1; }
 done
-shellcheck -s sh packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm
+shellcheck -s sh "${scripts[@]}"
 shellcheck .ci/run .ci/*.sh
 echo "-- maintainer scripts and CI scripts: sh -n and shellcheck clean ($(shellcheck --version | sed -n 's/^version: //p'))"
