@@ -210,7 +210,7 @@ impl ReceiverDb {
             .get("resourceType")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if !["Task", "AuditEvent"].contains(&ty) {
+        if !["Task", "AuditEvent", "ServiceRequest"].contains(&ty) {
             return Err(SearchError::Type(ty.to_owned()));
         }
         let patient_ref = |v: Option<&Value>| {
@@ -221,6 +221,7 @@ impl ReceiverDb {
         };
         let patient = match ty {
             "Task" => patient_ref(resource.get("for")),
+            "ServiceRequest" => patient_ref(resource.get("subject")),
             _ => resource
                 .get("entity")
                 .and_then(Value::as_array)
