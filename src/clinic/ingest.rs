@@ -341,6 +341,11 @@ impl Receiver {
     }
 
     /// Enrol a hub certificate in this clinic's store, effective at once.
+    /// Create a resource as the console does (`Task`, `AuditEvent`, `ServiceRequest`): its id.
+    pub fn create_console_resource(&self, resource: &Value) -> Option<String> {
+        self.with_db(|d| Some(d.create_console(resource).ok()))
+    }
+
     pub fn enroll(&self, rec: &HubRecord) -> Result<(), super::registry::EnrolError> {
         let mut d = self
             .shared
