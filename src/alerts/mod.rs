@@ -839,6 +839,46 @@ mod tests {
     }
 
     #[test]
+    fn a_change_of_limits_resolves_what_no_longer_holds() {
+        let glucose = |mg: i64| {
+            Reading::new(
+                Kind::Glucose,
+                crate::model::Value::Number(crate::model::Decimal::new(mg, 0)),
+                Unit::MgPerDl,
+            )
+        };
+        let mut e = Engine::new();
+        let r = rules();
+        let raised = e.observe(&r, UtcMillis(0), &glucose(300), "1");
+        assert_eq!(raised.len(), 1);
+        e.observe(&r, UtcMillis(H), &glucose(280), "2");
+        let overdue = e.tick(&r, UtcMillis(40 * H), &status(None, Some(0), None, false), false);
+        assert_eq!(overdue.len(), 1);
+        // Still above a high of 270: stays open. No schedule any more: overdue resolves.
+        let mut still = AlertRules::starting_points();
+        if let Some(g) = still.thresholds.get_mut(&Kind::Glucose) {
+            g.high = Some(Limit(crate::model::Decimal::new(270, 0)));
+        }
+        let ev = e.limits_changed(&still, UtcMillis(41 * H));
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(matches!(ev[0].subject, Subject::Overdue { .. }));
+        assert!(e.is_open(Kind::Glucose));
+        // 280 is within a high of 300: resolves with "limits changed".
+        let mut wider = AlertRules::starting_points();
+        if let Some(g) = wider.thresholds.get_mut(&Kind::Glucose) {
+            g.high = Some(Limit(crate::model::Decimal::new(300, 0)));
+        }
+        let ev = e.limits_changed(&wider, UtcMillis(42 * H));
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].transition, Transition::Resolved);
+        assert_eq!(ev[0].episode, raised[0].episode);
+        assert!(ev[0].detail.contains("limits changed"), "{}", ev[0].detail);
+        assert!(!e.is_open(Kind::Glucose));
+        // Nothing open: nothing to resolve.
+        assert!(e.limits_changed(&r, UtcMillis(43 * H)).is_empty());
+    }
+
+    #[test]
     fn overdue_names_the_cause() {
         assert_eq!(
             cause_after(status(Some(0), Some(0), Some(80), false), true),
