@@ -241,4 +241,12 @@ async fn the_hub_applies_its_patients_limits_and_refuses_the_rest() {
     );
     assert_eq!(high_of(&after.rules), Some(Limit(Decimal::new(160, 0))));
     assert_eq!(after.rules.local_command.as_deref(), Some("/bin/true"));
+    // What `status` and `doctor` show.
+    let shown = vitals_hub::uplink::limits::shown(&store).await.unwrap();
+    let text = shown.to_string();
+    assert!(text.starts_with("clinic version 3, applied "), "{text}");
+    assert!(
+        text.contains("last refused: clinic alert limits version 2 refused"),
+        "{text}"
+    );
 }

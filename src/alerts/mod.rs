@@ -852,7 +852,12 @@ mod tests {
         let raised = e.observe(&r, UtcMillis(0), &glucose(300), "1");
         assert_eq!(raised.len(), 1);
         e.observe(&r, UtcMillis(H), &glucose(280), "2");
-        let overdue = e.tick(&r, UtcMillis(40 * H), &status(None, Some(0), None, false), false);
+        let overdue = e.tick(
+            &r,
+            UtcMillis(40 * H),
+            &status(None, Some(0), None, false),
+            false,
+        );
         assert_eq!(overdue.len(), 1);
         // Still above a high of 270: stays open. No schedule any more: overdue resolves.
         let mut still = AlertRules::starting_points();

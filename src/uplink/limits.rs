@@ -349,3 +349,55 @@ impl super::Uplink {
         Ok(offer)
     }
 }
+
+/// The limits in force as `status` and `doctor` show them (read from the store, read-only).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Shown {
+    /// `clinic` or `hub.toml`.
+    pub source: String,
+    /// The clinic's version in force, if any.
+    pub version: Option<u32>,
+    /// When it was applied.
+    pub applied_at: Option<UtcMillis>,
+    /// The newest refusal since then (`alert_limits_refused` event detail), if any.
+    pub last_refusal: Option<String>,
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.version, self.applied_at) {
+            (Some(v), Some(at)) => write!(f, "clinic version {v}, applied {}", at.to_rfc3339())?,
+            _ => f.write_str("hub.toml [alerts] (the clinic has sent no version)")?,
+        }
+        if let Some(r) = &self.last_refusal {
+            write!(f, "; last refused: {r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `status` and `doctor` show: the stored version (not re-validated here: the daemon does
+/// that at start and says so with an `alert_limits_unusable` event) and the newest refusal.
+pub async fn shown(store: &Store) -> Result<Shown, StoreError> {
+    let stored = store.alert_limits().await?;
+    let applied_at = stored.as_ref().map(|s| s.applied_at);
+    let last_refusal = store
+        .events(1000)
+        .await?
+        .into_iter()
+        .find(|e| e.kind == "alert_limits_refused" || e.kind == "alert_limits_changed")
+        // The newest of the two: a refusal after the last change.
+        .filter(|e| e.kind == "alert_limits_refused")
+        .map(|e| e.detail);
+    Ok(Shown {
+        source: if stored.is_some() {
+            "clinic"
+        } else {
+            "hub.toml"
+        }
+        .into(),
+        version: stored.as_ref().map(|s| s.version),
+        applied_at,
+        last_refusal,
+    })
+}
