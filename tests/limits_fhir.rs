@@ -158,3 +158,53 @@ fn a_hostile_service_request_is_refused_with_the_element_named() {
     let e = LimitsVersion::from_service_request(&many).unwrap_err();
     assert!(e.to_string().contains("more than 32 schedules"), "{e}");
 }
+
+#[test]
+fn the_acknowledgement_is_golden_and_reads_back() {
+    use vitals_hub::fhir::limits::{ack_bundle, read_ack, LimitsAck};
+    let hub = vitals_hub::fhir::HubInfo {
+        mac: "02:00:5E:10:00:02".parse().unwrap(),
+        manufacturer: "Vitals".into(),
+        model: "Hub".into(),
+        software_version: "0.1.0".into(),
+        ntp: true,
+        utc_offset_minutes: 0,
+        zone: None,
+    };
+    let refs = std::collections::HashMap::new();
+    let ctx = vitals_hub::fhir::BundleContext {
+        patient_id: "RPM-000123",
+        hub: &hub,
+        hub_ref: None,
+        device_refs: &refs,
+        nonce: 7,
+        more_may_follow: false,
+    };
+    let ack = LimitsAck {
+        patient_id: "RPM-000123".into(),
+        version: 3,
+        at: UtcMillis::parse_rfc3339("2026-12-07T08:00:05Z").unwrap(),
+        rejected: Some("alerts.thresholds.glucose: low 300 must be below high 180".into()),
+    };
+    let built = ack_bundle(&ctx, &ack).unwrap();
+    let text = serde_json::to_string_pretty(&built.json).unwrap() + "\n";
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/fhir/bundle-alert-limits-ack.json");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() || !path.exists() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "UPDATE_GOLDEN=1 rewrites {}",
+        path.display()
+    );
+    let obs = &built.json["entry"][1]["resource"];
+    let (patient, version, applied, at, reason) = read_ack(obs).unwrap();
+    assert_eq!(
+        (patient.as_str(), version, applied),
+        ("RPM-000123", 3, false)
+    );
+    assert_eq!(at, "2026-12-07T08:00:05.000+00:00");
+    assert!(reason.unwrap().contains("low 300"));
+}

@@ -126,6 +126,18 @@ async fn the_hub_applies_its_patients_limits_and_refuses_the_rest() {
         .unwrap()
         .alerts;
     assert_eq!(raised.len(), 1, "{raised:?}");
+    // The acknowledgement reaches the clinic once: "applied on the hub at …".
+    assert!(up.send_limits_ack().await.unwrap());
+    assert!(!up.send_limits_ack().await.unwrap(), "sent once");
+    let acks = |rx: &vitals_hub::receiver::Receiver| -> Vec<_> {
+        rx.resources("Observation")
+            .iter()
+            .filter_map(vitals_hub::fhir::limits::read_ack)
+            .collect()
+    };
+    let a = acks(&rx);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!((a[0].0.as_str(), a[0].1, a[0].2), (PATIENT, 1, true));
     // Polled again: nothing changes.
     assert_eq!(
         up.sync_limits().await.unwrap(),
@@ -152,6 +164,18 @@ async fn the_hub_applies_its_patients_limits_and_refuses_the_rest() {
     assert_eq!(
         high_of(&ingest.rules().await),
         Some(Limit(Decimal::new(180, 0)))
+    );
+    // "rejected by the hub: reason" reaches the clinic.
+    assert!(up.send_limits_ack().await.unwrap());
+    let a = acks(&rx);
+    let rejected = a.iter().find(|x| x.1 == 2).unwrap();
+    assert!(!rejected.2);
+    assert!(
+        rejected
+            .4
+            .as_deref()
+            .is_some_and(|r| r.contains("low 300 must be below high 180")),
+        "{rejected:?}"
     );
     let report = up.limits_report().unwrap();
     assert!(matches!(report.in_force, Source::Clinic { version: 1, .. }));

@@ -136,13 +136,20 @@ async fn sigkill_while_applying_limits_leaves_the_old_or_the_new_set() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
         signal(&child, "KILL");
-        assert!(wait_exit(&mut child, 10).is_some(), "kill {i}: still running");
+        assert!(
+            wait_exit(&mut child, 10).is_some(),
+            "kill {i}: still running"
+        );
         let (v, rules) = limits_in_force(&w, &hub).await;
         if v == old {
             assert_eq!(rules, old_rules, "kill {i}: version {v:?} but not its set");
             kept += 1;
         } else {
-            assert_eq!(v, Some(i), "kill {i}: neither the old nor the newest version");
+            assert_eq!(
+                v,
+                Some(i),
+                "kill {i}: neither the old nor the newest version"
+            );
             assert_eq!(
                 rules,
                 merged_with_hub(&sent(i), &hub),
@@ -165,7 +172,9 @@ async fn sigkill_while_applying_limits_leaves_the_old_or_the_new_set() {
     sc.patient_id = Some(PATIENT.into());
     let ro = sc.read_only();
     loop {
-        let store = Store::open(ro.clone(), Arc::new(SystemClock)).await.unwrap();
+        let store = Store::open(ro.clone(), Arc::new(SystemClock))
+            .await
+            .unwrap();
         let v = store.alert_limits().await.unwrap().map(|s| s.version);
         store.close().await;
         if v == Some(newest) {

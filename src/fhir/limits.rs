@@ -474,6 +474,113 @@ fn read_limits(ext: &Json) -> Result<(u32, AlertRules), LimitsError> {
     Ok((version, rules))
 }
 
+/// The hub's acknowledgement of a limits version: applied at `at`, or rejected for `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsAck {
+    pub patient_id: String,
+    pub version: u32,
+    pub at: UtcMillis,
+    /// `None`: applied. `Some(reason)`: rejected.
+    pub rejected: Option<String>,
+}
+
+/// The `code` of the acknowledgement Observation (hub-status code system).
+pub const ACK_CODE: &str = "alert-limits";
+
+/// The acknowledgement as a transaction Bundle: the PhgDevice and one hub-status Observation
+/// (subject = the hub, like the heartbeat's) with `code` hub-status `alert-limits`, `focus` the
+/// limits version by identifier (`<patient>-v<version>`), `valueString` `applied` or `rejected`,
+/// `effectiveDateTime` when, and for a rejection the reason in `note`. Conditional create on
+/// `<hub>-hub-status-alert-limits-v<version>-<applied|rejected>`: sending it again is harmless.
+pub fn ack_bundle(
+    ctx: &super::BundleContext<'_>,
+    ack: &LimitsAck,
+) -> Result<super::BuiltBundle, super::FhirError> {
+    use super::bundle::{coding, entry, new_builder, EntryInfo, EntryKind};
+    let ctx = super::BundleContext {
+        hub_ref: None,
+        ..ctx.clone()
+    };
+    let mut b = new_builder(&ctx);
+    let hub_id = super::Eui64::from_eui48(ctx.hub.mac).compact();
+    let outcome = if ack.rejected.is_some() {
+        "rejected"
+    } else {
+        "applied"
+    };
+    let ident = format!("{hub_id}-hub-status-{ACK_CODE}-v{}-{outcome}", ack.version);
+    let mut m = Map::new();
+    m.insert("resourceType".into(), json!("Observation"));
+    m.insert(
+        "identifier".into(),
+        json!([{ "system": codes::HUB_STATUS_SYSTEM, "value": ident }]),
+    );
+    m.insert("status".into(), json!("final"));
+    m.insert(
+        "code".into(),
+        json!({ "coding": [coding(codes::HUB_STATUS_SYSTEM, ACK_CODE, Some("Alert limits version on the hub"))] }),
+    );
+    m.insert("subject".into(), json!({ "reference": b.hub_ref }));
+    m.insert(
+        "focus".into(),
+        json!([{ "identifier": {
+            "system": LIMITS_IDENTIFIER_SYSTEM,
+            "value": format!("{}-v{}", ack.patient_id, ack.version),
+        } }]),
+    );
+    m.insert(
+        "effectiveDateTime".into(),
+        json!(super::format_instant(ack.at, 0, true)?),
+    );
+    m.insert("valueString".into(), json!(outcome));
+    if let Some(r) = &ack.rejected {
+        m.insert("note".into(), json!([{ "text": r }]));
+    }
+    m.insert("device".into(), json!({ "reference": b.hub_ref }));
+    let url = b.urn();
+    let cond = super::identifier::if_none_exist(codes::HUB_STATUS_SYSTEM, &ident);
+    b.push(
+        entry(&url, Json::Object(m), "Observation", cond),
+        EntryInfo {
+            kind: EntryKind::HubStatus,
+            tags: vec![],
+            identifier: ident,
+        },
+    );
+    Ok(b.finish(0, Vec::new()))
+}
+
+/// Of a hub's acknowledgement Observations, the newest for `patient_id`: (version, applied?,
+/// when, reason) — what the console shows as "applied on the hub at …" / "rejected: reason".
+pub fn read_ack(obs: &Json) -> Option<(String, u32, bool, String, Option<String>)> {
+    let coded = obs
+        .pointer("/code/coding")
+        .and_then(Json::as_array)?
+        .iter()
+        .any(|c| {
+            c.get("system").and_then(Json::as_str) == Some(codes::HUB_STATUS_SYSTEM)
+                && c.get("code").and_then(Json::as_str) == Some(ACK_CODE)
+        });
+    if !coded {
+        return None;
+    }
+    let focus = obs
+        .pointer("/focus/0/identifier/value")
+        .and_then(Json::as_str)?;
+    let (patient, v) = focus.rsplit_once("-v")?;
+    let version: u32 = v.parse().ok()?;
+    let applied = obs.get("valueString").and_then(Json::as_str) == Some("applied");
+    let at = obs
+        .get("effectiveDateTime")
+        .and_then(Json::as_str)?
+        .to_owned();
+    let reason = obs
+        .pointer("/note/0/text")
+        .and_then(Json::as_str)
+        .map(str::to_owned);
+    Some((patient.to_owned(), version, applied, at, reason))
+}
+
 /// The clinic's part of a hub's rules merged with the hub's own: the clinic's thresholds,
 /// weight-gain rules, schedules and suppression window; the hub's `local_command` and timeout.
 pub fn merged_with_hub(clinic: &AlertRules, hub: &AlertRules) -> AlertRules {

@@ -152,6 +152,9 @@ pub struct Applier {
     patient_id: String,
     current: InForce,
     refused: Option<(Option<u32>, String)>,
+    refused_at: UtcMillis,
+    /// The acknowledgement last delivered to the clinic (`<version>-<applied|rejected>`).
+    acked: Option<String>,
 }
 
 impl Applier {
@@ -170,6 +173,34 @@ impl Applier {
             patient_id,
             current,
             refused: None,
+            refused_at: UtcMillis(0),
+            acked: None,
+        }
+    }
+
+    /// The acknowledgement due: the refusal of a named version since the last change, else the
+    /// clinic version in force; `None` when there is nothing to acknowledge.
+    pub fn ack(&self) -> Option<crate::fhir::limits::LimitsAck> {
+        match (&self.refused, &self.current.source) {
+            (Some((Some(v), reason)), _) => Some(crate::fhir::limits::LimitsAck {
+                patient_id: self.patient_id.clone(),
+                version: *v,
+                at: self.refused_at,
+                rejected: Some(reason.clone()),
+            }),
+            (
+                _,
+                Source::Clinic {
+                    version,
+                    applied_at,
+                },
+            ) => Some(crate::fhir::limits::LimitsAck {
+                patient_id: self.patient_id.clone(),
+                version: *version,
+                at: *applied_at,
+                rejected: None,
+            }),
+            _ => None,
         }
     }
 
@@ -201,7 +232,7 @@ impl Applier {
                 })
             }
             Ok(Some(v)) => v,
-            Err(e) => return self.refuse(named, e.to_string()).await,
+            Err(e) => return self.refuse(named, e.to_string(), now).await,
         };
         let text = resource.to_string();
         self.store.set_alert_limits(v.version, text, now).await?;
@@ -224,7 +255,12 @@ impl Applier {
         Ok(Offer::Applied { version: v.version })
     }
 
-    async fn refuse(&mut self, version: Option<u32>, reason: String) -> Result<Offer, StoreError> {
+    async fn refuse(
+        &mut self,
+        version: Option<u32>,
+        reason: String,
+        now: UtcMillis,
+    ) -> Result<Offer, StoreError> {
         let again = self.refused.as_ref() == Some(&(version, reason.clone()));
         if !again {
             warn!(version = ?version, "Clinic alert limits refused.");
@@ -237,6 +273,7 @@ impl Applier {
                 )
                 .await?;
             self.refused = Some((version, reason.clone()));
+            self.refused_at = now;
         }
         Ok(Offer::Refused { version, reason })
     }
@@ -326,6 +363,43 @@ impl super::Uplink {
     /// What the hub reports about the clinic's limits, if the applier is wired.
     pub fn limits_report(&self) -> Option<Report> {
         self.limits.as_ref().map(Applier::report)
+    }
+
+    /// Deliver the acknowledgement due ([`Applier::ack`]) if it was not delivered yet: `true` when
+    /// one was sent now. Offline it waits: the next call after the link returns sends it, with the
+    /// time the version was applied or refused.
+    pub async fn send_limits_ack(&mut self) -> Result<bool, super::UplinkError> {
+        let Some(ack) = self.limits.as_ref().and_then(Applier::ack) else {
+            return Ok(false);
+        };
+        let key = format!(
+            "{}-{}",
+            ack.version,
+            if ack.rejected.is_some() {
+                "rejected"
+            } else {
+                "applied"
+            }
+        );
+        if self.limits.as_ref().and_then(|a| a.acked.as_deref()) == Some(key.as_str()) {
+            return Ok(false);
+        }
+        let (hub_ref, refs) = self.refs().await?;
+        let ctx = crate::fhir::BundleContext {
+            patient_id: &self.cfg.patient_id,
+            hub: &self.hub,
+            hub_ref: hub_ref.as_deref(),
+            device_refs: &refs,
+            nonce: self.random_u64(),
+            more_may_follow: false,
+        };
+        let built = crate::fhir::limits::ack_bundle(&ctx, &ack)
+            .map_err(|e| super::UplinkError::Config(e.to_string()))?;
+        self.post_split(&built).await?;
+        if let Some(a) = self.limits.as_mut() {
+            a.acked = Some(key);
+        }
+        Ok(true)
     }
 
     /// Fetch the clinic's current limits version and offer it to the applier (none wired: no-op).

@@ -1001,6 +1001,9 @@ impl Uplink {
                 if let Err(e) = self.sync_limits().await {
                     debug!(error = %e, "The clinic's alert limits could not be fetched.");
                 }
+                if let Err(e) = self.send_limits_ack().await {
+                    debug!(error = %e, "The alert limits acknowledgement could not be sent.");
+                }
             }
             let idle = matches!(step, Ok(Step::Idle));
             let wait = match step {
