@@ -78,7 +78,16 @@ impl ReceiverDb {
     /// per search, whatever the number of patients.
     pub fn search(&self, ty: &str, params: &[(String, String)]) -> Result<Value, SearchError> {
         const SUPPORTED: &str = "patient, date, code, _sort, _count (and _id for Patient)";
-        if !["Patient", "Observation", "DetectedIssue", "Device", "Task"].contains(&ty) {
+        if ![
+            "Patient",
+            "Observation",
+            "DetectedIssue",
+            "Device",
+            "Task",
+            "ServiceRequest",
+        ]
+        .contains(&ty)
+        {
             return Err(SearchError::Type(ty.to_owned()));
         }
         let bad = |param: &str, value: &str, why: &str| SearchError::Value {
