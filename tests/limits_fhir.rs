@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 //! The alert-limits `ServiceRequest` (src/fhir/limits.rs) as a golden file that `.ci/validate_fhir.py`
 //! checks with the independent FHIR models, and read back through the same code the hub uses.
 

@@ -1022,10 +1022,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
                         .into_iter()
                         .filter(|r| {
                             r.get("status").and_then(Value::as_str) == Some("active")
-                                && crate::uplink::limits::version_of(r).is_some()
+                                && crate::fhir::limits::version_of(r).is_some()
                         })
                         .collect();
-                    let current = crate::uplink::limits::current_of(&serde_json::json!({
+                    let current = crate::fhir::limits::current_of(&serde_json::json!({
                         "resourceType": "Bundle", "entry": limits.into_iter()
                             .map(|r| serde_json::json!({ "resource": r })).collect::<Vec<_>>(),
                     }))

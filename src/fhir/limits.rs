@@ -581,6 +581,39 @@ pub fn read_ack(obs: &Json) -> Option<(String, u32, bool, String, Option<String>
     Some((patient.to_owned(), version, applied, at, reason))
 }
 
+/// The `version` a limits `ServiceRequest` claims, without checking anything else.
+pub fn version_of(sr: &Json) -> Option<u32> {
+    sr.get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Json::as_str) == Some(LIMITS_EXTENSION))?
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|p| p.get("url").and_then(Json::as_str) == Some("version"))?
+        .get("valueInteger")?
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+}
+
+/// Of a searchset, the limits `ServiceRequest` with the highest version (`None`: no entry).
+pub fn current_of(bundle: &Json) -> Result<Option<Json>, String> {
+    if bundle.get("resourceType").and_then(Json::as_str) != Some("Bundle") {
+        return Err("the limits search answer is not a Bundle".into());
+    }
+    let entries = bundle
+        .get("entry")
+        .and_then(Json::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(entries
+        .iter()
+        .filter_map(|e| e.get("resource"))
+        .filter(|r| r.get("resourceType").and_then(Json::as_str) == Some("ServiceRequest"))
+        .max_by_key(|r| version_of(r).unwrap_or(0))
+        .cloned())
+}
+
 /// The clinic's part of a hub's rules merged with the hub's own: the clinic's thresholds,
 /// weight-gain rules, schedules and suppression window; the hub's `local_command` and timeout.
 pub fn merged_with_hub(clinic: &AlertRules, hub: &AlertRules) -> AlertRules {

@@ -24,9 +24,9 @@
 
 use crate::alerts::AlertRules;
 use crate::daemon::Ingest;
+pub use crate::fhir::limits::{current_of, version_of};
 use crate::fhir::limits::{
-    merged_with_hub, LimitsError, LimitsVersion, LIMITS_CODE, LIMITS_EXTENSION,
-    TELEMONITORING_SYSTEM,
+    merged_with_hub, LimitsError, LimitsVersion, LIMITS_CODE, TELEMONITORING_SYSTEM,
 };
 use crate::model::UtcMillis;
 use crate::store::{Store, StoreError};
@@ -279,45 +279,12 @@ impl Applier {
     }
 }
 
-/// The `version` a limits `ServiceRequest` claims, without checking anything else.
-pub fn version_of(sr: &Json) -> Option<u32> {
-    sr.get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Json::as_str) == Some(LIMITS_EXTENSION))?
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .find(|p| p.get("url").and_then(Json::as_str) == Some("version"))?
-        .get("valueInteger")?
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-}
-
 /// The search for the patient's current limits, relative to the FHIR base.
 pub fn search_path(patient_id: &str) -> String {
     format!(
         "ServiceRequest?subject=Patient/{patient_id}&code={}%7C{LIMITS_CODE}&status=active&_sort=-authored&_count=10",
         TELEMONITORING_SYSTEM.replace(':', "%3A").replace('/', "%2F")
     )
-}
-
-/// Of a searchset, the limits `ServiceRequest` with the highest version (`None`: no entry).
-pub fn current_of(bundle: &Json) -> Result<Option<Json>, String> {
-    if bundle.get("resourceType").and_then(Json::as_str) != Some("Bundle") {
-        return Err("the limits search answer is not a Bundle".into());
-    }
-    let entries = bundle
-        .get("entry")
-        .and_then(Json::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    Ok(entries
-        .iter()
-        .filter_map(|e| e.get("resource"))
-        .filter(|r| r.get("resourceType").and_then(Json::as_str) == Some("ServiceRequest"))
-        .max_by_key(|r| version_of(r).unwrap_or(0))
-        .cloned())
 }
 
 /// Ask the clinic for the patient's current limits over the uplink's client.

@@ -54,7 +54,7 @@ async fn versions(st: &AppState, patient: &str) -> Result<Vec<LimitsVersion>, Re
         .filter_map(|r| LimitsVersion::from_service_request(r).ok())
         .filter(|v| v.patient_id == patient)
         .collect();
-    v.sort_by(|a, b| b.version.cmp(&a.version));
+    v.sort_by_key(|v| std::cmp::Reverse(v.version));
     Ok(v)
 }
 
@@ -226,17 +226,18 @@ fn rules_of(form: &HashMap<String, String>) -> Result<AlertRules, Vec<String>> {
                 .unwrap_or_default()
         };
         let mut limits = [None; 5];
-        for (i, f) in LIMIT_FIELDS.iter().enumerate() {
+        for (slot, f) in limits.iter_mut().zip(LIMIT_FIELDS) {
             let t = get(f);
             if t.is_empty() {
                 continue;
             }
             match t.parse() {
-                Ok(d) => limits[i] = Some(Limit(d)),
+                Ok(d) => *slot = Some(Limit(d)),
                 Err(e) => errs.push(format!("{k} {f}: {t:?} is not a number ({e})")),
             }
         }
-        if limits[..4].iter().all(Option::is_none) {
+        // Hysteresis alone is no rule.
+        if limits.iter().take(4).all(Option::is_none) {
             continue;
         }
         let unit = match get("unit").parse() {

@@ -142,7 +142,7 @@ pub(in crate::clinic) async fn handle(
                     })
                     .map(|r| serde_json::json!({ "resource": r }))
                     .collect();
-                crate::uplink::limits::current_of(
+                crate::fhir::limits::current_of(
                     &serde_json::json!({"resourceType": "Bundle", "entry": mine}),
                 )
                 .ok()
