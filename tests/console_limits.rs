@@ -78,6 +78,43 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
     assert!(page.body.contains("No version saved"), "{}", page.body);
     let csrf = csrf_of(&page.body);
 
+    // Preview: what a high limit of 180 would have raised over the last 30 days (200 and 120
+    // mg/dL two and one days ago): one alert, and nothing saved.
+    let day = jiff::SignedDuration::from_hours(24);
+    let now = jiff::Timestamp::now();
+    let g1 = glucose("zed", now - day * 2, 200, None);
+    let g2 = glucose("zed", now - day, 120, None);
+    ingest(
+        &env.db,
+        "hub-zed",
+        "zed",
+        &bundle(vec![(g1, "urn:uuid:g1"), (g2, "urn:uuid:g2")]),
+    );
+    let mut f = form(&csrf, "trying", &[("glucose.high", "180")]);
+    f.push(("preview".into(), "1".into()));
+    let p = post(&mut b, "/patient/zed/limits", &f).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(
+        p.body
+            .contains("Preview: 1 alerts raised or escalated over the last 30 days"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("glucose 200 mg/dL above the high limit 180"),
+        "{}",
+        p.body
+    );
+    let mut f = form(&csrf, "trying", &[]);
+    f.push(("preview".into(), "1".into()));
+    let p = post(&mut b, "/patient/zed/limits", &f).await;
+    assert!(p.body.contains("Preview: 0 alerts"), "{}", p.body);
+    assert!(
+        stored_versions(&env.db).is_empty(),
+        "a preview saves nothing"
+    );
+
     // The clinician lowers the glucose high limit: version 1.
     let p = post(
         &mut b,

@@ -10,7 +10,10 @@
 //! a new `ServiceRequest` with the next version number; nothing is overwritten. The weight-gain
 //! rules and the schedules are edited as the `[alerts]` TOML the technician knows.
 //!
-//! Not yet here: the preview of what the new limits would have raised over the last 30 days.
+//! "Preview" runs the form's limits over the patient's last 30 days of readings at the clinic with
+//! the hub's own rules engine ([`crate::alerts::replay::run`]) and lists what they would have
+//! raised, without saving: glucose, blood pressure (systolic), SpO2, pulse, temperature and weight
+//! Observations are read back into readings (value and UCUM unit as the hub sent them).
 
 use super::auth::Session;
 use super::{audited, csrf_refused, fhir_failed, not_found, records, AppState};
@@ -38,6 +41,80 @@ const KINDS: [Kind; 8] = [
     Kind::PulseRate,
     Kind::BodyTemperature,
 ];
+
+/// An Observation of the PHD IG back into a timed reading for the replay (`None`: not a kind
+/// the limits cover, or no numeric value).
+fn reading_of(o: &serde_json::Value, line: usize) -> Option<crate::alerts::replay::TimedReading> {
+    use serde_json::Value;
+    let code = o
+        .pointer("/code/coding")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("system").and_then(Value::as_str) == Some(crate::fhir::codes::MDC))?
+        .get("code")?
+        .as_str()?;
+    let (kind, q) = match code {
+        "150020" => (
+            Kind::Systolic,
+            o.get("component")?
+                .as_array()?
+                .iter()
+                .find(|c| {
+                    c.pointer("/code/coding/0/code").and_then(Value::as_str) == Some("150021")
+                })?
+                .get("valueQuantity")?,
+        ),
+        "150456" => (Kind::Spo2, o.get("valueQuantity")?),
+        "149530" | "149546" | "147842" => (Kind::PulseRate, o.get("valueQuantity")?),
+        "188736" => (Kind::BodyWeight, o.get("valueQuantity")?),
+        "150364" => (Kind::BodyTemperature, o.get("valueQuantity")?),
+        c if c.starts_with("1601") || c.starts_with("1602") || c.starts_with("1603") => {
+            (Kind::Glucose, o.get("valueQuantity")?)
+        }
+        _ => return None,
+    };
+    let value: crate::model::Decimal = q.get("value")?.as_number()?.to_string().parse().ok()?;
+    let unit: crate::model::Unit = q.get("code")?.as_str()?.parse().ok()?;
+    let at = UtcMillis::parse_rfc3339(o.get("effectiveDateTime")?.as_str()?).ok()?;
+    Some(crate::alerts::replay::TimedReading {
+        line,
+        at,
+        reading: crate::model::Reading::new(kind, crate::model::Value::Number(value), unit),
+    })
+}
+
+/// What `rules` would have raised over the patient's last 30 days at the clinic.
+async fn preview(
+    st: &AppState,
+    patient: &str,
+    rules: &AlertRules,
+) -> Result<Vec<crate::alerts::AlertEvent>, Response> {
+    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 30);
+    let found = st
+        .fhir
+        .search(
+            "Observation",
+            &[
+                ("patient", format!("Patient/{patient}")),
+                ("date", format!("ge{since}")),
+                ("_sort", "date".into()),
+                ("_count", crate::clinic::db::MAX_SEARCH.to_string()),
+            ],
+        )
+        .await
+        .map_err(|e| fhir_failed(&e))?;
+    let mut readings: Vec<_> = found
+        .resources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| reading_of(o, i + 1))
+        .collect();
+    readings.sort_by_key(|r| r.at);
+    Ok(crate::alerts::replay::run(rules, &readings)
+        .into_iter()
+        .filter(|e| e.transition != crate::alerts::Transition::Resolved)
+        .collect())
+}
 
 const LIMIT_FIELDS: [&str; 5] = ["low", "high", "critical_low", "critical_high", "hysteresis"];
 
@@ -109,6 +186,7 @@ fn editor(
     history: &[LimitsVersion],
     ack: Option<&(u32, bool, String, Option<String>)>,
     errors: &[String],
+    preview: Option<&[crate::alerts::AlertEvent]>,
 ) -> Markup {
     let body = html! {
         h1 { "Alert limits — " (patient) }
@@ -131,6 +209,12 @@ fn editor(
             div.err id="refusal" role="alert" {
                 p { "Not saved: the limits are refused." }
                 ul { @for e in errors { li { (e) } } }
+            }
+        }
+        @if let Some(events) = preview {
+            div id="preview" {
+                h2 { "Preview: " (events.len()) " alerts raised or escalated over the last 30 days with these limits (not saved)" }
+                ul { @for e in events { li { (e.at.to_rfc3339()) ": " (e.detail) } } }
             }
         }
         form method="post" action={ "/patient/" (patient) "/limits" } {
@@ -161,7 +245,8 @@ fn editor(
                 textarea name="extras" rows="8" cols="60" { (extras_toml(shown)) } } }
             p { label { "Takes effect (RFC 3339, empty: now) " input name="effective" size="26"; } }
             p { label { "Why " input name="reason" size="60" required; } }
-            p { button type="submit" { "Save as a new version" } }
+            p { button type="submit" name="preview" value="1" { "Preview the last 30 days" } " "
+                button type="submit" { "Save as a new version" } }
         }
         h2 { "Versions" }
         table id="versions" {
@@ -212,7 +297,17 @@ pub(super) async fn limits_page(
     let shown = current
         .map(|v| v.rules.clone())
         .unwrap_or_else(AlertRules::starting_points);
-    editor(&session, &id, current, &shown, &history, ack.as_ref(), &[]).into_response()
+    editor(
+        &session,
+        &id,
+        current,
+        &shown,
+        &history,
+        ack.as_ref(),
+        &[],
+        None,
+    )
+    .into_response()
 }
 
 /// The form into rules; each problem named.
@@ -324,6 +419,7 @@ pub(super) async fn save_limits(
                 &history,
                 ack,
                 &errors,
+                None,
             ),
         )
             .into_response()
@@ -374,6 +470,23 @@ pub(super) async fn save_limits(
     }
     if !errors.is_empty() {
         return refuse(&shown, errors, None);
+    }
+    if form.contains_key("preview") {
+        let events = match preview(&st, &id, &shown).await {
+            Ok(e) => e,
+            Err(r) => return r,
+        };
+        return editor(
+            &session,
+            &id,
+            history.first(),
+            &shown,
+            &history,
+            None,
+            &[],
+            Some(&events),
+        )
+        .into_response();
     }
     let Ok(sr) = sr else {
         return refuse(&shown, vec!["the limits could not be written".into()], None);
