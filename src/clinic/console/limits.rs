@@ -181,13 +181,13 @@ fn extras_toml(rules: &AlertRules) -> String {
 fn editor(
     session: &Session,
     patient: &str,
-    current: Option<&LimitsVersion>,
     shown: &AlertRules,
     history: &[LimitsVersion],
     ack: Option<&(u32, bool, String, Option<String>)>,
     errors: &[String],
     preview: Option<&[crate::alerts::AlertEvent]>,
 ) -> Markup {
+    let current = history.first();
     let body = html! {
         h1 { "Alert limits — " (patient) }
         p { a href={ "/patient/" (patient) } { "Back to the patient" } }
@@ -297,17 +297,7 @@ pub(super) async fn limits_page(
     let shown = current
         .map(|v| v.rules.clone())
         .unwrap_or_else(AlertRules::starting_points);
-    editor(
-        &session,
-        &id,
-        current,
-        &shown,
-        &history,
-        ack.as_ref(),
-        &[],
-        None,
-    )
-    .into_response()
+    editor(&session, &id, &shown, &history, ack.as_ref(), &[], None).into_response()
 }
 
 /// The form into rules; each problem named.
@@ -411,16 +401,7 @@ pub(super) async fn save_limits(
     let refuse = |rules: &AlertRules, errors: Vec<String>, ack| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
-            editor(
-                &session,
-                &id,
-                history.first(),
-                rules,
-                &history,
-                ack,
-                &errors,
-                None,
-            ),
+            editor(&session, &id, rules, &history, ack, &errors, None),
         )
             .into_response()
     };
@@ -476,17 +457,7 @@ pub(super) async fn save_limits(
             Ok(e) => e,
             Err(r) => return r,
         };
-        return editor(
-            &session,
-            &id,
-            history.first(),
-            &shown,
-            &history,
-            None,
-            &[],
-            Some(&events),
-        )
-        .into_response();
+        return editor(&session, &id, &shown, &history, None, &[], Some(&events)).into_response();
     }
     let Ok(sr) = sr else {
         return refuse(&shown, vec!["the limits could not be written".into()], None);
