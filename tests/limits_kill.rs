@@ -134,7 +134,7 @@ async fn sigkill_while_applying_limits_leaves_the_old_or_the_new_set() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(700))).await;
         signal(&child, "KILL");
         assert!(
             wait_exit(&mut child, 10).is_some(),
