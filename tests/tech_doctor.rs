@@ -102,12 +102,17 @@ fn doctor_checklist_and_failure_paths() {
             "client certificate",
             "certificate chain",
             "clinic",
+            "alert limits",
             "backlog",
         ] {
             assert!(line(&out, name).starts_with("PASS"), "{name}:\n{out}");
         }
         assert!(line(&out, "ble adapter").contains("powered"), "{out}");
         assert!(line(&out, "clinic").contains("/metadata"), "{out}");
+        assert!(
+            line(&out, "alert limits").contains("hub.toml [alerts]"),
+            "{out}"
+        );
         // Not controllable here; never FAIL with require_clock_sync = false.
         assert!(!line(&out, "clock").starts_with("FAIL"), "{out}");
         assert!(!line(&out, "bluez version").starts_with("FAIL"), "{out}");

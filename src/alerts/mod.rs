@@ -220,6 +220,10 @@ struct Episode {
     /// when the window ends unless an abnormal reading comes first.
     #[serde(default)]
     cleared_by: Option<String>,
+    /// A threshold episode's latest value and its unit, so a change of limits can tell whether
+    /// the condition still holds ([`Engine::limits_changed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_value: Option<(crate::model::Decimal, Unit)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,6 +400,7 @@ impl Engine {
                         last_announced_at: at,
                         readings: vec![reference.to_string()],
                         cleared_by: None,
+                        last_value: reading.value.number().map(|d| (d, reading.unit)),
                     },
                 );
             }
@@ -434,6 +439,7 @@ impl Engine {
                     ep.readings.push(reference.to_string());
                 }
                 ep.cleared_by = None;
+                ep.last_value = reading.value.number().map(|d| (d, reading.unit));
                 let Some(current) = plain.filter(|p| p.direction() == open_dir) else {
                     return;
                 };
@@ -534,6 +540,7 @@ impl Engine {
                             last_announced_at: at,
                             readings: refs,
                             cleared_by: None,
+                            last_value: None,
                         },
                     );
                 }
@@ -585,6 +592,71 @@ impl Engine {
                 let by = ep.cleared_by.clone().unwrap_or_default();
                 let detail = format!("{kind} back within limits");
                 events.push(resolved(now, Subject::Threshold { kind }, ep, &by, detail));
+            }
+        }
+        events
+    }
+
+    /// The limits in force changed at `now` (the clinic sent a new version): every open episode
+    /// whose condition no longer holds under `rules` resolves with the detail "limits changed" —
+    /// a threshold episode whose kind has no rule any more or whose latest value is within the new
+    /// limits (or beyond the opposite one: the next reading opens that episode), a weight-gain
+    /// episode whose window has no rule, an overdue episode whose device has no schedule. Other
+    /// episodes stay open and go on under the new limits.
+    pub fn limits_changed(&mut self, rules: &AlertRules, now: UtcMillis) -> Vec<AlertEvent> {
+        let reference = "limits-changed";
+        let mut events = Vec::new();
+        let kinds: Vec<Kind> = self.open.keys().copied().collect();
+        for kind in kinds {
+            let holds = match (rules.thresholds.get(&kind), self.open.get(&kind)) {
+                (Some(rule), Some(ep)) => ep
+                    .last_value
+                    .and_then(|(d, unit)| Some((Rational::from_decimal(d)?, unit)))
+                    .map(|(v, unit)| {
+                        classify(rule, v, unit).and_then(|s| s.direction())
+                            == ep.severity.direction()
+                    })
+                    // An episode from before values were kept: the next reading decides.
+                    .unwrap_or(true),
+                _ => false,
+            };
+            if !holds {
+                if let Some(ep) = self.open.remove(&kind) {
+                    let detail = format!("{kind}: limits changed; no longer outside them");
+                    events.push(resolved(
+                        now,
+                        Subject::Threshold { kind },
+                        ep,
+                        reference,
+                        detail,
+                    ));
+                }
+            }
+        }
+        let windows: Vec<u32> = self.weight_open.keys().copied().collect();
+        for w in windows {
+            if !rules.weight_gain.iter().any(|r| r.window_hours == w) {
+                if let Some(ep) = self.weight_open.remove(&w) {
+                    let subject = Subject::WeightGain { window_hours: w };
+                    let detail =
+                        format!("weight gain over {w} h: limits changed; no rule any more");
+                    events.push(resolved(now, subject, ep, reference, detail));
+                }
+            }
+        }
+        let devices: Vec<String> = self.overdue_open.keys().cloned().collect();
+        for d in devices {
+            if !rules.schedules.iter().any(|s| s.device == d) {
+                if let Some(ep) = self.overdue_open.remove(&d) {
+                    let detail = "overdue: limits changed; no schedule any more".to_owned();
+                    events.push(resolved(
+                        now,
+                        Subject::Overdue { device: d },
+                        ep,
+                        reference,
+                        detail,
+                    ));
+                }
             }
         }
         events
@@ -666,6 +738,7 @@ impl Engine {
                             last_announced_at: now,
                             readings: Vec::new(),
                             cleared_by: None,
+                            last_value: None,
                         },
                     );
                 }
@@ -763,6 +836,51 @@ mod tests {
             .tick(&rules(), UtcMillis(15 * H), &st, adapter_down)
             .is_empty());
         ev[0].cause.clone()
+    }
+
+    #[test]
+    fn a_change_of_limits_resolves_what_no_longer_holds() {
+        let glucose = |mg: i64| {
+            Reading::new(
+                Kind::Glucose,
+                crate::model::Value::Number(crate::model::Decimal::new(mg, 0)),
+                Unit::MgPerDl,
+            )
+        };
+        let mut e = Engine::new();
+        let r = rules();
+        let raised = e.observe(&r, UtcMillis(0), &glucose(300), "1");
+        assert_eq!(raised.len(), 1);
+        e.observe(&r, UtcMillis(H), &glucose(280), "2");
+        let overdue = e.tick(
+            &r,
+            UtcMillis(40 * H),
+            &status(None, Some(0), None, false),
+            false,
+        );
+        assert_eq!(overdue.len(), 1);
+        // Still above a high of 270: stays open. No schedule any more: overdue resolves.
+        let mut still = AlertRules::starting_points();
+        if let Some(g) = still.thresholds.get_mut(&Kind::Glucose) {
+            g.high = Some(Limit(crate::model::Decimal::new(270, 0)));
+        }
+        let ev = e.limits_changed(&still, UtcMillis(41 * H));
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(matches!(ev[0].subject, Subject::Overdue { .. }));
+        assert!(e.is_open(Kind::Glucose));
+        // 280 is within a high of 300: resolves with "limits changed".
+        let mut wider = AlertRules::starting_points();
+        if let Some(g) = wider.thresholds.get_mut(&Kind::Glucose) {
+            g.high = Some(Limit(crate::model::Decimal::new(300, 0)));
+        }
+        let ev = e.limits_changed(&wider, UtcMillis(42 * H));
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].transition, Transition::Resolved);
+        assert_eq!(ev[0].episode, raised[0].episode);
+        assert!(ev[0].detail.contains("limits changed"), "{}", ev[0].detail);
+        assert!(!e.is_open(Kind::Glucose));
+        // Nothing open: nothing to resolve.
+        assert!(e.limits_changed(&r, UtcMillis(43 * H)).is_empty());
     }
 
     #[test]

@@ -341,6 +341,11 @@ impl Receiver {
     }
 
     /// Enrol a hub certificate in this clinic's store, effective at once.
+    /// Create a resource as the console does (`Task`, `AuditEvent`, `ServiceRequest`): its id.
+    pub fn create_console_resource(&self, resource: &Value) -> Option<String> {
+        self.with_db(|d| Some(d.create_console(resource).ok()))
+    }
+
     pub fn enroll(&self, rec: &HubRecord) -> Result<(), super::registry::EnrolError> {
         let mut d = self
             .shared
@@ -981,6 +986,59 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
                 StatusCode::OK,
                 &serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": 1}),
             )
+        }
+        // The hub's poll for its patient's alert limits (issue 18): only its own patient's, and
+        // only the current version (the highest), as a searchset of at most one entry.
+        (Method::GET, "ServiceRequest") => {
+            let own = hub.as_ref().map(|h| format!("Patient/{}", h.patient));
+            let asked = query_param(&query, "subject");
+            let patient = match (own, asked) {
+                (Some(own), Some(a)) if a == own => own,
+                (None, Some(a)) if !registry && a.starts_with("Patient/") => a,
+                _ => {
+                    return refuse(
+                        &shared,
+                        &who,
+                        hub.as_ref(),
+                        fp.as_deref(),
+                        &what,
+                        "a hub may read only its own patient's alert limits (ServiceRequest?subject=Patient/<its patient>)",
+                        "R",
+                    )
+                    .await
+                }
+            };
+            let db = shared.db.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                db.lock().map_err(|_| "lock".to_owned()).and_then(|d| {
+                    d.search_patient_of("ServiceRequest", &patient)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .await;
+            match r {
+                Ok(Ok(v)) => {
+                    let limits: Vec<Value> = v
+                        .into_iter()
+                        .filter(|r| {
+                            r.get("status").and_then(Value::as_str) == Some("active")
+                                && crate::fhir::limits::version_of(r).is_some()
+                        })
+                        .collect();
+                    let current = crate::fhir::limits::current_of(&serde_json::json!({
+                        "resourceType": "Bundle", "entry": limits.into_iter()
+                            .map(|r| serde_json::json!({ "resource": r })).collect::<Vec<_>>(),
+                    }))
+                    .ok()
+                    .flatten();
+                    fhir_response(
+                        StatusCode::OK,
+                        &db::searchset(current.into_iter().collect()),
+                    )
+                }
+                Ok(Err(e)) => server_error(&e),
+                Err(e) => server_error(&e.to_string()),
+            }
         }
         (Method::GET, id) if registry && parent == "Device" => {
             let owner = hub.as_ref().map(|h| h.hub_id.clone());

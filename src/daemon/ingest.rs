@@ -56,6 +56,9 @@ impl State {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The rules in force: `cfg.rules` at start, replaced whole by [`Ingest::replace_rules`] under
+    /// this state's lock, so every reading is evaluated entirely under one set.
+    rules: AlertRules,
     engine: Engine,
     /// The highest reading id evaluated: ids grow with every new row, so a duplicate (which
     /// returns the id stored before) is never evaluated twice.
@@ -99,10 +102,14 @@ impl Ingest {
             tokio::spawn(hook_task(store.clone(), command, timeout, rx));
             tx
         });
+        let state = Mutex::new(State {
+            rules: cfg.rules.clone(),
+            ..State::default()
+        });
         let ingest = Ingest {
             store,
             cfg,
-            state: Mutex::new(State::default()),
+            state,
             hook,
             wake: None,
             streams_raw: false,
@@ -161,7 +168,9 @@ impl Ingest {
         let mut st = self.state.lock().await;
         let at = self.measured_at(reading, received_at);
         st.note_reading(device, at);
-        let events = st.engine.observe(&self.cfg.rules, at, reading, "stream");
+        let rules = std::mem::take(&mut st.rules);
+        let events = st.engine.observe(&rules, at, reading, "stream");
+        st.rules = rules;
         let mut stored = Vec::new();
         for e in events {
             if self.store_event(&st, &e).await? {
@@ -183,6 +192,37 @@ impl Ingest {
         self
     }
 
+    /// Make `rules` the rules in force, between two readings (under the lock every reading is
+    /// evaluated under): open episodes whose condition no longer holds resolve with "limits
+    /// changed" ([`Engine::limits_changed`]); those events are stored and announced like others.
+    pub async fn replace_rules(
+        &self,
+        rules: AlertRules,
+        now: UtcMillis,
+    ) -> Result<Vec<AlertEvent>, IngestError> {
+        let mut st = self.state.lock().await;
+        let events = st.engine.limits_changed(&rules, now);
+        st.rules = rules;
+        let mut stored = Vec::new();
+        for e in events {
+            if self.store_event(&st, &e).await? {
+                stored.push(e);
+            }
+        }
+        drop(st);
+        if !stored.is_empty() {
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The rules in force.
+    pub async fn rules(&self) -> AlertRules {
+        self.state.lock().await.rules.clone()
+    }
+
     /// When `device`'s latest reading was measured, as far as ingest has seen.
     pub async fn last_reading(&self, device: &DeviceKey) -> Option<UtcMillis> {
         self.state.lock().await.last_reading.get(device).copied()
@@ -197,7 +237,9 @@ impl Ingest {
         adapter_down: bool,
     ) -> Result<Vec<AlertEvent>, IngestError> {
         let mut st = self.state.lock().await;
-        let events = st.engine.tick(&self.cfg.rules, now, status, adapter_down);
+        let rules = std::mem::take(&mut st.rules);
+        let events = st.engine.tick(&rules, now, status, adapter_down);
+        st.rules = rules;
         let mut stored = Vec::new();
         for e in events {
             if self.store_event(&st, &e).await? {
@@ -340,7 +382,9 @@ impl Ingest {
             return Ok(Vec::new());
         }
         let reference = id.to_string();
-        let mut events = st.engine.observe(&self.cfg.rules, at, reading, &reference);
+        let rules = std::mem::take(&mut st.rules);
+        let mut events = st.engine.observe(&rules, at, reading, &reference);
+        st.rules = rules;
         // Evaluated at its own measurement time; an event this reading caused says how late it
         // reached the hub, so nobody takes last Tuesday's value for one measured now.
         if let Some(late) = crate::alerts::Lateness::of(at, received_at) {

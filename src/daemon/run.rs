@@ -149,6 +149,9 @@ impl Daemon {
         sc.retention = i64::from(cfg.store.retention_days) * 86_400_000;
         sc.patient_id = Some(cfg.hub.patient_id.clone());
         let store = Store::open(sc, opts.clock.clone()).await?;
+        // The alert rules in force: the clinic's last accepted version, else hub.toml's [alerts].
+        let limits = crate::uplink::limits::in_force(&store, &cfg.alerts).await?;
+        info!(source = %limits.source, "Alert limits in force.");
         // The uplink is built before anything runs: a bad certificate or CA is a start error.
         let time_sync: Arc<dyn TimeSync> = match &opts.time_sync {
             Some(t) => t.clone(),
@@ -164,7 +167,7 @@ impl Daemon {
             time_sync,
             hub_info,
         )?
-        .with_alert_rules(cfg.alerts.clone())
+        .with_alert_rules(limits.rules.clone())
         .with_progress(uplink_progress.clone())
         .with_wake(wake.clone());
         // The uplink's own alerts (a lasting refusal) go to the same local hook as the patient's.
@@ -189,7 +192,7 @@ impl Daemon {
             Ingest::open(
                 store.clone(),
                 IngestConfig {
-                    rules: cfg.alerts.clone(),
+                    rules: limits.rules.clone(),
                     patient_id: cfg.hub.patient_id.clone(),
                     utc_offset_minutes: cfg.hub.utc_offset_minutes,
                     zone: cfg.ble.zone.clone(),
@@ -199,6 +202,13 @@ impl Daemon {
             .with_wake(wake)
             .with_stream_values(),
         );
+        let uplink = uplink.with_limits(crate::uplink::limits::Applier::new(
+            store.clone(),
+            Some(ingest.clone()),
+            cfg.alerts.clone(),
+            cfg.hub.patient_id.clone(),
+            limits,
+        ));
         // Raw values of continuous streams: to the alert rules through a bounded queue (spot
         // readings reach them through ingest when stored). See `port` for what happens when full.
         let (port, mut raw_rx) = HubPort::new(store.clone())

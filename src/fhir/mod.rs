@@ -38,6 +38,7 @@ pub mod codes;
 pub mod device_info;
 pub mod heartbeat;
 pub mod identifier;
+pub mod limits;
 pub mod observation;
 pub mod response;
 

@@ -350,6 +350,23 @@ impl Store {
             .await
     }
 
+    /// The clinic's alert-limits version in force, if one was ever applied.
+    pub async fn alert_limits(&self) -> Result<Option<crate::store::StoredLimits>> {
+        self.call(|db| db.alert_limits()).await
+    }
+
+    /// Make `version` (the limits `ServiceRequest` text) the one in force: one transaction with its
+    /// security event; a version not newer than the stored one is refused.
+    pub async fn set_alert_limits(
+        &self,
+        version: u32,
+        resource: String,
+        applied_at: UtcMillis,
+    ) -> Result<()> {
+        self.call(move |db| db.set_alert_limits(version, &resource, applied_at))
+            .await
+    }
+
     /// New KEK: re-wrap every key and replace the key file atomically. Returns the new fingerprint.
     pub async fn rotate_kek(&self) -> Result<String> {
         self.call(|db| db.rotate_kek()).await

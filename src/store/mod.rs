@@ -12,7 +12,7 @@
 //! locking plus `busy_timeout` serialises them, and the worker reloads its key cache whenever
 //! `PRAGMA data_version` says another connection committed.
 //!
-//! **Schema** ([`schema`], `PRAGMA user_version`, currently 4):
+//! **Schema** ([`schema`], `PRAGMA user_version`, currently 5):
 //!
 //! | table | plain columns | sealed (AEAD) columns |
 //! |---|---|---|
@@ -27,6 +27,7 @@
 //! | `device_info` (v3) | id, device uuid, key id, updated minute | `sealed`: [`DeviceInfo`] (system id, manufacturer, model, revisions, clock check, battery, last seen) |
 //! | `uplink_state` (v3) | destination, name, value (server logical ids such as `Device/12`, heartbeat times) | — |
 //! | `held` (v4) | id, uuid, device id, `dedup` (HMAC of the stable key), state (`held`/`discarded`/`assigned`), received minute, key id | `sealed` (NULL once discarded or assigned): user index, the `model::Reading`, exact receive time, stable key |
+//! | `alert_limits` (v5) | one row: uuid, the clinic's limits version in force, when it was applied, key id | `sealed`: the limits `ServiceRequest` as the clinic sent it ([`crate::fhir::limits`]) |
 //!
 //! What an attacker with the file alone learns (the documented leakage): how many devices, readings and
 //! alerts exist, in which upload state, at minute resolution when they arrived, sizes of the sealed
@@ -398,6 +399,15 @@ pub struct Event {
     /// `info`, `warning`, `error` or `security`.
     pub severity: String,
     pub detail: String,
+}
+
+/// The clinic's alert-limits version in force on the hub (schema v5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLimits {
+    pub version: u32,
+    pub applied_at: UtcMillis,
+    /// The limits `ServiceRequest` as the clinic sent it (JSON text).
+    pub resource: String,
 }
 
 /// Counters for health reporting.

@@ -7,7 +7,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const LATEST: u32 = 4;
+pub const LATEST: u32 = 5;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; LATEST as usize] = [
@@ -123,6 +123,19 @@ CREATE TABLE held(
   CHECK ((state = 'held') = (sealed IS NOT NULL AND key_id IS NOT NULL))
 ) STRICT;
 CREATE INDEX held_state ON held(state, id);
+"#,
+    // v5 (alert limits, issue 18): the clinic's limits version in force, one row replaced in one
+    // transaction, so a crash leaves the old version or the new one (sealed: the ServiceRequest as
+    // received; plain: its version number and when it was applied).
+    r#"
+CREATE TABLE alert_limits(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  uuid TEXT NOT NULL UNIQUE,
+  version INTEGER NOT NULL CHECK (version >= 1),
+  applied_ms INTEGER NOT NULL,
+  key_id INTEGER NOT NULL REFERENCES keys(id),
+  sealed BLOB NOT NULL
+) STRICT;
 "#,
 ];
 

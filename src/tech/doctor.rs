@@ -131,6 +131,7 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     out.push(clinic_check(cfg).await);
     out.push(capability_check(cfg).await);
     out.push(patient_check(cfg).await);
+    out.push(limits_check(cfg, clock.clone()).await);
     out.push(backlog_check(cfg, clock, now_secs).await);
     out
 }
@@ -734,6 +735,35 @@ async fn patient_check(cfg: &Config) -> Check {
             "see the line `clinic`",
         ),
         Err(_) => Check::warn(NAME, "no answer in time", "see the line `clinic`"),
+    }
+}
+
+/// Which alert limits are in force and where they come from (issue 18).
+async fn limits_check(cfg: &Config, clock: Arc<dyn Clock>) -> Check {
+    const NAME: &str = "alert limits";
+    if !cfg.state_dir().join("store.db").exists() {
+        return Check::pass(NAME, "hub.toml [alerts] (no store yet)");
+    }
+    let shown = match super::status::open_read_only(cfg, clock).await {
+        Ok(store) => {
+            let s = crate::uplink::limits::shown(&store).await;
+            store.close().await;
+            s
+        }
+        Err(e) => Err(e),
+    };
+    match shown {
+        Ok(s) if s.last_refusal.is_some() => Check::warn(
+            NAME,
+            s.to_string(),
+            "the clinic's newest version was refused and the hub keeps the one shown; correct and save it again in the console",
+        ),
+        Ok(s) => Check::pass(NAME, s.to_string()),
+        Err(e) => Check::fail(
+            NAME,
+            format!("cannot read the store: {e}"),
+            "see `vitals-hub status`",
+        ),
     }
 }
 

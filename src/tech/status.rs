@@ -120,6 +120,8 @@ pub struct Status {
     pub backlog: Backlog,
     pub last_sync: LastSync,
     pub alerts: AlertCounts,
+    /// The alert limits in force: the clinic's version or `hub.toml`'s (issue 18).
+    pub alert_limits: crate::uplink::limits::Shown,
     pub devices: Vec<DeviceStatus>,
     /// The latest events of severity warning, error or security, newest first.
     pub last_errors: Vec<Event>,
@@ -244,6 +246,7 @@ pub async fn status(
             waiting_for_upload: st.alerts_waiting,
             total: st.alerts,
         },
+        alert_limits: crate::uplink::limits::shown(store).await?,
         devices,
         last_errors,
         server_said: if uplink_problem.is_some() || st.rejected > 0 {
@@ -317,6 +320,7 @@ pub fn render_text(s: &Status) -> String {
         "alerts:       {} waiting for upload, {} held",
         s.alerts.waiting_for_upload, s.alerts.total
     );
+    let _ = writeln!(o, "limits:       {}", s.alert_limits);
     let _ = writeln!(o, "devices:      {}", s.devices.len());
     for d in &s.devices {
         let _ = writeln!(
@@ -386,6 +390,7 @@ mod uplink_line_tests {
                 waiting_for_upload: 0,
                 total: 0,
             },
+            alert_limits: Default::default(),
             devices: vec![],
             last_errors: vec![ev.clone()],
             uplink_problem: Some(ev),

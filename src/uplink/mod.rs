@@ -54,6 +54,7 @@
 
 pub mod grow;
 pub mod heartbeat;
+pub mod limits;
 pub mod refusal;
 pub mod send;
 pub mod sync;

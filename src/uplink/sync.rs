@@ -101,6 +101,8 @@ pub struct Uplink {
     /// The last accepted upload not yet persisted ([`LAST_SUCCESS`]), and when it last was.
     pub(super) unsaved_success: Option<UtcMillis>,
     pub(super) success_saved_at: Option<Instant>,
+    /// The clinic's alert limits ([`super::limits`]): fetched at each heartbeat and reconnect.
+    pub(super) limits: Option<super::limits::Applier>,
 }
 
 /// The `uplink_state` name of the most entries per transaction a server was seen to accept
@@ -224,6 +226,7 @@ impl Uplink {
             refs_cache: None,
             unsaved_success: None,
             success_saved_at: None,
+            limits: None,
         })
     }
 
@@ -974,6 +977,7 @@ impl Uplink {
         let interval = Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1));
         let mut next_heartbeat = self.first_heartbeat(interval).await;
         let wake = self.wake.clone();
+        let mut limits_asked = false;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -982,11 +986,25 @@ impl Uplink {
                 p.beat();
             }
             let clock = self.time_sync.clock_sync().await;
+            let mut limits_due = false;
             if Instant::now() >= next_heartbeat && clock == ClockSync::Synchronised {
                 let _ = self.heartbeat_with(clock).await;
                 next_heartbeat = Instant::now() + interval;
+                limits_due = true;
             }
+            let was_failing = self.failures > 0;
             let step = self.step_with(clock).await;
+            // The clinic's limits: on the heartbeat's cadence, at start and after a reconnect.
+            let reconnected = was_failing && step.is_ok();
+            if (limits_due || reconnected || !limits_asked) && self.limits.is_some() {
+                limits_asked = true;
+                if let Err(e) = self.sync_limits().await {
+                    debug!(error = %e, "The clinic's alert limits could not be fetched.");
+                }
+                if let Err(e) = self.send_limits_ack().await {
+                    debug!(error = %e, "The alert limits acknowledgement could not be sent.");
+                }
+            }
             let idle = matches!(step, Ok(Step::Idle));
             let wait = match step {
                 Ok(Step::Delivered { .. }) => Duration::ZERO,

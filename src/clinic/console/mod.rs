@@ -19,6 +19,7 @@ pub mod cli;
 pub mod demo;
 pub mod fhir;
 pub mod fleet;
+mod limits;
 mod pages;
 pub mod patient;
 pub mod records;
@@ -225,6 +226,10 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/logout", post(logout))
         .route("/patient/{id}", get(patient_page))
         .route("/alert/{id}/ack", post(acknowledge))
+        .route(
+            "/patient/{id}/limits",
+            get(limits::limits_page).post(limits::save_limits),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_session,

@@ -14,7 +14,7 @@ header a{color:#fff}main{padding:1em}table{border-collapse:collapse}\
 td,th{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left}\
 .crit{background:#fdd}.chart{max-width:100%}.warn{background:#ffe9c6}.err{color:#a00}.muted{color:#777}";
 
-fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+pub(super) fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -163,6 +163,7 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
         Some(session),
         html! {
             h1 { "Patient " (v.patient) }
+            p { a #limits-link href={ "/patient/" (v.patient) "/limits" } { "Alert limits" } }
             h2 { "Alerts" }
             @if v.alerts.is_empty() { p.muted { "No alert in the last 30 days." } }
             @else {

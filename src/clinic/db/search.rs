@@ -78,7 +78,16 @@ impl ReceiverDb {
     /// per search, whatever the number of patients.
     pub fn search(&self, ty: &str, params: &[(String, String)]) -> Result<Value, SearchError> {
         const SUPPORTED: &str = "patient, date, code, _sort, _count (and _id for Patient)";
-        if !["Patient", "Observation", "DetectedIssue", "Device", "Task"].contains(&ty) {
+        if ![
+            "Patient",
+            "Observation",
+            "DetectedIssue",
+            "Device",
+            "Task",
+            "ServiceRequest",
+        ]
+        .contains(&ty)
+        {
             return Err(SearchError::Type(ty.to_owned()));
         }
         let bad = |param: &str, value: &str, why: &str| SearchError::Value {
@@ -210,7 +219,7 @@ impl ReceiverDb {
             .get("resourceType")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if !["Task", "AuditEvent"].contains(&ty) {
+        if !["Task", "AuditEvent", "ServiceRequest"].contains(&ty) {
             return Err(SearchError::Type(ty.to_owned()));
         }
         let patient_ref = |v: Option<&Value>| {
@@ -221,6 +230,7 @@ impl ReceiverDb {
         };
         let patient = match ty {
             "Task" => patient_ref(resource.get("for")),
+            "ServiceRequest" => patient_ref(resource.get("subject")),
             _ => resource
                 .get("entity")
                 .and_then(Value::as_array)

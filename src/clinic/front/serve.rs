@@ -75,6 +75,29 @@ pub(in crate::clinic) async fn handle(
             }
         },
         (id, "Device") if authz::valid_logical_id(id) => format!("Device/{id}"),
+        // The hub's poll for its own patient's alert limits (issue 18); the search is rebuilt
+        // from the hub's record, never from what the hub sent.
+        ("ServiceRequest", _)
+            if authz::query_param(&query, "subject")
+                == Some(format!("Patient/{}", hub.patient)) =>
+        {
+            format!(
+                "ServiceRequest?subject={}&code={}&status=active&_count=50",
+                percent_encode(&format!("Patient/{}", hub.patient)),
+                percent_encode(&format!(
+                    "{}|{}",
+                    crate::fhir::limits::TELEMONITORING_SYSTEM,
+                    crate::fhir::limits::LIMITS_CODE
+                ))
+            )
+        }
+        ("ServiceRequest", _) => {
+            return forbid(
+                "a hub may read only its own patient's alert limits".into(),
+                "R",
+            )
+            .await
+        }
         _ => return forbid("a hub may read only its own Devices".into(), "R").await,
     };
     let up = match front.send(reqwest::Method::GET, &rel, None).await {
@@ -102,6 +125,33 @@ pub(in crate::clinic) async fn handle(
             warn!(hub = %hub.hub_id, "The FHIR server's Device search answer holds resources of another writer: not given to the hub.");
             return bad_gateway("the FHIR server did not scope the search by _tag");
         }
+    }
+    if tail == "ServiceRequest" && up.status == StatusCode::OK {
+        // Only the hub's own patient's current version goes back, whatever the server returned.
+        let own = format!("Patient/{}", hub.patient);
+        let current = serde_json::from_slice::<Value>(&up.body)
+            .ok()
+            .and_then(|v| {
+                let entries = v.get("entry").and_then(Value::as_array)?;
+                let mine: Vec<Value> = entries
+                    .iter()
+                    .filter_map(|e| e.get("resource"))
+                    .filter(|r| {
+                        r.pointer("/subject/reference").and_then(Value::as_str) == Some(&own)
+                            && r.get("status").and_then(Value::as_str) == Some("active")
+                    })
+                    .map(|r| serde_json::json!({ "resource": r }))
+                    .collect();
+                crate::fhir::limits::current_of(
+                    &serde_json::json!({"resourceType": "Bundle", "entry": mine}),
+                )
+                .ok()
+                .flatten()
+            });
+        return fhir_response(
+            StatusCode::OK,
+            &crate::clinic::db::searchset(current.into_iter().collect()),
+        );
     }
     if parent == "Device" && up.status == StatusCode::NOT_FOUND {
         // Not found and not this hub's look the same to the hub.

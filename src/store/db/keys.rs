@@ -262,6 +262,7 @@ impl Db {
                 ("devices", "uuid"),
                 ("device_info", "uuid"),
                 ("held", "uuid"),
+                ("alert_limits", "uuid"),
             ] {
                 let rows: Vec<(i64, String, i64, Vec<u8>)> = {
                     let mut st = db.conn.prepare(&format!(
@@ -308,6 +309,7 @@ impl Db {
                    SELECT key_id FROM readings UNION SELECT key_id FROM alerts
                    UNION SELECT key_id FROM devices UNION SELECT key_id FROM device_info
                    UNION SELECT key_id FROM held WHERE key_id IS NOT NULL
+                   UNION SELECT key_id FROM alert_limits
                    UNION SELECT key_id FROM outbox WHERE key_id IS NOT NULL)",
                 [],
             )?;

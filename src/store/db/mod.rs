@@ -16,6 +16,7 @@
 mod devices;
 mod held;
 mod keys;
+mod limits;
 mod maintenance;
 mod outbox;
 mod readings;

@@ -1,0 +1,444 @@
+//! The clinic's alert limits on the hub (issue 18): fetched over the uplink's mutual-TLS client on
+//! the heartbeat's cadence and after a reconnect, checked, stored sealed, applied.
+//!
+//! - **Fetch** ([`fetch`]): `GET [base]/ServiceRequest?subject=Patient/<patient_id>&code=<system>|alert-limits&status=active&_sort=-authored&_count=10`,
+//!   the answer read through a 256 KiB cap; of the entries, the one with the highest `version`
+//!   is the clinic's current version.
+//! - **Check** ([`Applier::offer`]): the shape and the limits with
+//!   [`crate::fhir::limits::LimitsVersion::from_service_request`] (which ends with
+//!   `AlertRules::validate`), then the patient and the version
+//!   ([`crate::fhir::limits::LimitsVersion::acceptable_for`]). A refusal leaves the limits in force
+//!   untouched, is an `alert_limits_refused` security event naming the version and the reason,
+//!   and is kept for `status` and the heartbeat ([`Applier::report`]). The same refusal is not
+//!   recorded again at every poll.
+//! - **Store, then apply**: the accepted `ServiceRequest` replaces the stored one in one
+//!   transaction with its `alert_limits_changed` security event (schema v5), and only then does
+//!   ingest switch to the new rules between two readings ([`crate::daemon::Ingest::replace_rules`]).
+//!   A crash between the two leaves the new version in the store: at restart it is the one in
+//!   force ([`in_force`]). The store is the authority; nothing else is written.
+//! - **At start** ([`in_force`]): the stored version if there is one (parsed and validated again
+//!   with today's rules code), else `hub.toml`'s `[alerts]`. A stored version that no longer
+//!   validates falls back to `hub.toml` with an `alert_limits_unusable` security event.
+//! - What the clinic sets is merged with the hub's own `local_command`
+//!   ([`crate::fhir::limits::merged_with_hub`]).
+
+use crate::alerts::AlertRules;
+use crate::daemon::Ingest;
+pub use crate::fhir::limits::{current_of, version_of};
+use crate::fhir::limits::{
+    merged_with_hub, LimitsError, LimitsVersion, LIMITS_CODE, TELEMONITORING_SYSTEM,
+};
+use crate::model::UtcMillis;
+use crate::store::{Store, StoreError};
+use serde_json::Value as Json;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// The most bytes of the clinic's answer to the limits search.
+pub const MAX_LIMITS_RESPONSE: usize = 256 * 1024;
+
+/// Where the limits in force come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `hub.toml`'s `[alerts]`: the clinic has sent no version yet.
+    HubToml,
+    /// A version the clinic sent, applied at `applied_at`.
+    Clinic { version: u32, applied_at: UtcMillis },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::HubToml => f.write_str("hub.toml [alerts] (no clinic version yet)"),
+            Source::Clinic {
+                version,
+                applied_at,
+            } => write!(
+                f,
+                "clinic version {version}, applied {}",
+                applied_at.to_rfc3339()
+            ),
+        }
+    }
+}
+
+/// The rules in force and where they come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InForce {
+    pub source: Source,
+    pub rules: AlertRules,
+}
+
+impl InForce {
+    pub fn version(&self) -> Option<u32> {
+        match self.source {
+            Source::Clinic { version, .. } => Some(version),
+            Source::HubToml => None,
+        }
+    }
+}
+
+/// The rules in force at start: the stored clinic version (checked again), else `hub`.
+pub async fn in_force(store: &Store, hub: &AlertRules) -> Result<InForce, StoreError> {
+    let Some(stored) = store.alert_limits().await? else {
+        return Ok(InForce {
+            source: Source::HubToml,
+            rules: hub.clone(),
+        });
+    };
+    let parsed = serde_json::from_str::<Json>(&stored.resource)
+        .map_err(|e| LimitsError::Malformed(e.to_string()))
+        .and_then(|v| LimitsVersion::from_service_request(&v));
+    match parsed {
+        Ok(v) => Ok(InForce {
+            source: Source::Clinic {
+                version: stored.version,
+                applied_at: stored.applied_at,
+            },
+            rules: merged_with_hub(&v.rules, hub),
+        }),
+        Err(e) => {
+            warn!(
+                "The stored clinic alert limits do not validate; hub.toml's [alerts] are in force."
+            );
+            store
+                .append_event(
+                    "alert_limits_unusable",
+                    "security",
+                    format!(
+                        "stored clinic version {} is unusable ({e}); hub.toml [alerts] in force until the clinic sends a new version",
+                        stored.version
+                    ),
+                )
+                .await?;
+            Ok(InForce {
+                source: Source::HubToml,
+                rules: hub.clone(),
+            })
+        }
+    }
+}
+
+/// What the hub did with what the clinic offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// The clinic has no version for the patient.
+    Nothing,
+    /// The version is already in force.
+    Unchanged { version: u32 },
+    /// Stored and applied.
+    Applied { version: u32 },
+    /// Refused; the limits in force stay. `version` when the resource named one.
+    Refused {
+        version: Option<u32>,
+        reason: String,
+    },
+}
+
+/// What the hub reports about the clinic's limits (status, heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub in_force: Source,
+    /// The last refusal, if any since the version in force was applied.
+    pub refused: Option<(Option<u32>, String)>,
+}
+
+/// Checks, stores and applies what the clinic offers. One per hub (the uplink owns it).
+#[derive(Debug)]
+pub struct Applier {
+    store: Store,
+    ingest: Option<Arc<Ingest>>,
+    hub_rules: AlertRules,
+    patient_id: String,
+    current: InForce,
+    refused: Option<(Option<u32>, String)>,
+    refused_at: UtcMillis,
+    /// The acknowledgement last delivered to the clinic (`<version>-<applied|rejected>`).
+    acked: Option<String>,
+}
+
+impl Applier {
+    /// `current` is what [`in_force`] gave at start (and what `ingest` was opened with).
+    pub fn new(
+        store: Store,
+        ingest: Option<Arc<Ingest>>,
+        hub_rules: AlertRules,
+        patient_id: String,
+        current: InForce,
+    ) -> Applier {
+        Applier {
+            store,
+            ingest,
+            hub_rules,
+            patient_id,
+            current,
+            refused: None,
+            refused_at: UtcMillis(0),
+            acked: None,
+        }
+    }
+
+    /// The acknowledgement due: the refusal of a named version since the last change, else the
+    /// clinic version in force; `None` when there is nothing to acknowledge.
+    pub fn ack(&self) -> Option<crate::fhir::limits::LimitsAck> {
+        match (&self.refused, &self.current.source) {
+            (Some((Some(v), reason)), _) => Some(crate::fhir::limits::LimitsAck {
+                patient_id: self.patient_id.clone(),
+                version: *v,
+                at: self.refused_at,
+                rejected: Some(reason.clone()),
+            }),
+            (
+                _,
+                Source::Clinic {
+                    version,
+                    applied_at,
+                },
+            ) => Some(crate::fhir::limits::LimitsAck {
+                patient_id: self.patient_id.clone(),
+                version: *version,
+                at: *applied_at,
+                rejected: None,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn in_force(&self) -> &InForce {
+        &self.current
+    }
+
+    pub fn report(&self) -> Report {
+        Report {
+            in_force: self.current.source.clone(),
+            refused: self.refused.clone(),
+        }
+    }
+
+    /// Check the clinic's `ServiceRequest` and, if acceptable, store it and apply it.
+    pub async fn offer(&mut self, resource: &Json, now: UtcMillis) -> Result<Offer, StoreError> {
+        let named = version_of(resource);
+        let checked = LimitsVersion::from_service_request(resource).and_then(|v| {
+            if Some(v.version) == self.current.version() && v.patient_id == self.patient_id {
+                return Ok(None);
+            }
+            v.acceptable_for(&self.patient_id, self.current.version())
+                .map(|()| Some(v))
+        });
+        let v = match checked {
+            Ok(None) => {
+                return Ok(Offer::Unchanged {
+                    version: self.current.version().unwrap_or_default(),
+                })
+            }
+            Ok(Some(v)) => v,
+            Err(e) => return self.refuse(named, e.to_string(), now).await,
+        };
+        let text = resource.to_string();
+        self.store.set_alert_limits(v.version, text, now).await?;
+        let rules = merged_with_hub(&v.rules, &self.hub_rules);
+        if let Some(ingest) = &self.ingest {
+            ingest
+                .replace_rules(rules.clone(), now)
+                .await
+                .map_err(|crate::daemon::IngestError::Store(e)| e)?;
+        }
+        info!(version = v.version, "Clinic alert limits applied.");
+        self.current = InForce {
+            source: Source::Clinic {
+                version: v.version,
+                applied_at: now,
+            },
+            rules,
+        };
+        self.refused = None;
+        Ok(Offer::Applied { version: v.version })
+    }
+
+    async fn refuse(
+        &mut self,
+        version: Option<u32>,
+        reason: String,
+        now: UtcMillis,
+    ) -> Result<Offer, StoreError> {
+        let again = self.refused.as_ref() == Some(&(version, reason.clone()));
+        if !again {
+            warn!(version = ?version, "Clinic alert limits refused.");
+            let which = version.map_or("a version".to_owned(), |v| format!("version {v}"));
+            self.store
+                .append_event(
+                    "alert_limits_refused",
+                    "security",
+                    format!("clinic alert limits {which} refused: {reason}"),
+                )
+                .await?;
+            self.refused = Some((version, reason.clone()));
+            self.refused_at = now;
+        }
+        Ok(Offer::Refused { version, reason })
+    }
+}
+
+/// The search for the patient's current limits, relative to the FHIR base.
+pub fn search_path(patient_id: &str) -> String {
+    format!(
+        "ServiceRequest?subject=Patient/{patient_id}&code={}%7C{LIMITS_CODE}&status=active&_sort=-authored&_count=10",
+        TELEMONITORING_SYSTEM.replace(':', "%3A").replace('/', "%2F")
+    )
+}
+
+/// Ask the clinic for the patient's current limits over the uplink's client.
+pub async fn fetch(
+    client: &reqwest::Client,
+    base: &reqwest::Url,
+    patient_id: &str,
+) -> Result<Option<Json>, super::UplinkError> {
+    let target = format!(
+        "{}/{}",
+        base.as_str().trim_end_matches('/'),
+        search_path(patient_id)
+    );
+    let resp = client
+        .get(&target)
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .map_err(|e| super::classify(&e))?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return Err(super::UplinkError::Http {
+            status,
+            retry_after: None,
+            detail: None,
+        });
+    }
+    let body = super::send::read_bounded(resp, MAX_LIMITS_RESPONSE).await?;
+    let v: Json = serde_json::from_slice(&body).map_err(|e| {
+        super::UplinkError::BadResponse(format!("limits search answer not JSON ({e})"))
+    })?;
+    current_of(&v).map_err(super::UplinkError::BadResponse)
+}
+
+impl super::Uplink {
+    /// Give the uplink the limits applier: it then fetches the clinic's limits at every
+    /// heartbeat and after a reconnect.
+    pub fn with_limits(mut self, applier: Applier) -> Self {
+        self.limits = Some(applier);
+        self
+    }
+
+    /// What the hub reports about the clinic's limits, if the applier is wired.
+    pub fn limits_report(&self) -> Option<Report> {
+        self.limits.as_ref().map(Applier::report)
+    }
+
+    /// Deliver the acknowledgement due ([`Applier::ack`]) if it was not delivered yet: `true` when
+    /// one was sent now. Offline it waits: the next call after the link returns sends it, with the
+    /// time the version was applied or refused.
+    pub async fn send_limits_ack(&mut self) -> Result<bool, super::UplinkError> {
+        let Some(ack) = self.limits.as_ref().and_then(Applier::ack) else {
+            return Ok(false);
+        };
+        let key = format!(
+            "{}-{}",
+            ack.version,
+            if ack.rejected.is_some() {
+                "rejected"
+            } else {
+                "applied"
+            }
+        );
+        if self.limits.as_ref().and_then(|a| a.acked.as_deref()) == Some(key.as_str()) {
+            return Ok(false);
+        }
+        let (hub_ref, refs) = self.refs().await?;
+        let ctx = crate::fhir::BundleContext {
+            patient_id: &self.cfg.patient_id,
+            hub: &self.hub,
+            hub_ref: hub_ref.as_deref(),
+            device_refs: &refs,
+            nonce: self.random_u64(),
+            more_may_follow: false,
+        };
+        let built = crate::fhir::limits::ack_bundle(&ctx, &ack)
+            .map_err(|e| super::UplinkError::Config(e.to_string()))?;
+        self.post_split(&built).await?;
+        if let Some(a) = self.limits.as_mut() {
+            a.acked = Some(key);
+        }
+        Ok(true)
+    }
+
+    /// Fetch the clinic's current limits version and offer it to the applier (none wired: no-op).
+    pub async fn sync_limits(&mut self) -> Result<Offer, super::UplinkError> {
+        if self.limits.is_none() {
+            return Ok(Offer::Nothing);
+        }
+        let found = fetch(&self.client, &self.url, &self.cfg.patient_id).await?;
+        let now = self.clock.now();
+        let Some(applier) = self.limits.as_mut() else {
+            return Ok(Offer::Nothing);
+        };
+        let Some(sr) = found else {
+            return Ok(Offer::Nothing);
+        };
+        let offer = applier.offer(&sr, now).await?;
+        if matches!(offer, Offer::Applied { .. }) {
+            // The Observations' L / H / LL / HH follow the limits in force.
+            self.alert_rules = Some(applier.in_force().rules.clone());
+        }
+        Ok(offer)
+    }
+}
+
+/// The limits in force as `status` and `doctor` show them (read from the store, read-only).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Shown {
+    /// `clinic` or `hub.toml`.
+    pub source: String,
+    /// The clinic's version in force, if any.
+    pub version: Option<u32>,
+    /// When it was applied.
+    pub applied_at: Option<UtcMillis>,
+    /// The newest refusal since then (`alert_limits_refused` event detail), if any.
+    pub last_refusal: Option<String>,
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.version, self.applied_at) {
+            (Some(v), Some(at)) => write!(f, "clinic version {v}, applied {}", at.to_rfc3339())?,
+            _ => f.write_str("hub.toml [alerts] (the clinic has sent no version)")?,
+        }
+        if let Some(r) = &self.last_refusal {
+            write!(f, "; last refused: {r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `status` and `doctor` show: the stored version (not re-validated here: the daemon does
+/// that at start and says so with an `alert_limits_unusable` event) and the newest refusal.
+pub async fn shown(store: &Store) -> Result<Shown, StoreError> {
+    let stored = store.alert_limits().await?;
+    let applied_at = stored.as_ref().map(|s| s.applied_at);
+    let last_refusal = store
+        .events(1000)
+        .await?
+        .into_iter()
+        .find(|e| e.kind == "alert_limits_refused" || e.kind == "alert_limits_changed")
+        // The newest of the two: a refusal after the last change.
+        .filter(|e| e.kind == "alert_limits_refused")
+        .map(|e| e.detail);
+    Ok(Shown {
+        source: if stored.is_some() {
+            "clinic"
+        } else {
+            "hub.toml"
+        }
+        .into(),
+        version: stored.as_ref().map(|s| s.version),
+        applied_at,
+        last_refusal,
+    })
+}

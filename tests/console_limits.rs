@@ -1,0 +1,253 @@
+//! The alert-limits editor over real HTTPS with a session and its CSRF token (not a browser): a
+//! save is a new version read back by the hub's own code; invalid limits (low above high, a unit
+//! that does not fit the kind, a critical limit inside the normal band) are refused with the
+//! reason on the page and nothing is stored; the hub's acknowledgement ("applied on the hub at …"
+//! or "rejected by the hub: reason") is shown.
+
+#![cfg(feature = "clinic")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod console_support;
+use console_support::*;
+use vitals_hub::alerts::AlertRules;
+use vitals_hub::clinic::db::ReceiverDb;
+use vitals_hub::fhir::limits::{ack_bundle, LimitsAck, LimitsVersion};
+use vitals_hub::model::UtcMillis;
+
+/// The editor's form for the starting points with `changes` applied (`glucose.high` → `180`).
+fn form(csrf: &str, reason: &str, changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let rules = AlertRules::starting_points();
+    let mut f = vec![
+        ("csrf".to_owned(), csrf.to_owned()),
+        ("reason".to_owned(), reason.to_owned()),
+        ("suppress_minutes".to_owned(), "60".to_owned()),
+        (
+            "extras".to_owned(),
+            "[[weight_gain]]\nwindow_hours = 24\ngain = 2\nunit = \"kg\"\n".to_owned(),
+        ),
+    ];
+    for (k, r) in &rules.thresholds {
+        let t =
+            |l: Option<vitals_hub::alerts::Limit>| l.map(|l| l.0.to_string()).unwrap_or_default();
+        for (name, v) in [
+            ("unit", r.unit.ucum().to_owned()),
+            ("low", t(r.low)),
+            ("high", t(r.high)),
+            ("critical_low", t(r.critical_low)),
+            ("critical_high", t(r.critical_high)),
+            ("hysteresis", t(r.hysteresis)),
+        ] {
+            f.push((format!("{k}.{name}"), v));
+        }
+    }
+    for (k, v) in changes {
+        match f.iter_mut().find(|(n, _)| n == k) {
+            Some(e) => e.1 = (*v).to_owned(),
+            None => f.push(((*k).to_owned(), (*v).to_owned())),
+        }
+    }
+    f
+}
+
+async fn post(b: &mut Browser, path: &str, f: &[(String, String)]) -> Page {
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    b.post(path, &f).await
+}
+
+fn stored_versions(db: &std::path::Path) -> Vec<LimitsVersion> {
+    let d = ReceiverDb::open(Some(db)).unwrap();
+    d.search_patient_of("ServiceRequest", "zed")
+        .unwrap()
+        .iter()
+        .map(|r| LimitsVersion::from_service_request(r).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
+    let env = start().await;
+    let mut b = Browser::new(&env);
+    assert_eq!(b.login(USER, PASSWORD).await.status, 303);
+    let page = b.get("/patient/zed/limits").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("No version saved"), "{}", page.body);
+    let csrf = csrf_of(&page.body);
+
+    // Preview: what a high limit of 180 would have raised over the last 30 days (200 and 120
+    // mg/dL two and one days ago): one alert, and nothing saved.
+    let day = jiff::SignedDuration::from_hours(24);
+    let now = jiff::Timestamp::now();
+    let g1 = glucose("zed", now - day * 2, 200, None);
+    let g2 = glucose("zed", now - day, 120, None);
+    ingest(
+        &env.db,
+        "hub-zed",
+        "zed",
+        &bundle(vec![(g1, "urn:uuid:g1"), (g2, "urn:uuid:g2")]),
+    );
+    let mut f = form(&csrf, "trying", &[("glucose.high", "180")]);
+    f.push(("preview".into(), "1".into()));
+    let p = post(&mut b, "/patient/zed/limits", &f).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(
+        p.body
+            .contains("Preview: 1 alerts raised or escalated over the last 30 days"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("glucose 200 mg/dL above the high limit 180"),
+        "{}",
+        p.body
+    );
+    let mut f = form(&csrf, "trying", &[]);
+    f.push(("preview".into(), "1".into()));
+    let p = post(&mut b, "/patient/zed/limits", &f).await;
+    assert!(p.body.contains("Preview: 0 alerts"), "{}", p.body);
+    assert!(
+        stored_versions(&env.db).is_empty(),
+        "a preview saves nothing"
+    );
+
+    // The clinician lowers the glucose high limit: version 1.
+    let p = post(
+        &mut b,
+        "/patient/zed/limits",
+        &form(&csrf, "new insulin regimen", &[("glucose.high", "180")]),
+    )
+    .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let v = stored_versions(&env.db);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].version, v[0].author.as_str()), (1, USER));
+    assert_eq!(v[0].reason, "new insulin regimen");
+    assert_eq!(
+        v[0].rules.thresholds[&vitals_hub::model::Kind::Glucose]
+            .high
+            .unwrap()
+            .0
+            .to_string(),
+        "180"
+    );
+    assert_eq!(v[0].rules.weight_gain.len(), 1);
+    let page = b.get("/patient/zed/limits").await;
+    assert!(page.body.contains("Version 1 by dr.jones"), "{}", page.body);
+    assert!(
+        page.body.contains("The hub has not acknowledged"),
+        "{}",
+        page.body
+    );
+
+    // Refusals, each with its reason on the page; nothing stored.
+    for (changes, reason) in [
+        (
+            vec![("glucose.low", "300"), ("glucose.high", "180")],
+            "alerts.thresholds.glucose: low 300 must be below high 180",
+        ),
+        (
+            vec![("glucose.unit", "kg")],
+            "alerts.thresholds.glucose: unit kg does not measure glucose; use mg/dL",
+        ),
+        (
+            vec![("glucose.critical_low", "80")],
+            "alerts.thresholds.glucose: critical_low 80 must be below low 70",
+        ),
+        (
+            vec![("glucose.high", "high")],
+            "glucose high: &quot;high&quot; is not a number",
+        ),
+    ] {
+        let p = post(&mut b, "/patient/zed/limits", &form(&csrf, "try", &changes)).await;
+        assert_eq!(p.status, 422, "{reason}: {}", p.body);
+        assert!(p.body.contains("Not saved"), "{}", p.body);
+        assert!(p.body.contains(reason), "{reason}:\n{}", p.body);
+    }
+    let p = post(&mut b, "/patient/zed/limits", &form(&csrf, "", &[])).await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("say why the limits change"), "{}", p.body);
+    // Without the session's CSRF token: refused.
+    let p = post(&mut b, "/patient/zed/limits", &form("0000", "x", &[])).await;
+    assert_eq!(p.status, 403);
+    assert_eq!(stored_versions(&env.db).len(), 1);
+
+    // A second save is version 2; the previous one stays listed.
+    let p = post(
+        &mut b,
+        "/patient/zed/limits",
+        &form(&csrf, "diuretic changed", &[("glucose.high", "200")]),
+    )
+    .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let page = b.get("/patient/zed/limits").await;
+    assert!(page.body.contains("Version 2 by dr.jones"), "{}", page.body);
+    assert!(page.body.contains("new insulin regimen"), "{}", page.body);
+
+    // The hub's acknowledgements, as its uplink sends them.
+    let hub = vitals_hub::fhir::HubInfo {
+        mac: "02:00:5E:10:00:02".parse().unwrap(),
+        manufacturer: "Vitals".into(),
+        model: "Hub".into(),
+        software_version: "0.1.0".into(),
+        ntp: true,
+        utc_offset_minutes: 0,
+        zone: None,
+    };
+    let refs = std::collections::HashMap::new();
+    let ctx = vitals_hub::fhir::BundleContext {
+        patient_id: "zed",
+        hub: &hub,
+        hub_ref: None,
+        device_refs: &refs,
+        nonce: 1,
+        more_may_follow: false,
+    };
+    let applied = ack_bundle(
+        &ctx,
+        &LimitsAck {
+            patient_id: "zed".into(),
+            version: 1,
+            at: UtcMillis::parse_rfc3339("2026-12-07T08:00:05Z").unwrap(),
+            rejected: None,
+        },
+    )
+    .unwrap();
+    ingest(&env.db, "hub-zed", "zed", &applied.json);
+    let page = b.get("/patient/zed/limits").await;
+    assert!(
+        page.body
+            .contains("Version 1 applied on the hub at 2026-12-07T08:00:05.000+00:00"),
+        "{}",
+        page.body
+    );
+    let rejected = ack_bundle(
+        &ctx,
+        &LimitsAck {
+            patient_id: "zed".into(),
+            version: 2,
+            at: UtcMillis::parse_rfc3339("2026-12-07T09:00:00Z").unwrap(),
+            rejected: Some(
+                "version 2 is for another patient; the hub keeps the limits in force".into(),
+            ),
+        },
+    )
+    .unwrap();
+    ingest(&env.db, "hub-zed", "zed", &rejected.json);
+    let page = b.get("/patient/zed/limits").await;
+    assert!(
+        page.body.contains("Version 2 rejected by the hub at"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("is for another patient"),
+        "{}",
+        page.body
+    );
+    env.stop().await;
+}
