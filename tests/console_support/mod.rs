@@ -68,6 +68,7 @@ pub async fn start() -> Env {
         tls: server_config(&cert, &key).unwrap(),
         db_path: db.clone(),
         worklist: Default::default(),
+        fhir_base: None,
     })
     .await
     .unwrap();

@@ -11,7 +11,9 @@
 //! request head ([`HANDSHAKE_TIMEOUT`]), and every table in [`auth`].
 //!
 //! Accounts live in the clinic's store ([`users`]); `vitals-clinic user add|disable|passwd`
-//! manages them ([`cli`]).
+//! manages them ([`cli`]). The clinical record is read and written through [`fhir`]: the
+//! built-in store, or the external FHIR server of `serve --fhir-base` (the accounts and sessions
+//! stay in the clinic's store either way).
 
 pub mod auth;
 pub mod bench;
@@ -62,6 +64,9 @@ pub struct ConsoleConfig {
     pub db_path: PathBuf,
     /// Heartbeat interval, missed heartbeats before offline, stale-data age.
     pub worklist: worklist::WorklistSettings,
+    /// The external FHIR server the console reads and writes (`--fhir-base`); `None`: the
+    /// built-in store of `db_path`. The accounts stay in `db_path` either way.
+    pub fhir_base: Option<Arc<super::front::Front>>,
 }
 
 /// The console's TLS configuration from PEM files: TLS 1.3, no client certificates.
@@ -100,20 +105,35 @@ impl Console {
         let path = cfg.db_path.clone();
         let p2 = path.clone();
         let db_err = move |source| ReceiverError::Db { path: p2, source };
+        let local = cfg.fhir_base.is_none();
         let (users, db) = tokio::task::spawn_blocking(move || {
             let users = UserStore::open(&path).map_err(|e| match e {
                 users::UserError::Db(e) => db_err(e),
                 other => ReceiverError::Tls(other.to_string()),
             })?;
-            Ok::<_, ReceiverError>((users, ReceiverDb::open(Some(&path))?))
+            let db = if local {
+                Some(ReceiverDb::open(Some(&path))?)
+            } else {
+                None
+            };
+            Ok::<_, ReceiverError>((users, db))
         })
         .await
         .map_err(|e| ReceiverError::Tls(format!("opening the console's store: {e}")))??;
+        let base = match (cfg.fhir_base, db) {
+            (Some(front), _) => fhir::FhirBase::Rest(front),
+            (None, Some(db)) => fhir::FhirBase::Local(Arc::new(Mutex::new(db))),
+            (None, None) => {
+                return Err(ReceiverError::Tls(
+                    "the console has neither a FHIR base nor a store".into(),
+                ))
+            }
+        };
         let state = Arc::new(AppState {
             users: Mutex::new(users),
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),
-            fhir: fhir::FhirClient::new(fhir::FhirBase::Local(Arc::new(Mutex::new(db)))),
+            fhir: fhir::FhirClient::new(base),
             settings: cfg.worklist,
         });
         let listener = TcpListener::bind(cfg.bind)
@@ -456,14 +476,7 @@ async fn worklist(
             }
             pages::worklist(&session, &rows, now).into_response()
         }
-        Err(e) => {
-            warn!(error = %e, "Worklist failed.");
-            (
-                StatusCode::BAD_GATEWAY,
-                pages::message("Worklist unavailable", &e.to_string()),
-            )
-                .into_response()
-        }
+        Err(e) => fhir_failed(&e),
     }
 }
 
@@ -489,10 +502,15 @@ fn not_found(what: &str) -> Response {
 }
 
 fn fhir_failed(e: &fhir::FhirClientError) -> Response {
+    // The server's own words (which may echo an id) go to the page, not to the log.
     warn!(error = %e, "A console FHIR request failed.");
+    let text = match e.detail() {
+        Some(d) => format!("{e}. The FHIR server says: {d}"),
+        None => e.to_string(),
+    };
     (
         StatusCode::BAD_GATEWAY,
-        pages::message("The clinical record is unavailable", &e.to_string()),
+        pages::message("The clinical record is unavailable", &text),
     )
         .into_response()
 }
