@@ -476,6 +476,36 @@ async fn the_console_shows_the_same_over_an_independent_fhir_server_as_over_the_
         rows(&rw)
     );
 
+    // An admin labels A at the REST console: the Patient at the server carries it as
+    // name[0].text (its other elements kept), the worklist and the page show it.
+    UserStore::open(&rest_db)
+        .unwrap()
+        .add("admin.kim", Role::Admin, PASSWORD)
+        .unwrap();
+    let mut admin = Browser::new(&rest);
+    assert_eq!(admin.login("admin.kim", PASSWORD).await.status, 303);
+    let page = admin.get(&format!("/patient/{PATIENT}")).await;
+    let csrf = console_support::csrf_of(&page.body);
+    let r = admin
+        .post(
+            &format!("/patient/{PATIENT}/label"),
+            &[("csrf", &csrf), ("label", "J.D. room 4")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let patients = at_server(&fhir, "Patient").await;
+    let a = patients.iter().find(|p| p["id"] == PATIENT).unwrap();
+    assert_eq!(a["name"][0]["text"], "J.D. room 4");
+    assert_eq!(a["active"], true);
+    assert!(rb.get("/").await.body.contains("J.D. room 4"));
+    assert!(rb
+        .get(&format!("/patient/{PATIENT}"))
+        .await
+        .body
+        .contains("J.D. room 4"));
+    let audits = at_server(&fhir, "AuditEvent").await;
+    assert_eq!(audits.iter().filter(|e| e["action"] == "U").count(), 1);
+
     // A hub's Devices at the server carry its patient (written by the front).
     let devices = at_server(&fhir, "Device").await;
     assert!(!devices.is_empty());

@@ -22,6 +22,11 @@
 //! to the clinician ([`FhirClientError::detail`]) but kept out of the log, as it may echo a
 //! patient id.
 //!
+//! **Writes**: creates (`POST`: Task, AuditEvent) and updates (`PUT`: the clinic's Patient with
+//! its display label). The built-in store keeps those Patients apart from the hubs' resources
+//! ([`ReceiverDb::put_patient`]) and this client shows them in its Patient reads and searches in
+//! place of the ones the store derives from the registry.
+//!
 //! **Parameters** are standard FHIR R4 search parameters with one translation: the built-in
 //! store takes `date` on every type, while R4 names DetectedIssue's date `identified`; the REST
 //! base sends `identified` (and `_sort=identified`) for DetectedIssue ([`rest_params`]).
@@ -187,6 +192,19 @@ impl FhirClient {
                 let (ty, id) = (ty.to_owned(), id.to_owned());
                 tokio::task::spawn_blocking(move || {
                     let db = db.lock().map_err(|_| FhirClientError::Poisoned)?;
+                    if ty == "Patient" {
+                        // The clinic's own Patient (a label), else the one the store derives.
+                        if let Some(p) = db.stored_patient(&id)? {
+                            return Ok(Some(p));
+                        }
+                        let ids = [("_id".to_owned(), id.clone())];
+                        let mut b = db.search("Patient", &ids)?;
+                        return Ok(b
+                            .get_mut("entry")
+                            .and_then(|e| e.get_mut(0))
+                            .and_then(|e| e.get_mut("resource"))
+                            .map(Value::take));
+                    }
                     db.read_owned(&ty, &id, None)
                         .map_err(|e| FhirClientError::Search(SearchError::Db(e)))
                 })
@@ -270,6 +288,52 @@ impl FhirClient {
         }
     }
 
+    /// `PUT [base]/<type>/<id>`: update (or create with this id) a resource. The built-in store
+    /// takes the clinic's own Patients only ([`ReceiverDb::put_patient`]).
+    pub async fn update(&self, resource: Value) -> Result<(), FhirClientError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match &self.base {
+            FhirBase::Local(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut db = db.lock().map_err(|_| FhirClientError::Poisoned)?;
+                    Ok(db.put_patient(&resource)?)
+                })
+                .await
+                .map_err(|e| FhirClientError::Join(e.to_string()))?
+            }
+            FhirBase::Rest(front) => {
+                let ty = resource
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphabetic()))
+                    .unwrap_or("Resource")
+                    .to_owned();
+                let request = format!("update {ty}");
+                let id = resource
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|id| valid_logical_id(id))
+                    .ok_or_else(|| FhirClientError::Answer {
+                        request: request.clone(),
+                        why: "the resource to update has no valid id".into(),
+                    })?
+                    .to_owned();
+                let body = serde_json::to_vec(&resource).map_err(|e| FhirClientError::Answer {
+                    request: request.clone(),
+                    why: e.to_string(),
+                })?;
+                let up = front
+                    .send(reqwest::Method::PUT, &format!("{ty}/{id}"), Some(body))
+                    .await?;
+                if !up.status.is_success() {
+                    return Err(server_error(up.status.as_u16(), request, &up.body));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// `GET [base]/<ty>?<params>`: the matches of a searchset Bundle.
     pub async fn search(
         &self,
@@ -287,7 +351,24 @@ impl FhirClient {
                 let db = db.clone();
                 tokio::task::spawn_blocking(move || {
                     let db = db.lock().map_err(|_| FhirClientError::Poisoned)?;
-                    Ok::<_, FhirClientError>(db.search(&ty, &params)?)
+                    let mut b = db.search(&ty, &params)?;
+                    if ty == "Patient" {
+                        // The clinic's own Patients (labels) in place of the derived ones.
+                        let stored = db.stored_patients()?;
+                        if let Some(Value::Array(es)) = b.get_mut("entry") {
+                            for e in es {
+                                let id = e
+                                    .get("resource")
+                                    .and_then(|r| r.get("id"))
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("");
+                                if let Some(p) = stored.get(id) {
+                                    e["resource"] = p.clone();
+                                }
+                            }
+                        }
+                    }
+                    Ok::<_, FhirClientError>(b)
                 })
                 .await
                 .map_err(|e| FhirClientError::Join(e.to_string()))??

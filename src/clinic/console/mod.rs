@@ -245,6 +245,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/logout", post(logout))
         .route("/patient/{id}", get(patient_page))
         .route("/alert/{id}/ack", post(acknowledge))
+        .route("/patient/{id}/label", post(set_label))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_session,
@@ -632,4 +633,77 @@ async fn acknowledge(
     }
     info!("Alert acknowledged.");
     Redirect::to(&format!("/patient/{patient}")).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LabelForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    label: String,
+}
+
+/// An admin sets (or with an empty one removes) a patient's display label: the Patient's
+/// `name[0].text` at the clinic's FHIR server, audited.
+async fn set_label(
+    State(st): State<Shared>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(id): UrlPath<String>,
+    Form(f): Form<LabelForm>,
+) -> Response {
+    if !auth::same_token(&f.csrf, &session.csrf) {
+        return csrf_refused();
+    }
+    if session.role != users::Role::Admin {
+        info!("Console label change refused: not an admin.");
+        return (
+            StatusCode::FORBIDDEN,
+            pages::message(
+                "Admins only",
+                "Only an admin account sets patient labels. Ask a clinic admin, or an admin to give you that role (vitals-clinic user add --role admin).",
+            ),
+        )
+            .into_response();
+    }
+    if !super::registry::valid_id(&id) {
+        return not_found("This patient id");
+    }
+    let label = match records::check_label(&f.label) {
+        Ok(l) => l,
+        Err(why) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                pages::message("Label not saved", &format!("{why} Go back and correct it.")),
+            )
+                .into_response()
+        }
+    };
+    let existing = match st.fhir.read("Patient", &id).await {
+        Ok(p) => p,
+        Err(e) => return fhir_failed(&e),
+    };
+    let patient = records::labelled_patient(existing, &id, label.as_deref());
+    if let Err(e) = st.fhir.update(patient).await {
+        return fhir_failed(&e);
+    }
+    let now = jiff::Timestamp::now();
+    let what = format!("Patient/{id}");
+    if let Err(r) = audited(
+        &st,
+        records::audit(
+            records::Action::Label,
+            &session.user,
+            peer.ip(),
+            Some(&id),
+            Some(&what),
+            now,
+        ),
+    )
+    .await
+    {
+        return r;
+    }
+    info!("Patient label changed.");
+    Redirect::to(&format!("/patient/{id}")).into_response()
 }

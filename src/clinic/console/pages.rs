@@ -109,7 +109,10 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
                     tbody {
                         @for r in rows {
                             tr class=(row_class(r)) data-patient=(r.patient) {
-                                td { a href={ "/patient/" (r.patient) } { (r.patient) } }
+                                td {
+                                    a href={ "/patient/" (r.patient) } { (r.patient) }
+                                    @if let Some(l) = &r.label { " " span.label { (l) } }
+                                }
                                 td {
                                     @if r.critical_unacked > 0 {
                                         strong { (r.critical_unacked) " critical unacknowledged" } br;
@@ -162,7 +165,23 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
         &v.patient,
         Some(session),
         html! {
-            h1 { "Patient " (v.patient) }
+            h1 {
+                "Patient " (v.patient)
+                @if let Some(l) = &v.label { " — " span.label { (l) } }
+            }
+            @if session.role == super::users::Role::Admin {
+                form.label method="post" action={ "/patient/" (v.patient) "/label" } {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label {
+                        "Display label "
+                        input name="label" maxlength=(super::records::MAX_LABEL)
+                            value=(v.label.as_deref().unwrap_or(""))
+                            placeholder="e.g. initials and room (empty: none)";
+                    }
+                    " " button type="submit" { "Save label" }
+                    " " span.muted { "Kept by the clinic only; the hubs send no demographics." }
+                }
+            }
             h2 { "Alerts" }
             @if v.alerts.is_empty() { p.muted { "No alert in the last 30 days." } }
             @else {

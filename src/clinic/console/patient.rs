@@ -1,7 +1,8 @@
 //! The patient page's data: per measurement kind the 30-day readings (charted as SVG by plotters,
 //! with the alert limits as a band and flagged readings marked), the readings table with their
 //! L/H/LL/HH flags, and the alert timeline with its acknowledgements — from three FHIR searches
-//! (Observation, DetectedIssue, Task) confined to the patient.
+//! (Observation, DetectedIssue, Task) confined to the patient, and a read of the Patient (its
+//! display label).
 //!
 //! The limit band is the hub's documented starting points ([`AlertRules::starting_points`]): the
 //! clinic does not yet hold each patient's own limits, and the page says so.
@@ -46,6 +47,8 @@ pub struct AlertEvent {
 #[derive(Debug, Clone, Default)]
 pub struct PatientView {
     pub patient: String,
+    /// The display label an admin set (`Patient.name[0].text`).
+    pub label: Option<String>,
     pub kinds: BTreeMap<&'static str, Vec<Reading>>,
     pub alerts: Vec<AlertEvent>,
 }
@@ -157,6 +160,7 @@ pub fn build(
     alerts.sort_by_key(|a| std::cmp::Reverse(a.at));
     PatientView {
         patient: patient.to_owned(),
+        label: None,
         kinds,
         alerts,
     }
@@ -203,12 +207,13 @@ pub async fn load(
             ],
         )
         .await?;
-    Ok(build(
-        patient,
-        &obs.resources,
-        &issues.resources,
-        &tasks.resources,
-    ))
+    let mut view = build(patient, &obs.resources, &issues.resources, &tasks.resources);
+    view.label = fhir
+        .read("Patient", patient)
+        .await?
+        .as_ref()
+        .and_then(super::records::label_of);
+    Ok(view)
 }
 
 /// The alert band of a kind (low, high) from the documented starting points, when every reading
