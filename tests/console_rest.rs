@@ -414,6 +414,27 @@ async fn the_console_shows_the_same_over_an_independent_fhir_server_as_over_the_
         );
         assert_eq!((l.status, r.status), (200, 200), "{}", r.body);
         assert_eq!(points(&l.body), points(&r.body), "{p}");
+        // The device panel: the same hub and devices with the same fields (numbers left out:
+        // the two clinics got their heartbeats seconds apart).
+        // (And the hub's logical id, which each server assigns.)
+        let panel = |b: &str| {
+            text_of(b, "<table id=\"devices", "</table>")
+                .split(' ')
+                .map(|w| {
+                    if w.starts_with("Device/") {
+                        "Device/…"
+                    } else {
+                        w
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .collect::<String>()
+        };
+        assert!(r.body.contains("<table id=\"devices\">"), "{p}");
+        assert_eq!(panel(&l.body), panel(&r.body), "{p}");
         for (m, e) in [
             ("<table class=\"readings", "</table>"),
             ("<table id=\"alerts", "</table>"),

@@ -178,6 +178,14 @@ impl FhirClient {
         }
     }
 
+    /// Whether a patient's Observation search already holds the hubs' Observations about
+    /// devices (heartbeats, coincident time stamps: subject = a Device): the built-in store files
+    /// everything a hub writes under its patient; a FHIR server searches `patient` on the
+    /// subject only, so the patient page asks for those by subject.
+    pub fn device_observations_by_patient(&self) -> bool {
+        matches!(self.base, FhirBase::Local(_))
+    }
+
     /// FHIR requests made so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

@@ -535,7 +535,7 @@ async fn patient_page(
         return not_found("This patient id");
     }
     let now = jiff::Timestamp::now();
-    let view = match patient::load(&st.fhir, &id, now).await {
+    let view = match patient::load_with(&st.fhir, &id, now, &st.settings).await {
         Ok(v) => v,
         Err(e) => return fhir_failed(&e),
     };

@@ -182,6 +182,7 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                     " " span.muted { "Kept by the clinic only; the hubs send no demographics." }
                 }
             }
+            (device_panel(&v.devices, now))
             h2 { "Alerts" }
             @if v.alerts.is_empty() { p.muted { "No alert in the last 30 days." } }
             @else {
@@ -226,10 +227,13 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                         }
                     }
                     table.readings {
-                        thead { tr { th { "When" } th { "Value" } th { "Flag" } } }
+                        thead { tr { th { "When" } th { "Value" } th { "Flag" } th { "Time from" } } }
                         tbody {
                             @for r in readings.iter().rev() {
-                                tr { td { (when(r.at)) } td { (r.text) } td.err { (r.flags.join(" ")) } }
+                                tr {
+                                    td { (when(r.at)) } td { (r.text) } td.err { (r.flags.join(" ")) }
+                                    td class=(if r.time == super::patient::TimeQuality::Device { "muted" } else { "warn" }) { (r.time.text()) }
+                                }
                             }
                         }
                     }
@@ -237,6 +241,75 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
             }
         },
     )
+}
+
+fn offset_text(d: jiff::SignedDuration) -> String {
+    let s = d.as_secs();
+    let sign = if s < 0 { "behind" } else { "ahead" };
+    let a = s.unsigned_abs();
+    if a < 90 {
+        format!("{a} s {sign}")
+    } else if a < 5400 {
+        format!("{} min {sign}", a / 60)
+    } else {
+        format!("{:.1} h {sign}", a as f64 / 3600.0)
+    }
+}
+
+/// The patient's hub and devices: state, battery, last contact, clock offset and correction.
+fn device_panel(d: &super::patient::Devices, now: Timestamp) -> Markup {
+    html! {
+        h2 { "Devices" }
+        @if d.hubs.is_empty() && d.devices.is_empty() {
+            p.muted { "No device of this patient has reached the clinic yet." }
+        } @else {
+            table #devices {
+                thead { tr {
+                    th { "Device" } th { "Battery" } th { "Last seen" } th { "Clock" }
+                } }
+                tbody {
+                    @for h in &d.hubs {
+                        tr class=(hub_class(h)) data-device=(h.hub) {
+                            td { "Hub " span.muted { (h.hub) } @if let Some(v) = &h.software_version { " · " (v) } }
+                            td { span.muted { "mains" } }
+                            td {
+                                @match &h.state {
+                                    HubState::Online { last } => { "heartbeat " (age(now, *last)) " ago" }
+                                    HubState::Offline { since } => { span.err { "offline since " (when(*since)) } }
+                                    HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                }
+                            }
+                            td { span.muted { "the clinic's reference (NTP)" } }
+                        }
+                    }
+                    @for v in &d.devices {
+                        tr data-device=(v.ident) {
+                            td { @if let Some(n) = &v.name { (n) " " } span.muted { (v.ident) } }
+                            td {
+                                @match v.battery_percent {
+                                    Some(b) if b <= super::fleet::BATTERY_WARN => { span.err { (b) " %" } }
+                                    Some(b) => { (b) " %" }
+                                    None => { (absent("not reported")) }
+                                }
+                            }
+                            td {
+                                @match v.last_seen {
+                                    Some(t) => { (age(now, t)) " ago" }
+                                    None => { (absent("not in the newest heartbeat")) }
+                                }
+                            }
+                            td {
+                                @match v.clock_offset {
+                                    Some(o) => { "offset " (offset_text(o)) "; " strong { "readings corrected" } }
+                                    None => { span.muted { "no offset measured; readings as the device dated them" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn bytes(b: u64) -> String {
