@@ -2,7 +2,7 @@
 //! built-in store: the hub (from its real heartbeat bundle) with its state, each device's battery
 //! and last contact from that heartbeat, the device clock's offset from its coincident time stamp
 //! and that its readings were corrected; per reading, whether its time is the device's, corrected,
-//! unchecked or the time of reception. (Against an external FHIR server: tests/console_rest.rs.)
+//! unchecked or the time of reception; every time in the clinic's configured zone. (Against an external FHIR server: tests/console_rest.rs.)
 
 #![cfg(feature = "clinic")]
 #![allow(
@@ -35,7 +35,11 @@ fn whole_seconds(t: Timestamp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_patient_page_shows_devices_clock_correction_and_each_readings_time_quality() {
-    let env = start().await;
+    // Shown in the clinic's configured zone (one without daylight saving time: +05:30 always).
+    let env = start_zoned(Some(
+        vitals_hub::clinic::console::zone("Asia/Kolkata").unwrap(),
+    ))
+    .await;
     let hub = HubInfo {
         mac: "DC:A6:32:00:00:09".parse().unwrap(),
         manufacturer: "Example RPM Ltd".into(),
@@ -178,6 +182,8 @@ async fn the_patient_page_shows_devices_clock_correction_and_each_readings_time_
         .next()
         .unwrap();
     let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+    assert!(page.body.contains("Times in Asia/Kolkata."));
+    assert!(rows.iter().all(|r| r.contains(" +05:30<")), "{table}");
     let quality: Vec<&str> = rows
         .iter()
         .map(|r| {
@@ -203,4 +209,10 @@ async fn the_patient_page_shows_devices_clock_correction_and_each_readings_time_
         "{table}"
     );
     env.stop().await;
+}
+
+#[test]
+fn an_unknown_zone_is_refused_naming_the_fix() {
+    let e = vitals_hub::clinic::console::zone("Mars/Olympus").unwrap_err();
+    assert!(e.contains("IANA name such as Europe/Berlin"), "{e}");
 }

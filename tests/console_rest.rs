@@ -145,6 +145,7 @@ async fn console(dir: &Path, db: &Path, front: Option<Arc<Front>>) -> Env {
         db_path: db.to_path_buf(),
         worklist: Default::default(),
         fhir_base: front,
+        zone: None,
     })
     .await
     .unwrap();

@@ -100,6 +100,10 @@ pub struct ServeArgs {
     /// The console's server certificate (PEM): its own, not one from the hub CA.
     #[arg(long)]
     pub console_cert: Option<PathBuf>,
+    /// The clinic's IANA time zone the console shows every time in (e.g. `Europe/Berlin`);
+    /// default: the system's.
+    #[arg(long, requires = "console_listen")]
+    pub zone: Option<String>,
     /// The console's private key (PEM).
     #[arg(long)]
     pub console_key: Option<PathBuf>,
@@ -349,6 +353,10 @@ async fn start_console(
     ) else {
         return Ok(None);
     };
+    let zone = match &args.zone {
+        Some(z) => Some(super::console::zone(z).map_err(|e| anyhow::anyhow!("--zone: {e}"))?),
+        None => None,
+    };
     let tls =
         super::console::server_config(cert, key).context("loading the console's TLS files")?;
     let c = super::console::Console::start(super::console::ConsoleConfig {
@@ -357,6 +365,7 @@ async fn start_console(
         db_path: db.clone(),
         worklist: Default::default(),
         fhir_base,
+        zone,
     })
     .await
     .context("starting the console")?;

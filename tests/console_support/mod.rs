@@ -51,6 +51,11 @@ impl Env {
 }
 
 pub async fn start() -> Env {
+    start_zoned(None).await
+}
+
+/// [`start`] with the console showing times in `zone`.
+pub async fn start_zoned(zone: Option<jiff::tz::TimeZone>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("clinic.db");
     {
@@ -69,6 +74,7 @@ pub async fn start() -> Env {
         db_path: db.clone(),
         worklist: Default::default(),
         fhir_base: None,
+        zone,
     })
     .await
     .unwrap();

@@ -62,6 +62,7 @@ pub async fn start(pki_dir: &Path, db: &Path) -> anyhow::Result<DemoConsole> {
         db_path: db.to_path_buf(),
         worklist: Default::default(),
         fhir_base: None,
+        zone: None,
     })
     .await
     .context("starting the console")?;

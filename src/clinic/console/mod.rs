@@ -67,6 +67,15 @@ pub struct ConsoleConfig {
     /// The external FHIR server the console reads and writes (`--fhir-base`); `None`: the
     /// built-in store of `db_path`. The accounts stay in `db_path` either way.
     pub fhir_base: Option<Arc<super::front::Front>>,
+    /// The clinic's zone every time is shown in (`None`: the system's).
+    pub zone: Option<jiff::tz::TimeZone>,
+}
+
+/// The IANA zone `name` (e.g. `Europe/Berlin`), or an error naming the fix.
+pub fn zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    jiff::tz::TimeZone::get(name).map_err(|e| {
+        format!("time zone {name:?}: {e}; give an IANA name such as Europe/Berlin (see /usr/share/zoneinfo)")
+    })
 }
 
 /// The console's TLS configuration from PEM files: TLS 1.3, no client certificates.
@@ -86,6 +95,7 @@ pub(crate) struct AppState {
     limiter: Mutex<LoginLimiter>,
     fhir: fhir::FhirClient,
     settings: worklist::WorklistSettings,
+    zone: jiff::tz::TimeZone,
 }
 
 type Shared = Arc<AppState>;
@@ -135,6 +145,7 @@ impl Console {
             limiter: Mutex::new(LoginLimiter::default()),
             fhir: fhir::FhirClient::new(base),
             settings: cfg.worklist,
+            zone: cfg.zone.unwrap_or_else(jiff::tz::TimeZone::system),
         });
         let listener = TcpListener::bind(cfg.bind)
             .await
@@ -475,7 +486,7 @@ async fn worklist(
             if let Err(r) = audited(&st, event).await {
                 return r;
             }
-            pages::worklist(&session, &rows, now).into_response()
+            pages::worklist(&session, &rows, now, &st.zone).into_response()
         }
         Err(e) => fhir_failed(&e),
     }
@@ -486,7 +497,7 @@ async fn fleet_page(State(st): State<Shared>, Extension(session): Extension<Sess
     // No AuditEvent for this view: it shows hubs' technical status and patient ids only, no
     // clinical data (readings, alerts); the views of patient data stay audited.
     match fleet::load(&st.fhir, now, &st.settings).await {
-        Ok(f) => pages::fleet(&session, &f, now, &st.settings).into_response(),
+        Ok(f) => pages::fleet(&session, &f, now, &st.settings, &st.zone).into_response(),
         Err(e) => fhir_failed(&e),
     }
 }
@@ -554,7 +565,7 @@ async fn patient_page(
     {
         return r;
     }
-    pages::patient(&session, &view, now).into_response()
+    pages::patient(&session, &view, now, &st.zone).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]

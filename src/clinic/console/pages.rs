@@ -5,6 +5,7 @@ use super::auth::Session;
 use super::fleet::{Fleet, HubRow};
 use super::patient::PatientView;
 use super::worklist::{HubState, Row, WorklistSettings};
+use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use maud::{html, Markup, DOCTYPE};
 
@@ -93,12 +94,13 @@ fn row_class(r: &Row) -> &'static str {
 }
 
 /// The worklist.
-pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
+pub fn worklist(session: &Session, rows: &[Row], now: Timestamp, tz: &TimeZone) -> Markup {
     page(
         "Worklist",
         Some(session),
         html! {
             h1 { "Worklist" }
+            p.muted.zone { "Times in " (zone_name(tz)) "." }
             @if rows.is_empty() { p.muted { "No patient has data in this clinic yet." } }
             @else {
                 table #worklist {
@@ -137,7 +139,7 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
                                             "online " span.muted { "(heartbeat " (age(now, *last)) " ago)" }
                                         }
                                         HubState::Offline { since } => {
-                                            span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
+                                            span.err { "offline since " (when(*since, tz)) }
                                         }
                                         HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
                                     }
@@ -152,15 +154,20 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
     )
 }
 
-fn when(t: Timestamp) -> String {
-    // The clinic's zone (the system's), with the offset shown.
-    t.to_zoned_datetime(jiff::tz::TimeZone::system())
+/// A time in the clinic's zone, with the offset shown.
+fn when(t: Timestamp, tz: &TimeZone) -> String {
+    t.to_zoned_datetime(tz.clone())
         .strftime("%Y-%m-%d %H:%M %:z")
         .to_string()
 }
 
+/// The zone's name as shown under the header.
+fn zone_name(tz: &TimeZone) -> String {
+    tz.iana_name().unwrap_or("the system's zone").to_owned()
+}
+
 /// The patient page: charts, readings, alerts with the acknowledge form.
-pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
+pub fn patient(session: &Session, v: &PatientView, now: Timestamp, tz: &TimeZone) -> Markup {
     page(
         &v.patient,
         Some(session),
@@ -169,6 +176,7 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                 "Patient " (v.patient)
                 @if let Some(l) = &v.label { " — " span.label { (l) } }
             }
+            p.muted.zone { "Times in " (zone_name(tz)) "." }
             @if session.role == super::users::Role::Admin {
                 form.label method="post" action={ "/patient/" (v.patient) "/label" } {
                     input type="hidden" name="csrf" value=(session.csrf);
@@ -182,7 +190,7 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                     " " span.muted { "Kept by the clinic only; the hubs send no demographics." }
                 }
             }
-            (device_panel(&v.devices, now))
+            (device_panel(&v.devices, now, tz))
             h2 { "Alerts" }
             @if v.alerts.is_empty() { p.muted { "No alert in the last 30 days." } }
             @else {
@@ -191,11 +199,13 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                     tbody {
                         @for a in &v.alerts {
                             tr class=(if a.severity == "high" && a.can_ack { "crit" } else { "" }) data-issue=(a.issue) {
-                                td { (a.at.map(when).unwrap_or_default()) }
+                                td { (a.at.map(|t| when(t, tz)).unwrap_or_default()) }
                                 td { (a.text) " " span.muted { (a.episode) } }
                                 td { (a.severity) }
                                 td {
-                                    @for (who, at, note) in &a.acks { div { (who) ", " (at) ": " (note) } }
+                                    @for (who, at, note) in &a.acks {
+                                        div { (who) ", " (at.parse::<Timestamp>().map(|t| when(t, tz)).unwrap_or_else(|_| at.clone())) ": " (note) }
+                                    }
                                     @if a.can_ack {
                                         form method="post" action={ "/alert/" (a.issue.trim_start_matches("DetectedIssue/")) "/ack" } {
                                             input type="hidden" name="csrf" value=(session.csrf);
@@ -231,7 +241,7 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                         tbody {
                             @for r in readings.iter().rev() {
                                 tr {
-                                    td { (when(r.at)) } td { (r.text) } td.err { (r.flags.join(" ")) }
+                                    td { (when(r.at, tz)) } td { (r.text) } td.err { (r.flags.join(" ")) }
                                     td class=(if r.time == super::patient::TimeQuality::Device { "muted" } else { "warn" }) { (r.time.text()) }
                                 }
                             }
@@ -257,7 +267,7 @@ fn offset_text(d: jiff::SignedDuration) -> String {
 }
 
 /// The patient's hub and devices: state, battery, last contact, clock offset and correction.
-fn device_panel(d: &super::patient::Devices, now: Timestamp) -> Markup {
+fn device_panel(d: &super::patient::Devices, now: Timestamp, tz: &TimeZone) -> Markup {
     html! {
         h2 { "Devices" }
         @if d.hubs.is_empty() && d.devices.is_empty() {
@@ -275,7 +285,7 @@ fn device_panel(d: &super::patient::Devices, now: Timestamp) -> Markup {
                             td {
                                 @match &h.state {
                                     HubState::Online { last } => { "heartbeat " (age(now, *last)) " ago" }
-                                    HubState::Offline { since } => { span.err { "offline since " (when(*since)) } }
+                                    HubState::Offline { since } => { span.err { "offline since " (when(*since, tz)) } }
                                     HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
                                 }
                             }
@@ -335,12 +345,19 @@ fn hub_class(r: &HubRow) -> &'static str {
 }
 
 /// The fleet page: every hub, offline and failing first.
-pub fn fleet(session: &Session, f: &Fleet, now: Timestamp, s: &WorklistSettings) -> Markup {
+pub fn fleet(
+    session: &Session,
+    f: &Fleet,
+    now: Timestamp,
+    s: &WorklistSettings,
+    tz: &TimeZone,
+) -> Markup {
     page(
         "Fleet",
         Some(session),
         html! {
             h1 { "Fleet" }
+            p.muted.zone { "Times in " (zone_name(tz)) "." }
             p.muted {
                 "A hub is offline after " (s.missed_heartbeats) " missed heartbeats (interval "
                 (s.heartbeat_interval.as_mins()) " min). Values are from each hub's newest heartbeat."
@@ -372,7 +389,7 @@ pub fn fleet(session: &Session, f: &Fleet, now: Timestamp, s: &WorklistSettings)
                                             "online " span.muted { "(heartbeat " (age(now, *last)) " ago)" }
                                         }
                                         HubState::Offline { since } => {
-                                            span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
+                                            span.err { "offline since " (when(*since, tz)) }
                                         }
                                         HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
                                     }
