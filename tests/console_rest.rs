@@ -672,3 +672,89 @@ async fn a_misbehaving_fhir_server_is_named_never_followed_and_bounded() {
     let e = client("slow").read("Patient", "p1").await.unwrap_err();
     assert!(e.to_string().contains("did not answer within 2 s"), "{e}");
 }
+
+/// `vitals-clinic serve --fhir-base URL --console-listen …` starts the console beside the front,
+/// and the console reads that FHIR server (here one that is down: the worklist is a 502 naming
+/// it, the accounts still work from --db). A bad --zone is refused at start, naming the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_fhir_base_and_console_listen_runs_the_console_against_that_server() {
+    use std::io::Write;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = DevCa::new("clinic").unwrap();
+    std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
+    ca.server(DEV_RECEIVER_NAMES, Span::DEFAULT)
+        .unwrap()
+        .write(d, "server")
+        .unwrap();
+    let console_ca = DevCa::new("console CA").unwrap();
+    console_ca
+        .server(&["localhost", "127.0.0.1"], Span::DEFAULT)
+        .unwrap()
+        .write(d, "console")
+        .unwrap();
+    let db = d.join("clinic.db");
+    let bin = env!("CARGO_BIN_EXE_vitals-clinic");
+    let mut add = Command::new(bin)
+        .args(["user", "add", "--db"])
+        .arg(&db)
+        .arg(USER)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(add.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(add.wait().unwrap().success());
+    let dead = free_port();
+    let serve = |zone: &str| {
+        let mut c = Command::new(bin);
+        c.args(["serve", "--listen", "127.0.0.1:0", "--cert"])
+            .arg(d.join("server.crt"))
+            .arg("--key")
+            .arg(d.join("server.key"))
+            .arg("--client-ca")
+            .arg(d.join("ca.crt"))
+            .arg("--db")
+            .arg(&db)
+            .args(["--fhir-base", &format!("http://127.0.0.1:{dead}/fhir")])
+            .args(["--console-listen", "127.0.0.1:0", "--console-cert"])
+            .arg(d.join("console.crt"))
+            .arg("--console-key")
+            .arg(d.join("console.key"))
+            .args(["--zone", zone]);
+        c
+    };
+    let out = serve("Mars/Olympus").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--zone") && err.contains("IANA name"), "{err}");
+
+    let mut child = serve("Europe/Berlin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _kill = Kill(child);
+    let port = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("console https://")
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            })
+    })
+    .await
+    .unwrap()
+    .expect("the console's address line");
+    let env = Env::for_port(port, console_ca.cert_der.clone());
+    let mut b = logged_in(&env).await;
+    let w = b.get("/").await;
+    assert_eq!(w.status, 502, "{}", w.body);
+    assert!(w.body.contains("cannot be reached"), "{}", w.body);
+    assert!(w.body.contains("--fhir-base"), "{}", w.body);
+}
