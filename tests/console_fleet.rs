@@ -151,10 +151,15 @@ async fn a_hub_whose_heartbeats_stop_is_offline_since_the_first_missed_one_and_s
     );
 
     let silent_row = row_of(&p.body, "p-silent");
-    let since = (last_silent + set.heartbeat_interval).strftime("%Y-%m-%d %H:%M UTC");
+    // In the clinic's zone (the system's here), with its offset.
+    let shown = |t: Timestamp| {
+        t.to_zoned_datetime(jiff::tz::TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M %:z")
+            .to_string()
+    };
+    let since = shown(last_silent + set.heartbeat_interval);
     // The minute may tick between the heartbeat's time here and the page's rendering.
-    let since_next = (last_silent + set.heartbeat_interval + SignedDuration::from_secs(60))
-        .strftime("%Y-%m-%d %H:%M UTC");
+    let since_next = shown(last_silent + set.heartbeat_interval + SignedDuration::from_secs(60));
     assert!(
         silent_row.contains(&format!("offline since {since}"))
             || silent_row.contains(&format!("offline since {since_next}")),

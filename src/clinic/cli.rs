@@ -92,13 +92,18 @@ pub struct ServeArgs {
     /// File holding the `Authorization` header value sent to --fhir-base (e.g. `Bearer …`).
     #[arg(long, requires = "fhir_base")]
     pub fhir_authorization_file: Option<PathBuf>,
-    /// Also serve the clinicians' console (HTTPS) on this address; needs --db, --console-cert and
-    /// --console-key. Not with --fhir-base: the console reads the built-in store today.
-    #[arg(long, requires_all = ["db", "console_cert", "console_key"], conflicts_with = "fhir_base")]
+    /// Also serve the clinicians' console (HTTPS) on this address; needs --db (its accounts),
+    /// --console-cert and --console-key. It reads and writes the built-in store, or with
+    /// --fhir-base that FHIR server (the one the hubs upload to through this front).
+    #[arg(long, requires_all = ["db", "console_cert", "console_key"])]
     pub console_listen: Option<SocketAddr>,
     /// The console's server certificate (PEM): its own, not one from the hub CA.
     #[arg(long)]
     pub console_cert: Option<PathBuf>,
+    /// The clinic's IANA time zone the console shows every time in (e.g. `Europe/Berlin`);
+    /// default: the system's.
+    #[arg(long, requires = "console_listen")]
+    pub zone: Option<String>,
     /// The console's private key (PEM).
     #[arg(long)]
     pub console_key: Option<PathBuf>,
@@ -314,7 +319,7 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
             Some(f) => println!("listening {at} (front for {})", f.base()),
             None => println!("listening {at}"),
         }
-        let console = start_console(args).await?;
+        let console = start_console(args, front.clone()).await?;
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
@@ -336,7 +341,10 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The console beside the ingest, when `--console-listen` is given.
-async fn start_console(args: &ServeArgs) -> anyhow::Result<Option<super::console::Console>> {
+async fn start_console(
+    args: &ServeArgs,
+    fhir_base: Option<std::sync::Arc<Front>>,
+) -> anyhow::Result<Option<super::console::Console>> {
     let (Some(bind), Some(db), Some(cert), Some(key)) = (
         args.console_listen,
         &args.db,
@@ -345,6 +353,10 @@ async fn start_console(args: &ServeArgs) -> anyhow::Result<Option<super::console
     ) else {
         return Ok(None);
     };
+    let zone = match &args.zone {
+        Some(z) => Some(super::console::zone(z).map_err(|e| anyhow::anyhow!("--zone: {e}"))?),
+        None => None,
+    };
     let tls =
         super::console::server_config(cert, key).context("loading the console's TLS files")?;
     let c = super::console::Console::start(super::console::ConsoleConfig {
@@ -352,6 +364,8 @@ async fn start_console(args: &ServeArgs) -> anyhow::Result<Option<super::console
         tls,
         db_path: db.clone(),
         worklist: Default::default(),
+        fhir_base,
+        zone,
     })
     .await
     .context("starting the console")?;

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+mod patients;
 mod search;
 pub use search::{resource_date, SearchError, MAX_SEARCH};
 

@@ -51,6 +51,11 @@ impl Env {
 }
 
 pub async fn start() -> Env {
+    start_zoned(None).await
+}
+
+/// [`start`] with the console showing times in `zone`.
+pub async fn start_zoned(zone: Option<jiff::tz::TimeZone>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("clinic.db");
     {
@@ -68,6 +73,8 @@ pub async fn start() -> Env {
         tls: server_config(&cert, &key).unwrap(),
         db_path: db.clone(),
         worklist: Default::default(),
+        fhir_base: None,
+        zone,
     })
     .await
     .unwrap();

@@ -61,6 +61,8 @@ pub async fn start(pki_dir: &Path, db: &Path) -> anyhow::Result<DemoConsole> {
         tls: server_config(&cert, &key)?,
         db_path: db.to_path_buf(),
         worklist: Default::default(),
+        fhir_base: None,
+        zone: None,
     })
     .await
     .context("starting the console")?;

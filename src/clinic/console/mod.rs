@@ -11,7 +11,9 @@
 //! request head ([`HANDSHAKE_TIMEOUT`]), and every table in [`auth`].
 //!
 //! Accounts live in the clinic's store ([`users`]); `vitals-clinic user add|disable|passwd`
-//! manages them ([`cli`]).
+//! manages them ([`cli`]). The clinical record is read and written through [`fhir`]: the
+//! built-in store, or the external FHIR server of `serve --fhir-base` (the accounts and sessions
+//! stay in the clinic's store either way).
 
 pub mod auth;
 pub mod bench;
@@ -63,6 +65,18 @@ pub struct ConsoleConfig {
     pub db_path: PathBuf,
     /// Heartbeat interval, missed heartbeats before offline, stale-data age.
     pub worklist: worklist::WorklistSettings,
+    /// The external FHIR server the console reads and writes (`--fhir-base`); `None`: the
+    /// built-in store of `db_path`. The accounts stay in `db_path` either way.
+    pub fhir_base: Option<Arc<super::front::Front>>,
+    /// The clinic's zone every time is shown in (`None`: the system's).
+    pub zone: Option<jiff::tz::TimeZone>,
+}
+
+/// The IANA zone `name` (e.g. `Europe/Berlin`), or an error naming the fix.
+pub fn zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    jiff::tz::TimeZone::get(name).map_err(|e| {
+        format!("time zone {name:?}: {e}; give an IANA name such as Europe/Berlin (see /usr/share/zoneinfo)")
+    })
 }
 
 /// The console's TLS configuration from PEM files: TLS 1.3, no client certificates.
@@ -82,6 +96,7 @@ pub(crate) struct AppState {
     limiter: Mutex<LoginLimiter>,
     fhir: fhir::FhirClient,
     settings: worklist::WorklistSettings,
+    zone: jiff::tz::TimeZone,
 }
 
 type Shared = Arc<AppState>;
@@ -101,21 +116,37 @@ impl Console {
         let path = cfg.db_path.clone();
         let p2 = path.clone();
         let db_err = move |source| ReceiverError::Db { path: p2, source };
+        let local = cfg.fhir_base.is_none();
         let (users, db) = tokio::task::spawn_blocking(move || {
             let users = UserStore::open(&path).map_err(|e| match e {
                 users::UserError::Db(e) => db_err(e),
                 other => ReceiverError::Tls(other.to_string()),
             })?;
-            Ok::<_, ReceiverError>((users, ReceiverDb::open(Some(&path))?))
+            let db = if local {
+                Some(ReceiverDb::open(Some(&path))?)
+            } else {
+                None
+            };
+            Ok::<_, ReceiverError>((users, db))
         })
         .await
         .map_err(|e| ReceiverError::Tls(format!("opening the console's store: {e}")))??;
+        let base = match (cfg.fhir_base, db) {
+            (Some(front), _) => fhir::FhirBase::Rest(front),
+            (None, Some(db)) => fhir::FhirBase::Local(Arc::new(Mutex::new(db))),
+            (None, None) => {
+                return Err(ReceiverError::Tls(
+                    "the console has neither a FHIR base nor a store".into(),
+                ))
+            }
+        };
         let state = Arc::new(AppState {
             users: Mutex::new(users),
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),
-            fhir: fhir::FhirClient::new(fhir::FhirBase::Local(Arc::new(Mutex::new(db)))),
+            fhir: fhir::FhirClient::new(base),
             settings: cfg.worklist,
+            zone: cfg.zone.unwrap_or_else(jiff::tz::TimeZone::system),
         });
         let listener = TcpListener::bind(cfg.bind)
             .await
@@ -230,6 +261,7 @@ pub(crate) fn router(state: Shared) -> Router {
             "/patient/{id}/limits",
             get(limits::limits_page).post(limits::save_limits),
         )
+        .route("/patient/{id}/label", post(set_label))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_session,
@@ -459,16 +491,9 @@ async fn worklist(
             if let Err(r) = audited(&st, event).await {
                 return r;
             }
-            pages::worklist(&session, &rows, now).into_response()
+            pages::worklist(&session, &rows, now, &st.zone).into_response()
         }
-        Err(e) => {
-            warn!(error = %e, "Worklist failed.");
-            (
-                StatusCode::BAD_GATEWAY,
-                pages::message("Worklist unavailable", &e.to_string()),
-            )
-                .into_response()
-        }
+        Err(e) => fhir_failed(&e),
     }
 }
 
@@ -477,7 +502,7 @@ async fn fleet_page(State(st): State<Shared>, Extension(session): Extension<Sess
     // No AuditEvent for this view: it shows hubs' technical status and patient ids only, no
     // clinical data (readings, alerts); the views of patient data stay audited.
     match fleet::load(&st.fhir, now, &st.settings).await {
-        Ok(f) => pages::fleet(&session, &f, now, &st.settings).into_response(),
+        Ok(f) => pages::fleet(&session, &f, now, &st.settings, &st.zone).into_response(),
         Err(e) => fhir_failed(&e),
     }
 }
@@ -494,10 +519,15 @@ fn not_found(what: &str) -> Response {
 }
 
 fn fhir_failed(e: &fhir::FhirClientError) -> Response {
+    // The server's own words (which may echo an id) go to the page, not to the log.
     warn!(error = %e, "A console FHIR request failed.");
+    let text = match e.detail() {
+        Some(d) => format!("{e}. The FHIR server says: {d}"),
+        None => e.to_string(),
+    };
     (
         StatusCode::BAD_GATEWAY,
-        pages::message("The clinical record is unavailable", &e.to_string()),
+        pages::message("The clinical record is unavailable", &text),
     )
         .into_response()
 }
@@ -521,7 +551,7 @@ async fn patient_page(
         return not_found("This patient id");
     }
     let now = jiff::Timestamp::now();
-    let view = match patient::load(&st.fhir, &id, now).await {
+    let view = match patient::load_with(&st.fhir, &id, now, &st.settings).await {
         Ok(v) => v,
         Err(e) => return fhir_failed(&e),
     };
@@ -540,7 +570,7 @@ async fn patient_page(
     {
         return r;
     }
-    pages::patient(&session, &view, now).into_response()
+    pages::patient(&session, &view, now, &st.zone).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -619,4 +649,77 @@ async fn acknowledge(
     }
     info!("Alert acknowledged.");
     Redirect::to(&format!("/patient/{patient}")).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LabelForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    label: String,
+}
+
+/// An admin sets (or with an empty one removes) a patient's display label: the Patient's
+/// `name[0].text` at the clinic's FHIR server, audited.
+async fn set_label(
+    State(st): State<Shared>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(id): UrlPath<String>,
+    Form(f): Form<LabelForm>,
+) -> Response {
+    if !auth::same_token(&f.csrf, &session.csrf) {
+        return csrf_refused();
+    }
+    if session.role != users::Role::Admin {
+        info!("Console label change refused: not an admin.");
+        return (
+            StatusCode::FORBIDDEN,
+            pages::message(
+                "Admins only",
+                "Only an admin account sets patient labels. Ask a clinic admin, or an admin to give you that role (vitals-clinic user add --role admin).",
+            ),
+        )
+            .into_response();
+    }
+    if !super::registry::valid_id(&id) {
+        return not_found("This patient id");
+    }
+    let label = match records::check_label(&f.label) {
+        Ok(l) => l,
+        Err(why) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                pages::message("Label not saved", &format!("{why} Go back and correct it.")),
+            )
+                .into_response()
+        }
+    };
+    let existing = match st.fhir.read("Patient", &id).await {
+        Ok(p) => p,
+        Err(e) => return fhir_failed(&e),
+    };
+    let patient = records::labelled_patient(existing, &id, label.as_deref());
+    if let Err(e) = st.fhir.update(patient).await {
+        return fhir_failed(&e);
+    }
+    let now = jiff::Timestamp::now();
+    let what = format!("Patient/{id}");
+    if let Err(r) = audited(
+        &st,
+        records::audit(
+            records::Action::Label,
+            &session.user,
+            peer.ip(),
+            Some(&id),
+            Some(&what),
+            now,
+        ),
+    )
+    .await
+    {
+        return r;
+    }
+    info!("Patient label changed.");
+    Redirect::to(&format!("/patient/{id}")).into_response()
 }

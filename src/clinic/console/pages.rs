@@ -5,6 +5,7 @@ use super::auth::Session;
 use super::fleet::{Fleet, HubRow};
 use super::patient::PatientView;
 use super::worklist::{HubState, Row, WorklistSettings};
+use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use maud::{html, Markup, DOCTYPE};
 
@@ -93,12 +94,13 @@ fn row_class(r: &Row) -> &'static str {
 }
 
 /// The worklist.
-pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
+pub fn worklist(session: &Session, rows: &[Row], now: Timestamp, tz: &TimeZone) -> Markup {
     page(
         "Worklist",
         Some(session),
         html! {
             h1 { "Worklist" }
+            p.muted.zone { "Times in " (zone_name(tz)) "." }
             @if rows.is_empty() { p.muted { "No patient has data in this clinic yet." } }
             @else {
                 table #worklist {
@@ -109,7 +111,10 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
                     tbody {
                         @for r in rows {
                             tr class=(row_class(r)) data-patient=(r.patient) {
-                                td { a href={ "/patient/" (r.patient) } { (r.patient) } }
+                                td {
+                                    a href={ "/patient/" (r.patient) } { (r.patient) }
+                                    @if let Some(l) = &r.label { " " span.label { (l) } }
+                                }
                                 td {
                                     @if r.critical_unacked > 0 {
                                         strong { (r.critical_unacked) " critical unacknowledged" } br;
@@ -134,7 +139,7 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
                                             "online " span.muted { "(heartbeat " (age(now, *last)) " ago)" }
                                         }
                                         HubState::Offline { since } => {
-                                            span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
+                                            span.err { "offline since " (when(*since, tz)) }
                                         }
                                         HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
                                     }
@@ -149,21 +154,44 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
     )
 }
 
-fn when(t: Timestamp) -> String {
-    // The clinic's zone (the system's), with the offset shown.
-    t.to_zoned_datetime(jiff::tz::TimeZone::system())
+/// A time in the clinic's zone, with the offset shown.
+fn when(t: Timestamp, tz: &TimeZone) -> String {
+    t.to_zoned_datetime(tz.clone())
         .strftime("%Y-%m-%d %H:%M %:z")
         .to_string()
 }
 
+/// The zone's name as shown under the header.
+fn zone_name(tz: &TimeZone) -> String {
+    tz.iana_name().unwrap_or("the system's zone").to_owned()
+}
+
 /// The patient page: charts, readings, alerts with the acknowledge form.
-pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
+pub fn patient(session: &Session, v: &PatientView, now: Timestamp, tz: &TimeZone) -> Markup {
     page(
         &v.patient,
         Some(session),
         html! {
-            h1 { "Patient " (v.patient) }
+            h1 {
+                "Patient " (v.patient)
+                @if let Some(l) = &v.label { " — " span.label { (l) } }
+            }
+            p.muted.zone { "Times in " (zone_name(tz)) "." }
             p { a #limits-link href={ "/patient/" (v.patient) "/limits" } { "Alert limits" } }
+            @if session.role == super::users::Role::Admin {
+                form.label method="post" action={ "/patient/" (v.patient) "/label" } {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label {
+                        "Display label "
+                        input name="label" maxlength=(super::records::MAX_LABEL)
+                            value=(v.label.as_deref().unwrap_or(""))
+                            placeholder="e.g. initials and room (empty: none)";
+                    }
+                    " " button type="submit" { "Save label" }
+                    " " span.muted { "Kept by the clinic only; the hubs send no demographics." }
+                }
+            }
+            (device_panel(&v.devices, now, tz))
             h2 { "Alerts" }
             @if v.alerts.is_empty() { p.muted { "No alert in the last 30 days." } }
             @else {
@@ -172,11 +200,13 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                     tbody {
                         @for a in &v.alerts {
                             tr class=(if a.severity == "high" && a.can_ack { "crit" } else { "" }) data-issue=(a.issue) {
-                                td { (a.at.map(when).unwrap_or_default()) }
+                                td { (a.at.map(|t| when(t, tz)).unwrap_or_default()) }
                                 td { (a.text) " " span.muted { (a.episode) } }
                                 td { (a.severity) }
                                 td {
-                                    @for (who, at, note) in &a.acks { div { (who) ", " (at) ": " (note) } }
+                                    @for (who, at, note) in &a.acks {
+                                        div { (who) ", " (at.parse::<Timestamp>().map(|t| when(t, tz)).unwrap_or_else(|_| at.clone())) ": " (note) }
+                                    }
                                     @if a.can_ack {
                                         form method="post" action={ "/alert/" (a.issue.trim_start_matches("DetectedIssue/")) "/ack" } {
                                             input type="hidden" name="csrf" value=(session.csrf);
@@ -208,10 +238,13 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
                         }
                     }
                     table.readings {
-                        thead { tr { th { "When" } th { "Value" } th { "Flag" } } }
+                        thead { tr { th { "When" } th { "Value" } th { "Flag" } th { "Time from" } } }
                         tbody {
                             @for r in readings.iter().rev() {
-                                tr { td { (when(r.at)) } td { (r.text) } td.err { (r.flags.join(" ")) } }
+                                tr {
+                                    td { (when(r.at, tz)) } td { (r.text) } td.err { (r.flags.join(" ")) }
+                                    td class=(if r.time == super::patient::TimeQuality::Device { "muted" } else { "warn" }) { (r.time.text()) }
+                                }
                             }
                         }
                     }
@@ -219,6 +252,75 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp) -> Markup {
             }
         },
     )
+}
+
+fn offset_text(d: jiff::SignedDuration) -> String {
+    let s = d.as_secs();
+    let sign = if s < 0 { "behind" } else { "ahead" };
+    let a = s.unsigned_abs();
+    if a < 90 {
+        format!("{a} s {sign}")
+    } else if a < 5400 {
+        format!("{} min {sign}", a / 60)
+    } else {
+        format!("{:.1} h {sign}", a as f64 / 3600.0)
+    }
+}
+
+/// The patient's hub and devices: state, battery, last contact, clock offset and correction.
+fn device_panel(d: &super::patient::Devices, now: Timestamp, tz: &TimeZone) -> Markup {
+    html! {
+        h2 { "Devices" }
+        @if d.hubs.is_empty() && d.devices.is_empty() {
+            p.muted { "No device of this patient has reached the clinic yet." }
+        } @else {
+            table #devices {
+                thead { tr {
+                    th { "Device" } th { "Battery" } th { "Last seen" } th { "Clock" }
+                } }
+                tbody {
+                    @for h in &d.hubs {
+                        tr class=(hub_class(h)) data-device=(h.hub) {
+                            td { "Hub " span.muted { (h.hub) } @if let Some(v) = &h.software_version { " · " (v) } }
+                            td { span.muted { "mains" } }
+                            td {
+                                @match &h.state {
+                                    HubState::Online { last } => { "heartbeat " (age(now, *last)) " ago" }
+                                    HubState::Offline { since } => { span.err { "offline since " (when(*since, tz)) } }
+                                    HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                }
+                            }
+                            td { span.muted { "the clinic's reference (NTP)" } }
+                        }
+                    }
+                    @for v in &d.devices {
+                        tr data-device=(v.ident) {
+                            td { @if let Some(n) = &v.name { (n) " " } span.muted { (v.ident) } }
+                            td {
+                                @match v.battery_percent {
+                                    Some(b) if b <= super::fleet::BATTERY_WARN => { span.err { (b) " %" } }
+                                    Some(b) => { (b) " %" }
+                                    None => { (absent("not reported")) }
+                                }
+                            }
+                            td {
+                                @match v.last_seen {
+                                    Some(t) => { (age(now, t)) " ago" }
+                                    None => { (absent("not in the newest heartbeat")) }
+                                }
+                            }
+                            td {
+                                @match v.clock_offset {
+                                    Some(o) => { "offset " (offset_text(o)) "; " strong { "readings corrected" } }
+                                    None => { span.muted { "no offset measured; readings as the device dated them" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn bytes(b: u64) -> String {
@@ -244,12 +346,19 @@ fn hub_class(r: &HubRow) -> &'static str {
 }
 
 /// The fleet page: every hub, offline and failing first.
-pub fn fleet(session: &Session, f: &Fleet, now: Timestamp, s: &WorklistSettings) -> Markup {
+pub fn fleet(
+    session: &Session,
+    f: &Fleet,
+    now: Timestamp,
+    s: &WorklistSettings,
+    tz: &TimeZone,
+) -> Markup {
     page(
         "Fleet",
         Some(session),
         html! {
             h1 { "Fleet" }
+            p.muted.zone { "Times in " (zone_name(tz)) "." }
             p.muted {
                 "A hub is offline after " (s.missed_heartbeats) " missed heartbeats (interval "
                 (s.heartbeat_interval.as_mins()) " min). Values are from each hub's newest heartbeat."
@@ -281,7 +390,7 @@ pub fn fleet(session: &Session, f: &Fleet, now: Timestamp, s: &WorklistSettings)
                                             "online " span.muted { "(heartbeat " (age(now, *last)) " ago)" }
                                         }
                                         HubState::Offline { since } => {
-                                            span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
+                                            span.err { "offline since " (when(*since, tz)) }
                                         }
                                         HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
                                     }

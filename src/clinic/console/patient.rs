@@ -1,21 +1,88 @@
 //! The patient page's data: per measurement kind the 30-day readings (charted as SVG by plotters,
 //! with the alert limits as a band and flagged readings marked), the readings table with their
 //! L/H/LL/HH flags, and the alert timeline with its acknowledgements — from three FHIR searches
-//! (Observation, DetectedIssue, Task) confined to the patient.
+//! (Observation, DetectedIssue, Task) confined to the patient, and a read of the Patient (its
+//! display label).
 //!
 //! The limit band is the hub's documented starting points ([`AlertRules::starting_points`]): the
 //! clinic does not yet hold each patient's own limits, and the page says so.
 
 use super::fhir::{FhirClient, FhirClientError};
 use super::worklist::{
-    episodes, flags_of, is_heartbeat, kind_of, value_text, ACK_CODE, ACK_SYSTEM, PERIOD_DAYS,
+    episodes, flags_of, is_heartbeat, kind_of, value_text, HubState, WorklistSettings, ACK_CODE,
+    ACK_SYSTEM, PERIOD_DAYS,
 };
 use crate::alerts::rules::AlertRules;
 use crate::clinic::db::{resource_date, MAX_SEARCH};
+use crate::fhir::codes;
 use crate::model::Kind;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Where a reading's time comes from, as its Observation records it
+/// (`src/fhir/observation.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeQuality {
+    /// The device's clock, synchronised (or set by the hub).
+    Device,
+    /// The device's clock corrected by the hub: shifted by the offset of a coincident time stamp
+    /// (the Observation's `coincident-time-stamp` extension).
+    Corrected,
+    /// The device's clock, which nobody checked (flag `device_clock_unchecked`).
+    Unchecked,
+    /// No device time: the time the hub received it (an instant with milliseconds).
+    Reception,
+}
+
+impl TimeQuality {
+    pub fn text(self) -> &'static str {
+        match self {
+            TimeQuality::Device => "device clock",
+            TimeQuality::Corrected => "device clock, corrected by the hub",
+            TimeQuality::Unchecked => "device clock, not checked",
+            TimeQuality::Reception => "time received (no device time)",
+        }
+    }
+}
+
+/// A reading's time quality from its Observation.
+pub fn time_quality(o: &Value) -> TimeQuality {
+    let has_cts = o
+        .get("extension")
+        .and_then(Value::as_array)
+        .is_some_and(|es| {
+            es.iter()
+                .any(|e| e.get("url").and_then(Value::as_str) == Some(codes::CTS_EXT))
+        });
+    if has_cts {
+        return TimeQuality::Corrected;
+    }
+    let unchecked = o
+        .get("interpretation")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("coding").and_then(Value::as_array))
+        .flatten()
+        .any(|c| {
+            c.get("system").and_then(Value::as_str) == Some(codes::HUB_FLAG_SYSTEM)
+                && c.get("code").and_then(Value::as_str) == Some("device_clock_unchecked")
+        });
+    if unchecked {
+        return TimeQuality::Unchecked;
+    }
+    // The hub writes a device time to the second, a reception time with milliseconds.
+    let fractional = o
+        .get("effectiveDateTime")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.get(19..20) == Some("."));
+    if fractional {
+        TimeQuality::Reception
+    } else {
+        TimeQuality::Device
+    }
+}
 
 /// One reading on the page.
 #[derive(Debug, Clone)]
@@ -25,6 +92,30 @@ pub struct Reading {
     /// The charted number (systolic for blood pressure).
     pub value: Option<f64>,
     pub flags: Vec<String>,
+    pub time: TimeQuality,
+}
+
+/// One of the patient's devices as the page shows it.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceView {
+    /// The device's identifier (Bluetooth address or system id, dashed).
+    pub ident: String,
+    pub name: Option<String>,
+    pub battery_percent: Option<u8>,
+    /// When the hub last heard from it (from the hub's newest heartbeat).
+    pub last_seen: Option<Timestamp>,
+    /// The device clock's offset from the hub's (device minus hub), from its newest coincident
+    /// time stamp: its readings were corrected by it.
+    pub clock_offset: Option<SignedDuration>,
+    /// Whether the hub corrected this device's times (a coincident time stamp exists).
+    pub corrected: bool,
+}
+
+/// The patient's hub(s) and devices.
+#[derive(Debug, Clone, Default)]
+pub struct Devices {
+    pub hubs: Vec<super::fleet::HubRow>,
+    pub devices: Vec<DeviceView>,
 }
 
 /// One record of the alert timeline.
@@ -46,6 +137,9 @@ pub struct AlertEvent {
 #[derive(Debug, Clone, Default)]
 pub struct PatientView {
     pub patient: String,
+    /// The display label an admin set (`Patient.name[0].text`).
+    pub label: Option<String>,
+    pub devices: Devices,
     pub kinds: BTreeMap<&'static str, Vec<Reading>>,
     pub alerts: Vec<AlertEvent>,
 }
@@ -88,6 +182,7 @@ pub fn build(
             text: value_text(o),
             value: number(o),
             flags: flags_of(o),
+            time: time_quality(o),
         });
     }
     for v in kinds.values_mut() {
@@ -157,19 +252,148 @@ pub fn build(
     alerts.sort_by_key(|a| std::cmp::Reverse(a.at));
     PatientView {
         patient: patient.to_owned(),
+        label: None,
+        devices: Devices::default(),
         kinds,
         alerts,
     }
 }
 
-/// The patient page's searches.
+fn ident_of(d: &Value) -> Option<String> {
+    d.get("identifier")?
+        .get(0)?
+        .get("value")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The device panel from the patient's Devices and the Observations about them (heartbeats,
+/// coincident time stamps); `observations` may hold anything.
+pub fn devices(
+    devices: &[Value],
+    observations: &[Value],
+    now: Timestamp,
+    s: &WorklistSettings,
+) -> Devices {
+    let hubs = super::fleet::build(devices, observations, now, s);
+    let by_ref: HashMap<String, &Value> = devices
+        .iter()
+        .filter_map(|d| Some((format!("Device/{}", d.get("id")?.as_str()?), d)))
+        .collect();
+    let hub_refs: HashSet<&str> = hubs.iter().map(|h| h.hub.as_str()).collect();
+    let mut out: BTreeMap<String, DeviceView> = BTreeMap::new();
+    for (r, d) in &by_ref {
+        if hub_refs.contains(r.as_str()) {
+            continue;
+        }
+        let Some(ident) = ident_of(d) else { continue };
+        let name = d
+            .get("deviceName")
+            .and_then(|n| n.get(0))
+            .and_then(|n| n.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        out.insert(
+            ident.clone(),
+            DeviceView {
+                ident,
+                name,
+                ..Default::default()
+            },
+        );
+    }
+    // The hubs' newest heartbeat: battery and last contact of each device.
+    for h in &hubs {
+        let beat = match h.state {
+            HubState::Online { last } => Some(last),
+            _ => None,
+        };
+        for d in &h.devices {
+            let v = out.entry(d.ident.clone()).or_insert_with(|| DeviceView {
+                ident: d.ident.clone(),
+                ..Default::default()
+            });
+            v.battery_percent = d.battery_percent;
+            v.last_seen = beat
+                .zip(d.last_seen_secs)
+                .map(|(b, s)| b - SignedDuration::from_secs(s));
+        }
+    }
+    // The newest coincident time stamp per device: hub time (effective) vs device time (value).
+    let cts = codes::mdc::TIME_ABS.to_string();
+    let mut newest: HashMap<String, (Timestamp, SignedDuration)> = HashMap::new();
+    for o in observations {
+        let is_cts = o
+            .get("code")
+            .and_then(|c| c.get("coding"))
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.get("code").and_then(Value::as_str) == Some(cts.as_str()))
+            });
+        if !is_cts {
+            continue;
+        }
+        let Some(dev) = o
+            .get("subject")
+            .and_then(|s| s.get("reference"))
+            .and_then(Value::as_str)
+            .and_then(|r| by_ref.get(r))
+            .and_then(|d| ident_of(d))
+        else {
+            continue;
+        };
+        let hub_at = o
+            .get("effectiveDateTime")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        let dev_at = o
+            .get("valueDateTime")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        if let (Some(h), Some(d)) = (hub_at, dev_at) {
+            if newest.get(&dev).is_none_or(|(t, _)| h > *t) {
+                newest.insert(dev, (h, d.duration_since(h)));
+            }
+        }
+    }
+    for (dev, (_, off)) in newest {
+        let v = out.entry(dev.clone()).or_insert_with(|| DeviceView {
+            ident: dev,
+            ..Default::default()
+        });
+        v.clock_offset = Some(off);
+        v.corrected = true;
+    }
+    Devices {
+        hubs,
+        devices: out.into_values().collect(),
+    }
+}
+
+/// The patient page's searches (default worklist settings).
 pub async fn load(
     fhir: &FhirClient,
     patient: &str,
     now: Timestamp,
 ) -> Result<PatientView, FhirClientError> {
+    load_with(fhir, patient, now, &WorklistSettings::default()).await
+}
+
+/// The patient page's searches: Observation, DetectedIssue, Task, Device of the patient, the
+/// Patient read, and — where the FHIR server files the hubs' Observations about devices
+/// (heartbeats, coincident time stamps, subject = a Device) apart from the patient's — one search
+/// of those by subject ([`FhirClient::device_observations_by_patient`]).
+pub async fn load_with(
+    fhir: &FhirClient,
+    patient: &str,
+    now: Timestamp,
+    settings: &WorklistSettings,
+) -> Result<PatientView, FhirClientError> {
     let since = format!("ge{}", now - SignedDuration::from_hours(24 * PERIOD_DAYS));
+    let since_devices = since.clone();
     let p = format!("Patient/{patient}");
+    let p_ref = p.clone();
     let count = MAX_SEARCH.to_string();
     let obs = fhir
         .search(
@@ -199,16 +423,42 @@ pub async fn load(
             &[
                 ("patient", p),
                 ("code", format!("{ACK_SYSTEM}|{ACK_CODE}")),
-                ("_count", count),
+                ("_count", count.clone()),
             ],
         )
         .await?;
-    Ok(build(
-        patient,
-        &obs.resources,
-        &issues.resources,
-        &tasks.resources,
-    ))
+    let devs = fhir
+        .search("Device", &[("patient", p_ref), ("_count", count.clone())])
+        .await?;
+    let mut about_devices = Vec::new();
+    if !fhir.device_observations_by_patient() && !devs.resources.is_empty() {
+        let refs: Vec<String> = devs
+            .resources
+            .iter()
+            .filter_map(|d| Some(format!("Device/{}", d.get("id")?.as_str()?)))
+            .collect();
+        about_devices = fhir
+            .search(
+                "Observation",
+                &[
+                    ("subject", refs.join(",")),
+                    ("date", since_devices),
+                    ("_sort", "-date".into()),
+                    ("_count", count),
+                ],
+            )
+            .await?
+            .resources;
+    }
+    let mut view = build(patient, &obs.resources, &issues.resources, &tasks.resources);
+    let all: Vec<Value> = obs.resources.into_iter().chain(about_devices).collect();
+    view.devices = devices(&devs.resources, &all, now, settings);
+    view.label = fhir
+        .read("Patient", patient)
+        .await?
+        .as_ref()
+        .and_then(super::records::label_of);
+    Ok(view)
 }
 
 /// The alert band of a kind (low, high) from the documented starting points, when every reading

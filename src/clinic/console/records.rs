@@ -1,6 +1,8 @@
 //! The FHIR resources the console writes: the acknowledgement of an alert (a `Task` whose focus
-//! is the `DetectedIssue`) and the audit record of every patient view and acknowledgement (an
-//! `AuditEvent` in the IHE BALP style: who, which patient, when, from where, what was done).
+//! is the `DetectedIssue`), a patient's display label set by an admin (the `Patient`'s
+//! `name[0].text`: the hubs send no demographics, the label is the clinic's) and the audit record
+//! of every patient view, acknowledgement and label change (an `AuditEvent` in the IHE BALP style:
+//! who, which patient, when, from where, what was done).
 
 use super::worklist::{ACK_CODE, ACK_SYSTEM};
 use serde_json::{json, Value};
@@ -29,6 +31,62 @@ pub fn ack_task(issue: &str, patient: &str, user: &str, note: &str, now: jiff::T
     })
 }
 
+/// Longest patient display label (characters).
+pub const MAX_LABEL: usize = 64;
+
+/// A label as typed, checked: trimmed, at most [`MAX_LABEL`] characters, no control characters;
+/// `Ok(None)` for an empty one (the label is removed). `Err` says what to fix.
+pub fn check_label(raw: &str) -> Result<Option<String>, String> {
+    let l = raw.trim();
+    if l.is_empty() {
+        return Ok(None);
+    }
+    if l.chars().count() > MAX_LABEL {
+        return Err(format!(
+            "A label is at most {MAX_LABEL} characters; shorten it."
+        ));
+    }
+    if l.chars().any(char::is_control) {
+        return Err("A label is one line of text without control characters.".into());
+    }
+    Ok(Some(l.to_owned()))
+}
+
+/// The display label of a Patient resource (`name[0].text`).
+pub fn label_of(patient: &Value) -> Option<String> {
+    patient
+        .get("name")?
+        .get(0)?
+        .get("text")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The Patient `id` as the clinic's FHIR server holds it (`existing`, or a new one), with the
+/// display `label` as its only name (`name[0].text`, use `usual`), or no name for `None`. Every
+/// other element of an existing Patient is kept.
+pub fn labelled_patient(existing: Option<Value>, id: &str, label: Option<&str>) -> Value {
+    let mut p = match existing {
+        Some(Value::Object(m)) => Value::Object(m),
+        _ => json!({ "resourceType": "Patient", "id": id }),
+    };
+    if let Value::Object(m) = &mut p {
+        m.insert("resourceType".into(), json!("Patient"));
+        m.insert("id".into(), json!(id));
+        // The server's version bookkeeping is its own.
+        m.remove("meta");
+        match label {
+            Some(l) => {
+                m.insert("name".into(), json!([{ "use": "usual", "text": l }]));
+            }
+            None => {
+                m.remove("name");
+            }
+        }
+    }
+    p
+}
+
 /// What an audited access did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -38,6 +96,8 @@ pub enum Action {
     Acknowledge,
     /// The worklist was shown: a search across every patient (no one patient entity).
     Worklist,
+    /// A patient's display label was set or removed (the Patient updated).
+    Label,
 }
 
 /// The AuditEvent of `user` from `addr` doing `action` on `patient`'s record (and `what`, the
@@ -54,6 +114,7 @@ pub fn audit(
         Action::Read => ("read", "R"),
         Action::Acknowledge => ("create", "C"),
         Action::Worklist => ("search-type", "E"),
+        Action::Label => ("update", "U"),
     };
     let mut entity: Vec<Value> = patient.into_iter().map(|patient| json!({
         "what": { "reference": format!("Patient/{patient}") },

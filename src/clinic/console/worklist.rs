@@ -268,6 +268,8 @@ pub fn hub_state(last: Option<Timestamp>, now: Timestamp, s: &WorklistSettings) 
 #[derive(Debug, Clone)]
 pub struct Row {
     pub patient: String,
+    /// The display label an admin set (`Patient.name[0].text`).
+    pub label: Option<String>,
     pub critical_unacked: usize,
     /// Open alerts by severity: high, moderate, low.
     pub open: [usize; 3],
@@ -313,6 +315,7 @@ pub fn build(
     let row = |rows: &mut HashMap<String, Row>, p: &str| {
         rows.entry(p.to_owned()).or_insert_with(|| Row {
             patient: p.to_owned(),
+            label: None,
             critical_unacked: 0,
             open: [0; 3],
             latest: BTreeMap::new(),
@@ -322,7 +325,11 @@ pub fn build(
         });
     };
     for p in patients {
-        row(&mut rows, &id_of(p));
+        let id = id_of(p);
+        row(&mut rows, &id);
+        if let Some(r) = rows.get_mut(&id) {
+            r.label = super::records::label_of(p);
+        }
     }
     let device_patient: HashMap<String, String> = devices
         .iter()

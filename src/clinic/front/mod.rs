@@ -10,7 +10,9 @@
 //!   reference the hub's own patient, an entry of the same Bundle, or a resource the server shows
 //!   carrying this hub's tag. Every resource forwarded carries the tag
 //!   `urn:vitals-hub:hub-id|<hub id>` in `meta.tag` (any tag of that system the hub sent is
-//!   replaced), and every `ifNoneExist` gains `&_tag=urn:vitals-hub:hub-id|<hub id>`: a conditional
+//!   replaced; a Device also gets `patient`, the hub's own, when it has none — what the built-in
+//!   store shows, and how the console finds whose hub a heartbeat is from), and every
+//!   `ifNoneExist` gains `&_tag=urn:vitals-hub:hub-id|<hub id>`: a conditional
 //!   create can only ever match this hub's own resources, so another hub cannot squat its
 //!   identifiers. The transaction-response is checked before the hub sees it: one entry per entry
 //!   sent, each a 2xx whose location is of the type sent, and every "already there" match proven to
@@ -104,11 +106,12 @@ impl UpstreamError {
     }
 }
 
-/// An answer of the server: status, `Retry-After`, body.
+/// An answer of the server: status, `Retry-After`, `Location` (of a create), body.
 #[derive(Debug)]
 pub struct Upstream {
     pub status: StatusCode,
     pub retry_after: Option<String>,
+    pub location: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -206,8 +209,8 @@ impl Front {
         body: Option<Vec<u8>>,
     ) -> Result<Upstream, UpstreamError> {
         let rel = rel.trim_start_matches('/');
-        let url = if rel.is_empty() {
-            self.base.clone()
+        let url = if rel.is_empty() || rel.starts_with('?') {
+            format!("{}{rel}", self.base)
         } else {
             format!("{}/{rel}", self.base)
         };
@@ -224,11 +227,9 @@ impl Front {
                 .body(b);
         }
         let max = self.max_response;
+        let secs = self.timeout.as_secs();
         let run = async move {
-            let mut resp = rb
-                .send()
-                .await
-                .map_err(|e| UpstreamError::Unreachable(without_url(&e)))?;
+            let mut resp = rb.send().await.map_err(|e| upstream_error(&e, secs))?;
             if resp.content_length().is_some_and(|n| n > max as u64) {
                 return Err(UpstreamError::TooLarge(max));
             }
@@ -240,12 +241,14 @@ impl Front {
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| v.len() <= 64)
                 .map(str::to_owned);
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() <= 1024)
+                .map(str::to_owned);
             let mut out = Vec::new();
-            while let Some(c) = resp
-                .chunk()
-                .await
-                .map_err(|e| UpstreamError::Unreachable(without_url(&e)))?
-            {
+            while let Some(c) = resp.chunk().await.map_err(|e| upstream_error(&e, secs))? {
                 if out.len() + c.len() > max {
                     return Err(UpstreamError::TooLarge(max));
                 }
@@ -254,6 +257,7 @@ impl Front {
             Ok(Upstream {
                 status,
                 retry_after,
+                location,
                 body: out,
             })
         };
@@ -300,6 +304,15 @@ impl Front {
             Ok(u) => Err(format!("the FHIR server answered {}", u.status.as_u16())),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// A reqwest error as the front names it: the client's own timeout is a timeout.
+fn upstream_error(e: &reqwest::Error, timeout_secs: u64) -> UpstreamError {
+    if e.is_timeout() {
+        UpstreamError::Timeout(timeout_secs)
+    } else {
+        UpstreamError::Unreachable(without_url(e))
     }
 }
 

@@ -153,6 +153,15 @@ pub fn prepare(bundle: &Value, hub: &HubRecord) -> Result<Prepared, TxError> {
         }
         meta.insert("tag".into(), json!([hub_tag(&hub.hub_id)]));
         resource.insert("meta".into(), Value::Object(meta));
+        // A hub's Devices carry no patient (the hub sends no demographics); the front knows it
+        // from the registry and writes it as `Device.patient`, as the built-in store shows it,
+        // so the console finds whose hub a heartbeat comes from at any FHIR server. (A
+        // `patient` the hub sent was checked above: it can only be its own.)
+        if *ty == "Device" {
+            resource
+                .entry("patient")
+                .or_insert_with(|| json!({ "reference": format!("Patient/{}", hub.patient) }));
+        }
         let mut entry = Map::new();
         if let Some(u) = e.get("fullUrl") {
             entry.insert("fullUrl".into(), u.clone());
