@@ -618,6 +618,9 @@ fn probe_fix(e: &UplinkError, cfg: &Config) -> String {
         UplinkError::ServerCertUntrusted(_) => {
             "`ca_bundle` must hold the CA that issued the clinic server's certificate".into()
         }
+        UplinkError::CertificateRevoked(_) => {
+            "the clinic revoked this hub's certificate: ask the clinic to enrol a new one (`vitals-clinic hub enroll`), then install it (`vitals-hub setup --force`)".into()
+        }
         UplinkError::ServerRejectedOurCertificate(_) | UplinkError::OwnCertificateExpired(_) => {
             "install a hub certificate issued by the clinic's hub CA (`vitals-hub setup --force`)".into()
         }

@@ -101,6 +101,8 @@ pub struct Uplink {
     /// The last accepted upload not yet persisted ([`LAST_SUCCESS`]), and when it last was.
     pub(super) unsaved_success: Option<UtcMillis>,
     pub(super) success_saved_at: Option<Instant>,
+    /// Certificate renewal over EST ([`super::renew`]).
+    pub(super) renew: super::renew::RenewState,
 }
 
 /// The `uplink_state` name of the most entries per transaction a server was seen to accept
@@ -224,6 +226,7 @@ impl Uplink {
             refs_cache: None,
             unsaved_success: None,
             success_saved_at: None,
+            renew: super::renew::RenewState::default(),
         })
     }
 
@@ -822,6 +825,7 @@ impl Uplink {
                 if let Err(e) = self.note_accepted().await {
                     warn!(error = %e, "Could not record the end of a refusal.");
                 }
+                self.renewal_worked().await;
             }
             Ok(Step::Idle) => self.save_last_success().await,
             Err(e) => {
@@ -834,6 +838,7 @@ impl Uplink {
                 };
                 self.failures = self.failures.saturating_add(1);
                 self.record_failure(e).await;
+                self.renewal_refused(e).await;
                 if let Err(se) = self.note_refusal(e).await {
                     warn!(error = %se, "Could not record a refusal.");
                 }
@@ -864,6 +869,7 @@ impl Uplink {
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
+        self.maybe_renew().await;
         self.begin_probe().await?;
         self.pass_sizes = (0, 0);
         let r = self.step_batch(clock).await;
