@@ -18,8 +18,7 @@
 //! refuses it; the CRL is what a TLS terminator in front (the reference nginx, `ssl_crl`) reads.
 
 use rcgen::{
-    CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, RevokedCertParams,
-    SerialNumber,
+    CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
 };
 use std::path::{Path, PathBuf};
 
@@ -33,7 +32,9 @@ pub enum CaError {
     Load { path: PathBuf, reason: String },
     #[error("signing with the hub CA failed: {0}; the CA certificate and key must be a pair and the CA allowed to sign certificates and CRLs")]
     Sign(String),
-    #[error("cannot write {path}: {source}; check the directory exists and is writable by this user")]
+    #[error(
+        "cannot write {path}: {source}; check the directory exists and is writable by this user"
+    )]
     Write {
         path: PathBuf,
         #[source]
@@ -84,12 +85,17 @@ impl HubCa {
             .into_iter()
             .next()
             .ok_or_else(|| bad(cert, "no certificate".into()))?;
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| bad(cert, e.to_string()))?;
-        if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&kp).as_slice() {
-            return Err(bad(key, format!("not the key of the CA certificate {}", cert.display())));
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| bad(cert, e.to_string()))?;
+        if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&kp).as_slice()
+        {
+            return Err(bad(
+                key,
+                format!("not the key of the CA certificate {}", cert.display()),
+            ));
         }
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, kp).map_err(|e| bad(cert, e.to_string()))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, kp).map_err(|e| bad(cert, e.to_string()))?;
         Ok(HubCa {
             issuer,
             cert_der: der.as_ref().to_vec(),

@@ -227,8 +227,7 @@ impl Receiver {
                 ));
             }
         }
-        if (opts.est.is_some() || opts.crl.is_some())
-            && !matches!(opts.access, Access::Registry(_))
+        if (opts.est.is_some() || opts.crl.is_some()) && !matches!(opts.access, Access::Registry(_))
         {
             return Err(ReceiverError::Tls(
                 "EST re-enrolment and the CRL work with the hub registry only".into(),
@@ -946,7 +945,14 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
     let hub = match identify(&req, &shared, &who) {
         Ok(h) => h,
         Err((why, fp)) => {
-            return refuse(&shared, &who, None, fp.as_deref(), &what, &why, "E").await;
+            let mut r = refuse(&shared, &who, None, fp.as_deref(), &what, &why, "E").await;
+            // Close the connection: a hub revoked while connected meets the TLS refusal
+            // (`certificate_revoked`) on its next handshake instead of 403s on an old one.
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return r;
         }
     };
     // Open mode: the label of the client stored with its bundles (fingerprint, or the proxied

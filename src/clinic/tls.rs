@@ -193,7 +193,12 @@ impl CrlWatch {
                 .map_err(|e| bad(format!("not a CRL ({e})")))?;
             let issuer = parsed.issuer().as_raw();
             // A CRL of another CA would leave every hub's revocation status unknown: refused.
-            if !self.roots.roots.iter().any(|r| r.subject.as_ref() == strip_seq(issuer)) {
+            if !self
+                .roots
+                .roots
+                .iter()
+                .any(|r| r.subject.as_ref() == strip_seq(issuer))
+            {
                 return Err(bad("its issuer is not the hub CA".into()));
             }
         }

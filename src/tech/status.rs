@@ -294,7 +294,9 @@ pub fn render_text(s: &Status) -> String {
         let line = match r.state.as_str() {
             "renewed" => format!("renewed over EST at {at}; waiting for its first accepted upload"),
             "confirmed" => format!("renewed over EST; in use since {at}"),
-            "rolled_back" => format!("the clinic refused the renewed certificate at {at}; the previous one is back"),
+            "rolled_back" => format!(
+                "the clinic refused the renewed certificate at {at}; the previous one is back"
+            ),
             _ => format!(
                 "FAILING since {at} ({} attempts): {}",
                 r.failures,

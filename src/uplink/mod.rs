@@ -272,7 +272,9 @@ fn rustls_error(r: &rustls::Error) -> UplinkError {
         E::AlertReceived(a) => match a {
             A::ProtocolVersion => UplinkError::NoTls13(format!("alert {a:?}")),
             A::CertificateExpired => UplinkError::OwnCertificateExpired(" (server alert)".into()),
-            A::CertificateRevoked => UplinkError::CertificateRevoked("TLS alert certificate_revoked".into()),
+            A::CertificateRevoked => {
+                UplinkError::CertificateRevoked("TLS alert certificate_revoked".into())
+            }
             A::BadCertificate
             | A::CertificateRequired
             | A::UnknownCA

@@ -101,8 +101,9 @@ pub fn make_request(cert_der: &[u8]) -> Result<Request, String> {
         .map_err(|e| format!("the current certificate cannot be read ({e})"))?;
     let subject = cert.subject().to_string();
     let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = copy_name(cert.subject())
-        .ok_or("the current certificate's subject cannot be copied (a multi-valued or non-text name)")?;
+    p.distinguished_name = copy_name(cert.subject()).ok_or(
+        "the current certificate's subject cannot be copied (a multi-valued or non-text name)",
+    )?;
     let key = rcgen::KeyPair::generate().map_err(|e| format!("key generation failed ({e})"))?;
     let csr = p
         .serialize_request(&key)
@@ -197,7 +198,9 @@ pub fn pick(certs: &[Vec<u8>], req: &Request, now: i64) -> Result<(String, i64),
             c.validity().not_after.timestamp(),
         );
         if now < nb - 600 || now >= na {
-            return Err("the clinic's new certificate is not valid now (check the hub clock)".into());
+            return Err(
+                "the clinic's new certificate is not valid now (check the hub clock)".into(),
+            );
         }
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
@@ -340,7 +343,10 @@ impl Uplink {
                 self.renewal_event(
                     "uplink_client_cert_renewed",
                     "security",
-                    format!("client certificate renewed (EST); valid until {}", fmt_secs(not_after)),
+                    format!(
+                        "client certificate renewed (EST); valid until {}",
+                        fmt_secs(not_after)
+                    ),
                 )
                 .await;
                 self.save_renewal(&Renewal {
@@ -424,11 +430,16 @@ impl Uplink {
             .map_err(|e| super::classify(&e).summary())?
         {
             if body.len() + chunk.len() > MAX_EST_RESPONSE {
-                return Err(format!("the renewal answer is larger than {MAX_EST_RESPONSE} bytes"));
+                return Err(format!(
+                    "the renewal answer is larger than {MAX_EST_RESPONSE} bytes"
+                ));
             }
             body.extend_from_slice(&chunk);
         }
-        let b64: Vec<u8> = body.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+        let b64: Vec<u8> = body
+            .into_iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(&b64)
             .map_err(|_| "the renewal answer is not base64".to_string())?;
@@ -504,7 +515,10 @@ impl Uplink {
         self.renewal_event(
             "uplink_client_cert_renewal_rolled_back",
             "security",
-            format!("the clinic refused the renewed certificate ({}); the previous one is back", e.kind()),
+            format!(
+                "the clinic refused the renewed certificate ({}); the previous one is back",
+                e.kind()
+            ),
         )
         .await;
         let now = self.clock.now().as_millis();
