@@ -49,6 +49,11 @@
 //! Uploads wait until the hub's clock is synchronised ([`TimeSync`]: systemd-timedated over D-Bus,
 //! asked asynchronously once per loop).
 //!
+//! **Renewal and revocation** ([`renew`]): at `renew_at_percent` of its lifetime the hub renews
+//! its client certificate itself over EST (RFC 7030) with its current identity, installs the new
+//! pair atomically and keeps the old one until the new one has worked; a clinic that revoked the
+//! hub answers the handshake with `certificate_revoked`, named [`UplinkError::CertificateRevoked`].
+//!
 //! **Failures** are named ([`UplinkError`]) and each kind is recorded once per change as a store
 //! event (`uplink_<kind>`), security-relevant TLS failures with severity `security`.
 
