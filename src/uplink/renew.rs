@@ -268,6 +268,14 @@ pub fn install(paths: &CertPaths, cert_pem: &str, key_pem: &str) -> Result<(), S
     Ok(())
 }
 
+/// The wait after `failures` failed attempts in a row: `base_ms` doubling, at most `cap_ms`.
+pub fn backoff(base_ms: u64, cap_ms: u64, failures: u32) -> Duration {
+    let base = base_ms.max(1);
+    let cap = cap_ms.max(base);
+    let exp = failures.saturating_sub(1).min(30);
+    Duration::from_millis(base.saturating_mul(1u64 << exp).min(cap))
+}
+
 /// Whether an unconfirmed renewal left the old pair beside the new one.
 pub fn has_previous(paths: &CertPaths) -> bool {
     prev(&paths.cert).exists() && prev(&paths.key).exists()
@@ -295,10 +303,11 @@ pub fn roll_back(paths: &CertPaths) -> std::io::Result<()> {
 
 impl Uplink {
     fn renewal_backoff(&self) -> Duration {
-        let base = self.cfg.retry_base_ms.max(1);
-        let cap = self.cfg.retry_cap_ms.max(base);
-        let exp = self.renew.failures.saturating_sub(1).min(30);
-        Duration::from_millis(base.saturating_mul(1u64 << exp).min(cap))
+        backoff(
+            self.cfg.retry_base_ms,
+            self.cfg.retry_cap_ms,
+            self.renew.failures,
+        )
     }
 
     async fn save_renewal(&mut self, r: &Renewal) {
@@ -555,6 +564,15 @@ mod tests {
         };
         assert_eq!(renew_at(v, 67), 201);
         assert_eq!(renew_at(v, 50), 150);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let ms = |n| backoff(1_000, 600_000, n).as_millis();
+        assert_eq!((ms(1), ms(2), ms(3), ms(4)), (1_000, 2_000, 4_000, 8_000));
+        assert_eq!(ms(10), 512_000);
+        assert_eq!(ms(11), 600_000);
+        assert_eq!(ms(u32::MAX), 600_000);
     }
 
     #[test]
