@@ -449,3 +449,35 @@ fn est_signs_only_the_connecting_hubs_subject() {
         Err(vitals_hub::clinic::est::Refusal::Bad(_))
     ));
 }
+
+/// Over the wire: a hub asking for another subject gets a 403 and a stored security AuditEvent
+/// naming it; a request without the EST media type is refused; nothing is enrolled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simplereenroll_for_another_subject_is_refused_and_audited() {
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = clinic_with(&ca, true, None).await;
+    let mine = ca.client("hub-0001", Span::DEFAULT).unwrap();
+    enroll(&rx, &mine);
+    let h = hub_with(0, &ca, &mine).await;
+    let c = mtls_client(&h.ca_path, &h.cert, &h.key);
+    let est = format!(
+        "https://localhost:{}/.well-known/est/simplereenroll",
+        rx.addr().port()
+    );
+    let other = ca.client("hub-0002", Span::DEFAULT).unwrap();
+    let req = vitals_hub::uplink::renew::make_request(&other.cert_der).unwrap();
+    let r = c
+        .post(&est)
+        .header("content-type", "application/pkcs10")
+        .body(req.csr_b64.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let audits = rx.resources("AuditEvent");
+    assert_eq!(audits.len(), 1, "{audits:?}");
+    assert!(audits[0].to_string().contains("hub-0001"));
+    let r = c.post(&est).body(req.csr_b64).send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(rx.stats().forbidden, 1);
+}

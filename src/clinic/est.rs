@@ -6,7 +6,8 @@
 //! **Who may re-enrol.** Only a hub the TLS layer and the registry accepted (enrolled, not
 //! revoked — [`super::ingest`] identifies it before this module runs), and only for itself: the
 //! CSR's subject must be the subject of the certificate the hub connected with, and its signature
-//! must verify (proof of the new key). The new certificate is enrolled in the registry for the
+//! must verify (proof of the new key); a refusal is a 403 with a security `AuditEvent` like every
+//! other refusal of the ingest. The new certificate is enrolled in the registry for the
 //! same hub and patient at once (the running registry too), and its serial is recorded so a
 //! revocation lists it in the CRL. The certificate the hub connected with stays valid until it
 //! expires (both are live for the overlap); a hub has at most [`MAX_LIVE`] unexpired, unrevoked
@@ -24,7 +25,7 @@
 //! by [`certs_only`] (a few DER lines; no crate in the tree writes CMS).
 
 use super::crl::{at_secs, serial_hex, HubCa};
-use super::ingest::{fhir_response, full, outcome, Body, Shared};
+use super::ingest::{fhir_response, full, outcome, refuse, Body, Shared, Who};
 use super::registry::{record_for_der, HubRecord};
 use base64::Engine;
 use bytes::Bytes;
@@ -179,6 +180,7 @@ pub fn sign(est: &Est, hub: &HubRecord, csr_der: &[u8]) -> Result<(Vec<u8>, HubR
 pub(super) async fn handle(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
+    who: &Who,
     hub: Option<HubRecord>,
     path: &str,
 ) -> Response<Body> {
@@ -198,7 +200,7 @@ pub(super) async fn handle(
                     "re-enrolment needs the hub registry (an enrolled hub certificate)",
                 );
             };
-            reenroll(req, shared, est, hub).await
+            reenroll(req, shared, who, est, hub).await
         }
         _ => text(StatusCode::NOT_FOUND, "unknown EST operation"),
     }
@@ -207,6 +209,7 @@ pub(super) async fn handle(
 async fn reenroll(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
+    who: &Who,
     est: Arc<Est>,
     hub: HubRecord,
 ) -> Response<Body> {
@@ -273,8 +276,17 @@ async fn reenroll(
         }
         Err(Refusal::Bad(m)) => text(StatusCode::BAD_REQUEST, &m),
         Err(Refusal::Forbidden(m)) => {
-            warn!(hub = %hub.hub_id, "EST re-enrolment refused: {m}.");
-            fhir_response(StatusCode::FORBIDDEN, &outcome("forbidden", &m))
+            // A 403 with an OperationOutcome and a stored security AuditEvent naming the hub.
+            refuse(
+                shared,
+                who,
+                Some(&hub),
+                Some(&hub.fingerprint),
+                &format!("POST {PREFIX}simplereenroll"),
+                &m,
+                "C",
+            )
+            .await
         }
         Err(Refusal::TooMany) => text(
             StatusCode::CONFLICT,

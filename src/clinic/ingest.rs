@@ -974,7 +974,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
         None => None,
     };
     if path.starts_with(super::est::PREFIX.trim_end_matches('/')) {
-        return super::est::handle(req, &shared, hub, &path).await;
+        return super::est::handle(req, &shared, &who, hub, &path).await;
     }
     if let (Some(front), Some(h)) = (shared.front.clone(), hub.clone()) {
         return super::front::handle(req, &shared, &front, &who, h, what).await;
