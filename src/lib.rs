@@ -41,7 +41,7 @@
 //! |---|---|---|
 //! | [`ble`] | btleplug sessions behind [`ble::Link`], scan windows, allow-list and bond checks, RACP downloads, pairing over zbus; hands everything over through its own [`ble::Port`] | `gatt`, `model`; never `store`, `uplink` or `daemon` |
 //! | [`store`] | SQLite schema and migrations, AEAD sealing (ring) of every PHI column, the outbox, retention and capacity, key files | `model` |
-//! | [`uplink`] | the mTLS client (reqwest + rustls on ring), certificate reload, batching, backoff, bisection, heartbeat, clock-sync check; fetching, checking, storing and applying the clinic's alert limits (`uplink::limits`, which hands them to the daemon's ingest) | `fhir`, `store`, `model`, `daemon::Ingest` |
+//! | [`uplink`] | the mTLS client (reqwest + rustls on ring), certificate reload and renewal over EST, batching, backoff, bisection, heartbeat, clock-sync check; fetching, checking, storing and applying the clinic's alert limits (`uplink::limits`, which hands them to the daemon's ingest) | `fhir`, `store`, `model`, `daemon::Ingest` |
 //! | [`daemon`] | the running process (`vitals-hub run`): ingest (store, then rules), the port `ble` hands over through, the alert hook, the tasks, systemd notify and watchdog | everything above |
 //! | [`config`] | the one TOML tree, validated with file, line and fix in every error; paths (FHS under systemd, `directories` for a user run) | the section types of the rooms it configures (see below) |
 //!
@@ -51,7 +51,7 @@
 //! |---|---|
 //! | [`tech`] | the technician's operations: setup, doctor, status, commission, export, wipe (the radio half — scan, pair, unpair — is [`ble::tech`]) |
 //! | [`sim`] | simulated peripherals: a [`ble::Link`] that behaves like each device profile, for the demo and tests |
-//! | [`clinic`] | the clinic side, binary `vitals-clinic` (cargo feature `clinic`, on by default, off in the hub's Debian package): the hubs' FHIR ingest over mTLS, the registry binding each hub certificate to one hub and one patient, per-request authorisation ([`clinic::authz`], one set of rules), bounds, the authorising front for an external FHIR server (`serve --fhir-base`, [`clinic::front`]), plain HTTP behind a proxy on loopback or a Unix socket, the development PKI, the clinicians' console (`clinic::console`: HTTPS, accounts, worklist and patient pages read through FHIR searches, of the built-in store or of the `--fhir-base` server); `vitals-hub demo` starts it in process |
+//! | [`clinic`] | the clinic side, binary `vitals-clinic` (cargo feature `clinic`, on by default, off in the hub's Debian package): the hubs' FHIR ingest over mTLS, the registry binding each hub certificate to one hub and one patient, per-request authorisation ([`clinic::authz`], one set of rules), bounds, the authorising front for an external FHIR server (`serve --fhir-base`, [`clinic::front`]), plain HTTP behind a proxy on loopback or a Unix socket, the development PKI, the hub CA's EST re-enrolment and CRLs, the clinicians' console (`clinic::console`: HTTPS, accounts, worklist and patient pages read through FHIR searches, of the built-in store or of the `--fhir-base` server); `vitals-hub demo` starts it in process |
 //! | [`bench`] | the `vitals-hub bench` figures: store, uplink, daemon — never assertions |
 //! | [`cli`] | the `vitals-hub` subcommands: parse, start up once ([`cli`]'s `start`), call the library, print |
 //!

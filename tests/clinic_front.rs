@@ -113,6 +113,7 @@ async fn front(ca: &DevCa, fhir: &str, db: &Path) -> Receiver {
             access: Access::Registry(registry),
             limits: Limits::default(),
             front: Some(Arc::new(Front::new(&FrontConfig::new(fhir)).unwrap())),
+            ..Default::default()
         },
     )
     .await

@@ -119,6 +119,7 @@ async fn clinic(ca: &DevCa, db: &Path, front: Option<Arc<Front>>) -> Receiver {
             access: Access::Registry(registry),
             limits: Limits::default(),
             front,
+            ..Default::default()
         },
     )
     .await

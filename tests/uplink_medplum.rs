@@ -76,6 +76,7 @@ fn nginx_config(dir: &Path, listen: u16, upstream: u16) -> PathBuf {
             "/etc/nginx/vitals-hub/hub-ca.crt",
             &format!("{d}/hub-ca.crt"),
         )
+        .replace("/etc/nginx/vitals-hub/hubs.crl", &format!("{d}/hubs.crl"))
         .replace(
             "http://127.0.0.1:8080;",
             &format!("http://127.0.0.1:{upstream};"),
@@ -159,6 +160,12 @@ async fn medplum_router_behind_nginx_gets_every_reading_once_with_default_settin
         .write(ngx.path(), "server")
         .unwrap();
     std::fs::write(ngx.path().join("hub-ca.crt"), &hub_ca.cert_pem).unwrap();
+    // The hub CA's CRL (`ssl_crl`), nobody revoked.
+    hub_ca
+        .hub_ca()
+        .unwrap()
+        .write_crl(&ngx.path().join("hubs.crl"), &[])
+        .unwrap();
     let port = free_port();
     let conf = nginx_config(ngx.path(), port, fhir_port);
     let _nginx = Kill(

@@ -6,7 +6,8 @@
 )]
 //! The same upload through Debian's nginx running a test-adapted copy of
 //! `packaging/clinic/nginx-mtls.conf` in front of the receiver in plain-HTTP loopback mode; a hub
-//! certificate from another CA is refused by nginx. Skips when nginx is missing, unless CI=true.
+//! certificate from another CA, and one on the hub CA's CRL (`ssl_crl`), are refused by nginx.
+//! Skips when nginx is missing, unless CI=true.
 
 mod uplink_support;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,7 @@ fn config(dir: &Path, listen: u16, upstream: u16) -> PathBuf {
             "/etc/nginx/vitals-hub/hub-ca.crt",
             &format!("{d}/hub-ca.crt"),
         )
+        .replace("/etc/nginx/vitals-hub/hubs.crl", &format!("{d}/hubs.crl"))
         .replace(
             "http://127.0.0.1:8080;",
             &format!("http://127.0.0.1:{upstream};"),
@@ -106,6 +108,17 @@ async fn upload_through_nginx_mtls_and_other_ca_refused() {
         .write(ngx_dir.path(), "server")
         .unwrap();
     std::fs::write(ngx_dir.path().join("hub-ca.crt"), &hub_ca.cert_pem).unwrap();
+    // The hub CA's CRL (`ssl_crl`): hub-0002 is revoked.
+    let revoked = hub_ca.client("hub-0002", Span::DEFAULT).unwrap();
+    let (serial, _) = vitals_hub::clinic::crl::serial_hex(&revoked.cert_der).unwrap();
+    hub_ca
+        .hub_ca()
+        .unwrap()
+        .write_crl(
+            &ngx_dir.path().join("hubs.crl"),
+            &[(serial, "2026-01-01T00:00:00Z".into())],
+        )
+        .unwrap();
     let port = free_port();
     let conf = config(ngx_dir.path(), port, rx.addr().port());
     let check = Command::new(&bin)
@@ -157,6 +170,19 @@ async fn upload_through_nginx_mtls_and_other_ca_refused() {
     assert_eq!(rx.count("Observation"), 0);
     let st = stranger.store.stats().await.unwrap();
     assert_eq!((st.acked, st.rejected, st.pending), (0, 0, 4));
+
+    // A revoked hub certificate (on the CRL nginx reads): refused, nothing acked.
+    let gone = hub_with(3, &clinic, &revoked).await;
+    let e = uplink(&gone, uplink_config(&gone, &base))
+        .drain(Duration::from_secs(15))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, UplinkError::ServerRejectedOurCertificate(_)),
+        "{e:?}"
+    );
+    assert_eq!(rx.count("Observation"), 0);
+    assert_eq!(gone.store.stats().await.unwrap().pending, 3);
 
     // The provisioned hub uploads through nginx; the receiver sees nginx's verified subject.
     let h = hub_with(

@@ -207,6 +207,7 @@ pub(crate) async fn local_clinic(
     let pki = if dir.join("ca.crt").exists() {
         crate::clinic::pki::DevPkiFiles {
             ca: dir.join("ca.crt"),
+            ca_key: dir.join("ca.key"),
             receiver_cert: dir.join("receiver.crt"),
             receiver_key: dir.join("receiver.key"),
             hub_cert: dir.join("hub.crt"),

@@ -75,7 +75,7 @@ pub enum Command {
     Alerts(alerts::AlertsCommand),
     /// The clinic's FHIR ingest: an alias of `vitals-clinic serve` (enrolled hubs only).
     #[cfg(feature = "clinic")]
-    Receiver(receiver::ReceiverArgs),
+    Receiver(Box<receiver::ReceiverArgs>),
     /// Mint a development PKI (CA, receiver and hub certificates) and enrol the hub in a clinic
     /// store beside it. NOT FOR PRODUCTION.
     #[cfg(feature = "clinic")]

@@ -25,7 +25,7 @@ pub struct PkiArgs {
 pub fn run(args: &PkiArgs) -> ExitCode {
     eprintln!("************************************************************************");
     eprintln!("*  DEVELOPMENT PKI — NOT FOR PRODUCTION. Keys are plain PEM files and  *");
-    eprintln!("*  the CA key is discarded. Deployed hubs use the clinic's real CA.    *");
+    eprintln!("*  so is the CA key (ca.key). Deployed hubs use the clinic's real CA.  *");
     eprintln!("************************************************************************");
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
     match write_dev_pki(&args.dir, &names, &args.hub_id) {

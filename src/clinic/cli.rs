@@ -107,6 +107,21 @@ pub struct ServeArgs {
     /// The console's private key (PEM).
     #[arg(long)]
     pub console_key: Option<PathBuf>,
+    /// The hub CA's CRL (PEM, as `vitals-clinic hub revoke|crl --crl` writes it): checked in
+    /// every TLS handshake, re-read within 2 s when the file changes. Needs the registry (--db).
+    #[arg(long, requires = "db")]
+    pub crl: Option<PathBuf>,
+    /// Serve EST re-enrolment (`/.well-known/est/simplereenroll`, `cacerts`) signing renewed hub
+    /// certificates with this hub CA private key (PEM); the CA certificate is --est-ca-cert.
+    /// Needs the registry (--db).
+    #[arg(long, requires_all = ["db", "est_ca_cert"])]
+    pub est_ca_key: Option<PathBuf>,
+    /// The hub CA certificate (PEM) --est-ca-key belongs to.
+    #[arg(long, requires = "est_ca_key")]
+    pub est_ca_cert: Option<PathBuf>,
+    /// Validity of a certificate renewed over EST, days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub est_days: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,13 +151,50 @@ pub enum HubCommand {
         fhir: bool,
     },
     /// Revoke a hub (every certificate of this hub id) or one certificate (by fingerprint): it is
-    /// refused at the TLS layer from then on.
+    /// refused at the TLS layer from then on. With --crl, the hub CA's CRL is written anew
+    /// listing every revoked certificate (for `serve --crl` and nginx's `ssl_crl`).
     Revoke {
         #[arg(long)]
         db: PathBuf,
         /// Hub id or `sha256:<hex>` fingerprint.
         hub: String,
+        #[command(flatten)]
+        crl: CrlArgs,
     },
+    /// Write the hub CA's CRL anew (the same revoked certificates, fresh dates): run it from a
+    /// timer well within its 30 days of validity, since nginx refuses every hub once it expired.
+    Crl {
+        #[arg(long)]
+        db: PathBuf,
+        #[command(flatten)]
+        crl: CrlArgs,
+    },
+}
+
+/// Where the CRL goes and the hub CA that signs it.
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    /// The CRL file to write (PEM).
+    #[arg(long = "crl", requires_all = ["ca_cert", "ca_key"])]
+    pub path: Option<PathBuf>,
+    /// The hub CA certificate (PEM).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// The hub CA private key (PEM).
+    #[arg(long)]
+    pub ca_key: Option<PathBuf>,
+}
+
+/// Write the CRL of `db`'s revoked certificates, if `args` names one. Returns how many serials
+/// it lists.
+pub fn write_crl(db: &Path, args: &CrlArgs) -> anyhow::Result<Option<usize>> {
+    let (Some(path), Some(cert), Some(key)) = (&args.path, &args.ca_cert, &args.ca_key) else {
+        return Ok(None);
+    };
+    let ca = super::crl::HubCa::load(cert, key)?;
+    let revoked = open_db(db)?.revoked_serials()?;
+    ca.write_crl(path, &revoked)?;
+    Ok(Some(revoked.len()))
 }
 
 pub fn main() -> ExitCode {
@@ -185,7 +237,14 @@ pub fn enroll_file(
     hub_id: Option<&str>,
 ) -> anyhow::Result<registry::HubRecord> {
     let rec = registry::record_for_pem(cert, patient, hub_id)?;
-    open_db(db)?.enroll(&rec)?;
+    let mut d = open_db(db)?;
+    d.enroll(&rec)?;
+    // The serial, for the CRL should this certificate be revoked.
+    if let Some(der) = tls::load_certs(cert)?.first() {
+        if let Some((serial, not_after)) = super::crl::serial_hex(der.as_ref()) {
+            d.record_serial(&rec.fingerprint, &serial, not_after)?;
+        }
+    }
     Ok(rec)
 }
 
@@ -226,7 +285,7 @@ fn hub(c: &HubCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        HubCommand::Revoke { db, hub } => {
+        HubCommand::Revoke { db, hub, crl } => {
             let n = open_db(db)?.revoke(hub)?;
             if n == 0 {
                 anyhow::bail!(
@@ -239,7 +298,23 @@ fn hub(c: &HubCommand) -> anyhow::Result<()> {
                 "revoked {n} certificate(s) of {hub}; a running clinic refuses them within {} s",
                 registry::RELOAD_EVERY.as_secs()
             );
+            match write_crl(db, crl)? {
+                Some(k) => println!(
+                    "wrote the CRL {} ({k} revoked certificate(s) listed)",
+                    crl.path.as_deref().unwrap_or(Path::new("")).display()
+                ),
+                None => eprintln!(
+                    "note: no --crl given; a TLS terminator in front (nginx `ssl_crl`) still accepts these certificates until the CRL is written (`vitals-clinic hub crl`)"
+                ),
+            }
         }
+        HubCommand::Crl { db, crl } => match write_crl(db, crl)? {
+            Some(k) => println!(
+                "wrote the CRL {} ({k} revoked certificate(s) listed)",
+                crl.path.as_deref().unwrap_or(Path::new("")).display()
+            ),
+            None => anyhow::bail!("give --crl FILE --ca-cert CA.crt --ca-key CA.key"),
+        },
     }
     Ok(())
 }
@@ -257,6 +332,7 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut crl_watch = None;
     let listen = if let (Some(path), Some(proxy_uid)) = (&args.plain_socket, args.proxy_uid) {
         Listen::ProxiedUnix {
             path: path.clone(),
@@ -275,10 +351,21 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
         let (Some(c), Some(k), Some(ca)) = (&args.cert, &args.key, &args.client_ca) else {
             anyhow::bail!("--cert, --key and --client-ca are required without --plain");
         };
-        Listen::Tls(
-            tls::server_config_registry(c, k, ca, reg.clone())
-                .context("loading the clinic's TLS files")?,
-        )
+        let (cfg, watch) =
+            tls::server_config_registry_crl(c, k, ca, reg.clone(), args.crl.as_deref())
+                .context("loading the clinic's TLS files")?;
+        crl_watch = watch;
+        Listen::Tls(cfg)
+    };
+    if args.crl.is_some() && crl_watch.is_none() {
+        anyhow::bail!("--crl is checked by the ingest's own TLS; behind nginx give `ssl_crl` to nginx instead (packaging/clinic/nginx-mtls.conf)");
+    }
+    let est = match (&args.est_ca_cert, &args.est_ca_key) {
+        (Some(c), Some(k)) => Some(std::sync::Arc::new(super::est::Est {
+            ca: super::crl::HubCa::load(c, k)?,
+            days: args.est_days,
+        })),
+        _ => None,
     };
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -304,6 +391,8 @@ fn serve_inner(args: &ServeArgs) -> anyhow::Result<()> {
                 access: Access::Registry(reg.clone()),
                 limits,
                 front: front.clone(),
+                est,
+                crl: crl_watch,
             },
         )
         .await?;

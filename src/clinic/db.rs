@@ -204,7 +204,11 @@ impl ReceiverDb {
                patient TEXT NOT NULL,
                enrolled TEXT NOT NULL,
                revoked TEXT);
-             CREATE INDEX IF NOT EXISTS hubs_hub ON hubs(hub_id);",
+             CREATE INDEX IF NOT EXISTS hubs_hub ON hubs(hub_id);
+             CREATE TABLE IF NOT EXISTS hub_serials(
+               fingerprint TEXT PRIMARY KEY,
+               serial TEXT NOT NULL,
+               not_after INTEGER NOT NULL);",
         )
         .map_err(err)?;
         // The owning hub of each resource (added by issue 16; older files gain the column).
@@ -470,6 +474,43 @@ impl ReceiverDb {
         )
         .map_err(db)?;
         tx.commit().map_err(db)
+    }
+
+    /// Remember the serial (hex) and expiry (Unix seconds) of an enrolled certificate: what a CRL
+    /// lists when it is revoked ([`super::crl`]).
+    pub fn record_serial(
+        &mut self,
+        fingerprint: &str,
+        serial: &str,
+        not_after: i64,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO hub_serials(fingerprint, serial, not_after) VALUES (?1, ?2, ?3)",
+            params![fingerprint, serial, not_after],
+        )?;
+        Ok(())
+    }
+
+    /// The serials and revocation times of every revoked certificate whose serial is known.
+    pub fn revoked_serials(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT s.serial, h.revoked FROM hubs h JOIN hub_serials s ON s.fingerprint = h.fingerprint
+             WHERE h.revoked IS NOT NULL ORDER BY s.serial",
+        )?;
+        let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        it.collect()
+    }
+
+    /// How many active certificates of a hub are not expired at `now` (Unix seconds), counting
+    /// those whose expiry is unknown.
+    pub fn live_certificates(&self, hub_id: &str, now: i64) -> rusqlite::Result<u64> {
+        self.conn.query_row::<i64, _, _>(
+            "SELECT COUNT(*) FROM hubs h LEFT JOIN hub_serials s ON s.fingerprint = h.fingerprint
+             WHERE h.hub_id = ?1 AND h.revoked IS NULL AND (s.not_after IS NULL OR s.not_after > ?2)",
+            params![hub_id, now],
+            |r| r.get(0),
+        )
+        .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
     /// Every enrolled certificate, revoked ones included.

@@ -109,6 +109,11 @@ pub struct ClinicOptions {
     /// Forward authorised requests to this external FHIR server instead of storing them
     /// ([`super::front`]); needs [`Access::Registry`].
     pub front: Option<Arc<super::front::Front>>,
+    /// Serve EST re-enrolment signed by the hub CA ([`super::est`]); needs [`Access::Registry`].
+    pub est: Option<Arc<super::est::Est>>,
+    /// The CRL the TLS verifier checks, re-read every [`super::registry::RELOAD_EVERY`] when it
+    /// changed ([`tls::CrlWatch`]).
+    pub crl: Option<Arc<tls::CrlWatch>>,
 }
 
 /// Counters the tests and the benchmark read.
@@ -128,10 +133,11 @@ pub struct ReceiverStats {
 
 #[derive(Debug)]
 pub(super) struct Shared {
-    db: Arc<Mutex<db::ReceiverDb>>,
+    pub(super) db: Arc<Mutex<db::ReceiverDb>>,
     faults: FaultQueue,
     stats: Mutex<ReceiverStats>,
-    access: Access,
+    pub(super) access: Access,
+    pub(super) est: Option<Arc<super::est::Est>>,
     listen: Listen,
     pub(super) limits: Limits,
     pub(super) work: Arc<Semaphore>,
@@ -221,6 +227,12 @@ impl Receiver {
                 ));
             }
         }
+        if (opts.est.is_some() || opts.crl.is_some()) && !matches!(opts.access, Access::Registry(_))
+        {
+            return Err(ReceiverError::Tls(
+                "EST re-enrolment and the CRL work with the hub registry only".into(),
+            ));
+        }
         if opts.front.is_some() && !matches!(opts.access, Access::Registry(_)) {
             return Err(ReceiverError::Tls(
                 "the front for an external FHIR server authorises by the hub registry only".into(),
@@ -257,6 +269,7 @@ impl Receiver {
             access: opts.access.clone(),
             listen: cfg.listen.clone(),
             front: opts.front.clone(),
+            est: opts.est.clone(),
             work: Arc::new(Semaphore::new(opts.limits.max_inflight.max(1))),
             limits: opts.limits,
             buckets: Mutex::new(HashMap::new()),
@@ -274,6 +287,9 @@ impl Receiver {
                 shared.db.clone(),
                 stop_rx.clone(),
             ));
+        }
+        if let Some(w) = &opts.crl {
+            tokio::spawn(reload_crl(w.clone(), stop_rx.clone()));
         }
         let sh = shared.clone();
         let task = match listener {
@@ -401,6 +417,27 @@ async fn reload_registry(
                 warn!(error = %e, "Reloading the hub registry failed; keeping the last one.")
             }
             None => {}
+        }
+    }
+}
+
+/// Re-read the CRL file when it changed; a broken file keeps the last good CRL (logged once per
+/// change).
+async fn reload_crl(w: Arc<tls::CrlWatch>, mut stop: watch::Receiver<bool>) {
+    let mut logged = false;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(super::registry::RELOAD_EVERY) => {}
+        }
+        let w2 = w.clone();
+        match tokio::task::spawn_blocking(move || w2.reload()).await {
+            Ok(Ok(_)) => logged = false,
+            Ok(Err(e)) if !logged => {
+                warn!(error = %e, "Reloading the CRL failed; the last good one stays in force.");
+                logged = true;
+            }
+            _ => {}
         }
     }
 }
@@ -913,7 +950,14 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
     let hub = match identify(&req, &shared, &who) {
         Ok(h) => h,
         Err((why, fp)) => {
-            return refuse(&shared, &who, None, fp.as_deref(), &what, &why, "E").await;
+            let mut r = refuse(&shared, &who, None, fp.as_deref(), &what, &why, "E").await;
+            // Close the connection: a hub revoked while connected meets the TLS refusal
+            // (`certificate_revoked`) on its next handshake instead of 403s on an old one.
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return r;
         }
     };
     // Open mode: the label of the client stored with its bundles (fingerprint, or the proxied
@@ -934,6 +978,9 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, who: Who) -> Respon
         },
         None => None,
     };
+    if path.starts_with(super::est::PREFIX.trim_end_matches('/')) {
+        return super::est::handle(req, &shared, &who, hub, &path).await;
+    }
     if let (Some(front), Some(h)) = (shared.front.clone(), hub.clone()) {
         return super::front::handle(req, &shared, &front, &who, h, what).await;
     }

@@ -2,7 +2,8 @@
 //! binds each hub certificate to one hub and one patient ([`registry`]), the per-hub authorisation
 //! rules ([`authz`]), the clinic's store ([`db`]) or — as the authorising front — an external FHIR
 //! server ([`front`]), its TLS configuration ([`tls`]), the Unix-socket listener behind a local
-//! proxy ([`unix`]) and the development PKI ([`pki`]); `vitals-clinic` is its binary ([`cli`]).
+//! proxy ([`unix`]), the development PKI ([`pki`]), the hub CA's revocation lists ([`crl`]) and EST
+//! re-enrolment of hub certificates ([`est`]); `vitals-clinic` is its binary ([`cli`]).
 //!
 //! Off the hub's runtime path: nothing the daemon runs imports this module, and the hub's Debian
 //! package builds without it (the `clinic` cargo feature). `vitals-hub demo` starts it in process.
@@ -10,7 +11,9 @@
 pub mod authz;
 pub mod cli;
 pub mod console;
+pub mod crl;
 pub mod db;
+pub mod est;
 pub mod faults;
 pub mod front;
 pub mod ingest;

@@ -1,5 +1,6 @@
 //! A development PKI (rcgen, ring): a CA, receiver (server) certificates and hub (client)
-//! certificates. **NOT FOR PRODUCTION**: keys are generated and written in plain PEM files.
+//! certificates. **NOT FOR PRODUCTION**: keys (the CA's too, `ca.key`) are generated and written in
+//! plain PEM files.
 //! Tests mint their PKI with it at run time; `vitals-hub pki DIR` writes one to a folder.
 
 use rcgen::{
@@ -101,6 +102,8 @@ pub struct DevCa {
     issuer: Issuer<'static, KeyPair>,
     pub cert_pem: String,
     pub cert_der: Vec<u8>,
+    /// The CA's private key (PEM): a development CA signs renewals (EST) and CRLs with it.
+    pub key_pem: String,
 }
 
 impl DevCa {
@@ -119,8 +122,51 @@ impl DevCa {
         Ok(DevCa {
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(p, key),
         })
+    }
+
+    /// This CA as the clinic's hub CA (EST signing, CRLs).
+    pub fn hub_ca(&self) -> Result<super::crl::HubCa, PkiError> {
+        let key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, key)?;
+        Ok(super::crl::HubCa::from_parts(self.cert_der.clone(), issuer))
+    }
+
+    /// A hub client certificate valid from `not_before` to `not_after` (s since the epoch): a
+    /// certificate minutes from expiry, for the renewal tests.
+    pub fn client_between(
+        &self,
+        hub_id: &str,
+        not_before: u64,
+        not_after: u64,
+    ) -> Result<Minted, PkiError> {
+        let mut m = self.leaf(
+            hub_id,
+            &[],
+            Span::DEFAULT,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        // Re-sign the same template with the exact times.
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, hub_id);
+        dn.push(
+            DnType::OrganizationName,
+            "vitals-hub development PKI (NOT FOR PRODUCTION)",
+        );
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = super::crl::at_secs(not_before);
+        p.not_after = super::crl::at_secs(not_after);
+        let key = KeyPair::from_pem(&m.key_pem)?;
+        let cert = p.signed_by(&key, &self.issuer)?;
+        m.cert_pem = cert.pem();
+        m.cert_der = cert.der().to_vec();
+        Ok(m)
     }
 
     fn leaf(
@@ -184,6 +230,8 @@ pub const DEV_RECEIVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 #[derive(Debug, Clone)]
 pub struct DevPkiFiles {
     pub ca: PathBuf,
+    /// The CA's private key (0600): `vitals-clinic serve --est-ca-key`, `hub revoke --ca-key`.
+    pub ca_key: PathBuf,
     pub receiver_cert: PathBuf,
     pub receiver_key: PathBuf,
     pub hub_cert: PathBuf,
@@ -206,17 +254,21 @@ pub fn write_dev_pki(dir: &Path, names: &[&str], hub_id: &str) -> Result<DevPkiF
     let ca = DevCa::new("vitals-hub dev CA")?;
     let ca_path = dir.join("ca.crt");
     write_file(&ca_path, ca.cert_pem.as_bytes(), 0o644)?;
+    let ca_key = dir.join("ca.key");
+    write_file(&ca_key, ca.key_pem.as_bytes(), 0o600)?;
     let (rc, rk) = ca.server(names, Span::DEFAULT)?.write(dir, "receiver")?;
     let (hc, hk) = ca.client(hub_id, Span::DEFAULT)?.write(dir, "hub")?;
     write_file(
         &dir.join("README-NOT-FOR-PRODUCTION.txt"),
         b"This folder holds a DEVELOPMENT PKI minted by `vitals-hub pki`.\n\
-          NOT FOR PRODUCTION: the CA key was discarded, keys are plain PEM files, and nothing here\n\
-          is protected. Use the clinic's real CA and systemd credentials for deployed hubs.\n",
+          NOT FOR PRODUCTION: the CA key (ca.key, for EST renewal and CRLs in development) and\n\
+          every other key are plain PEM files, and nothing here is protected. Use the clinic's\n\
+          real CA and systemd credentials for deployed hubs.\n",
         0o644,
     )?;
     Ok(DevPkiFiles {
         ca: ca_path,
+        ca_key,
         receiver_cert: rc,
         receiver_key: rk,
         hub_cert: hc,

@@ -101,6 +101,15 @@ impl Registry {
             .cloned()
     }
 
+    /// Whether this certificate is enrolled and revoked.
+    pub fn is_revoked(&self, fingerprint: &str) -> bool {
+        self.0
+            .read()
+            .ok()
+            .and_then(|g| g.get(fingerprint).map(|r| !r.is_active()))
+            .unwrap_or(false)
+    }
+
     /// Replace the whole registry (a reload from the store).
     pub fn replace(&self, records: Vec<HubRecord>) {
         let map = records

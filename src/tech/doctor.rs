@@ -8,6 +8,8 @@
 //!   free space is less than the store may still grow by (`size_limit_mb` minus its current size),
 //!   because the disk would then fill before the store refuses appends.
 //! - client certificate: FAIL when expired (≤ 0 days left), WARN at ≤ [`CERT_WARN_DAYS`] days.
+//! - certificate renewal: when the EST renewal is due; WARN when it is off or the last attempts
+//!   failed (the daemon's record) or the clinic refused the renewed certificate.
 //! - backlog: the oldest entry waiting for upload; WARN over 1 h, FAIL over 24 h.
 //! - modes: the client key and the KEK must not be readable by group or others (0600 / 0400), the
 //!   state directory must be 0700.
@@ -128,6 +130,7 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     out.push(disk_check(cfg).await);
     out.extend(mode_checks(cfg));
     out.extend(certificate_checks(cfg, now_secs));
+    out.push(renewal_check(cfg, clock.clone(), now_secs).await);
     out.push(clinic_check(cfg).await);
     out.push(capability_check(cfg).await);
     out.push(patient_check(cfg).await);
@@ -619,6 +622,9 @@ fn probe_fix(e: &UplinkError, cfg: &Config) -> String {
         UplinkError::ServerCertUntrusted(_) => {
             "`ca_bundle` must hold the CA that issued the clinic server's certificate".into()
         }
+        UplinkError::CertificateRevoked(_) => {
+            "the clinic revoked this hub's certificate: ask the clinic to enrol a new one (`vitals-clinic hub enroll`), then install it (`vitals-hub setup --force`)".into()
+        }
         UplinkError::ServerRejectedOurCertificate(_) | UplinkError::OwnCertificateExpired(_) => {
             "install a hub certificate issued by the clinic's hub CA (`vitals-hub setup --force`)".into()
         }
@@ -764,6 +770,77 @@ async fn limits_check(cfg: &Config, clock: Arc<dyn Clock>) -> Check {
             format!("cannot read the store: {e}"),
             "see `vitals-hub status`",
         ),
+    }
+}
+
+/// The certificate's renewal over EST: when it is due, and the last attempt's outcome as the
+/// daemon recorded it ([`crate::uplink::renew`]).
+async fn renewal_check(cfg: &Config, clock: Arc<dyn Clock>, now_secs: i64) -> Check {
+    const NAME: &str = "certificate renewal";
+    let pct = cfg.uplink.renew_at_percent;
+    if pct == 0 {
+        return Check::warn(
+            NAME,
+            "off (`renew_at_percent = 0`)",
+            "the certificate must be replaced by hand before it expires; set `renew_at_percent` (default 67) in [uplink] to renew it over EST",
+        );
+    }
+    let due = cfg.uplink.cert_paths().ok().and_then(|p| {
+        use rustls_pki_types::pem::PemObject;
+        let leaf = rustls_pki_types::CertificateDer::pem_file_iter(&p.cert)
+            .ok()?
+            .next()?
+            .ok()?;
+        tls::validity(leaf.as_ref()).map(|v| crate::uplink::renew::renew_at(v, pct))
+    });
+    let due_text = match due {
+        Some(t) if t <= now_secs => "due now".to_string(),
+        Some(t) => format!(
+            "due {}",
+            jiff::Timestamp::from_second(t)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| t.to_string())
+        ),
+        None => "due date unknown".to_string(),
+    };
+    let state = match (
+        cfg.uplink.validate(),
+        cfg.state_dir().join("store.db").exists(),
+    ) {
+        (Ok(url), true) => match super::status::open_read_only(cfg, clock).await {
+            Ok(store) => {
+                let v = store
+                    .uplink_state(
+                        &crate::uplink::sync::destination_of(&url),
+                        crate::uplink::renew::RENEWAL_STATE,
+                    )
+                    .await
+                    .ok()
+                    .flatten();
+                store.close().await;
+                v.and_then(|v| serde_json::from_str::<crate::uplink::renew::Renewal>(&v).ok())
+            }
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    match state {
+        Some(r) if r.state == "failing" => Check::warn(
+            NAME,
+            format!(
+                "{due_text}; the last {} attempt(s) failed: {}",
+                r.failures,
+                r.error.as_deref().unwrap_or("-")
+            ),
+            "the clinic must serve EST re-enrolment for this hub (`vitals-clinic serve --est-ca-key`), and the certificate's directory must be writable by the service user; the hub retries by itself",
+        ),
+        Some(r) if r.state == "rolled_back" => Check::warn(
+            NAME,
+            format!("{due_text}; the clinic refused the renewed certificate, the previous one is back"),
+            "ask the clinic to check the hub registry (`vitals-clinic hub list`)",
+        ),
+        Some(r) => Check::pass(NAME, format!("{due_text} (over EST); last renewal {}", r.state)),
+        None => Check::pass(NAME, format!("{due_text} (over EST at {pct}% of its life)")),
     }
 }
 

@@ -132,6 +132,8 @@ pub struct Status {
     /// in the store; may echo PHI): printed on the technician's terminal, never in `--json`.
     #[serde(skip)]
     pub server_said: Option<String>,
+    /// The client certificate's renewal over EST ([`crate::uplink::renew`]), once one was tried.
+    pub renewal: Option<crate::uplink::renew::Renewal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,6 +202,16 @@ pub async fn status(
             .map(UtcMillis),
         Err(_) => None,
     };
+    let renewal = match cfg.uplink.validate() {
+        Ok(url) => store
+            .uplink_state(
+                &crate::uplink::sync::destination_of(&url),
+                crate::uplink::renew::RENEWAL_STATE,
+            )
+            .await?
+            .and_then(|v| serde_json::from_str(&v).ok()),
+        Err(_) => None,
+    };
     let mut devices = Vec::new();
     for d in store.devices().await? {
         let info = store.device_info(&d.key).await?.unwrap_or_default();
@@ -255,6 +267,7 @@ pub async fn status(
             None
         },
         uplink_problem,
+        renewal,
     })
 }
 
@@ -279,6 +292,22 @@ fn when(t: Option<UtcMillis>, age: Option<i64>) -> String {
 /// The status for a human.
 pub fn render_text(s: &Status) -> String {
     let mut o = render_identity(&s.identity, 14);
+    if let Some(r) = &s.renewal {
+        let at = UtcMillis(r.at).to_rfc3339();
+        let line = match r.state.as_str() {
+            "renewed" => format!("renewed over EST at {at}; waiting for its first accepted upload"),
+            "confirmed" => format!("renewed over EST; in use since {at}"),
+            "rolled_back" => format!(
+                "the clinic refused the renewed certificate at {at}; the previous one is back"
+            ),
+            _ => format!(
+                "FAILING since {at} ({} attempts): {}",
+                r.failures,
+                r.error.as_deref().unwrap_or("-")
+            ),
+        };
+        let _ = writeln!(o, "renewal:      {line}");
+    }
     let b = &s.backlog;
     let _ = writeln!(
         o,
@@ -395,6 +424,7 @@ mod uplink_line_tests {
             last_errors: vec![ev.clone()],
             uplink_problem: Some(ev),
             server_said: Some("HAPI-0302: Unknown resource type".into()),
+            renewal: None,
         };
         let text = render_text(&s);
         assert!(text.contains("uplink:       failing since"), "{text}");

@@ -49,6 +49,11 @@
 //! Uploads wait until the hub's clock is synchronised ([`TimeSync`]: systemd-timedated over D-Bus,
 //! asked asynchronously once per loop).
 //!
+//! **Renewal and revocation** ([`renew`]): at `renew_at_percent` of its lifetime the hub renews
+//! its client certificate itself over EST (RFC 7030) with its current identity, installs the new
+//! pair atomically and keeps the old one until the new one has worked; a clinic that revoked the
+//! hub answers the handshake with `certificate_revoked`, named [`UplinkError::CertificateRevoked`].
+//!
 //! **Failures** are named ([`UplinkError`]) and each kind is recorded once per change as a store
 //! event (`uplink_<kind>`), security-relevant TLS failures with severity `security`.
 
@@ -56,6 +61,7 @@ pub mod grow;
 pub mod heartbeat;
 pub mod limits;
 pub mod refusal;
+pub mod renew;
 pub mod send;
 pub mod sync;
 pub mod tls;
@@ -84,6 +90,10 @@ pub enum UplinkError {
     /// The server refused the hub's certificate (TLS alert).
     #[error("the clinic server rejected the hub's client certificate (TLS alert {0}); check that the hub certificate is issued by the clinic's hub CA")]
     ServerRejectedOurCertificate(String),
+    /// The clinic refused the hub's certificate as revoked (TLS alert `certificate_revoked`): the
+    /// clinic took this hub's identity away (`vitals-clinic hub revoke`).
+    #[error("certificate revoked by the clinic: {0}; uploads stop — the clinic must enrol a new hub certificate (vitals-clinic hub enroll) and the technician install it (vitals-hub setup --force)")]
+    CertificateRevoked(String),
     /// The server completed the handshake without asking for the hub's certificate.
     #[error("the server did not request the hub's client certificate (no mutual TLS); nothing was sent — the clinic endpoint must require client certificates")]
     ServerDidNotRequestClientCert,
@@ -160,6 +170,7 @@ impl UplinkError {
             UplinkError::ClientCertificate { .. } => "uplink_client_cert_unusable",
             UplinkError::OwnCertificateExpired(_) => "uplink_client_cert_expired",
             UplinkError::ServerRejectedOurCertificate(_) => "uplink_server_rejected_client_cert",
+            UplinkError::CertificateRevoked(_) => "uplink_client_cert_revoked",
             UplinkError::ServerDidNotRequestClientCert => "uplink_server_no_client_auth",
             UplinkError::ServerCertUntrusted(_) => "uplink_server_cert_untrusted",
             UplinkError::ServerCertExpired => "uplink_server_cert_expired",
@@ -229,6 +240,7 @@ impl UplinkError {
             self,
             UplinkError::OwnCertificateExpired(_)
                 | UplinkError::ServerRejectedOurCertificate(_)
+                | UplinkError::CertificateRevoked(_)
                 | UplinkError::ServerDidNotRequestClientCert
                 | UplinkError::ServerCertUntrusted(_)
                 | UplinkError::ServerCertExpired
@@ -266,12 +278,14 @@ fn rustls_error(r: &rustls::Error) -> UplinkError {
         E::AlertReceived(a) => match a {
             A::ProtocolVersion => UplinkError::NoTls13(format!("alert {a:?}")),
             A::CertificateExpired => UplinkError::OwnCertificateExpired(" (server alert)".into()),
+            A::CertificateRevoked => {
+                UplinkError::CertificateRevoked("TLS alert certificate_revoked".into())
+            }
             A::BadCertificate
             | A::CertificateRequired
             | A::UnknownCA
             | A::CertificateUnknown
             | A::UnsupportedCertificate
-            | A::CertificateRevoked
             | A::AccessDenied => UplinkError::ServerRejectedOurCertificate(format!("{a:?}")),
             other => UplinkError::Tls(format!("alert {other:?}")),
         },
@@ -511,6 +525,9 @@ fn d_cap() -> u64 {
 fn d_poll() -> u64 {
     10_000
 }
+fn d_renew_at() -> u8 {
+    renew::DEFAULT_RENEW_AT_PERCENT
+}
 fn d_refusal_alert() -> u64 {
     900
 }
@@ -585,6 +602,10 @@ pub struct UplinkConfig {
     /// patient…), one hub alert ([`refusal`]); 1..=604800 s.
     #[serde(default = "d_refusal_alert")]
     pub refusal_alert_after_secs: u64,
+    /// Renew the hub's client certificate over EST once this percentage of its lifetime has
+    /// passed ([`renew`]); 0 turns renewal off, else 1..=99.
+    #[serde(default = "d_renew_at")]
+    pub renew_at_percent: u8,
 }
 
 impl UplinkConfig {
@@ -611,6 +632,7 @@ impl UplinkConfig {
             manufacturer: d_manufacturer(),
             require_clock_sync: true,
             refusal_alert_after_secs: d_refusal_alert(),
+            renew_at_percent: d_renew_at(),
         }
     }
 
@@ -651,6 +673,12 @@ impl UplinkConfig {
             return Err(UplinkError::Config(format!(
                 "`refusal_alert_after_secs` must be 1..={MAX_REFUSAL_ALERT_SECS}, not {}",
                 self.refusal_alert_after_secs
+            )));
+        }
+        if self.renew_at_percent > 99 {
+            return Err(UplinkError::Config(format!(
+                "`renew_at_percent` must be 0 (off) or 1..=99, not {}",
+                self.renew_at_percent
             )));
         }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {

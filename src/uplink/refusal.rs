@@ -115,7 +115,9 @@ pub fn classify(e: &UplinkError, facts: ServerFacts) -> Option<RefusalKind> {
         _ => None,
     };
     match e {
-        UplinkError::ServerRejectedOurCertificate(_) => Some(RefusalKind::Auth),
+        UplinkError::ServerRejectedOurCertificate(_) | UplinkError::CertificateRevoked(_) => {
+            Some(RefusalKind::Auth)
+        }
         UplinkError::Http { status, .. } => by_status(*status),
         UplinkError::ServerRefusesAll { status, .. } => {
             Some(by_status(*status).unwrap_or(if facts.metadata_refused {

@@ -103,6 +103,8 @@ pub struct Uplink {
     pub(super) success_saved_at: Option<Instant>,
     /// The clinic's alert limits ([`super::limits`]): fetched at each heartbeat and reconnect.
     pub(super) limits: Option<super::limits::Applier>,
+    /// Certificate renewal over EST ([`super::renew`]).
+    pub(super) renew: super::renew::RenewState,
 }
 
 /// The `uplink_state` name of the most entries per transaction a server was seen to accept
@@ -227,6 +229,7 @@ impl Uplink {
             unsaved_success: None,
             success_saved_at: None,
             limits: None,
+            renew: super::renew::RenewState::default(),
         })
     }
 
@@ -825,6 +828,7 @@ impl Uplink {
                 if let Err(e) = self.note_accepted().await {
                     warn!(error = %e, "Could not record the end of a refusal.");
                 }
+                self.renewal_worked().await;
             }
             Ok(Step::Idle) => self.save_last_success().await,
             Err(e) => {
@@ -837,6 +841,7 @@ impl Uplink {
                 };
                 self.failures = self.failures.saturating_add(1);
                 self.record_failure(e).await;
+                self.renewal_refused(e).await;
                 if let Err(se) = self.note_refusal(e).await {
                     warn!(error = %se, "Could not record a refusal.");
                 }
@@ -867,6 +872,7 @@ impl Uplink {
             return Err(UplinkError::ClockNotSynchronised);
         }
         self.check_certificate().await?;
+        self.maybe_renew().await;
         self.begin_probe().await?;
         self.pass_sizes = (0, 0);
         let r = self.step_batch(clock).await;

@@ -24,7 +24,7 @@ pub struct Validity {
 }
 
 /// A DER TLV: (tag, content, rest).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&len0, rest) = rest.split_first()?;
     let (len, rest) = if len0 < 0x80 {
