@@ -45,11 +45,47 @@ pub enum SearchError {
     Db(#[from] rusqlite::Error),
 }
 
-/// A `date` search bound: prefix and instant.
+/// A `date` search bound: its prefix and the range its value stands for, `[start, end)`: an
+/// instant is a range of one nanosecond, a date (`2026-03-14`) its whole UTC day — FHIR's
+/// precision rule, so `eq2026-03-14` is any instant of that day and `gt2026-03-14` starts on the
+/// next one.
 #[derive(Debug, Clone, Copy)]
 struct DateBound {
     prefix: &'static str,
-    at: jiff::Timestamp,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+}
+
+impl DateBound {
+    /// The SQL condition on the instant column `col`, its values appended to `args`.
+    fn sql(&self, col: &str, args: &mut Vec<rusqlite::types::Value>) -> String {
+        let mut v = |t: jiff::Timestamp| {
+            args.push(nanos(t).map_or(rusqlite::types::Value::Null, Into::into));
+        };
+        match self.prefix {
+            "ge" => {
+                v(self.start);
+                format!("{col} >= ?")
+            }
+            "gt" => {
+                v(self.end);
+                format!("{col} >= ?")
+            }
+            "le" => {
+                v(self.end);
+                format!("{col} < ?")
+            }
+            "lt" => {
+                v(self.start);
+                format!("{col} < ?")
+            }
+            _ => {
+                v(self.start);
+                v(self.end);
+                format!("({col} >= ? AND {col} < ?)")
+            }
+        }
+    }
 }
 
 fn parse_date_param(v: &str) -> Result<DateBound, String> {
@@ -57,10 +93,25 @@ fn parse_date_param(v: &str) -> Result<DateBound, String> {
         .into_iter()
         .find_map(|p| v.strip_prefix(p).map(|r| (p, r)))
         .unwrap_or(("eq", v));
-    let at = parse_instant(rest).ok_or_else(|| {
-        "not a FHIR dateTime; use e.g. ge2026-01-01 or ge2026-01-01T00:00:00Z".to_owned()
-    })?;
-    Ok(DateBound { prefix, at })
+    let fix = "not a FHIR dateTime; use e.g. ge2026-01-01 or ge2026-01-01T00:00:00Z";
+    if let Ok(at) = rest.parse::<jiff::Timestamp>() {
+        let end = at
+            .checked_add(jiff::SignedDuration::from_nanos(1))
+            .map_err(|_| fix.to_owned())?;
+        return Ok(DateBound {
+            prefix,
+            start: at,
+            end,
+        });
+    }
+    let day = rest.parse::<jiff::civil::Date>().map_err(|_| fix.to_owned())?;
+    let midnight = |d: jiff::civil::Date| jiff::tz::Offset::UTC.to_timestamp(d.at(0, 0, 0, 0));
+    let start = midnight(day).map_err(|_| fix.to_owned())?;
+    let end = day
+        .tomorrow()
+        .and_then(midnight)
+        .map_err(|_| fix.to_owned())?;
+    Ok(DateBound { prefix, start, end })
 }
 
 /// An RFC 3339 instant, or a date (midnight UTC).
@@ -181,7 +232,8 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
            PRIMARY KEY(type, subject, system, code)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS resources_type_at ON resources(type, at);
-         CREATE INDEX IF NOT EXISTS resources_patient_at ON resources(type, patient, at);",
+         CREATE INDEX IF NOT EXISTS resources_patient_at ON resources(type, patient, at);
+         CREATE INDEX IF NOT EXISTS resources_subject_at ON resources(type, subject, at);",
     )?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version >= INDEX_VERSION {
@@ -260,7 +312,7 @@ impl ReceiverDb {
     /// Anything else is refused, naming what is supported. Answered from the index: one SQL query
     /// for the page and, when the page is full, one count.
     pub fn search(&self, ty: &str, params: &[(String, String)]) -> Result<Value, SearchError> {
-        const SUPPORTED: &str = "patient, subject, date, code, _sort, _count, _summary=count, _elements (and _id for Patient)";
+        const SUPPORTED: &str = "patient, subject, date, code, _sort, _count, _summary=count, _elements (and _id, _has:Observation:subject:date for Patient)";
         if ty == "Observation/$lastn" {
             return self.lastn(params);
         }
@@ -285,6 +337,9 @@ impl ReceiverDb {
                     q.subject = Some(parse_subject(v).map_err(|w| bad(k, v, &w))?)
                 }
                 "_id" if ty == "Patient" => q.ids.extend(v.split(',').map(str::to_owned)),
+                "_has:Observation:subject:date" if ty == "Patient" && q.has_date.is_none() => {
+                    q.has_date = Some(parse_date_param(v).map_err(|w| bad(k, v, &w))?)
+                }
                 "date" => q.dates.push(parse_date_param(v).map_err(|w| bad(k, v, &w))?),
                 "code" if ty != "Patient" => q.codes.push(parse_codes(v)),
                 "_sort" => match v.as_str() {
@@ -337,15 +392,7 @@ impl ReceiverDb {
             args.push(s.clone().into());
         }
         for b in &q.dates {
-            let op = match b.prefix {
-                "ge" => ">=",
-                "gt" => ">",
-                "le" => "<=",
-                "lt" => "<",
-                _ => "=",
-            };
-            cond.push(format!("r.at {op} ?"));
-            args.push(nanos(b.at).map_or(rusqlite::types::Value::Null, Into::into));
+            cond.push(b.sql("r.at", &mut args));
         }
         for alts in &q.codes {
             let mut sub = vec![ty.to_owned().into()];
@@ -429,15 +476,32 @@ impl ReceiverDb {
             return Err(SearchError::Param {
                 ty: "Patient".into(),
                 param: "date/_sort".into(),
-                supported: "_id, _count, _summary=count",
+                supported: "_id, _has:Observation:subject:date, _count, _summary=count",
             });
         }
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT patient FROM hubs UNION SELECT id FROM patients ORDER BY 1")?;
-        let all = st
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let all = match &q.has_date {
+            None => self
+                .conn
+                .prepare_cached("SELECT patient FROM hubs UNION SELECT id FROM patients ORDER BY 1")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+            Some(b) => {
+                // Each subject an Observation was filed under is probed once in the
+                // (type, subject, at) index: the work is one lookup per patient.
+                let mut args = Vec::new();
+                let c = b.sql("r.at", &mut args);
+                self.conn
+                    .prepare_cached(&format!(
+                        "SELECT substr(g.subject, 9) FROM (SELECT DISTINCT subject FROM lastn_groups
+                           WHERE type = 'Observation' AND subject LIKE 'Patient/%') g
+                         WHERE EXISTS (SELECT 1 FROM resources r WHERE r.type = 'Observation'
+                           AND r.subject = g.subject AND {c})
+                         ORDER BY 1"
+                    ))?
+                    .query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            }
+        };
         let all: Vec<String> = all
             .into_iter()
             .filter(|p| q.ids.is_empty() || q.ids.contains(p))
@@ -579,6 +643,9 @@ struct Query {
     count: usize,
     summary_count: bool,
     elements: Option<Vec<String>>,
+    /// Patient: `_has:Observation:subject:date`, patients with an Observation about them
+    /// (subject `Patient/<id>`) at that date.
+    has_date: Option<DateBound>,
 }
 
 /// A resource of `_elements` from the index: its type, id, the asked elements and the SUBSETTED
