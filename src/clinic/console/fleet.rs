@@ -79,11 +79,12 @@ pub struct HubRow {
 }
 
 impl HubRow {
-    fn rank(&self) -> (u8, Option<std::cmp::Reverse<Timestamp>>, usize) {
+    fn rank(&self) -> (u8, Option<Timestamp>, usize) {
         match self.state {
-            // Offline first, the longest offline at the top.
-            HubState::Offline { since } => (0, Some(std::cmp::Reverse(since)), 0),
-            // No heartbeat in the searched period: silent for longer than any offline hub shown.
+            // Offline first, the longest offline (the earliest "since") at the top.
+            HubState::Offline { since } => (0, Some(since), 0),
+            // No heartbeat read (none ever with $lastn; none in the period with the standard
+            // searches): after the offline hubs, which have a "since" to show.
             HubState::Unknown => (1, None, 0),
             _ if !self.problems.is_empty() => (2, None, usize::MAX - self.problems.len()),
             HubState::Online { .. } => (3, None, 0),
@@ -91,8 +92,8 @@ impl HubRow {
     }
 }
 
-/// The page: the rows and whether a search was cut at [`MAX_SEARCH`] (then the oldest
-/// heartbeats are missing and a long-silent hub may show "no heartbeat").
+/// The page: the rows and whether a search was cut at [`MAX_SEARCH`] (only without `$lastn`:
+/// then the oldest heartbeats are missing and a long-silent hub may show "no heartbeat").
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
     pub rows: Vec<HubRow>,

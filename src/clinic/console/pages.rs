@@ -136,7 +136,7 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp) -> Markup {
                                         HubState::Offline { since } => {
                                             span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
                                         }
-                                        HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                        HubState::Unknown => { span.muted { "no heartbeat received" } }
                                     }
                                 }
                                 td { (r.days_with_readings) " (" (r.band()) ")" }
@@ -282,7 +282,7 @@ pub fn fleet(session: &Session, f: &Fleet, now: Timestamp, s: &WorklistSettings)
                                         HubState::Offline { since } => {
                                             span.err { "offline since " (since.strftime("%Y-%m-%d %H:%M UTC")) }
                                         }
-                                        HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                        HubState::Unknown => { span.muted { "no heartbeat received" } }
                                     }
                                 }
                                 td { @match &r.software_version { Some(v) => { (v) } None => { (absent("not reported")) } } }

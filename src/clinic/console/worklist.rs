@@ -313,7 +313,8 @@ pub enum HubState {
     Offline {
         since: Timestamp,
     },
-    /// No heartbeat in the period.
+    /// No heartbeat read: none ever with `$lastn`, none in the period with the standard
+    /// searches.
     Unknown,
 }
 
