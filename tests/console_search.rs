@@ -16,8 +16,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use vitals_hub::clinic::console::fhir::{FhirBase, FhirClient};
-use vitals_hub::clinic::console::worklist::{self, HubState, WorklistSettings};
 use vitals_hub::clinic::console::fleet;
+use vitals_hub::clinic::console::worklist::{self, HubState, WorklistSettings};
 use vitals_hub::clinic::db::{ReceiverDb, SearchError, MAX_SEARCH};
 
 const MDC: &str = "urn:iso:std:iso:11073:10101";
@@ -25,10 +25,6 @@ const HUB_STATUS: &str = "https://vitals-hub.invalid/fhir/CodeSystem/hub-status"
 
 fn s(k: &str, v: &str) -> (String, String) {
     (k.to_owned(), v.to_owned())
-}
-
-fn at(s: &str) -> Timestamp {
-    s.parse().unwrap()
 }
 
 /// A transaction Bundle; `cond` gives an entry's ifNoneExist.
@@ -78,9 +74,18 @@ fn values(b: &Value) -> Vec<i64> {
 fn store() -> ReceiverDb {
     let mut d = ReceiverDb::open(None).unwrap();
     let entries = vec![
-        (obs("pa", &[(MDC, "160184")], 1, "2026-03-01T08:00:00Z"), None),
-        (obs("pa", &[(MDC, "160184")], 2, "2026-03-02T08:00:00Z"), None),
-        (obs("pa", &[(MDC, "150456")], 3, "2026-03-02T09:00:00Z"), None),
+        (
+            obs("pa", &[(MDC, "160184")], 1, "2026-03-01T08:00:00Z"),
+            None,
+        ),
+        (
+            obs("pa", &[(MDC, "160184")], 2, "2026-03-02T08:00:00Z"),
+            None,
+        ),
+        (
+            obs("pa", &[(MDC, "150456")], 3, "2026-03-02T09:00:00Z"),
+            None,
+        ),
         // Two codings: found by either, answered once.
         (
             obs(
@@ -91,10 +96,24 @@ fn store() -> ReceiverDb {
             ),
             None,
         ),
-        (obs("pb", &[(MDC, "160184")], 5, "2026-03-03T00:00:00Z"), None),
+        (
+            obs("pb", &[(MDC, "160184")], 5, "2026-03-03T00:00:00Z"),
+            None,
+        ),
         // Same code in another system: not found by MDC|160184.
-        (obs("pb", &[("urn:other", "160184")], 6, "2026-03-01T12:00:00+01:00"), None),
-        (obs("pb", &[(MDC, "160184")], 7, "2026-03-01T00:00:00Z"), None),
+        (
+            obs(
+                "pb",
+                &[("urn:other", "160184")],
+                6,
+                "2026-03-01T12:00:00+01:00",
+            ),
+            None,
+        ),
+        (
+            obs("pb", &[(MDC, "160184")], 7, "2026-03-01T00:00:00Z"),
+            None,
+        ),
     ];
     d.transaction(&tx(entries), None, None).unwrap();
     d
@@ -104,11 +123,17 @@ fn store() -> ReceiverDb {
 fn code_matches_any_of_a_list_with_or_without_system_and_repeated_codes_all_apply() {
     let d = store();
     let q = |p: &[(String, String)]| values(&d.search("Observation", p).unwrap());
-    assert_eq!(q(&[s("code", "urn:iso:std:iso:11073:10101|160184")]), [1, 2, 5, 7]);
+    assert_eq!(
+        q(&[s("code", "urn:iso:std:iso:11073:10101|160184")]),
+        [1, 2, 5, 7]
+    );
     assert_eq!(q(&[s("code", "160184")]), [1, 2, 5, 6, 7], "any system");
     assert_eq!(q(&[s("code", "urn:other|160184")]), [6]);
     assert_eq!(
-        q(&[s("code", "urn:iso:std:iso:11073:10101|150456,http://loinc.org|8867-4")]),
+        q(&[s(
+            "code",
+            "urn:iso:std:iso:11073:10101|150456,http://loinc.org|8867-4"
+        )]),
         [3, 4],
         "a,b is a OR b; the two-coding Observation once"
     );
@@ -143,7 +168,10 @@ fn date_prefixes_and_date_precision_follow_fhir() {
     assert_eq!(q(&[s("date", "gt2026-03-03T00:00:00Z")]), Vec::<i64>::new());
     assert_eq!(q(&[s("date", "ge2026-03-03T00:00:00Z")]), [5]);
     assert_eq!(
-        q(&[s("date", "ge2026-03-01T08:00:00Z"), s("date", "lt2026-03-02T09:00:00Z")]),
+        q(&[
+            s("date", "ge2026-03-01T08:00:00Z"),
+            s("date", "lt2026-03-02T09:00:00Z")
+        ]),
         [1, 2, 6],
         "two bounds: both apply"
     );
@@ -168,7 +196,11 @@ fn sort_count_total_summary_and_elements() {
     let b = d
         .search(
             "Observation",
-            &[s("_summary", "count"), s("code", "160184"), s("date", "ge2026-03-02")],
+            &[
+                s("_summary", "count"),
+                s("code", "160184"),
+                s("date", "ge2026-03-02"),
+            ],
         )
         .unwrap();
     assert_eq!(b["total"], 2);
@@ -221,7 +253,10 @@ fn sort_count_total_summary_and_elements() {
         .to_string();
     assert!(e.contains("Type/id"), "{e}");
     assert_eq!(
-        values(&d.search("Observation", &[s("subject", "Patient/pb")]).unwrap()),
+        values(
+            &d.search("Observation", &[s("subject", "Patient/pb")])
+                .unwrap()
+        ),
         [5, 6, 7]
     );
     assert!(matches!(
@@ -239,19 +274,44 @@ fn lastn_answers_the_newest_per_subject_and_code() {
     assert_eq!(q(&[]), [4, 3, 2, 5, 6]);
     assert_eq!(q(&[s("max", "2")]), [4, 3, 2, 1, 5, 7, 6]);
     assert_eq!(
-        q(&[s("code", "urn:iso:std:iso:11073:10101|160184"), s("max", "1")]),
+        q(&[
+            s("code", "urn:iso:std:iso:11073:10101|160184"),
+            s("max", "1")
+        ]),
         [2, 5]
     );
-    assert_eq!(q(&[s("patient", "Patient/pb"), s("code", "160184")]), [5, 6]);
-    assert_eq!(q(&[s("subject", "Patient/pa"), s("max", "5"), s("code", "160184")]), [2, 1]);
     assert_eq!(
-        values(&d.search("Observation/$lastn", &[s("patient", "pa")]).unwrap()),
+        q(&[s("patient", "Patient/pb"), s("code", "160184")]),
+        [5, 6]
+    );
+    assert_eq!(
+        q(&[
+            s("subject", "Patient/pa"),
+            s("max", "5"),
+            s("code", "160184")
+        ]),
+        [2, 1]
+    );
+    assert_eq!(
+        values(
+            &d.search("Observation/$lastn", &[s("patient", "pa")])
+                .unwrap()
+        ),
         [4, 3, 2],
         "the search entry point takes Observation/$lastn too"
     );
-    assert!(matches!(d.lastn(&[s("max", "0")]), Err(SearchError::Value { .. })));
-    assert!(matches!(d.lastn(&[s("max", "101")]), Err(SearchError::Value { .. })));
-    assert!(matches!(d.lastn(&[s("category", "x")]), Err(SearchError::Param { .. })));
+    assert!(matches!(
+        d.lastn(&[s("max", "0")]),
+        Err(SearchError::Value { .. })
+    ));
+    assert!(matches!(
+        d.lastn(&[s("max", "101")]),
+        Err(SearchError::Value { .. })
+    ));
+    assert!(matches!(
+        d.lastn(&[s("category", "x")]),
+        Err(SearchError::Param { .. })
+    ));
     // A newer reading takes over its group.
     let mut d = d;
     d.transaction(
@@ -271,10 +331,24 @@ fn patients_with_an_observation_on_a_day_and_not_by_their_hubs_heartbeat() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     let mut d = ReceiverDb::open(Some(&path)).unwrap();
-    d.transaction(&tx(vec![(obs("pa", &[(MDC, "160184")], 1, "2026-03-02T23:00:00Z"), None)]), None, None)
-        .unwrap();
-    d.transaction(&tx(vec![(obs("pb", &[(MDC, "160184")], 2, "2026-03-03T01:00:00Z"), None)]), None, None)
-        .unwrap();
+    d.transaction(
+        &tx(vec![(
+            obs("pa", &[(MDC, "160184")], 1, "2026-03-02T23:00:00Z"),
+            None,
+        )]),
+        None,
+        None,
+    )
+    .unwrap();
+    d.transaction(
+        &tx(vec![(
+            obs("pb", &[(MDC, "160184")], 2, "2026-03-03T01:00:00Z"),
+            None,
+        )]),
+        None,
+        None,
+    )
+    .unwrap();
     // pc's hub sent a heartbeat on the 2nd (filed under pc, about the hub): not a reading.
     let beat = json!({
         "resourceType": "Observation", "status": "final",
@@ -285,7 +359,10 @@ fn patients_with_an_observation_on_a_day_and_not_by_their_hubs_heartbeat() {
         "valueQuantity": { "value": 0 }
     });
     d.transaction(
-        &tx(vec![(json!({ "resourceType": "Device" }), None), (beat, None)]),
+        &tx(vec![
+            (json!({ "resourceType": "Device" }), None),
+            (beat, None),
+        ]),
         Some("hub-c"),
         Some(vitals_hub::clinic::db::Scope {
             hub_id: "hub-c",
@@ -320,8 +397,14 @@ fn a_store_written_before_the_index_is_indexed_on_open() {
         let mut d = ReceiverDb::open(Some(&path)).unwrap();
         d.transaction(
             &tx(vec![
-                (obs("pa", &[(MDC, "160184")], 1, "2026-03-01T08:00:00Z"), None),
-                (obs("pa", &[(MDC, "160184")], 2, "2026-03-02T08:00:00Z"), None),
+                (
+                    obs("pa", &[(MDC, "160184")], 1, "2026-03-01T08:00:00Z"),
+                    None,
+                ),
+                (
+                    obs("pa", &[(MDC, "160184")], 2, "2026-03-02T08:00:00Z"),
+                    None,
+                ),
             ]),
             None,
             None,
@@ -339,7 +422,13 @@ fn a_store_written_before_the_index_is_indexed_on_open() {
     }
     let d = ReceiverDb::open(Some(&path)).unwrap();
     assert_eq!(
-        values(&d.search("Observation", &[s("code", "160184"), s("date", "ge2026-03-02")]).unwrap()),
+        values(
+            &d.search(
+                "Observation",
+                &[s("code", "160184"), s("date", "ge2026-03-02")]
+            )
+            .unwrap()
+        ),
         [2]
     );
     assert_eq!(values(&d.lastn(&[]).unwrap()), [2]);
@@ -408,22 +497,48 @@ async fn worklist_with_lastn_equals_worklist_by_search() {
         if day % 3 == 0 {
             dates.insert(date(ago(24 * day + 5)));
         }
-        e.push((obs("pa", &[(MDC, "160184")], 100 + day, &ago(24 * day + 2).to_string()), None));
+        e.push((
+            obs(
+                "pa",
+                &[(MDC, "160184")],
+                100 + day,
+                &ago(24 * day + 2).to_string(),
+            ),
+            None,
+        ));
         if day % 3 == 0 {
-            e.push((obs("pa", &[(MDC, "150456")], 90 + day, &ago(24 * day + 5).to_string()), None));
+            e.push((
+                obs(
+                    "pa",
+                    &[(MDC, "150456")],
+                    90 + day,
+                    &ago(24 * day + 5).to_string(),
+                ),
+                None,
+            ));
         }
     }
-    d.transaction(&tx(e), Some("hub-a"), scope("hub-a", "pa")).unwrap();
+    d.transaction(&tx(e), Some("hub-a"), scope("hub-a", "pa"))
+        .unwrap();
     d.transaction(
-        &tx(vec![(obs("pb", &[(MDC, "188736")], 80, &ago(24 * 5).to_string()), None)]),
+        &tx(vec![(
+            obs("pb", &[(MDC, "188736")], 80, &ago(24 * 5).to_string()),
+            None,
+        )]),
         Some("hub-b"),
         scope("hub-b", "pb"),
     )
     .unwrap();
-    let fresh: Vec<Timestamp> = (0..8).map(|q| now - SignedDuration::from_mins(15 * q + 1)).collect();
-    let old: Vec<Timestamp> = (0..8).map(|q| ago(30) - SignedDuration::from_mins(15 * q)).collect();
-    d.transaction(&beats("hub-a", &fresh), Some("hub-a"), scope("hub-a", "pa")).unwrap();
-    d.transaction(&beats("hub-c", &old), Some("hub-c"), scope("hub-c", "pc")).unwrap();
+    let fresh: Vec<Timestamp> = (0..8)
+        .map(|q| now - SignedDuration::from_mins(15 * q + 1))
+        .collect();
+    let old: Vec<Timestamp> = (0..8)
+        .map(|q| ago(30) - SignedDuration::from_mins(15 * q))
+        .collect();
+    d.transaction(&beats("hub-a", &fresh), Some("hub-a"), scope("hub-a", "pa"))
+        .unwrap();
+    d.transaction(&beats("hub-c", &old), Some("hub-c"), scope("hub-c", "pc"))
+        .unwrap();
     let fhir = FhirClient::new(FhirBase::Local(Arc::new(Mutex::new(d))));
     let with = WorklistSettings::default();
     let without = WorklistSettings {
@@ -482,7 +597,9 @@ async fn fleet_shows_offline_since_with_more_heartbeats_than_one_search_answers(
     let last12 = now - SignedDuration::from_hours(24 * 12);
     let last40 = now - SignedDuration::from_hours(24 * 40);
     for (hub, last) in [("silent-12", last12), ("silent-40", last40)] {
-        let ats: Vec<Timestamp> = (0..96).map(|q| last - SignedDuration::from_mins(15 * q)).collect();
+        let ats: Vec<Timestamp> = (0..96)
+            .map(|q| last - SignedDuration::from_mins(15 * q))
+            .collect();
         d.transaction(&beats(hub, &ats), None, None).unwrap();
     }
     let fhir = FhirClient::new(FhirBase::Local(Arc::new(Mutex::new(d))));
@@ -493,7 +610,11 @@ async fn fleet_shows_offline_since_with_more_heartbeats_than_one_search_answers(
     assert!(!f.truncated);
     assert_eq!(f.rows.len(), busy + 2);
     let q = SignedDuration::from_mins(15);
-    assert_eq!(f.rows[0].state, HubState::Offline { since: last40 + q }, "longest offline first");
+    assert_eq!(
+        f.rows[0].state,
+        HubState::Offline { since: last40 + q },
+        "longest offline first"
+    );
     assert_eq!(f.rows[1].state, HubState::Offline { since: last12 + q });
     for r in &f.rows[2..] {
         assert_eq!(

@@ -70,9 +70,19 @@ pub fn supports_lastn(capability_statement: &Value) -> bool {
         .into_iter()
         .flatten()
         .filter(|r| r.get("mode").and_then(Value::as_str) == Some("server"))
-        .flat_map(|r| r.get("resource").and_then(Value::as_array).into_iter().flatten())
+        .flat_map(|r| {
+            r.get("resource")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
         .filter(|r| r.get("type").and_then(Value::as_str) == Some("Observation"))
-        .flat_map(|r| r.get("operation").and_then(Value::as_array).into_iter().flatten())
+        .flat_map(|r| {
+            r.get("operation")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
         .any(|op| {
             op.get("name").and_then(Value::as_str) == Some("lastn")
                 || op
@@ -508,7 +518,10 @@ pub async fn load(
             .collect::<Vec<_>>()
             .join(",");
         let mut obs = fhir
-            .search("Observation/$lastn", &[("code", kinds), ("max", "1".into())])
+            .search(
+                "Observation/$lastn",
+                &[("code", kinds), ("max", "1".into())],
+            )
             .await?
             .resources;
         obs.extend(

@@ -104,7 +104,9 @@ fn parse_date_param(v: &str) -> Result<DateBound, String> {
             end,
         });
     }
-    let day = rest.parse::<jiff::civil::Date>().map_err(|_| fix.to_owned())?;
+    let day = rest
+        .parse::<jiff::civil::Date>()
+        .map_err(|_| fix.to_owned())?;
     let midnight = |d: jiff::civil::Date| jiff::tz::Offset::UTC.to_timestamp(d.at(0, 0, 0, 0));
     let start = midnight(day).map_err(|_| fix.to_owned())?;
     let end = day
@@ -340,7 +342,9 @@ impl ReceiverDb {
                 "_has:Observation:subject:date" if ty == "Patient" && q.has_date.is_none() => {
                     q.has_date = Some(parse_date_param(v).map_err(|w| bad(k, v, &w))?)
                 }
-                "date" => q.dates.push(parse_date_param(v).map_err(|w| bad(k, v, &w))?),
+                "date" => q
+                    .dates
+                    .push(parse_date_param(v).map_err(|w| bad(k, v, &w))?),
                 "code" if ty != "Patient" => q.codes.push(parse_codes(v)),
                 "_sort" => match v.as_str() {
                     "date" => q.sort = Some(false),
@@ -405,10 +409,10 @@ impl ReceiverDb {
         let wher = cond.join(" AND ");
         let count_sql = format!("SELECT count(*) FROM resources r WHERE {wher}");
         let count = |args: &[rusqlite::types::Value]| -> Result<usize, SearchError> {
-            let n: i64 = self.conn.prepare_cached(&count_sql)?.query_row(
-                params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
+            let n: i64 = self
+                .conn
+                .prepare_cached(&count_sql)?
+                .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
             Ok(usize::try_from(n).unwrap_or(0))
         };
         if q.summary_count {
@@ -482,7 +486,9 @@ impl ReceiverDb {
         let all = match &q.has_date {
             None => self
                 .conn
-                .prepare_cached("SELECT patient FROM hubs UNION SELECT id FROM patients ORDER BY 1")?
+                .prepare_cached(
+                    "SELECT patient FROM hubs UNION SELECT id FROM patients ORDER BY 1",
+                )?
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
             Some(b) => {
@@ -619,10 +625,7 @@ impl ReceiverDb {
         }
         let mut b = searchset(out);
         if let Value::Object(m) = &mut b {
-            let n = m
-                .get("entry")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
+            let n = m.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
             m.insert("total".into(), json!(n));
         }
         Ok(b)
