@@ -238,7 +238,11 @@ async fn worklist_puts_the_critical_patient_first_and_the_offline_hub_before_the
         per_page,
         "one search per resource type"
     );
-    assert_eq!(per_page, 6, "five searches and the AuditEvent of the view");
+    assert_eq!(
+        per_page,
+        worklist::REQUESTS_LASTN as u64 + 1,
+        "the worklist's requests and the AuditEvent of the view"
+    );
     let audits = ReceiverDb::open(Some(&env.db))
         .unwrap()
         .resources("AuditEvent")

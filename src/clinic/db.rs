@@ -13,7 +13,7 @@ use std::path::Path;
 
 mod patients;
 mod search;
-pub use search::{resource_date, SearchError, MAX_SEARCH};
+pub use search::{resource_date, SearchError, MAX_LASTN, MAX_SEARCH};
 
 /// Why a transaction was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +180,7 @@ impl ReceiverDb {
             path: p.clone(),
             source,
         };
-        let conn = match path {
+        let mut conn = match path {
             Some(path) => Connection::open(path),
             None => Connection::open_in_memory(),
         }
@@ -224,6 +224,8 @@ impl ReceiverDb {
             "CREATE INDEX IF NOT EXISTS resources_hub_ident ON resources(hub, type, id_value);",
         )
         .map_err(err)?;
+        // The search index (issue 17), filled for the resources of older files.
+        search::migrate(&mut conn).map_err(err)?;
         Ok(ReceiverDb { conn })
     }
 
@@ -260,7 +262,7 @@ impl ReceiverDb {
             .collect();
         let tx = self.conn.transaction()?;
         let mut map: HashMap<String, String> = HashMap::new();
-        let mut plan: Vec<(i64, String, bool, &Value)> = Vec::new();
+        let mut plan: Vec<(i64, String, Option<Option<String>>, &Value)> = Vec::new();
         let (mut created, mut existing) = (0u64, 0u64);
         for (i, e) in entries.iter().enumerate() {
             let req = e
@@ -329,10 +331,11 @@ impl ReceiverDb {
                 }
                 None => None,
             };
+            // The patient a new row is filed under (`None` in `is_new`: the row existed).
             let (id, is_new) = match found {
                 Some(id) => {
                     existing += 1;
-                    (id, false)
+                    (id, None)
                 }
                 None => {
                     let patient = match scope {
@@ -350,7 +353,7 @@ impl ReceiverDb {
                     )?
                     .execute(params![ty, id_system, id_value, patient, client, owner])?;
                     created += 1;
-                    (tx.last_insert_rowid(), true)
+                    (tx.last_insert_rowid(), Some(patient))
                 }
             };
             if let Some(full) = e.get("fullUrl").and_then(Value::as_str) {
@@ -360,7 +363,7 @@ impl ReceiverDb {
         }
         let mut out = Vec::with_capacity(plan.len());
         for (id, ty, is_new, resource) in plan {
-            if is_new {
+            if let Some(patient) = &is_new {
                 let mut resource = resource.clone();
                 rewrite_refs(&mut resource, &map);
                 if let Value::Object(m) = &mut resource {
@@ -375,9 +378,10 @@ impl ReceiverDb {
                 }
                 tx.prepare_cached("UPDATE resources SET json = ?1 WHERE id = ?2")?
                     .execute(params![resource.to_string(), id])?;
+                search::index_resource(&tx, id, &ty, patient.as_deref(), &resource)?;
             }
             out.push(json!({ "response": {
-                "status": if is_new { "201 Created" } else { "200 OK" },
+                "status": if is_new.is_some() { "201 Created" } else { "200 OK" },
                 "location": format!("{ty}/{id}/_history/1")
             }}));
         }

@@ -48,8 +48,8 @@ pub struct BenchArgs {
     pub patients: usize,
     #[arg(long, default_value_t = 30)]
     pub days: i64,
-    /// Hours of 15-minute heartbeats stored per hub.
-    #[arg(long, default_value_t = 24)]
+    /// Hours of 15-minute heartbeats stored per hub (720: the 30 days of issue 17's figure).
+    #[arg(long, default_value_t = 720)]
     pub heartbeat_hours: i64,
     /// Page loads timed per page.
     #[arg(long, default_value_t = 20)]

@@ -244,6 +244,28 @@ impl FhirClient {
         }
     }
 
+    /// `GET [base]/metadata` of a REST base: its CapabilityStatement (what decides whether the
+    /// worklist may use `Observation/$lastn`). `None` for the built-in store, which needs none.
+    pub async fn capabilities(&self) -> Result<Option<Value>, FhirClientError> {
+        let FhirBase::Rest(front) = &self.base else {
+            return Ok(None);
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let request = "read metadata".to_owned();
+        let up = front.send(reqwest::Method::GET, "metadata", None).await?;
+        if !(200..=299).contains(&up.status.as_u16()) {
+            return Err(server_error(up.status.as_u16(), request, &up.body));
+        }
+        let v = json_of(&up.body, &request)?;
+        if v.get("resourceType").and_then(Value::as_str) != Some("CapabilityStatement") {
+            return Err(FhirClientError::Answer {
+                request,
+                why: "not a CapabilityStatement".into(),
+            });
+        }
+        Ok(Some(v))
+    }
+
     /// `POST [base]/<type>`: create; returns the logical id assigned.
     pub async fn create(&self, resource: Value) -> Result<String, FhirClientError> {
         self.requests.fetch_add(1, Ordering::Relaxed);

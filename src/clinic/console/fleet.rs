@@ -2,9 +2,15 @@
 //! backlog, free disk, certificate days left and its devices' batteries — offline and failing hubs
 //! first, built from the hubs' heartbeat Observations (`src/fhir/heartbeat.rs`).
 //!
-//! Guarantees: a fixed number of FHIR searches whatever the number of hubs ([`SEARCHES`]: the
-//! Devices, then one Observation search per heartbeat field, newest first); the offline rule is
-//! the worklist's ([`super::worklist::hub_state`]). A field a hub did not report shows as absent
+//! Guarantees: a fixed number of FHIR requests whatever the number of hubs; the offline rule is
+//! the worklist's ([`super::worklist::hub_state`]). With `Observation/$lastn`
+//! ([`WorklistSettings::lastn`], the built-in store's default): the Devices, one `$lastn` (max=1)
+//! for the hub's own fields and one (max=[`MAX_HUB_DEVICES`]) for its devices' last contact and
+//! battery ([`SEARCHES`] = 3) — the newest heartbeat of each hub whatever its age and whatever the
+//! length of the history, so a hub silent for longer than the period still shows "offline since".
+//! Without it: the Devices, then one Observation search per heartbeat field bounded by the
+//! period and [`MAX_SEARCH`], newest first ([`SEARCHES_WITHOUT_LASTN`]); a cut search is shown
+//! ([`Fleet::truncated`]). A field a hub did not report shows as absent
 //! (`None`), never as zero.
 //!
 //! Pure: FHIR resources and the time in, rows out ([`build`]); [`load`] makes the searches.
@@ -36,8 +42,15 @@ const FIELDS: [(&str, &str); 6] = [
     (codes::MDC, "67996"),
 ];
 
-/// FHIR searches per fleet page: the Devices and one per heartbeat field.
-pub const SEARCHES: usize = 1 + FIELDS.len();
+/// FHIR requests per fleet page with `$lastn`: the Devices, and two `$lastn`.
+pub const SEARCHES: usize = 3;
+
+/// FHIR searches per fleet page without `$lastn`: the Devices and one per heartbeat field.
+pub const SEARCHES_WITHOUT_LASTN: usize = 1 + FIELDS.len();
+
+/// The most medical devices of one hub the fleet page shows: the `max` of the devices' `$lastn`
+/// (each heartbeat reports every device once, so the newest heartbeat's are the newest this many).
+pub const MAX_HUB_DEVICES: usize = 32;
 
 /// One medical device as the hub's newest heartbeat reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -66,11 +79,12 @@ pub struct HubRow {
 }
 
 impl HubRow {
-    fn rank(&self) -> (u8, Option<std::cmp::Reverse<Timestamp>>, usize) {
+    fn rank(&self) -> (u8, Option<Timestamp>, usize) {
         match self.state {
-            // Offline first, the longest offline at the top.
-            HubState::Offline { since } => (0, Some(std::cmp::Reverse(since)), 0),
-            // No heartbeat in the searched period: silent for longer than any offline hub shown.
+            // Offline first, the longest offline (the earliest "since") at the top.
+            HubState::Offline { since } => (0, Some(since), 0),
+            // No heartbeat read (none ever with $lastn; none in the period with the standard
+            // searches): after the offline hubs, which have a "since" to show.
             HubState::Unknown => (1, None, 0),
             _ if !self.problems.is_empty() => (2, None, usize::MAX - self.problems.len()),
             HubState::Online { .. } => (3, None, 0),
@@ -78,8 +92,8 @@ impl HubRow {
     }
 }
 
-/// The page: the rows and whether a search was cut at [`MAX_SEARCH`] (then the oldest
-/// heartbeats are missing and a long-silent hub may show "no heartbeat").
+/// The page: the rows and whether a search was cut at [`MAX_SEARCH`] (only without `$lastn`:
+/// then the oldest heartbeats are missing and a long-silent hub may show "no heartbeat").
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
     pub rows: Vec<HubRow>,
@@ -256,7 +270,8 @@ pub fn build(
     out
 }
 
-/// The fleet's searches: [`SEARCHES`] requests, whatever the number of hubs.
+/// The fleet's requests: [`SEARCHES`] with `$lastn`, [`SEARCHES_WITHOUT_LASTN`] without,
+/// whatever the number of hubs.
 pub async fn load(
     fhir: &FhirClient,
     now: Timestamp,
@@ -267,20 +282,40 @@ pub async fn load(
     let devices = fhir.search("Device", &[("_count", count.clone())]).await?;
     let mut truncated = devices.total > devices.resources.len();
     let mut obs = Vec::new();
-    for (system, code) in FIELDS {
-        let found = fhir
-            .search(
-                "Observation",
-                &[
-                    ("code", format!("{system}|{code}")),
-                    ("date", format!("ge{since}")),
-                    ("_sort", "-date".into()),
-                    ("_count", count.clone()),
-                ],
-            )
-            .await?;
-        truncated |= found.total > found.resources.len();
-        obs.extend(found.resources);
+    let list = |fields: &[(&str, &str)]| {
+        fields
+            .iter()
+            .map(|(system, code)| format!("{system}|{code}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if s.lastn {
+        let (hub, dev) = FIELDS.split_at(4);
+        for (fields, max) in [(hub, 1), (dev, MAX_HUB_DEVICES)] {
+            let found = fhir
+                .search(
+                    "Observation/$lastn",
+                    &[("code", list(fields)), ("max", max.to_string())],
+                )
+                .await?;
+            obs.extend(found.resources);
+        }
+    } else {
+        for (system, code) in FIELDS {
+            let found = fhir
+                .search(
+                    "Observation",
+                    &[
+                        ("code", format!("{system}|{code}")),
+                        ("date", format!("ge{since}")),
+                        ("_sort", "-date".into()),
+                        ("_count", count.clone()),
+                    ],
+                )
+                .await?;
+            truncated |= found.total > found.resources.len();
+            obs.extend(found.resources);
+        }
     }
     Ok(Fleet {
         rows: build(&devices.resources, &obs, now, s),

@@ -140,12 +140,28 @@ impl Console {
                 ))
             }
         };
+        let fhir = fhir::FhirClient::new(base);
+        let mut settings = cfg.worklist;
+        // `$lastn` only where the server declares it: the built-in store implements it; a REST
+        // base is asked for its CapabilityStatement once, and one that cannot be read now (down,
+        // refusing) is read with the standard searches, which every FHIR server answers.
+        match fhir.capabilities().await {
+            Ok(None) => {}
+            Ok(Some(cs)) => settings.lastn = settings.lastn && worklist::supports_lastn(&cs),
+            Err(e) => {
+                settings.lastn = false;
+                warn!(
+                    "console: the FHIR server's CapabilityStatement could not be read ({e}); the worklist uses the standard searches"
+                );
+            }
+        }
+        info!(lastn = settings.lastn, "console: FHIR base read");
         let state = Arc::new(AppState {
             users: Mutex::new(users),
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),
-            fhir: fhir::FhirClient::new(base),
-            settings: cfg.worklist,
+            fhir,
+            settings,
             zone: cfg.zone.unwrap_or_else(jiff::tz::TimeZone::system),
         });
         let listener = TcpListener::bind(cfg.bind)

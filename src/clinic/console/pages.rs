@@ -141,7 +141,7 @@ pub fn worklist(session: &Session, rows: &[Row], now: Timestamp, tz: &TimeZone) 
                                         HubState::Offline { since } => {
                                             span.err { "offline since " (when(*since, tz)) }
                                         }
-                                        HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                        HubState::Unknown => { span.muted { "no heartbeat received" } }
                                     }
                                 }
                                 td { (r.days_with_readings) " (" (r.band()) ")" }
@@ -392,7 +392,7 @@ pub fn fleet(
                                         HubState::Offline { since } => {
                                             span.err { "offline since " (when(*since, tz)) }
                                         }
-                                        HubState::Unknown => { span.muted { "no heartbeat in 30 d" } }
+                                        HubState::Unknown => { span.muted { "no heartbeat received" } }
                                     }
                                 }
                                 td { @match &r.software_version { Some(v) => { (v) } None => { (absent("not reported")) } } }

@@ -1,8 +1,29 @@
 //! The worklist: one row per patient, sorted by what needs attention — unacknowledged critical
-//! alerts, then other open alerts, then stale data, then hubs offline — built from one FHIR search
-//! per resource type (Patient, Device, Observation, DetectedIssue, Task), never one per patient.
+//! alerts, then other open alerts, then stale data, then hubs offline — built from FHIR searches
+//! whose number does not depend on the number of patients, never one per patient.
 //!
-//! Pure: FHIR resources and the time in, rows out ([`build`]); [`load`] makes the searches.
+//! Pure: FHIR resources and the time in, rows out ([`build`]); [`load`] makes the requests.
+//!
+//! Two ways to read, chosen by [`WorklistSettings::lastn`] (explicit, not guessed from an error):
+//!
+//! - **With `Observation/$lastn`** (the default; the built-in store implements it, and a REST
+//!   base whose CapabilityStatement declares it — [`supports_lastn`] — can use it): the latest
+//!   value per measurement kind is one `$lastn` (max=1, every kind's MDC code, all subjects), the
+//!   newest heartbeat per hub another (`backlog-depth`, which every heartbeat carries). Their
+//!   answer is (patients × kinds) and (hubs), whatever the length of the history. The period's
+//!   days with readings come from one `Patient?_has:Observation:subject:date=eq<day>` search per
+//!   UTC day of the period ([`period_dates`]): each answers only patient ids (at most one per
+//!   patient), so no Observation body is read for the count — the alternative, `_elements` over
+//!   every reading of 30 days, returns 480,000 entries at 1,000 patients. 4 + [`PERIOD_DAYS`] +
+//!   2 requests per page ([`REQUESTS_LASTN`]).
+//! - **Without it** (a FHIR server that lacks `$lastn`): the standard searches bounded by date —
+//!   every Observation of the period, newest first, up to [`MAX_SEARCH`] — as before: five
+//!   requests, whose answer grows with the period's volume (heartbeats included) and is cut at
+//!   the cap (the oldest readings and heartbeats then missing).
+//!
+//! Days with readings: the UTC dates from 29 days before today to today on which an
+//! Observation about the patient (subject `Patient/<id>`; a hub's heartbeat is about the hub)
+//! was made.
 
 use super::fhir::{FhirClient, FhirClientError};
 use crate::clinic::db::{resource_date, MAX_SEARCH};
@@ -23,6 +44,10 @@ pub struct WorklistSettings {
     pub missed_heartbeats: i32,
     /// A patient's data is stale when the newest reading is older than this.
     pub stale_after: SignedDuration,
+    /// Whether the FHIR base implements `Observation/$lastn` (the worklist and the fleet page
+    /// then read the newest values with it; see the module doc). True for the built-in store; for
+    /// a REST base, set it from [`supports_lastn`] of the server's CapabilityStatement.
+    pub lastn: bool,
 }
 
 impl Default for WorklistSettings {
@@ -31,8 +56,60 @@ impl Default for WorklistSettings {
             heartbeat_interval: SignedDuration::from_mins(15),
             missed_heartbeats: 3,
             stale_after: SignedDuration::from_hours(48),
+            lastn: true,
         }
     }
+}
+
+/// Whether a CapabilityStatement declares the `Observation/$lastn` operation (by its name `lastn`
+/// or its canonical definition) on a server-mode `rest`.
+pub fn supports_lastn(capability_statement: &Value) -> bool {
+    capability_statement
+        .get("rest")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("mode").and_then(Value::as_str) == Some("server"))
+        .flat_map(|r| {
+            r.get("resource")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .filter(|r| r.get("type").and_then(Value::as_str) == Some("Observation"))
+        .flat_map(|r| {
+            r.get("operation")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .any(|op| {
+            op.get("name").and_then(Value::as_str) == Some("lastn")
+                || op
+                    .get("definition")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.ends_with("/OperationDefinition/Observation-lastn"))
+        })
+}
+
+/// The MDC codes of the measurement kinds [`kind_of`] names (those the hub writes): what the
+/// worklist's `$lastn` asks for.
+pub const KIND_CODES: [&str; 17] = [
+    "150020", "150456", "149530", "149546", "147842", "188736", "150364", "160184", "160188",
+    "160192", "160196", "160200", "160204", "160364", "160368", "160372", "160376",
+];
+
+/// FHIR requests of a worklist page with `$lastn`: Patient, Device, two `$lastn`, one
+/// `Patient?_has` per day of the period, DetectedIssue, Task.
+pub const REQUESTS_LASTN: usize = 4 + PERIOD_DAYS as usize + 2;
+
+/// The UTC dates of the period, oldest first: today (of `now`) and the 29 days before.
+pub fn period_dates(now: Timestamp) -> Vec<jiff::civil::Date> {
+    let today = jiff::tz::Offset::UTC.to_datetime(now).date();
+    (0..PERIOD_DAYS)
+        .rev()
+        .filter_map(|back| today.checked_sub(jiff::Span::new().days(back)).ok())
+        .collect()
 }
 
 /// The ack code the console writes on its `Task`s.
@@ -246,7 +323,8 @@ pub enum HubState {
     Offline {
         since: Timestamp,
     },
-    /// No heartbeat in the period.
+    /// No heartbeat read: none ever with `$lastn`, none in the period with the standard
+    /// searches.
     Unknown,
 }
 
@@ -301,13 +379,29 @@ impl Row {
     }
 }
 
-/// The rows, most urgent first.
+/// The rows, most urgent first; the days with readings counted from `observations`' readings.
 pub fn build(
     patients: &[Value],
     devices: &[Value],
     observations: &[Value],
     issues: &[Value],
     tasks: &[Value],
+    now: Timestamp,
+    s: &WorklistSettings,
+) -> Vec<Row> {
+    build_with_days(patients, devices, observations, issues, tasks, None, now, s)
+}
+
+/// [`build`], with the days with readings per patient given (`Some`: counted by the server, and
+/// `observations` need hold only each kind's latest value and each hub's newest heartbeat).
+#[allow(clippy::too_many_arguments)]
+pub fn build_with_days(
+    patients: &[Value],
+    devices: &[Value],
+    observations: &[Value],
+    issues: &[Value],
+    tasks: &[Value],
+    days_given: Option<&HashMap<String, usize>>,
     now: Timestamp,
     s: &WorklistSettings,
 ) -> Vec<Row> {
@@ -337,7 +431,10 @@ pub fn build(
         .collect();
     let mut days: HashMap<String, HashSet<jiff::civil::Date>> = HashMap::new();
     let mut heartbeat: HashMap<String, Timestamp> = HashMap::new();
-    let period_start = now - SignedDuration::from_hours(24 * PERIOD_DAYS);
+    let period = period_dates(now);
+    let in_period = |d: jiff::civil::Date| {
+        period.first().is_some_and(|f| d >= *f) && period.last().is_some_and(|l| d <= *l)
+    };
     for o in observations {
         // A heartbeat's subject is the hub's Device, whose `patient` says whose hub it is.
         let Some(at) = resource_date(o) else { continue };
@@ -355,10 +452,9 @@ pub fn build(
             continue;
         }
         let Some(kind) = kind_of(o) else { continue };
-        if at >= period_start {
-            days.entry(patient.clone())
-                .or_default()
-                .insert(jiff::tz::Offset::UTC.to_datetime(at).date());
+        let day = jiff::tz::Offset::UTC.to_datetime(at).date();
+        if in_period(day) {
+            days.entry(patient.clone()).or_default().insert(day);
         }
         if let Some(r) = rows.get_mut(&patient) {
             let newer = r.latest.get(kind).is_none_or(|(_, _, t)| at > *t);
@@ -388,7 +484,10 @@ pub fn build(
     let mut out: Vec<Row> = rows
         .into_values()
         .map(|mut r| {
-            r.days_with_readings = days.get(&r.patient).map_or(0, HashSet::len);
+            r.days_with_readings = match days_given {
+                Some(given) => given.get(&r.patient).copied().unwrap_or(0),
+                None => days.get(&r.patient).map_or(0, HashSet::len),
+            };
             r.stale = r
                 .latest
                 .values()
@@ -408,7 +507,8 @@ pub fn build(
     out
 }
 
-/// The worklist's searches: five requests, whatever the number of patients.
+/// The worklist's requests: [`REQUESTS_LASTN`] with `$lastn`, five without (see the module
+/// doc), whatever the number of patients.
 pub async fn load(
     fhir: &FhirClient,
     now: Timestamp,
@@ -418,16 +518,62 @@ pub async fn load(
     let count = MAX_SEARCH.to_string();
     let patients = fhir.search("Patient", &[("_count", count.clone())]).await?;
     let devices = fhir.search("Device", &[("_count", count.clone())]).await?;
-    let obs = fhir
-        .search(
-            "Observation",
-            &[
-                ("date", format!("ge{since}")),
-                ("_sort", "-date".into()),
-                ("_count", count.clone()),
-            ],
-        )
-        .await?;
+    let (obs, days) = if s.lastn {
+        let kinds = KIND_CODES
+            .iter()
+            .map(|c| format!("{}|{c}", codes::MDC))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut obs = fhir
+            .search(
+                "Observation/$lastn",
+                &[("code", kinds), ("max", "1".into())],
+            )
+            .await?
+            .resources;
+        obs.extend(
+            fhir.search(
+                "Observation/$lastn",
+                &[
+                    (
+                        "code",
+                        format!("{}|backlog-depth", codes::HUB_STATUS_SYSTEM),
+                    ),
+                    ("max", "1".into()),
+                ],
+            )
+            .await?
+            .resources,
+        );
+        let mut days: HashMap<String, usize> = HashMap::new();
+        for day in period_dates(now) {
+            let found = fhir
+                .search(
+                    "Patient",
+                    &[
+                        ("_has:Observation:subject:date", day.to_string()),
+                        ("_count", count.clone()),
+                    ],
+                )
+                .await?;
+            for p in &found.resources {
+                *days.entry(id_of(p)).or_default() += 1;
+            }
+        }
+        (obs, Some(days))
+    } else {
+        let found = fhir
+            .search(
+                "Observation",
+                &[
+                    ("date", format!("ge{since}")),
+                    ("_sort", "-date".into()),
+                    ("_count", count.clone()),
+                ],
+            )
+            .await?;
+        (found.resources, None)
+    };
     let issues = fhir
         .search(
             "DetectedIssue",
@@ -443,12 +589,13 @@ pub async fn load(
             ],
         )
         .await?;
-    Ok(build(
+    Ok(build_with_days(
         &patients.resources,
         &devices.resources,
-        &obs.resources,
+        &obs,
         &issues.resources,
         &tasks.resources,
+        days.as_ref(),
         now,
         s,
     ))
