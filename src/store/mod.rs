@@ -322,6 +322,15 @@ pub struct AppendOutcome {
     pub duplicates: usize,
 }
 
+/// Sealed state derived from the readings (see `db/snapshots.rs`): `state` is the caller's, valid
+/// for every reading with an id up to `covers` and none after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub name: String,
+    pub covers: i64,
+    pub state: serde_json::Value,
+}
+
 /// A reading as stored, opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReading {
