@@ -235,7 +235,10 @@ fn generate_history(
                 .map(|k| {
                     let mut reading = Reading::new(
                         Kind::Glucose,
-                        Value::Number(Decimal::new(VALUES[(k % 12) as usize], 0)),
+                        Value::Number(Decimal::new(
+                            VALUES.get((k % 12) as usize).copied().unwrap_or(100),
+                            0,
+                        )),
                         Unit::MgPerDl,
                     );
                     reading.sequence = Some((k % 65_536) as u16);
