@@ -178,3 +178,63 @@ async fn critical_alert_offline_then_first_upstream() {
         alerts_before.acked + alerts_before.pending
     );
 }
+
+/// A restart under other limits (the clinic sent a new version, or hub.toml's `[alerts]` changed)
+/// starts from the snapshot and re-checks only the open alerts: a reading that was normal when it
+/// was taken raises nothing now. A full replay under the new limits would have raised an alert
+/// for it (checked last, on the same store: the test can tell the two apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_under_new_limits_raises_nothing_for_past_readings() {
+    let ca = DevCa::new("clinic").unwrap();
+    let h = hub_with(0, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let cfg = |rules: AlertRules| IngestConfig {
+        rules,
+        patient_id: PATIENT.into(),
+        utc_offset_minutes: 0,
+        zone: vitals_hub::model::Zone::utc(),
+    };
+    let old = AlertRules::starting_points();
+    let mut new = old.clone();
+    new.thresholds.get_mut(&Kind::Glucose).unwrap().high =
+        Some(vitals_hub::alerts::Limit(Decimal::new(180, 0)));
+    new.validate().unwrap();
+
+    let ingest = Ingest::open(h.store.clone(), cfg(old)).await.unwrap();
+    let mut r = critical_glucose();
+    r.reading.value = Value::Number(Decimal::new(200, 0));
+    let out = ingest.append(&h.device, vec![r], None).await.unwrap();
+    assert!(
+        out.alerts.is_empty(),
+        "200 mg/dL is normal under the starting limits"
+    );
+    ingest.save_snapshot().await.unwrap();
+    drop(ingest);
+    let before = h.store.stats().await.unwrap();
+
+    let again = Ingest::open(h.store.clone(), cfg(new.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again.rules().await, new);
+    let after = h.store.stats().await.unwrap();
+    assert_eq!(
+        after.acked + after.pending,
+        before.acked + before.pending,
+        "nothing stored for a past reading under the new limits"
+    );
+    drop(again);
+
+    let full = vitals_hub::daemon::Ingest::open_with(
+        h.store.clone(),
+        cfg(new),
+        vitals_hub::daemon::Replay::Full,
+    )
+    .await
+    .unwrap();
+    drop(full);
+    let replayed = h.store.stats().await.unwrap();
+    assert_eq!(
+        replayed.acked + replayed.pending,
+        before.acked + before.pending + 1,
+        "a full replay under the new limits raises the alert a snapshot start must not"
+    );
+}

@@ -18,6 +18,12 @@ pub struct DaemonBenchArgs {
     /// Seconds of the load measurement.
     #[arg(long, default_value_t = 30)]
     pub load_secs: u64,
+    /// Instead of the idle and load figures: start to READY with this many stored readings
+    /// (comma-separated, e.g. `0,100000,1000000`), each store generated directly. Each is started
+    /// twice: first without a snapshot of the alert state (every stored reading replayed, as
+    /// before issue 20), then from the snapshot that start wrote.
+    #[arg(long, value_delimiter = ',')]
+    pub history: Vec<u64>,
 }
 
 /// One simulated device measuring once an hour: connected once at start, then idle.
@@ -158,7 +164,142 @@ fn measure(config: &Path, notify: &Path, secs: u64) -> anyhow::Result<Measured> 
     result
 }
 
+/// Start `vitals-hub run` on `config` and time it to READY (waiting up to `timeout`), then stop it
+/// with SIGTERM (a clean stop) and wait for it.
+fn ready_time(config: &Path, notify: &Path, timeout: Duration) -> anyhow::Result<Duration> {
+    let _ = std::fs::remove_file(notify);
+    let sock = UnixDatagram::bind(notify).context("binding the notify socket")?;
+    sock.set_read_timeout(Some(timeout))?;
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let started = Instant::now();
+    let mut child: Child = Command::new(exe)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("NOTIFY_SOCKET", notify)
+        .env("VITALS_HUB_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the hub")?;
+    let pid = child.id();
+    let mut buf = [0u8; 256];
+    let ready = loop {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                if String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).contains("READY=1") {
+                    break Ok(started.elapsed());
+                }
+            }
+            Err(e) => break Err(e).context(format!("no READY from the hub within {timeout:?}")),
+        }
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    ready
+}
+
+/// A stored history of `n` glucose readings, one a minute, some beyond the starting-point limits,
+/// appended straight into the store in large transactions.
+fn generate_history(
+    rt: &tokio::runtime::Runtime,
+    state_dir: &Path,
+    patient: &str,
+    n: u64,
+) -> anyhow::Result<()> {
+    use crate::model::{Decimal, Kind, Reading, SystemClock, Unit, UtcMillis, Value};
+    use crate::store::{DeviceRecord, NewReading, Store, StoreConfig};
+    const VALUES: [i64; 12] = [110, 95, 130, 62, 48, 105, 180, 260, 320, 140, 101, 88];
+    rt.block_on(async {
+        let mut cfg = StoreConfig::new(state_dir);
+        cfg.size_limit = u64::MAX / 4;
+        cfg.patient_id = Some(patient.to_owned());
+        let store = Store::open(cfg, std::sync::Arc::new(SystemClock)).await?;
+        let dev = store
+            .upsert_device(
+                DeviceRecord {
+                    address: "C0:26:DA:00:10:01".into(),
+                    name: Some("history-meter".into()),
+                    profile: "glucose".into(),
+                    ..DeviceRecord::default()
+                },
+                true,
+            )
+            .await?;
+        let t0 = 1_750_000_000_000i64;
+        let mut i = 0u64;
+        while i < n {
+            let end = (i + 5000).min(n);
+            let items: Vec<NewReading> = (i..end)
+                .map(|k| {
+                    let mut reading = Reading::new(
+                        Kind::Glucose,
+                        Value::Number(Decimal::new(
+                            VALUES.get((k % 12) as usize).copied().unwrap_or(100),
+                            0,
+                        )),
+                        Unit::MgPerDl,
+                    );
+                    reading.sequence = Some((k % 65_536) as u16);
+                    NewReading {
+                        reading,
+                        received_at: UtcMillis(t0 + k as i64 * 60_000),
+                        stable_key: format!("history-{k}"),
+                        test_data: false,
+                        summary: None,
+                    }
+                })
+                .collect();
+            store.append(&dev, items, None).await?;
+            i = end;
+        }
+        store.close().await;
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+fn run_history(args: &DaemonBenchArgs) -> anyhow::Result<()> {
+    let work = Workdir::new(None)?;
+    let rt = crate::cli::daemon::runtime()?;
+    let (pki, receiver) = rt.block_on(local_clinic(
+        &work.path.join("pki"),
+        0,
+        None,
+        "bench-patient",
+    ))?;
+    // The uplink points at a closed port: the backlog is not drained while starts are timed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let notify = work.path.join("notify.sock");
+    let timeout = Duration::from_secs(3600);
+    println!("vitals-hub bench daemon --history: start to READY (Bluetooth off, no devices)");
+    for n in &args.history {
+        let hub_dir = work.path.join(format!("history-{n}"));
+        let t = Instant::now();
+        generate_history(&rt, &hub_dir, "bench-patient", *n)?;
+        let generated = t.elapsed();
+        let text = local_hub_config("bench-patient", &hub_dir, closed, &pki, false, "")?;
+        let cfg = work.path.join(format!("history-{n}.toml"));
+        std::fs::write(&cfg, text)?;
+        let full = ready_time(&cfg, &notify, timeout)?;
+        let snap = ready_time(&cfg, &notify, timeout)?;
+        println!(
+            "  {n:>9} stored readings (generated in {:.1} s): no snapshot (full replay, as before) {:.0} ms · from the snapshot {:.0} ms",
+            generated.as_secs_f64(),
+            full.as_secs_f64() * 1000.0,
+            snap.as_secs_f64() * 1000.0
+        );
+    }
+    rt.block_on(receiver.shutdown());
+    Ok(())
+}
+
 fn run_inner(args: &DaemonBenchArgs) -> anyhow::Result<()> {
+    if !args.history.is_empty() {
+        return run_history(args);
+    }
     let work = Workdir::new(None)?;
     let rt = crate::cli::daemon::runtime()?;
     let (pki, receiver) = rt.block_on(local_clinic(

@@ -65,6 +65,58 @@ fn files_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// SQLite's own accounting of where a run's writes go: the WAL is truncated (checkpointed) before
+/// the run, then every frame the run appended is read back (its page number is the first four
+/// bytes of its header) and attributed to the table or index owning that page (`dbstat`). Each
+/// frame is one page written by a commit; the same pages reach the database file again at the next
+/// checkpoint. Returns (btree name, frames) sorted by frames, and the total frames.
+fn wal_accounting(
+    db: &Path,
+    run: &mut dyn FnMut() -> Result<()>,
+) -> Result<(Vec<(String, u64)>, u64)> {
+    let side = Connection::open(db)?;
+    side.busy_timeout(std::time::Duration::from_secs(10))?;
+    side.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    run()?;
+    let mut wal_path = db.as_os_str().to_owned();
+    wal_path.push("-wal");
+    let wal = std::fs::read(&wal_path).map_err(io(db))?;
+    let page_size = wal
+        .get(8..12)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(4096) as usize;
+    let mut owners: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    {
+        let mut st = side.prepare("SELECT pageno, name FROM dbstat")?;
+        let it = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for row in it {
+            let (page, name) = row?;
+            owners.insert(page, name);
+        }
+    }
+    let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut total = 0u64;
+    let mut at = 32usize;
+    while let Some(head) = wal.get(at..at + 24) {
+        let page = head
+            .get(0..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        let name = owners
+            .get(&i64::from(page))
+            .cloned()
+            .unwrap_or_else(|| "(free list / header)".into());
+        *counts.entry(name).or_default() += 1;
+        total += 1;
+        at += 24 + page_size;
+    }
+    let mut v: Vec<(String, u64)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok((v, total))
+}
+
 /// The plaintext baseline: the same tables and statements, the payload as plain JSON.
 struct Plain {
     conn: Connection,
@@ -123,6 +175,61 @@ impl Plain {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Batches and single appends whose WAL frames are attributed to tables and indexes (few enough
+/// that no automatic checkpoint runs in between: 1,000 frames).
+const ACCOUNTED_BATCHES: usize = 5;
+const ACCOUNTED_SINGLE: usize = 50;
+
+/// Pages written to the WAL per reading, per table or index, encrypted beside plaintext.
+fn print_accounting(
+    out: &mut dyn Write,
+    label: &str,
+    readings: usize,
+    enc: &(Vec<(String, u64)>, u64),
+    plain: &(Vec<(String, u64)>, u64),
+) -> Result<()> {
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(io(Path::new("stdout")));
+    let n = readings.max(1) as f64;
+    w(
+        out,
+        format!(
+            "WAL pages written per reading, {label} (dbstat owner of each frame)   encrypted  plaintext"
+        ),
+    )?;
+    let mut names: Vec<&str> = enc.0.iter().map(|(k, _)| k.as_str()).collect();
+    for (k, _) in &plain.0 {
+        if !names.contains(&k.as_str()) {
+            names.push(k);
+        }
+    }
+    let get = |v: &Vec<(String, u64)>, name: &str| {
+        v.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, c)| *c)
+            .unwrap_or(0)
+    };
+    for name in names {
+        w(
+            out,
+            format!(
+                "  {name:<40} {:>10.2} {:>10.2}",
+                get(&enc.0, name) as f64 / n,
+                get(&plain.0, name) as f64 / n
+            ),
+        )?;
+    }
+    w(
+        out,
+        format!(
+            "  {:<40} {:>10.2} {:>10.2}   ratio {:.2}",
+            "total",
+            enc.1 as f64 / n,
+            plain.1 as f64 / n,
+            enc.1 as f64 / (plain.1 as f64).max(1e-9)
+        ),
+    )
 }
 
 fn rate(n: usize, start: Instant) -> f64 {
@@ -184,41 +291,66 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
     }
     let plain_batched = rate(opts.readings, t);
     let plain_written = write_bytes().saturating_sub(wb);
+    let extra: Vec<NewReading> = (0..ACCOUNTED_BATCHES * opts.batch + ACCOUNTED_SINGLE)
+        .map(|i| sample(2_000_000 + i))
+        .collect();
+    let (batched_part, single_part) = extra.split_at(ACCOUNTED_BATCHES * opts.batch);
+    let plain_db = plain_dir.join("plain.db");
+    let plain_acc_batched = wal_accounting(&plain_db, &mut || {
+        for chunk in batched_part.chunks(opts.batch) {
+            plain.append(chunk)?;
+        }
+        Ok(())
+    })?;
+    let plain_acc_single = wal_accounting(&plain_db, &mut || {
+        for item in single_part {
+            plain.append(std::slice::from_ref(item))?;
+        }
+        Ok(())
+    })?;
     drop(plain);
     let plain_size = files_size(&plain_dir);
 
     // Encrypted store.
     let enc_dir = root.join("enc");
-    let (enc_single, enc_batched, enc_written) = rt.block_on(async {
-        let mut cfg = StoreConfig::new(&enc_dir);
-        cfg.kek = crate::store::KekSource::resolve(&enc_dir, None);
-        cfg.size_limit = u64::MAX / 4;
-        let store = Store::open(cfg, Arc::new(SystemClock)).await?;
-        let dev = store
-            .upsert_device(
-                DeviceRecord {
-                    address: "C0:26:DA:00:00:01".into(),
-                    profile: "heart_rate".into(),
-                    ..DeviceRecord::default()
-                },
-                true,
-            )
-            .await?;
-        let t = Instant::now();
-        for i in 0..opts.single {
-            store.append(&dev, vec![sample(i)], None).await?;
+    let mut cfg = StoreConfig::new(&enc_dir);
+    cfg.kek = crate::store::KekSource::resolve(&enc_dir, None);
+    cfg.size_limit = u64::MAX / 4;
+    let enc_db = cfg.db_path();
+    let store = rt.block_on(Store::open(cfg, Arc::new(SystemClock)))?;
+    let dev = rt.block_on(store.upsert_device(
+        DeviceRecord {
+            address: "C0:26:DA:00:00:01".into(),
+            profile: "heart_rate".into(),
+            ..DeviceRecord::default()
+        },
+        true,
+    ))?;
+    let t = Instant::now();
+    for i in 0..opts.single {
+        rt.block_on(store.append(&dev, vec![sample(i)], None))?;
+    }
+    let enc_single = rate(opts.single, t);
+    let wb = write_bytes();
+    let t = Instant::now();
+    for chunk in items.chunks(opts.batch) {
+        rt.block_on(store.append(&dev, chunk.to_vec(), None))?;
+    }
+    let enc_batched = rate(opts.readings, t);
+    let enc_written = write_bytes().saturating_sub(wb);
+    let enc_acc_batched = wal_accounting(&enc_db, &mut || {
+        for chunk in batched_part.chunks(opts.batch) {
+            rt.block_on(store.append(&dev, chunk.to_vec(), None))?;
         }
-        let single = rate(opts.single, t);
-        let wb = write_bytes();
-        let t = Instant::now();
-        for chunk in items.chunks(opts.batch) {
-            store.append(&dev, chunk.to_vec(), None).await?;
-        }
-        let batched = rate(opts.readings, t);
-        let written = write_bytes().saturating_sub(wb);
-        store.close().await;
-        Ok::<_, StoreError>((single, batched, written))
+        Ok(())
     })?;
+    let enc_acc_single = wal_accounting(&enc_db, &mut || {
+        for item in single_part {
+            rt.block_on(store.append(&dev, vec![item.clone()], None))?;
+        }
+        Ok(())
+    })?;
+    rt.block_on(store.close());
     let enc_size = files_size(&enc_dir);
     let total = (opts.single + opts.readings).max(1) as f64;
     let per = |b: u64| b as f64 / opts.readings.max(1) as f64;
@@ -230,21 +362,22 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
     w(
         out,
         format!(
-            "  1 reading per tx     {enc_single:>11.0}  {plain_single:>11.0}    {:.2}",
+            "  1 reading per tx     {enc_single:>11.0}  {plain_single:>11.0}    {:.2}  (target >= 0.80)",
             enc_single / plain_single.max(1e-9)
         ),
     )?;
-    w(out, format!("  batches of {:<4}      {enc_batched:>11.0}  {plain_batched:>11.0}    {:.2}  (target >= 0.50)", opts.batch, enc_batched / plain_batched.max(1e-9)))?;
+    w(out, format!("  batches of {:<4}      {enc_batched:>11.0}  {plain_batched:>11.0}    {:.2}  (target >= 0.80)", opts.batch, enc_batched / plain_batched.max(1e-9)))?;
     w(
         out,
-        "bytes per reading          encrypted    plaintext".into(),
+        "bytes per reading          encrypted    plaintext    ratio".into(),
     )?;
     w(
         out,
         format!(
-            "  written (batched run) {:>10.0}  {:>11.0}   (/proc/self/io write_bytes)",
+            "  written (batched run) {:>10.0}  {:>11.0}    {:.2}  (target <= 1.20; /proc/self/io write_bytes)",
             per(enc_written),
-            per(plain_written)
+            per(plain_written),
+            enc_written as f64 / (plain_written as f64).max(1.0)
         ),
     )?;
     w(
@@ -260,6 +393,22 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
     w(out, format!("capacity of 1 GiB: {:.0} readings = {:.1} days of a 1 Hz stream, {:.0} years of 50 spot readings/day",
         readings_per_gib, readings_per_gib / 86_400.0, readings_per_gib / 50.0 / 365.0))?;
 
+    for (label, n, enc, plain) in [
+        (
+            format!("{ACCOUNTED_BATCHES} batches of {}", opts.batch),
+            batched_part.len(),
+            &enc_acc_batched,
+            &plain_acc_batched,
+        ),
+        (
+            format!("{ACCOUNTED_SINGLE} single appends"),
+            single_part.len(),
+            &enc_acc_single,
+            &plain_acc_single,
+        ),
+    ] {
+        print_accounting(out, &label, n, enc, plain)?;
+    }
     let (aes_n, aes_mb) = crypto::seal_throughput(&ring::aead::AES_256_GCM, 256, 400);
     let (cha_n, cha_mb) = crypto::seal_throughput(&ring::aead::CHACHA20_POLY1305, 256, 400);
     w(out, "AEAD seal, 256-byte payload (ring)".into())?;

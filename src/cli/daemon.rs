@@ -41,19 +41,28 @@ pub fn init_logging() {
 
 /// [`init_logging`] with another default level.
 pub fn init_logging_default(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VITALS_HUB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // `Targets` (`level` or `target=level,…`, what the hub documents) rather than `EnvFilter`:
+    // the same directives without a regex engine in the binary (issue 20, binary size). A value
+    // that does not parse falls back to the default level.
+    let filter = std::env::var("VITALS_HUB_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .or_else(|| level.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     // journald stamps every line itself.
     let _ = if under_journal {
-        b.without_time().try_init()
+        registry.with(layer.without_time()).try_init()
     } else {
-        b.try_init()
+        registry.with(layer).try_init()
     };
 }
 

@@ -9,16 +9,28 @@
 //! 3. Newly stored events go to the local hook (`alerts.local_command`) on a separate task; a hook
 //!    failure is recorded as a store event and never blocks ingest.
 //!
-//! The engine's state is not stored separately: it is rebuilt at open by replaying the stored
-//! readings through the rules. An event whose reading was committed but whose alert was not (a
-//! crash between 1 and 2) is therefore produced again at the next start and stored then; events
-//! already stored are recognised by their stable keys and not announced again.
+//! The engine's state is rebuilt at open by replaying stored readings through the rules — only
+//! those after the last sealed snapshot of that state (`store::Snapshot`, name `alerts`), so a
+//! start does not grow with the history kept (issue 20). An event whose reading was committed but
+//! whose alert was not (a crash between 1 and 2) is therefore produced again at the next start and
+//! stored then; events already stored are recognised by their stable keys and not announced again.
+//!
+//! Snapshots: every [`SNAPSHOT_EVERY`] evaluated readings, the state as it was before an append
+//! (every event of the readings it covers already stored) is written in that append's own
+//! transaction — no commit of its own, so no extra fsync; also at the end of a start that replayed
+//! anything, and at a clean stop ([`Ingest::save_snapshot`]). A snapshot carries a fingerprint of
+//! what the state depends on besides the readings (the rules, patient, offset, zone, and this
+//! build's version): a different one, a snapshot that does not open (an integrity event) or does
+//! not decode means a full replay, as before. A crash at any moment leaves the last committed
+//! snapshot, older than the readings after it: the replay from there gives the state a full replay
+//! gives (`tests/store_crash.rs::sigkill_during_ingest_snapshot_plus_replay_equals_full_replay`).
 
 use super::hook::run_hook;
 use crate::alerts::{AlertEvent, AlertRules, Engine};
 use crate::fhir::{self, codes};
 use crate::model::{Reading, UtcMillis};
-use crate::store::{AppendOutcome, DeviceKey, NewReading, Store, StoreError};
+use crate::store::{AppendOutcome, DeviceKey, NewReading, Snapshot, Store, StoreError};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -54,6 +66,54 @@ impl State {
     }
 }
 
+/// Evaluated readings between two snapshots written with appends.
+pub const SNAPSHOT_EVERY: u64 = 1000;
+
+/// The snapshot's name in the store.
+const SNAPSHOT_NAME: &str = "alerts";
+
+/// What is sealed in the snapshot: [`State`] without the device cache (read from the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// What the state depends on besides the readings and the rules (see [`fingerprint`]).
+    fingerprint: String,
+    /// A digest of the alert rules it was evaluated under ([`rules_digest`]).
+    #[serde(default)]
+    rules: String,
+    engine: Engine,
+    last_id: i64,
+    /// Sorted by id.
+    identifiers: Vec<(i64, String)>,
+    /// Sorted by device.
+    last_reading: Vec<(DeviceKey, UtcMillis)>,
+}
+
+/// A digest of the patient, the offset, the zone and this build's version: a snapshot taken under
+/// other ones is not used (every stored reading is evaluated again).
+///
+/// The rules are not in it: a snapshot taken under other rules (the clinic sent a new limits
+/// version, or `[alerts]` in hub.toml changed, then a restart) is used as it is, and its open
+/// episodes are re-checked under the rules in force ([`Engine::limits_changed`]: those whose
+/// condition no longer holds resolve with "limits changed") — exactly what a change of limits
+/// does while the hub runs. Past readings are never evaluated again under new limits: that
+/// would raise alerts, now, for readings that were normal when they were taken.
+fn fingerprint(cfg: &IngestConfig) -> String {
+    let text = format!(
+        "{}|{}|{:?}|{}",
+        cfg.patient_id,
+        cfg.utc_offset_minutes,
+        cfg.zone,
+        env!("CARGO_PKG_VERSION")
+    );
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
+}
+
+/// A digest of a set of alert rules.
+fn rules_digest(rules: &AlertRules) -> String {
+    let text = serde_json::to_string(rules).unwrap_or_default();
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// The rules in force: `cfg.rules` at start, replaced whole by [`Ingest::replace_rules`] under
@@ -68,6 +128,52 @@ struct State {
     devices: HashMap<String, fhir::PhdDeviceInfo>,
     /// When each device's latest reading was measured (for the overdue rules).
     last_reading: HashMap<DeviceKey, UtcMillis>,
+    /// Readings evaluated since the last snapshot was written.
+    unsnapshotted: u64,
+}
+
+impl State {
+    fn snapshot_state(&self, fingerprint: &str) -> SnapshotState {
+        let mut identifiers: Vec<(i64, String)> = self
+            .identifiers
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        identifiers.sort();
+        let mut last_reading: Vec<(DeviceKey, UtcMillis)> = self
+            .last_reading
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        last_reading.sort();
+        SnapshotState {
+            fingerprint: fingerprint.to_owned(),
+            rules: rules_digest(&self.rules),
+            engine: self.engine.clone(),
+            last_id: self.last_id,
+            identifiers,
+            last_reading,
+        }
+    }
+
+    fn snapshot(&self, fingerprint: &str) -> Result<Snapshot, IngestError> {
+        let state = serde_json::to_value(self.snapshot_state(fingerprint))
+            .map_err(|e| StoreError::Invalid(format!("alert state snapshot: {e}")))?;
+        Ok(Snapshot {
+            name: SNAPSHOT_NAME.into(),
+            covers: self.last_id,
+            state,
+        })
+    }
+}
+
+/// Where a start takes the alert state from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// The last snapshot, then the readings after it (what the daemon does).
+    FromSnapshot,
+    /// Every stored reading (tests compare the two; `bench daemon` times both).
+    Full,
 }
 
 /// The ingest path. Cheap to share behind an `Arc`.
@@ -81,6 +187,8 @@ pub struct Ingest {
     /// Continuous streams' raw values come through [`Ingest::observe_stream`]: their stored
     /// window summaries are then not evaluated again.
     streams_raw: bool,
+    fingerprint: String,
+    snapshot_every: u64,
 }
 
 /// What one append did.
@@ -95,6 +203,15 @@ impl Ingest {
     /// Open ingest over a store: rebuild the alert state from the stored readings, store any event
     /// that is missing, and start the hook task if a local command is configured.
     pub async fn open(store: Store, cfg: IngestConfig) -> Result<Ingest, IngestError> {
+        Ingest::open_with(store, cfg, Replay::FromSnapshot).await
+    }
+
+    /// [`Ingest::open`], taking the state from where `replay` says.
+    pub async fn open_with(
+        store: Store,
+        cfg: IngestConfig,
+        replay: Replay,
+    ) -> Result<Ingest, IngestError> {
         let hook = cfg.rules.local_command.clone().map(|command| {
             let (tx, rx) = mpsc::channel::<AlertEvent>(256);
             let timeout =
@@ -106,6 +223,7 @@ impl Ingest {
             rules: cfg.rules.clone(),
             ..State::default()
         });
+        let fingerprint = fingerprint(&cfg);
         let ingest = Ingest {
             store,
             cfg,
@@ -113,19 +231,70 @@ impl Ingest {
             hook,
             wake: None,
             streams_raw: false,
+            fingerprint,
+            snapshot_every: SNAPSHOT_EVERY,
         };
-        ingest.replay().await?;
+        ingest.replay(replay).await?;
         Ok(ingest)
     }
 
-    async fn replay(&self) -> Result<(), IngestError> {
+    /// The state in the snapshot, if there is one of this configuration that opens and decodes.
+    async fn load_snapshot(&self) -> Option<SnapshotState> {
+        let snap = match self.store.snapshot(SNAPSHOT_NAME).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => {
+                warn!(error = %e, "The alert state snapshot could not be read; replaying every stored reading.");
+                return None;
+            }
+        };
+        let state: SnapshotState = match serde_json::from_value(snap.state) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "The alert state snapshot did not decode (written by another version?); replaying every stored reading.");
+                return None;
+            }
+        };
+        if state.fingerprint != self.fingerprint || state.last_id != snap.covers {
+            info!("The hub's settings or version changed since the last snapshot; replaying every stored reading.");
+            return None;
+        }
+        Some(state)
+    }
+
+    async fn replay(&self, replay: Replay) -> Result<(), IngestError> {
         let mut st = self.state.lock().await;
-        let mut after = 0;
+        if replay == Replay::FromSnapshot {
+            if let Some(s) = self.load_snapshot().await {
+                st.engine = s.engine;
+                st.last_id = s.last_id;
+                st.identifiers = s.identifiers.into_iter().collect();
+                st.last_reading = s.last_reading.into_iter().collect();
+                if s.rules != rules_digest(&st.rules) {
+                    // Taken under other limits: re-check the open episodes, as a change of
+                    // limits while running does (see [`fingerprint`]).
+                    let now = self.store.clock().now();
+                    let rules = st.rules.clone();
+                    let events = st.engine.limits_changed(&rules, now);
+                    info!(
+                        resolved = events.len(),
+                        "The alert limits changed since the last snapshot; open alerts re-checked under the limits in force."
+                    );
+                    for e in events {
+                        self.store_event(&st, &e).await?;
+                    }
+                    st.unsnapshotted += 1;
+                }
+            }
+        }
+        let mut after = st.last_id;
         let mut recovered = 0usize;
+        let mut replayed = 0u64;
         loop {
             let page = self.store.readings(after, 500).await?;
             let Some(last) = page.last() else { break };
             after = last.id;
+            replayed += page.len() as u64;
             for r in page {
                 let stored = self
                     .evaluate(
@@ -146,7 +315,38 @@ impl Ingest {
                 "Alerts missing from the store were recreated at start."
             );
         }
+        // The next start need not replay these again.
+        if (replayed > 0 || st.unsnapshotted > 0) && replay == Replay::FromSnapshot {
+            let snap = st.snapshot(&self.fingerprint)?;
+            self.store.put_snapshot(snap).await?;
+        }
+        st.unsnapshotted = 0;
         Ok(())
+    }
+
+    /// Write the snapshot now (a clean stop); nothing if nothing was evaluated since the last.
+    pub async fn save_snapshot(&self) -> Result<(), IngestError> {
+        let mut st = self.state.lock().await;
+        if st.unsnapshotted == 0 {
+            return Ok(());
+        }
+        let snap = st.snapshot(&self.fingerprint)?;
+        self.store.put_snapshot(snap).await?;
+        st.unsnapshotted = 0;
+        Ok(())
+    }
+
+    /// Snapshot every `n` evaluated readings instead of [`SNAPSHOT_EVERY`] (tests, to exercise
+    /// it often).
+    pub fn with_snapshot_every(mut self, n: u64) -> Ingest {
+        self.snapshot_every = n.max(1);
+        self
+    }
+
+    /// The alert state as a snapshot would hold it (tests compare a start from a snapshot with a
+    /// full replay).
+    pub async fn state(&self) -> SnapshotState {
+        self.state.lock().await.snapshot_state(&self.fingerprint)
     }
 
     /// Raw values of continuous streams will come through [`Ingest::observe_stream`]; stored
@@ -203,6 +403,8 @@ impl Ingest {
         let mut st = self.state.lock().await;
         let events = st.engine.limits_changed(&rules, now);
         st.rules = rules;
+        // The next snapshot records the new rules (see [`fingerprint`]).
+        st.unsnapshotted += 1;
         let mut stored = Vec::new();
         for e in events {
             if self.store_event(&st, &e).await? {
@@ -268,7 +470,19 @@ impl Ingest {
             .iter()
             .map(|i| (i.reading.clone(), i.received_at, i.summary.is_some()))
             .collect();
-        let append = self.store.append(device, items, cursor).await?;
+        // The state so far covers every reading before these, its events stored: it rides along in
+        // this append's transaction when one is due.
+        let append = if st.unsnapshotted >= self.snapshot_every {
+            let snap = st.snapshot(&self.fingerprint)?;
+            let out = self
+                .store
+                .append_with_snapshot(device, items, cursor, snap)
+                .await?;
+            st.unsnapshotted = 0;
+            out
+        } else {
+            self.store.append(device, items, cursor).await?
+        };
         let mut alerts = Vec::new();
         for (id, (reading, received_at, summary)) in append.ids.iter().zip(readings) {
             alerts.extend(
@@ -376,6 +590,7 @@ impl Ingest {
             return Ok(Vec::new());
         }
         st.last_id = id;
+        st.unsnapshotted += 1;
         let at = self.measured_at(reading, received_at);
         st.note_reading(device, at);
         if summary && self.streams_raw {

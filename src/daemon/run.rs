@@ -93,6 +93,8 @@ pub struct Daemon {
     beats: Vec<(&'static str, Progress, Duration)>,
     uplink_status: Arc<Mutex<UplinkStatus>>,
     ble: ble::Hub,
+    /// Kept for the alert state snapshot written at a clean stop.
+    ingest: Arc<Ingest>,
     stopping: bool,
     /// `<state_dir>/hub.lock`, held while the daemon runs (`wipe` refuses while it is held).
     _lock: std::fs::File,
@@ -343,6 +345,7 @@ impl Daemon {
             beats,
             uplink_status,
             ble,
+            ingest,
             stopping: false,
         })
     }
@@ -411,8 +414,15 @@ impl Daemon {
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }
-        let Daemon { store, ble, .. } = self;
+        let Daemon {
+            store, ble, ingest, ..
+        } = self;
         drop(ble);
+        // The next start replays nothing of what this run evaluated.
+        if let Err(e) = ingest.save_snapshot().await {
+            warn!(error = %e, "The alert state snapshot could not be written at stop; the next start replays more.");
+        }
+        drop(ingest);
         if tokio::time::timeout(Duration::from_secs(5), store.close())
             .await
             .is_err()

@@ -7,7 +7,8 @@
 use super::db;
 use super::{
     AppendOutcome, Device, DeviceInfo, DeviceKey, DeviceRecord, Event, NewHeld, NewReading,
-    OutboxItem, Result, RotationReport, Stats, StoreConfig, StoreError, StoredHeld, StoredReading,
+    OutboxItem, Result, RotationReport, Snapshot, Stats, StoreConfig, StoreError, StoredHeld,
+    StoredReading,
 };
 use crate::model::{Clock, UtcMillis};
 use std::path::{Path, PathBuf};
@@ -22,12 +23,14 @@ pub struct Store {
     tx: mpsc::Sender<Job>,
     done: Arc<tokio::sync::Mutex<Option<oneshot::Receiver<()>>>>,
     path: PathBuf,
+    clock: Arc<dyn Clock>,
 }
 
 impl Store {
     /// Open (or create) the store, on its own thread.
     pub async fn open(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Store> {
         let path = config.db_path();
+        let store_clock = clock.clone();
         let (tx, mut rx) = mpsc::channel::<Job>(256);
         let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -57,7 +60,13 @@ impl Store {
             tx,
             done: Arc::new(tokio::sync::Mutex::new(Some(done_rx))),
             path,
+            clock: store_clock,
         })
+    }
+
+    /// The clock the store stamps its rows with.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// The database file.
@@ -138,8 +147,33 @@ impl Store {
         cursor: Option<(String, i64)>,
     ) -> Result<AppendOutcome> {
         let device = device.clone();
-        self.call(move |db| db.append(&device, &items, cursor.as_ref()))
+        self.call(move |db| db.append(&device, &items, cursor.as_ref(), None))
             .await
+    }
+
+    /// [`Store::append`], writing `snapshot` in the same transaction (no commit of its own).
+    pub async fn append_with_snapshot(
+        &self,
+        device: &DeviceKey,
+        items: Vec<NewReading>,
+        cursor: Option<(String, i64)>,
+        snapshot: Snapshot,
+    ) -> Result<AppendOutcome> {
+        let device = device.clone();
+        self.call(move |db| db.append(&device, &items, cursor.as_ref(), Some(&snapshot)))
+            .await
+    }
+
+    /// Write (or replace) a snapshot in a transaction of its own.
+    pub async fn put_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        self.call(move |db| db.put_snapshot(&snapshot)).await
+    }
+
+    /// The snapshot named `name`, opened; `None` if there is none. A snapshot that fails to open
+    /// is an integrity error (recorded as a security event).
+    pub async fn snapshot(&self, name: &str) -> Result<Option<Snapshot>> {
+        let name = name.to_owned();
+        self.call(move |db| db.snapshot(&name)).await
     }
 
     /// Append an alert; it is uploaded ahead of readings. Returns its id and whether it was a duplicate.

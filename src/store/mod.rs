@@ -28,6 +28,7 @@
 //! | `uplink_state` (v3) | destination, name, value (server logical ids such as `Device/12`, heartbeat times) | — |
 //! | `held` (v4) | id, uuid, device id, `dedup` (HMAC of the stable key), state (`held`/`discarded`/`assigned`), received minute, key id | `sealed` (NULL once discarded or assigned): user index, the `model::Reading`, exact receive time, stable key |
 //! | `alert_limits` (v5) | one row: uuid, the clinic's limits version in force, when it was applied, key id | `sealed`: the limits `ServiceRequest` as the clinic sent it ([`crate::fhir::limits`]) |
+//! | `snapshots` (v6) | id, uuid, name (`alerts`), key id, updated minute | `sealed`: the reading id it covers and the state (the alert engine's: open episodes, weights, last reading per device) |
 //!
 //! What an attacker with the file alone learns (the documented leakage): how many devices, readings and
 //! alerts exist, in which upload state, at minute resolution when they arrived, sizes of the sealed
@@ -39,7 +40,9 @@
 //! `vitals-hub/v1|phi|table|column|row uuid|key id`, so a ciphertext pasted into another row fails to
 //! open. That is reported as [`StoreError::Integrity`] naming table, column and row, recorded as a
 //! security event, and the outbox entry is quarantined — never skipped silently. Seals are counted per
-//! data key in the same transaction as the rows they sealed; at [`StoreConfig::rotate_after_seals`]
+//! data key, the persisted count an upper bound reserved 4,096 seals at a time in the transaction
+//! whose seals pass the previous bound (so a one-reading commit does not rewrite the `keys` page;
+//! a crash or another connection resumes at the bound: counts are skipped, never reused); at [`StoreConfig::rotate_after_seals`]
 //! (default 2^30, a quarter of the 2^32 random-nonce bound) a new data key becomes active
 //! automatically, in its own transaction after the write that reached the budget has committed: a
 //! failure there is never that write's error but a `data_key_rotation_failed` event (once per run
@@ -321,6 +324,15 @@ pub struct AppendOutcome {
     pub ids: Vec<i64>,
     /// How many items were already stored.
     pub duplicates: usize,
+}
+
+/// Sealed state derived from the readings (see `db/snapshots.rs`): `state` is the caller's, valid
+/// for every reading with an id up to `covers` and none after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub name: String,
+    pub covers: i64,
+    pub state: serde_json::Value,
 }
 
 /// A reading as stored, opened.

@@ -7,7 +7,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const LATEST: u32 = 5;
+pub const LATEST: u32 = 6;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; LATEST as usize] = [
@@ -137,6 +137,19 @@ CREATE TABLE alert_limits(
   sealed BLOB NOT NULL
 ) STRICT;
 "#,
+    // v6 (issue 20): sealed snapshots of state derived from the readings (the alert engine's), one
+    // row per name, rewritten in place. What a snapshot covers (the last reading id it includes) is
+    // inside the sealed value; start-up replays only the readings after it.
+    r#"
+CREATE TABLE snapshots(
+  id INTEGER PRIMARY KEY,
+  uuid TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL UNIQUE,
+  key_id INTEGER NOT NULL REFERENCES keys(id),
+  sealed BLOB NOT NULL,
+  updated_min INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Errors of the migration step.
@@ -219,6 +232,14 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(held, 1);
+            let snapshots: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'snapshots'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(snapshots, 1);
         }
     }
 

@@ -325,7 +325,9 @@ impl ReceiverDb {
             "Device",
             "Task",
             "ServiceRequest",
-        ].contains(&ty) {
+        ]
+        .contains(&ty)
+        {
             return Err(SearchError::Type(ty.to_owned()));
         }
         let bad = |param: &str, value: &str, why: &str| SearchError::Value {

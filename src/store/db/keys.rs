@@ -127,7 +127,9 @@ impl Db {
                 ring.data.insert(id, DataKey::new(id, &bytes)?);
                 if state == "active" {
                     ring.active = Some(id);
+                    // Counting resumes at the persisted reservation (see SEAL_RESERVATION).
                     ring.active_seals = u64::try_from(seals).unwrap_or(0);
+                    ring.active_reserved = ring.active_seals;
                 }
             }
         }
@@ -152,6 +154,7 @@ impl Db {
             self.keys.data.insert(id, DataKey::new(id, &bytes)?);
             self.keys.active = Some(id);
             self.keys.active_seals = 0;
+            self.keys.active_reserved = 0;
         } else {
             self.keys.index = Some(IndexKey::new(&bytes));
         }
@@ -263,6 +266,7 @@ impl Db {
                 ("device_info", "uuid"),
                 ("held", "uuid"),
                 ("alert_limits", "uuid"),
+                ("snapshots", "uuid"),
             ] {
                 let rows: Vec<(i64, String, i64, Vec<u8>)> = {
                     let mut st = db.conn.prepare(&format!(
@@ -310,6 +314,7 @@ impl Db {
                    UNION SELECT key_id FROM devices UNION SELECT key_id FROM device_info
                    UNION SELECT key_id FROM held WHERE key_id IS NOT NULL
                    UNION SELECT key_id FROM alert_limits
+                   UNION SELECT key_id FROM snapshots
                    UNION SELECT key_id FROM outbox WHERE key_id IS NOT NULL)",
                 [],
             )?;

@@ -5,7 +5,7 @@
 //! limit, queued events, and [`Db::write`]. The rest of `Db` lives beside it, one concern a file:
 //! `keys` (key ring, sealing, data-key and KEK rotation), `devices` (allow-list, cursors, device
 //! info), `readings` (appends of readings and alerts, reading back), `held` (other users'
-//! readings), `outbox` (upload states, per-destination uplink state), `maintenance` (capacity,
+//! readings), `snapshots` (sealed derived state), `outbox` (upload states, per-destination uplink state), `maintenance` (capacity,
 //! retention, events, stats).
 //!
 //! Every write is `BEGIN IMMEDIATE … COMMIT` on this connection. Inside the transaction the key cache
@@ -20,6 +20,7 @@ mod limits;
 mod maintenance;
 mod outbox;
 mod readings;
+mod snapshots;
 
 use super::crypto::{CryptoError, DataKey, IndexKey, Kek};
 use super::keyfile;
@@ -74,12 +75,37 @@ struct QueuedEvent {
     detail: String,
 }
 
+/// Seal counts are reserved in blocks of this many: `keys.seals` of the active key is an upper
+/// bound of the seals made with it, raised by a block (in the transaction whose seals need it)
+/// only when the seals counted in memory would pass it. A transaction that seals within the
+/// reservation writes no `keys` row (one page a commit, the only one a one-reading append wrote
+/// that a plaintext store would not). A crash, a restart or another connection's write makes
+/// the counting resume at the persisted bound: counts are skipped (rotation comes up to one block
+/// per restart early, 1/262,144 of the default budget each), never reused or under-counted.
+pub(crate) const SEAL_RESERVATION: u64 = 4096;
+
 #[derive(Debug, Default)]
 struct KeyRing {
     data: HashMap<i64, DataKey>,
     active: Option<i64>,
+    /// Seals made with the active key, counted from the persisted bound it was loaded with.
     active_seals: u64,
+    /// The active key's persisted `seals` (the reservation): `active_seals` stays at or below it
+    /// at every commit.
+    active_reserved: u64,
     index: Option<IndexKey>,
+}
+
+impl KeyRing {
+    /// The reservation a commit needs after `tx_seals` more seals: `None` while the persisted one
+    /// still covers them, otherwise the new bound (a whole block past the count).
+    /// The block is [`SEAL_RESERVATION`], or 1/64 of a small rotation budget (tests use budgets of
+    /// a few seals: a restart must not jump past them).
+    fn reservation_for(&self, tx_seals: u64, budget: u64) -> Option<u64> {
+        let needed = self.active_seals.saturating_add(tx_seals);
+        let block = SEAL_RESERVATION.min(budget / 64).max(1);
+        (needed > self.active_reserved).then(|| needed.saturating_add(block))
+    }
 }
 
 #[derive(Debug)]
@@ -452,16 +478,21 @@ impl Db {
         }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.tx_seals = 0;
+        let mut reserved = None;
         let body = (|| {
             self.refresh_keys()?;
             let t = f(self)?;
-            if self.tx_seals > 0 {
-                if let Some(active) = self.keys.active {
-                    self.conn.execute(
-                        "UPDATE keys SET seals = seals + ?1 WHERE id = ?2",
-                        params![i64::try_from(self.tx_seals).unwrap_or(i64::MAX), active],
-                    )?;
-                }
+            if let (Some(active), Some(bound)) = (
+                self.keys.active,
+                self.keys
+                    .reservation_for(self.tx_seals, self.cfg.rotate_after_seals),
+            ) {
+                // MAX: never lower what another connection reserved.
+                self.conn.execute(
+                    "UPDATE keys SET seals = max(seals, ?1) WHERE id = ?2",
+                    params![i64::try_from(bound).unwrap_or(i64::MAX), active],
+                )?;
+                reserved = Some(bound);
             }
             for ev in &self.queued {
                 self.conn.execute(
@@ -483,6 +514,9 @@ impl Db {
             Ok(t) => {
                 self.queued.clear();
                 self.keys.active_seals = self.keys.active_seals.saturating_add(self.tx_seals);
+                if let Some(bound) = reserved {
+                    self.keys.active_reserved = self.keys.active_reserved.max(bound);
+                }
                 self.tx_seals = 0;
                 // Committed: a failure from here on is not the write's. Unknown data version =
                 // reload the key ring before its next use.
@@ -527,6 +561,89 @@ impl Db {
 
     pub(super) fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(v).map_err(|e| StoreError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod seal_reservation_tests {
+    use super::*;
+    use crate::model::SystemClock;
+
+    fn persisted(db: &Db) -> u64 {
+        let n: i64 = db
+            .conn
+            .query_row(
+                "SELECT seals FROM keys WHERE purpose = 'data' AND state = 'active'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        u64::try_from(n).unwrap()
+    }
+
+    fn seal_n(db: &mut Db, n: usize) {
+        db.write(|db| {
+            for _ in 0..n {
+                db.seal("readings", "sealed", "row", b"value")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// The persisted seal count is a bound reserved a block at a time: it covers every seal made
+    /// at every commit (so a crash right after any commit can only skip counts), the `keys` row
+    /// is written once per block instead of once per transaction, and a second connection (another
+    /// process, or the same store reopened after a SIGKILL) resumes counting at the bound, so the
+    /// seals of both never add up to more than it.
+    #[test]
+    fn seal_counts_are_reserved_in_blocks_and_never_undercounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StoreConfig::new(dir.path());
+        cfg.kek = crate::store::KekSource::resolve(dir.path(), None);
+        let mut a = Db::open(cfg.clone(), Arc::new(SystemClock)).unwrap();
+        let block = SEAL_RESERVATION;
+        let mut made = a.keys.active_seals;
+        let mut bounds = vec![persisted(&a)];
+        let txs = (2 * block as usize) / 7 + 3;
+        for _ in 0..txs {
+            seal_n(&mut a, 7);
+            made += 7;
+            let p = persisted(&a);
+            assert!(p >= made, "persisted {p} < {made} seals made");
+            assert_eq!(a.keys.active_seals, made);
+            if bounds.last() != Some(&p) {
+                bounds.push(p);
+            }
+        }
+        // ~2 blocks of seals in ~585 transactions: 3 reservations, not 585 updates.
+        assert!(bounds.len() <= 4, "{bounds:?} for {txs} transactions");
+
+        // Reopened as after a crash: counting resumes at the bound, never below the seals made.
+        let mut b = Db::open(cfg.clone(), Arc::new(SystemClock)).unwrap();
+        assert!(b.keys.active_seals >= made);
+        let mut total = made;
+        for round in 0..200 {
+            let (db, n) = if round % 2 == 0 {
+                (&mut a, 3)
+            } else {
+                (&mut b, 5)
+            };
+            seal_n(db, n);
+            total += n as u64;
+            let p = persisted(db);
+            assert!(p >= total, "persisted {p} < {total} seals made by both");
+        }
+        // A failed transaction's seals are rolled back with its rows; the ring reloads.
+        let before = persisted(&a);
+        let r: Result<()> = a.write(|db| {
+            db.seal("readings", "sealed", "row", b"value")?;
+            Err(StoreError::Invalid("test".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(persisted(&a), before);
+        seal_n(&mut a, 1);
+        assert!(persisted(&a) > total);
     }
 }
 

@@ -6,7 +6,8 @@
 use super::{new_uuid, Db, PRIORITY_ALERT, PRIORITY_READING};
 use crate::model::{Reading, UtcMillis};
 use crate::store::{
-    AppendOutcome, DeviceKey, NewReading, ReadingSummary, Result, StoredAlert, StoredReading,
+    AppendOutcome, DeviceKey, NewReading, ReadingSummary, Result, Snapshot, StoredAlert,
+    StoredReading,
 };
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ impl Db {
         device: &DeviceKey,
         items: &[NewReading],
         cursor: Option<&(String, i64)>,
+        snapshot: Option<&Snapshot>,
     ) -> Result<AppendOutcome> {
         self.check_capacity()?;
         let patient = self.cfg.patient_id.clone();
@@ -70,6 +72,9 @@ impl Db {
                      ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, updated_min = excluded.updated_min",
                     params![device_id, name, value, db.clock.now().floor_minute().as_millis()],
                 )?;
+            }
+            if let Some(snap) = snapshot {
+                db.put_snapshot_in_tx(snap)?;
             }
             Ok(out)
         })?;
