@@ -101,16 +101,56 @@ cp "$deb" "$root/tmp/vitals-hub.deb"
 in_root dpkg -i /tmp/vitals-hub.deb >"$root/tmp/install.log" 2>&1 || { tail -20 "$root/tmp/install.log"; exit 1; }
 check "state directory owned by vitals-hub after install" owned
 
-# The clinic: `vitals-clinic serve` on 127.0.0.1 (the chroot shares the host's network), run from
-# the host's clinic-side build ($CLINIC_TOOLS: `vitals-hub` with the clinic feature, for the
-# development PKI, and `vitals-clinic`), since the hub's package no longer carries the clinic. The
-# PKI is written into the root, where setup reads it; the hub is enrolled for pat-0042.
+# The clinic: `vitals-clinic serve` on 127.0.0.1 (the chroot shares the host's network). With
+# CLINIC_DEB (the clinic's own .deb of this architecture) it is installed in the same root and runs
+# from its package, as its unit does: `vitals-clinic serve --config /etc/vitals-clinic/clinic.toml`
+# as the user vitals-clinic, the packaged config edited only where this test's files and ports
+# differ. Otherwise it runs from the host's clinic-side build. Either way the development PKI comes
+# from $CLINIC_TOOLS (`vitals-hub` with the clinic feature: `pki`), written into the root, where
+# setup reads it; the hub is enrolled for pat-0042.
 tools=${CLINIC_TOOLS:?set CLINIC_TOOLS to a directory holding vitals-hub (clinic feature) and vitals-clinic}
 "$tools/vitals-hub" pki "$root/root/pki" --patient pat-0042 >/dev/null
-"$tools/vitals-clinic" serve --listen 127.0.0.1:18443 --cert "$root/root/pki/receiver.crt" \
-    --key "$root/root/pki/receiver.key" --client-ca "$root/root/pki/ca.crt" \
-    --db "$root/root/pki/clinic.db" >"$root/tmp/receiver.log" 2>&1 &
-echo $! >>"$root/run/test-pids"
+clinic_owned() { # the clinic's state directory and config, as its package leaves them
+    [ "$(stat -c '%a %U' "$root/var/lib/vitals-clinic")" = "700 vitals-clinic" ] &&
+        [ "$(stat -c '%a %U %G' "$root/etc/vitals-clinic")" = "750 root vitals-clinic" ] &&
+        [ "$(stat -c '%a %U %G' "$root/etc/vitals-clinic/clinic.toml")" = "640 root vitals-clinic" ]
+}
+if [ -n "${CLINIC_DEB:-}" ]; then
+    echo "-- dpkg -i $(basename "$CLINIC_DEB") (the clinic, from its package)"
+    cp "$CLINIC_DEB" "$root/tmp/vitals-clinic.deb"
+    in_root dpkg -i /tmp/vitals-clinic.deb >"$root/tmp/clinic-install.log" 2>&1 ||
+        { tail -20 "$root/tmp/clinic-install.log"; exit 1; }
+    check "vitals-clinic: user, 0700 state directory, root:vitals-clinic config" clinic_owned
+    for f in receiver.crt receiver.key ca.crt; do
+        install -m 0640 "$root/root/pki/$f" "$root/etc/vitals-clinic/$f"
+        in_root chgrp vitals-clinic "/etc/vitals-clinic/$f"
+    done
+    install -m 0600 "$root/root/pki/clinic.db" "$root/var/lib/vitals-clinic/clinic.db"
+    in_root chown vitals-clinic:vitals-clinic /var/lib/vitals-clinic/clinic.db
+    # This test's ports and files; the console uses the ingest's certificate here (a real clinic
+    # gives it its own web certificate).
+    in_root sed -i \
+        -e 's|^listen = .*|listen = "127.0.0.1:18443"|' \
+        -e 's|^cert = .*|cert = "/etc/vitals-clinic/receiver.crt"|' \
+        -e 's|^key = .*|key = "/etc/vitals-clinic/receiver.key"|' \
+        -e 's|^client_ca = .*|client_ca = "/etc/vitals-clinic/ca.crt"|' \
+        -e 's|^console_listen = .*|console_listen = "127.0.0.1:19443"|' \
+        -e 's|^console_cert = .*|console_cert = "/etc/vitals-clinic/receiver.crt"|' \
+        -e 's|^console_key = .*|console_key = "/etc/vitals-clinic/receiver.key"|' \
+        /etc/vitals-clinic/clinic.toml
+    chroot --userspec=vitals-clinic:vitals-clinic "$root" \
+        vitals-clinic serve --config /etc/vitals-clinic/clinic.toml >"$root/tmp/receiver.log" 2>&1 &
+    echo $! >>"$root/run/test-pids"
+else
+    "$tools/vitals-clinic" serve --listen 127.0.0.1:18443 --cert "$root/root/pki/receiver.crt" \
+        --key "$root/root/pki/receiver.key" --client-ca "$root/root/pki/ca.crt" \
+        --db "$root/root/pki/clinic.db" >"$root/tmp/receiver.log" 2>&1 &
+    echo $! >>"$root/run/test-pids"
+fi
+for _ in $(seq 50); do
+    grep -q 'listening\|https://' "$root/tmp/receiver.log" 2>/dev/null && break
+    sleep 0.2
+done
 sleep 1
 
 echo "-- the visit, as root"
@@ -191,6 +231,25 @@ in_root dpkg --purge vitals-hub >/dev/null 2>&1 || fail=1
 check "/var/lib/vitals-hub gone" test ! -e "$root/var/lib/vitals-hub"
 check "/etc/vitals-hub gone" test ! -e "$root/etc/vitals-hub"
 check "user gone" sh -c "! chroot '$root' getent passwd vitals-hub >/dev/null"
+
+if [ -n "${CLINIC_DEB:-}" ]; then
+    echo "-- the clinic from its package"
+    console_login() {
+        [ "$(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1:19443/login)" = 200 ]
+    }
+    check "the packaged clinic's console answers its login page" console_login
+    check "vitals-clinic hub list (as vitals-clinic) shows the enrolled hub" sh -c \
+        "chroot --userspec=vitals-clinic:vitals-clinic '$root' vitals-clinic hub list --db /var/lib/vitals-clinic/clinic.db | grep -q pat-0042"
+    check "the clinic's store stayed the service user's" sh -c \
+        "[ -z \"\$(chroot '$root' find /var/lib/vitals-clinic ! -user vitals-clinic)\" ]"
+    while read -r p; do kill "$p" 2>/dev/null || true; done <"$root/run/test-pids"
+    sleep 1
+    echo "-- dpkg --purge vitals-clinic"
+    in_root dpkg --purge vitals-clinic >/dev/null 2>&1 || fail=1
+    check "/var/lib/vitals-clinic gone" test ! -e "$root/var/lib/vitals-clinic"
+    check "/etc/vitals-clinic gone" test ! -e "$root/etc/vitals-clinic"
+    check "user vitals-clinic gone" sh -c "! chroot '$root' getent passwd vitals-clinic >/dev/null"
+fi
 
 echo "deb-root-test: $((SECONDS - started)) s"
 if [ "$fail" -ne 0 ]; then

@@ -24,7 +24,9 @@ pub struct ClinicCli {
 #[derive(Debug, Subcommand)]
 pub enum ClinicCommand {
     /// Serve the hubs' FHIR ingest: mutual TLS with enrolled hub certificates only, each hub
-    /// confined to its patient.
+    /// confined to its patient. `serve --config FILE [FLAGS]` reads the flags from a TOML file
+    /// first (one key per flag: `console_listen = "0.0.0.0:443"`), then the command line's.
+    #[command(args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// The registry of hubs: enroll a hub certificate for one patient, list, revoke.
     #[command(subcommand)]
@@ -122,6 +124,13 @@ pub struct ServeArgs {
     /// Validity of a certificate renewed over EST, days.
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub est_days: u32,
+    /// The hubs' heartbeat interval in minutes (as the hubs are configured), for the console's
+    /// offline rule.
+    #[arg(long, default_value_t = 15, requires = "console_listen", value_parser = clap::value_parser!(u32).range(1..=1440))]
+    pub heartbeat_minutes: u32,
+    /// A hub shows offline on the console after this many heartbeat intervals without one.
+    #[arg(long, default_value_t = 3, requires = "console_listen", value_parser = clap::value_parser!(u32).range(1..=96))]
+    pub missed_heartbeats: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,7 +207,14 @@ pub fn write_crl(db: &Path, args: &CrlArgs) -> anyhow::Result<Option<usize>> {
 }
 
 pub fn main() -> ExitCode {
-    let cli = ClinicCli::parse();
+    let args = match expand_config(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vitals-clinic: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = ClinicCli::parse_from(args);
     let r = match cli.command {
         ClinicCommand::Serve(a) => serve_inner(&a),
         ClinicCommand::Hub(c) => hub(&c),
@@ -212,6 +228,77 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Largest config file read (the file is a few dozen lines).
+const MAX_CONFIG: u64 = 64 * 1024;
+
+/// `vitals-clinic serve --config FILE`: the file (TOML) is the serve command's own flags, one key
+/// per flag (`listen = "0.0.0.0:8443"`, `console_listen = …`, `plain = true`), placed before the
+/// flags of the command line, so that a flag given there overrides the file's. The keys are checked
+/// by the same parser as the flags: an unknown key or a wrong value is refused naming it. Only
+/// `serve` takes a config file; `--config` must come right after `serve`.
+pub fn expand_config(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let (Some(cmd), Some(flag)) = (args.get(1), args.get(2)) else {
+        return Ok(args);
+    };
+    if cmd != "serve" {
+        return Ok(args);
+    }
+    let (path, rest) = if flag == "--config" {
+        let Some(p) = args.get(3) else {
+            anyhow::bail!(
+                "serve --config needs a file, e.g. --config /etc/vitals-clinic/clinic.toml"
+            );
+        };
+        (PathBuf::from(p), args.get(4..).unwrap_or_default())
+    } else if let Some(p) = flag.to_str().and_then(|f| f.strip_prefix("--config=")) {
+        (PathBuf::from(p), args.get(3..).unwrap_or_default())
+    } else {
+        return Ok(args);
+    };
+    let mut out: Vec<std::ffi::OsString> = args.get(..2).unwrap_or_default().to_vec();
+    out.extend(config_flags(&path)?.into_iter().map(Into::into));
+    out.extend(rest.iter().cloned());
+    Ok(out)
+}
+
+/// The flags a config file stands for (see [`expand_config`]).
+fn config_flags(path: &Path) -> anyhow::Result<Vec<String>> {
+    use std::io::Read;
+    let name = path.display();
+    let f = std::fs::File::open(path).with_context(|| {
+        format!("reading the config file {name}: check the path (the package installs /etc/vitals-clinic/clinic.toml)")
+    })?;
+    let mut text = String::new();
+    f.take(MAX_CONFIG + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading the config file {name} (UTF-8 text expected)"))?;
+    if text.len() as u64 > MAX_CONFIG {
+        anyhow::bail!(
+            "the config file {name} is larger than {MAX_CONFIG} bytes: is it the right file?"
+        );
+    }
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("the config file {name} is not valid TOML: {e}"))?;
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        if key == "config" {
+            anyhow::bail!("{name}: `config` cannot name another file; remove it");
+        }
+        let flag = format!("--{}", key.replace('_', "-"));
+        match value {
+            toml::Value::Boolean(true) => flags.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(v) => flags.extend([flag, v]),
+            toml::Value::Integer(v) => flags.extend([flag, v.to_string()]),
+            toml::Value::Float(v) => flags.extend([flag, v.to_string()]),
+            _ => anyhow::bail!(
+                "{name}: `{key}` must be a string, a number or true/false (the serve flag {flag}); tables and lists are not used"
+            ),
+        }
+    }
+    Ok(flags)
 }
 
 /// `vitals-clinic serve` (and `vitals-hub receiver`, its alias).
@@ -452,7 +539,11 @@ async fn start_console(
         bind,
         tls,
         db_path: db.clone(),
-        worklist: Default::default(),
+        worklist: super::console::worklist::WorklistSettings {
+            heartbeat_interval: jiff::SignedDuration::from_mins(i64::from(args.heartbeat_minutes)),
+            missed_heartbeats: i32::try_from(args.missed_heartbeats).unwrap_or(3),
+            ..Default::default()
+        },
         fhir_base,
         zone,
     })
