@@ -676,6 +676,19 @@ pub fn chart(
             .margin(6)
             .build_cartesian_2d(0.0..PERIOD_DAYS as f64, y0..y1)
             .map_err(|e| err(&e))?;
+        if let Some(b) = band {
+            if b.low.is_some() || b.high.is_some() {
+                let (r, g, bl) = BAND_RGB;
+                c.draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (0.0, b.low.unwrap_or(y0)),
+                        (PERIOD_DAYS as f64, b.high.unwrap_or(y1)),
+                    ],
+                    RGBColor(r, g, bl).filled(),
+                )))
+                .map_err(|e| err(&e))?;
+            }
+        }
         let grid = RGBColor(0xE4, 0xE4, 0xE4);
         for v in &yt {
             c.draw_series(LineSeries::new([(0.0, *v), (PERIOD_DAYS as f64, *v)], grid))
@@ -690,17 +703,6 @@ pub fn chart(
             out.x_ticks.push((px, label.clone()));
         }
         if let Some(b) = band {
-            if b.low.is_some() || b.high.is_some() {
-                let (r, g, bl) = BAND_RGB;
-                c.draw_series(std::iter::once(Rectangle::new(
-                    [
-                        (0.0, b.low.unwrap_or(y0)),
-                        (PERIOD_DAYS as f64, b.high.unwrap_or(y1)),
-                    ],
-                    RGBColor(r, g, bl).filled(),
-                )))
-                .map_err(|e| err(&e))?;
-            }
             let (r, g, bl) = CRITICAL_RGB;
             for v in [b.critical_low, b.critical_high].iter().flatten() {
                 c.draw_series(LineSeries::new(
