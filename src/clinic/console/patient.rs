@@ -749,4 +749,49 @@ mod tests {
         assert_eq!(t.len(), 4, "{t:?}");
         assert!(nice_ticks(1.0, 1.0).0.is_empty());
     }
+    #[test]
+    fn the_band_rectangle_is_drawn_at_the_limits() {
+        let now: Timestamp = "2026-12-06T12:00:00Z".parse().unwrap();
+        let r = |v: f64, h: i64| Reading {
+            at: now - SignedDuration::from_hours(h),
+            text: format!("{v} mg/dL"),
+            value: Some(v),
+            flags: Vec::new(),
+            time: TimeQuality::Device,
+            unit: Some(Unit::MgPerDl),
+        };
+        let rs = [r(100.0, 48), r(150.0, 24)];
+        let mut rules = AlertRules::starting_points();
+        let g = rules.thresholds.get_mut(&Kind::Glucose).unwrap();
+        g.unit = Unit::MmolPerL;
+        g.low = Some(Limit("4".parse().unwrap()));
+        g.high = Some(Limit("10".parse().unwrap()));
+        (g.critical_low, g.critical_high) = (None, None);
+        let b = band("Glucose", &rs, &rules).unwrap();
+        assert_eq!((b.low, b.high), (Some(72.0624), Some(180.156)));
+        let c = chart(&rs, Some(&b), now, &TimeZone::UTC).unwrap();
+        // The value axis runs over the band ± 10 % over pixels 6..=173 (plotters' margin 6).
+        let pad = (180.156 - 72.0624) * 0.1;
+        let (y0, y1) = (72.0624 - pad, 180.156 + pad);
+        let px = |v: f64| 6.0 + (y1 - v) / (y1 - y0) * 167.0;
+        let (bg, br, bb) = BAND_RGB;
+        let fill = format!("fill=\"#{bg:02X}{br:02X}{bb:02X}\"");
+        let rect = c.svg.lines().find(|l| l.contains(&fill)).unwrap();
+        let attr = |n: &str| -> f64 {
+            let k = format!(" {n}=\"");
+            let i = rect.find(&k).unwrap() + k.len();
+            rect[i..i + rect[i..].find('"').unwrap()].parse().unwrap()
+        };
+        assert!((attr("y") - px(180.156)).abs() <= 1.0, "{rect}");
+        assert!(
+            (attr("y") + attr("height") - px(72.0624)).abs() <= 1.0,
+            "{rect}"
+        );
+        assert!(
+            c.x_ticks.iter().any(|(_, t)| t == "Dec 6"),
+            "{:?}",
+            c.x_ticks
+        );
+        assert!(c.y_ticks.iter().any(|(_, t)| t == "100"), "{:?}", c.y_ticks);
+    }
 }
