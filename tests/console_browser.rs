@@ -248,6 +248,23 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
         svg.contains(&format!("#{r:02X}{g:02X}{b:02X}")),
         "the limit band"
     );
+    // The axis labels are HTML over the SVG: shown without script, in the unit and the zone.
+    let xticks = c
+        .find_all(Locator::Css("section[data-kind=Glucose] .xtick"))
+        .await
+        .unwrap();
+    assert!(xticks.len() >= 5, "dates on the time axis");
+    for t in &xticks {
+        assert!(t.is_displayed().await.unwrap(), "a date label is shown");
+    }
+    let unit = c
+        .find(Locator::Css("section[data-kind=Glucose] .axis-unit"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(unit, "mg/dL");
     std::fs::write(
         shots.join("console-patient.png"),
         c.screenshot().await.unwrap(),

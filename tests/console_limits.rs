@@ -251,3 +251,107 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
     );
     env.stop().await;
 }
+
+/// The value of `name="…"` in the first element carrying it in `html`.
+fn attr<'a>(html: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("{name}=\"");
+    let i = html.find(&key)? + key.len();
+    Some(&html[i..i + html[i..].find('"')?])
+}
+
+fn glucose_section(html: &str) -> &str {
+    let i = html
+        .find("data-kind=\"Glucose\"")
+        .expect("a glucose section");
+    let rest = &html[i..];
+    &rest[..rest.find("</section>").unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_page_bands_are_the_version_in_force_in_the_chart_unit_with_axis_labels() {
+    let env = start().await;
+    let mut b = Browser::new(&env);
+    assert_eq!(b.login(USER, PASSWORD).await.status, 303);
+    let day = jiff::SignedDuration::from_hours(24);
+    let now = jiff::Timestamp::now();
+    // 170 mg/dL flagged H by the hub (under its limits then); 100 unflagged.
+    ingest(
+        &env.db,
+        "hub-zed",
+        "zed",
+        &bundle(vec![
+            (glucose("zed", now - day * 3, 170, Some("H")), "urn:uuid:g1"),
+            (glucose("zed", now - day, 100, None), "urn:uuid:g2"),
+        ]),
+    );
+
+    // No version saved: the starting points, and the page says so.
+    let before = env.console().fhir_requests();
+    let p = b.get("/patient/zed").await;
+    let requests = env.console().fhir_requests() - before;
+    assert_eq!(p.status, 200, "{}", p.body);
+    let g = glucose_section(&p.body);
+    assert_eq!(attr(g, "data-band-unit"), Some("mg/dL"), "{g}");
+    assert_eq!(attr(g, "data-band-low"), Some("70"));
+    assert_eq!(attr(g, "data-band-high"), Some("250"));
+    assert_eq!(attr(g, "data-critical-low"), Some("54"));
+    assert_eq!(attr(g, "data-critical-high"), Some("400"));
+    assert_eq!(attr(g, "data-band-version"), None);
+    assert!(
+        g.contains("the hub's documented starting limits: no alert-limits version is saved"),
+        "{g}"
+    );
+    // The axis labels: values in the unit, dates in the clinic's zone, in HTML over the SVG.
+    assert!(g.contains("<span class=\"axis-unit\">mg/dL</span>"), "{g}");
+    assert!(g.matches("class=\"ytick\"").count() >= 3, "{g}");
+    assert!(g.matches("class=\"xtick\"").count() >= 5, "{g}");
+    let today = now
+        .to_zoned_datetime(jiff::tz::TimeZone::system())
+        .strftime("%b %-d")
+        .to_string();
+    assert!(
+        g.contains(&format!(">{today}</span>")),
+        "today's date: {today}: {g}"
+    );
+    assert!(g.contains("<figcaption"), "{g}");
+
+    // A version in mmol/L: the bands are its limits converted exactly into the chart's mg/dL.
+    let csrf = csrf_of(&b.get("/patient/zed/limits").await.body);
+    let f = form(
+        &csrf,
+        "tighter, in mmol/L",
+        &[
+            ("glucose.unit", "mmol/L"),
+            ("glucose.low", "4"),
+            ("glucose.high", "10"),
+            ("glucose.critical_low", "3"),
+            ("glucose.critical_high", "20"),
+            ("glucose.hysteresis", "0.2"),
+        ],
+    );
+    let saved = post(&mut b, "/patient/zed/limits", &f).await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let before = env.console().fhir_requests();
+    let p = b.get("/patient/zed").await;
+    assert_eq!(
+        env.console().fhir_requests() - before,
+        requests,
+        "the same fixed number of requests with a version"
+    );
+    let g = glucose_section(&p.body);
+    assert_eq!(attr(g, "data-band-unit"), Some("mg/dL"), "{g}");
+    // 1 mmol/L = 18.0156 mg/dL (src/alerts/units.rs).
+    assert_eq!(attr(g, "data-band-low"), Some("72.0624"));
+    assert_eq!(attr(g, "data-band-high"), Some("180.156"));
+    assert_eq!(attr(g, "data-critical-low"), Some("54.0468"));
+    assert_eq!(attr(g, "data-critical-high"), Some("360.312"));
+    assert_eq!(attr(g, "data-band-version"), Some("1"));
+    assert!(
+        g.contains("this patient's alert limits version 1, effective"),
+        "{g}"
+    );
+    assert!(!g.contains("starting limits"), "{g}");
+    // The marks stay what the hub sent: 170 is under the new high but keeps its H.
+    assert!(g.contains("170 mg/dL</td><td class=\"err\">H</td>"), "{g}");
+    env.stop().await;
+}

@@ -197,8 +197,11 @@ pub fn run(s: &BenchSpec) -> anyhow::Result<()> {
             let r0 = fhir.requests();
             let t = Instant::now();
             let v = patient::load(&fhir, &p, now).await?;
+            let rules = patient::band_rules(&v);
             for (kind, rs) in &v.kinds {
-                patient::chart(rs, patient::limits(kind, rs), now).map_err(|e| anyhow::anyhow!(e))?;
+                let band = patient::band(kind, rs, &rules);
+                patient::chart(rs, band.as_ref(), now, &jiff::tz::TimeZone::UTC)
+                    .map_err(|e| anyhow::anyhow!(e))?;
             }
             pp.push(t.elapsed());
             per_page = fhir.requests() - r0;

@@ -120,11 +120,20 @@ const LIMIT_FIELDS: [&str; 5] = ["low", "high", "critical_low", "critical_high",
 
 /// The patient's saved versions, newest first.
 async fn versions(st: &AppState, patient: &str) -> Result<Vec<LimitsVersion>, Response> {
-    let found = st
-        .fhir
-        .search("ServiceRequest", &[("patient", patient.to_owned())])
+    saved_versions(&st.fhir, patient)
         .await
-        .map_err(|e| fhir_failed(&e))?;
+        .map_err(|e| fhir_failed(&e))
+}
+
+/// The patient's saved versions, newest first (the first is the one in force), from one FHIR
+/// search; the editor and the patient page's bands both read them here.
+pub async fn saved_versions(
+    fhir: &super::fhir::FhirClient,
+    patient: &str,
+) -> Result<Vec<LimitsVersion>, super::fhir::FhirClientError> {
+    let found = fhir
+        .search("ServiceRequest", &[("patient", patient.to_owned())])
+        .await?;
     let mut v: Vec<LimitsVersion> = found
         .resources
         .iter()

@@ -13,7 +13,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
 header{background:#234;color:#fff;padding:.5em 1em;display:flex;justify-content:space-between;align-items:center}\
 header a{color:#fff}main{padding:1em}table{border-collapse:collapse}\
 td,th{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left}\
-.crit{background:#fdd}.chart{max-width:100%}.warn{background:#ffe9c6}.err{color:#a00}.muted{color:#777}";
+.crit{background:#fdd}.chart{position:relative;margin:0 0 1.6em 4em}.chart svg{display:block}.ytick{position:absolute;right:100%;margin-right:.3em;transform:translateY(-50%);font-size:.8em;white-space:nowrap}.xtick{position:absolute;top:100%;transform:translateX(-50%);font-size:.8em;white-space:nowrap}figure.chart-fig{margin:0;overflow-x:auto}.warn{background:#ffe9c6}.err{color:#a00}.muted{color:#777}";
 
 pub(super) fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     html! {
@@ -220,20 +220,48 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp, tz: &TimeZone
                     }
                 }
             }
+            @let rules = super::patient::band_rules(v);
             @for (kind, readings) in &v.kinds {
-                @let band = super::patient::limits(kind, readings);
+                @let band = super::patient::band(kind, readings, &rules);
+                @let unit = super::patient::chart_unit(readings);
                 section.kind data-kind=(kind) {
                     h2 { (kind) " — last 30 days" }
-                    @match super::patient::chart(readings, band, now) {
-                        Ok(svg) => { div.chart data-points=(readings.iter().filter(|r| r.value.is_some()).count()) { (maud::PreEscaped(svg)) } }
+                    @match super::patient::chart(readings, band.as_ref(), now, tz) {
+                        Ok(c) => {
+                            figure.chart-fig {
+                                div.chart data-points=(readings.iter().filter(|r| r.value.is_some()).count())
+                                    data-band-unit=[band.as_ref().map(|b| b.unit.ucum())]
+                                    data-band-low=[band.as_ref().and_then(|b| b.low)]
+                                    data-band-high=[band.as_ref().and_then(|b| b.high)]
+                                    data-critical-low=[band.as_ref().and_then(|b| b.critical_low)]
+                                    data-critical-high=[band.as_ref().and_then(|b| b.critical_high)]
+                                    data-band-version=[band.as_ref().and(v.limits.as_ref()).map(|l| l.version)]
+                                    style={ "width:" (super::patient::CHART_SIZE.0) "px;height:" (super::patient::CHART_SIZE.1) "px" } {
+                                    (maud::PreEscaped(c.svg))
+                                    @for (py, t) in &c.y_ticks { span.ytick style={ "top:" (py) "px" } { (t) } }
+                                    @for (px, t) in &c.x_ticks { span.xtick style={ "left:" (px) "px" } { (t) } }
+                                }
+                                figcaption.muted {
+                                    "Vertical: " span.axis-unit { (unit.map(|u| u.ucum()).unwrap_or("value (mixed or no unit)")) }
+                                    @if *kind == "Blood pressure" { " (systolic)" }
+                                    "; horizontal: date (" (zone_name(tz)) ", midnight)."
+                                }
+                            }
+                        }
                         Err(e) => { p.err { "chart unavailable: " (e) } }
                     }
-                    p.muted {
-                        @match band {
-                            Some((lo, hi)) => { "Band: the hub's documented starting limits ("
-                                (lo.map(|x| x.to_string()).unwrap_or_else(|| "—".into())) " to "
-                                (hi.map(|x| x.to_string()).unwrap_or_else(|| "—".into()))
-                                "), not this patient's own. Red dots: flagged readings." }
+                    p.muted.band-source {
+                        @match &band {
+                            Some(b) => {
+                                "Green band: normal " (num(b.low)) " to " (num(b.high)) ", red lines: critical "
+                                (num(b.critical_low)) " and " (num(b.critical_high)) " " (b.unit.ucum()) ", from "
+                                @match &v.limits {
+                                    Some(l) => { "this patient's alert limits version " (l.version) ", effective "
+                                        (Timestamp::from_millisecond(l.effective.0).map(|t| when(t, tz)).unwrap_or_else(|_| l.effective.to_rfc3339())) "." }
+                                    None => { "the hub's documented starting limits: no alert-limits version is saved for this patient." }
+                                }
+                                " Red dots: flagged readings (marks as the hub sent them)."
+                            }
                             None => { "No limit band for this kind. Red dots: flagged readings." }
                         }
                     }
@@ -252,6 +280,15 @@ pub fn patient(session: &Session, v: &PatientView, now: Timestamp, tz: &TimeZone
             }
         },
     )
+}
+
+/// A limit as the page shows it (`—`: none).
+fn num(v: Option<f64>) -> String {
+    v.map(|x| {
+        let s = format!("{x:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    })
+    .unwrap_or_else(|| "—".into())
 }
 
 fn offset_text(d: jiff::SignedDuration) -> String {
