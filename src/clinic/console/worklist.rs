@@ -580,11 +580,16 @@ pub async fn load(
             &[("date", format!("ge{since}")), ("_count", count.clone())],
         )
         .await?;
+    // An acknowledgement is authored after the record it acknowledges was identified, so only
+    // those of the period's DetectedIssues matter; a day's margin covers a hub's clock ahead of
+    // the console's. Bounded so, the search no longer grows with every acknowledgement ever made.
+    let acks_since = (now - SignedDuration::from_hours(24 * (PERIOD_DAYS + 1))).to_string();
     let tasks = fhir
         .search(
             "Task",
             &[
                 ("code", format!("{ACK_SYSTEM}|{ACK_CODE}")),
+                ("date", format!("ge{acks_since}")),
                 ("_count", count),
             ],
         )
