@@ -161,7 +161,7 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
 /// The time each kind of search took per page (mean over `runs` pages), most costly first.
 fn print_search_times(fhir: &FhirClient, runs: usize) {
     let mut kinds: Vec<_> = fhir.take_search_times().into_iter().collect();
-    kinds.sort_by(|a, b| b.1.total.cmp(&a.1.total));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1.total));
     let runs = runs.max(1) as f64;
     for (kind, t) in kinds {
         println!(

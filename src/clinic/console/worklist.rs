@@ -21,6 +21,11 @@
 //!   requests, whose answer grows with the period's volume (heartbeats included) and is cut at
 //!   the cap (the oldest readings and heartbeats then missing).
 //!
+//! Both read the acknowledgement `Task`s authored since one day before the period (an
+//! acknowledgement comes after the alert record it points at, and only the period's
+//! DetectedIssues are read; the day covers a hub clock ahead of the console's), so that search
+//! does not grow with every acknowledgement ever made.
+//!
 //! Days with readings: the UTC dates from 29 days before today to today on which an
 //! Observation about the patient (subject `Patient/<id>`; a hub's heartbeat is about the hub)
 //! was made.
