@@ -324,6 +324,27 @@ fn lastn_answers_the_newest_per_subject_and_code() {
     )
     .unwrap();
     assert_eq!(values(&d.lastn(&[s("patient", "pa")]).unwrap()), [4, 3, 8]);
+    // Two readings at the same instant: the one stored last is the newest, then the other.
+    d.transaction(
+        &tx(vec![
+            (
+                obs("pc", &[(MDC, "160184")], 9, "2026-03-06T08:00:00Z"),
+                None,
+            ),
+            (
+                obs("pc", &[(MDC, "160184")], 10, "2026-03-06T08:00:00Z"),
+                None,
+            ),
+        ]),
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(values(&d.lastn(&[s("patient", "pc")]).unwrap()), [10]);
+    assert_eq!(
+        values(&d.lastn(&[s("patient", "pc"), s("max", "2")]).unwrap()),
+        [10, 9]
+    );
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! 4 kinds × 4 readings a day, and the hubs' 15-minute heartbeats over the last `heartbeat_hours`;
 //! then times the worklist (its FHIR searches and the rows) and the patient page (its searches and
 //! the SVG charts) and the fleet page (its searches and the rows), and counts the FHIR requests
-//! per page. The machine's cores are shared with whatever else runs: a figure, not a promise.
+//! per page and the time each kind of search (type and parameter names) took per page — where
+//! a page's time goes. The machine's cores are shared with whatever else runs: a figure, not a promise.
 //! Every hub's heartbeats go to one Device (a conditional create by identifier, as the hub does).
 
 use super::fhir::{FhirBase, FhirClient};
@@ -157,6 +158,20 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     (at(0.5), at(0.99))
 }
 
+/// The time each kind of search took per page (mean over `runs` pages), most costly first.
+fn print_search_times(fhir: &FhirClient, runs: usize) {
+    let mut kinds: Vec<_> = fhir.take_search_times().into_iter().collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1.total));
+    let runs = runs.max(1) as f64;
+    for (kind, t) in kinds {
+        println!(
+            "  {kind}: {:.1} ms per page in {} searches",
+            t.total.as_secs_f64() * 1e3 / runs,
+            t.searches as f64 / runs
+        );
+    }
+}
+
 /// Run the benchmark and print the figures.
 pub fn run(s: &BenchSpec) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("a temporary folder")?;
@@ -176,6 +191,7 @@ pub fn run(s: &BenchSpec) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let set = worklist::WorklistSettings::default();
+        fhir.take_search_times();
         let mut wl = Vec::new();
         let mut per_page = 0;
         for _ in 0..s.runs {
@@ -191,6 +207,7 @@ pub fn run(s: &BenchSpec) -> anyhow::Result<()> {
             "worklist: median {:.1} ms, p99 {:.1} ms over {} runs; {per_page} FHIR requests per page",
             m.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, s.runs
         );
+        print_search_times(&fhir, s.runs);
         let mut pp = Vec::new();
         for i in 0..s.runs {
             let p = format!("bench-{:05}", (i * 7919) % s.patients.max(1));
@@ -211,6 +228,7 @@ pub fn run(s: &BenchSpec) -> anyhow::Result<()> {
             "patient page (searches + SVG charts): median {:.1} ms, p99 {:.1} ms over {} runs; {per_page} FHIR requests per page",
             m.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, s.runs
         );
+        fhir.take_search_times();
         let mut fl = Vec::new();
         for _ in 0..s.runs {
             let r0 = fhir.requests();
@@ -225,6 +243,7 @@ pub fn run(s: &BenchSpec) -> anyhow::Result<()> {
             "fleet page: median {:.1} ms, p99 {:.1} ms over {} runs; {per_page} FHIR requests per page",
             m.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, s.runs
         );
+        print_search_times(&fhir, s.runs);
         Ok(())
     })
 }

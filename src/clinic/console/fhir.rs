@@ -29,13 +29,14 @@
 //!
 //! **Parameters** are standard FHIR R4 search parameters with one translation: the built-in
 //! store takes `date` on every type, while R4 names DetectedIssue's date `identified`; the REST
-//! base sends `identified` (and `_sort=identified`) for DetectedIssue ([`rest_params`]).
+//! base sends `identified` (and `_sort=identified`) for DetectedIssue, `authored-on` for Task
+//! ([`rest_params`]).
 
 use crate::clinic::authz::valid_logical_id;
 use crate::clinic::db::{ReceiverDb, SearchError, MAX_SEARCH};
 use crate::clinic::front::{Front, UpstreamError};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -96,6 +97,16 @@ pub enum FhirBase {
 pub struct FhirClient {
     base: FhirBase,
     requests: AtomicU64,
+    /// Time spent per search kind ([`FhirClient::search_times`]).
+    search_times: Mutex<BTreeMap<String, SearchTime>>,
+}
+
+/// The searches of one kind (type and parameter names) made so far: how many and how long they
+/// took in all, as the caller waited for them (the benchmark's per-request breakdown).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SearchTime {
+    pub searches: u64,
+    pub total: std::time::Duration,
 }
 
 /// The resources of a search and the server's total (more than returned when `_count` cut it).
@@ -113,6 +124,7 @@ pub fn rest_params(ty: &str, params: &[(&str, String)]) -> Vec<(String, String)>
             ("DetectedIssue", "date", _) => ("identified".to_owned(), v.clone()),
             ("DetectedIssue", "_sort", "date") => ("_sort".to_owned(), "identified".to_owned()),
             ("DetectedIssue", "_sort", "-date") => ("_sort".to_owned(), "-identified".to_owned()),
+            ("Task", "date", _) => ("authored-on".to_owned(), v.clone()),
             _ => ((*k).to_owned(), v.clone()),
         })
         .collect()
@@ -175,7 +187,17 @@ impl FhirClient {
         FhirClient {
             base,
             requests: AtomicU64::new(0),
+            search_times: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The searches made since the last call, per kind (`Type?name,name`: the parameter names,
+    /// not their values), and the time each kind took in all; the record starts afresh.
+    pub fn take_search_times(&self) -> BTreeMap<String, SearchTime> {
+        self.search_times
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
     }
 
     /// Whether a patient's Observation search already holds the hubs' Observations about
@@ -366,6 +388,24 @@ impl FhirClient {
 
     /// `GET [base]/<ty>?<params>`: the matches of a searchset Bundle.
     pub async fn search(
+        &self,
+        ty: &str,
+        params: &[(&str, String)],
+    ) -> Result<Found, FhirClientError> {
+        let started = std::time::Instant::now();
+        let found = self.search_timed(ty, params).await;
+        let mut names: Vec<&str> = params.iter().map(|(k, _)| *k).collect();
+        names.sort_unstable();
+        names.dedup();
+        if let Ok(mut t) = self.search_times.lock() {
+            let e = t.entry(format!("{ty}?{}", names.join(","))).or_default();
+            e.searches += 1;
+            e.total += started.elapsed();
+        }
+        found
+    }
+
+    async fn search_timed(
         &self,
         ty: &str,
         params: &[(&str, String)],
@@ -586,6 +626,21 @@ mod tests {
         );
         let p = rest_params("Observation", &[("date", "ge2026-01-01".into())]);
         assert_eq!(p[0].0, "date");
+    }
+
+    #[test]
+    fn task_dates_are_sent_as_authored_on() {
+        let p = rest_params(
+            "Task",
+            &[("code", "s|c".into()), ("date", "ge2026-01-01".into())],
+        );
+        assert_eq!(
+            p,
+            [
+                ("code".to_owned(), "s|c".to_owned()),
+                ("authored-on".to_owned(), "ge2026-01-01".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -21,6 +21,11 @@
 //!   requests, whose answer grows with the period's volume (heartbeats included) and is cut at
 //!   the cap (the oldest readings and heartbeats then missing).
 //!
+//! Both read the acknowledgement `Task`s authored since one day before the period (an
+//! acknowledgement comes after the alert record it points at, and only the period's
+//! DetectedIssues are read; the day covers a hub clock ahead of the console's), so that search
+//! does not grow with every acknowledgement ever made.
+//!
 //! Days with readings: the UTC dates from 29 days before today to today on which an
 //! Observation about the patient (subject `Patient/<id>`; a hub's heartbeat is about the hub)
 //! was made.
@@ -580,11 +585,16 @@ pub async fn load(
             &[("date", format!("ge{since}")), ("_count", count.clone())],
         )
         .await?;
+    // An acknowledgement is authored after the record it acknowledges was identified, so only
+    // those of the period's DetectedIssues matter; a day's margin covers a hub's clock ahead of
+    // the console's. Bounded so, the search no longer grows with every acknowledgement ever made.
+    let acks_since = (now - SignedDuration::from_hours(24 * (PERIOD_DAYS + 1))).to_string();
     let tasks = fhir
         .search(
             "Task",
             &[
                 ("code", format!("{ACK_SYSTEM}|{ACK_CODE}")),
+                ("date", format!("ge{acks_since}")),
                 ("_count", count),
             ],
         )

@@ -6,7 +6,9 @@
 //! older files by [`migrate`]): the `resources` table's `patient`, `subject` (the reference as
 //! stored) and `at` (the instant of [`resource_date`], nanoseconds since 1970, UTC) columns, one
 //! `resource_codes` row per `code.coding` (with the resource's type, subject and instant, so a
-//! code search or a newest-per-code lookup walks one index), `lastn_groups` (every (subject,
+//! code search walks one index; a newest-per-code lookup reads the first entries of
+//! `resource_codes_newest`, which ends in (instant, resource) — `$lastn`'s order — so it reads
+//! `max` entries, not the group's whole history to sort it), `lastn_groups` (every (subject,
 //! code) an Observation was stored under: what `$lastn` iterates, bounded by subjects × codes, not
 //! by history) and `patients` (every patient named). No search parses a JSON body to decide whether
 //! it matches; only the bodies returned are read.
@@ -223,7 +225,8 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
            subject TEXT NOT NULL,
            at INTEGER);
          CREATE INDEX IF NOT EXISTS resource_codes_code ON resource_codes(type, code, system, at);
-         CREATE INDEX IF NOT EXISTS resource_codes_group ON resource_codes(type, subject, code, system, at);
+         DROP INDEX IF EXISTS resource_codes_group;
+         CREATE INDEX IF NOT EXISTS resource_codes_newest ON resource_codes(type, subject, code, system, at, res);
          CREATE INDEX IF NOT EXISTS resource_codes_res ON resource_codes(res);
          CREATE TABLE IF NOT EXISTS lastn_groups(
            type TEXT NOT NULL,
