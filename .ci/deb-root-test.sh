@@ -110,10 +110,11 @@ check "state directory owned by vitals-hub after install" owned
 # setup reads it; the hub is enrolled for pat-0042.
 tools=${CLINIC_TOOLS:?set CLINIC_TOOLS to a directory holding vitals-hub (clinic feature) and vitals-clinic}
 "$tools/vitals-hub" pki "$root/root/pki" --patient pat-0042 >/dev/null
-clinic_owned() { # the clinic's state directory and config, as its package leaves them
-    [ "$(stat -c '%a %U' "$root/var/lib/vitals-clinic")" = "700 vitals-clinic" ] &&
-        [ "$(stat -c '%a %U %G' "$root/etc/vitals-clinic")" = "750 root vitals-clinic" ] &&
-        [ "$(stat -c '%a %U %G' "$root/etc/vitals-clinic/clinic.toml")" = "640 root vitals-clinic" ]
+clinic_owned() { # the clinic's state directory and config, as its package leaves them (names
+    # resolved inside the root: its users are not the host's)
+    [ "$(in_root stat -c '%a %U' /var/lib/vitals-clinic)" = "700 vitals-clinic" ] &&
+        [ "$(in_root stat -c '%a %U %G' /etc/vitals-clinic)" = "750 root vitals-clinic" ] &&
+        [ "$(in_root stat -c '%a %U %G' /etc/vitals-clinic/clinic.toml)" = "640 root vitals-clinic" ]
 }
 if [ -n "${CLINIC_DEB:-}" ]; then
     echo "-- dpkg -i $(basename "$CLINIC_DEB") (the clinic, from its package)"
