@@ -478,7 +478,7 @@ pub(super) async fn save_limits(
     if let Err(r) = audited(
         &st,
         records::audit(
-            records::Action::Acknowledge,
+            records::Action::Limits,
             &session.user,
             peer.ip(),
             Some(&id),

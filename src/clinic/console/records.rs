@@ -98,6 +98,8 @@ pub enum Action {
     Worklist,
     /// A patient's display label was set or removed (the Patient updated).
     Label,
+    /// A new alert-limits version was saved for the patient (a ServiceRequest created).
+    Limits,
 }
 
 /// The AuditEvent of `user` from `addr` doing `action` on `patient`'s record (and `what`, the
@@ -115,6 +117,7 @@ pub fn audit(
         Action::Acknowledge => ("create", "C"),
         Action::Worklist => ("search-type", "E"),
         Action::Label => ("update", "U"),
+        Action::Limits => ("create", "C"),
     };
     let mut entity: Vec<Value> = patient.into_iter().map(|patient| json!({
         "what": { "reference": format!("Patient/{patient}") },
