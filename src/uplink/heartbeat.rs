@@ -80,6 +80,7 @@ impl Uplink {
         match self.post_split(&built).await {
             Ok(()) => {
                 info!(backlog = status.backlog, "Heartbeat sent.");
+                self.mark_healthy();
                 Ok(())
             }
             Err(e) => {
