@@ -57,6 +57,7 @@ fn beat(
         more_may_follow: false,
     };
     let status = HubStatus {
+        updates: Default::default(),
         at: UtcMillis(at.as_millisecond()),
         backlog: 17,
         free_disk_bytes: Some(3 * 1024 * 1024 * 1024),

@@ -54,8 +54,12 @@ pub struct Pending {
 /// What the daemon wrote after it worked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Healthy {
+    /// The binary's own version (shown; a repacked test package keeps the binary's).
     pub version: String,
-    /// Milliseconds since the epoch.
+    /// When that daemon run started (ms since the epoch): after the upgrade began means it runs
+    /// the new binary (dpkg unpacks right after preinst, which stamps the upgrade's start).
+    pub started_ms: i64,
+    /// When it first worked with the clinic (ms since the epoch).
     pub at_ms: i64,
 }
 
@@ -100,34 +104,39 @@ pub fn parse_pending(text: &str) -> Result<Pending, String> {
 
 /// The daemon's [`HEALTHY_FILE`].
 pub fn parse_healthy(text: &str) -> Option<Healthy> {
-    let (mut version, mut at_ms) = (None, None);
+    let (mut version, mut started_ms, mut at_ms) = (None, None, None);
     for (k, v) in fields(text) {
         match k {
             "version" => version = Some(v.to_string()),
+            "started_ms" => started_ms = v.parse::<i64>().ok(),
             "at_ms" => at_ms = v.parse::<i64>().ok(),
             _ => {}
         }
     }
     Some(Healthy {
         version: version?,
+        started_ms: started_ms?,
         at_ms: at_ms?,
     })
 }
 
-/// Healthy when the daemon of the new version worked after the upgrade; failed once `now_secs` is
-/// past the bound; else wait.
+/// Healthy when a daemon run started after the upgrade began worked with the clinic; failed once
+/// `now_secs` is past the bound; else wait.
 pub fn decide(p: &Pending, h: Option<&Healthy>, now_secs: i64, timeout: Duration) -> Decision {
+    let since = p.at.saturating_mul(1000);
     if let Some(h) = h {
-        if h.version == p.to && h.at_ms >= p.at.saturating_mul(1000) {
+        if h.started_ms >= since && h.at_ms >= since {
             return Decision::Healthy;
         }
     }
     let deadline = p.at.saturating_add(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
     if now_secs >= deadline {
         let seen = match h {
-            Some(h) if h.version == p.to => "it worked only before the upgrade".to_string(),
-            Some(h) => format!("the last version that worked was {}", h.version),
-            None => "no version has worked yet".to_string(),
+            Some(h) => format!(
+                "the last run that worked started before the upgrade (binary {})",
+                h.version
+            ),
+            None => "no run has worked yet".to_string(),
         };
         return Decision::Failed(format!(
             "{} did not reach READY and complete an upload or heartbeat within {} s ({seen})",
@@ -167,10 +176,13 @@ fn write_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
 
 /// The daemon: this version works (called once per run after the first successful exchange with
 /// the clinic). Errors are the caller's to log; they never stop the daemon.
-pub fn mark_healthy(state_dir: &Path, now_ms: i64) -> std::io::Result<()> {
+pub fn mark_healthy(state_dir: &Path, started_ms: i64, now_ms: i64) -> std::io::Result<()> {
     write_file(
         &state_dir.join(HEALTHY_FILE),
-        &format!("version={}\nat_ms={now_ms}\n", env!("CARGO_PKG_VERSION")),
+        &format!(
+            "version={}\nstarted_ms={started_ms}\nat_ms={now_ms}\n",
+            env!("CARGO_PKG_VERSION")
+        ),
         0o600,
     )
 }
@@ -180,6 +192,49 @@ pub fn last_outcome(update_dir: &Path) -> Option<String> {
     let s = read_small(&update_dir.join("last-outcome"))?;
     let line = s.lines().next()?.trim();
     (!line.is_empty()).then(|| line.chars().take(200).collect())
+}
+
+/// The security updates in `apt-get -s upgrade`'s output: `Inst` lines from a `-security` suite.
+pub fn count_security(simulation: &str) -> u32 {
+    let n = simulation
+        .lines()
+        .filter(|l| l.starts_with("Inst ") && (l.contains("-security") || l.contains("Debian-Security")))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// How many security updates apt would install now (`apt-get -s upgrade`, which needs no root
+/// and takes no lock), within `timeout`; `None` when apt is missing, fails or is too slow — the
+/// heartbeat then says nothing (the clinic shows "unknown"), never fails.
+pub fn security_pending(timeout: Duration) -> Option<u32> {
+    use std::io::Read;
+    let mut child = Command::new("apt-get")
+        .args(["-s", "-q", "-o", "Debug::NoLocking=1", "upgrade"])
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut out = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = (&mut out).take(4 << 20).read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return reader.join().ok().map(|s| count_security(&s)),
+            Ok(Some(_)) | Err(_) => return None,
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 /// How the check runs.
@@ -373,17 +428,30 @@ mod tests {
     #[test]
     fn healthy_only_for_the_new_version_after_the_upgrade() {
         let t = Duration::from_secs(900);
-        let new_after = Healthy { version: "0.2.0".into(), at_ms: 1_000_500 };
-        let new_before = Healthy { version: "0.2.0".into(), at_ms: 999_999 };
-        let old = Healthy { version: "0.1.0".into(), at_ms: 1_200_000 };
-        assert_eq!(decide(&p(), Some(&new_after), 1_001, t), Decision::Healthy);
-        assert_eq!(decide(&p(), Some(&new_before), 1_001, t), Decision::Wait);
-        assert_eq!(decide(&p(), Some(&old), 1_899, t), Decision::Wait);
-        match decide(&p(), Some(&old), 1_900, t) {
-            Decision::Failed(r) => assert!(r.contains("0.1.0") && r.contains("900 s"), "{r}"),
+        let h = |started_ms, at_ms| Healthy { version: "0.2.0".into(), started_ms, at_ms };
+        let new_run = h(1_000_100, 1_000_500);
+        // A run that worked before the upgrade; one started before it that worked only after.
+        let before = h(900_000, 999_999);
+        let old_run_late = h(999_000, 1_200_000);
+        assert_eq!(decide(&p(), Some(&new_run), 1_001, t), Decision::Healthy);
+        assert_eq!(decide(&p(), Some(&before), 1_001, t), Decision::Wait);
+        assert_eq!(decide(&p(), Some(&old_run_late), 1_899, t), Decision::Wait);
+        match decide(&p(), Some(&old_run_late), 1_900, t) {
+            Decision::Failed(r) => assert!(r.contains("before the upgrade") && r.contains("900 s"), "{r}"),
             d => panic!("{d:?}"),
         }
         assert!(matches!(decide(&p(), None, 5_000, t), Decision::Failed(_)));
+    }
+
+    #[test]
+    fn security_updates_are_counted_from_apts_simulation() {
+        let sim = "Reading package lists...\n\
+            Inst openssl [3.0.11-1~deb12u1] (3.0.13-1~deb12u1 Debian-Security:12/stable-security [amd64])\n\
+            Inst vitals-hub [0.9.0] (0.9.1 vitals-clinic:stable [arm64])\n\
+            Inst libc6 [2.36-9] (2.36-9+deb12u4 Debian:12.5/stable [amd64])\n\
+            Conf openssl (3.0.13-1~deb12u1 Debian-Security:12/stable-security [amd64])\n";
+        assert_eq!(count_security(sim), 1);
+        assert_eq!(count_security(""), 0);
     }
 
     #[test]

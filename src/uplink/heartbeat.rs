@@ -11,6 +11,9 @@ use tracing::{info, warn};
 /// the epoch, per destination): the interval holds across restarts.
 pub const LAST_HEARTBEAT: &str = "last_heartbeat";
 
+/// The longest the heartbeat waits for apt's count of pending security updates.
+const SECURITY_COUNT_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Uplink {
     /// Send the heartbeat: PhgDevice + hub-status Observations.
     pub async fn heartbeat(&mut self) -> Result<(), UplinkError> {
@@ -52,7 +55,14 @@ impl Uplink {
                 .flatten(),
             None => None,
         };
+        let updates = tokio::task::spawn_blocking(|| fhir::heartbeat::UpdateStatus {
+            security_pending: crate::tech::update::security_pending(SECURITY_COUNT_TIMEOUT),
+            last_outcome: crate::tech::update::last_outcome(&crate::tech::update::update_dir()),
+        })
+        .await
+        .unwrap_or_default();
         let status = HubStatus {
+            updates,
             at: now,
             backlog: st.pending + st.in_flight,
             free_disk_bytes: free,

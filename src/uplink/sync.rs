@@ -102,7 +102,7 @@ pub struct Uplink {
     pub(super) unsaved_success: Option<UtcMillis>,
     /// The state directory to write [`crate::tech::update::HEALTHY_FILE`] in after the first
     /// successful upload or heartbeat of this run (the daemon's; taken when written).
-    pub(super) health_mark: Option<std::path::PathBuf>,
+    pub(super) health_mark: Option<(std::path::PathBuf, UtcMillis)>,
     pub(super) success_saved_at: Option<Instant>,
     /// The clinic's alert limits ([`super::limits`]): fetched at each heartbeat and reconnect.
     pub(super) limits: Option<super::limits::Applier>,
@@ -239,15 +239,15 @@ impl Uplink {
 
     /// Write the update health gate's mark in `state_dir` after the first successful exchange.
     pub fn with_health_mark(mut self, state_dir: std::path::PathBuf) -> Self {
-        self.health_mark = Some(state_dir);
+        self.health_mark = Some((state_dir, self.clock.now()));
         self
     }
 
     /// This run worked with the clinic: the health gate's mark, once.
     pub(super) fn mark_healthy(&mut self) {
-        if let Some(dir) = self.health_mark.take() {
+        if let Some((dir, started)) = self.health_mark.take() {
             let now = self.clock.now().as_millis();
-            if let Err(e) = crate::tech::update::mark_healthy(&dir, now) {
+            if let Err(e) = crate::tech::update::mark_healthy(&dir, started.as_millis(), now) {
                 warn!(error = %e, "Could not write the update health mark.");
             }
         }
