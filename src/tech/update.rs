@@ -35,8 +35,9 @@ pub fn update_dir() -> PathBuf {
 
 /// The daemon's "this version works" file, in its state directory.
 pub const HEALTHY_FILE: &str = "healthy-version";
-/// The pin refusing a rolled-back version, in [`Options::apt_prefs_dir`].
-pub const ROLLED_BACK_PIN: &str = "vitals-hub-rolled-back.pref";
+/// The pin refusing a rolled-back version, in [`Options::apt_prefs_dir`]; named to sort before
+/// `vitals-clinic.pref` (apt uses the first pin record matching a version).
+pub const ROLLED_BACK_PIN: &str = "00-vitals-hub-rolled-back.pref";
 /// The default bound for the new version to prove itself.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The most bytes read of any hand-over file.
