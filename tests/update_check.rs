@@ -1,6 +1,13 @@
 //! The update health gate (`vitals-hub update-check`, issue 19) without apt: a fake dpkg and
 //! apt-get record how they were called; the hand-over files are the ones postinst writes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vitals_hub::tech::update::{self, Options, Outcome};
@@ -87,7 +94,11 @@ fn a_new_version_that_worked_after_the_upgrade_passes() {
     let at = now_secs();
     r.pending(at);
     assert!(matches!(
-        update::check(&Options { once: true, ..r.opts(900) }).unwrap(),
+        update::check(&Options {
+            once: true,
+            ..r.opts(900)
+        })
+        .unwrap(),
         Outcome::StillWaiting(_)
     ));
     // The daemon restarted on the new binary and uploaded, while the check waits.
@@ -99,11 +110,21 @@ fn a_new_version_that_worked_after_the_upgrade_passes() {
     let out = update::check(&r.opts(30)).unwrap();
     marker.join().unwrap();
     assert!(matches!(out, Outcome::Healthy(_)), "{out:?}");
-    assert!(r.outcome().starts_with("ok 0.9.1-1 from 0.9.0-1 at "), "{}", r.outcome());
+    assert!(
+        r.outcome().starts_with("ok 0.9.1-1 from 0.9.0-1 at "),
+        "{}",
+        r.outcome()
+    );
     assert!(!r.update.join("pending").exists());
-    assert_eq!(r.calls().lines().filter(|l| l.starts_with("dpkg ")).count(), 0);
+    assert_eq!(
+        r.calls().lines().filter(|l| l.starts_with("dpkg ")).count(),
+        0
+    );
     assert_eq!(update::outcome_severity(&r.outcome()), "info");
-    assert!(matches!(update::check(&r.opts(30)).unwrap(), Outcome::NothingPending));
+    assert!(matches!(
+        update::check(&r.opts(30)).unwrap(),
+        Outcome::NothingPending
+    ));
 }
 
 #[test]
@@ -126,13 +147,21 @@ fn a_version_that_never_worked_is_rolled_back_from_the_kept_package_and_pinned_a
         "{calls}"
     );
     assert!(!calls.contains("apt-get"), "{calls}");
-    assert!(r.outcome().starts_with("rolled-back 0.9.1-1 to 0.9.0-1 at "), "{}", r.outcome());
+    assert!(
+        r.outcome()
+            .starts_with("rolled-back 0.9.1-1 to 0.9.0-1 at "),
+        "{}",
+        r.outcome()
+    );
     assert_eq!(update::outcome_severity(&r.outcome()), "error");
     assert!(!r.update.join("pending").exists());
     // The package running again is kept for the next rollback.
     assert!(r.update.join("current.deb").exists() && !kept.exists());
     let pin = std::fs::read_to_string(r.prefs.join(update::ROLLED_BACK_PIN)).unwrap();
-    assert!(pin.contains("Package: vitals-hub\nPin: version 0.9.1-1\nPin-Priority: -1\n"), "{pin}");
+    assert!(
+        pin.contains("Package: vitals-hub\nPin: version 0.9.1-1\nPin-Priority: -1\n"),
+        "{pin}"
+    );
 }
 
 #[test]
@@ -158,8 +187,16 @@ fn a_failed_rollback_is_recorded_as_such() {
     std::fs::write(r.update.join("previous.deb"), b"kept").unwrap();
     let out = update::check(&r.opts(0)).unwrap();
     assert!(matches!(out, Outcome::RollbackFailed { .. }), "{out:?}");
-    assert!(r.outcome().starts_with("rollback-failed 0.9.1-1 to 0.9.0-1"), "{}", r.outcome());
-    assert!(r.update.join("previous.deb").exists(), "the kept package stays");
+    assert!(
+        r.outcome()
+            .starts_with("rollback-failed 0.9.1-1 to 0.9.0-1"),
+        "{}",
+        r.outcome()
+    );
+    assert!(
+        r.update.join("previous.deb").exists(),
+        "the kept package stays"
+    );
 }
 
 #[test]
@@ -171,6 +208,9 @@ fn a_hostile_pending_file_is_refused_and_nothing_is_run() {
     )
     .unwrap();
     let e = update::check(&r.opts(0)).unwrap_err();
-    assert!(e.contains("pending") && e.contains("no valid from= version") && e.contains("fix:"), "{e}");
+    assert!(
+        e.contains("pending") && e.contains("no valid from= version") && e.contains("fix:"),
+        "{e}"
+    );
     assert_eq!(r.calls(), "");
 }

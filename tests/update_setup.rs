@@ -1,6 +1,13 @@
 //! `vitals-hub setup --apt-*` (issue 19): the files that make apt and unattended-upgrades take
 //! the clinic's signed suite, checked as written, and every bad input refused with its fix.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use vitals_hub::tech::apt::{self, AptRequest};
@@ -44,16 +51,31 @@ fn the_source_names_the_clinics_key_only_and_nothing_allows_a_downgrade() {
     assert_eq!(std::fs::read(root.join(apt::KEYRING)).unwrap(), PUBLIC);
     let src = read(&root, apt::SOURCES);
     assert!(src.contains("\nTypes: deb\n"), "{src}");
-    assert!(src.contains("\nURIs: https://apt.clinic.example/vitals\n"), "{src}");
+    assert!(
+        src.contains("\nURIs: https://apt.clinic.example/vitals\n"),
+        "{src}"
+    );
     assert!(src.contains("\nSuites: canary\n"), "{src}");
     assert!(src.contains("\nComponents: main\n"), "{src}");
-    assert!(src.contains("\nSigned-By: /usr/share/keyrings/vitals-clinic.gpg\n"), "{src}");
+    assert!(
+        src.contains("\nSigned-By: /usr/share/keyrings/vitals-clinic.gpg\n"),
+        "{src}"
+    );
     assert_eq!(src.matches("Signed-By").count(), 1);
 
     let uu = read(&root, apt::UNATTENDED);
-    assert!(uu.contains("\"origin=vitals-clinic,codename=canary\";"), "{uu}");
-    assert!(uu.contains("codename=${distro_codename}-security,label=Debian-Security"), "{uu}");
-    assert!(uu.contains("Unattended-Upgrade::Allow-downgrade \"false\";"), "{uu}");
+    assert!(
+        uu.contains("\"origin=vitals-clinic,codename=canary\";"),
+        "{uu}"
+    );
+    assert!(
+        uu.contains("codename=${distro_codename}-security,label=Debian-Security"),
+        "{uu}"
+    );
+    assert!(
+        uu.contains("Unattended-Upgrade::Allow-downgrade \"false\";"),
+        "{uu}"
+    );
     let pins = read(&root, apt::PREFERENCES);
     for f in [&src, &uu, &pins] {
         assert!(!f.to_lowercase().contains("allow-downgrades"), "{f}");
@@ -70,7 +92,10 @@ fn the_source_names_the_clinics_key_only_and_nothing_allows_a_downgrade() {
     assert!(pins.contains("Package: *\nPin: release o=vitals-clinic\nPin-Priority: -1"));
 
     let win = read(&root, apt::WINDOW_DROPIN);
-    assert!(win.contains("OnCalendar=\nOnCalendar=*-*-* 02:00\n"), "{win}");
+    assert!(
+        win.contains("OnCalendar=\nOnCalendar=*-*-* 02:00\n"),
+        "{win}"
+    );
     assert!(win.contains("RandomizedDelaySec=115m"), "{win}");
     assert!(win.contains("Persistent=false"), "{win}");
     // Nothing half-written is left beside the files.
@@ -91,9 +116,15 @@ fn an_armoured_key_is_kept_as_asc_and_named_so() {
         b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZQAAABYJKwYBBAHaRw8BAQdA\n-----END PGP PUBLIC KEY BLOCK-----\n",
     );
     let out = apt::install(&r).unwrap();
-    assert_eq!(out.key_file, Path::new("/usr/share/keyrings/vitals-clinic.asc"));
+    assert_eq!(
+        out.key_file,
+        Path::new("/usr/share/keyrings/vitals-clinic.asc")
+    );
     let src = read(&dir.path().join("root"), apt::SOURCES);
-    assert!(src.contains("Signed-By: /usr/share/keyrings/vitals-clinic.asc\n"), "{src}");
+    assert!(
+        src.contains("Signed-By: /usr/share/keyrings/vitals-clinic.asc\n"),
+        "{src}"
+    );
 }
 
 fn refused(r: &AptRequest) -> String {
@@ -117,7 +148,10 @@ fn bad_keys_urls_suites_and_windows_are_refused_with_the_fix() {
     ));
     assert!(e.contains("SECRET key"), "{e}");
     let e = refused(&req(dir.path(), b"-----BEGIN CERTIFICATE-----\nMIIB\n"));
-    assert!(e.contains("--apt-key") && e.contains("not an OpenPGP key"), "{e}");
+    assert!(
+        e.contains("--apt-key") && e.contains("not an OpenPGP key"),
+        "{e}"
+    );
     let e = refused(&req(dir.path(), b""));
     assert!(e.contains("empty"), "{e}");
     // A user-id packet (tag 13) alone is not a key.
@@ -156,5 +190,8 @@ fn bad_keys_urls_suites_and_windows_are_refused_with_the_fix() {
         r.window = w.into();
         assert!(refused(&r).contains("--update-window"), "{w}");
     }
-    assert_eq!(apt::parse_window("23:30-01:30").unwrap(), (23 * 60 + 30, 120));
+    assert_eq!(
+        apt::parse_window("23:30-01:30").unwrap(),
+        (23 * 60 + 30, 120)
+    );
 }

@@ -439,8 +439,11 @@ pub fn setup(args: &SetupArgs) -> ExitCode {
     }
     if args.apt_url.is_some() {
         // Checked before anything is written: a bad apt option leaves the hub as it was.
-        if let Err(e) = crate::tech::apt::check_url(&args.apt_url.clone().unwrap_or_default(), args.apt_insecure_localhost)
-            .and_then(|()| crate::tech::apt::parse_window(&args.update_window).map(|_| ()))
+        if let Err(e) = crate::tech::apt::check_url(
+            &args.apt_url.clone().unwrap_or_default(),
+            args.apt_insecure_localhost,
+        )
+        .and_then(|()| crate::tech::apt::parse_window(&args.update_window).map(|_| ()))
         {
             eprintln!("vitals-hub setup: {e}");
             return ExitCode::FAILURE;
@@ -496,7 +499,9 @@ pub fn setup(args: &SetupArgs) -> ExitCode {
             };
             print!("{}", crate::tech::status::render_identity(&id, 13));
             if let Some(Err(e)) = setup_apt(args) {
-                eprintln!("vitals-hub setup: the hub is enrolled, but its updates are not set up: {e}");
+                eprintln!(
+                    "vitals-hub setup: the hub is enrolled, but its updates are not set up: {e}"
+                );
                 return ExitCode::FAILURE;
             }
             println!("setup: done; next: `vitals-hub doctor`");
@@ -564,15 +569,24 @@ pub fn update_check(args: &UpdateCheckArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Outcome::Healthy(p)) => {
-            println!("update-check: {} is healthy (upgraded from {})", p.to, p.from);
+            println!(
+                "update-check: {} is healthy (upgraded from {})",
+                p.to, p.from
+            );
             ExitCode::SUCCESS
         }
         Ok(Outcome::StillWaiting(p)) => {
-            println!("update-check: {} has not yet proved itself (upgraded from {})", p.to, p.from);
+            println!(
+                "update-check: {} has not yet proved itself (upgraded from {})",
+                p.to, p.from
+            );
             ExitCode::SUCCESS
         }
         Ok(Outcome::RolledBack { pending, reason }) => {
-            println!("update-check: rolled back {} to {}: {reason}", pending.to, pending.from);
+            println!(
+                "update-check: rolled back {} to {}: {reason}",
+                pending.to, pending.from
+            );
             ExitCode::FAILURE
         }
         Ok(Outcome::RollbackFailed { pending, reason }) => {

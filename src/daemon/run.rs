@@ -579,7 +579,14 @@ async fn record_update_outcome(store: &Store) {
         return;
     };
     const KEY: &str = "update_outcome_recorded";
-    if store.uplink_state("local", KEY).await.ok().flatten().as_deref() == Some(line.as_str()) {
+    if store
+        .uplink_state("local", KEY)
+        .await
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some(line.as_str())
+    {
         return;
     }
     let severity = crate::tech::update::outcome_severity(&line);

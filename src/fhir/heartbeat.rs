@@ -130,13 +130,7 @@ pub fn heartbeat_bundle(
         );
     }
     if let Some(o) = &status.updates.last_outcome {
-        obs(
-            &mut b,
-            "last-update",
-            "",
-            ("valueString", json!(o)),
-            None,
-        );
+        obs(&mut b, "last-update", "", ("valueString", json!(o)), None);
     }
     obs(
         &mut b,

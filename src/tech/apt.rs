@@ -31,7 +31,8 @@ pub const PREFERENCES: &str = "etc/apt/preferences.d/vitals-clinic.pref";
 /// The unattended-upgrades configuration (after Debian's 50unattended-upgrades).
 pub const UNATTENDED: &str = "etc/apt/apt.conf.d/52vitals-hub-unattended-upgrades";
 /// The maintenance window: a drop-in for apt-daily-upgrade.timer.
-pub const WINDOW_DROPIN: &str = "etc/systemd/system/apt-daily-upgrade.timer.d/vitals-hub-window.conf";
+pub const WINDOW_DROPIN: &str =
+    "etc/systemd/system/apt-daily-upgrade.timer.d/vitals-hub-window.conf";
 /// The packages the clinic's origin may supply.
 pub const CLINIC_PACKAGES: &str = "vitals-hub vitals-clinic";
 /// The pin of those packages: high, never above 1000 (no downgrade by pin).
@@ -76,11 +77,20 @@ fn flag(flag: &'static str, value: &str, message: &str, fix: &str) -> SetupError
 /// the problem otherwise.
 pub fn check_public_key(bytes: &[u8], shown: &str) -> Result<bool, SetupError> {
     let fix = "give the clinic's PUBLIC key (`publish.sh key REPO vitals-clinic.gpg`, or `gpg --export FPR`)";
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+    let head = bytes.get(..bytes.len().min(200)).unwrap_or_default();
+    let text = String::from_utf8_lossy(head).into_owned();
     if text.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
-        return Err(flag("--apt-key", shown, "this is a SECRET key; it must never be on a hub", fix));
+        return Err(flag(
+            "--apt-key",
+            shown,
+            "this is a SECRET key; it must never be on a hub",
+            fix,
+        ));
     }
-    if text.trim_start().starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+    if text
+        .trim_start()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    {
         return Ok(true);
     }
     let Some(&first) = bytes.first() else {
@@ -89,13 +99,32 @@ pub fn check_public_key(bytes: &[u8], shown: &str) -> Result<bool, SetupError> {
     // An OpenPGP packet header (RFC 4880 4.2): bit 7 set; the tag in bits 5..2 (old format) or
     // 5..0 (new format). 6 = public key, 5 = secret key.
     if first & 0x80 == 0 {
-        return Err(flag("--apt-key", shown, "not an OpenPGP key (neither binary nor armoured)", fix));
+        return Err(flag(
+            "--apt-key",
+            shown,
+            "not an OpenPGP key (neither binary nor armoured)",
+            fix,
+        ));
     }
-    let tag = if first & 0x40 != 0 { first & 0x3f } else { (first >> 2) & 0x0f };
+    let tag = if first & 0x40 != 0 {
+        first & 0x3f
+    } else {
+        (first >> 2) & 0x0f
+    };
     match tag {
         6 => Ok(false),
-        5 => Err(flag("--apt-key", shown, "this is a SECRET key; it must never be on a hub", fix)),
-        _ => Err(flag("--apt-key", shown, &format!("an OpenPGP packet of type {tag}, not a public key"), fix)),
+        5 => Err(flag(
+            "--apt-key",
+            shown,
+            "this is a SECRET key; it must never be on a hub",
+            fix,
+        )),
+        _ => Err(flag(
+            "--apt-key",
+            shown,
+            &format!("an OpenPGP packet of type {tag}, not a public key"),
+            fix,
+        )),
     }
 }
 
@@ -155,14 +184,28 @@ pub fn parse_window(w: &str) -> Result<(u32, u32), SetupError> {
     let (a, b) = (hm(a).ok_or_else(bad)?, hm(b).ok_or_else(bad)?);
     let len = (b + 24 * 60 - a) % (24 * 60);
     if len < 15 {
-        return Err(flag("--update-window", w, "shorter than 15 minutes", "give a window of at least 15 minutes"));
+        return Err(flag(
+            "--update-window",
+            w,
+            "shorter than 15 minutes",
+            "give a window of at least 15 minutes",
+        ));
     }
     Ok((a, len))
 }
 
 fn check_name(flag_name: &'static str, v: &str) -> Result<(), SetupError> {
-    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
-        return Err(flag(flag_name, v, "letters, digits, dots and dashes only", "give the name publish.sh was given"));
+    if v.is_empty()
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(flag(
+            flag_name,
+            v,
+            "letters, digits, dots and dashes only",
+            "give the name publish.sh was given",
+        ));
     }
     Ok(())
 }
@@ -223,16 +266,31 @@ pub fn window_text(start: u32, len: u32) -> String {
 pub fn install(req: &AptRequest) -> Result<AptReport, SetupError> {
     check_url(&req.url, req.insecure_localhost)?;
     if req.suite != "stable" && req.suite != "canary" {
-        return Err(flag("--apt-suite", &req.suite, "not a suite of the clinic's repository", "give stable or canary"));
+        return Err(flag(
+            "--apt-suite",
+            &req.suite,
+            "not a suite of the clinic's repository",
+            "give stable or canary",
+        ));
     }
     check_name("--apt-origin", &req.origin)?;
     let (start, len) = parse_window(&req.window)?;
     let shown = req.key.display().to_string();
     let key = std::fs::read(&req.key).map_err(|e| {
-        flag("--apt-key", &shown, &format!("cannot read it: {e}"), "give the path of the clinic's public key file")
+        flag(
+            "--apt-key",
+            &shown,
+            &format!("cannot read it: {e}"),
+            "give the path of the clinic's public key file",
+        )
     })?;
     if key.len() > 1024 * 1024 {
-        return Err(flag("--apt-key", &shown, "larger than 1 MiB", "give the clinic's public key only"));
+        return Err(flag(
+            "--apt-key",
+            &shown,
+            "larger than 1 MiB",
+            "give the clinic's public key only",
+        ));
     }
     let armoured = check_public_key(&key, &shown)?;
     let key_rel = if armoured {
@@ -243,10 +301,16 @@ pub fn install(req: &AptRequest) -> Result<AptReport, SetupError> {
     let key_abs = Path::new("/").join(&key_rel);
     let files = [
         (key_rel.clone(), key.clone()),
-        (SOURCES.to_string(), sources_text(req, &key_abs).into_bytes()),
+        (
+            SOURCES.to_string(),
+            sources_text(req, &key_abs).into_bytes(),
+        ),
         (PREFERENCES.to_string(), preferences_text(req).into_bytes()),
         (UNATTENDED.to_string(), unattended_text(req).into_bytes()),
-        (WINDOW_DROPIN.to_string(), window_text(start, len).into_bytes()),
+        (
+            WINDOW_DROPIN.to_string(),
+            window_text(start, len).into_bytes(),
+        ),
     ];
     let mut written = Vec::new();
     for (rel, data) in files {

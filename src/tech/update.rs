@@ -30,7 +30,8 @@ use std::time::Duration;
 pub const UPDATE_DIR: &str = "/var/lib/vitals-hub-update";
 /// [`UPDATE_DIR`], or `VITALS_HUB_UPDATE_DIR` (tests).
 pub fn update_dir() -> PathBuf {
-    std::env::var_os("VITALS_HUB_UPDATE_DIR").map_or_else(|| PathBuf::from(UPDATE_DIR), PathBuf::from)
+    std::env::var_os("VITALS_HUB_UPDATE_DIR")
+        .map_or_else(|| PathBuf::from(UPDATE_DIR), PathBuf::from)
 }
 
 /// The daemon's "this version works" file, in its state directory.
@@ -83,7 +84,8 @@ pub fn valid_version(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 128
         && v.starts_with(|c: char| c.is_ascii_digit())
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c))
 }
 
 /// `pending` as postinst writes it; an error names what is wrong.
@@ -97,8 +99,12 @@ pub fn parse_pending(text: &str) -> Result<Pending, String> {
             _ => {}
         }
     }
-    let from = from.filter(|v| valid_version(v)).ok_or("no valid from= version")?;
-    let to = to.filter(|v| valid_version(v)).ok_or("no valid to= version")?;
+    let from = from
+        .filter(|v| valid_version(v))
+        .ok_or("no valid from= version")?;
+    let to = to
+        .filter(|v| valid_version(v))
+        .ok_or("no valid to= version")?;
     let at = at.ok_or("no at= time")?;
     Ok(Pending { from, to, at })
 }
@@ -130,7 +136,8 @@ pub fn decide(p: &Pending, h: Option<&Healthy>, now_secs: i64, timeout: Duration
             return Decision::Healthy;
         }
     }
-    let deadline = p.at.saturating_add(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
+    let deadline =
+        p.at.saturating_add(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
     if now_secs >= deadline {
         let seen = match h {
             Some(h) => format!(
@@ -199,7 +206,9 @@ pub fn last_outcome(update_dir: &Path) -> Option<String> {
 pub fn count_security(simulation: &str) -> u32 {
     let n = simulation
         .lines()
-        .filter(|l| l.starts_with("Inst ") && (l.contains("-security") || l.contains("Debian-Security")))
+        .filter(|l| {
+            l.starts_with("Inst ") && (l.contains("-security") || l.contains("Debian-Security"))
+        })
         .count();
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -288,16 +297,20 @@ fn now_secs() -> i64 {
 }
 
 fn stamp() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The version a package file holds (`dpkg-deb -f FILE Version`).
 fn deb_version(dpkg: &Path, deb: &Path) -> Option<String> {
-    let dpkg_deb = dpkg.with_file_name(format!(
-        "{}-deb",
-        dpkg.file_name()?.to_string_lossy()
-    ));
-    let out = Command::new(dpkg_deb).arg("-f").arg(deb).arg("Version").output().ok()?;
+    let dpkg_deb = dpkg.with_file_name(format!("{}-deb", dpkg.file_name()?.to_string_lossy()));
+    let out = Command::new(dpkg_deb)
+        .arg("-f")
+        .arg(deb)
+        .arg("Version")
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -320,13 +333,19 @@ fn roll_back(opts: &Options, p: &Pending) -> Result<String, String> {
     }
     cmd.env("VITALS_HUB_ROLLBACK", "1")
         .env("DEBIAN_FRONTEND", "noninteractive");
-    let out = cmd.output().map_err(|e| format!("{how}: cannot run: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{how}: cannot run: {e}"))?;
     if out.status.success() {
         Ok(how)
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(3).collect();
-        Err(format!("{how} failed ({}): {}", out.status, tail.join(" / ")))
+        Err(format!(
+            "{how} failed ({}): {}",
+            out.status,
+            tail.join(" / ")
+        ))
     }
 }
 
@@ -393,7 +412,12 @@ pub fn check(opts: &Options) -> Result<Outcome, String> {
             let reason = format!("{reason}; the rollback failed: {e}");
             record(
                 opts,
-                &format!("rollback-failed {} to {} at {}: {reason}", p.to, p.from, stamp()),
+                &format!(
+                    "rollback-failed {} to {} at {}: {reason}",
+                    p.to,
+                    p.from,
+                    stamp()
+                ),
             )?;
             Ok(Outcome::RollbackFailed { pending: p, reason })
         }
@@ -401,8 +425,17 @@ pub fn check(opts: &Options) -> Result<Outcome, String> {
 }
 
 fn record(opts: &Options, line: &str) -> Result<(), String> {
-    write_file(&opts.update_dir.join("last-outcome"), &format!("{line}\n"), 0o644)
-        .map_err(|e| format!("cannot write {}: {e}", opts.update_dir.join("last-outcome").display()))
+    write_file(
+        &opts.update_dir.join("last-outcome"),
+        &format!("{line}\n"),
+        0o644,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot write {}: {e}",
+            opts.update_dir.join("last-outcome").display()
+        )
+    })
 }
 
 /// The severity the daemon records an outcome with.
@@ -429,7 +462,11 @@ mod tests {
     #[test]
     fn healthy_only_for_the_new_version_after_the_upgrade() {
         let t = Duration::from_secs(900);
-        let h = |started_ms, at_ms| Healthy { version: "0.2.0".into(), started_ms, at_ms };
+        let h = |started_ms, at_ms| Healthy {
+            version: "0.2.0".into(),
+            started_ms,
+            at_ms,
+        };
         let new_run = h(1_000_100, 1_000_500);
         // A run that worked before the upgrade; one started before it that worked only after.
         let before = h(900_000, 999_999);
@@ -438,7 +475,10 @@ mod tests {
         assert_eq!(decide(&p(), Some(&before), 1_001, t), Decision::Wait);
         assert_eq!(decide(&p(), Some(&old_run_late), 1_899, t), Decision::Wait);
         match decide(&p(), Some(&old_run_late), 1_900, t) {
-            Decision::Failed(r) => assert!(r.contains("before the upgrade") && r.contains("900 s"), "{r}"),
+            Decision::Failed(r) => assert!(
+                r.contains("before the upgrade") && r.contains("900 s"),
+                "{r}"
+            ),
             d => panic!("{d:?}"),
         }
         assert!(matches!(decide(&p(), None, 5_000, t), Decision::Failed(_)));
@@ -457,7 +497,10 @@ mod tests {
 
     #[test]
     fn pending_is_parsed_and_hostile_versions_refused() {
-        assert_eq!(parse_pending("from=0.1.0\nto=0.2.0\nat=1000\n").unwrap(), p());
+        assert_eq!(
+            parse_pending("from=0.1.0\nto=0.2.0\nat=1000\n").unwrap(),
+            p()
+        );
         assert!(parse_pending("from=0.1.0;rm -rf /\nto=0.2.0\nat=1").is_err());
         assert!(parse_pending("from=0.1.0\nat=1").is_err());
         assert!(parse_pending("from=0.1.0\nto=0.2.0\nat=soon").is_err());

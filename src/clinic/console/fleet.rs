@@ -270,8 +270,12 @@ pub fn build(
             if r.free_disk_bytes.is_some_and(|f| f < FREE_DISK_WARN) {
                 r.problems.push("disk nearly full".to_owned());
             }
-            if r.last_update.as_deref().is_some_and(|u| !u.starts_with("ok ")) {
-                r.problems.push("last software update rolled back or failed".to_owned());
+            if r.last_update
+                .as_deref()
+                .is_some_and(|u| !u.starts_with("ok "))
+            {
+                r.problems
+                    .push("last software update rolled back or failed".to_owned());
             }
             if r.backlog.is_some_and(|b| b > BACKLOG_WARN) {
                 r.problems.push("upload backlog growing".to_owned());
