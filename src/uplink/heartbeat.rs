@@ -56,7 +56,7 @@ impl Uplink {
             None => None,
         };
         let updates = tokio::task::spawn_blocking(|| fhir::heartbeat::UpdateStatus {
-            security_pending: crate::tech::update::security_pending(SECURITY_COUNT_TIMEOUT),
+            security_pending: security_pending_cached(),
             last_outcome: crate::tech::update::last_outcome(&crate::tech::update::update_dir()),
         })
         .await
@@ -162,6 +162,25 @@ impl Uplink {
         };
         Instant::now() + wait
     }
+}
+
+/// apt's count of pending security updates, asked at most once an hour (apt's lists change once
+/// a day; a heartbeat should not cost an apt run each time).
+fn security_pending_cached() -> Option<u32> {
+    static LAST: std::sync::Mutex<Option<(Instant, Option<u32>)>> = std::sync::Mutex::new(None);
+    const EVERY: Duration = Duration::from_secs(3600);
+    if let Ok(g) = LAST.lock() {
+        if let Some((at, n)) = *g {
+            if at.elapsed() < EVERY {
+                return n;
+            }
+        }
+    }
+    let n = crate::tech::update::security_pending(SECURITY_COUNT_TIMEOUT);
+    if let Ok(mut g) = LAST.lock() {
+        *g = Some((Instant::now(), n));
+    }
+    n
 }
 
 /// Bytes free to unprivileged users on the file system holding `dir` (statvfs, as `df` shows).
