@@ -16,10 +16,11 @@ scripts=()
 for pkg in packaging/debian packaging/clinic/debian; do
     scripts+=("$pkg/postinst" "$pkg/prerm" "$pkg/postrm")
 done
+scripts+=(packaging/debian/preinst) # the hub's: stamps an upgrade's start for the health gate
 for f in "${scripts[@]}"; do
     sh -n "$f"
     grep -q '^#DEBHELPER#$' "$f" || { echo "$f lacks the #DEBHELPER# token" >&2; exit 1; }
 done
 shellcheck -s sh "${scripts[@]}"
-shellcheck .ci/run .ci/*.sh
+shellcheck .ci/run .ci/*.sh packaging/apt/publish.sh
 echo "-- maintainer scripts and CI scripts: sh -n and shellcheck clean ($(shellcheck --version | sed -n 's/^version: //p'))"

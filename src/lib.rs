@@ -49,7 +49,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`tech`] | the technician's operations: setup, doctor, status, commission, export, wipe (the radio half — scan, pair, unpair — is [`ble::tech`]) |
+//! | [`tech`] | the technician's operations: setup (with the clinic's apt repository: `tech::apt`), doctor, status, commission, export, wipe, the update health gate (`tech::update`) (the radio half — scan, pair, unpair — is [`ble::tech`]) |
 //! | [`sim`] | simulated peripherals: a [`ble::Link`] that behaves like each device profile, for the demo and tests |
 //! | [`clinic`] | the clinic side, binary `vitals-clinic` (cargo feature `clinic`, on by default, off in the hub's Debian package): the hubs' FHIR ingest over mTLS, the registry binding each hub certificate to one hub and one patient, per-request authorisation ([`clinic::authz`], one set of rules), bounds, the authorising front for an external FHIR server (`serve --fhir-base`, [`clinic::front`]), plain HTTP behind a proxy on loopback or a Unix socket, the development PKI, the hub CA's EST re-enrolment and CRLs, the clinicians' console (`clinic::console`: HTTPS, accounts, worklist and patient pages read through FHIR searches, of the built-in store or of the `--fhir-base` server); `vitals-hub demo` starts it in process |
 //! | [`bench`] | the `vitals-hub bench` figures: store, uplink, daemon — never assertions |

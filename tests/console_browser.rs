@@ -359,6 +359,7 @@ fn fleet_heartbeat(hub: &str, patient: &str, at: Timestamp) -> serde_json::Value
         more_may_follow: false,
     };
     let status = HubStatus {
+        updates: Default::default(),
         at: vitals_hub::model::UtcMillis(at.as_millisecond()),
         backlog: 3,
         free_disk_bytes: Some(8 * 1024 * 1024 * 1024),

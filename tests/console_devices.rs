@@ -62,6 +62,7 @@ async fn the_patient_page_shows_devices_clock_correction_and_each_readings_time_
     let beat = fhir::heartbeat_bundle(
         &ctx,
         &HubStatus {
+            updates: Default::default(),
             at: UtcMillis(at.as_millisecond()),
             backlog: 0,
             free_disk_bytes: Some(3 << 30),

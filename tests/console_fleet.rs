@@ -57,6 +57,7 @@ fn beat(
         more_may_follow: false,
     };
     let status = HubStatus {
+        updates: Default::default(),
         at: UtcMillis(at.as_millisecond()),
         backlog: 17,
         free_disk_bytes: Some(3 * 1024 * 1024 * 1024),
@@ -266,4 +267,66 @@ fn the_newest_heartbeat_wins_and_the_offline_rule_is_the_worklists() {
     assert_eq!(rows[0].patient.as_deref(), Some("q"));
     assert_eq!(rows[0].state, HubState::Unknown);
     assert_eq!(rows[1].problems, ["certificate expires in 3 days"]);
+}
+
+#[test]
+fn the_heartbeat_carries_pending_security_updates_and_the_last_update_and_the_fleet_shows_them() {
+    let set = WorklistSettings::default();
+    let hub = hub_info("DC:A6:32:00:00:0A", "0.9.1-1");
+    let with_updates = |updates: fhir::heartbeat::UpdateStatus| -> Vec<serde_json::Value> {
+        let refs = HashMap::new();
+        let at = ago(1);
+        let ctx = BundleContext {
+            patient_id: "p",
+            hub: &hub,
+            hub_ref: None,
+            device_refs: &refs,
+            nonce: 9,
+            more_may_follow: false,
+        };
+        let status = HubStatus {
+            updates,
+            at: UtcMillis(at.as_millisecond()),
+            backlog: 0,
+            free_disk_bytes: None,
+            cert_days_left: None,
+            devices: vec![],
+        };
+        let b = fhir::heartbeat_bundle(&ctx, &status).unwrap().json;
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let mut r = e["resource"].clone();
+                if r["resourceType"] == "Device" {
+                    r["id"] = "7".into();
+                } else {
+                    r["subject"] = serde_json::json!({ "reference": "Device/7" });
+                }
+                r
+            })
+            .collect()
+    };
+    let rolled = "rolled-back 0.9.2-1 to 0.9.1-1 at 2026-12-07T02:10:00Z: no upload within 900 s";
+    let res = with_updates(fhir::heartbeat::UpdateStatus {
+        security_pending: Some(3),
+        last_outcome: Some(rolled.into()),
+    });
+    let rows = fleet::build(&res[..1], &res[1..], Timestamp::now(), &set);
+    assert_eq!(rows[0].software_version.as_deref(), Some("0.9.1-1"));
+    assert_eq!(rows[0].security_updates_pending, Some(3));
+    assert_eq!(rows[0].last_update.as_deref(), Some(rolled));
+    assert_eq!(
+        rows[0].problems,
+        ["last software update rolled back or failed"]
+    );
+    // Unknown (apt missing or slow) is absent, never zero; an ok update is no problem.
+    let res = with_updates(fhir::heartbeat::UpdateStatus {
+        security_pending: None,
+        last_outcome: Some("ok 0.9.1-1 from 0.9.0-1 at 2026-12-07T02:10:00Z".into()),
+    });
+    let rows = fleet::build(&res[..1], &res[1..], Timestamp::now(), &set);
+    assert_eq!(rows[0].security_updates_pending, None);
+    assert!(rows[0].problems.is_empty(), "{:?}", rows[0].problems);
 }

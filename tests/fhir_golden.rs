@@ -545,6 +545,7 @@ fn alert_and_heartbeat_bundles() {
     }
 
     let status = HubStatus {
+        updates: Default::default(),
         at: RX,
         backlog: 17,
         free_disk_bytes: Some(1_000_000_000),

@@ -96,6 +96,9 @@ pub enum Command {
     /// Enrol the hub: check the clinic credentials, install them with the right modes and owners,
     /// write the config (prompts on a terminal for what the flags do not give).
     Setup(tech::SetupArgs),
+    /// The health gate after an upgrade: wait for the new version to reach READY and complete an
+    /// upload or heartbeat, else reinstall the previous one (README, "Updates").
+    UpdateCheck(tech::UpdateCheckArgs),
 }
 
 /// Exit status for input that cannot be decoded or used.
@@ -135,5 +138,6 @@ pub fn main() -> ExitCode {
         Command::Wipe(args) => tech::wipe(&args),
         Command::Doctor(args) => tech::doctor(&args),
         Command::Setup(args) => tech::setup(&args),
+        Command::UpdateCheck(args) => tech::update_check(&args),
     }
 }

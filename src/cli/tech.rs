@@ -311,6 +311,67 @@ pub struct SetupArgs {
     /// Replace the config and credentials of an enrolled hub.
     #[arg(long)]
     pub force: bool,
+    /// The clinic's apt repository (https://…, the directory holding dists/): installs its
+    /// source, pins and unattended-upgrades (README, "Updates").
+    #[arg(long)]
+    pub apt_url: Option<String>,
+    /// The repository's suite this hub follows: stable or canary.
+    #[arg(long, default_value = "stable")]
+    pub apt_suite: String,
+    /// The clinic's OpenPGP public key (binary or armoured), from `publish.sh key`.
+    #[arg(long)]
+    pub apt_key: Option<PathBuf>,
+    /// The repository's Origin (publish.sh init --origin).
+    #[arg(long, default_value = "vitals-clinic")]
+    pub apt_origin: String,
+    /// The maintenance window for unattended upgrades, HH:MM-HH:MM local time.
+    #[arg(long, default_value = "02:00-04:00")]
+    pub update_window: String,
+    /// Allow a plain-http repository on 127.0.0.1/localhost (tests only).
+    #[arg(long)]
+    pub apt_insecure_localhost: bool,
+    /// Install the apt files only (an enrolled hub): no credentials, no config.
+    #[arg(long)]
+    pub apt_only: bool,
+    /// The root the apt files go under (tests).
+    #[arg(long, default_value = "/", hide = true)]
+    pub apt_root: PathBuf,
+}
+
+/// The apt half of setup; `None` when no --apt-url was given.
+fn setup_apt(args: &SetupArgs) -> Option<Result<(), String>> {
+    let url = args.apt_url.clone()?;
+    let Some(key) = args.apt_key.clone() else {
+        return Some(Err(
+            "--apt-key is missing: --apt-url needs the clinic's public key (publish.sh key REPO vitals-clinic.gpg)"
+                .to_string(),
+        ));
+    };
+    let req = crate::tech::apt::AptRequest {
+        url,
+        suite: args.apt_suite.clone(),
+        key,
+        origin: args.apt_origin.clone(),
+        window: args.update_window.clone(),
+        insecure_localhost: args.apt_insecure_localhost,
+        root: args.apt_root.clone(),
+    };
+    Some(match crate::tech::apt::install(&req) {
+        Ok(r) => {
+            for f in &r.files {
+                println!("apt:         {} (0644)", f.display());
+            }
+            println!(
+                "updates:     {} suite {} (signed by {} only), window {}",
+                req.url,
+                req.suite,
+                r.key_file.display(),
+                req.window
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    })
 }
 
 /// A value from its flag, else asked on the terminal; without a terminal, an error naming the flag.
@@ -363,6 +424,31 @@ fn patient_id(flag: &Option<String>) -> Result<String, String> {
 pub fn setup(args: &SetupArgs) -> ExitCode {
     use crate::tech::setup;
     init_logging_default("warn");
+    if args.apt_only {
+        return match setup_apt(args) {
+            None => {
+                eprintln!("vitals-hub setup: --apt-only needs --apt-url and --apt-key");
+                ExitCode::from(super::EXIT_BAD_INPUT)
+            }
+            Some(Ok(())) => ExitCode::SUCCESS,
+            Some(Err(e)) => {
+                eprintln!("vitals-hub setup: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.apt_url.is_some() {
+        // Checked before anything is written: a bad apt option leaves the hub as it was.
+        if let Err(e) = crate::tech::apt::check_url(
+            &args.apt_url.clone().unwrap_or_default(),
+            args.apt_insecure_localhost,
+        )
+        .and_then(|()| crate::tech::apt::parse_window(&args.update_window).map(|_| ()))
+        {
+            eprintln!("vitals-hub setup: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let asked = (|| -> Result<setup::Request, String> {
         let path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string());
         Ok(setup::Request {
@@ -412,12 +498,107 @@ pub fn setup(args: &SetupArgs) -> ExitCode {
                 certificate: Some(crate::tech::status::cert_info(&r.cert, now)),
             };
             print!("{}", crate::tech::status::render_identity(&id, 13));
+            if let Some(Err(e)) = setup_apt(args) {
+                eprintln!(
+                    "vitals-hub setup: the hub is enrolled, but its updates are not set up: {e}"
+                );
+                return ExitCode::FAILURE;
+            }
             println!("setup: done; next: `vitals-hub doctor`");
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("vitals-hub setup: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateCheckArgs {
+    /// The config file (default as for `run`), for the state directory.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The hub's state directory (default: the config's).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Where postinst left the pending upgrade and the kept package.
+    #[arg(long)]
+    pub update_dir: Option<PathBuf>,
+    /// How long the new version has to reach READY and complete an upload or heartbeat.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
+    /// How often to look.
+    #[arg(long, default_value_t = 5)]
+    pub poll_secs: u64,
+    /// Look once and report; never wait nor roll back.
+    #[arg(long)]
+    pub once: bool,
+    /// The dpkg that reinstalls the kept package.
+    #[arg(long, default_value = "dpkg")]
+    pub dpkg: PathBuf,
+    /// The apt-get that fetches the previous version when no package was kept.
+    #[arg(long, default_value = "apt-get")]
+    pub apt_get: PathBuf,
+}
+
+/// Exit 0 when healthy (or nothing pending, or still waiting with --once), 1 when rolled back or
+/// the rollback failed, 2 for bad input.
+pub fn update_check(args: &UpdateCheckArgs) -> ExitCode {
+    use crate::tech::update::{self, Outcome};
+    init_logging_default("warn");
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+        let path = crate::config::config_path(args.config.as_deref());
+        crate::config::Config::load(&path).map_or_else(
+            |_| std::path::PathBuf::from("/var/lib/vitals-hub"),
+            |c| c.state_dir(),
+        )
+    });
+    let mut opts = update::Options::new(state_dir);
+    if let Some(d) = &args.update_dir {
+        opts.update_dir = d.clone();
+    }
+    opts.timeout = std::time::Duration::from_secs(args.timeout_secs);
+    opts.poll = std::time::Duration::from_secs(args.poll_secs.max(1));
+    opts.once = args.once;
+    opts.dpkg = args.dpkg.clone();
+    opts.apt_get = args.apt_get.clone();
+    match update::check(&opts) {
+        Ok(Outcome::NothingPending) => {
+            println!("update-check: no upgrade pending");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Healthy(p)) => {
+            println!(
+                "update-check: {} is healthy (upgraded from {})",
+                p.to, p.from
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::StillWaiting(p)) => {
+            println!(
+                "update-check: {} has not yet proved itself (upgraded from {})",
+                p.to, p.from
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::RolledBack { pending, reason }) => {
+            println!(
+                "update-check: rolled back {} to {}: {reason}",
+                pending.to, pending.from
+            );
+            ExitCode::FAILURE
+        }
+        Ok(Outcome::RollbackFailed { pending, reason }) => {
+            eprintln!(
+                "update-check: {} is unhealthy and could not be rolled back to {}: {reason}",
+                pending.to, pending.from
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("vitals-hub update-check: {e}");
+            ExitCode::from(super::EXIT_BAD_INPUT)
         }
     }
 }

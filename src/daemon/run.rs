@@ -171,7 +171,9 @@ impl Daemon {
         )?
         .with_alert_rules(limits.rules.clone())
         .with_progress(uplink_progress.clone())
-        .with_wake(wake.clone());
+        .with_wake(wake.clone())
+        .with_health_mark(cfg.state_dir());
+        record_update_outcome(&store).await;
         // The uplink's own alerts (a lasting refusal) go to the same local hook as the patient's.
         let uplink = match cfg.alerts.local_command.clone() {
             Some(command) => {
@@ -567,6 +569,37 @@ async fn statuses(
         out.insert(name.clone(), st);
     }
     out
+}
+
+/// The last update's outcome (`vitals-hub update-check`), into the store's events once: they go
+/// upstream. The line names versions and times only.
+async fn record_update_outcome(store: &Store) {
+    let dir = crate::tech::update::update_dir();
+    let Some(line) = crate::tech::update::last_outcome(&dir) else {
+        return;
+    };
+    const KEY: &str = "update_outcome_recorded";
+    if store
+        .uplink_state("local", KEY)
+        .await
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some(line.as_str())
+    {
+        return;
+    }
+    let severity = crate::tech::update::outcome_severity(&line);
+    if severity == "info" {
+        info!(outcome = %line, "Software update checked.");
+    } else {
+        warn!(outcome = %line, "Software update rolled back.");
+    }
+    if let Err(e) = store.append_event("update", severity, line.clone()).await {
+        warn!(error = %e, "Could not record the update's outcome.");
+        return;
+    }
+    let _ = store.set_uplink_state("local", KEY, &line).await;
 }
 
 /// Send a systemd notification (nothing outside systemd).

@@ -27,6 +27,17 @@ pub struct HubStatus {
     pub free_disk_bytes: Option<u64>,
     pub cert_days_left: Option<i64>,
     pub devices: Vec<DeviceStatus>,
+    /// The hub's software updates (issue 19); each field absent when not known.
+    pub updates: UpdateStatus,
+}
+
+/// What the heartbeat says of the hub's updates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateStatus {
+    /// Security updates apt would install (Debian's security suite); `None`: unknown.
+    pub security_pending: Option<u32>,
+    /// The last upgrade's outcome (`ok 0.9.1 from 0.9.0 at …`, `rolled-back …`), one line.
+    pub last_outcome: Option<String>,
 }
 
 /// The heartbeat: the PhgDevice plus hub-status Observations (subject = the hub).
@@ -108,6 +119,18 @@ pub fn heartbeat_bundle(
             ("valueQuantity", q(json!(d), "d")),
             None,
         );
+    }
+    if let Some(n) = status.updates.security_pending {
+        obs(
+            &mut b,
+            "security-updates-pending",
+            "",
+            ("valueQuantity", q(json!(n), "1")),
+            None,
+        );
+    }
+    if let Some(o) = &status.updates.last_outcome {
+        obs(&mut b, "last-update", "", ("valueString", json!(o)), None);
     }
     obs(
         &mut b,

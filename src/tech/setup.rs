@@ -233,7 +233,7 @@ pub fn check_credentials(req: &Request, now_secs: i64) -> Result<(i64, Vec<Strin
 
 /// Write `data` to `path` atomically with `mode`: a temporary file in the same directory, fsync,
 /// rename, fsync of the directory.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, SetupError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, SetupError> {
     let tmp = temp_path(path);
     write_temp(&tmp, data, mode)?;
     commit(&tmp, path)?;

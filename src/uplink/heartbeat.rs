@@ -11,6 +11,9 @@ use tracing::{info, warn};
 /// the epoch, per destination): the interval holds across restarts.
 pub const LAST_HEARTBEAT: &str = "last_heartbeat";
 
+/// The longest apt's count of pending security updates may take (in the background).
+const SECURITY_COUNT_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Uplink {
     /// Send the heartbeat: PhgDevice + hub-status Observations.
     pub async fn heartbeat(&mut self) -> Result<(), UplinkError> {
@@ -52,7 +55,12 @@ impl Uplink {
                 .flatten(),
             None => None,
         };
+        let updates = fhir::heartbeat::UpdateStatus {
+            security_pending: security_pending_cached(),
+            last_outcome: crate::tech::update::last_outcome(&crate::tech::update::update_dir()),
+        };
         let status = HubStatus {
+            updates,
             at: now,
             backlog: st.pending + st.in_flight,
             free_disk_bytes: free,
@@ -80,6 +88,7 @@ impl Uplink {
         match self.post_split(&built).await {
             Ok(()) => {
                 info!(backlog = status.backlog, "Heartbeat sent.");
+                self.mark_healthy();
                 Ok(())
             }
             Err(e) => {
@@ -151,6 +160,51 @@ impl Uplink {
         };
         Instant::now() + wait
     }
+}
+
+/// apt's count of pending security updates as last learnt, never waited for: from ten minutes
+/// into a run, a stale (or never asked) count starts one background `apt-get -s upgrade` (at most one at a time, at most once an
+/// hour; apt's lists change once a day) and this heartbeat carries what was known (`None` at
+/// first: unknown). apt can take tens of seconds on a busy Pi; uploads must not wait for it.
+fn security_pending_cached() -> Option<u32> {
+    struct Known {
+        first: Option<Instant>,
+        asked: Option<Instant>,
+        count: Option<u32>,
+        running: bool,
+    }
+    static KNOWN: std::sync::Mutex<Known> = std::sync::Mutex::new(Known {
+        first: None,
+        asked: None,
+        count: None,
+        running: false,
+    });
+    const EVERY: Duration = Duration::from_secs(3600);
+    const FIRST_AFTER: Duration = Duration::from_secs(600);
+    let Ok(mut k) = KNOWN.lock() else {
+        return None;
+    };
+    // Not in a run's first minutes: a hub restarting (or a test's short-lived daemon) does not
+    // start an apt run each time.
+    let first = *k.first.get_or_insert_with(Instant::now);
+    let stale = first.elapsed() >= FIRST_AFTER && k.asked.is_none_or(|t| t.elapsed() >= EVERY);
+    if stale && !k.running {
+        k.running = true;
+        k.asked = Some(Instant::now());
+        let spawned = std::thread::Builder::new()
+            .name("apt-security-count".into())
+            .spawn(|| {
+                let n = crate::tech::update::security_pending(SECURITY_COUNT_TIMEOUT);
+                if let Ok(mut k) = KNOWN.lock() {
+                    k.count = n;
+                    k.running = false;
+                }
+            });
+        if spawned.is_err() {
+            k.running = false;
+        }
+    }
+    k.count
 }
 
 /// Bytes free to unprivileged users on the file system holding `dir` (statvfs, as `df` shows).

@@ -100,6 +100,9 @@ pub struct Uplink {
     pub(super) refs_cache: Option<(Option<String>, HashMap<String, String>)>,
     /// The last accepted upload not yet persisted ([`LAST_SUCCESS`]), and when it last was.
     pub(super) unsaved_success: Option<UtcMillis>,
+    /// The state directory to write [`crate::tech::update::HEALTHY_FILE`] in after the first
+    /// successful upload or heartbeat of this run (the daemon's; taken when written).
+    pub(super) health_mark: Option<(std::path::PathBuf, UtcMillis)>,
     pub(super) success_saved_at: Option<Instant>,
     /// The clinic's alert limits ([`super::limits`]): fetched at each heartbeat and reconnect.
     pub(super) limits: Option<super::limits::Applier>,
@@ -227,10 +230,27 @@ impl Uplink {
             prefetched: None,
             refs_cache: None,
             unsaved_success: None,
+            health_mark: None,
             success_saved_at: None,
             limits: None,
             renew: super::renew::RenewState::default(),
         })
+    }
+
+    /// Write the update health gate's mark in `state_dir` after the first successful exchange.
+    pub fn with_health_mark(mut self, state_dir: std::path::PathBuf) -> Self {
+        self.health_mark = Some((state_dir, self.clock.now()));
+        self
+    }
+
+    /// This run worked with the clinic: the health gate's mark, once.
+    pub(super) fn mark_healthy(&mut self) {
+        if let Some((dir, started)) = self.health_mark.take() {
+            let now = self.clock.now().as_millis();
+            if let Err(e) = crate::tech::update::mark_healthy(&dir, started.as_millis(), now) {
+                warn!(error = %e, "Could not write the update health mark.");
+            }
+        }
     }
 
     /// Beat `progress` each time round the run loop (the hub's watchdog reads it).
@@ -819,6 +839,7 @@ impl Uplink {
                 let now = self.clock.now();
                 self.with_status(|s| s.last_success = Some(now));
                 self.unsaved_success = Some(now);
+                self.mark_healthy();
                 if self
                     .success_saved_at
                     .is_none_or(|t| t.elapsed() >= LAST_SUCCESS_EVERY)

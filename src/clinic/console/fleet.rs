@@ -33,14 +33,19 @@ pub const BACKLOG_WARN: u64 = 1_000;
 pub const BATTERY_WARN: u8 = 15;
 
 /// The heartbeat fields searched, as (code system, code); one search each.
-const FIELDS: [(&str, &str); 6] = [
+const FIELDS: [(&str, &str); 8] = [
     (codes::HUB_STATUS_SYSTEM, "backlog-depth"),
     (codes::HUB_STATUS_SYSTEM, "software-version"),
     (codes::HUB_STATUS_SYSTEM, "free-disk"),
     (codes::HUB_STATUS_SYSTEM, "cert-days-left"),
+    (codes::HUB_STATUS_SYSTEM, "security-updates-pending"),
+    (codes::HUB_STATUS_SYSTEM, "last-update"),
     (codes::HUB_STATUS_SYSTEM, "device-last-seen"),
     (codes::MDC, "67996"),
 ];
+
+/// The hub's own fields: the first this many of [`FIELDS`] (the rest are its devices').
+const HUB_FIELDS: usize = 6;
 
 /// FHIR requests per fleet page with `$lastn`: the Devices, and two `$lastn`.
 pub const SEARCHES: usize = 3;
@@ -73,6 +78,10 @@ pub struct HubRow {
     pub backlog: Option<u64>,
     pub free_disk_bytes: Option<u64>,
     pub cert_days_left: Option<i64>,
+    /// Security updates pending on the hub (`None`: not reported — unknown).
+    pub security_updates_pending: Option<u64>,
+    /// The hub's last software update's outcome (`ok …`, `rolled-back …`).
+    pub last_update: Option<String>,
     pub devices: Vec<DeviceRow>,
     /// What makes the hub failing, in words (empty: healthy).
     pub problems: Vec<String>,
@@ -168,6 +177,8 @@ pub fn build(
         backlog: None,
         free_disk_bytes: None,
         cert_days_left: None,
+        security_updates_pending: None,
+        last_update: None,
         devices: Vec::new(),
         problems: Vec::new(),
     };
@@ -208,6 +219,13 @@ pub fn build(
             ("free-disk", _) => r.free_disk_bytes = whole.map(|v| v as u64),
             ("cert-days-left", _) => {
                 r.cert_days_left = number(o).filter(|v| v.fract() == 0.0).map(|v| v as i64)
+            }
+            ("security-updates-pending", _) => r.security_updates_pending = whole.map(|v| v as u64),
+            ("last-update", _) => {
+                r.last_update = o
+                    .get("valueString")
+                    .and_then(Value::as_str)
+                    .map(|s| s.chars().take(200).collect())
             }
             ("software-version", _) => {
                 r.software_version = o
@@ -252,6 +270,13 @@ pub fn build(
             if r.free_disk_bytes.is_some_and(|f| f < FREE_DISK_WARN) {
                 r.problems.push("disk nearly full".to_owned());
             }
+            if r.last_update
+                .as_deref()
+                .is_some_and(|u| !u.starts_with("ok "))
+            {
+                r.problems
+                    .push("last software update rolled back or failed".to_owned());
+            }
             if r.backlog.is_some_and(|b| b > BACKLOG_WARN) {
                 r.problems.push("upload backlog growing".to_owned());
             }
@@ -290,7 +315,7 @@ pub async fn load(
             .join(",")
     };
     if s.lastn {
-        let (hub, dev) = FIELDS.split_at(4);
+        let (hub, dev) = FIELDS.split_at(HUB_FIELDS);
         for (fields, max) in [(hub, 1), (dev, MAX_HUB_DEVICES)] {
             let found = fhir
                 .search(

@@ -408,6 +408,7 @@ pub fn fleet(
                 table #fleet {
                     thead { tr {
                         th { "Hub" } th { "Patient" } th { "State" } th { "Software" }
+                        th { "Security updates pending" } th { "Last update" }
                         th { "Upload backlog" } th { "Free disk" } th { "Certificate" }
                         th { "Devices' batteries" } th { "Problems" }
                     } }
@@ -433,6 +434,14 @@ pub fn fleet(
                                     }
                                 }
                                 td { @match &r.software_version { Some(v) => { (v) } None => { (absent("not reported")) } } }
+                                td.security-updates { @match r.security_updates_pending { Some(n) => { (n) } None => { (absent("unknown")) } } }
+                                td.last-update {
+                                    @match &r.last_update {
+                                        Some(u) if u.starts_with("ok ") => { (u) }
+                                        Some(u) => { span.err { (u) } }
+                                        None => { (absent("none reported")) }
+                                    }
+                                }
                                 td { @match r.backlog { Some(b) => { (b) " readings" } None => { (absent("not reported")) } } }
                                 td { @match r.free_disk_bytes { Some(b) => { (bytes(b)) } None => { (absent("not reported by this hub")) } } }
                                 td {
