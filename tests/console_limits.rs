@@ -214,6 +214,7 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
             version: 1,
             at: UtcMillis::parse_rfc3339("2026-12-07T08:00:05Z").unwrap(),
             rejected: None,
+            takes_effect: None,
         },
     )
     .unwrap();
@@ -234,6 +235,7 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
             rejected: Some(
                 "version 2 is for another patient; the hub keeps the limits in force".into(),
             ),
+            takes_effect: None,
         },
     )
     .unwrap();

@@ -18,7 +18,7 @@
 use super::auth::Session;
 use super::{audited, csrf_refused, fhir_failed, not_found, records, AppState};
 use crate::alerts::{AlertRules, Limit, Schedule, ThresholdRule, WeightGainRule};
-use crate::fhir::limits::{read_ack, LimitsVersion, ACK_CODE};
+use crate::fhir::limits::{read_ack, AckOutcome, LimitsVersion, ACK_CODE};
 use crate::model::{Kind, UtcMillis};
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -144,11 +144,10 @@ pub async fn saved_versions(
     Ok(v)
 }
 
-/// The hub's newest acknowledgement for the patient: (version, applied?, when, reason).
-async fn hub_ack(
-    st: &AppState,
-    patient: &str,
-) -> Result<Option<(u32, bool, String, Option<String>)>, Response> {
+/// The hub's newest acknowledgement for the patient: (version, outcome, when, note).
+type Ack = (u32, AckOutcome, String, Option<String>);
+
+async fn hub_ack(st: &AppState, patient: &str) -> Result<Option<Ack>, Response> {
     let found = st
         .fhir
         .search(
@@ -192,7 +191,7 @@ fn editor(
     patient: &str,
     shown: &AlertRules,
     history: &[LimitsVersion],
-    ack: Option<&(u32, bool, String, Option<String>)>,
+    ack: Option<&Ack>,
     errors: &[String],
     preview: Option<&[crate::alerts::AlertEvent]>,
 ) -> Markup {
@@ -208,8 +207,11 @@ fn editor(
             None => p id="in-force" { "No version saved: the hub applies its hub.toml [alerts]." },
         }
         @match ack {
-            Some((v, true, at, _)) => p id="hub-ack" { "Version " (v) " applied on the hub at " (at) "." },
-            Some((v, false, at, reason)) => p.err id="hub-ack" {
+            Some((v, AckOutcome::Applied, at, _)) => p id="hub-ack" { "Version " (v) " applied on the hub at " (at) "." },
+            Some((v, AckOutcome::Accepted, at, note)) => p id="hub-ack" {
+                "Version " (v) " accepted by the hub at " (at) ", " (note.as_deref().unwrap_or("takes effect later")) "."
+            },
+            Some((v, AckOutcome::Rejected, at, reason)) => p.err id="hub-ack" {
                 "Version " (v) " rejected by the hub at " (at) ": " (reason.as_deref().unwrap_or("no reason given"))
             },
             None => p.muted id="hub-ack" { "The hub has not acknowledged a version yet." },
