@@ -192,6 +192,7 @@ fn the_acknowledgement_is_golden_and_reads_back() {
         at: UtcMillis::parse_rfc3339("2026-12-07T08:00:05Z").unwrap(),
         rejected: Some("alerts.thresholds.glucose: low 300 must be below high 180".into()),
         takes_effect: None,
+        resource_id: None,
     };
     let built = ack_bundle(&ctx, &ack).unwrap();
     let text = serde_json::to_string_pretty(&built.json).unwrap() + "\n";

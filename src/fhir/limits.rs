@@ -485,6 +485,8 @@ pub struct LimitsAck {
     pub rejected: Option<String>,
     /// Accepted and stored, in force from this time (its effective date is in the future).
     pub takes_effect: Option<UtcMillis>,
+    /// For a refusal of a resource with no readable version (`version` 0): its id.
+    pub resource_id: Option<String>,
 }
 
 impl LimitsAck {
@@ -539,7 +541,12 @@ pub fn ack_bundle(
     let mut b = new_builder(&ctx);
     let hub_id = super::Eui64::from_eui48(ctx.hub.mac).compact();
     let outcome = ack.outcome().as_str();
-    let ident = format!("{hub_id}-hub-status-{ACK_CODE}-v{}-{outcome}", ack.version);
+    // A refusal of a resource with no readable version is keyed by the resource's id.
+    let subject = match (ack.version, &ack.resource_id) {
+        (0, Some(id)) => format!("id-{id}"),
+        (v, _) => format!("v{v}"),
+    };
+    let ident = format!("{hub_id}-hub-status-{ACK_CODE}-{subject}-{outcome}");
     let mut m = Map::new();
     m.insert("resourceType".into(), json!("Observation"));
     m.insert(
@@ -556,7 +563,7 @@ pub fn ack_bundle(
         "focus".into(),
         json!([{ "identifier": {
             "system": LIMITS_IDENTIFIER_SYSTEM,
-            "value": format!("{}-v{}", ack.patient_id, ack.version),
+            "value": format!("{}-{subject}", ack.patient_id),
         } }]),
     );
     m.insert(
@@ -605,8 +612,10 @@ pub fn read_ack(obs: &Json) -> Option<(String, u32, AckOutcome, String, Option<S
     let focus = obs
         .pointer("/focus/0/identifier/value")
         .and_then(Json::as_str)?;
-    let (patient, v) = focus.rsplit_once("-v")?;
-    let version: u32 = v.parse().ok()?;
+    let (patient, version) = match focus.rsplit_once("-v") {
+        Some((p, v)) if v.parse::<u32>().is_ok() => (p, v.parse().ok()?),
+        _ => (focus.rsplit_once("-id-")?.0, 0),
+    };
     let applied = match obs.get("valueString").and_then(Json::as_str)? {
         "applied" => AckOutcome::Applied,
         "rejected" => AckOutcome::Rejected,

@@ -220,6 +220,8 @@ pub struct Applier {
     acked: Option<String>,
     /// A version accepted but not yet in force, and when it was accepted.
     pending: Option<(PendingRules, UtcMillis)>,
+    /// The id of the resource last refused (what a refusal without a version is keyed by).
+    refused_id: Option<String>,
 }
 
 impl Applier {
@@ -241,6 +243,7 @@ impl Applier {
             refused_at: UtcMillis(0),
             acked: None,
             pending: None,
+            refused_id: None,
         }
     }
 
@@ -306,6 +309,16 @@ impl Applier {
                 at: self.refused_at,
                 rejected: Some(reason.clone()),
                 takes_effect: None,
+                resource_id: None,
+            }),
+            // No readable version: keyed by the resource's id (version 0).
+            (Some((None, reason)), _) => Some(crate::fhir::limits::LimitsAck {
+                patient_id: self.patient_id.clone(),
+                version: 0,
+                at: self.refused_at,
+                rejected: Some(reason.clone()),
+                takes_effect: None,
+                resource_id: self.refused_id.clone(),
             }),
             (_, _) if self.pending.is_some() => {
                 self.pending
@@ -316,6 +329,7 @@ impl Applier {
                         at: *accepted,
                         rejected: None,
                         takes_effect: Some(p.effective),
+                        resource_id: None,
                     })
             }
             (
@@ -330,6 +344,7 @@ impl Applier {
                 at: *applied_at,
                 rejected: None,
                 takes_effect: None,
+                resource_id: None,
             }),
             _ => None,
         }
@@ -350,11 +365,19 @@ impl Applier {
     /// Check the clinic's `ServiceRequest` and, if acceptable, store it and apply it.
     pub async fn offer(&mut self, resource: &Json, now: UtcMillis) -> Result<Offer, StoreError> {
         let named = version_of(resource);
+        let id = resource_id(resource);
         self.apply_due(now).await?;
         let pending = self.pending.as_ref().map(|(p, _)| (p.version, p.effective));
         let v = match LimitsVersion::from_service_request(resource) {
             Ok(v) => v,
-            Err(e) => return self.refuse(named, e.to_string(), now).await,
+            Err(e) => {
+                // With no readable version the refusal is keyed by the resource's id.
+                let reason = match named {
+                    Some(_) => e.to_string(),
+                    None => format!("ServiceRequest/{id}: {e}"),
+                };
+                return self.refuse(named, id, reason, now).await;
+            }
         };
         if v.patient_id == self.patient_id {
             if Some(v.version) == self.current.version() {
@@ -367,7 +390,7 @@ impl Applier {
         // Not newer than the version in force, nor than the one waiting for its time: stale.
         let newest = self.current.version().max(pending.map(|p| p.0));
         if let Err(e) = v.acceptable_for(&self.patient_id, newest) {
-            return self.refuse(named, e.to_string(), now).await;
+            return self.refuse(named, id, e.to_string(), now).await;
         }
         let text = resource.to_string();
         let rules = merged_with_hub(&v.rules, &self.hub_rules);
@@ -426,6 +449,7 @@ impl Applier {
     async fn refuse(
         &mut self,
         version: Option<u32>,
+        id: String,
         reason: String,
         now: UtcMillis,
     ) -> Result<Offer, StoreError> {
@@ -441,9 +465,27 @@ impl Applier {
                 )
                 .await?;
             self.refused = Some((version, reason.clone()));
+            self.refused_id = Some(id);
             self.refused_at = now;
         }
         Ok(Offer::Refused { version, reason })
+    }
+}
+
+/// A resource's `id` as a FHIR id (`[A-Za-z0-9.-]{1,64}`), else `unknown` (it is untrusted: it
+/// goes into an identifier and a log-free event detail only in this checked form).
+pub fn resource_id(resource: &Json) -> String {
+    match resource.get("id").and_then(Json::as_str) {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            id.to_owned()
+        }
+        _ => "unknown".to_owned(),
     }
 }
 
@@ -508,13 +550,10 @@ impl super::Uplink {
             return Ok(false);
         };
         let key = format!(
-            "{}-{}",
+            "{}-{}-{}",
             ack.version,
-            if ack.rejected.is_some() {
-                "rejected"
-            } else {
-                "applied"
-            }
+            ack.resource_id.as_deref().unwrap_or_default(),
+            ack.outcome().as_str()
         );
         if self.limits.as_ref().and_then(|a| a.acked.as_deref()) == Some(key.as_str()) {
             return Ok(false);

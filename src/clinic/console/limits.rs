@@ -144,7 +144,8 @@ pub async fn saved_versions(
     Ok(v)
 }
 
-/// The hub's newest acknowledgement for the patient: (version, outcome, when, note).
+/// The hub's newest acknowledgement for the patient: (version — 0 for a resource without a
+/// readable version —, outcome, when, note).
 type Ack = (u32, AckOutcome, String, Option<String>);
 
 async fn hub_ack(st: &AppState, patient: &str) -> Result<Option<Ack>, Response> {
@@ -164,7 +165,8 @@ async fn hub_ack(st: &AppState, patient: &str) -> Result<Option<Ack>, Response> 
         .iter()
         .filter_map(read_ack)
         .filter(|a| a.0 == patient)
-        .max_by(|a, b| (a.1, &a.3).cmp(&(b.1, &b.3)))
+        // The newest by the hub's time (its acknowledgements carry UTC times in one format).
+        .max_by(|a, b| (&a.3, a.1).cmp(&(&b.3, b.1)))
         .map(|(_, v, applied, at, reason)| (v, applied, at, reason)))
 }
 
@@ -210,6 +212,10 @@ fn editor(
             Some((v, AckOutcome::Applied, at, _)) => p id="hub-ack" { "Version " (v) " applied on the hub at " (at) "." },
             Some((v, AckOutcome::Accepted, at, note)) => p id="hub-ack" {
                 "Version " (v) " accepted by the hub at " (at) ", " (note.as_deref().unwrap_or("takes effect later")) "."
+            },
+            Some((0, AckOutcome::Rejected, at, reason)) => p.err id="hub-ack" {
+                "A limits resource with no readable version was rejected by the hub at " (at) ": "
+                (reason.as_deref().unwrap_or("no reason given"))
             },
             Some((v, AckOutcome::Rejected, at, reason)) => p.err id="hub-ack" {
                 "Version " (v) " rejected by the hub at " (at) ": " (reason.as_deref().unwrap_or("no reason given"))
