@@ -167,6 +167,15 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
         assert_eq!(p.status, 422, "{reason}: {}", p.body);
         assert!(p.body.contains("Not saved"), "{}", p.body);
         assert!(p.body.contains(reason), "{reason}:\n{}", p.body);
+        // The form comes back as the clinician typed it, not as the version in force.
+        for (field, typed) in &changes {
+            assert_eq!(
+                attr_of_input(&p.body, field).as_deref(),
+                Some(*typed),
+                "{field} keeps what was typed"
+            );
+        }
+        assert_eq!(attr_of_input(&p.body, "reason").as_deref(), Some("try"));
     }
     let p = post(&mut b, "/patient/zed/limits", &form(&csrf, "", &[])).await;
     assert_eq!(p.status, 422);
@@ -515,4 +524,12 @@ async fn each_refusal_by_the_hub_is_shown_in_the_console_with_its_reason() {
     drop(applier);
     store.close().await;
     env.stop().await;
+}
+
+/// The `value` of the input named `name` in `html`.
+fn attr_of_input(html: &str, name: &str) -> Option<String> {
+    let i = html.find(&format!("name=\"{name}\""))?;
+    let tag = &html[i..i + html[i..].find('>')?];
+    let v = tag.find("value=\"")? + 7;
+    Some(tag[v..v + tag[v..].find('"')?].to_owned())
 }

@@ -188,6 +188,8 @@ fn extras_toml(rules: &AlertRules) -> String {
     .unwrap_or_default()
 }
 
+// One page, its parts passed as they are: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn editor(
     session: &Session,
     patient: &str,
@@ -196,8 +198,13 @@ fn editor(
     ack: Option<&Ack>,
     errors: &[String],
     preview: Option<&[crate::alerts::AlertEvent]>,
+    typed: Option<&HashMap<String, String>>,
 ) -> Markup {
     let current = history.first();
+    // What the clinician typed wins over `shown` (a refused form comes back as they left it).
+    let pick = |name: &str, default: String| -> String {
+        typed.and_then(|t| t.get(name)).cloned().unwrap_or(default)
+    };
     let body = html! {
         h1 { "Alert limits — " (patient) }
         p { a href={ "/patient/" (patient) } { "Back to the patient" } }
@@ -243,7 +250,7 @@ fn editor(
                     tr {
                         td { (k.as_str()) }
                         td { input name={ (k.as_str()) ".unit" } size="6"
-                            value=(r.map(|r| r.unit.ucum().to_owned()).unwrap_or_else(|| crate::alerts::rules::natural_unit(k).ucum().to_owned())); }
+                            value=(pick(&format!("{}.unit", k.as_str()), r.map(|r| r.unit.ucum().to_owned()).unwrap_or_else(|| crate::alerts::rules::natural_unit(k).ucum().to_owned()))); }
                         @for f in LIMIT_FIELDS {
                             @let v = r.map(|r| match f {
                                 "low" => limit_text(r.low),
@@ -252,16 +259,16 @@ fn editor(
                                 "critical_high" => limit_text(r.critical_high),
                                 _ => limit_text(r.hysteresis),
                             }).unwrap_or_default();
-                            td { input name={ (k.as_str()) "." (f) } size="6" value=(v); }
+                            td { input name={ (k.as_str()) "." (f) } size="6" value=(pick(&format!("{}.{f}", k.as_str()), v)); }
                         }
                     }
                 }
             }
-            p { label { "Suppress repeats for (minutes) " input name="suppress_minutes" size="4" value=(shown.suppress_minutes); } }
+            p { label { "Suppress repeats for (minutes) " input name="suppress_minutes" size="4" value=(pick("suppress_minutes", shown.suppress_minutes.to_string())); } }
             p { label { "Weight-gain rules and schedules ([alerts] TOML)" br;
-                textarea name="extras" rows="8" cols="60" { (extras_toml(shown)) } } }
-            p { label { "Takes effect (RFC 3339, empty: now) " input name="effective" size="26"; } }
-            p { label { "Why " input name="reason" size="60" required; } }
+                textarea name="extras" rows="8" cols="60" { (pick("extras", extras_toml(shown))) } } }
+            p { label { "Takes effect (RFC 3339, empty: now) " input name="effective" size="26" value=(pick("effective", String::new())); } }
+            p { label { "Why " input name="reason" size="60" required value=(pick("reason", String::new())); } }
             p { button type="submit" name="preview" value="1" { "Preview the last 30 days" } " "
                 button type="submit" { "Save as a new version" } }
         }
@@ -314,7 +321,17 @@ pub(super) async fn limits_page(
     let shown = current
         .map(|v| v.rules.clone())
         .unwrap_or_else(AlertRules::starting_points);
-    editor(&session, &id, &shown, &history, ack.as_ref(), &[], None).into_response()
+    editor(
+        &session,
+        &id,
+        &shown,
+        &history,
+        ack.as_ref(),
+        &[],
+        None,
+        None,
+    )
+    .into_response()
 }
 
 /// The form into rules; each problem named.
@@ -418,7 +435,16 @@ pub(super) async fn save_limits(
     let refuse = |rules: &AlertRules, errors: Vec<String>, ack| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
-            editor(&session, &id, rules, &history, ack, &errors, None),
+            editor(
+                &session,
+                &id,
+                rules,
+                &history,
+                ack,
+                &errors,
+                None,
+                Some(&form),
+            ),
         )
             .into_response()
     };
@@ -474,7 +500,17 @@ pub(super) async fn save_limits(
             Ok(e) => e,
             Err(r) => return r,
         };
-        return editor(&session, &id, &shown, &history, None, &[], Some(&events)).into_response();
+        return editor(
+            &session,
+            &id,
+            &shown,
+            &history,
+            None,
+            &[],
+            Some(&events),
+            Some(&form),
+        )
+        .into_response();
     }
     let Ok(sr) = sr else {
         return refuse(&shown, vec!["the limits could not be written".into()], None);
