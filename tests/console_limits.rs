@@ -520,7 +520,6 @@ async fn each_refusal_by_the_hub_is_shown_in_the_console_with_its_reason() {
         "{shown}"
     );
     // The store closes once no handle is left.
-    drop(offer);
     drop(applier);
     store.close().await;
     env.stop().await;

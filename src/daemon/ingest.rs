@@ -471,7 +471,7 @@ impl Ingest {
 
     async fn apply_due_locked(&self, st: &mut State) -> Result<Vec<AlertEvent>, IngestError> {
         let now = self.store.clock().now();
-        if !st.pending.as_ref().is_some_and(|p| p.effective <= now) {
+        if st.pending.as_ref().is_none_or(|p| p.effective > now) {
             return Ok(Vec::new());
         }
         let Some(p) = st.pending.take() else {
