@@ -17,83 +17,14 @@
 )]
 
 mod console_support;
+use console_support::webdriver::{driver, session, wait_path, wait_source};
 use console_support::*;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use jiff::{SignedDuration, Timestamp};
 use std::path::PathBuf;
-use std::time::Duration;
 
 fn ago(mins: i64) -> Timestamp {
     Timestamp::now() - SignedDuration::from_mins(mins)
-}
-
-fn find(prog: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| PathBuf::from(d).join(prog))
-        .find(|p| p.is_file())
-}
-
-/// chromedriver on a free loopback port; killed when dropped.
-struct Driver {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn driver(exe: &std::path::Path) -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new(exe)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let d = Driver { child, port };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not listen on {port}");
-}
-
-/// After a click that navigates (a form's POST and redirect, a link), WebDriver may answer before
-/// the new page is in: wait for it (up to 20 s) instead of reading the old page.
-async fn wait_path(c: &fantoccini::Client, path: &str) {
-    for _ in 0..100 {
-        if c.current_url().await.unwrap().path() == path {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    panic!("the browser never reached {path}");
-}
-
-/// The same, for a page that stays at its address: wait for `text` in its source.
-async fn wait_source(c: &fantoccini::Client, text: &str) {
-    for _ in 0..100 {
-        if c.source().await.unwrap().contains(text) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    panic!("the page never showed {text:?}");
 }
 
 async fn rows(c: &fantoccini::Client) -> Vec<String> {
@@ -106,17 +37,7 @@ async fn rows(c: &fantoccini::Client) -> Vec<String> {
 
 #[tokio::test]
 async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
-    let (Some(drv), Some(_)) = (
-        find("chromedriver"),
-        find("chromium").or_else(|| find("chromium-browser")),
-    ) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium and chromium-driver are required under CI=true (.ci/run installs them)"
-        );
-        eprintln!(
-            "skipped: chromium / chromedriver not installed (apt install chromium chromium-driver)"
-        );
+    let Some(drv) = console_support::webdriver::chromedriver_or_skip() else {
         return;
     };
     let env = start().await;
@@ -160,19 +81,7 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
     );
 
     let d = driver(&drv).await;
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1000"] }),
-    );
-    // The console's certificate is from a development CA the browser does not know.
-    caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let c = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", d.port))
-        .await
-        .expect("a chromedriver session");
+    let c = session(&d).await;
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
 
     // No session: the worklist sends the browser to the login page. A wrong password stays there.

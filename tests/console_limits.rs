@@ -167,6 +167,15 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
         assert_eq!(p.status, 422, "{reason}: {}", p.body);
         assert!(p.body.contains("Not saved"), "{}", p.body);
         assert!(p.body.contains(reason), "{reason}:\n{}", p.body);
+        // The form comes back as the clinician typed it, not as the version in force.
+        for (field, typed) in &changes {
+            assert_eq!(
+                attr_of_input(&p.body, field).as_deref(),
+                Some(*typed),
+                "{field} keeps what was typed"
+            );
+        }
+        assert_eq!(attr_of_input(&p.body, "reason").as_deref(), Some("try"));
     }
     let p = post(&mut b, "/patient/zed/limits", &form(&csrf, "", &[])).await;
     assert_eq!(p.status, 422);
@@ -214,6 +223,8 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
             version: 1,
             at: UtcMillis::parse_rfc3339("2026-12-07T08:00:05Z").unwrap(),
             rejected: None,
+            takes_effect: None,
+            resource_id: None,
         },
     )
     .unwrap();
@@ -234,6 +245,8 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
             rejected: Some(
                 "version 2 is for another patient; the hub keeps the limits in force".into(),
             ),
+            takes_effect: None,
+            resource_id: None,
         },
     )
     .unwrap();
@@ -354,4 +367,168 @@ async fn patient_page_bands_are_the_version_in_force_in_the_chart_unit_with_axis
     // The marks stay what the hub sent: 170 is under the new high but keeps its H.
     assert!(g.contains("170 mg/dL</td><td class=\"err\">H</td>"), "{g}");
     env.stop().await;
+}
+
+/// Each refusal of the issue, made by the hub's own applier (the code the uplink runs), reaches
+/// the clinic as the hub acknowledges it and is shown on the limits page with its reason: invalid
+/// limits, another patient's version, a stale version — and a resource with no readable version,
+/// keyed by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_by_the_hub_is_shown_in_the_console_with_its_reason() {
+    use vitals_hub::alerts::Limit;
+    use vitals_hub::model::{Decimal, Kind};
+    use vitals_hub::store::{KekSource, Store, StoreConfig};
+    use vitals_hub::uplink::limits::{in_force, Applier, Offer};
+
+    let env = start().await;
+    let mut b = Browser::new(&env);
+    assert_eq!(b.login(USER, PASSWORD).await.status, 303);
+    let hub_dir = tempfile::tempdir().unwrap();
+    let mut sc = StoreConfig::new(hub_dir.path());
+    sc.kek = KekSource::resolve(hub_dir.path(), None);
+    sc.patient_id = Some("zed".into());
+    let store = Store::open(sc, std::sync::Arc::new(vitals_hub::model::SystemClock))
+        .await
+        .unwrap();
+    let hub_rules = AlertRules::starting_points();
+    let mut applier = Applier::new(
+        store.clone(),
+        None,
+        hub_rules.clone(),
+        "zed".into(),
+        in_force(&store, &hub_rules).await.unwrap(),
+    );
+    let hub = vitals_hub::fhir::HubInfo {
+        mac: "02:00:5E:10:00:02".parse().unwrap(),
+        manufacturer: "Vitals".into(),
+        model: "Hub".into(),
+        software_version: "0.1.0".into(),
+        ntp: true,
+        utc_offset_minutes: 0,
+        zone: None,
+    };
+    let refs = std::collections::HashMap::new();
+    let ctx = vitals_hub::fhir::BundleContext {
+        patient_id: "zed",
+        hub: &hub,
+        hub_ref: None,
+        device_refs: &refs,
+        nonce: 1,
+        more_may_follow: false,
+    };
+    let version = |patient: &str, v: u32, low: i64, high: i64| {
+        let mut rules = AlertRules::starting_points();
+        let g = rules.thresholds.get_mut(&Kind::Glucose).unwrap();
+        g.low = Some(Limit(Decimal::new(low, 0)));
+        g.high = Some(Limit(Decimal::new(high, 0)));
+        LimitsVersion {
+            patient_id: patient.into(),
+            version: v,
+            rules,
+            effective: UtcMillis(1_764_547_200_000),
+            authored: UtcMillis(1_764_543_600_000),
+            author: "dr.jones".into(),
+            reason: "test".into(),
+        }
+        .to_service_request()
+        .unwrap()
+    };
+    // Offered at successive minutes; what the hub acknowledges goes to the clinic; the page.
+    let mut minute = 0;
+    let mut offer = async |b: &mut Browser, sr: serde_json::Value| -> (Offer, String) {
+        minute += 1;
+        let o = applier
+            .offer(&sr, UtcMillis(1_796_600_000_000 + minute * 60_000))
+            .await
+            .unwrap();
+        let ack = applier.ack().expect("an acknowledgement is due");
+        let built = ack_bundle(&ctx, &ack).unwrap();
+        ingest(&env.db, "hub-zed", "zed", &built.json);
+        let page = b.get("/patient/zed/limits").await;
+        assert_eq!(page.status, 200);
+        let i = page
+            .body
+            .find("id=\"hub-ack\"")
+            .expect("the hub's acknowledgement");
+        let shown = page.body[i..page.body[i..].find("</p>").unwrap() + i].to_owned();
+        (o, shown)
+    };
+
+    let (o, shown) = offer(&mut b, version("zed", 2, 70, 180)).await;
+    assert_eq!(o, Offer::Applied { version: 2 });
+    assert!(shown.contains("Version 2 applied on the hub at"), "{shown}");
+
+    // Invalid limits.
+    let (o, shown) = offer(&mut b, version("zed", 3, 300, 180)).await;
+    assert!(
+        matches!(
+            o,
+            Offer::Refused {
+                version: Some(3),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    assert!(
+        shown.contains("Version 3 rejected by the hub at")
+            && shown.contains("low 300 must be below high 180"),
+        "{shown}"
+    );
+    // Another patient's version.
+    let (o, shown) = offer(&mut b, version("amy", 4, 70, 180)).await;
+    assert!(
+        matches!(
+            o,
+            Offer::Refused {
+                version: Some(4),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    assert!(
+        shown.contains("Version 4 rejected by the hub at") && shown.contains("another patient"),
+        "{shown}"
+    );
+    // A stale version (1, older than version 2 in force).
+    let (o, shown) = offer(&mut b, version("zed", 1, 70, 200)).await;
+    assert!(
+        matches!(
+            o,
+            Offer::Refused {
+                version: Some(1),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    assert!(
+        shown.contains("Version 1 rejected by the hub at")
+            && shown.contains("version 1 is not newer than version 2"),
+        "{shown}"
+    );
+    // No readable version (the limits extension unparseable): refused and reported, by its id.
+    let mut broken = version("zed", 5, 70, 180);
+    broken["id"] = serde_json::json!("sr-broken-1");
+    broken["extension"] = serde_json::json!([{ "url": "https://vitals-hub.invalid/fhir/StructureDefinition/alert-limits", "valueString": "x" }]);
+    let (o, shown) = offer(&mut b, broken).await;
+    assert!(matches!(o, Offer::Refused { version: None, .. }), "{o:?}");
+    assert!(
+        shown.contains("A limits resource with no readable version was rejected by the hub at")
+            && shown.contains("ServiceRequest/sr-broken-1: "),
+        "{shown}"
+    );
+    // The store closes once no handle is left.
+    drop(applier);
+    store.close().await;
+    env.stop().await;
+}
+
+/// The `value` of the input named `name` in `html`.
+fn attr_of_input(html: &str, name: &str) -> Option<String> {
+    let i = html.find(&format!("name=\"{name}\""))?;
+    let tag = &html[i..i + html[i..].find('>')?];
+    let v = tag.find("value=\"")? + 7;
+    Some(tag[v..v + tag[v..].find('"')?].to_owned())
 }

@@ -167,7 +167,7 @@ fn a_hostile_service_request_is_refused_with_the_element_named() {
 
 #[test]
 fn the_acknowledgement_is_golden_and_reads_back() {
-    use vitals_hub::fhir::limits::{ack_bundle, read_ack, LimitsAck};
+    use vitals_hub::fhir::limits::{ack_bundle, read_ack, AckOutcome, LimitsAck};
     let hub = vitals_hub::fhir::HubInfo {
         mac: "02:00:5E:10:00:02".parse().unwrap(),
         manufacturer: "Vitals".into(),
@@ -191,6 +191,8 @@ fn the_acknowledgement_is_golden_and_reads_back() {
         version: 3,
         at: UtcMillis::parse_rfc3339("2026-12-07T08:00:05Z").unwrap(),
         rejected: Some("alerts.thresholds.glucose: low 300 must be below high 180".into()),
+        takes_effect: None,
+        resource_id: None,
     };
     let built = ack_bundle(&ctx, &ack).unwrap();
     let text = serde_json::to_string_pretty(&built.json).unwrap() + "\n";
@@ -209,7 +211,7 @@ fn the_acknowledgement_is_golden_and_reads_back() {
     let (patient, version, applied, at, reason) = read_ack(obs).unwrap();
     assert_eq!(
         (patient.as_str(), version, applied),
-        ("RPM-000123", 3, false)
+        ("RPM-000123", 3, AckOutcome::Rejected)
     );
     assert_eq!(at, "2026-12-07T08:00:05.000+00:00");
     assert!(reason.unwrap().contains("low 300"));

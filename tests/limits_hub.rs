@@ -18,7 +18,7 @@ use vitals_hub::alerts::{AlertRules, Limit};
 use vitals_hub::clinic::registry::record_for_der;
 use vitals_hub::clinic::Limits as ClinicLimits;
 use vitals_hub::daemon::{Ingest, IngestConfig};
-use vitals_hub::fhir::limits::LimitsVersion;
+use vitals_hub::fhir::limits::{AckOutcome, LimitsVersion};
 use vitals_hub::model::{Decimal, Kind, UtcMillis};
 use vitals_hub::receiver::pki::{DevCa, Span};
 use vitals_hub::store::Store;
@@ -35,8 +35,8 @@ fn version(patient: &str, v: u32, glucose_high: i64) -> LimitsVersion {
         patient_id: patient.into(),
         version: v,
         rules,
-        effective: UtcMillis(1_796_630_400_000),
-        authored: UtcMillis(1_796_626_800_000),
+        effective: UtcMillis(1_764_547_200_000), // 2025-12-01: in force on arrival
+        authored: UtcMillis(1_764_543_600_000),
         author: "dr.jones".into(),
         reason: "new insulin regimen".into(),
     }
@@ -137,7 +137,10 @@ async fn the_hub_applies_its_patients_limits_and_refuses_the_rest() {
     };
     let a = acks(&rx);
     assert_eq!(a.len(), 1, "{a:?}");
-    assert_eq!((a[0].0.as_str(), a[0].1, a[0].2), (PATIENT, 1, true));
+    assert_eq!(
+        (a[0].0.as_str(), a[0].1, a[0].2),
+        (PATIENT, 1, AckOutcome::Applied)
+    );
     // Polled again: nothing changes.
     assert_eq!(
         up.sync_limits().await.unwrap(),
@@ -169,7 +172,7 @@ async fn the_hub_applies_its_patients_limits_and_refuses_the_rest() {
     assert!(up.send_limits_ack().await.unwrap());
     let a = acks(&rx);
     let rejected = a.iter().find(|x| x.1 == 2).unwrap();
-    assert!(!rejected.2);
+    assert_eq!(rejected.2, AckOutcome::Rejected);
     assert!(
         rejected
             .4

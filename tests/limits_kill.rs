@@ -58,8 +58,8 @@ fn version(v: u32) -> LimitsVersion {
         patient_id: PATIENT.into(),
         version: v,
         rules,
-        effective: UtcMillis(1_796_630_400_000),
-        authored: UtcMillis(1_796_626_800_000),
+        effective: UtcMillis(1_764_547_200_000), // 2025-12-01: in force on arrival
+        authored: UtcMillis(1_764_543_600_000),
         author: "dr.jones".into(),
         reason: format!("kill test version {v}"),
     }

@@ -75,8 +75,8 @@ fn version(v: u32, glucose_high: i64) -> LimitsVersion {
         patient_id: PATIENT.into(),
         version: v,
         rules,
-        effective: UtcMillis(1_796_630_400_000),
-        authored: UtcMillis(1_796_626_800_000),
+        effective: UtcMillis(1_764_547_200_000), // 2025-12-01: in force on arrival
+        authored: UtcMillis(1_764_543_600_000),
         author: "dr.jones".into(),
         reason: format!("version {v}"),
     }
@@ -157,7 +157,7 @@ async fn offline_the_hub_keeps_its_limits_and_applies_the_new_version_when_the_l
         .iter()
         .find(|a| a.1 == 2)
         .expect("version 2 acknowledged");
-    assert!(v2.2, "applied");
+    assert_eq!(v2.2, vitals_hub::fhir::limits::AckOutcome::Applied);
     let at = UtcMillis::parse_rfc3339(&v2.3).unwrap();
     assert!(at >= before, "applied when the link returned: {}", v2.3);
 }

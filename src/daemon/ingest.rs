@@ -130,6 +130,23 @@ struct State {
     last_reading: HashMap<DeviceKey, UtcMillis>,
     /// Readings evaluated since the last snapshot was written.
     unsnapshotted: u64,
+    /// A clinic limits version accepted but not yet in force: applied under this lock before the
+    /// first reading evaluated at or after its effective time ([`Ingest::set_pending_rules`]).
+    pending: Option<PendingRules>,
+    /// The last pending version applied here, and when.
+    promoted: Option<(u32, UtcMillis)>,
+}
+
+/// A clinic alert-limits version accepted but not yet in force (its effective time is in the
+/// future): what [`Ingest`] switches to once the store's clock reaches `effective`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRules {
+    pub version: u32,
+    pub effective: UtcMillis,
+    /// The set to apply (already merged with the hub's own settings).
+    pub rules: AlertRules,
+    /// The `ServiceRequest` text, stored as the version in force when applied.
+    pub resource: String,
 }
 
 impl State {
@@ -366,12 +383,12 @@ impl Ingest {
         received_at: UtcMillis,
     ) -> Result<Vec<AlertEvent>, IngestError> {
         let mut st = self.state.lock().await;
+        let mut stored = self.apply_due_locked(&mut st).await?;
         let at = self.measured_at(reading, received_at);
         st.note_reading(device, at);
         let rules = std::mem::take(&mut st.rules);
         let events = st.engine.observe(&rules, at, reading, "stream");
         st.rules = rules;
-        let mut stored = Vec::new();
         for e in events {
             if self.store_event(&st, &e).await? {
                 stored.push(e);
@@ -401,16 +418,7 @@ impl Ingest {
         now: UtcMillis,
     ) -> Result<Vec<AlertEvent>, IngestError> {
         let mut st = self.state.lock().await;
-        let events = st.engine.limits_changed(&rules, now);
-        st.rules = rules;
-        // The next snapshot records the new rules (see [`fingerprint`]).
-        st.unsnapshotted += 1;
-        let mut stored = Vec::new();
-        for e in events {
-            if self.store_event(&st, &e).await? {
-                stored.push(e);
-            }
-        }
+        let stored = self.swap_rules_locked(&mut st, rules, now).await?;
         drop(st);
         if !stored.is_empty() {
             if let Some(w) = &self.wake {
@@ -418,6 +426,82 @@ impl Ingest {
             }
         }
         Ok(stored)
+    }
+
+    async fn swap_rules_locked(
+        &self,
+        st: &mut State,
+        rules: AlertRules,
+        now: UtcMillis,
+    ) -> Result<Vec<AlertEvent>, IngestError> {
+        let events = st.engine.limits_changed(&rules, now);
+        st.rules = rules;
+        // The next snapshot records the new rules (see [`fingerprint`]).
+        st.unsnapshotted += 1;
+        let mut stored = Vec::new();
+        for e in events {
+            if self.store_event(st, &e).await? {
+                stored.push(e);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Keep `pending` (or none) to apply once the store's clock reaches its effective time: it
+    /// is checked before every reading is evaluated and by [`Ingest::apply_due`].
+    pub async fn set_pending_rules(&self, pending: Option<PendingRules>) {
+        self.state.lock().await.pending = pending;
+    }
+
+    /// Apply the pending version if its effective time has come (by the store's clock): it
+    /// becomes the stored version in force (one transaction with its security event), then the
+    /// rules in force, between two readings. Returns the last version applied this way, and when.
+    pub async fn apply_due(&self) -> Result<Option<(u32, UtcMillis)>, IngestError> {
+        let mut st = self.state.lock().await;
+        let events = self.apply_due_locked(&mut st).await?;
+        let promoted = st.promoted;
+        drop(st);
+        if !events.is_empty() {
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
+        }
+        Ok(promoted)
+    }
+
+    async fn apply_due_locked(&self, st: &mut State) -> Result<Vec<AlertEvent>, IngestError> {
+        let now = self.store.clock().now();
+        if st.pending.as_ref().is_none_or(|p| p.effective > now) {
+            return Ok(Vec::new());
+        }
+        let Some(p) = st.pending.take() else {
+            return Ok(Vec::new());
+        };
+        match self
+            .store
+            .set_alert_limits(p.version, p.resource.clone(), now)
+            .await
+        {
+            Ok(()) => {}
+            // A newer version is in force already: this one is done with.
+            Err(StoreError::Invalid(e)) => {
+                warn!(
+                    version = p.version,
+                    "A pending alert limits version was not applied: {e}"
+                );
+                return Ok(Vec::new());
+            }
+            Err(e) => {
+                st.pending = Some(p);
+                return Err(e.into());
+            }
+        }
+        info!(
+            version = p.version,
+            "Clinic alert limits applied: their effective time has come."
+        );
+        st.promoted = Some((p.version, now));
+        self.swap_rules_locked(st, p.rules, now).await
     }
 
     /// The rules in force.
@@ -466,6 +550,8 @@ impl Ingest {
     ) -> Result<IngestOutcome, IngestError> {
         // Held across the append so that ids reach the engine in order.
         let mut st = self.state.lock().await;
+        // A version whose time has come is in force before these readings are evaluated.
+        let mut alerts = self.apply_due_locked(&mut st).await?;
         let readings: Vec<(Reading, UtcMillis, bool)> = items
             .iter()
             .map(|i| (i.reading.clone(), i.received_at, i.summary.is_some()))
@@ -483,7 +569,6 @@ impl Ingest {
         } else {
             self.store.append(device, items, cursor).await?
         };
-        let mut alerts = Vec::new();
         for (id, (reading, received_at, summary)) in append.ids.iter().zip(readings) {
             alerts.extend(
                 self.evaluate(&mut st, *id, device, &reading, received_at, summary)
@@ -565,10 +650,12 @@ impl Ingest {
             return Ok(None);
         };
         let mut st = self.state.lock().await;
+        let mut alerts = self.apply_due_locked(&mut st).await?;
         let rid = self.store.assign_held(id).await?;
-        let alerts = self
-            .evaluate(&mut st, rid, &h.device, &h.reading, h.received_at, false)
-            .await?;
+        alerts.extend(
+            self.evaluate(&mut st, rid, &h.device, &h.reading, h.received_at, false)
+                .await?,
+        );
         drop(st);
         if let Some(w) = &self.wake {
             w.notify_one();

@@ -7,6 +7,8 @@ pub mod ingest;
 pub mod port;
 pub mod run;
 
-pub use ingest::{Ingest, IngestConfig, IngestError, IngestOutcome, Replay, SnapshotState};
+pub use ingest::{
+    Ingest, IngestConfig, IngestError, IngestOutcome, PendingRules, Replay, SnapshotState,
+};
 pub use port::HubPort;
 pub use run::{run, Daemon, Options, RunError};

@@ -152,7 +152,10 @@ impl Daemon {
         sc.patient_id = Some(cfg.hub.patient_id.clone());
         let store = Store::open(sc, opts.clock.clone()).await?;
         // The alert rules in force: the clinic's last accepted version, else hub.toml's [alerts].
+        // A version that was waiting for its effective time while the hub was off applies now.
+        crate::uplink::limits::apply_due_at_start(&store, opts.clock.now()).await?;
         let limits = crate::uplink::limits::in_force(&store, &cfg.alerts).await?;
+        let pending_limits = crate::uplink::limits::pending(&store, &cfg.alerts).await?;
         info!(source = %limits.source, "Alert limits in force.");
         // The uplink is built before anything runs: a bad certificate or CA is a start error.
         let time_sync: Arc<dyn TimeSync> = match &opts.time_sync {
@@ -206,13 +209,17 @@ impl Daemon {
             .with_wake(wake)
             .with_stream_values(),
         );
-        let uplink = uplink.with_limits(crate::uplink::limits::Applier::new(
-            store.clone(),
-            Some(ingest.clone()),
-            cfg.alerts.clone(),
-            cfg.hub.patient_id.clone(),
-            limits,
-        ));
+        ingest.set_pending_rules(pending_limits.clone()).await;
+        let uplink = uplink.with_limits(
+            crate::uplink::limits::Applier::new(
+                store.clone(),
+                Some(ingest.clone()),
+                cfg.alerts.clone(),
+                cfg.hub.patient_id.clone(),
+                limits,
+            )
+            .with_pending(pending_limits, opts.clock.now()),
+        );
         // Raw values of continuous streams: to the alert rules through a bounded queue (spot
         // readings reach them through ingest when stored). See `port` for what happens when full.
         let (port, mut raw_rx) = HubPort::new(store.clone())

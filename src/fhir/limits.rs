@@ -474,14 +474,50 @@ fn read_limits(ext: &Json) -> Result<(u32, AlertRules), LimitsError> {
     Ok((version, rules))
 }
 
-/// The hub's acknowledgement of a limits version: applied at `at`, or rejected for `reason`.
+/// The hub's acknowledgement of a limits version: applied at `at`, rejected at `at` for a reason,
+/// or accepted at `at` to take effect later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsAck {
     pub patient_id: String,
     pub version: u32,
     pub at: UtcMillis,
-    /// `None`: applied. `Some(reason)`: rejected.
+    /// `None`: applied (or accepted, with `takes_effect`). `Some(reason)`: rejected.
     pub rejected: Option<String>,
+    /// Accepted and stored, in force from this time (its effective date is in the future).
+    pub takes_effect: Option<UtcMillis>,
+    /// For a refusal of a resource with no readable version (`version` 0): its id.
+    pub resource_id: Option<String>,
+}
+
+impl LimitsAck {
+    pub fn outcome(&self) -> AckOutcome {
+        match (&self.rejected, self.takes_effect) {
+            (Some(_), _) => AckOutcome::Rejected,
+            (None, Some(_)) => AckOutcome::Accepted,
+            (None, None) => AckOutcome::Applied,
+        }
+    }
+}
+
+/// What the hub did with a version (the acknowledgement's `valueString`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AckOutcome {
+    /// In force on the hub.
+    Applied,
+    /// Refused; the hub keeps what it had.
+    Rejected,
+    /// Stored; it takes effect at its effective time (in the future when it arrived).
+    Accepted,
+}
+
+impl AckOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckOutcome::Applied => "applied",
+            AckOutcome::Rejected => "rejected",
+            AckOutcome::Accepted => "accepted",
+        }
+    }
 }
 
 /// The `code` of the acknowledgement Observation (hub-status code system).
@@ -489,9 +525,10 @@ pub const ACK_CODE: &str = "alert-limits";
 
 /// The acknowledgement as a transaction Bundle: the PhgDevice and one hub-status Observation
 /// (subject = the hub, like the heartbeat's) with `code` hub-status `alert-limits`, `focus` the
-/// limits version by identifier (`<patient>-v<version>`), `valueString` `applied` or `rejected`,
-/// `effectiveDateTime` when, and for a rejection the reason in `note`. Conditional create on
-/// `<hub>-hub-status-alert-limits-v<version>-<applied|rejected>`: sending it again is harmless.
+/// limits version by identifier (`<patient>-v<version>`), `valueString` `applied`, `rejected` or
+/// `accepted`, `effectiveDateTime` when, for a rejection the reason in `note`, for an acceptance
+/// `takes effect at <time>` in `note`. Conditional create on
+/// `<hub>-hub-status-alert-limits-v<version>-<outcome>`: sending it again is harmless.
 pub fn ack_bundle(
     ctx: &super::BundleContext<'_>,
     ack: &LimitsAck,
@@ -503,12 +540,13 @@ pub fn ack_bundle(
     };
     let mut b = new_builder(&ctx);
     let hub_id = super::Eui64::from_eui48(ctx.hub.mac).compact();
-    let outcome = if ack.rejected.is_some() {
-        "rejected"
-    } else {
-        "applied"
+    let outcome = ack.outcome().as_str();
+    // A refusal of a resource with no readable version is keyed by the resource's id.
+    let subject = match (ack.version, &ack.resource_id) {
+        (0, Some(id)) => format!("id-{id}"),
+        (v, _) => format!("v{v}"),
     };
-    let ident = format!("{hub_id}-hub-status-{ACK_CODE}-v{}-{outcome}", ack.version);
+    let ident = format!("{hub_id}-hub-status-{ACK_CODE}-{subject}-{outcome}");
     let mut m = Map::new();
     m.insert("resourceType".into(), json!("Observation"));
     m.insert(
@@ -525,7 +563,7 @@ pub fn ack_bundle(
         "focus".into(),
         json!([{ "identifier": {
             "system": LIMITS_IDENTIFIER_SYSTEM,
-            "value": format!("{}-v{}", ack.patient_id, ack.version),
+            "value": format!("{}-{subject}", ack.patient_id),
         } }]),
     );
     m.insert(
@@ -535,6 +573,11 @@ pub fn ack_bundle(
     m.insert("valueString".into(), json!(outcome));
     if let Some(r) = &ack.rejected {
         m.insert("note".into(), json!([{ "text": r }]));
+    } else if let Some(t) = ack.takes_effect {
+        m.insert(
+            "note".into(),
+            json!([{ "text": format!("takes effect at {}", super::format_instant(t, 0, true)?) }]),
+        );
     }
     m.insert("device".into(), json!({ "reference": b.hub_ref }));
     let url = b.urn();
@@ -550,9 +593,11 @@ pub fn ack_bundle(
     Ok(b.finish(0, Vec::new()))
 }
 
-/// Of a hub's acknowledgement Observations, the newest for `patient_id`: (version, applied?,
-/// when, reason) — what the console shows as "applied on the hub at …" / "rejected: reason".
-pub fn read_ack(obs: &Json) -> Option<(String, u32, bool, String, Option<String>)> {
+/// A hub's acknowledgement Observation: (patient, version, outcome, when, note) — what the console
+/// shows as "applied on the hub at …" / "rejected by the hub: reason" / "accepted by the hub, takes
+/// effect at …". A refusal of a resource that named no readable version has version 0 and the
+/// resource's id in `focus` (`<patient>-id-<id>`): it reads as version 0.
+pub fn read_ack(obs: &Json) -> Option<(String, u32, AckOutcome, String, Option<String>)> {
     let coded = obs
         .pointer("/code/coding")
         .and_then(Json::as_array)?
@@ -567,9 +612,16 @@ pub fn read_ack(obs: &Json) -> Option<(String, u32, bool, String, Option<String>
     let focus = obs
         .pointer("/focus/0/identifier/value")
         .and_then(Json::as_str)?;
-    let (patient, v) = focus.rsplit_once("-v")?;
-    let version: u32 = v.parse().ok()?;
-    let applied = obs.get("valueString").and_then(Json::as_str) == Some("applied");
+    let (patient, version) = match focus.rsplit_once("-v") {
+        Some((p, v)) if v.parse::<u32>().is_ok() => (p, v.parse().ok()?),
+        _ => (focus.rsplit_once("-id-")?.0, 0),
+    };
+    let applied = match obs.get("valueString").and_then(Json::as_str)? {
+        "applied" => AckOutcome::Applied,
+        "rejected" => AckOutcome::Rejected,
+        "accepted" => AckOutcome::Accepted,
+        _ => return None,
+    };
     let at = obs
         .get("effectiveDateTime")
         .and_then(Json::as_str)?

@@ -401,6 +401,25 @@ impl Store {
             .await
     }
 
+    /// The clinic version accepted but not yet in force, if any.
+    pub async fn pending_alert_limits(&self) -> Result<Option<crate::store::PendingLimits>> {
+        self.call(|db| db.pending_alert_limits()).await
+    }
+
+    /// Keep `version` (the limits `ServiceRequest` text) until it takes effect at `effective`:
+    /// replaces any pending version, one transaction with its security event. A version not newer
+    /// than the one in force is refused. Applying it is [`Store::set_alert_limits`], which removes
+    /// it from pending in the same transaction.
+    pub async fn set_pending_alert_limits(
+        &self,
+        version: u32,
+        resource: String,
+        effective: UtcMillis,
+    ) -> Result<()> {
+        self.call(move |db| db.set_pending_alert_limits(version, &resource, effective))
+            .await
+    }
+
     /// New KEK: re-wrap every key and replace the key file atomically. Returns the new fingerprint.
     pub async fn rotate_kek(&self) -> Result<String> {
         self.call(|db| db.rotate_kek()).await

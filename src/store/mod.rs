@@ -28,6 +28,7 @@
 //! | `uplink_state` (v3) | destination, name, value (server logical ids such as `Device/12`, heartbeat times) | — |
 //! | `held` (v4) | id, uuid, device id, `dedup` (HMAC of the stable key), state (`held`/`discarded`/`assigned`), received minute, key id | `sealed` (NULL once discarded or assigned): user index, the `model::Reading`, exact receive time, stable key |
 //! | `alert_limits` (v5) | one row: uuid, the clinic's limits version in force, when it was applied, key id | `sealed`: the limits `ServiceRequest` as the clinic sent it ([`crate::fhir::limits`]) |
+//! | `alert_limits_pending` (v7) | one row: uuid, a clinic limits version accepted but not yet in force, when it takes effect, key id | `sealed`: the limits `ServiceRequest` as the clinic sent it |
 //! | `snapshots` (v6) | id, uuid, name (`alerts`), key id, updated minute | `sealed`: the reading id it covers and the state (the alert engine's: open episodes, weights, last reading per device) |
 //!
 //! What an attacker with the file alone learns (the documented leakage): how many devices, readings and
@@ -418,6 +419,16 @@ pub struct Event {
 pub struct StoredLimits {
     pub version: u32,
     pub applied_at: UtcMillis,
+    /// The limits `ServiceRequest` as the clinic sent it (JSON text).
+    pub resource: String,
+}
+
+/// A clinic alert-limits version accepted but not yet in force: it takes effect at `effective`
+/// (schema v7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLimits {
+    pub version: u32,
+    pub effective: UtcMillis,
     /// The limits `ServiceRequest` as the clinic sent it (JSON text).
     pub resource: String,
 }

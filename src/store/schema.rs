@@ -7,7 +7,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const LATEST: u32 = 6;
+pub const LATEST: u32 = 7;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; LATEST as usize] = [
@@ -150,6 +150,19 @@ CREATE TABLE snapshots(
   updated_min INTEGER NOT NULL
 ) STRICT;
 "#,
+    // v7 (alert limits, issue 18): a clinic version accepted but not yet in force (its effective
+    // time is in the future), one row; it becomes the `alert_limits` row in the transaction that
+    // applies it (sealed: the ServiceRequest as received; plain: its version and effective time).
+    r#"
+CREATE TABLE alert_limits_pending(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  uuid TEXT NOT NULL UNIQUE,
+  version INTEGER NOT NULL CHECK (version >= 1),
+  effective_ms INTEGER NOT NULL,
+  key_id INTEGER NOT NULL REFERENCES keys(id),
+  sealed BLOB NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Errors of the migration step.
@@ -240,6 +253,14 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(snapshots, 1);
+            let pending: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alert_limits_pending'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(pending, 1);
         }
     }
 

@@ -23,7 +23,7 @@
 //!   ([`crate::fhir::limits::merged_with_hub`]).
 
 use crate::alerts::AlertRules;
-use crate::daemon::Ingest;
+use crate::daemon::{Ingest, PendingRules};
 pub use crate::fhir::limits::{current_of, version_of};
 use crate::fhir::limits::{
     merged_with_hub, LimitsError, LimitsVersion, LIMITS_CODE, TELEMONITORING_SYSTEM,
@@ -119,6 +119,64 @@ pub async fn in_force(store: &Store, hub: &AlertRules) -> Result<InForce, StoreE
     }
 }
 
+/// At start: a stored version waiting for its effective time is applied if that time has come
+/// (the hub was off when it came), before [`in_force`] reads the version in force. `Some(version)`
+/// when one was applied.
+pub async fn apply_due_at_start(store: &Store, now: UtcMillis) -> Result<Option<u32>, StoreError> {
+    let Some(p) = store.pending_alert_limits().await? else {
+        return Ok(None);
+    };
+    if p.effective > now {
+        return Ok(None);
+    }
+    match store.set_alert_limits(p.version, p.resource, now).await {
+        Ok(()) => {
+            info!(
+                version = p.version,
+                "Clinic alert limits applied at start: their effective time has come."
+            );
+            Ok(Some(p.version))
+        }
+        // Overtaken by the version in force.
+        Err(StoreError::Invalid(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// At start: the stored version waiting for its effective time (parsed and validated again,
+/// merged with the hub's own settings), for ingest and the applier. One that no longer validates
+/// is dropped with an `alert_limits_unusable` security event.
+pub async fn pending(store: &Store, hub: &AlertRules) -> Result<Option<PendingRules>, StoreError> {
+    let Some(p) = store.pending_alert_limits().await? else {
+        return Ok(None);
+    };
+    let parsed = serde_json::from_str::<Json>(&p.resource)
+        .map_err(|e| LimitsError::Malformed(e.to_string()))
+        .and_then(|v| LimitsVersion::from_service_request(&v));
+    match parsed {
+        Ok(v) => Ok(Some(PendingRules {
+            version: p.version,
+            effective: p.effective,
+            rules: merged_with_hub(&v.rules, hub),
+            resource: p.resource,
+        })),
+        Err(e) => {
+            warn!("The stored pending clinic alert limits do not validate; they are not applied.");
+            store
+                .append_event(
+                    "alert_limits_unusable",
+                    "security",
+                    format!(
+                        "pending clinic version {} is unusable ({e}); it will not be applied",
+                        p.version
+                    ),
+                )
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
 /// What the hub did with what the clinic offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {
@@ -128,6 +186,9 @@ pub enum Offer {
     Unchanged { version: u32 },
     /// Stored and applied.
     Applied { version: u32 },
+    /// Stored; it takes effect at `effective` (in the future when it came); until then the limits
+    /// in force stay.
+    Pending { version: u32, effective: UtcMillis },
     /// Refused; the limits in force stay. `version` when the resource named one.
     Refused {
         version: Option<u32>,
@@ -141,6 +202,8 @@ pub struct Report {
     pub in_force: Source,
     /// The last refusal, if any since the version in force was applied.
     pub refused: Option<(Option<u32>, String)>,
+    /// A version accepted but not yet in force, and when it takes effect.
+    pub pending: Option<(u32, UtcMillis)>,
 }
 
 /// Checks, stores and applies what the clinic offers. One per hub (the uplink owns it).
@@ -155,6 +218,10 @@ pub struct Applier {
     refused_at: UtcMillis,
     /// The acknowledgement last delivered to the clinic (`<version>-<applied|rejected>`).
     acked: Option<String>,
+    /// A version accepted but not yet in force, and when it was accepted.
+    pending: Option<(PendingRules, UtcMillis)>,
+    /// The id of the resource last refused (what a refusal without a version is keyed by).
+    refused_id: Option<String>,
 }
 
 impl Applier {
@@ -175,7 +242,61 @@ impl Applier {
             refused: None,
             refused_at: UtcMillis(0),
             acked: None,
+            pending: None,
+            refused_id: None,
         }
+    }
+
+    /// The version accepted before a restart and not yet in force ([`pending`]); give the same to
+    /// ingest ([`Ingest::set_pending_rules`]).
+    pub fn with_pending(mut self, pending: Option<PendingRules>, now: UtcMillis) -> Applier {
+        self.pending = pending.map(|p| (p, now));
+        self
+    }
+
+    /// Apply the pending version if its effective time has come: through ingest (which may have
+    /// applied it already, before a reading) or, without ingest, in the store. `Some(version)`
+    /// when a version came into force.
+    pub async fn apply_due(&mut self, now: UtcMillis) -> Result<Option<u32>, StoreError> {
+        let Some((p, _)) = self.pending.as_ref() else {
+            return Ok(None);
+        };
+        if p.effective > now {
+            return Ok(None);
+        }
+        let applied_at = match &self.ingest {
+            Some(ingest) => match ingest
+                .apply_due()
+                .await
+                .map_err(|crate::daemon::IngestError::Store(e)| e)?
+            {
+                Some((v, at)) if v == p.version => at,
+                // Ingest's clock is not there yet: next time.
+                _ => return Ok(None),
+            },
+            None => {
+                self.store
+                    .set_alert_limits(p.version, p.resource.clone(), now)
+                    .await?;
+                info!(
+                    version = p.version,
+                    "Clinic alert limits applied: their effective time has come."
+                );
+                now
+            }
+        };
+        let Some((p, _)) = self.pending.take() else {
+            return Ok(None);
+        };
+        self.current = InForce {
+            source: Source::Clinic {
+                version: p.version,
+                applied_at,
+            },
+            rules: p.rules,
+        };
+        self.refused = None;
+        Ok(Some(p.version))
     }
 
     /// The acknowledgement due: the refusal of a named version since the last change, else the
@@ -187,7 +308,30 @@ impl Applier {
                 version: *v,
                 at: self.refused_at,
                 rejected: Some(reason.clone()),
+                takes_effect: None,
+                resource_id: None,
             }),
+            // No readable version: keyed by the resource's id (version 0).
+            (Some((None, reason)), _) => Some(crate::fhir::limits::LimitsAck {
+                patient_id: self.patient_id.clone(),
+                version: 0,
+                at: self.refused_at,
+                rejected: Some(reason.clone()),
+                takes_effect: None,
+                resource_id: self.refused_id.clone(),
+            }),
+            (_, _) if self.pending.is_some() => {
+                self.pending
+                    .as_ref()
+                    .map(|(p, accepted)| crate::fhir::limits::LimitsAck {
+                        patient_id: self.patient_id.clone(),
+                        version: p.version,
+                        at: *accepted,
+                        rejected: None,
+                        takes_effect: Some(p.effective),
+                        resource_id: None,
+                    })
+            }
             (
                 _,
                 Source::Clinic {
@@ -199,6 +343,8 @@ impl Applier {
                 version: *version,
                 at: *applied_at,
                 rejected: None,
+                takes_effect: None,
+                resource_id: None,
             }),
             _ => None,
         }
@@ -212,31 +358,76 @@ impl Applier {
         Report {
             in_force: self.current.source.clone(),
             refused: self.refused.clone(),
+            pending: self.pending.as_ref().map(|(p, _)| (p.version, p.effective)),
         }
     }
 
     /// Check the clinic's `ServiceRequest` and, if acceptable, store it and apply it.
     pub async fn offer(&mut self, resource: &Json, now: UtcMillis) -> Result<Offer, StoreError> {
         let named = version_of(resource);
-        let checked = LimitsVersion::from_service_request(resource).and_then(|v| {
-            if Some(v.version) == self.current.version() && v.patient_id == self.patient_id {
-                return Ok(None);
+        let id = resource_id(resource);
+        self.apply_due(now).await?;
+        let pending = self.pending.as_ref().map(|(p, _)| (p.version, p.effective));
+        let v = match LimitsVersion::from_service_request(resource) {
+            Ok(v) => v,
+            Err(e) => {
+                // With no readable version the refusal is keyed by the resource's id.
+                let reason = match named {
+                    Some(_) => e.to_string(),
+                    None => format!("ServiceRequest/{id}: {e}"),
+                };
+                return self.refuse(named, id, reason, now).await;
             }
-            v.acceptable_for(&self.patient_id, self.current.version())
-                .map(|()| Some(v))
-        });
-        let v = match checked {
-            Ok(None) => {
-                return Ok(Offer::Unchanged {
-                    version: self.current.version().unwrap_or_default(),
-                })
-            }
-            Ok(Some(v)) => v,
-            Err(e) => return self.refuse(named, e.to_string(), now).await,
         };
+        if v.patient_id == self.patient_id {
+            if Some(v.version) == self.current.version() {
+                return Ok(Offer::Unchanged { version: v.version });
+            }
+            if let Some((version, effective)) = pending.filter(|p| p.0 == v.version) {
+                return Ok(Offer::Pending { version, effective });
+            }
+        }
+        // Not newer than the version in force, nor than the one waiting for its time: stale.
+        let newest = self.current.version().max(pending.map(|p| p.0));
+        if let Err(e) = v.acceptable_for(&self.patient_id, newest) {
+            return self.refuse(named, id, e.to_string(), now).await;
+        }
         let text = resource.to_string();
-        self.store.set_alert_limits(v.version, text, now).await?;
         let rules = merged_with_hub(&v.rules, &self.hub_rules);
+        if v.effective > now {
+            // Stored now, in force from its effective time (checked before every reading and at
+            // every poll, and at start).
+            self.store
+                .set_pending_alert_limits(v.version, text.clone(), v.effective)
+                .await?;
+            let p = PendingRules {
+                version: v.version,
+                effective: v.effective,
+                rules,
+                resource: text,
+            };
+            if let Some(ingest) = &self.ingest {
+                ingest.set_pending_rules(Some(p.clone())).await;
+            }
+            info!(
+                version = v.version,
+                effective = %v.effective.to_rfc3339(),
+                "Clinic alert limits accepted; they take effect later."
+            );
+            self.pending = Some((p, now));
+            self.refused = None;
+            return Ok(Offer::Pending {
+                version: v.version,
+                effective: v.effective,
+            });
+        }
+        self.store.set_alert_limits(v.version, text, now).await?;
+        // A version waiting for its time is overtaken (the store dropped it in that transaction).
+        if self.pending.take().is_some() {
+            if let Some(ingest) = &self.ingest {
+                ingest.set_pending_rules(None).await;
+            }
+        }
         if let Some(ingest) = &self.ingest {
             ingest
                 .replace_rules(rules.clone(), now)
@@ -258,6 +449,7 @@ impl Applier {
     async fn refuse(
         &mut self,
         version: Option<u32>,
+        id: String,
         reason: String,
         now: UtcMillis,
     ) -> Result<Offer, StoreError> {
@@ -273,9 +465,27 @@ impl Applier {
                 )
                 .await?;
             self.refused = Some((version, reason.clone()));
+            self.refused_id = Some(id);
             self.refused_at = now;
         }
         Ok(Offer::Refused { version, reason })
+    }
+}
+
+/// A resource's `id` as a FHIR id (`[A-Za-z0-9.-]{1,64}`), else `unknown` (it is untrusted: it
+/// goes into an identifier and a log-free event detail only in this checked form).
+pub fn resource_id(resource: &Json) -> String {
+    match resource.get("id").and_then(Json::as_str) {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            id.to_owned()
+        }
+        _ => "unknown".to_owned(),
     }
 }
 
@@ -340,13 +550,10 @@ impl super::Uplink {
             return Ok(false);
         };
         let key = format!(
-            "{}-{}",
+            "{}-{}-{}",
             ack.version,
-            if ack.rejected.is_some() {
-                "rejected"
-            } else {
-                "applied"
-            }
+            ack.resource_id.as_deref().unwrap_or_default(),
+            ack.outcome().as_str()
         );
         if self.limits.as_ref().and_then(|a| a.acked.as_deref()) == Some(key.as_str()) {
             return Ok(false);
@@ -374,6 +581,8 @@ impl super::Uplink {
         if self.limits.is_none() {
             return Ok(Offer::Nothing);
         }
+        // A version waiting for its time is applied when it comes, online or not.
+        self.limits_due().await?;
         let found = fetch(&self.client, &self.url, &self.cfg.patient_id).await?;
         let now = self.clock.now();
         let Some(applier) = self.limits.as_mut() else {
@@ -382,12 +591,28 @@ impl super::Uplink {
         let Some(sr) = found else {
             return Ok(Offer::Nothing);
         };
+        let before = applier.in_force().version();
         let offer = applier.offer(&sr, now).await?;
-        if matches!(offer, Offer::Applied { .. }) {
+        if applier.in_force().version() != before {
             // The Observations' L / H / LL / HH follow the limits in force.
             self.alert_rules = Some(applier.in_force().rules.clone());
         }
         Ok(offer)
+    }
+
+    /// Apply the version waiting for its effective time if that time has come (the uplink's
+    /// loop asks at every pass; ingest asks before every reading). `Some(version)` when one came
+    /// into force now.
+    pub async fn limits_due(&mut self) -> Result<Option<u32>, StoreError> {
+        let now = self.clock.now();
+        let Some(applier) = self.limits.as_mut() else {
+            return Ok(None);
+        };
+        let applied = applier.apply_due(now).await?;
+        if applied.is_some() {
+            self.alert_rules = Some(applier.in_force().rules.clone());
+        }
+        Ok(applied)
     }
 }
 
@@ -402,6 +627,9 @@ pub struct Shown {
     pub applied_at: Option<UtcMillis>,
     /// The newest refusal since then (`alert_limits_refused` event detail), if any.
     pub last_refusal: Option<String>,
+    /// A version accepted but not yet in force, and when it takes effect.
+    pub pending_version: Option<u32>,
+    pub pending_effective: Option<UtcMillis>,
 }
 
 impl std::fmt::Display for Shown {
@@ -409,6 +637,13 @@ impl std::fmt::Display for Shown {
         match (self.version, self.applied_at) {
             (Some(v), Some(at)) => write!(f, "clinic version {v}, applied {}", at.to_rfc3339())?,
             _ => f.write_str("hub.toml [alerts] (the clinic has sent no version)")?,
+        }
+        if let (Some(v), Some(at)) = (self.pending_version, self.pending_effective) {
+            write!(
+                f,
+                "; version {v} accepted, takes effect at {}",
+                at.to_rfc3339()
+            )?;
         }
         if let Some(r) = &self.last_refusal {
             write!(f, "; last refused: {r}")?;
@@ -430,7 +665,10 @@ pub async fn shown(store: &Store) -> Result<Shown, StoreError> {
         // The newest of the two: a refusal after the last change.
         .filter(|e| e.kind == "alert_limits_refused")
         .map(|e| e.detail);
+    let pending = store.pending_alert_limits().await?;
     Ok(Shown {
+        pending_version: pending.as_ref().map(|p| p.version),
+        pending_effective: pending.as_ref().map(|p| p.effective),
         source: if stored.is_some() {
             "clinic"
         } else {

@@ -1019,6 +1019,10 @@ impl Uplink {
                 next_heartbeat = Instant::now() + interval;
                 limits_due = true;
             }
+            // A limits version whose effective time has come: in force before this pass uploads.
+            if let Err(e) = self.limits_due().await {
+                debug!(error = %e, "A pending alert limits version could not be applied.");
+            }
             let was_failing = self.failures > 0;
             let step = self.step_with(clock).await;
             // The clinic's limits: on the heartbeat's cadence, at start and after a reconnect.

@@ -10,6 +10,8 @@
     clippy::panic
 )]
 
+pub mod webdriver;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use vitals_hub::clinic::console::users::{Role, UserStore};

@@ -48,6 +48,12 @@ impl World {
     /// A world whose receiver authorises like `vitals-clinic serve`: the hub's certificate
     /// enrolled for `patient` in the registry, unknown certificates refused at TLS.
     pub async fn enrolled(patient: &str) -> World {
+        World::enrolled_in(patient, None).await
+    }
+
+    /// [`World::enrolled`] with the clinic's store in `db` (e.g. the console's, so the console
+    /// shows what this receiver ingests).
+    pub async fn enrolled_in(patient: &str, db: Option<PathBuf>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let pki = write_dev_pki(&dir.path().join("pki"), &["localhost"], "e2e-hub").unwrap();
         let registry = vitals_hub::clinic::Registry::new();
@@ -62,7 +68,7 @@ impl World {
             ReceiverConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 listen: Listen::Tls(server),
-                db_path: None,
+                db_path: db,
                 faults: FaultQueue::new(),
             },
             vitals_hub::clinic::ClinicOptions {

@@ -18,7 +18,7 @@
 use super::auth::Session;
 use super::{audited, csrf_refused, fhir_failed, not_found, records, AppState};
 use crate::alerts::{AlertRules, Limit, Schedule, ThresholdRule, WeightGainRule};
-use crate::fhir::limits::{read_ack, LimitsVersion, ACK_CODE};
+use crate::fhir::limits::{read_ack, AckOutcome, LimitsVersion, ACK_CODE};
 use crate::model::{Kind, UtcMillis};
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -144,11 +144,11 @@ pub async fn saved_versions(
     Ok(v)
 }
 
-/// The hub's newest acknowledgement for the patient: (version, applied?, when, reason).
-async fn hub_ack(
-    st: &AppState,
-    patient: &str,
-) -> Result<Option<(u32, bool, String, Option<String>)>, Response> {
+/// The hub's newest acknowledgement for the patient: (version — 0 for a resource without a
+/// readable version —, outcome, when, note).
+type Ack = (u32, AckOutcome, String, Option<String>);
+
+async fn hub_ack(st: &AppState, patient: &str) -> Result<Option<Ack>, Response> {
     let found = st
         .fhir
         .search(
@@ -165,7 +165,8 @@ async fn hub_ack(
         .iter()
         .filter_map(read_ack)
         .filter(|a| a.0 == patient)
-        .max_by(|a, b| (a.1, &a.3).cmp(&(b.1, &b.3)))
+        // The newest by the hub's time (its acknowledgements carry UTC times in one format).
+        .max_by(|a, b| (&a.3, a.1).cmp(&(&b.3, b.1)))
         .map(|(_, v, applied, at, reason)| (v, applied, at, reason)))
 }
 
@@ -187,16 +188,23 @@ fn extras_toml(rules: &AlertRules) -> String {
     .unwrap_or_default()
 }
 
+// One page, its parts passed as they are: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn editor(
     session: &Session,
     patient: &str,
     shown: &AlertRules,
     history: &[LimitsVersion],
-    ack: Option<&(u32, bool, String, Option<String>)>,
+    ack: Option<&Ack>,
     errors: &[String],
     preview: Option<&[crate::alerts::AlertEvent]>,
+    typed: Option<&HashMap<String, String>>,
 ) -> Markup {
     let current = history.first();
+    // What the clinician typed wins over `shown` (a refused form comes back as they left it).
+    let pick = |name: &str, default: String| -> String {
+        typed.and_then(|t| t.get(name)).cloned().unwrap_or(default)
+    };
     let body = html! {
         h1 { "Alert limits — " (patient) }
         p { a href={ "/patient/" (patient) } { "Back to the patient" } }
@@ -208,8 +216,15 @@ fn editor(
             None => p id="in-force" { "No version saved: the hub applies its hub.toml [alerts]." },
         }
         @match ack {
-            Some((v, true, at, _)) => p id="hub-ack" { "Version " (v) " applied on the hub at " (at) "." },
-            Some((v, false, at, reason)) => p.err id="hub-ack" {
+            Some((v, AckOutcome::Applied, at, _)) => p id="hub-ack" { "Version " (v) " applied on the hub at " (at) "." },
+            Some((v, AckOutcome::Accepted, at, note)) => p id="hub-ack" {
+                "Version " (v) " accepted by the hub at " (at) ", " (note.as_deref().unwrap_or("takes effect later")) "."
+            },
+            Some((0, AckOutcome::Rejected, at, reason)) => p.err id="hub-ack" {
+                "A limits resource with no readable version was rejected by the hub at " (at) ": "
+                (reason.as_deref().unwrap_or("no reason given"))
+            },
+            Some((v, AckOutcome::Rejected, at, reason)) => p.err id="hub-ack" {
                 "Version " (v) " rejected by the hub at " (at) ": " (reason.as_deref().unwrap_or("no reason given"))
             },
             None => p.muted id="hub-ack" { "The hub has not acknowledged a version yet." },
@@ -235,7 +250,7 @@ fn editor(
                     tr {
                         td { (k.as_str()) }
                         td { input name={ (k.as_str()) ".unit" } size="6"
-                            value=(r.map(|r| r.unit.ucum().to_owned()).unwrap_or_else(|| crate::alerts::rules::natural_unit(k).ucum().to_owned())); }
+                            value=(pick(&format!("{}.unit", k.as_str()), r.map(|r| r.unit.ucum().to_owned()).unwrap_or_else(|| crate::alerts::rules::natural_unit(k).ucum().to_owned()))); }
                         @for f in LIMIT_FIELDS {
                             @let v = r.map(|r| match f {
                                 "low" => limit_text(r.low),
@@ -244,16 +259,16 @@ fn editor(
                                 "critical_high" => limit_text(r.critical_high),
                                 _ => limit_text(r.hysteresis),
                             }).unwrap_or_default();
-                            td { input name={ (k.as_str()) "." (f) } size="6" value=(v); }
+                            td { input name={ (k.as_str()) "." (f) } size="6" value=(pick(&format!("{}.{f}", k.as_str()), v)); }
                         }
                     }
                 }
             }
-            p { label { "Suppress repeats for (minutes) " input name="suppress_minutes" size="4" value=(shown.suppress_minutes); } }
+            p { label { "Suppress repeats for (minutes) " input name="suppress_minutes" size="4" value=(pick("suppress_minutes", shown.suppress_minutes.to_string())); } }
             p { label { "Weight-gain rules and schedules ([alerts] TOML)" br;
-                textarea name="extras" rows="8" cols="60" { (extras_toml(shown)) } } }
-            p { label { "Takes effect (RFC 3339, empty: now) " input name="effective" size="26"; } }
-            p { label { "Why " input name="reason" size="60" required; } }
+                textarea name="extras" rows="8" cols="60" { (pick("extras", extras_toml(shown))) } } }
+            p { label { "Takes effect (RFC 3339, empty: now) " input name="effective" size="26" value=(pick("effective", String::new())); } }
+            p { label { "Why " input name="reason" size="60" required value=(pick("reason", String::new())); } }
             p { button type="submit" name="preview" value="1" { "Preview the last 30 days" } " "
                 button type="submit" { "Save as a new version" } }
         }
@@ -306,7 +321,17 @@ pub(super) async fn limits_page(
     let shown = current
         .map(|v| v.rules.clone())
         .unwrap_or_else(AlertRules::starting_points);
-    editor(&session, &id, &shown, &history, ack.as_ref(), &[], None).into_response()
+    editor(
+        &session,
+        &id,
+        &shown,
+        &history,
+        ack.as_ref(),
+        &[],
+        None,
+        None,
+    )
+    .into_response()
 }
 
 /// The form into rules; each problem named.
@@ -410,7 +435,16 @@ pub(super) async fn save_limits(
     let refuse = |rules: &AlertRules, errors: Vec<String>, ack| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
-            editor(&session, &id, rules, &history, ack, &errors, None),
+            editor(
+                &session,
+                &id,
+                rules,
+                &history,
+                ack,
+                &errors,
+                None,
+                Some(&form),
+            ),
         )
             .into_response()
     };
@@ -466,7 +500,17 @@ pub(super) async fn save_limits(
             Ok(e) => e,
             Err(r) => return r,
         };
-        return editor(&session, &id, &shown, &history, None, &[], Some(&events)).into_response();
+        return editor(
+            &session,
+            &id,
+            &shown,
+            &history,
+            None,
+            &[],
+            Some(&events),
+            Some(&form),
+        )
+        .into_response();
     }
     let Ok(sr) = sr else {
         return refuse(&shown, vec!["the limits could not be written".into()], None);

@@ -266,6 +266,7 @@ impl Db {
                 ("device_info", "uuid"),
                 ("held", "uuid"),
                 ("alert_limits", "uuid"),
+                ("alert_limits_pending", "uuid"),
                 ("snapshots", "uuid"),
             ] {
                 let rows: Vec<(i64, String, i64, Vec<u8>)> = {
@@ -314,6 +315,7 @@ impl Db {
                    UNION SELECT key_id FROM devices UNION SELECT key_id FROM device_info
                    UNION SELECT key_id FROM held WHERE key_id IS NOT NULL
                    UNION SELECT key_id FROM alert_limits
+                   UNION SELECT key_id FROM alert_limits_pending
                    UNION SELECT key_id FROM snapshots
                    UNION SELECT key_id FROM outbox WHERE key_id IS NOT NULL)",
                 [],

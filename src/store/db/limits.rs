@@ -6,7 +6,7 @@
 
 use super::{new_uuid, Db};
 use crate::model::UtcMillis;
-use crate::store::{Result, StoredLimits};
+use crate::store::{PendingLimits, Result, StoredLimits};
 use rusqlite::{params, OptionalExtension};
 
 impl Db {
@@ -63,11 +63,81 @@ impl Db {
                    sealed = excluded.sealed",
                 params![uuid, version, applied_at.as_millis(), key_id, sealed],
             )?;
+            // A pending version this one reaches or passes is done with, in the same transaction.
+            db.conn.execute(
+                "DELETE FROM alert_limits_pending WHERE version <= ?1",
+                params![version],
+            )?;
             let from = old.map_or("hub.toml [alerts]".to_owned(), |o| format!("version {o}"));
             db.queue(
                 "alert_limits_changed",
                 "security",
                 format!("alert limits: clinic version {version} in force (was {from})"),
+            );
+            Ok(())
+        })
+    }
+
+    /// The version accepted but not yet in force, if any (schema v7).
+    pub(crate) fn pending_alert_limits(&mut self) -> Result<Option<PendingLimits>> {
+        let row: Option<(String, i64, i64, i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT uuid, version, effective_ms, key_id, sealed FROM alert_limits_pending WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((uuid, version, effective_ms, key_id, sealed)) = row else {
+            return Ok(None);
+        };
+        let plain = self.open_value("alert_limits_pending", "sealed", &uuid, key_id, &sealed)?;
+        Ok(Some(PendingLimits {
+            version: u32::try_from(version).unwrap_or(0),
+            effective: UtcMillis(effective_ms),
+            resource: String::from_utf8_lossy(&plain).into_owned(),
+        }))
+    }
+
+    /// Keep `version` until `effective` (replacing any pending version); one transaction with the
+    /// `alert_limits_pending` security event. Not newer than the version in force: refused.
+    pub(crate) fn set_pending_alert_limits(
+        &mut self,
+        version: u32,
+        resource: &str,
+        effective: UtcMillis,
+    ) -> Result<()> {
+        self.write(|db| {
+            let in_force: Option<i64> = db
+                .conn
+                .query_row("SELECT version FROM alert_limits WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if in_force.is_some_and(|o| o >= i64::from(version)) {
+                return Err(crate::store::StoreError::Invalid(format!(
+                    "alert limits version {version} is not newer than the version in force {}",
+                    in_force.unwrap_or_default()
+                )));
+            }
+            let uuid = new_uuid(&db.rng, db.clock.now())?;
+            let (key_id, sealed) =
+                db.seal("alert_limits_pending", "sealed", &uuid, resource.as_bytes())?;
+            db.conn.execute(
+                "INSERT INTO alert_limits_pending(id, uuid, version, effective_ms, key_id, sealed)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET uuid = excluded.uuid, version = excluded.version,
+                   effective_ms = excluded.effective_ms, key_id = excluded.key_id,
+                   sealed = excluded.sealed",
+                params![uuid, version, effective.as_millis(), key_id, sealed],
+            )?;
+            db.queue(
+                "alert_limits_pending",
+                "security",
+                format!(
+                    "alert limits: clinic version {version} accepted, takes effect at {}",
+                    effective.to_rfc3339()
+                ),
             );
             Ok(())
         })
