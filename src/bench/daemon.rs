@@ -184,7 +184,7 @@ fn ready_time(
         .env(
             "VITALS_HUB_LOG",
             if breakdown {
-                "error,vitals_hub::daemon::run=debug,vitals_hub::store::db=debug"
+                "error,vitals_hub::daemon::run=debug,vitals_hub::daemon::ingest=debug,vitals_hub::store::db=debug"
             } else {
                 "error"
             },
