@@ -363,10 +363,16 @@ impl Daemon {
                     _ = rx.changed() => {}
                 }
                 if !*rx.borrow() {
-                    match store.check_integrity().await {
-                        Ok(None) => debug!("Store integrity check passed."),
-                        Ok(Some(_)) => return "store integrity check (failed; the next start checks the database at open)",
-                        Err(e) => warn!(error = %e, "The store integrity check could not run; the next start runs it again."),
+                    // A stop does not wait for the check (the next start runs it again).
+                    let found = tokio::select! {
+                        f = store.check_integrity() => Some(f),
+                        _ = rx.changed() => None,
+                    };
+                    match found {
+                        Some(Ok(None)) => debug!("Store integrity check passed."),
+                        Some(Ok(Some(_))) => return "store integrity check (failed; the next start checks the database at open)",
+                        Some(Err(e)) => warn!(error = %e, "The store integrity check could not run; the next start runs it again."),
+                        None => {}
                     }
                 }
                 while !*rx.borrow() {
