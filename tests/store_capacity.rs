@@ -173,6 +173,121 @@ fn corrupt_database_is_moved_aside_and_a_fresh_one_started() {
     });
 }
 
+/// Overwrite one leaf page of `table` (found through `dbstat`) in the closed database at `db`.
+fn corrupt_a_leaf_of(db: &std::path::Path, table: &str) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    // Every committed frame into the file itself first.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let page: i64 = conn
+        .query_row(
+            "SELECT pageno FROM dbstat WHERE name = ?1 AND pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET 2",
+            [table],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(db).unwrap();
+    let at = usize::try_from((page - 1) * page_size).unwrap();
+    let len = usize::try_from(page_size).unwrap();
+    for b in &mut bytes[at..at + len] {
+        *b = 0xA5;
+    }
+    std::fs::write(db, &bytes).unwrap();
+}
+
+#[test]
+fn a_deferred_integrity_check_that_fails_makes_the_next_open_move_the_database_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let clock: Arc<dyn Clock> = clock();
+        let deferred = || {
+            let mut c = config(dir.path());
+            c.defer_integrity_check = true;
+            c
+        };
+        let store = Store::open(deferred(), clock.clone()).await.unwrap();
+        let dev = device(&store).await;
+        store.append(&dev, batch(0, 300), None).await.unwrap();
+        // A sound store passes and leaves no marker.
+        assert_eq!(store.check_integrity().await.unwrap(), None);
+        store.close().await;
+        let marker = dir.path().join(vitals_hub::store::CHECK_FAILED_MARKER);
+        assert!(!marker.exists());
+
+        let db = dir.path().join("store.db");
+        corrupt_a_leaf_of(&db, "readings");
+
+        // The deferred open does not read the damaged page; the check beside it finds it.
+        let store = Store::open(deferred(), clock.clone()).await.unwrap();
+        let found = store.check_integrity().await.unwrap();
+        assert!(found.is_some(), "the damaged page was not found");
+        assert!(marker.exists(), "no marker for the next open");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&marker).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        store.close().await;
+
+        // The next open (deferred or not) checks, moves the database aside and starts fresh.
+        let store = Store::open(deferred(), clock.clone()).await.unwrap();
+        let events = store.events(20).await.unwrap();
+        assert!(
+            events.iter().any(|e| e.kind == "corrupt_database_moved"),
+            "{events:?}"
+        );
+        assert_eq!(store.stats().await.unwrap().pending, 0);
+        assert_eq!(store.check_integrity().await.unwrap(), None);
+        store.close().await;
+        assert!(!marker.exists(), "the marker outlived the move");
+        let moved: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| {
+                n.starts_with("store.db.corrupt-") && !n.contains("-wal") && !n.contains("-shm")
+            })
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        // Kept, damaged page and all (the open between wrote to its other pages).
+        let kept = std::fs::read(dir.path().join(&moved[0])).unwrap();
+        assert!(
+            kept.chunks_exact(4096)
+                .any(|p| p.iter().all(|b| *b == 0xA5)),
+            "the damaged page is not in the moved file"
+        );
+    });
+}
+
+#[test]
+fn a_marker_whose_check_at_open_passes_is_removed_and_the_store_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let clock: Arc<dyn Clock> = clock();
+        let mut cfg = config(dir.path());
+        cfg.defer_integrity_check = true;
+        let store = Store::open(cfg.clone(), clock.clone()).await.unwrap();
+        let dev = device(&store).await;
+        store.append(&dev, batch(0, 50), None).await.unwrap();
+        store.close().await;
+        let marker = dir.path().join(vitals_hub::store::CHECK_FAILED_MARKER);
+        std::fs::write(&marker, b"left by a failed check").unwrap();
+        let store = Store::open(cfg, clock).await.unwrap();
+        assert_eq!(store.stats().await.unwrap().pending, 50);
+        assert!(store
+            .events(20)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "integrity_check_passed"));
+        store.close().await;
+        assert!(!marker.exists());
+    });
+}
+
 #[test]
 fn opens_from_an_empty_file_and_from_every_earlier_version() {
     // Empty file (version 0).

@@ -166,7 +166,12 @@ fn measure(config: &Path, notify: &Path, secs: u64) -> anyhow::Result<Measured> 
 
 /// Start `vitals-hub run` on `config` and time it to READY (waiting up to `timeout`), then stop it
 /// with SIGTERM (a clean stop) and wait for it.
-fn ready_time(config: &Path, notify: &Path, timeout: Duration) -> anyhow::Result<Duration> {
+fn ready_time(
+    config: &Path,
+    notify: &Path,
+    timeout: Duration,
+    breakdown: bool,
+) -> anyhow::Result<Duration> {
     let _ = std::fs::remove_file(notify);
     let sock = UnixDatagram::bind(notify).context("binding the notify socket")?;
     sock.set_read_timeout(Some(timeout))?;
@@ -176,7 +181,14 @@ fn ready_time(config: &Path, notify: &Path, timeout: Duration) -> anyhow::Result
         .args(["run", "--config"])
         .arg(config)
         .env("NOTIFY_SOCKET", notify)
-        .env("VITALS_HUB_LOG", "error")
+        .env(
+            "VITALS_HUB_LOG",
+            if breakdown {
+                "error,vitals_hub::daemon::run=debug,vitals_hub::daemon::ingest=debug,vitals_hub::store::db=debug"
+            } else {
+                "error"
+            },
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -200,8 +212,10 @@ fn ready_time(config: &Path, notify: &Path, timeout: Duration) -> anyhow::Result
     ready
 }
 
-/// A stored history of `n` glucose readings, one a minute, some beyond the starting-point limits,
-/// appended straight into the store in large transactions.
+/// A stored history of `n` glucose readings, one a minute, a few beyond the starting-point limits,
+/// appended straight into the store in large transactions (the rows real ingestion writes; the
+/// alerts they raise are stored by the first start's full replay, as a recovery after a crash
+/// would).
 fn generate_history(
     rt: &tokio::runtime::Runtime,
     state_dir: &Path,
@@ -233,12 +247,16 @@ fn generate_history(
             let end = (i + 5000).min(n);
             let items: Vec<NewReading> = (i..end)
                 .map(|k| {
+                    // The cycle of VALUES (two episodes beyond the limits) once every 5,000
+                    // readings, in range otherwise: a stored alert every few days, as a hub keeps.
+                    let value = if k % 5000 < 12 {
+                        VALUES.get((k % 5000) as usize).copied().unwrap_or(100)
+                    } else {
+                        90 + (k % 40) as i64
+                    };
                     let mut reading = Reading::new(
                         Kind::Glucose,
-                        Value::Number(Decimal::new(
-                            VALUES.get((k % 12) as usize).copied().unwrap_or(100),
-                            0,
-                        )),
+                        Value::Number(Decimal::new(value, 0)),
                         Unit::MgPerDl,
                     );
                     reading.sequence = Some((k % 65_536) as u16);
@@ -283,8 +301,9 @@ fn run_history(args: &DaemonBenchArgs) -> anyhow::Result<()> {
         let text = local_hub_config("bench-patient", &hub_dir, closed, &pki, false, "")?;
         let cfg = work.path.join(format!("history-{n}.toml"));
         std::fs::write(&cfg, text)?;
-        let full = ready_time(&cfg, &notify, timeout)?;
-        let snap = ready_time(&cfg, &notify, timeout)?;
+        let full = ready_time(&cfg, &notify, timeout, false)?;
+        // The second start prints its steps (DEBUG lines of `daemon::run` and `store::db`).
+        let snap = ready_time(&cfg, &notify, timeout, true)?;
         println!(
             "  {n:>9} stored readings (generated in {:.1} s): no snapshot (full replay, as before) {:.0} ms · from the snapshot {:.0} ms",
             generated.as_secs_f64(),

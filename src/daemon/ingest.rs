@@ -281,8 +281,16 @@ impl Ingest {
 
     async fn replay(&self, replay: Replay) -> Result<(), IngestError> {
         let mut st = self.state.lock().await;
+        let t0 = std::time::Instant::now();
         if replay == Replay::FromSnapshot {
-            if let Some(s) = self.load_snapshot().await {
+            let loaded = self.load_snapshot().await;
+            tracing::debug!(
+                ms = t0.elapsed().as_millis() as u64,
+                found = loaded.is_some(),
+                identifiers = loaded.as_ref().map_or(0, |s| s.identifiers.len()),
+                "Alert state: snapshot read, opened and decoded."
+            );
+            if let Some(s) = loaded {
                 st.engine = s.engine;
                 st.last_id = s.last_id;
                 st.identifiers = s.identifiers.into_iter().collect();
@@ -326,6 +334,11 @@ impl Ingest {
                 recovered += stored.len();
             }
         }
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            replayed,
+            "Alert state: readings after the snapshot replayed."
+        );
         if recovered > 0 {
             warn!(
                 alerts = recovered,

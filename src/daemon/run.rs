@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Errors that stop the daemon. Each names the problem and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +133,16 @@ pub fn prepare_state_dir(dir: &Path) -> Result<(), RunError> {
 impl Daemon {
     /// Open everything and start the tasks.
     pub async fn start(cfg: &Config, opts: Options) -> Result<Daemon, RunError> {
+        // Each step's time to here, at DEBUG (`VITALS_HUB_LOG=vitals_hub::daemon=debug`): the
+        // path to READY must not grow with the stored history (issue 20).
+        let t0 = std::time::Instant::now();
+        let step = |what: &'static str| {
+            debug!(
+                step = what,
+                ms = t0.elapsed().as_millis() as u64,
+                "Start-up step done."
+            )
+        };
         let state_dir = cfg.state_dir();
         prepare_state_dir(&state_dir)?;
         let lock = crate::tech::wipe::hold_lock(&state_dir)
@@ -150,13 +160,17 @@ impl Daemon {
         sc.size_limit = cfg.store.size_limit_mb.saturating_mul(1 << 20);
         sc.retention = i64::from(cfg.store.retention_days) * 86_400_000;
         sc.patient_id = Some(cfg.hub.patient_id.clone());
+        // quick_check reads every page: it runs beside the running store after READY (below).
+        sc.defer_integrity_check = true;
         let store = Store::open(sc, opts.clock.clone()).await?;
+        step("store opened");
         // The alert rules in force: the clinic's last accepted version, else hub.toml's [alerts].
         // A version that was waiting for its effective time while the hub was off applies now.
         crate::uplink::limits::apply_due_at_start(&store, opts.clock.now()).await?;
         let limits = crate::uplink::limits::in_force(&store, &cfg.alerts).await?;
         let pending_limits = crate::uplink::limits::pending(&store, &cfg.alerts).await?;
         info!(source = %limits.source, "Alert limits in force.");
+        step("alert limits");
         // The uplink is built before anything runs: a bad certificate or CA is a start error.
         let time_sync: Arc<dyn TimeSync> = match &opts.time_sync {
             Some(t) => t.clone(),
@@ -194,6 +208,7 @@ impl Daemon {
             None => uplink,
         };
         let uplink_status = uplink.status_handle();
+        step("uplink built");
 
         let ingest = Arc::new(
             Ingest::open(
@@ -209,6 +224,7 @@ impl Daemon {
             .with_wake(wake)
             .with_stream_values(),
         );
+        step("alert state (snapshot + replay)");
         ingest.set_pending_rules(pending_limits.clone()).await;
         let uplink = uplink.with_limits(
             crate::uplink::limits::Applier::new(
@@ -226,6 +242,7 @@ impl Daemon {
             .with_ingest(ingest.clone())
             .with_stream_queue(super::port::STREAM_QUEUE);
         let tags = ble::AddressTags::new(&store.address_tag_key().await?);
+        step("address tag key");
 
         // Simulated devices: registered (allow-listed, bound to the patient) and anchored.
         let mut sims = Vec::new();
@@ -237,6 +254,7 @@ impl Daemon {
             }
         }
         let first_start = first_start(&store, opts.clock.now()).await?;
+        step("simulated devices, first start");
 
         let ble_progress = Progress::new();
         let ble = ble::Hub::new(cfg.ble.clone(), Arc::new(port), opts.clock.clone(), tags)
@@ -341,6 +359,40 @@ impl Daemon {
                 }
             });
         }
+        {
+            // The store's integrity check, left out of the open (it grows with the history): a
+            // second after start, on a read-only connection of its own. If it fails, this task
+            // ends and with it the daemon (an error exit; systemd restarts it), and the next open
+            // checks and moves a corrupt database aside — what an open with the check does.
+            let store = store.clone();
+            let mut rx = rx.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = rx.changed() => {}
+                }
+                if !*rx.borrow() {
+                    // A stop does not wait for the check (the next start runs it again).
+                    let found = tokio::select! {
+                        f = store.check_integrity() => Some(f),
+                        _ = rx.changed() => None,
+                    };
+                    match found {
+                        Some(Ok(None)) => debug!("Store integrity check passed."),
+                        Some(Ok(Some(_))) => return "store integrity check (failed; the next start checks the database at open)",
+                        Some(Err(e)) => warn!(error = %e, "The store integrity check could not run; the next start runs it again."),
+                        None => {}
+                    }
+                }
+                while !*rx.borrow() {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+                "store integrity check"
+            });
+        }
+        step("tasks spawned");
         info!(
             devices = cfg.devices.len(),
             bluetooth = cfg.ble.enabled,

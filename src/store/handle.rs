@@ -320,6 +320,29 @@ impl Store {
     }
 
     /// Change the size limit and SQLite's page limit at run time (tests; a config reload).
+    /// SQLite's `quick_check` on a second, read-only connection, beside the store's own (a WAL
+    /// reader: appends go on meanwhile). `Ok(None)`: the database is sound. `Ok(Some(findings))`:
+    /// it is not — the [`super::CHECK_FAILED_MARKER`] file was written (0600, fsync'd), so the next
+    /// open checks again and moves a corrupt database aside, as an open with the check does; the
+    /// caller should stop (the daemon ends with an error and systemd restarts it).
+    pub async fn check_integrity(&self) -> Result<Option<String>> {
+        let path = self.path.clone();
+        let found = tokio::task::spawn_blocking(move || db::quick_check_aside(&path))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        if let Some(findings) = &found {
+            let detail = format!(
+                "quick_check beside the running store: {}",
+                findings.chars().take(400).collect::<String>()
+            );
+            // Best effort: the database may not take the event; the marker file carries it over.
+            let _ = self
+                .append_event("integrity_check_failed", "error", detail)
+                .await;
+        }
+        Ok(found)
+    }
+
     pub async fn set_limits(&self, size_limit: u64, sqlite_max_pages: Option<u32>) -> Result<()> {
         self.call(move |db| db.set_limits(size_limit, sqlite_max_pages))
             .await

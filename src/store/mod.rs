@@ -59,14 +59,24 @@
 //! after a corrupt file was moved aside. Every one is 0600 whatever the umask: the store creates
 //! `store.db` 0600 before SQLite opens it, SQLite's unix VFS gives the WAL and SHM the database
 //! file's mode, and at open a database, WAL or SHM left wider by an older build (and a file moved
-//! aside) is narrowed to 0600. No other file is written (`temp_store=MEMORY`).
+//! aside) is narrowed to 0600. No other file is written (`temp_store=MEMORY`) but
+//! `store.db.check-failed` (0600) after a failed integrity check (see Durability).
 //!
 //! **Durability.** WAL with `synchronous=FULL`: every commit is fsync'd before the call returns; a
 //! reading's row, its outbox entry and the device's download cursor commit in one transaction, so a
 //! cursor never covers readings that are not on disk. `temp_store=MEMORY` (no temp files),
 //! `secure_delete=FAST`, `journal_size_limit` bounds the WAL after checkpoints. On open: `quick_check`
 //! (a corrupt file is renamed to `store.db.corrupt-<ms>`, never deleted, and a fresh store starts with
-//! an event), migrations, then every `in_flight` outbox entry returns to `pending`. A new database
+//! an event) — except for the daemon ([`StoreConfig::defer_integrity_check`]): `quick_check` reads
+//! every page, so its time grows with the history, and the daemon runs it instead a second after
+//! start, beside the running store ([`Store::check_integrity`], a read-only WAL reader of its own).
+//! If that check fails, it leaves `store.db.check-failed` (0600, fsync'd), records an
+//! `integrity_check_failed` event if the database still takes one, and the daemon ends with an
+//! error (systemd restarts it); the next open sees the file and checks at open, as above — a
+//! corrupt database is moved aside and a fresh one started, one restart later than a check at
+//! open would have. Until then the running daemon keeps serving: a damaged page that a statement
+//! reads fails that statement (SQLITE_CORRUPT), as it would on a store checked at open and
+//! damaged afterwards. Then migrations, then every `in_flight` outbox entry returns to `pending`. A new database
 //! file and a corrupt file's move are followed by an fsync of the directory; the key file is
 //! fsync'd with its directory before the first key is wrapped with it. A read-only open
 //! ([`StoreConfig::read_only`], for `status` and `export` beside the running daemon) does none of
@@ -222,7 +232,18 @@ pub struct StoreConfig {
     /// for the technician's commands that write while the daemon may be uploading (`pair`,
     /// `unpair`): its in-flight entries are its own.
     pub recover_in_flight: bool,
+    /// Leave SQLite's `quick_check` (which reads every page: it grows with the stored history)
+    /// out of the open, for [`Store::check_integrity`] to run beside the running store — the
+    /// daemon runs it right after READY. Unless a check failed since ([`CHECK_FAILED_MARKER`]
+    /// exists): then the open checks, as without this. A file that is not a database is refused
+    /// at open either way (its first statement fails).
+    pub defer_integrity_check: bool,
 }
+
+/// The file beside `store.db` that a failed [`Store::check_integrity`] leaves: the next open runs
+/// `quick_check` itself and, if it fails again, moves the database aside (removed once a check at
+/// open passes or the database was moved).
+pub const CHECK_FAILED_MARKER: &str = "store.db.check-failed";
 
 impl StoreConfig {
     /// Defaults for `state_dir`, with the KEK from `$CREDENTIALS_DIRECTORY` or `<state_dir>/keys/kek`.
@@ -238,6 +259,7 @@ impl StoreConfig {
             sqlite_max_pages: None,
             read_only: false,
             recover_in_flight: true,
+            defer_integrity_check: false,
         }
     }
 

@@ -113,7 +113,12 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), WipeError> {
 pub fn targets(cfg: &Config) -> Result<Vec<PathBuf>, WipeError> {
     let state = cfg.state_dir();
     let mut out = Vec::new();
-    for name in ["store.db", "store.db-wal", "store.db-shm"] {
+    for name in [
+        "store.db",
+        "store.db-wal",
+        "store.db-shm",
+        crate::store::CHECK_FAILED_MARKER,
+    ] {
         let p = state.join(name);
         if p.is_file() {
             out.push(p);

@@ -35,7 +35,7 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// A `data_version` no connection reports: the key ring is reloaded at its next use.
 const KEYS_STALE: i64 = i64::MIN;
@@ -205,8 +205,65 @@ fn own_files(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Open and configure a connection; an error here may mean corruption.
-fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+/// `PRAGMA quick_check`'s findings, joined: `"ok"` when sound.
+fn quick_check(conn: &Connection) -> rusqlite::Result<String> {
+    let mut st = conn.prepare("PRAGMA quick_check")?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    let mut found = Vec::new();
+    for r in rows.take(100) {
+        found.push(r?);
+    }
+    Ok(found.join("; "))
+}
+
+/// The marker file of a failed check beside `path` (see [`super::CHECK_FAILED_MARKER`]).
+fn check_marker(path: &Path) -> PathBuf {
+    path.with_file_name(super::CHECK_FAILED_MARKER)
+}
+
+/// [`super::Store::check_integrity`]'s work, on a read-only connection of its own: `None` when
+/// sound, else the findings, after writing the marker file (0600, fsync'd with its directory).
+pub(super) fn quick_check_aside(path: &Path) -> Result<Option<String>> {
+    let found = (|| {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        quick_check(&conn)
+    })();
+    let findings = match found {
+        Ok(s) if s == "ok" => return Ok(None),
+        Ok(s) => s,
+        Err(e) if is_corruption(&e) => e.to_string(),
+        Err(e) => return Err(e.into()),
+    };
+    let marker = check_marker(path);
+    let io = |source| StoreError::Io {
+        path: marker.clone(),
+        source,
+    };
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&marker)
+            .map_err(io)?;
+        f.write_all(b"quick_check failed; the next open checks the database and moves it aside if it fails again\n")
+            .map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    keyfile::sync_parent(&marker)?;
+    error!(path = %path.display(), "Store integrity check failed: the next start checks the database and moves it aside if it is corrupt.");
+    Ok(Some(findings))
+}
+
+/// Open and configure a connection; an error here may mean corruption. `check`: run
+/// `quick_check` (every page read) before anything else.
+fn open_conn(path: &Path, check: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -220,7 +277,10 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA secure_delete=FAST;
          PRAGMA journal_size_limit=67108864;",
     )?;
-    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if !check {
+        return Ok(conn);
+    }
+    let check = quick_check(&conn)?;
     if check != "ok" {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
@@ -333,11 +393,33 @@ impl Db {
                 detail: format!("new KEK {} ({})", kek.id(), cfg.kek.path().display()),
             });
         }
+        let t0 = std::time::Instant::now();
         own_files(&path)?;
-        let conn = match open_conn(&path) {
-            Ok(c) => c,
+        let marker = check_marker(&path);
+        let marked = marker.exists();
+        let check = !cfg.defer_integrity_check || marked;
+        let conn = match open_conn(&path, check) {
+            Ok(c) => {
+                if marked {
+                    // Checked at this open and sound (the earlier failure was not the file's).
+                    fs::remove_file(&marker).map_err(|source| StoreError::Io {
+                        path: marker.clone(),
+                        source,
+                    })?;
+                    queued.push(QueuedEvent {
+                        at: now,
+                        kind: "integrity_check_passed",
+                        severity: "info",
+                        detail: "quick_check at open passed after a failed check".into(),
+                    });
+                }
+                c
+            }
             Err(e) if is_corruption(&e) => {
                 let moved = move_aside(&path, now)?;
+                if marked {
+                    let _ = fs::remove_file(&marker);
+                }
                 error!(path = %path.display(), moved_to = %moved.display(), "Store database is corrupt; moved it aside and started a fresh one.");
                 queued.push(QueuedEvent {
                     at: now,
@@ -346,12 +428,20 @@ impl Db {
                     detail: format!("{e}; moved to {}", moved.display()),
                 });
                 own_files(&path)?;
-                open_conn(&path)?
+                open_conn(&path, true)?
             }
             Err(e) => return Err(e.into()),
         };
         let mut conn = conn;
+        debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "Store: connection open and checked."
+        );
         let found = schema::migrate(&mut conn)?;
+        debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "Store: schema migrated."
+        );
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let page_size = u64::try_from(page_size).unwrap_or(4096);
         let mut db = Db {
@@ -404,6 +494,10 @@ impl Db {
             Ok(())
         })?;
         db.data_version = db.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "Store: keys loaded, in-flight entries recovered."
+        );
         info!(path = %db.path.display(), schema = schema::LATEST, "Store opened.");
         Ok(db)
     }
