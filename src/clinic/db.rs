@@ -50,12 +50,13 @@ pub struct ReceiverDb {
     conn: Connection,
 }
 
-const TYPES: [&str; 5] = [
+const TYPES: [&str; 6] = [
     "Observation",
     "Device",
     "Patient",
     "Communication",
     "DetectedIssue",
+    "AuditEvent",
 ];
 
 pub fn capability_statement() -> Value {
@@ -132,6 +133,7 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
         "Observation" => &["status", "code", "subject"],
         "Communication" => &["status"],
         "DetectedIssue" => &["status", "patient"],
+        "AuditEvent" => &["type", "recorded", "agent", "source"],
         _ => &[],
     };
     for k in need {
@@ -140,6 +142,20 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
         }
     }
     Ok(())
+}
+
+/// Whether a Device (its JSON text) is a hub's PhgDevice: the PHD IG's PhgDevice profile.
+fn is_phg_device(json: &str) -> bool {
+    serde_json::from_str::<Value>(json).is_ok_and(|v| {
+        v.get("resourceType").and_then(Value::as_str) == Some("Device")
+            && v.pointer("/meta/profile")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .any(|p| p.ends_with("/PhgDevice"))
+                })
+    })
 }
 
 /// What a hub may write ([`super::authz::entry_refs`]), with every `Type/id` reference proved to
@@ -151,7 +167,29 @@ fn authorise_entry(
     resource: &Value,
     i: usize,
     full_urls: &std::collections::HashSet<&str>,
+    phg_urls: &std::collections::HashSet<&str>,
 ) -> Result<(), TxError> {
+    if ty == "AuditEvent" {
+        // About the hub itself: its agent is the hub's own PhgDevice (in this Bundle or stored).
+        let agent = super::authz::audit_event_agent(resource, i)?;
+        let phg = match agent.strip_prefix("Device/") {
+            Some(id) => tx
+                .query_row(
+                    "SELECT json FROM resources WHERE id = ?1 AND type = 'Device' AND hub = ?2",
+                    params![id.parse::<i64>().unwrap_or(-1), sc.hub_id],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .is_some_and(|j| is_phg_device(&j)),
+            None => phg_urls.contains(agent),
+        };
+        if !phg {
+            return Err(TxError::Forbidden(format!(
+                "entry {i} (AuditEvent): its agent is not this hub's own Device (PhgDevice); a \
+                 hub reports only about itself"
+            )));
+        }
+    }
     for (rty, rid) in super::authz::entry_refs(sc.patient, ty, resource, i, full_urls)? {
         let owned = match rid.parse::<i64>() {
             Ok(rid) => tx
@@ -263,6 +301,12 @@ impl ReceiverDb {
             .iter()
             .filter_map(|e| e.get("fullUrl").and_then(Value::as_str))
             .collect();
+        // The entries that are a hub's own PhgDevice (an AuditEvent's only possible agent).
+        let phg_urls: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter(|e| e.get("resource").is_some_and(|r| is_phg_device(&r.to_string())))
+            .filter_map(|e| e.get("fullUrl").and_then(Value::as_str))
+            .collect();
         let tx = self.conn.transaction()?;
         let mut map: HashMap<String, String> = HashMap::new();
         let mut plan: Vec<(i64, String, Option<Option<String>>, &Value)> = Vec::new();
@@ -296,9 +340,14 @@ impl ReceiverDb {
             }
             check_resource(&ty, resource, i)?;
             if let Some(sc) = scope {
-                authorise_entry(&tx, sc, &ty, resource, i, &full_urls)?;
+                authorise_entry(&tx, sc, &ty, resource, i, &full_urls, &phg_urls)?;
             }
-            let ident = resource.get("identifier").and_then(|v| v.get(0));
+            // An AuditEvent has no identifier: a hub's security report is keyed by its entity's.
+            let ident = if ty == "AuditEvent" {
+                resource.pointer("/entity/0/what/identifier")
+            } else {
+                resource.get("identifier").and_then(|v| v.get(0))
+            };
             let id_system = ident
                 .and_then(|x| x.get("system"))
                 .and_then(Value::as_str)

@@ -113,6 +113,7 @@ mod db;
 mod handle;
 pub mod keyfile;
 pub mod schema;
+pub mod security;
 mod tag;
 
 use crate::model::{Reading, UtcMillis};
@@ -221,6 +222,9 @@ pub struct StoreConfig {
     /// for the technician's commands that write while the daemon may be uploading (`pair`,
     /// `unpair`): its in-flight entries are its own.
     pub recover_in_flight: bool,
+    /// How long a security report stays open, counting events of its code, before it is uploaded
+    /// ([`security`]); in ms.
+    pub security_window_ms: i64,
 }
 
 impl StoreConfig {
@@ -237,6 +241,7 @@ impl StoreConfig {
             sqlite_max_pages: None,
             read_only: false,
             recover_in_flight: true,
+            security_window_ms: security::DEFAULT_WINDOW_MS,
         }
     }
 
@@ -364,6 +369,8 @@ pub struct StoredAlert {
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutboxPayload {
     Reading(StoredReading),
+    /// An alert, or a security report (`payload.security_report`, see [`security`]): both go up
+    /// as one resource each.
     Alert(StoredAlert),
 }
 

@@ -81,7 +81,11 @@ impl Db {
                 it.collect::<rusqlite::Result<_>>()?
             };
             for (id, item, item_id) in &ids {
-                let table = if item == "alert" { "alerts" } else { "readings" };
+                let table = match item.as_str() {
+                    "alert" => "alerts",
+                    "security" => "security_reports",
+                    _ => "readings",
+                };
                 db.conn
                     .execute(&format!("DELETE FROM {table} WHERE id = ?1"), [item_id])?;
                 db.conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;

@@ -20,6 +20,7 @@ mod limits;
 mod maintenance;
 mod outbox;
 mod readings;
+mod security;
 mod snapshots;
 
 use super::crypto::{CryptoError, DataKey, IndexKey, Kek};
@@ -499,6 +500,15 @@ impl Db {
                     "INSERT INTO events(at, kind, severity, detail) VALUES (?1, ?2, ?3, ?4)",
                     params![ev.at.as_millis(), ev.kind, ev.severity, ev.detail],
                 )?;
+            }
+            // Security events count into their report in the same transaction (exactly once).
+            let counted: Vec<(&'static str, &'static str, UtcMillis)> = self
+                .queued
+                .iter()
+                .map(|e| (e.kind, e.severity, e.at))
+                .collect();
+            for (kind, severity, at) in counted {
+                self.count_security_event(kind, severity, at)?;
             }
             if !self.queued.is_empty() {
                 // The events' fixed budget: the newest EVENTS_BUDGET rows, whatever writes them.

@@ -44,6 +44,9 @@ impl Db {
         for (id, item, item_id, attempts) in rows {
             let payload = if item == "alert" {
                 self.load_alert(item_id).map(OutboxPayload::Alert)
+            } else if item == "security" {
+                self.load_security_report(item_id)
+                    .map(OutboxPayload::Alert)
             } else {
                 self.load_reading(item_id).map(OutboxPayload::Reading)
             };
