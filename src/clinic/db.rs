@@ -144,6 +144,65 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
     Ok(())
 }
 
+/// The code system (and identifier system) of the clinic's security-spike `DetectedIssue`.
+pub const SPIKE_SYSTEM: &str = "urn:vitals-clinic:security-spike";
+
+/// A hub's security report that is unusual (a flagged code, or a count above the spike
+/// threshold: `console::fleet`) raises one `DetectedIssue` about the hub's Device per hub and UTC
+/// day, in the transaction that stores the report: a spike spread over many windows raises one,
+/// never one per event or per report. No patient: it is about the hub, not a clinical alert.
+fn spike_issue(tx: &rusqlite::Transaction<'_>, hub_id: &str, report: &Value) -> rusqlite::Result<()> {
+    use super::console::fleet::{report_count, FLAGGED_CODES, SECURITY_SPIKE};
+    let Some(code) = report
+        .pointer("/subtype/0")
+        .filter(|c| c.get("system").and_then(Value::as_str) == Some(crate::fhir::audit::CODE_SYSTEM))
+        .and_then(|c| c.get("code"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(());
+    };
+    let count = report_count(report).unwrap_or(0);
+    if !(FLAGGED_CODES.contains(&code) || count > SECURITY_SPIKE) {
+        return Ok(());
+    }
+    let recorded = report.get("recorded").and_then(Value::as_str).unwrap_or("");
+    let day = recorded.get(..10).unwrap_or(recorded);
+    let key = format!("{hub_id}|{day}");
+    let exists = tx
+        .prepare_cached(
+            "SELECT 1 FROM resources WHERE type = 'DetectedIssue' AND id_system = ?1 AND id_value = ?2",
+        )?
+        .exists(params![SPIKE_SYSTEM, key])?;
+    if exists {
+        return Ok(());
+    }
+    let device = report
+        .pointer("/agent/0/who/reference")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    tx.prepare_cached(
+        "INSERT INTO resources(type, id_system, id_value, patient, client, hub, json) VALUES ('DetectedIssue', ?1, ?2, NULL, NULL, NULL, '{}')",
+    )?
+    .execute(params![SPIKE_SYSTEM, key])?;
+    let id = tx.last_insert_rowid();
+    let issue = json!({
+        "resourceType": "DetectedIssue",
+        "id": id.to_string(),
+        "meta": { "versionId": "1" },
+        "identifier": [{ "system": SPIKE_SYSTEM, "value": key }],
+        "status": "preliminary",
+        "code": { "coding": [{ "system": SPIKE_SYSTEM, "code": "security-spike" }],
+                  "text": "unusual security events from a hub" },
+        "severity": "high",
+        "identifiedDateTime": recorded,
+        "implicated": [{ "reference": device }],
+        "detail": format!("hub {hub_id}: {code} × {count}; see the fleet page")
+    });
+    tx.prepare_cached("UPDATE resources SET json = ?1 WHERE id = ?2")?
+        .execute(params![issue.to_string(), id])?;
+    search::index_resource(tx, id, "DetectedIssue", None, &issue)
+}
+
 /// Whether a Device (its JSON text) is a hub's PhgDevice: the PHD IG's PhgDevice profile.
 fn is_phg_device(json: &str) -> bool {
     serde_json::from_str::<Value>(json).is_ok_and(|v| {
@@ -431,6 +490,9 @@ impl ReceiverDb {
                 tx.prepare_cached("UPDATE resources SET json = ?1 WHERE id = ?2")?
                     .execute(params![resource.to_string(), id])?;
                 search::index_resource(&tx, id, &ty, patient.as_deref(), &resource)?;
+                if let (Some(sc), "AuditEvent") = (scope, ty.as_str()) {
+                    spike_issue(&tx, sc.hub_id, &resource)?;
+                }
             }
             out.push(json!({ "response": {
                 "status": if is_new.is_some() { "201 Created" } else { "200 OK" },

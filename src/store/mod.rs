@@ -449,6 +449,9 @@ pub struct Stats {
     pub readings: u64,
     /// Alerts held.
     pub alerts: u64,
+    /// Security reports still collecting events (their window open): outbox entries not yet
+    /// due, counted here and not in `pending` or `oldest_waiting` (see [`security`]).
+    pub security_open: u64,
 }
 
 /// What a data-key rotation did.
