@@ -118,11 +118,13 @@ impl TestHub {
         self.uplink_to(&url(rx), &self.ca_path)
     }
 
-    async fn reopen(&mut self) {
-        self.store.clone().close().await;
+    /// A restart: the store closed (every other handle dropped first) and opened again.
+    async fn reopen(mut self) -> TestHub {
+        self.store.close().await;
         self.store = Store::open(config(self.dir.path()), self.clock.clone())
             .await
             .unwrap();
+        self
     }
 }
 
@@ -200,13 +202,16 @@ async fn security_events_arrive_once_aggregated_with_counts_and_no_phi() {
     let rx = clinic_for(&ca, &cert).await;
     let mut h = test_hub(&ca, &cert).await;
 
+    // Key rotation, through the store (before the swap below: a swapped row cannot be re-sealed).
+    h.store.rotate_data_key(100).await.unwrap();
+
     // Readings, the third with a marker value; the first two are then swapped on disk.
     let mut items: Vec<_> = (0..3).map(glucose).collect();
     items[2].reading.value = vitals_hub::model::Value::Number(Decimal::new(4173, 1));
     h.store.append(&h.device, items, None).await.unwrap();
-    h.reopen().await;
+    h = h.reopen().await;
     swap_sealed(&h.dir.path().join("store.db"));
-    h.reopen().await;
+    h = h.reopen().await;
 
     // Integrity at rest: the uplink's poll finds the swapped rows (two integrity failures).
     let mut up = h.uplink(&rx);
@@ -221,12 +226,13 @@ async fn security_events_arrive_once_aggregated_with_counts_and_no_phi() {
     let other = DevCa::new("not-the-clinic").unwrap();
     let other_ca = h.dir.path().join("other-ca.pem");
     std::fs::write(&other_ca, &other.cert_pem).unwrap();
+    h.store
+        .append(&h.device, vec![glucose(10)], None)
+        .await
+        .unwrap();
     let mut wrong = h.uplink_to(&url(&rx), &other_ca);
     let e = wrong.step().await.unwrap_err();
     assert_eq!(e.kind(), "uplink_server_cert_untrusted", "{e}");
-
-    // Key rotation, through the store.
-    h.store.rotate_data_key(100).await.unwrap();
 
     // The clinic's limits change, through the store (the path `uplink::limits` takes).
     h.store
@@ -338,7 +344,7 @@ async fn a_lost_answer_and_restarts_do_not_send_an_aggregate_twice() {
             .await
             .unwrap();
     }
-    h.reopen().await;
+    h = h.reopen().await;
     for _ in 0..5 {
         h.store
             .append_event("integrity_failure", "security", "x".into())
@@ -358,7 +364,7 @@ async fn a_lost_answer_and_restarts_do_not_send_an_aggregate_twice() {
     );
     drop(up);
     // The hub restarts and sends it again: the conditional create finds it.
-    h.reopen().await;
+    h = h.reopen().await;
     h.uplink(&rx).drain(DRAIN).await.unwrap();
     assert_eq!(by_code(&rx).get("integrity-failure"), Some(&vec![10]));
     let stored = h.store.security_reports().await.unwrap();
@@ -370,7 +376,7 @@ async fn a_lost_answer_and_restarts_do_not_send_an_aggregate_twice() {
     assert_eq!(integrity[0].0.count, 10);
     assert_eq!(integrity[0].1, "acked");
     // And after a further restart nothing is sent again.
-    h.reopen().await;
+    h = h.reopen().await;
     h.uplink(&rx).drain(DRAIN).await.unwrap();
     assert_eq!(by_code(&rx).get("integrity-failure"), Some(&vec![10]));
 }

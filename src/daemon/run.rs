@@ -151,6 +151,7 @@ impl Daemon {
         sc.retention = i64::from(cfg.store.retention_days) * 86_400_000;
         sc.patient_id = Some(cfg.hub.patient_id.clone());
         let store = Store::open(sc, opts.clock.clone()).await?;
+        note_software_version(&store).await;
         // The alert rules in force: the clinic's last accepted version, else hub.toml's [alerts].
         let limits = crate::uplink::limits::in_force(&store, &cfg.alerts).await?;
         info!(source = %limits.source, "Alert limits in force.");
@@ -626,4 +627,35 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     daemon.stop(Duration::from_secs(8)).await;
     result
+}
+
+/// Record a change of the running software version since the last start (a security event the
+/// clinic receives as an AuditEvent, issue 19): the version last run is kept in the store's
+/// per-destination state under `hub`/`software_version`. A failure is logged, never fatal.
+async fn note_software_version(store: &Store) {
+    let now = env!("CARGO_PKG_VERSION");
+    let before = match store.uplink_state("hub", "software_version").await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "Could not read the last software version.");
+            return;
+        }
+    };
+    if before.as_deref() == Some(now) {
+        return;
+    }
+    let detail = match &before {
+        Some(b) => format!("software version {b} -> {now}"),
+        None => format!("software version {now} (first start)"),
+    };
+    if let Err(e) = store
+        .append_event("software_version_changed", "info", detail)
+        .await
+    {
+        warn!(error = %e, "Could not record the software version change.");
+        return;
+    }
+    if let Err(e) = store.set_uplink_state("hub", "software_version", now).await {
+        warn!(error = %e, "Could not record the software version.");
+    }
 }
