@@ -14,12 +14,12 @@ mod uplink_support;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use uplink_support::*;
 use vitals_hub::clinic::registry::record_for_der;
 use vitals_hub::clinic::Limits as ClinicLimits;
 use vitals_hub::fhir::audit::CODE_SYSTEM;
-use std::sync::atomic::{AtomicI64, Ordering};
 use vitals_hub::model::{Clock, Decimal, SystemClock, UtcMillis};
 use vitals_hub::receiver::pki::{DevCa, Minted, Span};
 use vitals_hub::receiver::{Fault, Receiver};
@@ -65,7 +65,9 @@ fn config(dir: &Path) -> StoreConfig {
 async fn test_hub(ca: &DevCa, cert: &Minted) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(AheadClock::default());
-    let store = Store::open(config(dir.path()), clock.clone()).await.unwrap();
+    let store = Store::open(config(dir.path()), clock.clone())
+        .await
+        .unwrap();
     let device = store
         .upsert_device(
             DeviceRecord {
@@ -424,7 +426,10 @@ async fn an_audit_event_about_anything_but_the_hub_is_refused() {
     let audits_before = rx.resources("AuditEvent").len();
     for (name, bundle) in [
         ("a PHD device as agent", ae(&phd_ref, &phd_ref, json!({}))),
-        ("agent and observer differ", ae(&phg_ref, &phd_ref, json!({}))),
+        (
+            "agent and observer differ",
+            ae(&phg_ref, &phd_ref, json!({})),
+        ),
         (
             "names the patient",
             ae(
@@ -433,7 +438,10 @@ async fn an_audit_event_about_anything_but_the_hub_is_refused() {
                 json!({"patient": {"reference": format!("Patient/{PATIENT}")}}),
             ),
         ),
-        ("another hub's device", ae("Device/999999", "Device/999999", json!({}))),
+        (
+            "another hub's device",
+            ae("Device/999999", "Device/999999", json!({})),
+        ),
     ] {
         let status = post(&client, &base, &bundle).await;
         assert_eq!(status, 403, "{name}");
@@ -443,11 +451,7 @@ async fn an_audit_event_about_anything_but_the_hub_is_refused() {
     assert_eq!(after.len(), audits_before + 4);
     assert!(reports(&rx).is_empty());
     // Oversized: refused, not stored.
-    let big = ae(
-        &phg_ref,
-        &phg_ref,
-        json!({"outcomeDesc": "x".repeat(5000)}),
-    );
+    let big = ae(&phg_ref, &phg_ref, json!({"outcomeDesc": "x".repeat(5000)}));
     let status = post(&client, &base, &big).await;
     assert!(status == 400 || status == 403 || status == 413, "{status}");
     // The hub's own report is accepted.

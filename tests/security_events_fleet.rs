@@ -34,7 +34,11 @@ fn hub_info(mac: &str) -> HubInfo {
     }
 }
 
-fn ctx<'a>(hub: &'a HubInfo, patient: &'a str, refs: &'a HashMap<String, String>) -> BundleContext<'a> {
+fn ctx<'a>(
+    hub: &'a HubInfo,
+    patient: &'a str,
+    refs: &'a HashMap<String, String>,
+) -> BundleContext<'a> {
     BundleContext {
         patient_id: patient,
         hub,
@@ -108,7 +112,12 @@ async fn the_fleet_page_shows_security_events_flags_unusual_hubs_and_raises_one_
     ingest(&env.db, "hub-1", "p-quiet", &beat(&quiet, "p-quiet"));
     ingest(&env.db, "hub-2", "p-noisy", &beat(&noisy, "p-noisy"));
     // The quiet hub: a key rotation (routine), and an old spoof report outside the 7 days.
-    ingest(&env.db, "hub-1", "p-quiet", &report(&quiet, "p-quiet", 1, "key-rotation", 2, 30));
+    ingest(
+        &env.db,
+        "hub-1",
+        "p-quiet",
+        &report(&quiet, "p-quiet", 1, "key-rotation", 2, 30),
+    );
     ingest(
         &env.db,
         "hub-1",
@@ -124,7 +133,12 @@ async fn the_fleet_page_shows_security_events_flags_unusual_hubs_and_raises_one_
             &report(&noisy, "p-noisy", n, "spoof-attempt", count, ago),
         );
     }
-    ingest(&env.db, "hub-2", "p-noisy", &report(&noisy, "p-noisy", 6, "limits-change", 1, 5));
+    ingest(
+        &env.db,
+        "hub-2",
+        "p-noisy",
+        &report(&noisy, "p-noisy", 6, "limits-change", 1, 5),
+    );
     // A resend of a stored report (a lost answer) is not counted twice.
     ingest(
         &env.db,
@@ -150,7 +164,10 @@ async fn the_fleet_page_shows_security_events_flags_unusual_hubs_and_raises_one_
 
     let quiet_row = row_of(&p.body, "p-quiet");
     assert!(quiet_row.contains("key-rotation × 2"), "{quiet_row}");
-    assert!(!quiet_row.contains("tls-other"), "older than 7 days: {quiet_row}");
+    assert!(
+        !quiet_row.contains("tls-other"),
+        "older than 7 days: {quiet_row}"
+    );
     assert!(!quiet_row.contains("unusual"), "{quiet_row}");
     assert!(!quiet_row.contains("security alert raised"), "{quiet_row}");
 
@@ -161,7 +178,11 @@ async fn the_fleet_page_shows_security_events_flags_unusual_hubs_and_raises_one_
         .map(|m| (Timestamp::now() - SignedDuration::from_mins(*m)).to_string()[..10].to_owned())
         .collect();
     let issues = spike_issues(&env.db);
-    assert_eq!(issues.len(), days.len(), "one per hub and UTC day: {issues:?}");
+    assert_eq!(
+        issues.len(),
+        days.len(),
+        "one per hub and UTC day: {issues:?}"
+    );
     let hub_ref = issues[0]["implicated"][0]["reference"].as_str().unwrap();
     assert!(hub_ref.starts_with("Device/"), "{hub_ref}");
     assert!(p.body.contains(&format!("data-hub=\"{hub_ref}\"")));

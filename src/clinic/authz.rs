@@ -131,7 +131,10 @@ pub fn entry_refs(
             )));
         }
         match r.split_once('/') {
-            Some((rty, rid)) if WRITABLE.contains(&rty) && valid_logical_id(rid) => {
+            // Never to an AuditEvent: a hub writes its own, but nothing it writes refers to one.
+            Some((rty, rid))
+                if WRITABLE.contains(&rty) && rty != "AuditEvent" && valid_logical_id(rid) =>
+            {
                 owned.push((rty.to_owned(), rid.to_owned()));
             }
             _ => {

@@ -151,11 +151,17 @@ pub const SPIKE_SYSTEM: &str = "urn:vitals-clinic:security-spike";
 /// threshold: `console::fleet`) raises one `DetectedIssue` about the hub's Device per hub and UTC
 /// day, in the transaction that stores the report: a spike spread over many windows raises one,
 /// never one per event or per report. No patient: it is about the hub, not a clinical alert.
-fn spike_issue(tx: &rusqlite::Transaction<'_>, hub_id: &str, report: &Value) -> rusqlite::Result<()> {
+fn spike_issue(
+    tx: &rusqlite::Transaction<'_>,
+    hub_id: &str,
+    report: &Value,
+) -> rusqlite::Result<()> {
     use super::console::fleet::{report_count, FLAGGED_CODES, SECURITY_SPIKE};
     let Some(code) = report
         .pointer("/subtype/0")
-        .filter(|c| c.get("system").and_then(Value::as_str) == Some(crate::fhir::audit::CODE_SYSTEM))
+        .filter(|c| {
+            c.get("system").and_then(Value::as_str) == Some(crate::fhir::audit::CODE_SYSTEM)
+        })
         .and_then(|c| c.get("code"))
         .and_then(Value::as_str)
     else {
@@ -363,7 +369,10 @@ impl ReceiverDb {
         // The entries that are a hub's own PhgDevice (an AuditEvent's only possible agent).
         let phg_urls: std::collections::HashSet<&str> = entries
             .iter()
-            .filter(|e| e.get("resource").is_some_and(|r| is_phg_device(&r.to_string())))
+            .filter(|e| {
+                e.get("resource")
+                    .is_some_and(|r| is_phg_device(&r.to_string()))
+            })
             .filter_map(|e| e.get("fullUrl").and_then(Value::as_str))
             .collect();
         let tx = self.conn.transaction()?;

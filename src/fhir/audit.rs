@@ -47,7 +47,10 @@ impl Builder<'_, '_> {
 
 /// The AuditEvent of one report, the hub's Device being `hub_ref`.
 pub fn audit_event(report: &Json, hub_ref: &str, stable_key: &str) -> Json {
-    let code = report.get("code").and_then(Json::as_str).unwrap_or("other-security");
+    let code = report
+        .get("code")
+        .and_then(Json::as_str)
+        .unwrap_or("other-security");
     let count = report.get("count").and_then(Json::as_u64).unwrap_or(0);
     let time = |k: &str| {
         report

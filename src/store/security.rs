@@ -27,7 +27,10 @@ pub const CODES: &[(&str, &str)] = &[
     // TLS failures, by kind.
     ("uplink_server_cert_untrusted", "tls-server-untrusted"),
     ("uplink_server_cert_expired", "tls-server-expired"),
-    ("uplink_server_cert_not_yet_valid", "tls-server-not-yet-valid"),
+    (
+        "uplink_server_cert_not_yet_valid",
+        "tls-server-not-yet-valid",
+    ),
     ("uplink_server_cert_wrong_name", "tls-server-wrong-name"),
     ("uplink_server_no_client_auth", "tls-server-no-client-auth"),
     ("uplink_server_rejected_client_cert", "tls-client-rejected"),
@@ -49,8 +52,14 @@ pub const CODES: &[(&str, &str)] = &[
     ("data_key_rotated", "key-rotation"),
     ("data_key_rotation_failed", "key-rotation-failed"),
     ("uplink_client_cert_renewed", "certificate-renewal"),
-    ("uplink_client_cert_renewal_failed", "certificate-renewal-failed"),
-    ("uplink_client_cert_renewal_rolled_back", "certificate-renewal-failed"),
+    (
+        "uplink_client_cert_renewal_failed",
+        "certificate-renewal-failed",
+    ),
+    (
+        "uplink_client_cert_renewal_rolled_back",
+        "certificate-renewal-failed",
+    ),
     ("software_version_changed", "software-version"),
     ("update", "software-update"),
     // Technician's operations.
@@ -95,13 +104,19 @@ mod tests {
 
     #[test]
     fn kinds_map_to_codes_and_unknown_security_events_are_other() {
-        assert_eq!(code_for("integrity_failure", "security"), Some("integrity-failure"));
+        assert_eq!(
+            code_for("integrity_failure", "security"),
+            Some("integrity-failure")
+        );
         assert_eq!(code_for("update", "info"), Some("software-update"));
         assert_eq!(code_for("store_opened", "info"), None);
         assert_eq!(code_for("something_new", "security"), Some(OTHER));
         // Every code is a token the AuditEvent can carry.
         for (_, c) in CODES {
-            assert!(c.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'), "{c}");
+            assert!(
+                c.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{c}"
+            );
         }
     }
 }

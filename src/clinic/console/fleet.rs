@@ -333,9 +333,7 @@ pub fn build_with_security(
         }
     }
     for i in issues {
-        let spike = i
-            .pointer("/code/coding/0/system")
-            .and_then(Value::as_str)
+        let spike = i.pointer("/code/coding/0/system").and_then(Value::as_str)
             == Some(crate::clinic::db::SPIKE_SYSTEM);
         let (Some(hub), Some(at)) = (
             i.pointer("/implicated/0/reference").and_then(Value::as_str),
@@ -468,7 +466,10 @@ pub async fn load(
         .search(
             "DetectedIssue",
             &[
-                ("code", format!("{}|security-spike", crate::clinic::db::SPIKE_SYSTEM)),
+                (
+                    "code",
+                    format!("{}|security-spike", crate::clinic::db::SPIKE_SYSTEM),
+                ),
                 ("date", format!("ge{audit_since}")),
                 ("_count", "1000".into()),
             ],

@@ -45,8 +45,7 @@ impl Db {
             let payload = if item == "alert" {
                 self.load_alert(item_id).map(OutboxPayload::Alert)
             } else if item == "security" {
-                self.load_security_report(item_id)
-                    .map(OutboxPayload::Alert)
+                self.load_security_report(item_id).map(OutboxPayload::Alert)
             } else {
                 self.load_reading(item_id).map(OutboxPayload::Reading)
             };
