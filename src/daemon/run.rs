@@ -659,3 +659,47 @@ async fn note_software_version(store: &Store) {
         warn!(error = %e, "Could not record the software version.");
     }
 }
+
+#[cfg(test)]
+mod software_version_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::note_software_version;
+    use crate::model::SystemClock;
+    use crate::store::{KekSource, Store, StoreConfig};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_new_software_version_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = StoreConfig::new(dir.path());
+        c.kek = KekSource::resolve(dir.path(), None);
+        let store = Store::open(c, Arc::new(SystemClock)).await.unwrap();
+        note_software_version(&store).await;
+        note_software_version(&store).await;
+        let changes = store
+            .events(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "software_version_changed")
+            .count();
+        assert_eq!(changes, 1, "the same version again is no change");
+        // A different version last run: recorded again.
+        store
+            .set_uplink_state("hub", "software_version", "0.0.1")
+            .await
+            .unwrap();
+        note_software_version(&store).await;
+        let events = store.events(100).await.unwrap();
+        assert!(events.iter().any(|e| e.kind == "software_version_changed"
+            && e.detail.starts_with("software version 0.0.1 -> ")));
+        let reports = store.security_reports().await.unwrap();
+        let v: Vec<_> = reports
+            .iter()
+            .filter(|(r, _)| r.code == "software-version")
+            .collect();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].0.count, 2);
+        store.close().await;
+    }
+}

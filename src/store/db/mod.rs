@@ -44,6 +44,8 @@ const KEYS_STALE: i64 = i64::MIN;
 /// Priority of outbox entries: lower goes first.
 const PRIORITY_ALERT: i64 = 0;
 const PRIORITY_READING: i64 = 1;
+/// Security reports go after the patient's data (`store::security`).
+const PRIORITY_SECURITY: i64 = 2;
 
 /// The most bytes of an event's detail (longer ones are cut, `…` marks the cut).
 pub const MAX_EVENT_DETAIL: usize = 1024;

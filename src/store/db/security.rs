@@ -2,7 +2,7 @@
 //! its code, in the transaction that writes the event; a closed aggregate is an outbox entry
 //! (item `security`) due when its window closes.
 
-use super::{new_uuid, Db, PRIORITY_READING};
+use super::{new_uuid, Db, PRIORITY_SECURITY};
 use crate::model::UtcMillis;
 use crate::store::security::{code_for, SecurityReport};
 use crate::store::{Result, StoredAlert};
@@ -64,7 +64,7 @@ impl Db {
                 self.conn.execute(
                     "INSERT INTO outbox(item, item_id, priority, state, next_attempt, created_min)
                      VALUES ('security', ?1, ?2, 'pending', ?3, ?4)",
-                    params![id, PRIORITY_READING, closes_at, created],
+                    params![id, PRIORITY_SECURITY, closes_at, created],
                 )?;
                 Ok(())
             }
