@@ -180,7 +180,8 @@ impl Db {
         Ok(vec![key_id.into(), sealed.into()])
     }
 
-    /// Every pending entry due now (a technician's `sync --now` after an outage).
+    /// Every pending entry due now (a technician's `sync --now` after an outage); an open security
+    /// report too: it is closed when loaded and sent as it is.
     pub(crate) fn due_now(&mut self, now: UtcMillis) -> Result<usize> {
         self.write(|db| {
             Ok(db.conn.execute(
