@@ -180,12 +180,14 @@ impl Db {
         Ok(vec![key_id.into(), sealed.into()])
     }
 
-    /// Every pending entry due now (a technician's `sync --now` after an outage); an open security
-    /// report too: it is closed when loaded and sent as it is.
+    /// Every pending entry due now (a technician's `sync --now` after an outage); not a security
+    /// report still open (its window still counting events): it goes when its window closes.
     pub(crate) fn due_now(&mut self, now: UtcMillis) -> Result<usize> {
         self.write(|db| {
             Ok(db.conn.execute(
-                "UPDATE outbox SET next_attempt = ?1 WHERE state = 'pending' AND next_attempt > ?1",
+                "UPDATE outbox SET next_attempt = ?1 WHERE state = 'pending' AND next_attempt > ?1
+                 AND NOT (item = 'security'
+                          AND item_id IN (SELECT id FROM security_reports WHERE open = 1))",
                 [now.as_millis()],
             )?)
         })
