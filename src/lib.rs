@@ -33,14 +33,14 @@
 //! | [`model`] | domain types: readings, kinds, exact decimals with UCUM units, flags, device records handed from `ble` to the store, times (`jiff` underneath), the [`model::Clock`] seam |
 //! | [`gatt`] | codecs for the Bluetooth SIG health profiles: bytes in, `model` out; encoders for the hub's writes and the simulators |
 //! | [`alerts`] | alert rules: thresholds with exact unit conversion and hysteresis, weight trends, missed measurements by cause; replay |
-//! | [`fhir`] | mapping to the HL7 PHD IG: observations, devices, alerts, heartbeat, transaction Bundles; parsing of transaction-responses; the clinic's alert limits as a versioned `ServiceRequest` and the hub's acknowledgement (`fhir::limits`) |
+//! | [`fhir`] | mapping to the HL7 PHD IG: observations, devices, alerts, heartbeat, transaction Bundles; parsing of transaction-responses; the clinic's alert limits as a versioned `ServiceRequest` and the hub's acknowledgement (`fhir::limits`); the hub's security reports as `AuditEvent`s (`fhir::audit`) |
 //!
 //! **The hub's runtime path** — I/O, each behind a narrow seam, tested against real peers:
 //!
 //! | module | owns | imports |
 //! |---|---|---|
 //! | [`ble`] | btleplug sessions behind [`ble::Link`], scan windows, allow-list and bond checks, RACP downloads, pairing over zbus; hands everything over through its own [`ble::Port`] | `gatt`, `model`; never `store`, `uplink` or `daemon` |
-//! | [`store`] | SQLite schema and migrations, AEAD sealing (ring) of every PHI column, the outbox, retention and capacity, key files | `model` |
+//! | [`store`] | SQLite schema and migrations, AEAD sealing (ring) of every PHI column, the outbox, retention and capacity, key files; security events aggregated per code and window into reports for the outbox (`store::security`) | `model` |
 //! | [`uplink`] | the mTLS client (reqwest + rustls on ring), certificate reload and renewal over EST, batching, backoff, bisection, heartbeat, clock-sync check; fetching, checking, storing and applying the clinic's alert limits (`uplink::limits`, which hands them to the daemon's ingest) | `fhir`, `store`, `model`, `daemon::Ingest` |
 //! | [`daemon`] | the running process (`vitals-hub run`): ingest (store, then rules), the port `ble` hands over through, the alert hook, the tasks, systemd notify and watchdog | everything above |
 //! | [`config`] | the one TOML tree, validated with file, line and fix in every error; paths (FHS under systemd, `directories` for a user run) | the section types of the rooms it configures (see below) |

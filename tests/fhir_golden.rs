@@ -581,3 +581,34 @@ fn response_fixtures_parse() {
     let text = fhir::parse_operation_outcome(&oo).unwrap();
     assert!(text.contains("error invalid"));
 }
+
+/// A hub's security report (issue 19 part 3) as an AuditEvent: the hub's own Device as agent and
+/// observer (here a new hub: its PhgDevice entry of the same Bundle), the count and kinds, the
+/// window; nothing else referenced. The fixture is validated by `.ci/validate_fhir.py`.
+#[test]
+fn security_report_bundle() {
+    let hub = hub();
+    let refs = HashMap::new();
+    let payload = json!({"security_report": {
+        "id": 3, "uuid": "0193b3c2-1f00-7a1b-9c2d-3e4f5a6b7c8d", "code": "spoof-attempt",
+        "kinds": ["ble_spoof_attempt"], "count": 1000,
+        "first_at": 1_765_065_600_000_i64, "last_at": 1_765_066_440_000_i64 }});
+    let items = vec![Item::Alert(AlertInput {
+        tag: 12,
+        payload: &payload,
+        stable_key: "security-0193b3c2-1f00-7a1b-9c2d-3e4f5a6b7c8d",
+    })];
+    let b = fhir::build(&ctx(&hub, &refs, None), &items);
+    let entries = b.json["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "the hub's PhgDevice and the AuditEvent");
+    let a = &entries[1]["resource"];
+    assert_eq!(a["resourceType"], "AuditEvent");
+    assert_eq!(entries[1]["request"]["url"], "AuditEvent");
+    assert_eq!(a["agent"][0]["who"]["reference"], entries[0]["fullUrl"]);
+    assert_eq!(a["source"]["observer"]["reference"], entries[0]["fullUrl"]);
+    assert_eq!(a["subtype"][0]["code"], "spoof-attempt");
+    assert_eq!(a["entity"][0]["detail"][0]["valueString"], "1000");
+    assert_eq!(b.entries[1].tags, vec![12]);
+    assert!(!a.to_string().contains("Patient/"));
+    golden("bundle-security-report", &b.json);
+}

@@ -106,6 +106,23 @@ async fn report(broker: &fake_bluez::Broker) {
     let line = out.lines().find(|l| l.contains("thermo")).unwrap();
     assert!(line.trim_start().starts_with("FAIL"), "{line}");
     assert!(out.contains("fix: take a measurement"), "{out}");
+
+    // Each commissioning is also a security event, counted into one report for the clinic (issue
+    // 19): two runs within the window, one report with count 2, still open (delivering at once,
+    // as `commission` does, does not hurry it).
+    let mut sc = StoreConfig::new(w.state_dir());
+    sc.patient_id = Some(PATIENT.into());
+    let store = Store::open(sc, Arc::new(SystemClock)).await.unwrap();
+    let reports = store.security_reports().await.unwrap();
+    let c: Vec<_> = reports
+        .iter()
+        .filter(|(r, _)| r.code == "commissioning")
+        .collect();
+    assert_eq!(c.len(), 1, "{reports:?}");
+    assert_eq!(c[0].0.count, 2, "{reports:?}");
+    assert_eq!(c[0].0.kinds, ["commissioned"]);
+    assert_eq!(c[0].1, "pending");
+    store.close().await;
 }
 
 /// Issue 13: with the hub clock not synchronised (and `require_clock_sync`, the default) every

@@ -15,7 +15,62 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 /// The resource types a hub may create (never `Patient`: the clinic creates patients).
-pub const WRITABLE: [&str; 4] = ["Observation", "Device", "Communication", "DetectedIssue"];
+pub const WRITABLE: [&str; 5] = [
+    "Observation",
+    "Device",
+    "Communication",
+    "DetectedIssue",
+    "AuditEvent",
+];
+
+/// The most bytes of a hub's `AuditEvent` (its security report is a few hundred).
+pub const MAX_AUDIT_EVENT: usize = 4096;
+
+/// A hub's `AuditEvent` is only about the hub itself: exactly one agent, whose `who` is the
+/// source's `observer`, a `Device` (`Device/<id>` or an entry of the same Bundle); no other
+/// reference at all (no patient, no other resource); at most [`MAX_AUDIT_EVENT`] bytes. Returns
+/// the Device reference (the caller proves it is the hub's own PhgDevice).
+pub fn audit_event_agent(resource: &Value, i: usize) -> Result<&str, TxError> {
+    let refuse = |why: &str| {
+        TxError::Forbidden(format!(
+            "entry {i} (AuditEvent): {why}; a hub reports only about itself: one agent and the \
+             source's observer, both the hub's own Device"
+        ))
+    };
+    if resource.to_string().len() > MAX_AUDIT_EVENT {
+        return Err(TxError::Invalid(format!(
+            "entry {i} (AuditEvent): more than {MAX_AUDIT_EVENT} bytes"
+        )));
+    }
+    let agents = resource
+        .get("agent")
+        .and_then(Value::as_array)
+        .ok_or_else(|| refuse("no agent"))?;
+    if agents.len() != 1 {
+        return Err(refuse("not exactly one agent"));
+    }
+    let who = agents
+        .first()
+        .and_then(|a| a.pointer("/who/reference"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse("the agent is not a reference"))?;
+    let observer = resource
+        .pointer("/source/observer/reference")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse("the source's observer is not a reference"))?;
+    if who != observer {
+        return Err(refuse("the agent is not the source's observer"));
+    }
+    if !(who.starts_with("Device/") || who.starts_with("urn:uuid:")) {
+        return Err(refuse("the agent is not a Device"));
+    }
+    let mut refs = Vec::new();
+    references(resource, &mut refs);
+    if refs.iter().any(|r| *r != who) {
+        return Err(refuse("it refers to something other than the hub"));
+    }
+    Ok(who)
+}
 
 /// Every `reference` string in a resource.
 pub fn references<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
@@ -56,6 +111,9 @@ pub fn entry_refs(
             "entry {i}: a hub does not write Patient resources"
         )));
     }
+    if ty == "AuditEvent" {
+        audit_event_agent(resource, i)?;
+    }
     let mut refs = Vec::new();
     references(resource, &mut refs);
     let own_patient = format!("Patient/{patient}");
@@ -73,7 +131,10 @@ pub fn entry_refs(
             )));
         }
         match r.split_once('/') {
-            Some((rty, rid)) if WRITABLE.contains(&rty) && valid_logical_id(rid) => {
+            // Never to an AuditEvent: a hub writes its own, but nothing it writes refers to one.
+            Some((rty, rid))
+                if WRITABLE.contains(&rty) && rty != "AuditEvent" && valid_logical_id(rid) =>
+            {
                 owned.push((rty.to_owned(), rid.to_owned()));
             }
             _ => {

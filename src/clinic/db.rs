@@ -50,12 +50,13 @@ pub struct ReceiverDb {
     conn: Connection,
 }
 
-const TYPES: [&str; 5] = [
+const TYPES: [&str; 6] = [
     "Observation",
     "Device",
     "Patient",
     "Communication",
     "DetectedIssue",
+    "AuditEvent",
 ];
 
 pub fn capability_statement() -> Value {
@@ -132,6 +133,7 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
         "Observation" => &["status", "code", "subject"],
         "Communication" => &["status"],
         "DetectedIssue" => &["status", "patient"],
+        "AuditEvent" => &["type", "recorded", "agent", "source"],
         _ => &[],
     };
     for k in need {
@@ -140,6 +142,85 @@ fn check_resource(ty: &str, r: &Value, i: usize) -> Result<(), TxError> {
         }
     }
     Ok(())
+}
+
+/// The code system (and identifier system) of the clinic's security-spike `DetectedIssue`.
+pub const SPIKE_SYSTEM: &str = "urn:vitals-clinic:security-spike";
+
+/// A hub's security report that is unusual (a flagged code, or a count above the spike
+/// threshold: `console::fleet`) raises one `DetectedIssue` about the hub's Device per hub and UTC
+/// day, in the transaction that stores the report: a spike spread over many windows raises one,
+/// never one per event or per report. No patient: it is about the hub, not a clinical alert.
+fn spike_issue(
+    tx: &rusqlite::Transaction<'_>,
+    hub_id: &str,
+    report: &Value,
+) -> rusqlite::Result<()> {
+    use super::console::fleet::{report_count, FLAGGED_CODES, SECURITY_SPIKE};
+    let Some(code) = report
+        .pointer("/subtype/0")
+        .filter(|c| {
+            c.get("system").and_then(Value::as_str) == Some(crate::fhir::audit::CODE_SYSTEM)
+        })
+        .and_then(|c| c.get("code"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(());
+    };
+    let count = report_count(report).unwrap_or(0);
+    if !(FLAGGED_CODES.contains(&code) || count > SECURITY_SPIKE) {
+        return Ok(());
+    }
+    let recorded = report.get("recorded").and_then(Value::as_str).unwrap_or("");
+    let day = recorded.get(..10).unwrap_or(recorded);
+    let key = format!("{hub_id}|{day}");
+    let exists = tx
+        .prepare_cached(
+            "SELECT 1 FROM resources WHERE type = 'DetectedIssue' AND id_system = ?1 AND id_value = ?2",
+        )?
+        .exists(params![SPIKE_SYSTEM, key])?;
+    if exists {
+        return Ok(());
+    }
+    let device = report
+        .pointer("/agent/0/who/reference")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    tx.prepare_cached(
+        "INSERT INTO resources(type, id_system, id_value, patient, client, hub, json) VALUES ('DetectedIssue', ?1, ?2, NULL, NULL, NULL, '{}')",
+    )?
+    .execute(params![SPIKE_SYSTEM, key])?;
+    let id = tx.last_insert_rowid();
+    let issue = json!({
+        "resourceType": "DetectedIssue",
+        "id": id.to_string(),
+        "meta": { "versionId": "1" },
+        "identifier": [{ "system": SPIKE_SYSTEM, "value": key }],
+        "status": "preliminary",
+        "code": { "coding": [{ "system": SPIKE_SYSTEM, "code": "security-spike" }],
+                  "text": "unusual security events from a hub" },
+        "severity": "high",
+        "identifiedDateTime": recorded,
+        "implicated": [{ "reference": device }],
+        "detail": format!("hub {hub_id}: {code} × {count}; see the fleet page")
+    });
+    tx.prepare_cached("UPDATE resources SET json = ?1 WHERE id = ?2")?
+        .execute(params![issue.to_string(), id])?;
+    search::index_resource(tx, id, "DetectedIssue", None, &issue)
+}
+
+/// Whether a Device (its JSON text) is a hub's PhgDevice: the PHD IG's PhgDevice profile.
+fn is_phg_device(json: &str) -> bool {
+    serde_json::from_str::<Value>(json).is_ok_and(|v| {
+        v.get("resourceType").and_then(Value::as_str) == Some("Device")
+            && v.pointer("/meta/profile")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .any(|p| p.ends_with("/PhgDevice"))
+                })
+    })
 }
 
 /// What a hub may write ([`super::authz::entry_refs`]), with every `Type/id` reference proved to
@@ -151,7 +232,29 @@ fn authorise_entry(
     resource: &Value,
     i: usize,
     full_urls: &std::collections::HashSet<&str>,
+    phg_urls: &std::collections::HashSet<&str>,
 ) -> Result<(), TxError> {
+    if ty == "AuditEvent" {
+        // About the hub itself: its agent is the hub's own PhgDevice (in this Bundle or stored).
+        let agent = super::authz::audit_event_agent(resource, i)?;
+        let phg = match agent.strip_prefix("Device/") {
+            Some(id) => tx
+                .query_row(
+                    "SELECT json FROM resources WHERE id = ?1 AND type = 'Device' AND hub = ?2",
+                    params![id.parse::<i64>().unwrap_or(-1), sc.hub_id],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .is_some_and(|j| is_phg_device(&j)),
+            None => phg_urls.contains(agent),
+        };
+        if !phg {
+            return Err(TxError::Forbidden(format!(
+                "entry {i} (AuditEvent): its agent is not this hub's own Device (PhgDevice); a \
+                 hub reports only about itself"
+            )));
+        }
+    }
     for (rty, rid) in super::authz::entry_refs(sc.patient, ty, resource, i, full_urls)? {
         let owned = match rid.parse::<i64>() {
             Ok(rid) => tx
@@ -263,6 +366,15 @@ impl ReceiverDb {
             .iter()
             .filter_map(|e| e.get("fullUrl").and_then(Value::as_str))
             .collect();
+        // The entries that are a hub's own PhgDevice (an AuditEvent's only possible agent).
+        let phg_urls: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter(|e| {
+                e.get("resource")
+                    .is_some_and(|r| is_phg_device(&r.to_string()))
+            })
+            .filter_map(|e| e.get("fullUrl").and_then(Value::as_str))
+            .collect();
         let tx = self.conn.transaction()?;
         let mut map: HashMap<String, String> = HashMap::new();
         let mut plan: Vec<(i64, String, Option<Option<String>>, &Value)> = Vec::new();
@@ -296,9 +408,14 @@ impl ReceiverDb {
             }
             check_resource(&ty, resource, i)?;
             if let Some(sc) = scope {
-                authorise_entry(&tx, sc, &ty, resource, i, &full_urls)?;
+                authorise_entry(&tx, sc, &ty, resource, i, &full_urls, &phg_urls)?;
             }
-            let ident = resource.get("identifier").and_then(|v| v.get(0));
+            // An AuditEvent has no identifier: a hub's security report is keyed by its entity's.
+            let ident = if ty == "AuditEvent" {
+                resource.pointer("/entity/0/what/identifier")
+            } else {
+                resource.get("identifier").and_then(|v| v.get(0))
+            };
             let id_system = ident
                 .and_then(|x| x.get("system"))
                 .and_then(Value::as_str)
@@ -382,6 +499,9 @@ impl ReceiverDb {
                 tx.prepare_cached("UPDATE resources SET json = ?1 WHERE id = ?2")?
                     .execute(params![resource.to_string(), id])?;
                 search::index_resource(&tx, id, &ty, patient.as_deref(), &resource)?;
+                if let (Some(sc), "AuditEvent") = (scope, ty.as_str()) {
+                    spike_issue(&tx, sc.hub_id, &resource)?;
+                }
             }
             out.push(json!({ "response": {
                 "status": if is_new.is_some() { "201 Created" } else { "200 OK" },

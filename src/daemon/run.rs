@@ -164,6 +164,7 @@ impl Daemon {
         sc.defer_integrity_check = true;
         let store = Store::open(sc, opts.clock.clone()).await?;
         step("store opened");
+        note_software_version(&store).await;
         // The alert rules in force: the clinic's last accepted version, else hub.toml's [alerts].
         // A version that was waiting for its effective time while the hub was off applies now.
         crate::uplink::limits::apply_due_at_start(&store, opts.clock.now()).await?;
@@ -718,4 +719,79 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     daemon.stop(Duration::from_secs(8)).await;
     result
+}
+
+/// Record a change of the running software version since the last start (a security event the
+/// clinic receives as an AuditEvent, issue 19): the version last run is kept in the store's
+/// per-destination state under `hub`/`software_version`. A failure is logged, never fatal.
+async fn note_software_version(store: &Store) {
+    let now = env!("CARGO_PKG_VERSION");
+    let before = match store.uplink_state("hub", "software_version").await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "Could not read the last software version.");
+            return;
+        }
+    };
+    if before.as_deref() == Some(now) {
+        return;
+    }
+    let detail = match &before {
+        Some(b) => format!("software version {b} -> {now}"),
+        None => format!("software version {now} (first start)"),
+    };
+    if let Err(e) = store
+        .append_event("software_version_changed", "info", detail)
+        .await
+    {
+        warn!(error = %e, "Could not record the software version change.");
+        return;
+    }
+    if let Err(e) = store.set_uplink_state("hub", "software_version", now).await {
+        warn!(error = %e, "Could not record the software version.");
+    }
+}
+
+#[cfg(test)]
+mod software_version_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::note_software_version;
+    use crate::model::SystemClock;
+    use crate::store::{KekSource, Store, StoreConfig};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_new_software_version_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = StoreConfig::new(dir.path());
+        c.kek = KekSource::resolve(dir.path(), None);
+        let store = Store::open(c, Arc::new(SystemClock)).await.unwrap();
+        note_software_version(&store).await;
+        note_software_version(&store).await;
+        let changes = store
+            .events(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "software_version_changed")
+            .count();
+        assert_eq!(changes, 1, "the same version again is no change");
+        // A different version last run: recorded again.
+        store
+            .set_uplink_state("hub", "software_version", "0.0.1")
+            .await
+            .unwrap();
+        note_software_version(&store).await;
+        let events = store.events(100).await.unwrap();
+        assert!(events.iter().any(|e| e.kind == "software_version_changed"
+            && e.detail.starts_with("software version 0.0.1 -> ")));
+        let reports = store.security_reports().await.unwrap();
+        let v: Vec<_> = reports
+            .iter()
+            .filter(|(r, _)| r.code == "software-version")
+            .collect();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].0.count, 2);
+        store.close().await;
+    }
 }

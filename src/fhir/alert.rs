@@ -9,6 +9,10 @@ use serde_json::{json, Value as Json};
 
 impl Builder<'_, '_> {
     pub(super) fn alert(&mut self, a: &AlertInput<'_>) {
+        if let Some(report) = a.payload.get("security_report") {
+            self.security_report(a, report);
+            return;
+        }
         let url = self.urn();
         let (mut resource, rtype) = match a.payload.get("alert") {
             Some(event) => (self.detected_issue(a, event), "DetectedIssue"),

@@ -32,6 +32,7 @@
 //!   [`ReadingInput::interpretation`].
 
 pub mod alert;
+pub mod audit;
 pub mod bundle;
 pub mod capability;
 pub mod codes;

@@ -293,6 +293,14 @@ impl Store {
         self.call(move |db| db.readings(after, limit)).await
     }
 
+    /// Every security report (aggregated security events, `store::security`), oldest first, with
+    /// its outbox state (`pending`, `in_flight`, `acked`, …).
+    pub async fn security_reports(
+        &self,
+    ) -> Result<Vec<(crate::store::security::SecurityReport, String)>> {
+        self.call(|db| db.security_reports()).await
+    }
+
     /// The latest events, newest first.
     pub async fn events(&self, limit: usize) -> Result<Vec<Event>> {
         self.call(move |db| db.events(limit)).await

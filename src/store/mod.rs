@@ -124,6 +124,7 @@ mod db;
 mod handle;
 pub mod keyfile;
 pub mod schema;
+pub mod security;
 mod tag;
 
 use crate::model::{Reading, UtcMillis};
@@ -238,6 +239,9 @@ pub struct StoreConfig {
     /// exists): then the open checks, as without this. A file that is not a database is refused
     /// at open either way (its first statement fails).
     pub defer_integrity_check: bool,
+    /// How long a security report stays open, counting events of its code, before it is uploaded
+    /// ([`security`]); in ms.
+    pub security_window_ms: i64,
 }
 
 /// The file beside `store.db` that a failed [`Store::check_integrity`] leaves: the next open runs
@@ -260,6 +264,7 @@ impl StoreConfig {
             read_only: false,
             recover_in_flight: true,
             defer_integrity_check: false,
+            security_window_ms: security::DEFAULT_WINDOW_MS,
         }
     }
 
@@ -387,6 +392,8 @@ pub struct StoredAlert {
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutboxPayload {
     Reading(StoredReading),
+    /// An alert, or a security report (`payload.security_report`, see [`security`]): both go up
+    /// as one resource each.
     Alert(StoredAlert),
 }
 
@@ -475,6 +482,9 @@ pub struct Stats {
     pub readings: u64,
     /// Alerts held.
     pub alerts: u64,
+    /// Security reports still collecting events (their window open): outbox entries not yet
+    /// due, counted here and not in `pending` or `oldest_waiting` (see [`security`]).
+    pub security_open: u64,
 }
 
 /// What a data-key rotation did.

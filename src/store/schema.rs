@@ -7,7 +7,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const LATEST: u32 = 7;
+pub const LATEST: u32 = 8;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; LATEST as usize] = [
@@ -162,6 +162,45 @@ CREATE TABLE alert_limits_pending(
   key_id INTEGER NOT NULL REFERENCES keys(id),
   sealed BLOB NOT NULL
 ) STRICT;
+"#,
+    // v8 (issue 19, security events upstream): security events aggregated per code and window
+    // (`store::security`), at most one open aggregate per code (the partial unique index), each
+    // uploaded once through the outbox as an AuditEvent: the outbox gets the item kind
+    // 'security' (SQLite cannot alter a CHECK: the table is rebuilt, rows and ids kept). No PHI
+    // here: codes and event kinds are fixed vocabularies, counts and times.
+    r#"
+CREATE TABLE security_reports(
+  id INTEGER PRIMARY KEY,
+  uuid TEXT NOT NULL UNIQUE,
+  code TEXT NOT NULL,
+  kinds TEXT NOT NULL,
+  count INTEGER NOT NULL CHECK (count >= 1),
+  first_at INTEGER NOT NULL,
+  last_at INTEGER NOT NULL,
+  closes_at INTEGER NOT NULL,
+  open INTEGER NOT NULL CHECK (open IN (0, 1))
+) STRICT;
+CREATE UNIQUE INDEX security_reports_open ON security_reports(code) WHERE open = 1;
+CREATE TABLE outbox_v8(
+  id INTEGER PRIMARY KEY,
+  item TEXT NOT NULL CHECK (item IN ('reading', 'alert', 'security')),
+  item_id INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'acked', 'rejected', 'quarantined')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt INTEGER NOT NULL,
+  key_id INTEGER REFERENCES keys(id),
+  last_error BLOB,
+  created_min INTEGER NOT NULL,
+  done_at INTEGER,
+  UNIQUE (item, item_id)
+) STRICT;
+INSERT INTO outbox_v8(id, item, item_id, priority, state, attempts, next_attempt, key_id, last_error, created_min, done_at)
+  SELECT id, item, item_id, priority, state, attempts, next_attempt, key_id, last_error, created_min, done_at FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v8 RENAME TO outbox;
+CREATE INDEX outbox_ready ON outbox(state, priority, id);
+CREATE INDEX outbox_done ON outbox(state, done_at);
 "#,
 ];
 

@@ -221,5 +221,13 @@ pub async fn queue(store: &Store, r: &Report) -> Result<i64, crate::store::Store
             Vec::new(),
         )
         .await?;
+    // A security event too (issue 19): the clinic's fleet page sees each commissioning.
+    store
+        .append_event(
+            "commissioned",
+            "info",
+            "commissioning report queued for upload".into(),
+        )
+        .await?;
     Ok(id)
 }

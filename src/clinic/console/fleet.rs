@@ -6,10 +6,12 @@
 //! the worklist's ([`super::worklist::hub_state`]). With `Observation/$lastn`
 //! ([`WorklistSettings::lastn`], the built-in store's default): the Devices, one `$lastn` (max=1)
 //! for the hub's own fields and one (max=[`MAX_HUB_DEVICES`]) for its devices' last contact and
-//! battery ([`SEARCHES`] = 3) — the newest heartbeat of each hub whatever its age and whatever the
-//! length of the history, so a hub silent for longer than the period still shows "offline since".
-//! Without it: the Devices, then one Observation search per heartbeat field bounded by the
-//! period and [`MAX_SEARCH`], newest first ([`SEARCHES_WITHOUT_LASTN`]); a cut search is shown
+//! battery, then the hubs' security AuditEvents and the clinic's security-spike DetectedIssues
+//! of the last [`SECURITY_DAYS`] ([`SEARCHES`] = 5) — the newest heartbeat of each hub whatever its
+//! age and whatever the length of the history, so a hub silent for longer than the period still
+//! shows "offline since". Without it: the Devices, one Observation search per heartbeat field
+//! bounded by the period and [`MAX_SEARCH`], newest first, and the same two security searches
+//! ([`SEARCHES_WITHOUT_LASTN`]); a cut search is shown
 //! ([`Fleet::truncated`]). A field a hub did not report shows as absent
 //! (`None`), never as zero.
 //!
@@ -18,6 +20,7 @@
 use super::fhir::{FhirClient, FhirClientError};
 use super::worklist::{hub_state, is_heartbeat, HubState, WorklistSettings, PERIOD_DAYS};
 use crate::clinic::db::{resource_date, MAX_SEARCH};
+use crate::fhir::audit::CODE_SYSTEM as AUDIT_CODES;
 use crate::fhir::codes::{self, mdc};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
@@ -31,6 +34,45 @@ pub const FREE_DISK_WARN: u64 = 200 * 1024 * 1024;
 pub const BACKLOG_WARN: u64 = 1_000;
 /// …or a device battery at or below this (percent).
 pub const BATTERY_WARN: u8 = 15;
+
+/// A hub's security events flag it when one of these codes is among them (README "Security events
+/// upstream"): integrity at rest, spoofing or unbonded connections, a revoked certificate, an
+/// untrusted clinic, another patient's data, a wipe…
+pub const FLAGGED_CODES: [&str; 7] = [
+    "integrity-failure",
+    "spoof-attempt",
+    "unbonded-connection",
+    "tls-client-revoked",
+    "tls-server-untrusted",
+    "patient-mismatch",
+    "wipe",
+];
+
+/// …or when more events of one code than this arrived in the period (a spike).
+pub const SECURITY_SPIKE: u64 = 100;
+
+/// How far back the security column looks (days).
+pub const SECURITY_DAYS: i64 = 7;
+
+/// One security code of a hub over the last [`SECURITY_DAYS`]: the hub's AuditEvents summed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityRow {
+    pub code: String,
+    pub count: u64,
+    pub last: Timestamp,
+}
+
+/// The count a hub's security report carries (`entity.detail` "count").
+pub fn report_count(a: &Value) -> Option<u64> {
+    a.pointer("/entity/0/detail")?
+        .as_array()?
+        .iter()
+        .find(|d| d.get("type").and_then(Value::as_str) == Some("count"))?
+        .get("valueString")?
+        .as_str()?
+        .parse()
+        .ok()
+}
 
 /// The heartbeat fields searched, as (code system, code); one search each.
 const FIELDS: [(&str, &str); 8] = [
@@ -47,11 +89,13 @@ const FIELDS: [(&str, &str); 8] = [
 /// The hub's own fields: the first this many of [`FIELDS`] (the rest are its devices').
 const HUB_FIELDS: usize = 6;
 
-/// FHIR requests per fleet page with `$lastn`: the Devices, and two `$lastn`.
-pub const SEARCHES: usize = 3;
+/// FHIR requests per fleet page with `$lastn`: the Devices, two `$lastn`, the hubs' security
+/// AuditEvents and the clinic's security-spike DetectedIssues.
+pub const SEARCHES: usize = 5;
 
-/// FHIR searches per fleet page without `$lastn`: the Devices and one per heartbeat field.
-pub const SEARCHES_WITHOUT_LASTN: usize = 1 + FIELDS.len();
+/// FHIR searches per fleet page without `$lastn`: the Devices, one per heartbeat field, the
+/// hubs' security AuditEvents and the security-spike DetectedIssues.
+pub const SEARCHES_WITHOUT_LASTN: usize = 3 + FIELDS.len();
 
 /// The most medical devices of one hub the fleet page shows: the `max` of the devices' `$lastn`
 /// (each heartbeat reports every device once, so the newest heartbeat's are the newest this many).
@@ -83,6 +127,11 @@ pub struct HubRow {
     /// The hub's last software update's outcome (`ok …`, `rolled-back …`).
     pub last_update: Option<String>,
     pub devices: Vec<DeviceRow>,
+    /// Its security events of the last [`SECURITY_DAYS`], by code, the most recent first.
+    pub security: Vec<SecurityRow>,
+    /// When the clinic raised its newest security-spike alert about the hub (within
+    /// [`SECURITY_DAYS`]), if it did.
+    pub spike_alert: Option<Timestamp>,
     /// What makes the hub failing, in words (empty: healthy).
     pub problems: Vec<String>,
 }
@@ -160,6 +209,20 @@ pub fn build(
     now: Timestamp,
     s: &WorklistSettings,
 ) -> Vec<HubRow> {
+    build_with_security(devices, observations, &[], &[], now, s)
+}
+
+/// [`build`] with the hubs' security AuditEvents (`audits`: anything; only a hub's own reports
+/// of the last [`SECURITY_DAYS`] count, each under the Device that is its agent) and the clinic's
+/// security-spike DetectedIssues (`issues`, each about the Device it implicates).
+pub fn build_with_security(
+    devices: &[Value],
+    observations: &[Value],
+    audits: &[Value],
+    issues: &[Value],
+    now: Timestamp,
+    s: &WorklistSettings,
+) -> Vec<HubRow> {
     let device_patient: HashMap<String, String> = devices
         .iter()
         .filter_map(|d| {
@@ -180,6 +243,8 @@ pub fn build(
         security_updates_pending: None,
         last_update: None,
         devices: Vec::new(),
+        security: Vec::new(),
+        spike_alert: None,
         problems: Vec::new(),
     };
     for d in devices.iter().filter(|d| is_hub_device(d)) {
@@ -255,6 +320,54 @@ pub fn build(
             _ => {}
         }
     }
+    let since = now - SignedDuration::from_hours(24 * SECURITY_DAYS);
+    for a in audits {
+        let (Some(hub), Some(code), Some(count), Some(at)) = (
+            a.pointer("/agent/0/who/reference").and_then(Value::as_str),
+            a.pointer("/subtype/0")
+                .filter(|c| c.get("system").and_then(Value::as_str) == Some(AUDIT_CODES))
+                .and_then(|c| c.get("code"))
+                .and_then(Value::as_str),
+            report_count(a),
+            resource_date(a),
+        ) else {
+            continue;
+        };
+        if at < since {
+            continue;
+        }
+        // Only rows of hubs the Device search found: a report names its hub by its Device.
+        let Some(r) = rows.get_mut(hub) else {
+            continue;
+        };
+        match r.security.iter_mut().find(|x| x.code == code) {
+            Some(x) => {
+                x.count = x.count.saturating_add(count);
+                x.last = x.last.max(at);
+            }
+            None => r.security.push(SecurityRow {
+                code: code.to_owned(),
+                count,
+                last: at,
+            }),
+        }
+    }
+    for i in issues {
+        let spike = i.pointer("/code/coding/0/system").and_then(Value::as_str)
+            == Some(crate::clinic::db::SPIKE_SYSTEM);
+        let (Some(hub), Some(at)) = (
+            i.pointer("/implicated/0/reference").and_then(Value::as_str),
+            resource_date(i),
+        ) else {
+            continue;
+        };
+        if !spike || at < since {
+            continue;
+        }
+        if let Some(r) = rows.get_mut(hub) {
+            r.spike_alert = Some(r.spike_alert.map_or(at, |t| t.max(at)));
+        }
+    }
     let mut out: Vec<HubRow> = rows
         .into_values()
         .map(|mut r| {
@@ -287,6 +400,18 @@ pub fn build(
                 .count();
             if low > 0 {
                 r.problems.push(format!("{low} device battery low"));
+            }
+            r.security
+                .sort_by(|a, b| b.last.cmp(&a.last).then_with(|| a.code.cmp(&b.code)));
+            let unusual: Vec<&str> = r
+                .security
+                .iter()
+                .filter(|x| FLAGGED_CODES.contains(&x.code.as_str()) || x.count > SECURITY_SPIKE)
+                .map(|x| x.code.as_str())
+                .collect();
+            if !unusual.is_empty() {
+                r.problems
+                    .push(format!("unusual security events: {}", unusual.join(", ")));
             }
             r
         })
@@ -342,8 +467,50 @@ pub async fn load(
             obs.extend(found.resources);
         }
     }
+    // The hubs' security reports of the last SECURITY_DAYS, by their codes (`subtype`).
+    let codes: Vec<String> = crate::store::security::CODES
+        .iter()
+        .map(|(_, c)| *c)
+        .chain([crate::store::security::OTHER])
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|c| format!("{AUDIT_CODES}|{c}"))
+        .collect();
+    let audit_since = (now - SignedDuration::from_hours(24 * SECURITY_DAYS)).to_string();
+    let audits = fhir
+        .search(
+            "AuditEvent",
+            &[
+                ("subtype", codes.join(",")),
+                ("date", format!("ge{audit_since}")),
+                ("_sort", "-date".into()),
+                ("_count", count.clone()),
+            ],
+        )
+        .await?;
+    truncated |= audits.total > audits.resources.len();
+    let issues = fhir
+        .search(
+            "DetectedIssue",
+            &[
+                (
+                    "code",
+                    format!("{}|security-spike", crate::clinic::db::SPIKE_SYSTEM),
+                ),
+                ("date", format!("ge{audit_since}")),
+                ("_count", "1000".into()),
+            ],
+        )
+        .await?;
     Ok(Fleet {
-        rows: build(&devices.resources, &obs, now, s),
+        rows: build_with_security(
+            &devices.resources,
+            &obs,
+            &audits.resources,
+            &issues.resources,
+            now,
+            s,
+        ),
         truncated,
     })
 }

@@ -410,7 +410,9 @@ pub fn fleet(
                         th { "Hub" } th { "Patient" } th { "State" } th { "Software" }
                         th { "Security updates pending" } th { "Last update" }
                         th { "Upload backlog" } th { "Free disk" } th { "Certificate" }
-                        th { "Devices' batteries" } th { "Problems" }
+                        th { "Devices' batteries" }
+                        th { "Security events (7 days)" }
+                        th { "Problems" }
                     } }
                     tbody {
                         @for r in &f.rows {
@@ -459,6 +461,18 @@ pub fn fleet(
                                             @if let Some(secs) = d.last_seen_secs {
                                                 " " span.muted { "(seen " (age(now, now - jiff::SignedDuration::from_secs(secs))) " before the heartbeat)" }
                                             }
+                                        }
+                                    }
+                                }
+                                td.security {
+                                    @if let Some(t) = r.spike_alert {
+                                        div.err.spike { "security alert raised " (when(t, tz)) }
+                                    }
+                                    @if r.security.is_empty() { span.muted { "none" } }
+                                    @for x in &r.security {
+                                        div data-code=(x.code) {
+                                            (x.code) " × " (x.count) " "
+                                            span.muted { "(last " (when(x.last, tz)) ")" }
                                         }
                                     }
                                 }

@@ -29,7 +29,7 @@ const INDEX_VERSION: i64 = 1;
 /// Why a FHIR search was refused (400 with an OperationOutcome over REST).
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
-    #[error("search on {0} is not supported; the built-in store searches Patient, Observation, DetectedIssue, Device and Task")]
+    #[error("search on {0} is not supported; the built-in store searches Patient, Observation, DetectedIssue, Device, Task, ServiceRequest and AuditEvent")]
     Type(String),
     #[error("search parameter {param:?} is not supported for {ty}; supported: {supported}")]
     Param {
@@ -153,10 +153,23 @@ fn index_columns(r: &Value) -> (String, Option<i64>, Vec<(String, String)>) {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
+    let audit = r.get("resourceType").and_then(Value::as_str) == Some("AuditEvent");
+    // A hub's AuditEvent is filed under its agent (the hub's Device) and its subtype codes.
+    let subject = match (subject.is_empty(), audit) {
+        (true, true) => r
+            .pointer("/agent/0/who/reference")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        _ => subject,
+    };
     let at = resource_date(r).and_then(nanos);
-    let mut codes: Vec<(String, String)> = r
-        .get("code")
-        .and_then(|c| c.get("coding"))
+    let coded = if audit {
+        r.get("subtype")
+    } else {
+        r.get("code").and_then(|c| c.get("coding"))
+    };
+    let mut codes: Vec<(String, String)> = coded
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -328,6 +341,7 @@ impl ReceiverDb {
             "Device",
             "Task",
             "ServiceRequest",
+            "AuditEvent",
         ]
         .contains(&ty)
         {
@@ -358,6 +372,8 @@ impl ReceiverDb {
                     .dates
                     .push(parse_date_param(v).map_err(|w| bad(k, v, &w))?),
                 "code" if ty != "Patient" => q.codes.push(parse_codes(v)),
+                // AuditEvent's own name for what the index files as its codes.
+                "subtype" if ty == "AuditEvent" => q.codes.push(parse_codes(v)),
                 "_sort" => match v.as_str() {
                     "date" => q.sort = Some(false),
                     "-date" => q.sort = Some(true),

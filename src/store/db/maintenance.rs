@@ -81,7 +81,11 @@ impl Db {
                 it.collect::<rusqlite::Result<_>>()?
             };
             for (id, item, item_id) in &ids {
-                let table = if item == "alert" { "alerts" } else { "readings" };
+                let table = match item.as_str() {
+                    "alert" => "alerts",
+                    "security" => "security_reports",
+                    _ => "readings",
+                };
                 db.conn
                     .execute(&format!("DELETE FROM {table} WHERE id = ?1"), [item_id])?;
                 db.conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
@@ -134,10 +138,13 @@ impl Db {
             active_key_seals: self.keys.active_seals,
             ..Stats::default()
         };
-        let mut st = self
-            .conn
-            .prepare("SELECT state, count(*) FROM outbox GROUP BY state")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let now = self.clock.now().as_millis();
+        // A security report whose window is still open is not waiting for the uplink yet.
+        let mut st = self.conn.prepare(
+            "SELECT CASE WHEN item = 'security' AND state = 'pending' AND next_attempt > ?1
+                    THEN 'open' ELSE state END, count(*) FROM outbox GROUP BY 1",
+        )?;
+        let rows = st.query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         for row in rows {
             let (state, n) = row?;
             let n = u64::try_from(n).unwrap_or(0);
@@ -146,12 +153,14 @@ impl Db {
                 "in_flight" => s.in_flight = n,
                 "acked" => s.acked = n,
                 "rejected" => s.rejected = n,
+                "open" => s.security_open = n,
                 _ => s.quarantined = n,
             }
         }
         let (alerts, oldest): (i64, Option<i64>) = self.conn.query_row(
-            "SELECT count(*) FILTER (WHERE item = 'alert'), min(created_min) FROM outbox WHERE state IN ('pending', 'in_flight')",
-            [],
+            "SELECT count(*) FILTER (WHERE item = 'alert'), min(created_min) FROM outbox WHERE state IN ('pending', 'in_flight')
+             AND NOT (item = 'security' AND state = 'pending' AND next_attempt > ?1)",
+            [now],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         s.alerts_waiting = u64::try_from(alerts).unwrap_or(0);

@@ -20,6 +20,7 @@ mod limits;
 mod maintenance;
 mod outbox;
 mod readings;
+mod security;
 mod snapshots;
 
 use super::crypto::{CryptoError, DataKey, IndexKey, Kek};
@@ -43,6 +44,8 @@ const KEYS_STALE: i64 = i64::MIN;
 /// Priority of outbox entries: lower goes first.
 const PRIORITY_ALERT: i64 = 0;
 const PRIORITY_READING: i64 = 1;
+/// Security reports go after the patient's data (`store::security`).
+const PRIORITY_SECURITY: i64 = 2;
 
 /// The most bytes of an event's detail (longer ones are cut, `…` marks the cut).
 pub const MAX_EVENT_DETAIL: usize = 1024;
@@ -593,6 +596,15 @@ impl Db {
                     "INSERT INTO events(at, kind, severity, detail) VALUES (?1, ?2, ?3, ?4)",
                     params![ev.at.as_millis(), ev.kind, ev.severity, ev.detail],
                 )?;
+            }
+            // Security events count into their report in the same transaction (exactly once).
+            let counted: Vec<(&'static str, &'static str, UtcMillis)> = self
+                .queued
+                .iter()
+                .map(|e| (e.kind, e.severity, e.at))
+                .collect();
+            for (kind, severity, at) in counted {
+                self.count_security_event(kind, severity, at)?;
             }
             if !self.queued.is_empty() {
                 // The events' fixed budget: the newest EVENTS_BUDGET rows, whatever writes them.

@@ -44,6 +44,8 @@ impl Db {
         for (id, item, item_id, attempts) in rows {
             let payload = if item == "alert" {
                 self.load_alert(item_id).map(OutboxPayload::Alert)
+            } else if item == "security" {
+                self.load_security_report(item_id).map(OutboxPayload::Alert)
             } else {
                 self.load_reading(item_id).map(OutboxPayload::Reading)
             };
@@ -178,11 +180,14 @@ impl Db {
         Ok(vec![key_id.into(), sealed.into()])
     }
 
-    /// Every pending entry due now (a technician's `sync --now` after an outage).
+    /// Every pending entry due now (a technician's `sync --now` after an outage); not a security
+    /// report still open (its window still counting events): it goes when its window closes.
     pub(crate) fn due_now(&mut self, now: UtcMillis) -> Result<usize> {
         self.write(|db| {
             Ok(db.conn.execute(
-                "UPDATE outbox SET next_attempt = ?1 WHERE state = 'pending' AND next_attempt > ?1",
+                "UPDATE outbox SET next_attempt = ?1 WHERE state = 'pending' AND next_attempt > ?1
+                 AND NOT (item = 'security'
+                          AND item_id IN (SELECT id FROM security_reports WHERE open = 1))",
                 [now.as_millis()],
             )?)
         })
