@@ -57,6 +57,7 @@ fn beat(hub: &HubInfo, patient: &str) -> Value {
         free_disk_bytes: Some(3 << 30),
         cert_days_left: Some(300),
         devices: vec![],
+        updates: Default::default(),
     };
     fhir::heartbeat_bundle(&ctx(hub, patient, &refs), &status)
         .unwrap()

@@ -45,6 +45,7 @@ pub const CODES: &[(&str, &str)] = &[
     // Integrity at rest.
     ("integrity_failure", "integrity-failure"),
     ("corrupt_database_moved", "integrity-failure"),
+    ("integrity_check_failed", "integrity-failure"),
     // Configuration, keys, software.
     ("config_changed", "config-change"),
     ("kek_created", "key-rotation"),
@@ -67,6 +68,7 @@ pub const CODES: &[(&str, &str)] = &[
     ("commissioned", "commissioning"),
     // The clinic's alert limits.
     ("alert_limits_changed", "limits-change"),
+    ("alert_limits_pending", "limits-change"),
     ("alert_limits_refused", "limits-refused"),
     ("alert_limits_unusable", "limits-refused"),
 ];
