@@ -239,7 +239,7 @@ fn a_v3_database_opens_and_takes_held_readings() {
     });
     {
         let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
-        conn.execute_batch("DROP TABLE held; DROP TABLE alert_limits; DROP TABLE snapshots; DROP TABLE security_reports; PRAGMA user_version = 3;")
+        conn.execute_batch("DROP TABLE held; DROP TABLE alert_limits; DROP TABLE snapshots; DROP TABLE alert_limits_pending; DROP TABLE security_reports; PRAGMA user_version = 3;")
             .unwrap();
         assert_eq!(schema::version(&conn).unwrap(), 3);
     }
