@@ -165,6 +165,7 @@ impl Daemon {
         let store = Store::open(sc, opts.clock.clone()).await?;
         step("store opened");
         note_software_version(&store).await;
+        note_config_digest(&store, &cfg.digest).await;
         // The alert rules in force: the clinic's last accepted version, else hub.toml's [alerts].
         // A version that was waiting for its effective time while the hub was off applies now.
         crate::uplink::limits::apply_due_at_start(&store, opts.clock.now()).await?;
@@ -749,6 +750,46 @@ async fn note_software_version(store: &Store) {
     }
     if let Err(e) = store.set_uplink_state("hub", "software_version", now).await {
         warn!(error = %e, "Could not record the software version.");
+    }
+}
+
+/// Record a change of hub.toml since the daemon last ran (`config_changed`, a security event the
+/// clinic receives as an AuditEvent, issue 19): the SHA-256 of the file last run with is kept in
+/// the store's per-destination state under `hub`/`config_sha256`, never the text (it names the
+/// patient). The first start records the digest only. A failure is logged, never fatal.
+async fn note_config_digest(store: &Store, digest: &str) {
+    let before = match store.uplink_state(STATE_NS, "config_sha256").await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "Could not read the last configuration's digest.");
+            return;
+        }
+    };
+    if before.as_deref() == Some(digest) {
+        return;
+    }
+    if let Some(b) = &before {
+        // Digest prefixes only: enough to tell versions apart in `tech status`, nothing of the text.
+        let short = |d: &str| d.get(..12).unwrap_or(d).to_string();
+        let detail = format!(
+            "hub.toml changed since the last start (sha-256 {} -> {})",
+            short(b),
+            short(digest)
+        );
+        if let Err(e) = store
+            .append_event("config_changed", "security", detail)
+            .await
+        {
+            warn!(error = %e, "Could not record the configuration change.");
+            return;
+        }
+        warn!("hub.toml differs from the configuration the hub last ran with (recorded as a security event).");
+    }
+    if let Err(e) = store
+        .set_uplink_state(STATE_NS, "config_sha256", digest)
+        .await
+    {
+        warn!(error = %e, "Could not record the configuration's digest.");
     }
 }
 

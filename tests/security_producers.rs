@@ -1,0 +1,91 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+//! Producers of the hub's security events (issue 19 part 3) through the real daemon start: a
+//! changed hub.toml is one `config_changed` event (code `config-change`) and the same file again
+//! is none; the file's text (it names the patient) is never in the store's events or state.
+
+#[path = "daemon_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+use support::*;
+use vitals_hub::config::Config;
+use vitals_hub::daemon::{Daemon, Options};
+use vitals_hub::store::security::code_for;
+use vitals_hub::store::Event;
+
+async fn start_and_stop(path: &std::path::Path) -> Vec<Event> {
+    let cfg = Config::load(path).unwrap();
+    let daemon = Daemon::start(&cfg, Options::default()).await.unwrap();
+    let events = daemon.store().events(1000).await.unwrap();
+    daemon.stop(Duration::from_secs(5)).await;
+    events
+}
+
+fn of_kind<'a>(events: &'a [Event], kind: &str) -> Vec<&'a Event> {
+    events.iter().filter(|e| e.kind == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_hub_toml_is_one_config_change_event() {
+    let w = World::new().await;
+    let first = w.config("hub.toml", "");
+    let events = start_and_stop(&first).await;
+    assert!(
+        of_kind(&events, "config_changed").is_empty(),
+        "the first start has nothing to compare with"
+    );
+    // The same file again: no event.
+    let events = start_and_stop(&first).await;
+    assert!(of_kind(&events, "config_changed").is_empty());
+
+    // A changed file (another threshold): one event, code `config-change`.
+    let text = std::fs::read_to_string(&first)
+        .unwrap()
+        .replace("high = 250", "high = 240");
+    std::fs::write(&first, &text).unwrap();
+    let events = start_and_stop(&first).await;
+    let changed = of_kind(&events, "config_changed");
+    assert_eq!(changed.len(), 1, "{events:?}");
+    assert_eq!(
+        code_for(&changed[0].kind, &changed[0].severity),
+        Some("config-change")
+    );
+    // Nothing of the text: not the patient, not a path, not the changed value.
+    for needle in [PATIENT, "high", "240", "localhost"] {
+        assert!(!changed[0].detail.contains(needle), "{}", changed[0].detail);
+    }
+
+    // Unchanged again: still one.
+    let events = start_and_stop(&first).await;
+    assert_eq!(of_kind(&events, "config_changed").len(), 1);
+
+    // The security report counts it under its code.
+    let stored = {
+        let mut sc = vitals_hub::store::StoreConfig::new(w.state_dir());
+        sc.patient_id = Some(PATIENT.into());
+        vitals_hub::store::Store::open(sc, std::sync::Arc::new(vitals_hub::model::SystemClock))
+            .await
+            .unwrap()
+    };
+    let reports = stored.security_reports().await.unwrap();
+    let n: u64 = reports
+        .iter()
+        .filter(|(r, _)| r.code == "config-change")
+        .map(|(r, _)| r.count)
+        .sum();
+    assert_eq!(n, 1);
+    // The state holds a digest, not the text.
+    let kept = stored
+        .uplink_state("hub", "config_sha256")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.len(), 64);
+    assert!(kept.bytes().all(|b| b.is_ascii_hexdigit()));
+    stored.close().await;
+}
