@@ -89,3 +89,65 @@ async fn a_changed_hub_toml_is_one_config_change_event() {
     assert!(kept.bytes().all(|b| b.is_ascii_hexdigit()));
     stored.close().await;
 }
+
+/// The system clock as the hub sees it, stepped by hand.
+#[derive(Debug, Default)]
+struct SteppedClock(std::sync::atomic::AtomicI64);
+
+use vitals_hub::model::Clock;
+
+impl Clock for SteppedClock {
+    fn now(&self) -> vitals_hub::model::UtcMillis {
+        vitals_hub::model::UtcMillis(
+            vitals_hub::model::SystemClock.now().0
+                + self.0.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_of_the_hubs_clock_is_one_clock_jump_event() {
+    let w = World::new().await;
+    let path = w.config("hub.toml", "");
+    let cfg = Config::load(&path).unwrap();
+    let clock = std::sync::Arc::new(SteppedClock::default());
+    let opts = Options {
+        clock: clock.clone(),
+        time_sync: None,
+        tick: Duration::from_millis(50),
+    };
+    let daemon = Daemon::start(&cfg, opts).await.unwrap();
+    // Ticks with a steady clock: nothing.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let events = daemon.store().events(1000).await.unwrap();
+    assert!(of_kind(&events, "clock_jump").is_empty(), "{events:?}");
+    // The clock steps two hours forward: one event at the next tick, not one per tick after.
+    clock
+        .0
+        .fetch_add(2 * 3_600_000, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = daemon.store().events(1000).await.unwrap();
+    let jumps = of_kind(&events, "clock_jump");
+    assert_eq!(jumps.len(), 1, "{events:?}");
+    assert_eq!(
+        code_for(&jumps[0].kind, &jumps[0].severity),
+        Some("clock-jump")
+    );
+    // And back: a second step, a second event.
+    clock
+        .0
+        .fetch_sub(2 * 3_600_000, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = daemon.store().events(1000).await.unwrap();
+    let jumps = of_kind(&events, "clock_jump");
+    assert_eq!(jumps.len(), 2, "{events:?}");
+    assert!(jumps.iter().any(|e| e.detail.contains("stepped -")));
+    let reports = daemon.store().security_reports().await.unwrap();
+    let n: u64 = reports
+        .iter()
+        .filter(|(r, _)| r.code == "clock-jump")
+        .map(|(r, _)| r.count)
+        .sum();
+    assert_eq!(n, 2);
+    daemon.stop(Duration::from_secs(5)).await;
+}

@@ -341,8 +341,26 @@ impl Daemon {
             let every = opts.tick;
             let has_schedules = !cfg.alerts.schedules.is_empty();
             tasks.spawn(async move {
+                // The wall clock against the monotonic one at the last tick: a step between two
+                // ticks beyond CLOCK_JUMP_BOUND_MS is a `clock_jump` (one event per step; the
+                // security report aggregates a flood of them).
+                let mut last = (clock.now(), std::time::Instant::now());
                 loop {
                     tick_progress.beat();
+                    let now = (clock.now(), std::time::Instant::now());
+                    if let Some(step) = clock_step(
+                        now.0 .0.saturating_sub(last.0 .0),
+                        now.1.saturating_duration_since(last.1),
+                    ) {
+                        warn!(step_s = step / 1000, "The hub's clock stepped (recorded as a security event).");
+                        let detail = format!(
+                            "the wall clock stepped {step:+} ms against the monotonic clock between two checks"
+                        );
+                        if let Err(e) = store.append_event("clock_jump", "security", detail).await {
+                            warn!(error = %e, "Could not record the clock step.");
+                        }
+                    }
+                    last = now;
                     if has_schedules {
                         let addresses = device_addresses(&names, &store).await;
                         let status = statuses(&addresses, &store, &ingest, &ble, first_start).await;
@@ -753,6 +771,19 @@ async fn note_software_version(store: &Store) {
     }
 }
 
+/// A step of the wall clock larger than this between two ticks of the schedules task (measured
+/// against the monotonic clock) is recorded as `clock_jump`. A tick is a minute; scheduling jitter
+/// is milliseconds, so only a real step (NTP's first sync, a hand-set clock, an RTC fault) passes.
+pub const CLOCK_JUMP_BOUND_MS: i64 = 60_000;
+
+/// How far the wall clock stepped between two observations, when beyond [`CLOCK_JUMP_BOUND_MS`]:
+/// the wall clock's elapsed time minus the monotonic clock's, in ms (negative: stepped back).
+pub fn clock_step(wall_elapsed_ms: i64, monotonic: Duration) -> Option<i64> {
+    let mono = i64::try_from(monotonic.as_millis()).unwrap_or(i64::MAX);
+    let step = wall_elapsed_ms.saturating_sub(mono);
+    (step.saturating_abs() > CLOCK_JUMP_BOUND_MS).then_some(step)
+}
+
 /// Record a change of hub.toml since the daemon last ran (`config_changed`, a security event the
 /// clinic receives as an AuditEvent, issue 19): the SHA-256 of the file last run with is kept in
 /// the store's per-destination state under `hub`/`config_sha256`, never the text (it names the
@@ -790,6 +821,22 @@ async fn note_config_digest(store: &Store, digest: &str) {
         .await
     {
         warn!(error = %e, "Could not record the configuration's digest.");
+    }
+}
+
+#[cfg(test)]
+mod clock_step_tests {
+    use super::{clock_step, CLOCK_JUMP_BOUND_MS};
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_step_beyond_the_bound_counts_either_way() {
+        let m = Duration::from_secs(60);
+        assert_eq!(clock_step(60_000, m), None);
+        assert_eq!(clock_step(60_000 + CLOCK_JUMP_BOUND_MS, m), None);
+        assert_eq!(clock_step(60_001 + CLOCK_JUMP_BOUND_MS, m), Some(60_001));
+        assert_eq!(clock_step(-3_600_000, m), Some(-3_660_000));
+        assert_eq!(clock_step(i64::MIN, Duration::MAX), Some(i64::MIN));
     }
 }
 
