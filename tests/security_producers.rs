@@ -151,3 +151,28 @@ async fn a_step_of_the_hubs_clock_is_one_clock_jump_event() {
     assert_eq!(n, 2);
     daemon.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wipe_is_recorded_in_the_new_store_at_its_first_open() {
+    let w = World::new().await;
+    let path = w.config("hub.toml", "");
+    let events = start_and_stop(&path).await;
+    assert!(of_kind(&events, "wipe").is_empty());
+    // The technician's wipe (the real one: it erases hub.toml too).
+    let cfg = Config::load(&path).unwrap();
+    let erased = vitals_hub::tech::wipe::wipe(&cfg).unwrap();
+    assert!(erased.iter().any(|(p, _)| p.ends_with("store.db")));
+    assert!(!w.state_dir().join("store.db").exists());
+    let marker =
+        std::fs::read_to_string(w.state_dir().join(vitals_hub::store::WIPED_MARKER)).unwrap();
+    assert!(marker.trim().parse::<i64>().unwrap() > 0, "{marker}");
+    // Set up again: the new store's first open records the wipe, once.
+    let path = w.config("hub.toml", "");
+    let events = start_and_stop(&path).await;
+    let wipes = of_kind(&events, "wipe");
+    assert_eq!(wipes.len(), 1, "{events:?}");
+    assert_eq!(code_for(&wipes[0].kind, &wipes[0].severity), Some("wipe"));
+    assert!(!w.state_dir().join(vitals_hub::store::WIPED_MARKER).exists());
+    let events = start_and_stop(&path).await;
+    assert_eq!(of_kind(&events, "wipe").len(), 1, "not recorded again");
+}
