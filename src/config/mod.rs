@@ -785,6 +785,17 @@ pub fn default_state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(SYSTEM_STATE_DIR))
 }
 
+/// SHA-256 of `bytes`, lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = String::with_capacity(64);
+    for b in d.as_ref() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(
@@ -983,15 +994,4 @@ per_day = 2
         assert_eq!(e.line, Some(19), "{e}");
         assert!(e.fix.contains("mmHg"), "{e}");
     }
-}
-
-/// SHA-256 of `bytes`, lower-case hex.
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = String::with_capacity(64);
-    for b in d.as_ref() {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
