@@ -127,6 +127,23 @@ fn scan_pair_devices_unpair() {
                 d.is_none_or(|d| !d.allowed),
                 "a device that failed pairing is allow-listed"
             );
+            // Each failure is a security event (code `pairing-failure`) naming no address.
+            let failures: Vec<_> = store
+                .events(1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| {
+                    vitals_hub::store::security::code_for(&e.kind, &e.severity)
+                        == Some("pairing-failure")
+                })
+                .collect();
+            assert_eq!(failures.len(), 2, "{failures:?}");
+            assert!(
+                failures.iter().any(|e| e.kind == "ble_passkey_mismatch"),
+                "{failures:?}"
+            );
+            assert!(failures.iter().all(|e| !e.detail.contains(WRONG_KEY)));
             store.close().await;
         }
 

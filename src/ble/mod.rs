@@ -68,7 +68,7 @@ pub mod tech;
 use crate::model::device::DeviceKey;
 use crate::model::{Clock, Decimal, Kind, Reading, UtcMillis};
 use btleplug::api::{Central as _, CentralEvent, Peripheral as _, ScanFilter};
-use btleplug::platform::{Adapter, Manager, PeripheralId};
+use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::StreamExt;
 use hashlink::LruCache;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -159,6 +159,14 @@ pub enum BleEvent {
         mean: Decimal,
         max: Decimal,
     },
+    /// A device not on the allow-list advertised the name of `device`, a paired device (its
+    /// address and the name are not kept: the detail names the paired device's store id only).
+    /// Once per address while it is remembered as ignored ([`IGNORED_KEPT`]).
+    SpoofAttempt { device: DeviceKey },
+    /// `device` was paired (the store holds its bond) but BlueZ reports no bond for its address:
+    /// the bond was lost or someone else answers at that address. Recorded beside
+    /// [`BleEvent::PairingNeeded`], once per pairing-needed state.
+    UnbondedConnection { device: DeviceKey },
     /// A glucose meter's sequence numbers went back (battery change, factory reset): it has
     /// `records` records but none at or after the stored `cursor`. It was read in full; records
     /// stored before were dropped as duplicates by their identity.
@@ -411,6 +419,16 @@ fn audit(e: &BleEvent) -> Option<AuditEvent> {
             "error",
             format!("device {device} is allow-listed but not bonded: run `vitals-hub pair`"),
         ),
+        BleEvent::SpoofAttempt { device } => (
+            "ble_spoof_attempt",
+            "security",
+            format!("a device not on the allow-list advertised the name of paired device {device}"),
+        ),
+        BleEvent::UnbondedConnection { device } => (
+            "ble_unbonded_connection",
+            "security",
+            format!("device {device} was paired, but BlueZ reports no bond for its address"),
+        ),
         BleEvent::HeldForAssignment { device, user_id } => (
             "ble_reading_held",
             "warning",
@@ -658,8 +676,13 @@ impl Hub {
         };
         let address = p.address().to_string().to_ascii_uppercase();
         let now = self.shared.clock.now();
-        let Some(device) = self.admit(&address, now).await else {
-            return;
+        let device = match self.admit(&address, now).await {
+            Ok(d) => d,
+            Err(Some(newly_ignored)) => {
+                self.check_spoof(&p, &newly_ignored).await;
+                return;
+            }
+            Err(None) => return,
         };
         if self.still_refused(&address, device.bond.as_ref(), now) {
             return;
@@ -672,7 +695,7 @@ impl Hub {
         match bond_state(answer) {
             BondState::Paired => {}
             BondState::NotPaired => {
-                self.pairing_needed(&address, &device.key).await;
+                self.pairing_needed(&address, &device).await;
                 return;
             }
             BondState::Unknown => {
@@ -699,31 +722,60 @@ impl Hub {
         });
     }
 
+    /// A device just found not to be on the allow-list (`not_allowed`: its allow-list entry, if
+    /// the hub knows it unallowed): if it advertises the name of a paired device, that is a spoof
+    /// attempt. Asked once per address while it is remembered as ignored, so a busy room costs
+    /// one properties read and one lookup per new address.
+    async fn check_spoof(&self, p: &Peripheral, not_allowed: &NotAllowed) {
+        let op = Duration::from_millis(self.shared.config.op_timeout_ms);
+        let Ok(Ok(Some(props))) = tokio::time::timeout(op, p.properties()).await else {
+            return;
+        };
+        let Some(name) = props.local_name.filter(|n| !n.is_empty()) else {
+            return;
+        };
+        match self.shared.port.paired_named(&name).await {
+            Ok(Some(paired)) if Some(&paired.key) != not_allowed.0.as_ref() => {
+                warn!(device = %paired.key, "A device not on the allow-list advertises the name of a paired device.");
+                self.shared
+                    .event(BleEvent::SpoofAttempt { device: paired.key })
+                    .await;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "Paired-name lookup failed."),
+        }
+    }
+
     /// Whether `address` is to be talked to now: not in a session, not cooling down, not known
-    /// as ignored (checked before the store), and allow-listed (the port's lookup).
-    async fn admit(&self, address: &str, now: UtcMillis) -> Option<KnownDevice> {
+    /// as ignored (checked before the store), and allow-listed (the port's lookup). `Err(Some)`:
+    /// found not allow-listed just now (first time, or again after the cooldown).
+    async fn admit(
+        &self,
+        address: &str,
+        now: UtcMillis,
+    ) -> Result<KnownDevice, Option<NotAllowed>> {
         let cfg = &self.shared.config;
         let cooldown = i64::try_from(cfg.cooldown_ms).unwrap_or(i64::MAX);
         {
-            let states = self.states.lock().ok()?;
+            let states = self.states.lock().map_err(|_| None)?;
             match states.get(address) {
-                Some(DeviceState::InSession) => return None,
+                Some(DeviceState::InSession) => return Err(None),
                 Some(DeviceState::Done { at }) if now.as_millis() - at.as_millis() < cooldown => {
-                    return None
+                    return Err(None)
                 }
                 Some(DeviceState::Failed { at, .. })
                     if now.as_millis() - at.as_millis()
                         < i64::try_from(cfg.retry_after_ms).unwrap_or(i64::MAX) =>
                 {
-                    return None
+                    return Err(None)
                 }
                 _ => {}
             }
         }
         {
-            let mut ig = self.ignored.lock().ok()?;
+            let mut ig = self.ignored.lock().map_err(|_| None)?;
             match ig.get(address) {
-                Some(at) if now.as_millis() - at.as_millis() < cooldown => return None,
+                Some(at) if now.as_millis() - at.as_millis() < cooldown => return Err(None),
                 Some(_) => {
                     ig.remove(address);
                 }
@@ -731,18 +783,18 @@ impl Hub {
             }
         }
         match self.shared.port.device(address).await {
-            Ok(Some(d)) if d.allowed => Some(d),
-            Ok(_) => {
+            Ok(Some(d)) if d.allowed => Ok(d),
+            Ok(known) => {
                 if let Ok(mut ig) = self.ignored.lock() {
                     if ig.insert(address.to_string(), now).is_none() {
                         debug!(device = %self.tag(address), "Not on the allow-list; ignored.");
                     }
                 }
-                None
+                Err(Some(NotAllowed(known.map(|d| d.key))))
             }
             Err(e) => {
                 warn!(error = %e, "Allow-list lookup failed.");
-                None
+                Err(None)
             }
         }
     }
@@ -813,7 +865,7 @@ impl Hub {
             if let Ok(mut r) = self.refused.lock() {
                 r.insert(address.to_string(), (now, device.bond.clone()));
             }
-            self.pairing_needed(address, &device.key).await;
+            self.pairing_needed(address, device).await;
         } else if let Ok(mut s) = self.states.lock() {
             s.insert(address.to_string(), state);
         }
@@ -895,7 +947,8 @@ impl Hub {
         false
     }
 
-    async fn pairing_needed(&self, address: &str, key: &DeviceKey) {
+    async fn pairing_needed(&self, address: &str, device: &KnownDevice) {
+        let key = &device.key;
         let first = self
             .states
             .lock()
@@ -911,9 +964,23 @@ impl Hub {
                     device: key.clone(),
                 })
                 .await;
+            if device.bond.is_some() {
+                // Paired with the hub, yet BlueZ has no bond for the address: a security event.
+                warn!(device = %key, "A paired device's address has no bond in BlueZ.");
+                self.shared
+                    .event(BleEvent::UnbondedConnection {
+                        device: key.clone(),
+                    })
+                    .await;
+            }
         }
     }
 }
+
+/// A device found not to be on the allow-list: its key when the hub knows it (registered, not
+/// allowed), so its own name is not taken for a spoof.
+#[derive(Debug)]
+struct NotAllowed(Option<DeviceKey>);
 
 /// What BlueZ's answer to "paired?" means for a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1061,19 +1128,19 @@ mod tests {
         let h = hub(port.clone(), clock.clone());
         // One phone advertising many times: one lookup, not one per advertisement.
         for _ in 0..50 {
-            assert!(h.admit("AA:00:00:00:00:01", clock.now()).await.is_none());
+            assert!(h.admit("AA:00:00:00:00:01", clock.now()).await.is_err());
         }
         assert_eq!(port.lookups.load(Ordering::SeqCst), 1);
         // Rotating private addresses: the set stays bounded.
         for i in 0..(IGNORED_KEPT + 500) {
             let a = format!("7A:00:00:00:{:02X}:{:02X}", i / 256, i % 256);
-            h.admit(&a, clock.now()).await;
+            let _ = h.admit(&a, clock.now()).await;
         }
         assert_eq!(h.ignored(), IGNORED_KEPT);
         // After the cooldown an ignored address is asked again (it may have been paired since).
         clock.advance(i64::try_from(BleConfig::default().cooldown_ms).unwrap() + 1);
         let before = port.lookups.load(Ordering::SeqCst);
-        h.admit("AA:00:00:00:00:01", clock.now()).await;
+        let _ = h.admit("AA:00:00:00:00:01", clock.now()).await;
         assert_eq!(port.lookups.load(Ordering::SeqCst), before + 1);
     }
 

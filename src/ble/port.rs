@@ -90,6 +90,13 @@ pub struct Registration {
 pub trait Port: Send + Sync + std::fmt::Debug {
     /// The allow-list entry of `address` (upper case), if the hub knows it.
     fn device<'a>(&'a self, address: &'a str) -> PortFuture<'a, Option<KnownDevice>>;
+    /// The allow-listed device that was paired (a bond record is stored) under the name `name`,
+    /// if any: a device *not* on the allow-list advertising this name is a spoof attempt
+    /// (`ble_spoof_attempt`). A port without names (a test double) knows none.
+    fn paired_named<'a>(&'a self, name: &'a str) -> PortFuture<'a, Option<KnownDevice>> {
+        let _ = name;
+        Box::pin(async { Ok(None) })
+    }
     /// The device's download cursor `name`.
     fn cursor<'a>(&'a self, device: &'a DeviceKey, name: &'a str) -> PortFuture<'a, Option<i64>>;
     /// Store readings and their cursor durably, in one transaction; then the alert rules see the

@@ -189,14 +189,21 @@ impl Hub {
         let op = Duration::from_millis(cfg.op_timeout_ms);
         let (adapter, adapter_name) = super::adapter::open(cfg.adapter.as_deref(), op).await?;
         let peripheral = find(&adapter, &address, Duration::from_secs(20)).await?;
-        let bond = pairing::pair(
+        let bond = match pairing::pair(
             &adapter_name,
             &address,
             passkey,
             Duration::from_secs(60),
             None,
         )
-        .await?;
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                record_pairing_failure(registry, &address, &e).await;
+                return Err(e);
+            }
+        };
         if !bond.paired {
             return Err(BleError::Pairing {
                 address,
@@ -345,4 +352,30 @@ pub async fn unpair(
         }
     }
     Ok(known)
+}
+
+/// A failed `Pair()` is a security event (issue 19): `ble_passkey_mismatch` when BlueZ says the
+/// authentication failed (a wrong or missing passkey), else `ble_pairing_failed`. The detail names
+/// the device by its store id when the hub knows it, never by address; nothing of BlueZ's message.
+async fn record_pairing_failure(registry: &dyn Registry, address: &str, e: &BleError) {
+    let BleError::Pairing { detail, .. } = e else {
+        return;
+    };
+    let kind = if detail.contains("AuthenticationFailed") {
+        "ble_passkey_mismatch"
+    } else {
+        "ble_pairing_failed"
+    };
+    let who = match registry.device(address).await {
+        Ok(Some(d)) => format!("device {}", d.key),
+        _ => "a device not on the hub's list".to_string(),
+    };
+    let event = super::AuditEvent {
+        kind,
+        severity: "security",
+        detail: format!("pairing {who} failed ({kind})"),
+    };
+    if let Err(err) = registry.events(vec![event]).await {
+        tracing::warn!(error = %err, "Pairing failure not recorded.");
+    }
 }

@@ -192,6 +192,10 @@ pub struct Config {
     /// `false` when the file has no `[alerts]` section (no thresholds: a warning at start).
     pub alerts_configured: bool,
     pub devices: Vec<DeviceEntry>,
+    /// SHA-256 of the file's text, lower-case hex: the daemon keeps it in the store to notice a
+    /// changed configuration (`config_changed`, a security event). The text itself names the
+    /// patient and is never stored or uploaded; only this digest is.
+    pub digest: String,
 }
 
 impl Config {
@@ -514,6 +518,7 @@ impl Config {
             alerts,
             alerts_configured,
             devices,
+            digest: sha256_hex(text.as_bytes()),
         })
     }
 
@@ -778,6 +783,17 @@ pub fn default_state_dir() -> PathBuf {
     project_dirs()
         .map(|d| d.data_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from(SYSTEM_STATE_DIR))
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = String::with_capacity(64);
+    for b in d.as_ref() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -112,6 +112,21 @@ impl Port for HubPort {
         })
     }
 
+    fn paired_named<'a>(&'a self, name: &'a str) -> PortFuture<'a, Option<KnownDevice>> {
+        Box::pin(async move {
+            Ok(self
+                .store
+                .devices()
+                .await
+                .map_err(store_err)?
+                .into_iter()
+                .find(|d| {
+                    d.allowed && d.record.bond.is_some() && d.record.name.as_deref() == Some(name)
+                })
+                .map(known))
+        })
+    }
+
     fn cursor<'a>(&'a self, device: &'a DeviceKey, name: &'a str) -> PortFuture<'a, Option<i64>> {
         Box::pin(async move { self.store.cursor(device, name).await.map_err(store_err) })
     }

@@ -165,6 +165,7 @@ impl Daemon {
         let store = Store::open(sc, opts.clock.clone()).await?;
         step("store opened");
         note_software_version(&store).await;
+        note_config_digest(&store, &cfg.digest).await;
         // The alert rules in force: the clinic's last accepted version, else hub.toml's [alerts].
         // A version that was waiting for its effective time while the hub was off applies now.
         crate::uplink::limits::apply_due_at_start(&store, opts.clock.now()).await?;
@@ -340,8 +341,26 @@ impl Daemon {
             let every = opts.tick;
             let has_schedules = !cfg.alerts.schedules.is_empty();
             tasks.spawn(async move {
+                // The wall clock against the monotonic one at the last tick: a step between two
+                // ticks beyond CLOCK_JUMP_BOUND_MS is a `clock_jump` (one event per step; the
+                // security report aggregates a flood of them).
+                let mut last = (clock.now(), std::time::Instant::now());
                 loop {
                     tick_progress.beat();
+                    let now = (clock.now(), std::time::Instant::now());
+                    if let Some(step) = clock_step(
+                        now.0 .0.saturating_sub(last.0 .0),
+                        now.1.saturating_duration_since(last.1),
+                    ) {
+                        warn!(step_s = step / 1000, "The hub's clock stepped (recorded as a security event).");
+                        let detail = format!(
+                            "the wall clock stepped {step:+} ms against the monotonic clock between two checks"
+                        );
+                        if let Err(e) = store.append_event("clock_jump", "security", detail).await {
+                            warn!(error = %e, "Could not record the clock step.");
+                        }
+                    }
+                    last = now;
                     if has_schedules {
                         let addresses = device_addresses(&names, &store).await;
                         let status = statuses(&addresses, &store, &ingest, &ble, first_start).await;
@@ -749,6 +768,75 @@ async fn note_software_version(store: &Store) {
     }
     if let Err(e) = store.set_uplink_state("hub", "software_version", now).await {
         warn!(error = %e, "Could not record the software version.");
+    }
+}
+
+/// A step of the wall clock larger than this between two ticks of the schedules task (measured
+/// against the monotonic clock) is recorded as `clock_jump`. A tick is a minute; scheduling jitter
+/// is milliseconds, so only a real step (NTP's first sync, a hand-set clock, an RTC fault) passes.
+pub const CLOCK_JUMP_BOUND_MS: i64 = 60_000;
+
+/// How far the wall clock stepped between two observations, when beyond [`CLOCK_JUMP_BOUND_MS`]:
+/// the wall clock's elapsed time minus the monotonic clock's, in ms (negative: stepped back).
+pub fn clock_step(wall_elapsed_ms: i64, monotonic: Duration) -> Option<i64> {
+    let mono = i64::try_from(monotonic.as_millis()).unwrap_or(i64::MAX);
+    let step = wall_elapsed_ms.saturating_sub(mono);
+    (step.saturating_abs() > CLOCK_JUMP_BOUND_MS).then_some(step)
+}
+
+/// Record a change of hub.toml since the daemon last ran (`config_changed`, a security event the
+/// clinic receives as an AuditEvent, issue 19): the SHA-256 of the file last run with is kept in
+/// the store's per-destination state under `hub`/`config_sha256`, never the text (it names the
+/// patient). The first start records the digest only. A failure is logged, never fatal.
+async fn note_config_digest(store: &Store, digest: &str) {
+    let before = match store.uplink_state(STATE_NS, "config_sha256").await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "Could not read the last configuration's digest.");
+            return;
+        }
+    };
+    if before.as_deref() == Some(digest) {
+        return;
+    }
+    if let Some(b) = &before {
+        // Digest prefixes only: enough to tell versions apart in `tech status`, nothing of the text.
+        let short = |d: &str| d.get(..12).unwrap_or(d).to_string();
+        let detail = format!(
+            "hub.toml changed since the last start (sha-256 {} -> {})",
+            short(b),
+            short(digest)
+        );
+        if let Err(e) = store
+            .append_event("config_changed", "security", detail)
+            .await
+        {
+            warn!(error = %e, "Could not record the configuration change.");
+            return;
+        }
+        warn!("hub.toml differs from the configuration the hub last ran with (recorded as a security event).");
+    }
+    if let Err(e) = store
+        .set_uplink_state(STATE_NS, "config_sha256", digest)
+        .await
+    {
+        warn!(error = %e, "Could not record the configuration's digest.");
+    }
+}
+
+#[cfg(test)]
+mod clock_step_tests {
+    use super::{clock_step, CLOCK_JUMP_BOUND_MS};
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_step_beyond_the_bound_counts_either_way() {
+        let m = Duration::from_secs(60);
+        assert_eq!(clock_step(60_000, m), None);
+        assert_eq!(clock_step(60_000 + CLOCK_JUMP_BOUND_MS, m), None);
+        assert_eq!(clock_step(60_001 + CLOCK_JUMP_BOUND_MS, m), Some(60_001));
+        assert_eq!(clock_step(-3_600_000, m), Some(-3_660_000));
+        assert_eq!(clock_step(i64::MIN, Duration::MAX), Some(i64::MIN));
     }
 }
 

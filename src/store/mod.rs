@@ -249,6 +249,11 @@ pub struct StoreConfig {
 /// open passes or the database was moved).
 pub const CHECK_FAILED_MARKER: &str = "store.db.check-failed";
 
+/// The file `vitals-hub wipe` leaves in the state directory after erasing the store: the next open
+/// records a `wipe` security event in the new store (so the clinic learns of it) and removes the
+/// file. It holds the wipe's time (ms since the epoch) and nothing else.
+pub const WIPED_MARKER: &str = "store.db.wiped";
+
 impl StoreConfig {
     /// Defaults for `state_dir`, with the KEK from `$CREDENTIALS_DIRECTORY` or `<state_dir>/keys/kek`.
     pub fn new(state_dir: impl Into<PathBuf>) -> StoreConfig {

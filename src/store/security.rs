@@ -18,12 +18,13 @@ pub const DEFAULT_WINDOW_MS: i64 = 15 * 60_000;
 /// Events kinds → security code. The codes are the `AuditEvent.subtype` codes of the hub's code
 /// system (`fhir::audit::CODE_SYSTEM`); README "Security events upstream" lists them.
 pub const CODES: &[(&str, &str)] = &[
-    // BLE: pairing failures and passkey mismatches, spoofing, unbonded connections.
+    // BLE: pairing failures and passkey mismatches, spoofing, unbonded connections (a paired
+    // device's address without a bond in BlueZ; `ble_pairing_needed`, which also covers a device
+    // registered but never paired, is an operational event, not a security one).
     ("ble_pairing_failed", "pairing-failure"),
     ("ble_passkey_mismatch", "pairing-failure"),
     ("ble_spoof_attempt", "spoof-attempt"),
     ("ble_unbonded_connection", "unbonded-connection"),
-    ("ble_pairing_needed", "unbonded-connection"),
     // TLS failures, by kind.
     ("uplink_server_cert_untrusted", "tls-server-untrusted"),
     ("uplink_server_cert_expired", "tls-server-expired"),

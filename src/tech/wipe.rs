@@ -179,5 +179,17 @@ pub fn wipe(cfg: &Config) -> Result<Vec<(PathBuf, u64)>, WipeError> {
     if keys.is_dir() {
         let _ = fs::remove_dir_all(&keys);
     }
+    // The next store records the wipe (a security event for the clinic): only the time, no PHI.
+    if state.is_dir() && !done.is_empty() {
+        let marker = state.join(crate::store::WIPED_MARKER);
+        let now = crate::model::Clock::now(&crate::model::SystemClock).0;
+        fs::write(&marker, format!("{now}\n")).map_err(io(&marker))?;
+        // Run as root, the marker goes to the state directory's owner (the service user), like
+        // every file under it: nothing there is left root-owned.
+        if let Ok(meta) = fs::metadata(&state) {
+            use std::os::unix::fs::MetadataExt;
+            let _ = std::os::unix::fs::chown(&marker, Some(meta.uid()), Some(meta.gid()));
+        }
+    }
     Ok(done)
 }

@@ -396,6 +396,25 @@ impl Db {
                 detail: format!("new KEK {} ({})", kek.id(), cfg.kek.path().display()),
             });
         }
+        let wiped = dir.join(super::WIPED_MARKER);
+        if wiped.is_file() {
+            let at = fs::read_to_string(&wiped).unwrap_or_default();
+            let at = at.trim().parse::<i64>().ok().filter(|ms| *ms > 0);
+            queued.push(QueuedEvent {
+                at: now,
+                kind: "wipe",
+                severity: "security",
+                detail: match at {
+                    Some(ms) => format!(
+                        "the hub's store was erased by `vitals-hub wipe` at {}; this store is new",
+                        UtcMillis(ms)
+                    ),
+                    None => {
+                        "the hub's store was erased by `vitals-hub wipe`; this store is new".into()
+                    }
+                },
+            });
+        }
         let t0 = std::time::Instant::now();
         own_files(&path)?;
         let marker = check_marker(&path);
@@ -501,6 +520,12 @@ impl Db {
             ms = t0.elapsed().as_millis() as u64,
             "Store: keys loaded, in-flight entries recovered."
         );
+        if wiped.is_file() {
+            // Recorded (committed above): the next open must not record it again.
+            if let Err(e) = fs::remove_file(&wiped) {
+                warn!(path = %wiped.display(), error = %e, "Could not remove the wipe marker; the wipe may be recorded again at the next open.");
+            }
+        }
         info!(path = %db.path.display(), schema = schema::LATEST, "Store opened.");
         Ok(db)
     }
