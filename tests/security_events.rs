@@ -365,8 +365,10 @@ async fn a_lost_answer_and_restarts_do_not_send_an_aggregate_twice() {
         "stored once at the clinic"
     );
     drop(up);
-    // The hub restarts and sends it again: the conditional create finds it.
+    // The hub restarts and sends it again once its retry is due (the failed step scheduled one):
+    // the conditional create finds it.
     h = h.reopen().await;
+    h.clock.advance(3_600_000);
     h.uplink(&rx).drain(DRAIN).await.unwrap();
     assert_eq!(by_code(&rx).get("integrity-failure"), Some(&vec![10]));
     let stored = h.store.security_reports().await.unwrap();
