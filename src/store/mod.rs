@@ -21,7 +21,7 @@
 //! | `cursors` | device id, cursor name, value (e.g. last RACP sequence number), updated minute | — |
 //! | `readings` | id, uuid, device id, `dedup` (HMAC of the stable key), received minute, key id | `sealed`: the `model::Reading` (value, unit, device time, flags…), exact receive time, stable key, test flag, patient id, a stream window's count/min/max |
 //! | `alerts` | id, uuid, `dedup` (HMAC), created minute, key id | `sealed`: alert JSON, stable key, related reading ids |
-//! | `outbox` | id, item kind + id, priority, state, attempts, next attempt, created minute, done time, key id | `last_error` (a server's reason may echo PHI) |
+//! | `outbox` | id, item kind (`reading`/`alert`/`security`, v8) + id, priority, state, attempts, next attempt, created minute, done time, key id | `last_error` (a server's reason may echo PHI) |
 //! | `events` | id, time, kind, severity, detail | — (details never carry PHI: ids, counts, table names) |
 //! | `meta` | name, value | — |
 //! | `device_info` (v3) | id, device uuid, key id, updated minute | `sealed`: [`DeviceInfo`] (system id, manufacturer, model, revisions, clock check, battery, last seen) |
@@ -30,6 +30,7 @@
 //! | `alert_limits` (v5) | one row: uuid, the clinic's limits version in force, when it was applied, key id | `sealed`: the limits `ServiceRequest` as the clinic sent it ([`crate::fhir::limits`]) |
 //! | `alert_limits_pending` (v7) | one row: uuid, a clinic limits version accepted but not yet in force, when it takes effect, key id | `sealed`: the limits `ServiceRequest` as the clinic sent it |
 //! | `snapshots` (v6) | id, uuid, name (`alerts`), key id, updated minute | `sealed`: the reading id it covers and the state (the alert engine's: open episodes, weights, last reading per device) |
+//! | `security_reports` (v8) | id, uuid, code, event kinds, count, first/last event time, window end, open flag ([`security`]) | — (fixed vocabularies, counts and times: no PHI) |
 //!
 //! What an attacker with the file alone learns (the documented leakage): how many devices, readings and
 //! alerts exist, in which upload state, at minute resolution when they arrived, sizes of the sealed
