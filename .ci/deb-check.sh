@@ -96,8 +96,10 @@ grep -q -- '--shell /usr/sbin/nologin' "$work/control/postinst" || bad "postinst
 grep -q 'chmod 0700 "$STATE_DIR"' "$work/control/postinst" || bad "postinst does not make the state directory 0700"
 grep -q 'deb-systemd-helper' "$work/control/postinst" || bad "postinst has no generated systemd part"
 # A fresh install must not start the unit (it has no config yet): only try-restart on upgrade.
+# (The update health gate's own unit is started on an upgrade only: postinst's "Updates" part.)
 # shellcheck disable=SC2016 # the literal text of the generated fragment
-if grep -Eq 'deb-systemd-invoke (start|\$_dh_action)' "$work/control/postinst"; then
+if grep -E 'deb-systemd-invoke (start|\$_dh_action)' "$work/control/postinst" |
+    grep -vq 'vitals-hub-update-check\.service'; then
     bad "postinst starts the unit on install"
 fi
 grep -q 'deb-systemd-invoke stop' "$work/control/prerm" || bad "prerm does not stop the unit on remove"
