@@ -161,15 +161,21 @@ async fn a_lowered_glucose_limit_reaches_the_hub_and_its_next_reading_reaches_th
     .click()
     .await
     .unwrap();
-    wait_path(&c, &limits).await;
+    // The POST redirects to the same address: wait for the new page's version, not the path
+    // (reading the old page while the new one loads gives a stale element).
     let saved = Instant::now();
-    let in_force = c
-        .find(Locator::Css("#in-force"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mut in_force = String::new();
+    for _ in 0..100 {
+        if let Ok(e) = c.find(Locator::Css("#in-force")).await {
+            if let Ok(t) = e.text().await {
+                in_force = t;
+                if in_force.contains("Version 1") {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         in_force.contains("Version 1 by dr.jones") && in_force.contains("new insulin regimen"),
         "{in_force}"
