@@ -238,3 +238,105 @@ async fn a_restart_under_new_limits_raises_nothing_for_past_readings() {
         "a full replay under the new limits raises the alert a snapshot start must not"
     );
 }
+
+/// The Observation identifiers ingest keeps for alert references (and seals in its snapshot) are
+/// those of the readings open episodes refer to: while an episode is open every one of its
+/// readings has one, and its resolution names them all; once it resolved none is kept, however
+/// many episodes came before (issue 20: the snapshot, and so the start, must not grow with the
+/// history).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_identifiers_kept_only_for_open_episodes() {
+    use vitals_hub::store::OutboxPayload;
+    let ca = DevCa::new("clinic").unwrap();
+    let h = hub_with(0, &ca, &ca.client("hub-0001", Span::DEFAULT).unwrap()).await;
+    let cfg = IngestConfig {
+        rules: AlertRules::starting_points(),
+        patient_id: PATIENT.into(),
+        utc_offset_minutes: 0,
+        zone: vitals_hub::model::Zone::utc(),
+    };
+    let ingest = Ingest::open(h.store.clone(), cfg.clone())
+        .await
+        .unwrap()
+        .with_snapshot_every(7);
+    // Two hours apart: every return to normal is past the suppression window.
+    let reading = |k: u8, mg: i64| {
+        let mut r = critical_glucose();
+        r.reading.value = Value::Number(Decimal::new(mg, 0));
+        r.reading.device_time =
+            Some(LocalDateTime::new(2025, 3, 1 + k / 12, 2 * (k % 12), 0, 0).unwrap());
+        r.reading.sequence = Some(u16::from(k));
+        r.stable_key = format!("meter-{k}");
+        r.received_at = UtcMillis(1_740_787_200_000 + i64::from(k) * 7_200_000 + 60_000);
+        r
+    };
+    let mut k = 0;
+    for cycle in 0..8 {
+        // Low three times (one episode), then back to normal.
+        let mut ids = Vec::new();
+        for mg in [60, 58, 61] {
+            let out = ingest
+                .append(&h.device, vec![reading(k, mg)], None)
+                .await
+                .unwrap();
+            ids.extend(out.append.ids);
+            k += 1;
+            assert_eq!(
+                ingest.state().await.identifier_ids(),
+                ids,
+                "cycle {cycle}: the open episode's readings, each with its identifier"
+            );
+        }
+        let out = ingest
+            .append(&h.device, vec![reading(k, 100)], None)
+            .await
+            .unwrap();
+        k += 1;
+        assert_eq!(out.alerts.len(), 1, "cycle {cycle}: the episode resolves");
+        assert_eq!(out.alerts[0].transition, Transition::Resolved);
+        assert!(
+            ingest.state().await.identifier_ids().is_empty(),
+            "cycle {cycle}: nothing kept once no episode is open"
+        );
+        ids.extend(out.append.ids);
+        // The stored resolution refers to every reading of its episode by its identifier.
+        let far = UtcMillis(i64::MAX / 2);
+        let resolved = h
+            .store
+            .pending(usize::MAX, far)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| match i.payload {
+                OutboxPayload::Alert(a) => Some(a),
+                OutboxPayload::Reading(_) => None,
+            })
+            .find(|a| a.payload["alert"]["transition"] == "resolved" && a.related == ids)
+            .unwrap_or_else(|| panic!("cycle {cycle}: the resolution is stored"));
+        let observations = resolved.payload["observations"].as_array().unwrap();
+        assert_eq!(observations.len(), 4, "cycle {cycle}: {observations:?}");
+        for o in observations {
+            assert!(!o["value"].as_str().unwrap().is_empty());
+        }
+    }
+    // A start from the snapshot and a full replay keep the same (empty) set.
+    ingest
+        .append(&h.device, vec![reading(k, 59)], None)
+        .await
+        .unwrap();
+    let live = ingest.state().await;
+    assert_eq!(live.identifier_ids().len(), 1);
+    ingest.save_snapshot().await.unwrap();
+    drop(ingest);
+    let again = Ingest::open(h.store.clone(), cfg.clone()).await.unwrap();
+    assert_eq!(again.state().await, live);
+    drop(again);
+    let full = vitals_hub::daemon::Ingest::open_with(
+        h.store.clone(),
+        cfg,
+        vitals_hub::daemon::Replay::Full,
+    )
+    .await
+    .unwrap();
+    assert_eq!(full.state().await, live);
+}

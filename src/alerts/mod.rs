@@ -338,6 +338,24 @@ impl Engine {
         self.open.contains_key(&kind)
     }
 
+    /// Every reading reference the state still holds, so a later event may name it: the readings
+    /// of open episodes (threshold, weight gain, overdue), the reading that cleared a threshold
+    /// episode inside its suppression window, and the weights a weight-gain rule measures from.
+    /// A later event names only these and the reading being evaluated then (a reference enters
+    /// the state only as the reading being evaluated), so what callers keep per reading (the
+    /// Observation identifiers of ingest) can be pruned to these. May repeat a reference.
+    pub fn references(&self) -> impl Iterator<Item = &str> {
+        let episodes = self
+            .open
+            .values()
+            .chain(self.weight_open.values())
+            .chain(self.overdue_open.values());
+        episodes
+            .flat_map(|ep| ep.readings.iter().chain(ep.cleared_by.iter()))
+            .chain(self.weights.iter().map(|w| &w.reference))
+            .map(String::as_str)
+    }
+
     /// Evaluate one reading measured at `at`. `reference` identifies it in the events (a store id).
     /// Readings must be given in measurement-time order per kind.
     pub fn observe(

@@ -82,10 +82,18 @@ pub struct SnapshotState {
     rules: String,
     engine: Engine,
     last_id: i64,
-    /// Sorted by id.
+    /// Sorted by id; only those of readings the engine still refers to.
     identifiers: Vec<(i64, String)>,
     /// Sorted by device.
     last_reading: Vec<(DeviceKey, UtcMillis)>,
+}
+
+impl SnapshotState {
+    /// The reading ids whose Observation identifiers are kept, in order (tests: bounded by the
+    /// open episodes, not by the history).
+    pub fn identifier_ids(&self) -> Vec<i64> {
+        self.identifiers.iter().map(|(id, _)| *id).collect()
+    }
 }
 
 /// A digest of the patient, the offset, the zone and this build's version: a snapshot taken under
@@ -123,7 +131,9 @@ struct State {
     /// The highest reading id evaluated: ids grow with every new row, so a duplicate (which
     /// returns the id stored before) is never evaluated twice.
     last_id: i64,
-    /// The FHIR Observation identifier of recently evaluated readings, for alert references.
+    /// The FHIR Observation identifier of the readings a later alert event may refer to (those
+    /// the engine's state still holds, see [`State::prune_identifiers`]): bounded by the engine's
+    /// own state, not by the history.
     identifiers: HashMap<i64, String>,
     devices: HashMap<String, fhir::PhdDeviceInfo>,
     /// When each device's latest reading was measured (for the overdue rules).
@@ -150,10 +160,26 @@ pub struct PendingRules {
 }
 
 impl State {
+    /// Drop the identifiers of readings the engine no longer refers to: a later event names only
+    /// readings its state still holds ([`Engine::references`]) and the one being evaluated then.
+    /// A function of the engine's state alone, applied after every reading evaluated, live or
+    /// replayed, so a start from a snapshot keeps exactly what a full replay keeps.
+    fn prune_identifiers(&mut self) {
+        if self.identifiers.is_empty() {
+            return;
+        }
+        let held = held_ids(&self.engine);
+        self.identifiers.retain(|k, _| held.contains(k));
+    }
+
     fn snapshot_state(&self, fingerprint: &str) -> SnapshotState {
+        // Pruned here too: a tick or a change of limits may have closed an episode since the last
+        // reading was evaluated.
+        let held = held_ids(&self.engine);
         let mut identifiers: Vec<(i64, String)> = self
             .identifiers
             .iter()
+            .filter(|(k, _)| held.contains(k))
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         identifiers.sort();
@@ -182,6 +208,11 @@ impl State {
             state,
         })
     }
+}
+
+/// The store ids among the references `engine` holds.
+fn held_ids(engine: &Engine) -> std::collections::HashSet<i64> {
+    engine.references().filter_map(|r| r.parse().ok()).collect()
 }
 
 /// Where a start takes the alert state from.
@@ -294,6 +325,8 @@ impl Ingest {
                 st.engine = s.engine;
                 st.last_id = s.last_id;
                 st.identifiers = s.identifiers.into_iter().collect();
+                // A snapshot of an earlier build may hold more than the engine refers to.
+                st.prune_identifiers();
                 st.last_reading = s.last_reading.into_iter().collect();
                 if s.rules != rules_digest(&st.rules) {
                     // Taken under other limits: re-check the open episodes, as a change of
@@ -715,16 +748,14 @@ impl Ingest {
                 st.identifiers.insert(id, ident);
             }
         }
-        if st.identifiers.len() > 20_000 {
-            let keep_from = id - 10_000;
-            st.identifiers.retain(|k, _| *k >= keep_from);
-        }
         let mut stored = Vec::new();
         for e in events {
             if self.store_event(st, &e).await? {
                 stored.push(e);
             }
         }
+        // Its events stored: keep only what a later event may still name.
+        st.prune_identifiers();
         Ok(stored)
     }
 
