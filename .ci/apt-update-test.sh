@@ -17,8 +17,9 @@
 #              back to +upd2 from the kept package, pins +upd3 away, and the daemon records the
 #              failure in the store's events (error), shown by `vitals-hub status`;
 # after every step: hub.toml's hash unchanged, the store opens and still holds its readings.
-# The root is .ci/deb-root-test.sh's cache mechanism with unattended-upgrades added (its own key
-# in $DEB_ROOT_CACHE). No systemd in a chroot: the test starts the daemon and the check itself,
+# The root is .ci/deb-root-test.sh's, from the same cache mechanism (.ci/debian-root.sh) with
+# unattended-upgrades added (its own key in $DEB_ROOT_CACHE); `--bootstrap-only` in place of the
+# .deb only makes the cache. No systemd in a chroot: the test starts the daemon and the check itself,
 # where a hub's postinst starts vitals-hub-update-check.service. Skips when not root or when the
 # mirror is unreachable (under CI=true: fails). Prints its wall time and the upgrade's.
 set -euo pipefail
@@ -26,10 +27,6 @@ cd "$(dirname "$0")/.."
 here=$(pwd)
 started=$SECONDS
 
-suite=${DEB_TEST_SUITE:-bookworm}
-mirror=${DEB_TEST_MIRROR:-http://deb.debian.org/debian}
-cache=${DEB_ROOT_CACHE:-/var/cache/vitals-hub-ci}
-packages="bluez,adduser,dbus,unattended-upgrades"
 skip() {
     echo "apt-update-test: skipped: $*"
     if [ "${CI:-}" = true ]; then
@@ -38,35 +35,11 @@ skip() {
     fi
     exit 0
 }
-[ "$(id -u)" -eq 0 ] || skip "needs root (debootstrap, chroot)"
-missing=()
-command -v debootstrap >/dev/null || missing+=(debootstrap)
-command -v reprepro >/dev/null || missing+=(reprepro)
-command -v gpg >/dev/null || missing+=(gnupg)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "-- installing ${missing[*]} (Debian packages)"
-    apt-get update -qq || skip "apt cannot reach its mirror to install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
-        skip "${missing[*]} cannot be installed"
-fi
-arch=$(dpkg --print-architecture)
-key=$(printf '%s %s %s %s\n' "$suite" "$arch" "$packages" "$mirror" | sha256sum | cut -c1-16)
-tarball="$cache/$suite-$arch-$key.tar"
-mkdir -p "$cache"
-if [ ! -f "$tarball" ]; then
-    echo "-- debootstrap --variant=minbase --include=$packages $suite (cached as $tarball)"
-    t0=$SECONDS
-    build=$(mktemp -d "$cache/build.XXXXXX")
-    if ! debootstrap --variant=minbase --include="$packages" "$suite" "$build" "$mirror" \
-        >"$cache/debootstrap-apt.log" 2>&1; then
-        rm -rf "$build"
-        tail -3 "$cache/debootstrap-apt.log" >&2
-        skip "debootstrap could not reach the Debian mirror $mirror (log: $cache/debootstrap-apt.log)"
-    fi
-    tar -C "$build" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$build"
-    echo "   bootstrapped and cached in $((SECONDS - t0)) s"
-fi
+packages="bluez,adduser,dbus,unattended-upgrades"
+log_name=debootstrap-apt.log
+host_tools="reprepro=reprepro gpg=gnupg"
+# shellcheck source=.ci/debian-root.sh
+. .ci/debian-root.sh
 [ "${1:-}" = --bootstrap-only ] && exit 0
 
 deb=$(realpath "${1:?usage: .ci/apt-update-test.sh PATH/TO/vitals-hub_VERSION_ARCH.deb}")
@@ -81,12 +54,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-tar -C "$root" -xf "$tarball"
-chmod 0755 "$root"
-mount -t proc proc "$root/proc"
-printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-chmod 755 "$root/usr/sbin/policy-rc.d"
+debian_root_unpack "$root"
 # Debian's own sources are not this test's business (and need the network): the clinic's only.
 rm -f "$root/etc/apt/sources.list" "$root"/etc/apt/sources.list.d/*
 

@@ -10,17 +10,13 @@
 #
 # The bookworm root (debootstrap minbase plus the package's dependencies) is cached as a tarball in
 # $DEB_ROOT_CACHE (default /var/cache/vitals-hub-ci), keyed by a hash of the suite, architecture
-# and package list, outside the clone; each run unpacks a fresh copy. Skips (exit 0, saying why)
+# and package list, outside the clone (.ci/debian-root.sh, shared with .ci/apt-update-test.sh);
+# each run unpacks a fresh copy. `--bootstrap-only` in place of the .deb: only make the cache. Skips (exit 0, saying why)
 # when not root, or when debootstrap cannot reach the Debian mirror. Prints its own wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 
-deb=$(realpath "${1:?usage: .ci/deb-root-test.sh PATH/TO/vitals-hub_VERSION_ARCH.deb}")
-suite=${DEB_TEST_SUITE:-bookworm}
-mirror=${DEB_TEST_MIRROR:-http://deb.debian.org/debian}
-cache=${DEB_ROOT_CACHE:-/var/cache/vitals-hub-ci}
-packages="bluez,adduser,dbus"
 skip() { # under CI=true a test that cannot run is a failure, never a pass
     echo "deb-root-test: skipped: $*"
     if [ "${CI:-}" = true ]; then
@@ -29,32 +25,12 @@ skip() { # under CI=true a test that cannot run is a failure, never a pass
     fi
     exit 0
 }
-[ "$(id -u)" -eq 0 ] || skip "needs root (debootstrap, chroot)"
-
-if ! command -v debootstrap >/dev/null; then
-    echo "-- installing debootstrap (Debian package)"
-    apt-get update -qq || skip "apt cannot reach its mirror to install debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap ||
-        skip "debootstrap cannot be installed"
-fi
-arch=$(dpkg --print-architecture)
-key=$(printf '%s %s %s %s\n' "$suite" "$arch" "$packages" "$mirror" | sha256sum | cut -c1-16)
-tarball="$cache/$suite-$arch-$key.tar"
-mkdir -p "$cache"
-if [ ! -f "$tarball" ]; then
-    echo "-- debootstrap --variant=minbase --include=$packages $suite (cached as $tarball)"
-    t0=$SECONDS
-    build=$(mktemp -d "$cache/build.XXXXXX")
-    if ! debootstrap --variant=minbase --include="$packages" "$suite" "$build" "$mirror" \
-        >"$cache/debootstrap.log" 2>&1; then
-        rm -rf "$build"
-        tail -3 "$cache/debootstrap.log" >&2
-        skip "debootstrap could not reach the Debian mirror $mirror (log: $cache/debootstrap.log)"
-    fi
-    tar -C "$build" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$build"
-    echo "   bootstrapped and cached in $((SECONDS - t0)) s"
-fi
+packages="bluez,adduser,dbus"
+log_name=debootstrap.log
+# shellcheck source=.ci/debian-root.sh
+. .ci/debian-root.sh
+[ "${1:-}" = --bootstrap-only ] && exit 0
+deb=$(realpath "${1:?usage: .ci/deb-root-test.sh PATH/TO/vitals-hub_VERSION_ARCH.deb}")
 
 root=$(mktemp -d /var/tmp/vitals-hub-root.XXXXXX)
 cleanup() {
@@ -64,12 +40,7 @@ cleanup() {
     rm -rf "$root"
 }
 trap cleanup EXIT
-tar -C "$root" -xf "$tarball"
-chmod 0755 "$root" # mktemp's 0700 (also in the tarball's `.`): the root's / must let the service user in
-mount -t proc proc "$root/proc"
-printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-chmod 755 "$root/usr/sbin/policy-rc.d"
+debian_root_unpack "$root"
 : >"$root/run/test-pids"
 
 in_root() { chroot "$root" "$@"; }
