@@ -22,7 +22,7 @@ use vitals_hub::fhir::limits::{read_ack, AckOutcome, LimitsVersion};
 use vitals_hub::model::{Clock, Decimal, Kind, ManualClock, UtcMillis};
 use vitals_hub::receiver::pki::{DevCa, Span};
 use vitals_hub::receiver::Receiver;
-use vitals_hub::store::{DeviceKey, DeviceRecord, Store};
+use vitals_hub::store::{DeviceKey, Store};
 use vitals_hub::uplink::limits::{apply_due_at_start, in_force, pending, Applier, Offer, Source};
 use vitals_hub::uplink::Uplink;
 
@@ -77,20 +77,7 @@ async fn start(
     files: &(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
 ) -> (Hub, Option<u32>) {
     let store = Store::open(store_config(dir), clock.clone()).await.unwrap();
-    let device = store
-        .upsert_device(
-            DeviceRecord {
-                address: METER_ADDR.into(),
-                name: Some("GM-100".into()),
-                profile: "glucose".into(),
-                patient_binding: Some(PATIENT.into()),
-                serial: None,
-                bond: None,
-            },
-            true,
-        )
-        .await
-        .unwrap();
+    let device = pair_meter(&store, PATIENT).await;
     let hub_rules = AlertRules::starting_points();
     let applied_at_start = apply_due_at_start(&store, clock.now()).await.unwrap();
     let current = in_force(&store, &hub_rules).await.unwrap();
@@ -163,10 +150,7 @@ async fn a_version_takes_effect_at_its_effective_time_not_before_across_restarts
     rx.enroll(&record_for_der(&cert.cert_der, PATIENT, None).unwrap())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("clinic-ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let (c, k) = cert.write(dir.path(), "hub").unwrap();
-    let files = (ca_path, c, k);
+    let files = write_credentials(dir.path(), &ca, &cert);
     let state = dir.path().join("state");
     let t0 = UtcMillis(jiff::Timestamp::now().as_millisecond());
     let clock = Arc::new(ManualClock::new(t0));
