@@ -14,7 +14,7 @@
 mod uplink_support;
 use std::sync::Arc;
 use uplink_support::*;
-use vitals_hub::alerts::{AlertRules, Limit};
+use vitals_hub::alerts::AlertRules;
 use vitals_hub::clinic::registry::record_for_der;
 use vitals_hub::clinic::Limits as ClinicLimits;
 use vitals_hub::daemon::{Ingest, IngestConfig};
@@ -29,18 +29,11 @@ use vitals_hub::uplink::Uplink;
 const HOUR: i64 = 3_600_000;
 
 fn version(v: u32, glucose_high: i64, effective: UtcMillis) -> serde_json::Value {
-    let mut rules = AlertRules::starting_points();
-    if let Some(g) = rules.thresholds.get_mut(&Kind::Glucose) {
-        g.high = Some(Limit(Decimal::new(glucose_high, 0)));
-    }
     LimitsVersion {
-        patient_id: PATIENT.into(),
-        version: v,
-        rules,
         effective,
         authored: UtcMillis(effective.0 - 2 * HOUR),
-        author: "dr.jones".into(),
         reason: "from next hour".into(),
+        ..glucose_high_version(PATIENT, v, glucose_high)
     }
     .to_service_request()
     .unwrap()

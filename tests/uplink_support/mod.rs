@@ -9,6 +9,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use vitals_hub::alerts::{AlertRules, Limit};
+use vitals_hub::fhir::limits::LimitsVersion;
 use vitals_hub::fhir::{DeviceIdent, HubInfo, IdTimestamp, ObservationIdentifier};
 use vitals_hub::model::{
     Clock, Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value,
@@ -357,6 +359,25 @@ pub fn uplink_timed(h: &Hub, cfg: UplinkConfig, time_sync: Arc<dyn TimeSync>) ->
         hub(),
     )
     .unwrap()
+}
+
+/// Alert-limits version `v` for `patient`: the starting points with the glucose high limit at
+/// `glucose_high` mg/dL, authored by dr.jones at 2025-11-30T23:00Z and effective an hour later
+/// (in force on arrival); a test changes the fields it needs.
+pub fn glucose_high_version(patient: &str, v: u32, glucose_high: i64) -> LimitsVersion {
+    let mut rules = AlertRules::starting_points();
+    if let Some(g) = rules.thresholds.get_mut(&Kind::Glucose) {
+        g.high = Some(Limit(Decimal::new(glucose_high, 0)));
+    }
+    LimitsVersion {
+        patient_id: patient.into(),
+        version: v,
+        rules,
+        effective: UtcMillis(1_764_547_200_000),
+        authored: UtcMillis(1_764_543_600_000),
+        author: "dr.jones".into(),
+        reason: "new insulin regimen".into(),
+    }
 }
 
 pub fn url(r: &Receiver) -> String {

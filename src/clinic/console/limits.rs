@@ -302,17 +302,8 @@ pub(super) async fn limits_page(
         Err(r) => return r,
     };
     let now = jiff::Timestamp::now();
-    if let Err(r) = audited(
-        &st,
-        &session,
-        peer,
-        records::Action::Read,
-        Some(&id),
-        None,
-        now,
-    )
-    .await
-    {
+    let read = records::Action::Read;
+    if let Err(r) = audited(&st, &session, peer, read, Some(&id), None, now).await {
         return r;
     }
     let current = history.first();

@@ -607,17 +607,8 @@ async fn patient_page(
         Ok(v) => v,
         Err(e) => return fhir_failed(&e),
     };
-    if let Err(r) = audited(
-        &st,
-        &session,
-        peer,
-        records::Action::Read,
-        Some(&id),
-        None,
-        now,
-    )
-    .await
-    {
+    let read = records::Action::Read;
+    if let Err(r) = audited(&st, &session, peer, read, Some(&id), None, now).await {
         return r;
     }
     pages::patient(&session, &view, now, &st.zone).into_response()
@@ -731,17 +722,8 @@ async fn set_label(
     }
     let now = jiff::Timestamp::now();
     let what = format!("Patient/{id}");
-    if let Err(r) = audited(
-        &st,
-        &session,
-        peer,
-        records::Action::Label,
-        Some(&id),
-        Some(&what),
-        now,
-    )
-    .await
-    {
+    let label = records::Action::Label;
+    if let Err(r) = audited(&st, &session, peer, label, Some(&id), Some(&what), now).await {
         return r;
     }
     info!("Patient label changed.");
