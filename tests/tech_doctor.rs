@@ -4,6 +4,7 @@
 //! `bluetoothctl` may be missing), and the failure paths — no BlueZ, clinic unreachable, CA
 //! mismatch, a key that does not match the certificate, a key file readable by others — each FAIL
 //! with the fix and exit 1.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

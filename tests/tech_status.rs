@@ -1,5 +1,6 @@
 //! `vitals-hub status`: the real binary, read-only beside a writer that holds the store open, and
 //! beside the real daemon uploading to the in-process receiver.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
