@@ -169,22 +169,13 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
 
 /// One heartbeat as the hub builds it (`fhir::heartbeat_bundle`).
 fn fleet_heartbeat(hub: &str, patient: &str, at: Timestamp) -> serde_json::Value {
-    use vitals_hub::fhir::{self, bundle::DeviceStatus, BundleContext, HubInfo, HubStatus};
-    let info = HubInfo {
-        mac: if hub == "hub-bob" {
-            "DC:A6:32:00:00:0B"
-        } else {
-            "DC:A6:32:00:00:0A"
-        }
-        .parse()
-        .unwrap(),
-        manufacturer: "Example RPM Ltd".into(),
-        model: "vitals-hub".into(),
-        software_version: "0.3.1".into(),
-        ntp: true,
-        utc_offset_minutes: 0,
-        zone: None,
+    use vitals_hub::fhir::{self, bundle::DeviceStatus, BundleContext, HubStatus};
+    let mac = if hub == "hub-bob" {
+        "DC:A6:32:00:00:0B"
+    } else {
+        "DC:A6:32:00:00:0A"
     };
+    let info = hub_info(mac, "0.3.1");
     let refs = std::collections::HashMap::new();
     let ctx = BundleContext {
         patient_id: patient,
