@@ -71,15 +71,7 @@ fn stored_versions(db: &std::path::Path) -> Vec<LimitsVersion> {
 /// The hub `hub-zed` acknowledges `ack` as its uplink sends it: the transaction reaches the
 /// clinic's store.
 fn acknowledge(db: &std::path::Path, ack: &LimitsAck) {
-    let hub = vitals_hub::fhir::HubInfo {
-        mac: "02:00:5E:10:00:02".parse().unwrap(),
-        manufacturer: "Vitals".into(),
-        model: "Hub".into(),
-        software_version: "0.1.0".into(),
-        ntp: true,
-        utc_offset_minutes: 0,
-        zone: None,
-    };
+    let hub = hub_info("02:00:5E:10:00:02", "0.1.0");
     let refs = std::collections::HashMap::new();
     let ctx = vitals_hub::fhir::BundleContext {
         patient_id: "zed",
