@@ -9,6 +9,7 @@
 //!
 //! 100 kills by default (`VITALS_KILLS=N` for more); the seed is printed (`VITALS_KILL_SEED=S`
 //! replays one).
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -17,11 +17,13 @@
 )]
 
 mod console_support;
-use console_support::webdriver::{driver, session, wait_path, wait_source};
+use console_support::webdriver::{
+    chromedriver_or_skip, click, driver, fill, log_in, screenshot, session, text_of, wait_path,
+    wait_source,
+};
 use console_support::*;
 use fantoccini::Locator;
 use jiff::{SignedDuration, Timestamp};
-use std::path::PathBuf;
 
 fn ago(mins: i64) -> Timestamp {
     Timestamp::now() - SignedDuration::from_mins(mins)
@@ -37,7 +39,7 @@ async fn rows(c: &fantoccini::Client) -> Vec<String> {
 
 #[tokio::test]
 async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
-    let Some(drv) = console_support::webdriver::chromedriver_or_skip() else {
+    let Some(drv) = chromedriver_or_skip() else {
         return;
     };
     let env = start().await;
@@ -82,63 +84,19 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
 
     let d = driver(&drv).await;
     let c = session(&d).await;
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
 
     // No session: the worklist sends the browser to the login page. A wrong password stays there.
     c.goto(&format!("{}/", env.base)).await.unwrap();
     assert!(c.current_url().await.unwrap().path().ends_with("/login"));
-    c.find(Locator::Css("input[name=user]"))
-        .await
-        .unwrap()
-        .send_keys(USER)
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("wrong password here")
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&c, "user", USER).await;
+    fill(&c, "password", "wrong password here").await;
+    click(&c, "button[type=submit]").await;
     wait_source(&c, "Wrong user name or password").await;
-
-    c.find(Locator::Css("input[name=user]"))
-        .await
-        .unwrap()
-        .send_keys(USER)
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("main button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_path(&c, "/").await;
+    log_in(&c, &env.base, USER, PASSWORD).await;
     assert_eq!(rows(&c).await, ["zed", "amy", "bob"]);
-    std::fs::write(
-        shots.join("console-worklist.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    screenshot(&c, "console-worklist").await;
 
-    c.find(Locator::Css("tr[data-patient=zed] a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "tr[data-patient=zed] a").await;
     wait_path(&c, "/patient/zed").await;
     let dots = c
         .find_all(Locator::Css("section[data-kind=Glucose] svg circle"))
@@ -166,32 +124,14 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
     for t in &xticks {
         assert!(t.is_displayed().await.unwrap(), "a date label is shown");
     }
-    let unit = c
-        .find(Locator::Css("section[data-kind=Glucose] .axis-unit"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(unit, "mg/dL");
-    std::fs::write(
-        shots.join("console-patient.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    assert_eq!(
+        text_of(&c, "section[data-kind=Glucose] .axis-unit").await,
+        "mg/dL"
+    );
+    screenshot(&c, "console-patient").await;
 
-    c.find(Locator::Css("input[name=note]"))
-        .await
-        .unwrap()
-        .send_keys("called, ate, fine now")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action$='/ack'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&c, "note", "called, ate, fine now").await;
+    click(&c, "form[action$='/ack'] button").await;
     wait_source(&c, "called, ate, fine now").await;
     c.goto(&format!("{}/", env.base)).await.unwrap();
     assert_eq!(
@@ -205,18 +145,9 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
     for (hub, p, mins) in [("hub-bob", "bob", 180), ("hub-amy", "amy", 2)] {
         ingest(&env.db, hub, p, &fleet_heartbeat(hub, p, ago(mins)));
     }
-    c.find(Locator::Css("header a[href='/fleet']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "header a[href='/fleet']").await;
     wait_path(&c, "/fleet").await;
-    let first = c
-        .find(Locator::Css("#fleet tbody tr:first-child"))
-        .await
-        .unwrap();
-    let text = first.text().await.unwrap();
+    let text = text_of(&c, "#fleet tbody tr:first-child").await;
     assert!(
         text.contains("bob") && text.contains("offline since"),
         "{text}"
@@ -231,33 +162,20 @@ async fn a_clinician_finds_the_critical_patient_first_and_acknowledges() {
         .await
         .unwrap();
     assert!(amy.contains("online") && !amy.contains("offline"), "{amy}");
-    std::fs::write(
-        shots.join("console-fleet.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    screenshot(&c, "console-fleet").await;
     c.close().await.unwrap();
     env.stop().await;
 }
 
 /// One heartbeat as the hub builds it (`fhir::heartbeat_bundle`).
 fn fleet_heartbeat(hub: &str, patient: &str, at: Timestamp) -> serde_json::Value {
-    use vitals_hub::fhir::{self, bundle::DeviceStatus, BundleContext, HubInfo, HubStatus};
-    let info = HubInfo {
-        mac: if hub == "hub-bob" {
-            "DC:A6:32:00:00:0B"
-        } else {
-            "DC:A6:32:00:00:0A"
-        }
-        .parse()
-        .unwrap(),
-        manufacturer: "Example RPM Ltd".into(),
-        model: "vitals-hub".into(),
-        software_version: "0.3.1".into(),
-        ntp: true,
-        utc_offset_minutes: 0,
-        zone: None,
+    use vitals_hub::fhir::{self, bundle::DeviceStatus, BundleContext, HubStatus};
+    let mac = if hub == "hub-bob" {
+        "DC:A6:32:00:00:0B"
+    } else {
+        "DC:A6:32:00:00:0A"
     };
+    let info = hub_info(mac, "0.3.1");
     let refs = std::collections::HashMap::new();
     let ctx = BundleContext {
         patient_id: patient,

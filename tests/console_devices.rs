@@ -19,7 +19,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use vitals_hub::fhir::bundle::DeviceStatus;
 use vitals_hub::fhir::codes::{BTMAC_SYSTEM, CTS_EXT, HUB_FLAG_SYSTEM};
-use vitals_hub::fhir::{self, BundleContext, HubInfo, HubStatus};
+use vitals_hub::fhir::{self, BundleContext, HubStatus};
 use vitals_hub::model::UtcMillis;
 
 const P: &str = "p-dev";
@@ -40,15 +40,7 @@ async fn the_patient_page_shows_devices_clock_correction_and_each_readings_time_
         vitals_hub::clinic::console::zone("Asia/Kolkata").unwrap(),
     ))
     .await;
-    let hub = HubInfo {
-        mac: "DC:A6:32:00:00:09".parse().unwrap(),
-        manufacturer: "Example RPM Ltd".into(),
-        model: "vitals-hub".into(),
-        software_version: "0.3.1".into(),
-        ntp: true,
-        utc_offset_minutes: 0,
-        zone: None,
-    };
+    let hub = hub_info("DC:A6:32:00:00:09", "0.3.1");
     let refs = HashMap::new();
     let at = ago(2);
     let ctx = BundleContext {

@@ -27,18 +27,6 @@ fn ago(mins: i64) -> Timestamp {
     Timestamp::now() - SignedDuration::from_mins(mins)
 }
 
-fn hub_info(mac: &str, version: &str) -> HubInfo {
-    HubInfo {
-        mac: mac.parse().unwrap(),
-        manufacturer: "Example RPM Ltd".into(),
-        model: "vitals-hub".into(),
-        software_version: version.into(),
-        ntp: true,
-        utc_offset_minutes: 0,
-        zone: None,
-    }
-}
-
 /// One heartbeat exactly as the hub builds it, at `at`.
 fn beat(
     hub: &HubInfo,

@@ -68,6 +68,22 @@ fn stored_versions(db: &std::path::Path) -> Vec<LimitsVersion> {
         .collect()
 }
 
+/// The hub `hub-zed` acknowledges `ack` as its uplink sends it: the transaction reaches the
+/// clinic's store.
+fn acknowledge(db: &std::path::Path, ack: &LimitsAck) {
+    let hub = hub_info("02:00:5E:10:00:02", "0.1.0");
+    let refs = std::collections::HashMap::new();
+    let ctx = vitals_hub::fhir::BundleContext {
+        patient_id: "zed",
+        hub: &hub,
+        hub_ref: None,
+        device_refs: &refs,
+        nonce: 1,
+        more_may_follow: false,
+    };
+    ingest(db, "hub-zed", "zed", &ack_bundle(&ctx, ack).unwrap().json);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
     let env = start().await;
@@ -198,26 +214,8 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
     assert!(page.body.contains("new insulin regimen"), "{}", page.body);
 
     // The hub's acknowledgements, as its uplink sends them.
-    let hub = vitals_hub::fhir::HubInfo {
-        mac: "02:00:5E:10:00:02".parse().unwrap(),
-        manufacturer: "Vitals".into(),
-        model: "Hub".into(),
-        software_version: "0.1.0".into(),
-        ntp: true,
-        utc_offset_minutes: 0,
-        zone: None,
-    };
-    let refs = std::collections::HashMap::new();
-    let ctx = vitals_hub::fhir::BundleContext {
-        patient_id: "zed",
-        hub: &hub,
-        hub_ref: None,
-        device_refs: &refs,
-        nonce: 1,
-        more_may_follow: false,
-    };
-    let applied = ack_bundle(
-        &ctx,
+    acknowledge(
+        &env.db,
         &LimitsAck {
             patient_id: "zed".into(),
             version: 1,
@@ -226,9 +224,7 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
             takes_effect: None,
             resource_id: None,
         },
-    )
-    .unwrap();
-    ingest(&env.db, "hub-zed", "zed", &applied.json);
+    );
     let page = b.get("/patient/zed/limits").await;
     assert!(
         page.body
@@ -236,8 +232,8 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
         "{}",
         page.body
     );
-    let rejected = ack_bundle(
-        &ctx,
+    acknowledge(
+        &env.db,
         &LimitsAck {
             patient_id: "zed".into(),
             version: 2,
@@ -248,9 +244,7 @@ async fn limits_are_saved_as_versions_refused_with_reasons_and_acknowledged() {
             takes_effect: None,
             resource_id: None,
         },
-    )
-    .unwrap();
-    ingest(&env.db, "hub-zed", "zed", &rejected.json);
+    );
     let page = b.get("/patient/zed/limits").await;
     assert!(
         page.body.contains("Version 2 rejected by the hub at"),
@@ -398,24 +392,6 @@ async fn each_refusal_by_the_hub_is_shown_in_the_console_with_its_reason() {
         "zed".into(),
         in_force(&store, &hub_rules).await.unwrap(),
     );
-    let hub = vitals_hub::fhir::HubInfo {
-        mac: "02:00:5E:10:00:02".parse().unwrap(),
-        manufacturer: "Vitals".into(),
-        model: "Hub".into(),
-        software_version: "0.1.0".into(),
-        ntp: true,
-        utc_offset_minutes: 0,
-        zone: None,
-    };
-    let refs = std::collections::HashMap::new();
-    let ctx = vitals_hub::fhir::BundleContext {
-        patient_id: "zed",
-        hub: &hub,
-        hub_ref: None,
-        device_refs: &refs,
-        nonce: 1,
-        more_may_follow: false,
-    };
     let version = |patient: &str, v: u32, low: i64, high: i64| {
         let mut rules = AlertRules::starting_points();
         let g = rules.thresholds.get_mut(&Kind::Glucose).unwrap();
@@ -442,8 +418,7 @@ async fn each_refusal_by_the_hub_is_shown_in_the_console_with_its_reason() {
             .await
             .unwrap();
         let ack = applier.ack().expect("an acknowledgement is due");
-        let built = ack_bundle(&ctx, &ack).unwrap();
-        ingest(&env.db, "hub-zed", "zed", &built.json);
+        acknowledge(&env.db, &ack);
         let page = b.get("/patient/zed/limits").await;
         assert_eq!(page.status, 200);
         let i = page
@@ -458,56 +433,32 @@ async fn each_refusal_by_the_hub_is_shown_in_the_console_with_its_reason() {
     assert_eq!(o, Offer::Applied { version: 2 });
     assert!(shown.contains("Version 2 applied on the hub at"), "{shown}");
 
-    // Invalid limits.
-    let (o, shown) = offer(&mut b, version("zed", 3, 300, 180)).await;
-    assert!(
-        matches!(
-            o,
-            Offer::Refused {
-                version: Some(3),
-                ..
-            }
+    // Invalid limits; another patient's version; a stale version (1, older than version 2 in
+    // force).
+    for (sr, v, reason) in [
+        (
+            version("zed", 3, 300, 180),
+            3,
+            "low 300 must be below high 180",
         ),
-        "{o:?}"
-    );
-    assert!(
-        shown.contains("Version 3 rejected by the hub at")
-            && shown.contains("low 300 must be below high 180"),
-        "{shown}"
-    );
-    // Another patient's version.
-    let (o, shown) = offer(&mut b, version("amy", 4, 70, 180)).await;
-    assert!(
-        matches!(
-            o,
-            Offer::Refused {
-                version: Some(4),
-                ..
-            }
+        (version("amy", 4, 70, 180), 4, "another patient"),
+        (
+            version("zed", 1, 70, 200),
+            1,
+            "version 1 is not newer than version 2",
         ),
-        "{o:?}"
-    );
-    assert!(
-        shown.contains("Version 4 rejected by the hub at") && shown.contains("another patient"),
-        "{shown}"
-    );
-    // A stale version (1, older than version 2 in force).
-    let (o, shown) = offer(&mut b, version("zed", 1, 70, 200)).await;
-    assert!(
-        matches!(
-            o,
-            Offer::Refused {
-                version: Some(1),
-                ..
-            }
-        ),
-        "{o:?}"
-    );
-    assert!(
-        shown.contains("Version 1 rejected by the hub at")
-            && shown.contains("version 1 is not newer than version 2"),
-        "{shown}"
-    );
+    ] {
+        let (o, shown) = offer(&mut b, sr).await;
+        assert!(
+            matches!(o, Offer::Refused { version: Some(n), .. } if n == v),
+            "{o:?}"
+        );
+        assert!(
+            shown.contains(&format!("Version {v} rejected by the hub at"))
+                && shown.contains(reason),
+            "{shown}"
+        );
+    }
     // No readable version (the limits extension unparseable): refused and reported, by its id.
     let mut broken = version("zed", 5, 70, 180);
     broken["id"] = serde_json::json!("sr-broken-1");

@@ -29,7 +29,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use uplink_support::{der_key, free_port, mtls_client, store_config, METER_ADDR, PATIENT, TLS13};
+use uplink_support::{
+    der_key, free_port, hub_on, mtls_client, store_config, uplink, uplink_config, PATIENT, TLS13,
+};
 use vitals_hub::clinic::console::fhir::{FhirBase, FhirClient, FhirClientError};
 use vitals_hub::clinic::console::users::{Role, UserStore};
 use vitals_hub::clinic::console::{server_config, Console, ConsoleConfig};
@@ -40,8 +42,7 @@ use vitals_hub::clinic::{
 };
 use vitals_hub::model::{Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis};
 use vitals_hub::receiver::pki::{DevCa, Minted, Span, DEV_RECEIVER_NAMES};
-use vitals_hub::store::{DeviceRecord, NewReading, Store};
-use vitals_hub::uplink::{FixedTimeSync, Uplink};
+use vitals_hub::store::NewReading;
 
 const PATIENT_B: &str = "pat-0002";
 
@@ -184,40 +185,15 @@ async fn hub_uploads(
     readings: Vec<NewReading>,
     url: &str,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sc = store_config(dir.path());
-    sc.patient_id = Some(patient.into());
-    let store = Store::open(sc, Arc::new(SystemClock)).await.unwrap();
-    let device = store
-        .upsert_device(
-            DeviceRecord {
-                address: METER_ADDR.into(),
-                name: Some("GM-100".into()),
-                profile: "glucose".into(),
-                patient_binding: Some(patient.into()),
-                serial: None,
-                bond: None,
-            },
-            true,
-        )
-        .await
-        .unwrap();
-    store.append(&device, readings, None).await.unwrap();
-    let ca_path = dir.path().join("clinic-ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let (c, k) = cert.write(dir.path(), "hub").unwrap();
-    let mut cfg = vitals_hub::uplink::UplinkConfig::new(url, &ca_path, patient);
-    cfg.client_cert = Some(c);
-    cfg.client_key = Some(k);
-    cfg.batch_size = 10;
-    let mut up = Uplink::new(
-        cfg,
-        store,
-        Arc::new(SystemClock),
-        Arc::new(FixedTimeSync(true)),
-        uplink_support::hub(),
-    )
-    .unwrap();
+    let config = |dir: &Path| {
+        let mut c = store_config(dir);
+        c.patient_id = Some(patient.into());
+        c
+    };
+    let h = hub_on(config, Arc::new(SystemClock), readings, ca, cert).await;
+    let mut cfg = uplink_config(&h, url);
+    cfg.patient_id = patient.into();
+    let mut up = uplink(&h, cfg);
     up.heartbeat().await.expect("the heartbeat is accepted");
     let rep = up.drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!(rep.rejected, 0, "{rep:?}");

@@ -1,6 +1,7 @@
 //! `vitals-hub config check` and `run` on typical mistakes: every error names the file, the line
 //! and the fix, and exits 78 (EX_CONFIG); and systemd's notification protocol (READY, watchdog
 //! keep-alives) against a real notify socket.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

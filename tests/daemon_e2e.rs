@@ -1,6 +1,7 @@
 //! The real `vitals-hub run` binary end to end: simulated devices → encrypted store → alerts →
 //! the receiver over mutual TLS; SIGTERM ends it cleanly; SIGKILL at random moments, 20 times,
 //! loses nothing and duplicates nothing.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

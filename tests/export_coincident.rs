@@ -1,6 +1,7 @@
 //! `vitals-hub export --format fhir` over more readings than one bundle holds, from a device whose
 //! clock was checked: its coincident-time Observation is listed once (issue 15), and every
 //! reference resolves.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

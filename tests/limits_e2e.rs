@@ -25,11 +25,12 @@ mod console_support;
 #[path = "daemon_support/mod.rs"]
 mod daemon_support;
 
-use console_support::webdriver::{chromedriver_or_skip, driver, fill, log_in, session, wait_path};
+use console_support::webdriver::{
+    chromedriver_or_skip, click, driver, fill, log_in, screenshot, session, text_of, wait_path,
+};
 use console_support::{PASSWORD, USER};
 use daemon_support::{signal, stderr_of, wait_exit, World, PATIENT};
 use fantoccini::Locator;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -100,7 +101,6 @@ async fn a_lowered_glucose_limit_reaches_the_hub_and_its_next_reading_reaches_th
     );
     std::fs::write(&config, text).unwrap();
     let mut hub = w.spawn(&config);
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
 
     let d = driver(&drv).await;
     let c = session(&d).await;
@@ -119,19 +119,10 @@ async fn a_lowered_glucose_limit_reaches_the_hub_and_its_next_reading_reaches_th
         row.contains("none") && !has_open_alert(&row) && !row.contains("mg/dL H"),
         "200 mg/dL raised an alert under the starting limits: {row}"
     );
-    std::fs::write(
-        shots.join("limits-e2e-1-before.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    screenshot(&c, "limits-e2e-1-before").await;
 
     // The clinician opens the patient, then the limits editor, and lowers the glucose high limit.
-    c.find(Locator::Css(&format!("tr[data-patient='{PATIENT}'] a")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("tr[data-patient='{PATIENT}'] a")).await;
     wait_path(&c, &format!("/patient/{PATIENT}")).await;
     c.find(Locator::Css(&format!(
         "a[href='/patient/{PATIENT}/limits']"
@@ -153,14 +144,11 @@ async fn a_lowered_glucose_limit_reaches_the_hub_and_its_next_reading_reaches_th
     assert_eq!(high.as_deref(), Some("250"), "the editor starts from 250");
     fill(&c, "glucose.high", "180").await;
     fill(&c, "reason", "new insulin regimen: tighter glucose").await;
-    c.find(Locator::Css(&format!(
-        "form[action='{limits}'] button:not([name=preview])"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(
+        &c,
+        &format!("form[action='{limits}'] button:not([name=preview])"),
+    )
+    .await;
     // The POST redirects to the same address: wait for the new page's version, not the path
     // (reading the old page while the new one loads gives a stale element).
     let saved = Instant::now();
@@ -184,13 +172,7 @@ async fn a_lowered_glucose_limit_reaches_the_hub_and_its_next_reading_reaches_th
     // Within one poll the editor shows the hub's acknowledgement.
     let ack = loop {
         c.refresh().await.unwrap();
-        let a = c
-            .find(Locator::Css("#hub-ack"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let a = text_of(&c, "#hub-ack").await;
         if a.contains("Version 1 applied on the hub at ") {
             break a;
         }
@@ -208,11 +190,7 @@ async fn a_lowered_glucose_limit_reaches_the_hub_and_its_next_reading_reaches_th
         "acknowledged in the browser {:?} after the save: {ack}",
         saved.elapsed()
     );
-    std::fs::write(
-        shots.join("limits-e2e-2-applied.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    screenshot(&c, "limits-e2e-2-applied").await;
 
     // The meter's next 200 mg/dL is above 180: an alert on the hub, uploaded, on the worklist.
     let row = worklist_row_until(
@@ -227,11 +205,7 @@ async fn a_lowered_glucose_limit_reaches_the_hub_and_its_next_reading_reaches_th
         row.contains("200 mg/dL H"),
         "flagged above the new high: {row}"
     );
-    std::fs::write(
-        shots.join("limits-e2e-3-worklist.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    screenshot(&c, "limits-e2e-3-worklist").await;
     // The alert is the glucose above the new high limit, as the clinic holds it.
     let issues = w.receiver.resources("DetectedIssue");
     assert!(

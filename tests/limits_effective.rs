@@ -1,3 +1,4 @@
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +15,7 @@
 mod uplink_support;
 use std::sync::Arc;
 use uplink_support::*;
-use vitals_hub::alerts::{AlertRules, Limit};
+use vitals_hub::alerts::AlertRules;
 use vitals_hub::clinic::registry::record_for_der;
 use vitals_hub::clinic::Limits as ClinicLimits;
 use vitals_hub::daemon::{Ingest, IngestConfig};
@@ -22,25 +23,18 @@ use vitals_hub::fhir::limits::{read_ack, AckOutcome, LimitsVersion};
 use vitals_hub::model::{Clock, Decimal, Kind, ManualClock, UtcMillis};
 use vitals_hub::receiver::pki::{DevCa, Span};
 use vitals_hub::receiver::Receiver;
-use vitals_hub::store::{DeviceKey, DeviceRecord, Store};
+use vitals_hub::store::{DeviceKey, Store};
 use vitals_hub::uplink::limits::{apply_due_at_start, in_force, pending, Applier, Offer, Source};
 use vitals_hub::uplink::Uplink;
 
 const HOUR: i64 = 3_600_000;
 
 fn version(v: u32, glucose_high: i64, effective: UtcMillis) -> serde_json::Value {
-    let mut rules = AlertRules::starting_points();
-    if let Some(g) = rules.thresholds.get_mut(&Kind::Glucose) {
-        g.high = Some(Limit(Decimal::new(glucose_high, 0)));
-    }
     LimitsVersion {
-        patient_id: PATIENT.into(),
-        version: v,
-        rules,
         effective,
         authored: UtcMillis(effective.0 - 2 * HOUR),
-        author: "dr.jones".into(),
         reason: "from next hour".into(),
+        ..glucose_high_version(PATIENT, v, glucose_high)
     }
     .to_service_request()
     .unwrap()
@@ -77,20 +71,7 @@ async fn start(
     files: &(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
 ) -> (Hub, Option<u32>) {
     let store = Store::open(store_config(dir), clock.clone()).await.unwrap();
-    let device = store
-        .upsert_device(
-            DeviceRecord {
-                address: METER_ADDR.into(),
-                name: Some("GM-100".into()),
-                profile: "glucose".into(),
-                patient_binding: Some(PATIENT.into()),
-                serial: None,
-                bond: None,
-            },
-            true,
-        )
-        .await
-        .unwrap();
+    let device = pair_meter(&store, PATIENT).await;
     let hub_rules = AlertRules::starting_points();
     let applied_at_start = apply_due_at_start(&store, clock.now()).await.unwrap();
     let current = in_force(&store, &hub_rules).await.unwrap();
@@ -163,10 +144,7 @@ async fn a_version_takes_effect_at_its_effective_time_not_before_across_restarts
     rx.enroll(&record_for_der(&cert.cert_der, PATIENT, None).unwrap())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("clinic-ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let (c, k) = cert.write(dir.path(), "hub").unwrap();
-    let files = (ca_path, c, k);
+    let files = write_credentials(dir.path(), &ca, &cert);
     let state = dir.path().join("state");
     let t0 = UtcMillis(jiff::Timestamp::now().as_millisecond());
     let clock = Arc::new(ManualClock::new(t0));

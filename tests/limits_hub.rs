@@ -1,3 +1,4 @@
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,29 +19,13 @@ use vitals_hub::alerts::{AlertRules, Limit};
 use vitals_hub::clinic::registry::record_for_der;
 use vitals_hub::clinic::Limits as ClinicLimits;
 use vitals_hub::daemon::{Ingest, IngestConfig};
-use vitals_hub::fhir::limits::{AckOutcome, LimitsVersion};
+use vitals_hub::fhir::limits::AckOutcome;
 use vitals_hub::model::{Decimal, Kind, UtcMillis};
 use vitals_hub::receiver::pki::{DevCa, Span};
 use vitals_hub::store::Store;
 use vitals_hub::uplink::limits::{in_force, Applier, Offer, Source};
 
 const PATIENT_B: &str = "pat-0002";
-
-fn version(patient: &str, v: u32, glucose_high: i64) -> LimitsVersion {
-    let mut rules = AlertRules::starting_points();
-    if let Some(g) = rules.thresholds.get_mut(&Kind::Glucose) {
-        g.high = Some(Limit(Decimal::new(glucose_high, 0)));
-    }
-    LimitsVersion {
-        patient_id: patient.into(),
-        version: v,
-        rules,
-        effective: UtcMillis(1_764_547_200_000), // 2025-12-01: in force on arrival
-        authored: UtcMillis(1_764_543_600_000),
-        author: "dr.jones".into(),
-        reason: "new insulin regimen".into(),
-    }
-}
 
 fn high_of(rules: &AlertRules) -> Option<Limit> {
     rules.thresholds.get(&Kind::Glucose).and_then(|g| g.high)
@@ -103,8 +88,12 @@ async fn the_hub_applies_its_patients_limits_and_refuses_the_rest() {
         .is_empty());
 
     // The clinician lowers the glucose high limit to 180 (version 1): applied.
-    rx.create_console_resource(&version(PATIENT, 1, 180).to_service_request().unwrap())
-        .unwrap();
+    rx.create_console_resource(
+        &glucose_high_version(PATIENT, 1, 180)
+            .to_service_request()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         up.sync_limits().await.unwrap(),
         Offer::Applied { version: 1 }
@@ -148,7 +137,7 @@ async fn the_hub_applies_its_patients_limits_and_refuses_the_rest() {
     );
 
     // Invalid limits (version 2: low above high): refused with the reason; version 1 stays.
-    let mut bad = version(PATIENT, 2, 180);
+    let mut bad = glucose_high_version(PATIENT, 2, 180);
     if let Some(g) = bad.rules.thresholds.get_mut(&Kind::Glucose) {
         g.low = Some(Limit(Decimal::new(300, 0)));
     }
@@ -204,17 +193,23 @@ async fn the_hub_applies_its_patients_limits_and_refuses_the_rest() {
         in_force(&h.store, &hub_rules).await.unwrap(),
     );
     let now = UtcMillis(1_796_700_000_000);
-    let other = version(PATIENT_B, 9, 150).to_service_request().unwrap();
+    let other = glucose_high_version(PATIENT_B, 9, 150)
+        .to_service_request()
+        .unwrap();
     match applier.offer(&other, now).await.unwrap() {
         Offer::Refused { reason, .. } => assert!(reason.contains("another patient"), "{reason}"),
         o => panic!("{o:?}"),
     }
-    let v3 = version(PATIENT, 3, 160).to_service_request().unwrap();
+    let v3 = glucose_high_version(PATIENT, 3, 160)
+        .to_service_request()
+        .unwrap();
     assert_eq!(
         applier.offer(&v3, now).await.unwrap(),
         Offer::Applied { version: 3 }
     );
-    let stale = version(PATIENT, 2, 140).to_service_request().unwrap();
+    let stale = glucose_high_version(PATIENT, 2, 140)
+        .to_service_request()
+        .unwrap();
     match applier.offer(&stale, now).await.unwrap() {
         Offer::Refused { reason, .. } => assert!(
             reason.contains("version 2 is not newer than version 3 in force"),

@@ -6,6 +6,7 @@
 //!
 //! 50 kills by default (`VITALS_KILLS=N` for more); the seed is printed (`VITALS_KILL_SEED=S`
 //! replays one).
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

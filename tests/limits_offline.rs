@@ -1,3 +1,4 @@
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,12 +14,12 @@ mod uplink_support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use uplink_support::*;
-use vitals_hub::alerts::{AlertRules, Limit};
+use vitals_hub::alerts::AlertRules;
 use vitals_hub::clinic::registry::record_for_der;
 use vitals_hub::clinic::Limits as ClinicLimits;
 use vitals_hub::daemon::{Ingest, IngestConfig};
 use vitals_hub::fhir::limits::{read_ack, LimitsVersion};
-use vitals_hub::model::{Decimal, Kind, UtcMillis};
+use vitals_hub::model::{Kind, UtcMillis};
 use vitals_hub::receiver::pki::{DevCa, Span};
 use vitals_hub::uplink::limits::{in_force, Applier, Offer};
 
@@ -67,18 +68,9 @@ impl Link {
 }
 
 fn version(v: u32, glucose_high: i64) -> LimitsVersion {
-    let mut rules = AlertRules::starting_points();
-    if let Some(g) = rules.thresholds.get_mut(&Kind::Glucose) {
-        g.high = Some(Limit(Decimal::new(glucose_high, 0)));
-    }
     LimitsVersion {
-        patient_id: PATIENT.into(),
-        version: v,
-        rules,
-        effective: UtcMillis(1_764_547_200_000), // 2025-12-01: in force on arrival
-        authored: UtcMillis(1_764_543_600_000),
-        author: "dr.jones".into(),
         reason: format!("version {v}"),
+        ..glucose_high_version(PATIENT, v, glucose_high)
     }
 }
 

@@ -1,3 +1,4 @@
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,7 +24,7 @@ use vitals_hub::fhir::audit::CODE_SYSTEM;
 use vitals_hub::model::{Clock, Decimal, SystemClock, UtcMillis};
 use vitals_hub::receiver::pki::{DevCa, Minted, Span};
 use vitals_hub::receiver::{Fault, Receiver};
-use vitals_hub::store::{DeviceKey, DeviceRecord, Store, StoreConfig};
+use vitals_hub::store::{Store, StoreConfig};
 use vitals_hub::uplink::{FixedTimeSync, Uplink};
 
 const WINDOW_MS: i64 = 300_000;
@@ -46,14 +47,17 @@ impl Clock for AheadClock {
     }
 }
 
+/// A hub of [`uplink_support`] on its own clock (reached through `Deref`).
 struct TestHub {
-    dir: tempfile::TempDir,
+    hub: Hub,
     clock: Arc<AheadClock>,
-    store: Store,
-    device: DeviceKey,
-    ca_path: std::path::PathBuf,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TestHub {
+    type Target = Hub;
+    fn deref(&self) -> &Hub {
+        &self.hub
+    }
 }
 
 fn config(dir: &Path) -> StoreConfig {
@@ -63,49 +67,16 @@ fn config(dir: &Path) -> StoreConfig {
 }
 
 async fn test_hub(ca: &DevCa, cert: &Minted) -> TestHub {
-    let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(AheadClock::default());
-    let store = Store::open(config(dir.path()), clock.clone())
-        .await
-        .unwrap();
-    let device = store
-        .upsert_device(
-            DeviceRecord {
-                address: METER_ADDR.into(),
-                name: Some("GM-100".into()),
-                profile: "glucose".into(),
-                patient_binding: Some(PATIENT.into()),
-                serial: None,
-                bond: None,
-            },
-            true,
-        )
-        .await
-        .unwrap();
-    let ca_path = dir.path().join("clinic-ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let (cert, key) = cert.write(dir.path(), "hub").unwrap();
-    TestHub {
-        dir,
-        clock,
-        store,
-        device,
-        ca_path,
-        cert,
-        key,
-    }
+    let hub = hub_on(config, clock.clone(), Vec::new(), ca, cert).await;
+    TestHub { hub, clock }
 }
 
 impl TestHub {
     fn uplink_to(&self, url: &str, ca_path: &Path) -> Uplink {
-        let mut c = vitals_hub::uplink::UplinkConfig::new(url, ca_path, PATIENT);
-        c.client_cert = Some(self.cert.clone());
-        c.client_key = Some(self.key.clone());
-        c.connect_timeout_ms = 2_000;
-        c.request_timeout_ms = 3_000;
-        c.retry_base_ms = 20;
+        let mut c = uplink_config(self, url);
+        c.ca_bundle = ca_path.to_path_buf();
         c.retry_cap_ms = 200;
-        c.batch_size = 10;
         Uplink::new(
             c,
             self.store.clone(),
@@ -122,8 +93,8 @@ impl TestHub {
 
     /// A restart: the store closed (every other handle dropped first) and opened again.
     async fn reopen(mut self) -> TestHub {
-        self.store.close().await;
-        self.store = Store::open(config(self.dir.path()), self.clock.clone())
+        self.hub.store.close().await;
+        self.hub.store = Store::open(config(self.hub.dir.path()), self.clock.clone())
             .await
             .unwrap();
         self

@@ -22,18 +22,6 @@ use vitals_hub::fhir::bundle::{AlertInput, Item};
 use vitals_hub::fhir::{self, BundleContext, HubInfo, HubStatus};
 use vitals_hub::model::UtcMillis;
 
-fn hub_info(mac: &str) -> HubInfo {
-    HubInfo {
-        mac: mac.parse().unwrap(),
-        manufacturer: "Example RPM Ltd".into(),
-        model: "vitals-hub".into(),
-        software_version: "0.3.1".into(),
-        ntp: true,
-        utc_offset_minutes: 0,
-        zone: None,
-    }
-}
-
 fn ctx<'a>(
     hub: &'a HubInfo,
     patient: &'a str,
@@ -108,8 +96,8 @@ fn spike_issues(db: &std::path::Path) -> Vec<Value> {
 #[tokio::test]
 async fn the_fleet_page_shows_security_events_flags_unusual_hubs_and_raises_one_spike_alert() {
     let env = start().await;
-    let quiet = hub_info("DC:A6:32:00:00:01");
-    let noisy = hub_info("DC:A6:32:00:00:02");
+    let quiet = hub_info("DC:A6:32:00:00:01", "0.3.1");
+    let noisy = hub_info("DC:A6:32:00:00:02", "0.3.1");
     ingest(&env.db, "hub-1", "p-quiet", &beat(&quiet, "p-quiet"));
     ingest(&env.db, "hub-2", "p-noisy", &beat(&noisy, "p-noisy"));
     // The quiet hub: a key rotation (routine), and an old spoof report outside the 7 days.

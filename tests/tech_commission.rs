@@ -1,6 +1,7 @@
 //! `vitals-hub commission`: after the simulated devices' readings reached the clinic, every device
 //! passes, clock offsets are reported, and the report itself reaches the clinic once; a paired
 //! device that never delivered fails the report with the fix.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -4,6 +4,7 @@
 //! `bluetoothctl` may be missing), and the failure paths — no BlueZ, clinic unreachable, CA
 //! mismatch, a key that does not match the certificate, a key file readable by others — each FAIL
 //! with the fix and exit 1.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -104,9 +105,16 @@ fn doctor_checklist_and_failure_paths() {
             "clinic",
             "alert limits",
             "backlog",
+            "security reports",
         ] {
             assert!(line(&out, name).starts_with("PASS"), "{name}:\n{out}");
         }
+        // The store's own report of its KEK's creation, its window still open.
+        let l = line(&out, "security reports");
+        assert!(
+            l.contains("1 waiting to go upstream (1 still collecting); newest key-rotation at "),
+            "{out}"
+        );
         assert!(line(&out, "ble adapter").contains("powered"), "{out}");
         assert!(line(&out, "clinic").contains("/metadata"), "{out}");
         assert!(
@@ -281,6 +289,16 @@ fn doctor_backlog_age() {
         // The reading and the store's own security report of its key's creation (its 15-minute
         // window closed long before now), both waiting for the uplink.
         assert!(l.starts_with("WARN") && l.contains("2 waiting"), "{out}");
+        // That report on its own line: its code and the time of its event (the KEK's creation).
+        let l = line(&out, "security reports");
+        let created = UtcMillis(now - 2 * 3_600_000).to_rfc3339();
+        assert!(
+            l.starts_with("PASS")
+                && l.ends_with(&format!(
+                    "1 waiting to go upstream; newest key-rotation at {created}"
+                )),
+            "{out}"
+        );
         append_at(25 * 3_600_000).await;
         let (code, out, _) = doctor(&cfg, &[]).await;
         assert_eq!(code, 1, "{out}");

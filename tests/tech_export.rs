@@ -1,5 +1,6 @@
 //! `vitals-hub export`: the real binary, over readings stored through the store API; CSV and FHIR
 //! values exact, the range filter by measurement time (falling back to receive time), bad dates.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,5 +1,6 @@
 //! `vitals-hub keys rotate --config` (issue 13): the store of the config given; a state directory
 //! without a store is refused (a mistyped directory once got a new store and key, and "success").
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -6,6 +6,7 @@
 //! Needs root (to run commands as root and the daemon as another user); skipped otherwise, except
 //! under `CI=true`. The service user is `nobody` here, through `VITALS_HUB_SERVICE_USER` (the
 //! installed hub's `vitals-hub` user is what the variable replaces).
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

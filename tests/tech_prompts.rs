@@ -1,6 +1,7 @@
 //! The interactive paths, on a real pseudo-terminal (util-linux `script`, in every Debian base
 //! system): `setup` asks for what its flags do not give; `wipe` erases only after the word `wipe`
 //! is typed. Skips with a message where `script` is missing, except under CI=true.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

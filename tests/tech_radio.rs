@@ -2,6 +2,7 @@
 //! `scan` (health devices, paired / unsupported marked), `pair` (passkey, Device Information,
 //! clock set, allow-list bound to the patient), the failure paths (wrong passkey, no passkey, no
 //! BlueZ), `devices` and `unpair`.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -3,6 +3,7 @@
 //! key that does not match the certificate, a CA that did not issue the certificate, an expired
 //! certificate, a missing value without a terminal, and overwriting an enrolled hub without
 //! `--force`; a certificate with fewer than 30 days left is installed with a warning.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

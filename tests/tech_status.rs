@@ -1,5 +1,6 @@
 //! `vitals-hub status`: the real binary, read-only beside a writer that holds the store open, and
 //! beside the real daemon uploading to the in-process receiver.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -88,6 +89,15 @@ async fn status_is_read_only_beside_a_running_writer() {
         .append_event("test_failure", "warning", "HTTP 503".into())
         .await
         .unwrap();
+    // A security event: counted into a report (code and times only).
+    store
+        .append_event(
+            "ble_spoof_attempt",
+            "security",
+            "the meter advertised without its bond".into(),
+        )
+        .await
+        .unwrap();
 
     let cfg2 = config.clone();
     let s = tokio::task::spawn_blocking(move || status_json(&cfg2))
@@ -103,7 +113,13 @@ async fn status_is_read_only_beside_a_running_writer() {
     assert_eq!(s["devices"][0]["name"], "meter");
     assert_eq!(s["devices"][0]["profile"], "glucose");
     assert!(s["devices"][0].get("address").is_none(), "{s}");
-    assert_eq!(s["last_errors"][0]["kind"], "test_failure");
+    assert_eq!(s["last_errors"][0]["kind"], "ble_spoof_attempt");
+    assert_eq!(s["last_errors"][1]["kind"], "test_failure");
+    // The security reports: the KEK's creation and the spoof attempt, both windows still open.
+    assert_eq!(s["security"]["waiting"], 2, "{s}");
+    assert_eq!(s["security"]["collecting"], 2, "{s}");
+    assert_eq!(s["security"]["newest"]["code"], "spoof-attempt", "{s}");
+    let spoof_at = s["security"]["newest"]["at"].as_i64().unwrap();
     // Issue 13: the patient, the clinic and the certificate, read back.
     assert_eq!(s["identity"]["patient_id"], PATIENT);
     assert!(s["identity"]["clinic_url"]
@@ -143,6 +159,13 @@ async fn status_is_read_only_beside_a_running_writer() {
         "{text}"
     );
     assert!(text.contains("certificate:  CN=e2e-hub"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "security:     2 waiting to go upstream (2 still collecting); newest spoof-attempt at {}\n",
+            UtcMillis(spoof_at).to_rfc3339()
+        )),
+        "{text}"
+    );
     assert!(text.contains("meter"), "{text}");
     assert!(!text.contains("C0:26:DA"), "no address into a pipe: {text}");
 }

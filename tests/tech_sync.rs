@@ -1,5 +1,6 @@
 //! `vitals-hub sync --now`: a backlog built while the clinic was unreachable is uploaded on
 //! command, exactly once; while the daemon runs, the command only points at it.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,5 +1,6 @@
 //! `vitals-hub sync --resend --since DATE` and `sync --rejected` (issue 15): the real binary queues
 //! again what the clinic acknowledged since DATE, or rejected, says how many, and uploads them.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

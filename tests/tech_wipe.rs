@@ -1,6 +1,7 @@
 //! `vitals-hub wipe`: the real binary. Refuses without confirmation off a terminal and while the
 //! daemon runs; afterwards no byte of any file left under the state directory holds the patient
 //! id, the KEK or a private key, and the store files are gone.
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,5 +1,6 @@
 //! Issue 15, through the real `vitals-hub run`: the uplink's refusal alert reaches the local hook
 //! `alerts.local_command` as the daemon wires it (one notice, naming the kind, no PHI).
+#![cfg(feature = "clinic")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

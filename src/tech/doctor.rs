@@ -11,6 +11,8 @@
 //! - certificate renewal: when the EST renewal is due; WARN when it is off or the last attempts
 //!   failed (the daemon's record) or the clinic refused the renewed certificate.
 //! - backlog: the oldest entry waiting for upload; WARN over 1 h, FAIL over 24 h.
+//! - security reports: how many wait to go upstream and the newest's code and time (a PASS line
+//!   for the record; the backlog line judges the delay).
 //! - modes: the client key and the KEK must not be readable by group or others (0600 / 0400), the
 //!   state directory must be 0700.
 
@@ -135,7 +137,8 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     out.push(capability_check(cfg).await);
     out.push(patient_check(cfg).await);
     out.push(limits_check(cfg, clock.clone()).await);
-    out.push(backlog_check(cfg, clock, now_secs).await);
+    out.push(backlog_check(cfg, clock.clone(), now_secs).await);
+    out.push(security_check(cfg, clock).await);
     out
 }
 
@@ -841,6 +844,34 @@ async fn renewal_check(cfg: &Config, clock: Arc<dyn Clock>, now_secs: i64) -> Ch
         ),
         Some(r) => Check::pass(NAME, format!("{due_text} (over EST); last renewal {}", r.state)),
         None => Check::pass(NAME, format!("{due_text} (over EST at {pct}% of its life)")),
+    }
+}
+
+/// The security reports (aggregated security events) waiting to go upstream as AuditEvents and
+/// the newest's code and time ([`super::status::SecurityReports`]): informational, no PHI.
+async fn security_check(cfg: &Config, clock: Arc<dyn Clock>) -> Check {
+    const NAME: &str = "security reports";
+    if !cfg.state_dir().join("store.db").exists() {
+        return Check::pass(NAME, "none (no store yet)");
+    }
+    let reports = match super::status::open_read_only(cfg, clock).await {
+        Ok(store) => {
+            let r = match store.stats().await {
+                Ok(st) => super::status::security_reports(&store, st.security_open).await,
+                Err(e) => Err(e),
+            };
+            store.close().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    match reports {
+        Ok(r) => Check::pass(NAME, r.to_string()),
+        Err(e) => Check::fail(
+            NAME,
+            format!("cannot read the store: {e}"),
+            "see `vitals-hub status`",
+        ),
     }
 }
 

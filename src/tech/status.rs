@@ -134,6 +134,63 @@ pub struct Status {
     pub server_said: Option<String>,
     /// The client certificate's renewal over EST ([`crate::uplink::renew`]), once one was tried.
     pub renewal: Option<crate::uplink::renew::Renewal>,
+    /// The security reports (aggregated security events, upstream as AuditEvents).
+    pub security: SecurityReports,
+}
+
+/// The hub's security reports ([`crate::store::security`]): counts, a code and a time, no PHI.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct SecurityReports {
+    /// Reports not yet accepted by the clinic (pending or in flight), those still collecting
+    /// events included.
+    pub waiting: u64,
+    /// Of those, the ones whose window is still open (they go upstream when it closes).
+    pub collecting: u64,
+    /// The newest report held (by its last event): its code and that event's time.
+    pub newest: Option<NewestReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewestReport {
+    /// The report's code (`spoof-attempt`, `integrity-failure`, … [`crate::store::security::CODES`]).
+    pub code: String,
+    /// Its last event.
+    pub at: UtcMillis,
+}
+
+/// The security reports in `store`; `collecting` is [`crate::store::Stats::security_open`].
+pub async fn security_reports(store: &Store, collecting: u64) -> Result<SecurityReports> {
+    let all = store.security_reports().await?;
+    let waiting = all
+        .iter()
+        .filter(|(_, state)| matches!(state.as_str(), "pending" | "in_flight"))
+        .count();
+    let newest = all
+        .iter()
+        .max_by_key(|(r, _)| (r.last_at, r.id))
+        .map(|(r, _)| NewestReport {
+            code: r.code.clone(),
+            at: UtcMillis(r.last_at),
+        });
+    Ok(SecurityReports {
+        waiting: u64::try_from(waiting).unwrap_or(u64::MAX),
+        collecting,
+        newest,
+    })
+}
+
+impl std::fmt::Display for SecurityReports {
+    /// `2 waiting to go upstream (1 still collecting); newest spoof-attempt at 2026-…`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(n) = &self.newest else {
+            return f.write_str("none");
+        };
+        write!(f, "{} waiting to go upstream", self.waiting)?;
+        if self.collecting > 0 {
+            write!(f, " ({} still collecting)", self.collecting)?;
+        }
+        write!(f, "; newest {} at {}", n.code, n.at.to_rfc3339())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -233,6 +290,7 @@ pub async fn status(
         .filter(|e| matches!(e.severity.as_str(), "warning" | "error" | "security"))
         .take(LAST_ERRORS)
         .collect();
+    let security = security_reports(store, st.security_open).await?;
     let uplink_problem = last_errors
         .iter()
         .find(|e| e.kind.starts_with("uplink_"))
@@ -268,6 +326,7 @@ pub async fn status(
         },
         uplink_problem,
         renewal,
+        security,
     })
 }
 
@@ -350,6 +409,7 @@ pub fn render_text(s: &Status) -> String {
         s.alerts.waiting_for_upload, s.alerts.total
     );
     let _ = writeln!(o, "limits:       {}", s.alert_limits);
+    let _ = writeln!(o, "security:     {}", s.security);
     let _ = writeln!(o, "devices:      {}", s.devices.len());
     for d in &s.devices {
         let _ = writeln!(
@@ -425,16 +485,46 @@ mod uplink_line_tests {
             uplink_problem: Some(ev),
             server_said: Some("HAPI-0302: Unknown resource type".into()),
             renewal: None,
+            security: SecurityReports::default(),
         };
         let text = render_text(&s);
         assert!(text.contains("uplink:       failing since"), "{text}");
         assert!(text.contains("HTTP 400 (error processing)"), "{text}");
         assert!(text.contains("server said:  HAPI-0302"), "{text}");
+        assert!(text.contains("security:     none\n"), "{text}");
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("uplink_problem"), "{json}");
         assert!(
             !json.contains("HAPI-0302"),
             "the server's words stay off --json: {json}"
         );
+    }
+}
+
+#[cfg(test)]
+mod security_line_tests {
+    use super::*;
+
+    #[test]
+    fn the_security_line_counts_waiting_reports_and_names_the_newest_code_and_time() {
+        let mut r = SecurityReports {
+            waiting: 2,
+            collecting: 1,
+            newest: Some(NewestReport {
+                code: "spoof-attempt".into(),
+                at: UtcMillis(1_750_000_000_000),
+            }),
+        };
+        assert_eq!(
+            r.to_string(),
+            "2 waiting to go upstream (1 still collecting); newest spoof-attempt at 2025-06-15T15:06:40Z"
+        );
+        r.waiting = 0;
+        r.collecting = 0;
+        assert_eq!(
+            r.to_string(),
+            "0 waiting to go upstream; newest spoof-attempt at 2025-06-15T15:06:40Z"
+        );
+        assert_eq!(SecurityReports::default().to_string(), "none");
     }
 }

@@ -239,6 +239,19 @@ pub fn bundle(entries: Vec<(serde_json::Value, &str)>) -> serde_json::Value {
     serde_json::json!({ "resourceType": "Bundle", "type": "transaction", "entry": e })
 }
 
+/// A hub as the fleet page's tests describe it: `mac`, software `version`, NTP on, UTC.
+pub fn hub_info(mac: &str, version: &str) -> vitals_hub::fhir::HubInfo {
+    vitals_hub::fhir::HubInfo {
+        mac: mac.parse().unwrap(),
+        manufacturer: "Example RPM Ltd".into(),
+        model: "vitals-hub".into(),
+        software_version: version.into(),
+        ntp: true,
+        utc_offset_minutes: 0,
+        zone: None,
+    }
+}
+
 /// A glucose reading of `patient` at `at`, with optional interpretation code (L, H, LL, HH).
 pub fn glucose(
     patient: &str,

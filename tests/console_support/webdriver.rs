@@ -137,3 +137,30 @@ pub async fn log_in(c: &fantoccini::Client, base: &str, user: &str, password: &s
         .unwrap();
     wait_path(c, "/").await;
 }
+
+/// Click the first element matching the CSS selector `css`.
+pub async fn click(c: &fantoccini::Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("nothing to click at {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The text of the first element matching the CSS selector `css`.
+pub async fn text_of(c: &fantoccini::Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no element at {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A screenshot of the browser's page written to `target/tmp/{name}.png`.
+pub async fn screenshot(c: &fantoccini::Client, name: &str) {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
+    std::fs::write(&path, c.screenshot().await.unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}

@@ -9,9 +9,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use vitals_hub::alerts::{AlertRules, Limit};
+use vitals_hub::fhir::limits::LimitsVersion;
 use vitals_hub::fhir::{DeviceIdent, HubInfo, IdTimestamp, ObservationIdentifier};
 use vitals_hub::model::{
-    Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value,
+    Clock, Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value,
 };
 use vitals_hub::receiver::pki::{DevCa, Minted, Span, DEV_RECEIVER_NAMES};
 use vitals_hub::receiver::{tls, FaultQueue, Listen, Receiver, ReceiverConfig};
@@ -253,31 +255,38 @@ pub fn glucose_identifier(i: u32) -> String {
 
 /// A hub with a store holding `n` glucose readings and a client certificate from `hub_ca`.
 pub async fn hub_with(n: u32, clinic_ca: &DevCa, hub_cert: &Minted) -> Hub {
+    hub_on(
+        store_config,
+        Arc::new(SystemClock),
+        (0..n).map(glucose).collect(),
+        clinic_ca,
+        hub_cert,
+    )
+    .await
+}
+
+/// A hub whose store is opened with `config(dir)` on `clock`, its meter ([`pair_meter`]) bound
+/// to the config's patient, holding `readings`, with `clinic_ca` and `hub_cert` written into its
+/// directory ([`write_credentials`]).
+pub async fn hub_on(
+    config: impl FnOnce(&Path) -> StoreConfig,
+    clock: Arc<dyn Clock>,
+    readings: Vec<NewReading>,
+    clinic_ca: &DevCa,
+    hub_cert: &Minted,
+) -> Hub {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(store_config(dir.path()), Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let device = store
-        .upsert_device(
-            DeviceRecord {
-                address: METER_ADDR.into(),
-                name: Some("GM-100".into()),
-                profile: "glucose".into(),
-                patient_binding: Some(PATIENT.into()),
-                serial: None,
-                bond: None,
-            },
-            true,
-        )
-        .await
-        .unwrap();
-    let items: Vec<NewReading> = (0..n).map(glucose).collect();
-    for chunk in items.chunks(500) {
+    let config = config(dir.path());
+    let patient = config
+        .patient_id
+        .clone()
+        .expect("the hub's store config names its patient");
+    let store = Store::open(config, clock).await.unwrap();
+    let device = pair_meter(&store, &patient).await;
+    for chunk in readings.chunks(500) {
         store.append(&device, chunk.to_vec(), None).await.unwrap();
     }
-    let ca_path = dir.path().join("clinic-ca.pem");
-    std::fs::write(&ca_path, &clinic_ca.cert_pem).unwrap();
-    let (cert, key) = hub_cert.write(dir.path(), "hub").unwrap();
+    let (ca_path, cert, key) = write_credentials(dir.path(), clinic_ca, hub_cert);
     Hub {
         dir,
         store,
@@ -286,6 +295,37 @@ pub async fn hub_with(n: u32, clinic_ca: &DevCa, hub_cert: &Minted) -> Hub {
         cert,
         key,
     }
+}
+
+/// The glucose meter at [`METER_ADDR`] ("GM-100"), paired and bound to `patient`.
+pub async fn pair_meter(store: &Store, patient: &str) -> DeviceKey {
+    store
+        .upsert_device(
+            DeviceRecord {
+                address: METER_ADDR.into(),
+                name: Some("GM-100".into()),
+                profile: "glucose".into(),
+                patient_binding: Some(patient.into()),
+                serial: None,
+                bond: None,
+            },
+            true,
+        )
+        .await
+        .unwrap()
+}
+
+/// The clinic's CA certificate (`clinic-ca.pem`) and the hub's certificate and key written into
+/// `dir`: their paths (CA, certificate, key).
+pub fn write_credentials(
+    dir: &Path,
+    clinic_ca: &DevCa,
+    hub_cert: &Minted,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_path = dir.join("clinic-ca.pem");
+    std::fs::write(&ca_path, &clinic_ca.cert_pem).unwrap();
+    let (cert, key) = hub_cert.write(dir, "hub").unwrap();
+    (ca_path, cert, key)
 }
 
 /// [`hub_with`] and a hub certificate `hub-0001` from the clinic's own CA.
@@ -319,6 +359,25 @@ pub fn uplink_timed(h: &Hub, cfg: UplinkConfig, time_sync: Arc<dyn TimeSync>) ->
         hub(),
     )
     .unwrap()
+}
+
+/// Alert-limits version `v` for `patient`: the starting points with the glucose high limit at
+/// `glucose_high` mg/dL, authored by dr.jones at 2025-11-30T23:00Z and effective an hour later
+/// (in force on arrival); a test changes the fields it needs.
+pub fn glucose_high_version(patient: &str, v: u32, glucose_high: i64) -> LimitsVersion {
+    let mut rules = AlertRules::starting_points();
+    if let Some(g) = rules.thresholds.get_mut(&Kind::Glucose) {
+        g.high = Some(Limit(Decimal::new(glucose_high, 0)));
+    }
+    LimitsVersion {
+        patient_id: patient.into(),
+        version: v,
+        rules,
+        effective: UtcMillis(1_764_547_200_000),
+        authored: UtcMillis(1_764_543_600_000),
+        author: "dr.jones".into(),
+        reason: "new insulin regimen".into(),
+    }
 }
 
 pub fn url(r: &Receiver) -> String {

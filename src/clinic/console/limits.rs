@@ -16,7 +16,7 @@
 //! Observations are read back into readings (value and UCUM unit as the hub sent them).
 
 use super::auth::Session;
-use super::{audited, csrf_refused, fhir_failed, not_found, records, AppState};
+use super::{audited, create_audited, csrf_refused, fhir_failed, not_found, records, AppState};
 use crate::alerts::{AlertRules, Limit, Schedule, ThresholdRule, WeightGainRule};
 use crate::fhir::limits::{read_ack, AckOutcome, LimitsVersion, ACK_CODE};
 use crate::model::{Kind, UtcMillis};
@@ -302,19 +302,8 @@ pub(super) async fn limits_page(
         Err(r) => return r,
     };
     let now = jiff::Timestamp::now();
-    if let Err(r) = audited(
-        &st,
-        records::audit(
-            records::Action::Read,
-            &session.user,
-            peer.ip(),
-            Some(&id),
-            None,
-            now,
-        ),
-    )
-    .await
-    {
+    let read = records::Action::Read;
+    if let Err(r) = audited(&st, &session, peer, read, Some(&id), None, now).await {
         return r;
     }
     let current = history.first();
@@ -515,23 +504,8 @@ pub(super) async fn save_limits(
     let Ok(sr) = sr else {
         return refuse(&shown, vec!["the limits could not be written".into()], None);
     };
-    let created = match st.fhir.create(sr).await {
-        Ok(t) => format!("ServiceRequest/{t}"),
-        Err(e) => return fhir_failed(&e),
-    };
-    if let Err(r) = audited(
-        &st,
-        records::audit(
-            records::Action::Limits,
-            &session.user,
-            peer.ip(),
-            Some(&id),
-            Some(&created),
-            now,
-        ),
-    )
-    .await
-    {
+    let action = records::Action::Limits;
+    if let Err(r) = create_audited(&st, &session, peer, action, &id, sr, now).await {
         return r;
     }
     info!(version = version.version, "Alert limits version saved.");

@@ -496,15 +496,8 @@ async fn worklist(
     match worklist::load(&st.fhir, now, &st.settings).await {
         Ok(rows) => {
             // The worklist shows every patient's latest values: audited like any search.
-            let event = records::audit(
-                records::Action::Worklist,
-                &session.user,
-                peer.ip(),
-                None,
-                None,
-                now,
-            );
-            if let Err(r) = audited(&st, event).await {
+            let action = records::Action::Worklist;
+            if let Err(r) = audited(&st, &session, peer, action, None, None, now).await {
                 return r;
             }
             pages::worklist(&session, &rows, now, &st.zone).into_response()
@@ -548,13 +541,56 @@ fn fhir_failed(e: &fhir::FhirClientError) -> Response {
         .into_response()
 }
 
-/// Write the AuditEvent; a page whose access cannot be audited is not shown.
-async fn audited(st: &AppState, event: serde_json::Value) -> Result<(), Response> {
+/// Write the AuditEvent of `action` by the session's user from `peer` (about `patient`, on the
+/// resource `what`); a page whose access cannot be audited is not shown.
+async fn audited(
+    st: &AppState,
+    session: &Session,
+    peer: SocketAddr,
+    action: records::Action,
+    patient: Option<&str>,
+    what: Option<&str>,
+    now: jiff::Timestamp,
+) -> Result<(), Response> {
+    let event = records::audit(action, &session.user, peer.ip(), patient, what, now);
     st.fhir
         .create(event)
         .await
         .map(|_| ())
         .map_err(|e| fhir_failed(&e))
+}
+
+/// Create `resource` at the clinic's FHIR server, then audit `action` on it about `patient`
+/// ([`audited`]): its reference (`Type/id`), or the page that answers a failure.
+async fn create_audited(
+    st: &AppState,
+    session: &Session,
+    peer: SocketAddr,
+    action: records::Action,
+    patient: &str,
+    resource: serde_json::Value,
+    now: jiff::Timestamp,
+) -> Result<String, Response> {
+    let kind = resource
+        .get("resourceType")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("Resource")
+        .to_owned();
+    let created = match st.fhir.create(resource).await {
+        Ok(id) => format!("{kind}/{id}"),
+        Err(e) => return Err(fhir_failed(&e)),
+    };
+    audited(
+        st,
+        session,
+        peer,
+        action,
+        Some(patient),
+        Some(&created),
+        now,
+    )
+    .await?;
+    Ok(created)
 }
 
 async fn patient_page(
@@ -571,19 +607,8 @@ async fn patient_page(
         Ok(v) => v,
         Err(e) => return fhir_failed(&e),
     };
-    if let Err(r) = audited(
-        &st,
-        records::audit(
-            records::Action::Read,
-            &session.user,
-            peer.ip(),
-            Some(&id),
-            None,
-            now,
-        ),
-    )
-    .await
-    {
+    let read = records::Action::Read;
+    if let Err(r) = audited(&st, &session, peer, read, Some(&id), None, now).await {
         return r;
     }
     pages::patient(&session, &view, now, &st.zone).into_response()
@@ -634,33 +659,9 @@ async fn acknowledge(
     };
     let now = jiff::Timestamp::now();
     let focus = format!("DetectedIssue/{id}");
-    let task = match st
-        .fhir
-        .create(records::ack_task(
-            &focus,
-            &patient,
-            &session.user,
-            note,
-            now,
-        ))
-        .await
-    {
-        Ok(t) => format!("Task/{t}"),
-        Err(e) => return fhir_failed(&e),
-    };
-    if let Err(r) = audited(
-        &st,
-        records::audit(
-            records::Action::Acknowledge,
-            &session.user,
-            peer.ip(),
-            Some(&patient),
-            Some(&task),
-            now,
-        ),
-    )
-    .await
-    {
+    let task = records::ack_task(&focus, &patient, &session.user, note, now);
+    let action = records::Action::Acknowledge;
+    if let Err(r) = create_audited(&st, &session, peer, action, &patient, task, now).await {
         return r;
     }
     info!("Alert acknowledged.");
@@ -721,19 +722,8 @@ async fn set_label(
     }
     let now = jiff::Timestamp::now();
     let what = format!("Patient/{id}");
-    if let Err(r) = audited(
-        &st,
-        records::audit(
-            records::Action::Label,
-            &session.user,
-            peer.ip(),
-            Some(&id),
-            Some(&what),
-            now,
-        ),
-    )
-    .await
-    {
+    let label = records::Action::Label;
+    if let Err(r) = audited(&st, &session, peer, label, Some(&id), Some(&what), now).await {
         return r;
     }
     info!("Patient label changed.");
