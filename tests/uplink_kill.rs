@@ -20,7 +20,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{signal, stderr_of, stored, wait_exit, World, PATIENT};
-use vitals_hub::model::{Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value};
+use vitals_hub::model::{
+    Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value,
+};
 use vitals_hub::store::{DeviceRecord, NewReading, Store, StoreConfig};
 
 /// Readings in the backlog: at the default 40 per bundle, about a hundred bundles.
@@ -102,10 +104,16 @@ async fn sigkill_mid_drain_loses_and_duplicates_nothing() {
         while w.at_receiver().len() == before && w.at_receiver().len() < BACKLOG {
             if Instant::now() > end {
                 signal(&hub, "KILL");
-                panic!("round {round}: nothing delivered in 60 s:\n{}", stderr_of(&mut hub));
+                panic!(
+                    "round {round}: nothing delivered in 60 s:\n{}",
+                    stderr_of(&mut hub)
+                );
             }
             if let Some(s) = hub.try_wait().unwrap() {
-                panic!("round {round}: the hub exited {s:?}:\n{}", stderr_of(&mut hub));
+                panic!(
+                    "round {round}: the hub exited {s:?}:\n{}",
+                    stderr_of(&mut hub)
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -139,7 +147,10 @@ async fn sigkill_mid_drain_loses_and_duplicates_nothing() {
     let status = wait_exit(&mut hub, 15).expect("no exit within 15 s of SIGTERM");
     let err = stderr_of(&mut hub);
     assert!(status.success(), "exit {status:?}\n{err}");
-    assert!(!err.contains(PATIENT), "the patient id is in the log:\n{err}");
+    assert!(
+        !err.contains(PATIENT),
+        "the patient id is in the log:\n{err}"
+    );
     let s = stored(&w.state_dir()).await;
     assert_eq!(s.pending, 0, "the outbox was not drained\n{err}");
     let at = w.at_receiver();

@@ -4,7 +4,9 @@
 
 use crate::clinic::pki::write_default_dev_pki;
 use crate::fhir::{self, bundle::Item, BundleContext, HubInfo, ReadingInput};
-use crate::model::{Clock, Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value};
+use crate::model::{
+    Clock, Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value,
+};
 use crate::store::{DeviceRecord, KekSource, NewReading, Store, StoreConfig};
 use crate::uplink::{sync::Phases, sync::Step, FixedTimeSync, Uplink, UplinkConfig};
 use anyhow::{bail, Context};
@@ -159,11 +161,28 @@ impl Side {
     fn print(&self, out: &mut impl Write, hub: bool) -> std::io::Result<()> {
         let n = self.readings.max(1) as f64;
         writeln!(out, "readings:                {}", self.readings)?;
-        writeln!(out, "time:                    {:.2} s", self.time.as_secs_f64())?;
+        writeln!(
+            out,
+            "time:                    {:.2} s",
+            self.time.as_secs_f64()
+        )?;
         writeln!(out, "readings/s:              {:.0}", self.rate())?;
-        writeln!(out, "bundles:                 {} ({:.1} readings each)", self.bundles, n / self.bundles.max(1) as f64)?;
-        writeln!(out, "TLS handshakes:          {} (connections opened; resumption is off)", self.handshakes)?;
-        writeln!(out, "bytes on the wire/reading (gzip request + response bodies): {:.1}", self.wire_bytes as f64 / n)?;
+        writeln!(
+            out,
+            "bundles:                 {} ({:.1} readings each)",
+            self.bundles,
+            n / self.bundles.max(1) as f64
+        )?;
+        writeln!(
+            out,
+            "TLS handshakes:          {} (connections opened; resumption is off)",
+            self.handshakes
+        )?;
+        writeln!(
+            out,
+            "bytes on the wire/reading (gzip request + response bodies): {:.1}",
+            self.wire_bytes as f64 / n
+        )?;
         writeln!(
             out,
             "CPU per 1,000 readings:  {:.1} ms in this process, {:.1} ms in the receiver",
@@ -176,7 +195,15 @@ impl Side {
         // The read ahead runs while the bundle is on the wire: not part of the serial sum.
         let serial = p.checks + p.read + p.build + p.encode + p.wire + p.parse + p.ack + p.after;
         let other = self.time.saturating_sub(serial);
-        let mut line = |name: &str, d: Duration| writeln!(out, "  {name:<34} {:>9.1} ms  {:>7.0} µs/bundle  {:>5.1} %", ms(d), per(d), 100.0 * d.as_secs_f64() / self.time.as_secs_f64().max(1e-9));
+        let mut line = |name: &str, d: Duration| {
+            writeln!(
+                out,
+                "  {name:<34} {:>9.1} ms  {:>7.0} µs/bundle  {:>5.1} %",
+                ms(d),
+                per(d),
+                100.0 * d.as_secs_f64() / self.time.as_secs_f64().max(1e-9)
+            )
+        };
         line("per-step checks (cert, renewal)", p.checks)?;
         if hub {
             line("store read (not read ahead)", p.read)?;
@@ -223,7 +250,13 @@ async fn hub_side(
     cfg.client_cert = Some(pki.join("hub.crt"));
     cfg.client_key = Some(pki.join("hub.key"));
     cfg.batch_size = batch;
-    let mut up = Uplink::new(cfg, store.clone(), Arc::new(SystemClock), Arc::new(FixedTimeSync(true)), hub())?;
+    let mut up = Uplink::new(
+        cfg,
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(FixedTimeSync(true)),
+        hub(),
+    )?;
     let cpu0 = own_cpu();
     let t = Instant::now();
     let mut acked = 0usize;
@@ -246,9 +279,18 @@ async fn hub_side(
     let st = up.status();
     if rss {
         if let Some((n, e, hwm, rss)) = at_10k {
-            writeln!(out, "peak RSS at {n} readings: {hwm} kB (VmRSS {rss} kB, after {:.2} s)", e.as_secs_f64())?;
+            writeln!(
+                out,
+                "peak RSS at {n} readings: {hwm} kB (VmRSS {rss} kB, after {:.2} s)",
+                e.as_secs_f64()
+            )?;
         }
-        writeln!(out, "peak RSS at {acked} readings: {} kB (VmRSS {} kB)", proc_kb("VmHWM:"), proc_kb("VmRSS:"))?;
+        writeln!(
+            out,
+            "peak RSS at {acked} readings: {} kB (VmRSS {} kB)",
+            proc_kb("VmHWM:"),
+            proc_kb("VmRSS:")
+        )?;
     }
     Ok(Side {
         readings: acked,
@@ -275,11 +317,16 @@ async fn bare_side(
 ) -> anyhow::Result<Side> {
     let (rx, url) = spawn_receiver(pki, rx_db)?;
     let resolver = Arc::new(crate::uplink::tls::ReloadingCert::new(
-        crate::uplink::tls::CertPaths { cert: pki.join("hub.crt"), key: pki.join("hub.key") },
+        crate::uplink::tls::CertPaths {
+            cert: pki.join("hub.crt"),
+            key: pki.join("hub.key"),
+        },
         Arc::new(rustls::crypto::ring::default_provider()),
     )?);
     let tls = crate::uplink::tls::client_config(&pki.join("ca.crt"), resolver.clone())?;
-    let client = reqwest::Client::builder().tls_backend_preconfigured(tls).build()?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()?;
     let h = hub();
     let mut refs = HashMap::new();
     let mut hub_ref: Option<String> = None;
@@ -291,18 +338,39 @@ async fn bare_side(
     while i < readings {
         let tb = Instant::now();
         let n = (readings - i).min(batch);
-        let rs = (i..i + n).map(reading).collect::<anyhow::Result<Vec<_>>>()?;
+        let rs = (i..i + n)
+            .map(reading)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let items: Vec<Item<'_>> = rs
             .iter()
             .enumerate()
-            .map(|(k, r)| Item::Reading(ReadingInput { tag: (i + k) as i64, device, reading: &r.reading, received_at: r.received_at, test_data: true, interpretation: None }))
+            .map(|(k, r)| {
+                Item::Reading(ReadingInput {
+                    tag: (i + k) as i64,
+                    device,
+                    reading: &r.reading,
+                    received_at: r.received_at,
+                    test_data: true,
+                    interpretation: None,
+                })
+            })
             .collect();
-        let ctx = BundleContext { patient_id: "bench-patient", hub: &h, hub_ref: hub_ref.as_deref(), device_refs: &refs, nonce: i as u64, more_may_follow: n == batch };
+        let ctx = BundleContext {
+            patient_id: "bench-patient",
+            hub: &h,
+            hub_ref: hub_ref.as_deref(),
+            device_refs: &refs,
+            nonce: i as u64,
+            more_may_follow: n == batch,
+        };
         let b = fhir::build(&ctx, &items);
         phases.build += tb.elapsed();
         let te = Instant::now();
         let raw = serde_json::to_vec(&b.json)?;
-        let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(raw.len() / 4),
+            flate2::Compression::fast(),
+        );
         enc.write_all(&raw)?;
         let body = enc.finish()?;
         phases.encode += te.elapsed();
@@ -361,12 +429,14 @@ fn sizes(args: &UplinkBenchArgs) -> anyhow::Result<Vec<usize>> {
     };
     let mut v = Vec::new();
     for p in list.split(',') {
-        let n: usize = p
-            .trim()
-            .parse()
-            .with_context(|| format!("--sweep {list:?}: {p:?} is not a bundle size (e.g. --sweep 10,20,40,50)"))?;
+        let n: usize = p.trim().parse().with_context(|| {
+            format!("--sweep {list:?}: {p:?} is not a bundle size (e.g. --sweep 10,20,40,50)")
+        })?;
         if !(1..=fhir::MAX_ENTRIES).contains(&n) {
-            bail!("--sweep {list:?}: every size must be 1..={} (the hub's most entries per bundle)", fhir::MAX_ENTRIES);
+            bail!(
+                "--sweep {list:?}: every size must be 1..={} (the hub's most entries per bundle)",
+                fhir::MAX_ENTRIES
+            );
         }
         v.push(n);
     }
@@ -375,7 +445,10 @@ fn sizes(args: &UplinkBenchArgs) -> anyhow::Result<Vec<usize>> {
 
 fn run_inner(args: &UplinkBenchArgs) -> anyhow::Result<()> {
     if args.readings == 0 || !(1..=fhir::MAX_ENTRIES).contains(&args.batch) {
-        bail!("--readings must be > 0 and --batch 1..={}", fhir::MAX_ENTRIES);
+        bail!(
+            "--readings must be > 0 and --batch 1..={}",
+            fhir::MAX_ENTRIES
+        );
     }
     let sizes = sizes(args)?;
     let tmp = tempfile_dir(args.dir.as_deref())?;

@@ -4,8 +4,9 @@
 //! provider ([`tls`]): TLS 1.3 only, the clinic CA bundle as the only roots, ALPN `http/1.1`,
 //! resumption off, https only, no redirects, no proxy, explicit connect and request timeouts. Every
 //! new connection must have been asked for the hub's certificate (checked per connection). The
-//! client certificate is re-read from its PEM files when they change, once per loop on a blocking
-//! thread (never inside a handshake); the reqwest client (and its connection pool) is rebuilt then,
+//! client certificate is re-read from its PEM files when they change, on a blocking thread (never
+//! inside a handshake): once per loop, at most once a second while bundles flow
+//! ([`sync::CERT_FILES_EVERY`]); the reqwest client (and its connection pool) is rebuilt then,
 //! so the next connection presents the new certificate.
 //!
 //! **Sync loop** ([`Uplink`]). Pending outbox items are read in batches (`Store::pending`, bounded,
@@ -18,7 +19,10 @@
 //! conditional create stores them once. The time of the last accepted upload is persisted at most
 //! every [`sync::LAST_SUCCESS_EVERY`] while a backlog drains, and at once when the uplink idles.
 //! While a whole batch is on the wire the next one is read from the store (excluding the entries
-//! in flight), and used only when the pass ends cleanly.
+//! in flight), and used only when the pass ends cleanly; and the last bundle's ack, queued in the
+//! store ([`crate::store::Store::ack_queued`]), is committed then: it is durable before the next
+//! ack is queued or the outbox read afresh, and a kill before it only sends the last two bundles
+//! again (`tests/uplink_kill.rs`).
 //! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
 //! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
 //! poison entry. An entry is rejected as poison only when the server accepted other entries of

@@ -835,8 +835,7 @@ impl Uplink {
                             }
                         }
                     }
-                    if whole && !ok.is_empty() && prefetch.as_ref().is_some_and(|p| !p.is_empty())
-                    {
+                    if whole && !ok.is_empty() && prefetch.as_ref().is_some_and(|p| !p.is_empty()) {
                         // More is waiting: the commit runs while the next bundle is on the wire.
                         let n = ok.len();
                         let queued = self.store.ack_queued(ok.clone()).await?;
