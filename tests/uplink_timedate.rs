@@ -14,7 +14,9 @@ use std::sync::Arc;
 use uplink_support::timedate::{fake_timedate1, Broker};
 use uplink_support::*;
 use vitals_hub::receiver::pki::DevCa;
-use vitals_hub::uplink::{ClockSync, SystemdTimeSync, SystemdTimeSyncAt, TimeSync, UplinkError};
+use vitals_hub::uplink::{
+    Cached, ClockSync, SystemdTimeSync, SystemdTimeSyncAt, TimeSync, UplinkError,
+};
 
 /// The one test of this binary that points the system bus at a private broker
 /// (`DBUS_SYSTEM_BUS_ADDRESS` is process-wide; the others name their broker's address).
@@ -111,4 +113,70 @@ async fn the_clock_is_asked_at_most_once_per_loop() {
         "asked {asked} times in at most two loops"
     );
     rx.shutdown().await;
+}
+
+/// Counts the questions and answers what it is set to (shared with the test).
+#[derive(Debug, Clone)]
+struct Answering(Arc<(std::sync::atomic::AtomicUsize, std::sync::Mutex<ClockSync>)>);
+
+impl Answering {
+    fn new(state: ClockSync) -> Self {
+        Answering(Arc::new((
+            std::sync::atomic::AtomicUsize::new(0),
+            std::sync::Mutex::new(state),
+        )))
+    }
+    fn asked(&self) -> usize {
+        self.0 .0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn set(&self, state: ClockSync) {
+        *self.0 .1.lock().unwrap() = state;
+    }
+}
+
+impl TimeSync for Answering {
+    fn clock_sync(&self) -> vitals_hub::uplink::BoxFuture<'_, ClockSync> {
+        self.0 .0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let state = *self.0 .1.lock().unwrap();
+        Box::pin(std::future::ready(state))
+    }
+}
+
+/// Issue 20: the uplink asks once per loop, i.e. once per bundle while a backlog drains (a D-Bus
+/// connection to systemd-timedated each). A synchronised answer is kept for a while: a drain of 20
+/// bundles asks once. Any other answer is asked again at the next loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronised_answer_is_kept_while_a_backlog_drains() {
+    let ca = DevCa::new("clinic").unwrap();
+    let rx = clinic(&ca).await;
+    let h = hub_for(200, &ca).await;
+    let mut cfg = uplink_config(&h, &url(&rx));
+    cfg.batch_size = 10;
+    let inner = Answering::new(ClockSync::Synchronised);
+    let kept = Cached::new(inner.clone(), std::time::Duration::from_secs(3600));
+    let mut up = uplink_timed(&h, cfg, Arc::new(kept));
+    let rep = up.drain(DRAIN).await.unwrap();
+    assert_eq!(rep.acked, 200);
+    assert!(rep.bundles >= 20, "{rep:?}");
+    assert_eq!(inner.asked(), 1, "asked once for {} bundles", rep.bundles);
+    rx.shutdown().await;
+
+    // Not synchronised (or not known): asked again every time, until it is.
+    let inner = Answering::new(ClockSync::NotSynchronised);
+    let kept = Cached::new(inner.clone(), std::time::Duration::from_secs(3600));
+    assert_eq!(kept.clock_sync().await, ClockSync::NotSynchronised);
+    inner.set(ClockSync::NotKnown);
+    assert_eq!(kept.clock_sync().await, ClockSync::NotKnown);
+    inner.set(ClockSync::Synchronised);
+    assert_eq!(kept.clock_sync().await, ClockSync::Synchronised);
+    inner.set(ClockSync::NotSynchronised);
+    assert_eq!(kept.clock_sync().await, ClockSync::Synchronised, "kept");
+    assert_eq!(inner.asked(), 3);
+    // Once the time it is kept has passed, asked again.
+    let inner = Answering::new(ClockSync::Synchronised);
+    let kept = Cached::new(inner.clone(), std::time::Duration::ZERO);
+    assert_eq!(kept.clock_sync().await, ClockSync::Synchronised);
+    inner.set(ClockSync::NotSynchronised);
+    assert_eq!(kept.clock_sync().await, ClockSync::NotSynchronised);
+    assert_eq!(inner.asked(), 2);
 }

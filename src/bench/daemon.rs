@@ -72,7 +72,7 @@ pub fn run(args: &DaemonBenchArgs) -> ExitCode {
 }
 
 /// `/proc/<pid>/stat` utime + stime, in clock ticks; `/proc/<pid>/status` VmRSS and VmHWM, in KiB.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat
@@ -99,7 +99,7 @@ fn memory_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{key} not in /proc status"))
 }
 
-fn clock_ticks_per_second() -> u64 {
+pub(super) fn clock_ticks_per_second() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -17,6 +17,23 @@ use tokio::sync::{mpsc, oneshot};
 
 type Job = Box<dyn FnOnce(&mut db::Db) + Send>;
 
+/// A call sent to the store's worker whose result has not been asked for yet
+/// ([`Store::ack_queued`]).
+pub struct Queued<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> Queued<T> {
+    /// The call's result, once the worker has run it (its commit durable when `Ok`).
+    pub async fn wait(self) -> Result<T> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl<T> std::fmt::Debug for Queued<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queued")
+    }
+}
+
 /// The async handle to the store. Cheap to clone; the worker stops when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -86,6 +103,24 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         orx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Send a call to the worker now and return at once: the store runs it before every call sent
+    /// after this returns (calls are served in the order sent); [`Queued::wait`] gives its result.
+    /// A queued call runs even when its [`Queued`] is dropped (the worker serves every call it
+    /// was sent before it stops).
+    async fn call_queued<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut db::Db) -> Result<T> + Send + 'static,
+    ) -> Result<Queued<T>> {
+        let (otx, orx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |db| {
+                let _ = otx.send(f(db));
+            }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Queued(orx))
     }
 
     /// Close: wait until the worker has finished every queued call and closed the database.
@@ -204,6 +239,13 @@ impl Store {
     /// Pending or in flight → acked. Returns how many moved.
     pub async fn ack(&self, ids: Vec<i64>) -> Result<usize> {
         self.call(move |db| db.ack(&ids)).await
+    }
+
+    /// [`Store::ack`], queued: returns once the store has the call, before it is committed. The
+    /// commit (durable when [`Queued::wait`] returns `Ok`) comes before any call sent later; the
+    /// uplink overlaps it with the next bundle's POST.
+    pub async fn ack_queued(&self, ids: Vec<i64>) -> Result<Queued<usize>> {
+        self.call_queued(move |db| db.ack(&ids)).await
     }
 
     /// Back to pending with the error and the time of the next attempt.

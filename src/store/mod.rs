@@ -132,7 +132,7 @@ use crate::model::{Reading, UtcMillis};
 // Plain data that `ble`, `uplink` and the store share lives in `model` (ble imports no store).
 pub use crate::model::device::{ClockSample, DeviceInfo, DeviceKey, NewReading, ReadingSummary};
 pub use crypto::CryptoError;
-pub use handle::Store;
+pub use handle::{Queued, Store};
 pub use keyfile::{KekSource, KeyFileError};
 pub use schema::SchemaError;
 use serde::{Deserialize, Serialize};

@@ -4,8 +4,9 @@
 //! provider ([`tls`]): TLS 1.3 only, the clinic CA bundle as the only roots, ALPN `http/1.1`,
 //! resumption off, https only, no redirects, no proxy, explicit connect and request timeouts. Every
 //! new connection must have been asked for the hub's certificate (checked per connection). The
-//! client certificate is re-read from its PEM files when they change, once per loop on a blocking
-//! thread (never inside a handshake); the reqwest client (and its connection pool) is rebuilt then,
+//! client certificate is re-read from its PEM files when they change, on a blocking thread (never
+//! inside a handshake): once per loop, at most once a second while bundles flow
+//! ([`sync::CERT_FILES_EVERY`]); the reqwest client (and its connection pool) is rebuilt then,
 //! so the next connection presents the new certificate.
 //!
 //! **Sync loop** ([`Uplink`]). Pending outbox items are read in batches (`Store::pending`, bounded,
@@ -18,7 +19,10 @@
 //! conditional create stores them once. The time of the last accepted upload is persisted at most
 //! every [`sync::LAST_SUCCESS_EVERY`] while a backlog drains, and at once when the uplink idles.
 //! While a whole batch is on the wire the next one is read from the store (excluding the entries
-//! in flight), and used only when the pass ends cleanly.
+//! in flight), and used only when the pass ends cleanly; and the last bundle's ack, queued in the
+//! store ([`crate::store::Store::ack_queued`]), is committed then: it is durable before the next
+//! ack is queued or the outbox read afresh, and a kill before it only sends the last two bundles
+//! again (`tests/uplink_kill.rs`).
 //! 5xx, 408, 429, timeouts, resets and unparseable answers retry with full-jitter exponential backoff
 //! (base 1 s, cap 10 min), honouring `Retry-After`. 400/409/412/422 bisect the batch to find the
 //! poison entry. An entry is rejected as poison only when the server accepted other entries of
@@ -47,7 +51,8 @@
 //! type sent; server text is cut to [`crate::fhir::response::MAX_KEPT_TEXT`] before it is kept.
 //! Failures are logged the first time and every [`sync::LOG_EVERY`]-th repeat, with a count.
 //! Uploads wait until the hub's clock is synchronised ([`TimeSync`]: systemd-timedated over D-Bus,
-//! asked asynchronously once per loop).
+//! asked asynchronously once per loop; a synchronised answer is kept [`CLOCK_SYNC_KEPT`], not asked
+//! again per bundle while a backlog drains).
 //!
 //! **Renewal and revocation** ([`renew`]): at `renew_at_percent` of its lifetime the hub renews
 //! its client certificate itself over EST (RFC 7030) with its current identity, installs the new
@@ -472,6 +477,54 @@ pub async fn timedate1_clock_sync(address: Option<&str>) -> ClockSync {
     }
 }
 
+/// How long a [`ClockSync::Synchronised`] answer is kept by [`Cached`].
+pub const CLOCK_SYNC_KEPT: Duration = Duration::from_secs(10);
+
+/// A [`TimeSync`] that keeps a [`ClockSync::Synchronised`] answer for `kept` (issue 20): the
+/// uplink asks once per loop, i.e. once per bundle while a backlog drains, and each question to
+/// systemd-timedated is a new D-Bus connection. Any other answer is not kept: the next loop asks
+/// again, so a clock that is not (yet) synchronised is seen as soon as it is, and one that lost
+/// its synchronisation within `kept`.
+#[derive(Debug)]
+pub struct Cached<T> {
+    inner: T,
+    kept: Duration,
+    since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl<T: TimeSync> Cached<T> {
+    pub fn new(inner: T, kept: Duration) -> Self {
+        Cached {
+            inner,
+            kept,
+            since: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn fresh(&self) -> bool {
+        self.since
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .is_some_and(|t| t.elapsed() < self.kept)
+    }
+}
+
+impl<T: TimeSync> TimeSync for Cached<T> {
+    fn clock_sync(&self) -> BoxFuture<'_, ClockSync> {
+        Box::pin(async move {
+            if self.fresh() {
+                return ClockSync::Synchronised;
+            }
+            let state = self.inner.clock_sync().await;
+            if let Ok(mut s) = self.since.lock() {
+                *s = (state == ClockSync::Synchronised).then(std::time::Instant::now);
+            }
+            state
+        })
+    }
+}
+
 /// `require_clock_sync = false`: uploads never wait for the clock, but the PhgDevice claims SNTP
 /// sync only when the inner check (systemd-timedated's `NTPSynchronized`) says so.
 #[derive(Debug, Clone)]
@@ -708,10 +761,13 @@ impl UplinkConfig {
 
     /// The clock-synchronisation check `require_clock_sync` asks for.
     pub fn time_sync(&self) -> std::sync::Arc<dyn TimeSync> {
+        // Asked once per loop (per bundle while a backlog drains): a synchronised answer is kept
+        // for CLOCK_SYNC_KEPT instead of a D-Bus connection per bundle.
+        let asked = Cached::new(SystemdTimeSync, CLOCK_SYNC_KEPT);
         if self.require_clock_sync {
-            std::sync::Arc::new(SystemdTimeSync)
+            std::sync::Arc::new(asked)
         } else {
-            std::sync::Arc::new(NotRequired(SystemdTimeSync))
+            std::sync::Arc::new(NotRequired(asked))
         }
     }
 

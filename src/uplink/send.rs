@@ -67,7 +67,7 @@ pub(super) async fn read_bounded(
 }
 
 /// The resource type of each entry of a request Bundle, in order.
-pub(super) fn entry_types(bundle: &serde_json::Value) -> Vec<String> {
+pub fn entry_types(bundle: &serde_json::Value) -> Vec<String> {
     bundle
         .get("entry")
         .and_then(serde_json::Value::as_array)
@@ -150,8 +150,11 @@ impl Uplink {
         &mut self,
         built: &BuiltBundle,
     ) -> Result<Vec<EntryOutcome>, UplinkError> {
+        let t = std::time::Instant::now();
         let raw = serde_json::to_vec(&built.json).map_err(|e| UplinkError::Store(e.to_string()))?;
         let (body, gz) = request_body(raw, self.cfg.gzip, gzip);
+        self.phases.encode += t.elapsed();
+        let t = std::time::Instant::now();
         let sent = body.len() as u64;
         let mut req = self
             .client
@@ -185,12 +188,16 @@ impl Uplink {
             s.wire_bytes += sent + got as u64;
             s.bundles += 1;
         });
+        self.phases.wire += t.elapsed();
         let bytes = read?;
         if status.is_success() {
+            let t = std::time::Instant::now();
             let types = entry_types(&built.json);
             let types: Vec<&str> = types.iter().map(String::as_str).collect();
-            return fhir::response::parse_transaction_response_for(&bytes, &types)
+            let parsed = fhir::response::parse_transaction_response_for(&bytes, &types)
                 .map_err(|e| UplinkError::BadResponse(e.to_string()));
+            self.phases.parse += t.elapsed();
+            return parsed;
         }
         let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()

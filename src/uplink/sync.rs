@@ -56,6 +56,34 @@ pub struct UplinkStatus {
     pub cert_days_left: Option<i64>,
 }
 
+/// Where the uplink's time went, summed over the bundles of a run (wall time per phase; the
+/// store read ahead runs while a bundle is on the wire, so it overlaps `wire`). For `vitals-hub
+/// bench uplink`'s breakdown; taking the times costs a clock read per phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Per step before the batch: the clock's state, the certificate files, renewal, probing.
+    pub checks: Duration,
+    /// Reading and unsealing a batch from the store when it was not read ahead.
+    pub read: Duration,
+    /// Reading the next batch while the last was on the wire (overlapped).
+    pub read_ahead: Duration,
+    /// The FHIR mapping (a transaction Bundle as a JSON value).
+    pub build: Duration,
+    /// Serialising the Bundle and compressing it.
+    pub encode: Duration,
+    /// From sending the request to the last byte of the answer.
+    pub wire: Duration,
+    /// Parsing the transaction-response.
+    pub parse: Duration,
+    /// Committing the acks (durable) and the server ids, and waiting for an ack commit that was
+    /// not overlapped.
+    pub ack: Duration,
+    /// Waiting for the last bundle's ack commit while this one was on the wire (overlapped).
+    pub ack_overlapped: Duration,
+    /// After a delivered step: the last-sync time, refusal and renewal bookkeeping.
+    pub after: Duration,
+}
+
 /// The uplink.
 #[derive(Debug)]
 pub struct Uplink {
@@ -108,7 +136,20 @@ pub struct Uplink {
     pub(super) limits: Option<super::limits::Applier>,
     /// Certificate renewal over EST ([`super::renew`]).
     pub(super) renew: super::renew::RenewState,
+    /// Where the time went ([`Phases`]).
+    pub(super) phases: Phases,
+    /// The last bundle's ack, queued in the store but not yet confirmed durable, with its
+    /// entries ([`Uplink::deliver`]): confirmed while the next bundle is on the wire, and always
+    /// before the next ack is queued or the outbox is read again.
+    pub(super) acking: Option<(Vec<i64>, crate::store::Queued<usize>)>,
+    /// When the certificate files were last looked at ([`CERT_FILES_EVERY`]).
+    pub(super) files_checked_at: Option<Instant>,
 }
+
+/// While uploads succeed, the client certificate's files are looked at (for a rotation) at most
+/// this often by the upload loop; a renewal, the heartbeat and every step after a failure look at
+/// once.
+pub const CERT_FILES_EVERY: Duration = Duration::from_secs(1);
 
 /// The `uplink_state` name of the most entries per transaction a server was seen to accept
 /// after refusing more (learned from its refusals; per destination).
@@ -234,6 +275,9 @@ impl Uplink {
             success_saved_at: None,
             limits: None,
             renew: super::renew::RenewState::default(),
+            phases: Phases::default(),
+            acking: None,
+            files_checked_at: None,
         })
     }
 
@@ -276,6 +320,16 @@ impl Uplink {
     /// A handle on the status (updated as the uplink runs).
     pub fn status_handle(&self) -> Arc<Mutex<UplinkStatus>> {
         self.status.clone()
+    }
+
+    /// TLS handshakes so far (resumption is off: one per connection opened).
+    pub fn handshakes(&self) -> u64 {
+        self.cert.requests()
+    }
+
+    /// Where the time went so far ([`Phases`]).
+    pub fn phases(&self) -> Phases {
+        self.phases
     }
 
     pub fn status(&self) -> UplinkStatus {
@@ -361,11 +415,22 @@ impl Uplink {
 
     /// Reload a rotated certificate; warn at 30 days, alert at 14, refuse when expired.
     pub(super) async fn check_certificate(&mut self) -> Result<(), UplinkError> {
+        self.check_certificate_files(true).await
+    }
+
+    /// [`Uplink::check_certificate`]; with `files` false the files are not looked at (the
+    /// validity of the loaded certificate is checked all the same).
+    pub(super) async fn check_certificate_files(&mut self, files: bool) -> Result<(), UplinkError> {
         // File I/O on a blocking thread; the TLS handshake only reads the loaded copy.
         let cert = self.cert.clone();
-        let refreshed = tokio::task::spawn_blocking(move || cert.refresh())
-            .await
-            .unwrap_or(Ok(false));
+        let refreshed = if files {
+            self.files_checked_at = Some(Instant::now());
+            tokio::task::spawn_blocking(move || cert.refresh())
+                .await
+                .unwrap_or(Ok(false))
+        } else {
+            Ok(false)
+        };
         match refreshed {
             Ok(true) => {
                 self.rebuild_client().await?;
@@ -603,7 +668,30 @@ impl Uplink {
         Ok(ok)
     }
 
+    /// Wait until the ack queued after the last bundle is durable. On a failure its entries are
+    /// still `pending` (they are sent again: conditional creates, stored once at the clinic) and no
+    /// longer counted as acked.
+    pub(super) async fn confirm_ack(&mut self) -> Result<(), UplinkError> {
+        let Some((ids, queued)) = self.acking.take() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let r = queued.wait().await;
+        self.phases.ack += t.elapsed();
+        r.map(|_| ()).map_err(|e| {
+            self.with_status(|s| s.acked = s.acked.saturating_sub(ids.len() as u64));
+            e.into()
+        })
+    }
+
     /// Deliver one batch: build, send, ack per entry; bisect on a 4xx.
+    ///
+    /// A batch sent whole with more waiting has its ack queued in the store and confirmed while
+    /// the next bundle is on the wire (the commit's fsync overlaps the server's work). The order
+    /// stays: a bundle's ack is durable before the next bundle's ack is queued and before the
+    /// outbox is read again, and an entry leaves `pending` only by its ack, after the server named
+    /// it stored. A kill before the commit sends the last two bundles again at most, as
+    /// conditional creates: nothing lost, nothing stored twice.
     pub(super) async fn deliver(
         &mut self,
         items: &[OutboxItem],
@@ -632,7 +720,9 @@ impl Uplink {
                 break;
             }
             let slice = items.get(a..b).unwrap_or_default();
+            let t = Instant::now();
             let built = self.build(slice, hub_ref.as_deref(), &refs, more, max);
+            self.phases.build += t.elapsed();
             if !built.unmapped.is_empty() {
                 let tags: Vec<i64> = built.unmapped.iter().map(|(t, _)| *t).collect();
                 let reason = built
@@ -665,25 +755,58 @@ impl Uplink {
             // kill mid-POST sends it again: a conditional create, stored once at the clinic.
             let whole = more && a == 0 && built.consumed == items.len() && work.is_empty();
             let posted = if whole {
+                // The last bundle's ack is confirmed while this one is on the wire; its entries
+                // are kept out of the batch read ahead until then.
+                let prior = self.acking.take();
+                let unconfirmed: HashSet<i64> = prior
+                    .as_ref()
+                    .map(|(ids, _)| ids.iter().copied().collect())
+                    .unwrap_or_default();
+                let confirm = async move {
+                    let t = Instant::now();
+                    let r = match prior {
+                        Some((ids, q)) => q.wait().await.map_err(|e| (ids.len(), e)),
+                        None => Ok(0),
+                    };
+                    (r, t.elapsed())
+                };
                 // The whole batch in one bundle: read the next batch while this one is on the
                 // wire (the store works while the server does). It is used only if this pass
                 // ends cleanly; it excludes this batch's entries, still `pending` until acked.
                 let store = self.store.clone();
-                let ahead = store.pending(max.saturating_add(items.len()), self.clock.now());
-                let (posted, ahead) = tokio::join!(self.post(&built), ahead);
+                let now = self.clock.now();
+                let extra = items.len().saturating_add(unconfirmed.len());
+                let ahead = async move {
+                    let t = Instant::now();
+                    let r = store.pending(max.saturating_add(extra), now).await;
+                    (r, t.elapsed())
+                };
+                let (posted, (ahead, took), (confirmed, waited)) =
+                    tokio::join!(self.post(&built), ahead, confirm);
+                self.phases.read_ahead += took;
+                self.phases.ack_overlapped += waited;
+                if let Err((n, e)) = confirmed {
+                    // The last bundle's entries are still pending; this one's too (not acked).
+                    self.with_status(|s| s.acked = s.acked.saturating_sub(n as u64));
+                    return Err(e.into());
+                }
                 if let Ok(next) = ahead {
                     let mine: HashSet<i64> = items.iter().map(|i| i.id).collect();
-                    let mut next: Vec<OutboxItem> =
-                        next.into_iter().filter(|i| !mine.contains(&i.id)).collect();
+                    let mut next: Vec<OutboxItem> = next
+                        .into_iter()
+                        .filter(|i| !mine.contains(&i.id) && !unconfirmed.contains(&i.id))
+                        .collect();
                     next.truncate(self.cfg.batch_size.min(max));
                     prefetch = Some(next);
                 }
                 posted
             } else {
+                self.confirm_ack().await?;
                 self.post(&built).await
             };
             match posted {
                 Ok(outcomes) => {
+                    let t = Instant::now();
                     self.remember_refs(&built, &outcomes).await?;
                     accepted_size = accepted_size.max(built.entries.len());
                     self.pass_sizes.1 = accepted_size;
@@ -712,11 +835,20 @@ impl Uplink {
                             }
                         }
                     }
-                    acked += self.store.ack(ok).await?;
+                    if whole && !ok.is_empty() && prefetch.as_ref().is_some_and(|p| !p.is_empty()) {
+                        // More is waiting: the commit runs while the next bundle is on the wire.
+                        let n = ok.len();
+                        let queued = self.store.ack_queued(ok.clone()).await?;
+                        self.acking = Some((ok, queued));
+                        acked += n;
+                    } else {
+                        acked += self.store.ack(ok).await?;
+                    }
                     // Devices now have server ids: later bundles reference them.
                     let (h, r) = self.refs().await?;
                     hub_ref = h;
                     refs = r;
+                    self.phases.ack += t.elapsed();
                 }
                 Err(e) if is_poison(&e) => {
                     refused_size = refused_size.max(built.entries.len());
@@ -827,6 +959,7 @@ impl Uplink {
     /// [`Uplink::step`] with the clock state already asked for this loop.
     pub(super) async fn step_with(&mut self, clock: ClockSync) -> Result<Step, UplinkError> {
         let r = self.step_inner(clock).await;
+        let t = Instant::now();
         match &r {
             Ok(Step::Delivered { acked: 0, .. }) => {
                 // Nothing accepted (every entry rejected or set aside): not a sync.
@@ -850,9 +983,14 @@ impl Uplink {
                     warn!(error = %e, "Could not record the end of a refusal.");
                 }
                 self.renewal_worked().await;
+                self.phases.after += t.elapsed();
             }
             Ok(Step::Idle) => self.save_last_success().await,
             Err(e) => {
+                // A failed step leaves no ack unconfirmed (nothing depends on it, but the count).
+                if let Err(ae) = self.confirm_ack().await {
+                    warn!(error = %ae, "The last acknowledgement could not be committed; its entries will be sent again.");
+                }
                 self.save_last_success().await;
                 let chosen = self.chosen_delay.take();
                 self.next_delay = if matches!(e, UplinkError::ClockNotSynchronised) {
@@ -892,9 +1030,17 @@ impl Uplink {
             debug!(?clock, "Uploads wait for the clock.");
             return Err(UplinkError::ClockNotSynchronised);
         }
-        self.check_certificate().await?;
+        let t = Instant::now();
+        // While bundles flow, the certificate files are looked at once per CERT_FILES_EVERY (a
+        // hand-off to a blocking thread per bundle otherwise); after a failure, at every step.
+        let files = self.failures > 0
+            || self
+                .files_checked_at
+                .is_none_or(|at| at.elapsed() >= CERT_FILES_EVERY);
+        self.check_certificate_files(files).await?;
         self.maybe_renew().await;
         self.begin_probe().await?;
+        self.phases.checks += t.elapsed();
         self.pass_sizes = (0, 0);
         let r = self.step_batch(clock).await;
         let (refused, accepted) = match &r {
@@ -911,7 +1057,13 @@ impl Uplink {
         // The batch read while the previous one was on the wire, if that pass ended cleanly.
         let items = match self.prefetched.take() {
             Some(p) if p.len() <= batch => p,
-            _ => self.store.pending(batch, self.clock.now()).await?,
+            _ => {
+                self.confirm_ack().await?;
+                let t = Instant::now();
+                let items = self.store.pending(batch, self.clock.now()).await?;
+                self.phases.read += t.elapsed();
+                items
+            }
         };
         if items.is_empty() {
             return Ok(Step::Idle);
