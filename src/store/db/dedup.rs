@@ -49,18 +49,45 @@ pub(super) struct DedupKey {
 impl DedupKey {
     /// `domain` separates what is deduplicated (`reading`, `held`): the hash and the bucket of
     /// one stable key differ between domains.
+    #[cfg(test)]
     pub(super) fn new(index: &IndexKey, domain: &str, stable_key: &str) -> DedupKey {
+        DedupKey::with_cache(index, domain, stable_key, &mut None)
+    }
+
+    /// As `new`, reusing the bucket of the previous key when it names the same classes (the
+    /// readings of one batch mostly share device and day: one HMAC a reading instead of four).
+    /// The cache belongs to the index key it was filled with (it lives in the key ring).
+    pub(super) fn with_cache(
+        index: &IndexKey,
+        domain: &str,
+        stable_key: &str,
+        cache: &mut Option<BucketCache>,
+    ) -> DedupKey {
         let hash = index.hash(domain, stable_key.as_bytes());
         let (device, month, day) = classes(stable_key);
-        let label = format!("{domain}/bucket");
+        let classes = [domain, &device, &month, &day].join("\0");
+        let bucket = match cache {
+            Some(c) if c.classes == classes => c.bucket,
+            _ => {
+                let label = format!("{domain}/bucket");
+                let mut bucket = [0u8; 3 * PART];
+                let parts = [
+                    device.clone(),
+                    format!("{device}|{month}"),
+                    format!("{device}|{month}|{day}"),
+                ];
+                for (out, class) in bucket.chunks_mut(PART).zip(parts) {
+                    let h = index.hash(&label, class.as_bytes());
+                    for (o, b) in out.iter_mut().zip(h) {
+                        *o = b;
+                    }
+                }
+                *cache = Some(BucketCache { classes, bucket });
+                bucket
+            }
+        };
         let mut key = Vec::with_capacity(3 * PART + hash.len());
-        for class in [
-            device.clone(),
-            format!("{device}|{month}"),
-            format!("{device}|{month}|{day}"),
-        ] {
-            key.extend(index.hash(&label, class.as_bytes()).into_iter().take(PART));
-        }
+        key.extend_from_slice(&bucket);
         key.extend(hash);
         DedupKey { key }
     }
@@ -74,6 +101,14 @@ impl DedupKey {
     pub(super) fn legacy(&self) -> &[u8] {
         self.key.get(3 * PART..).unwrap_or_default()
     }
+}
+
+/// The last bucket computed, by the domain and classes it was computed from. Not secret beyond
+/// what the `dedup` column shows.
+#[derive(Debug)]
+pub(super) struct BucketCache {
+    classes: String,
+    bucket: [u8; 3 * PART],
 }
 
 /// The classes a stable key's bucket is built from: (device, month, day). Stable keys are built
@@ -135,8 +170,11 @@ impl Db {
     }
 
     /// The dedup key of `stable_key` in `domain` (`reading` or `held`).
-    pub(super) fn dedup_key(&self, domain: &str, stable_key: &str) -> Result<DedupKey> {
-        Ok(DedupKey::new(self.index()?, domain, stable_key))
+    pub(super) fn dedup_key(&mut self, domain: &str, stable_key: &str) -> Result<DedupKey> {
+        let mut cache = self.keys.bucket_cache.take();
+        let key = DedupKey::with_cache(self.index()?, domain, stable_key, &mut cache);
+        self.keys.bucket_cache = cache;
+        Ok(key)
     }
 
     /// The id of the row of `table` (`readings` or `held`) stored under `key` or, in a store
@@ -239,7 +277,14 @@ mod tests {
             d.key(),
             DedupKey::new(&IndexKey::new(&[8u8; 32]), "reading", k).key()
         );
-        // A function of the stable key alone.
+        // A function of the stable key alone, whatever the cache held.
         assert_eq!(d.key(), DedupKey::new(&ix, "reading", k).key());
+        let mut cache = None;
+        for other in [k4, k, k3, k, k2, k, "other", k] {
+            let from_cache = DedupKey::with_cache(&ix, "reading", other, &mut cache);
+            assert_eq!(from_cache.key(), DedupKey::new(&ix, "reading", other).key());
+            let held = DedupKey::with_cache(&ix, "held", other, &mut cache);
+            assert_eq!(held.key(), DedupKey::new(&ix, "held", other).key());
+        }
     }
 }

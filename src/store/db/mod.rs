@@ -98,6 +98,8 @@ struct KeyRing {
     /// at every commit.
     active_reserved: u64,
     index: Option<IndexKey>,
+    /// The last dedup bucket computed with `index` (`dedup.rs`); dropped with the ring.
+    bucket_cache: Option<dedup::BucketCache>,
 }
 
 impl KeyRing {
