@@ -103,12 +103,17 @@ impl DedupKey {
     }
 }
 
-/// The last bucket computed, by the domain and classes it was computed from. Not secret beyond
-/// what the `dedup` column shows.
-#[derive(Debug)]
+/// The last bucket computed, by the domain and classes it was computed from. The classes name a
+/// device address, a patient id and a date: its `Debug` shows none of them.
 pub(super) struct BucketCache {
     classes: String,
     bucket: [u8; 3 * PART],
+}
+
+impl std::fmt::Debug for BucketCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketCache").finish_non_exhaustive()
+    }
 }
 
 /// The classes a stable key's bucket is built from: (device, month, day). Stable keys are built
