@@ -37,6 +37,7 @@ use crate::model::LocalDateTime;
 use crate::store::crypto::IndexKey;
 use crate::store::Result;
 use rusqlite::OptionalExtension;
+use std::borrow::Cow;
 
 /// Bytes of each bucket part (device, month, day).
 const PART: usize = 2;
@@ -64,17 +65,19 @@ impl DedupKey {
         cache: &mut Option<BucketCache>,
     ) -> DedupKey {
         let hash = index.hash(domain, stable_key.as_bytes());
-        let (device, month, day) = classes(stable_key);
-        let classes = [domain, &device, &month, &day].join("\0");
+        let (device, date) = parse(stable_key);
         let bucket = match cache {
-            Some(c) if c.classes == classes => c.bucket,
+            Some(c) if c.domain == domain && c.device.as_deref() == device && c.date == *date => {
+                c.bucket
+            }
             _ => {
+                let (class, month, day) = classes_of(device, &date);
                 let label = format!("{domain}/bucket");
                 let mut bucket = [0u8; 3 * PART];
                 let parts = [
-                    device.clone(),
-                    format!("{device}|{month}"),
-                    format!("{device}|{month}|{day}"),
+                    class.clone(),
+                    format!("{class}|{month}"),
+                    format!("{class}|{month}|{day}"),
                 ];
                 for (out, class) in bucket.chunks_mut(PART).zip(parts) {
                     let h = index.hash(&label, class.as_bytes());
@@ -82,7 +85,12 @@ impl DedupKey {
                         *o = b;
                     }
                 }
-                *cache = Some(BucketCache { classes, bucket });
+                *cache = Some(BucketCache {
+                    domain: domain.to_owned(),
+                    device: device.map(str::to_owned),
+                    date: date.into_owned(),
+                    bucket,
+                });
                 bucket
             }
         };
@@ -103,10 +111,13 @@ impl DedupKey {
     }
 }
 
-/// The last bucket computed, by the domain and classes it was computed from. The classes name a
-/// device address, a patient id and a date: its `Debug` shows none of them.
+/// The last bucket computed, by the domain and the parts of the stable key it was computed from
+/// (compared without allocating: a batch from one device day computes its bucket once). They
+/// name a device address, a patient id and a date: its `Debug` shows none of them.
 pub(super) struct BucketCache {
-    classes: String,
+    domain: String,
+    device: Option<String>,
+    date: String,
     bucket: [u8; 3 * PART],
 }
 
@@ -116,33 +127,55 @@ impl std::fmt::Debug for BucketCache {
     }
 }
 
-/// The classes a stable key's bucket is built from: (device, month, day). Stable keys are built
-/// by `ble::session::stable_key` as `v1|address|patient|kind[|seq=…][|user=…]|t=<device time>`
-/// or `…|<when>` where `<when>` is `rx=<receive ms>` or `summary=<window start ms>+<window ms>`.
-/// The kind is left out so that the readings of one measurement (systolic, diastolic, pulse …)
-/// share a bucket. Anything else (an older or foreign format) yields fixed classes.
-fn classes(stable_key: &str) -> (String, String, String) {
-    let fields: Vec<&str> = stable_key.split('|').collect();
-    let (Some(&"v1"), Some(address), Some(patient)) =
-        (fields.first(), fields.get(1), fields.get(2))
-    else {
+/// The device part of a stable key (`address|patient`, a slice of it), `None` for a format this
+/// build does not know. Stable keys are built by `ble::session::stable_key` as
+/// `v1|address|patient|kind[|seq=…][|user=…]|t=<device time>` or `…|<when>` where `<when>` is
+/// `rx=<receive ms>` or `summary=<window start ms>+<window ms>`. The kind is left out so that
+/// the readings of one measurement (systolic, diastolic, pulse …) share a bucket.
+fn device_of(stable_key: &str) -> Option<&str> {
+    let rest = stable_key.strip_prefix("v1|")?;
+    let address_end = rest.find('|')?;
+    let after = rest.get(address_end + 1..)?;
+    let patient_end = after.find('|').unwrap_or(after.len());
+    rest.get(..address_end + 1 + patient_end)
+}
+
+/// The device part and the date a stable key names (empty when it names none).
+fn parse(stable_key: &str) -> (Option<&str>, Cow<'_, str>) {
+    let Some(device) = device_of(stable_key) else {
+        return (None, Cow::Borrowed(""));
+    };
+    let date = stable_key
+        .get(3 + device.len()..)
+        .unwrap_or_default()
+        .split('|')
+        .skip(2)
+        .filter_map(date_of)
+        .last()
+        .unwrap_or(Cow::Borrowed(""));
+    (Some(device), date)
+}
+
+/// The classes a bucket is built from: (device, month, day). A key of a format this build does
+/// not know has fixed classes.
+fn classes_of(device: Option<&str>, date: &str) -> (String, String, String) {
+    let Some(device) = device else {
         return ("?".into(), String::new(), String::new());
     };
-    let device = format!("{address}|{patient}");
-    let date = fields.iter().skip(4).rev().find_map(|f| date_of(f));
-    match date {
-        Some(date) => {
-            let month = date.get(..7).unwrap_or(&date).to_owned();
-            (device, month, date)
-        }
-        None => (device, String::new(), String::new()),
-    }
+    let month = date.get(..7).unwrap_or(date);
+    (device.to_owned(), month.to_owned(), date.to_owned())
+}
+
+#[cfg(test)]
+fn classes(stable_key: &str) -> (String, String, String) {
+    let (device, date) = parse(stable_key);
+    classes_of(device, &date)
 }
 
 /// The date (`YYYY-MM-DD`, or what the device wrote before its `T`) a stable-key field names.
-fn date_of(field: &str) -> Option<String> {
+fn date_of(field: &str) -> Option<Cow<'_, str>> {
     if let Some(t) = field.strip_prefix("t=") {
-        return Some(t.split('T').next().unwrap_or(t).to_owned());
+        return Some(Cow::Borrowed(t.split('T').next().unwrap_or(t)));
     }
     let millis = field
         .strip_prefix("rx=")
@@ -154,7 +187,7 @@ fn date_of(field: &str) -> Option<String> {
     let ms: i64 = digits.parse().ok()?;
     let t = LocalDateTime::from_epoch_seconds(ms.div_euclid(1000)).ok()?;
     let s = t.to_string();
-    Some(s.split('T').next().unwrap_or(&s).to_owned())
+    Some(Cow::Owned(s.split('T').next().unwrap_or(&s).to_owned()))
 }
 
 impl Db {
