@@ -4,7 +4,7 @@
 //!
 //! **Shape.** One SQLite database `<state_dir>/store.db` (rusqlite, bundled SQLite), one connection,
 //! owned by one OS thread (the private `db` module: `db/mod.rs` the connection and its
-//! transactions, then one file a concern — `keys`, `devices`, `readings`, `held`, `outbox`,
+//! transactions, then one file a concern — `keys`, `devices`, `readings`, `held`, `dedup` (v9 dedup keys), `outbox`,
 //! `maintenance`). [`Store`] (in `handle.rs`; this file keeps the errors, the configuration and the
 //! records that cross the API) is the async handle: every call is a closure sent over a
 //! bounded channel and answered on a oneshot, so nothing blocks the tokio runtime and all writes are
