@@ -3,7 +3,8 @@
 # Python sqlite3, random 180-byte "sealed" payloads) to compare the WAL bytes per reading of
 # dedup-index designs, batches of 100, checkpoint every 2,000 readings, after PRE stored rows.
 # Not run by CI: a measurement for issue 20, kept beside the CI scripts (the top level is fixed).
-# Usage: .ci/dedup-index-model.py [PRE] [pages]   (pages: the first two designs at 1/2/8 KiB pages)
+# Usage: .ci/dedup-index-model.py [PRE] [pages]   (pages: the first two designs at 1/2/8 KiB pages;
+#        MODEL_ONLY=<part of a design's name> runs only the matching designs)
 import sqlite3, os, sys, time, hmac, hashlib
 PRE=int(sys.argv[1]) if len(sys.argv)>1 else 200000
 N=20000
@@ -23,6 +24,9 @@ def variants():
     yield "16-byte keyed hash, separate WITHOUT ROWID table", base.format(u="")+"CREATE TABLE dedup(h BLOB PRIMARY KEY) WITHOUT ROWID;", None
     yield "keyed device tag (8 B) + keyed hash (16 B)", base.format(u="UNIQUE"), lambda d,k,t: hmac.new(KEY,b"dev%d"%d,hashlib.sha256).digest()[:8]+hmac.new(KEY,k,hashlib.sha256).digest()[:16]
     yield "received day (plain, 2 B) + keyed hash (16 B)", base.format(u="UNIQUE"), lambda d,k,t: (t//1440).to_bytes(2,'big')+hmac.new(KEY,k,hashlib.sha256).digest()[:16]
+    # Schema v9 (h20s, src/store/db/dedup.rs): keyed device, device month, device day (2 B each) + keyed hash.
+    H=lambda b: hmac.new(KEY,b"bucket|"+b,hashlib.sha256).digest()[:2]
+    yield "v9: keyed device|month|day (3x2 B) + keyed hash (16 B)", base.format(u="UNIQUE"), lambda d,k,t: H(b"%d"%d)+H(b"%d|%d"%(d,t//43200))+H(b"%d|%d|%d"%(d,t//43200,t//1440))+hmac.new(KEY,k,hashlib.sha256).digest()[:16]
 def run(name, schema, f, page=4096):
     path=os.path.join(os.environ.get("TMPDIR", "/tmp"), "dedup-index-model.db")
     for e in ["","-wal","-shm"]:
@@ -62,4 +66,6 @@ if len(sys.argv)>2:
     for v in itertools.islice(variants(),2):
         for p in (1024,2048,8192): run(*v, page=p)
 else:
-    for v in variants(): run(*v)
+    only=os.environ.get("MODEL_ONLY")  # run only the designs whose name contains this
+    for v in variants():
+        if not only or only in v[0]: run(*v)

@@ -2,7 +2,7 @@
 //! baseline with the same schema, statements and durability settings (WAL, `synchronous=FULL`).
 //! Figures, never assertions: tests do not time anything.
 
-use crate::model::{Decimal, Kind, Reading, SystemClock, Unit, UtcMillis, Value};
+use crate::model::{Decimal, Kind, LocalDateTime, Reading, SystemClock, Unit, UtcMillis, Value};
 use crate::store::crypto;
 use crate::store::{DeviceRecord, NewReading, Result, Store, StoreConfig, StoreError};
 use rusqlite::{params, Connection};
@@ -27,17 +27,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// Reading `i` of a CGM's record store, as a session stores it: one every 5 minutes of device time,
+/// with its sequence number, under the stable key `session.rs::stable_key` builds (so the dedup
+/// key's bucket sees what it sees on a hub: one device, 288 readings a device day).
 fn sample(i: usize) -> NewReading {
     let mut reading = Reading::new(
-        Kind::HeartRate,
-        Value::Number(Decimal::new(60 + (i % 40) as i64, 0)),
-        Unit::PerMin,
+        Kind::CgmGlucose,
+        Value::Number(Decimal::new(90 + (i % 80) as i64, 0)),
+        Unit::MgPerDl,
     );
-    reading.sequence = Some((i % 65_536) as u16);
+    let seq = (i % 65_536) as u16;
+    reading.sequence = Some(seq);
+    let t = LocalDateTime::from_epoch_seconds(1_750_000_000 + i as i64 * 300).ok();
+    reading.device_time = t;
+    let t = t.map(|t| t.to_string()).unwrap_or_default();
     NewReading {
+        stable_key: format!(
+            "v1|C0:26:DA:00:00:01|patient-8867|{}|seq={seq}|t={t}",
+            reading.kind
+        ),
         reading,
         received_at: UtcMillis(1_750_000_000_000 + i as i64 * 1000),
-        stable_key: format!("dev-0001-patient-8867-4-{i}"),
         test_data: false,
         summary: None,
     }

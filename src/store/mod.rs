@@ -4,7 +4,7 @@
 //!
 //! **Shape.** One SQLite database `<state_dir>/store.db` (rusqlite, bundled SQLite), one connection,
 //! owned by one OS thread (the private `db` module: `db/mod.rs` the connection and its
-//! transactions, then one file a concern — `keys`, `devices`, `readings`, `held`, `outbox`,
+//! transactions, then one file a concern — `keys`, `devices`, `readings`, `held`, `dedup` (v9 dedup keys), `outbox`,
 //! `maintenance`). [`Store`] (in `handle.rs`; this file keeps the errors, the configuration and the
 //! records that cross the API) is the async handle: every call is a closure sent over a
 //! bounded channel and answered on a oneshot, so nothing blocks the tokio runtime and all writes are
@@ -12,21 +12,21 @@
 //! locking plus `busy_timeout` serialises them, and the worker reloads its key cache whenever
 //! `PRAGMA data_version` says another connection committed.
 //!
-//! **Schema** ([`schema`], `PRAGMA user_version`, currently 5):
+//! **Schema** ([`schema`], `PRAGMA user_version`, currently 9):
 //!
 //! | table | plain columns | sealed (AEAD) columns |
 //! |---|---|---|
 //! | `keys` | id, purpose (`data`/`index`), state (`active`/`retired`), KEK fingerprint, seal count, created | `wrapped` (the key, sealed by the KEK — not by a data key) |
 //! | `devices` | id, uuid, `address_hash` (HMAC), allowed, key id, created/updated minute | `sealed`: address, name, profile, patient binding, serial, bond info |
 //! | `cursors` | device id, cursor name, value (e.g. last RACP sequence number), updated minute | — |
-//! | `readings` | id, uuid, device id, `dedup` (HMAC of the stable key), received minute, key id | `sealed`: the `model::Reading` (value, unit, device time, flags…), exact receive time, stable key, test flag, patient id, a stream window's count/min/max |
+//! | `readings` | id, uuid, device id, `dedup` (v9: keyed bucket of device, device month and day ‖ HMAC of the stable key; see `db/dedup.rs`), received minute, key id | `sealed`: the `model::Reading` (value, unit, device time, flags…), exact receive time, stable key, test flag, patient id, a stream window's count/min/max |
 //! | `alerts` | id, uuid, `dedup` (HMAC), created minute, key id | `sealed`: alert JSON, stable key, related reading ids |
 //! | `outbox` | id, item kind (`reading`/`alert`/`security`, v8) + id, priority, state, attempts, next attempt, created minute, done time, key id | `last_error` (a server's reason may echo PHI) |
 //! | `events` | id, time, kind, severity, detail | — (details never carry PHI: ids, counts, table names) |
 //! | `meta` | name, value | — |
 //! | `device_info` (v3) | id, device uuid, key id, updated minute | `sealed`: [`DeviceInfo`] (system id, manufacturer, model, revisions, clock check, battery, last seen) |
 //! | `uplink_state` (v3) | destination, name, value (server logical ids such as `Device/12`, heartbeat times) | — |
-//! | `held` (v4) | id, uuid, device id, `dedup` (HMAC of the stable key), state (`held`/`discarded`/`assigned`), received minute, key id | `sealed` (NULL once discarded or assigned): user index, the `model::Reading`, exact receive time, stable key |
+//! | `held` (v4) | id, uuid, device id, `dedup` (as for `readings`), state (`held`/`discarded`/`assigned`), received minute, key id | `sealed` (NULL once discarded or assigned): user index, the `model::Reading`, exact receive time, stable key |
 //! | `alert_limits` (v5) | one row: uuid, the clinic's limits version in force, when it was applied, key id | `sealed`: the limits `ServiceRequest` as the clinic sent it ([`crate::fhir::limits`]) |
 //! | `alert_limits_pending` (v7) | one row: uuid, a clinic limits version accepted but not yet in force, when it takes effect, key id | `sealed`: the limits `ServiceRequest` as the clinic sent it |
 //! | `snapshots` (v6) | id, uuid, name (`alerts`), key id, updated minute | `sealed`: the reading id it covers and the state (the alert engine's: open episodes, weights, last reading per device) |
@@ -34,7 +34,9 @@
 //!
 //! What an attacker with the file alone learns (the documented leakage): how many devices, readings and
 //! alerts exist, in which upload state, at minute resolution when they arrived, sizes of the sealed
-//! payloads, cursor values (record counters), and the audit events. Not values, not kinds or units,
+//! payloads, cursor values (record counters), the audit events, and (v9) which readings share a
+//! device, a device month and a device day — equality classes of the dedup key's bucket, in keyed
+//! pseudo-random order, never the dates. Not values, not kinds or units,
 //! not device timestamps, not the patient id, not device addresses or serials.
 //!
 //! **Encryption** ([`crypto`]). Key hierarchy KEK → data keys + one index key. Every sealed value is

@@ -7,7 +7,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const LATEST: u32 = 8;
+pub const LATEST: u32 = 9;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; LATEST as usize] = [
@@ -201,6 +201,15 @@ DROP TABLE outbox;
 ALTER TABLE outbox_v8 RENAME TO outbox;
 CREATE INDEX outbox_ready ON outbox(state, priority, id);
 CREATE INDEX outbox_done ON outbox(state, done_at);
+"#,
+    // v9 (issue 20): readings and held rows are deduplicated under `bucket ‖ hash` (22 bytes,
+    // `db/dedup.rs`) instead of the hash alone (16 bytes). Rows already stored keep their keys
+    // (stable keys are sealed, so they cannot be recomputed); the flag tells lookups to try the
+    // old form too. A store created at v9 or later never has it.
+    r#"
+INSERT INTO meta(name, value)
+  SELECT 'dedup_legacy', '1'
+  WHERE EXISTS (SELECT 1 FROM readings) OR EXISTS (SELECT 1 FROM held);
 "#,
 ];
 

@@ -24,27 +24,13 @@ impl Db {
         self.check_capacity()?;
         self.write(|db| {
             let device_id = db.device_id(device)?;
-            let dedup = db.index()?.hash("held", item.stable_key.as_bytes());
-            let existing: Option<i64> = db
-                .conn
-                .query_row("SELECT id FROM held WHERE dedup = ?1", [&dedup], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if let Some(id) = existing {
+            let dedup = db.dedup_key("held", &item.stable_key)?;
+            if let Some(id) = db.find_dedup("held", &dedup)? {
                 return Ok((id, true));
             }
             // Already the patient's (assigned before, or stored under this key): not held again.
-            let as_reading = db.index()?.hash("reading", item.stable_key.as_bytes());
-            let stored: Option<i64> = db
-                .conn
-                .query_row(
-                    "SELECT id FROM readings WHERE dedup = ?1",
-                    [&as_reading],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if stored.is_some() {
+            let as_reading = db.dedup_key("reading", &item.stable_key)?;
+            if db.find_dedup("readings", &as_reading)?.is_some() {
                 return Ok((0, true));
             }
             let uuid = new_uuid(&db.rng, db.clock.now())?;
@@ -61,7 +47,7 @@ impl Db {
                 params![
                     uuid,
                     device_id,
-                    dedup,
+                    dedup.key(),
                     item.received_at.floor_minute().as_millis(),
                     key_id,
                     sealed
@@ -148,14 +134,8 @@ impl Db {
         let patient = self.cfg.patient_id.clone();
         let r = self.write(|db| {
             let (h, device_id) = db.load_held(id)?;
-            let dedup = db.index()?.hash("reading", h.stable_key.as_bytes());
-            let existing: Option<i64> = db
-                .conn
-                .query_row("SELECT id FROM readings WHERE dedup = ?1", [&dedup], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let reading_id = match existing {
+            let dedup = db.dedup_key("reading", &h.stable_key)?;
+            let reading_id = match db.find_dedup("readings", &dedup)? {
                 Some(rid) => rid,
                 None => {
                     let env = ReadingEnvelope {
@@ -166,7 +146,7 @@ impl Db {
                         patient_id: patient,
                         summary: None,
                     };
-                    db.insert_reading(device_id, &dedup, &env)?
+                    db.insert_reading(device_id, dedup.key(), &env)?
                 }
             };
             db.retire_held(id, "assigned")?;

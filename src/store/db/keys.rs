@@ -157,6 +157,7 @@ impl Db {
             self.keys.active_reserved = 0;
         } else {
             self.keys.index = Some(IndexKey::new(&bytes));
+            self.keys.bucket_cache = None;
         }
         Ok(id)
     }

@@ -13,6 +13,7 @@
 //! active data key, the seal counter and queued events are written, and only then is it committed.
 //! Guarantee: a call that returned `Ok` committed and fsync'd.
 
+mod dedup;
 mod devices;
 mod held;
 mod keys;
@@ -97,6 +98,8 @@ struct KeyRing {
     /// at every commit.
     active_reserved: u64,
     index: Option<IndexKey>,
+    /// The last dedup bucket computed with `index` (`dedup.rs`); dropped with the ring.
+    bucket_cache: Option<dedup::BucketCache>,
 }
 
 impl KeyRing {
@@ -128,6 +131,8 @@ pub(crate) struct Db {
     disk_full_reported: bool,
     auto_rotation: AutoRotation,
     page_size: u64,
+    /// Whether `meta.dedup_legacy` is set (read once, see `dedup.rs`); `None` until read.
+    dedup_legacy: Option<bool>,
 }
 
 /// The state of automatic data-key rotation, which runs after a write has committed.
@@ -361,6 +366,7 @@ impl Db {
             disk_full_reported: false,
             auto_rotation: AutoRotation::default(),
             page_size: u64::try_from(page_size).unwrap_or(4096),
+            dedup_legacy: None,
         };
         db.load_keys()?;
         db.data_version = db.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
@@ -482,6 +488,7 @@ impl Db {
             disk_full_reported: false,
             auto_rotation: AutoRotation::default(),
             page_size,
+            dedup_legacy: None,
         };
         db.apply_page_limit()?;
         db.write(|db| {

@@ -45,13 +45,8 @@ impl Db {
             let device_id = db.device_id(device)?;
             let mut out = AppendOutcome::default();
             for item in items {
-                let dedup = db.index()?.hash("reading", item.stable_key.as_bytes());
-                let existing: Option<i64> = db
-                    .conn
-                    .prepare_cached("SELECT id FROM readings WHERE dedup = ?1")?
-                    .query_row([&dedup], |r| r.get(0))
-                    .optional()?;
-                if let Some(id) = existing {
+                let dedup = db.dedup_key("reading", &item.stable_key)?;
+                if let Some(id) = db.find_dedup("readings", &dedup)? {
                     out.ids.push(id);
                     out.duplicates += 1;
                     continue;
@@ -64,7 +59,7 @@ impl Db {
                     patient_id: patient.clone(),
                     summary: item.summary,
                 };
-                out.ids.push(db.insert_reading(device_id, &dedup, &env)?);
+                out.ids.push(db.insert_reading(device_id, dedup.key(), &env)?);
             }
             if let Some((name, value)) = cursor {
                 db.conn.execute(
