@@ -95,14 +95,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut db::Db) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (otx, orx) = oneshot::channel();
-        self.tx
-            .send(Box::new(move |db| {
-                let _ = otx.send(f(db));
-            }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        orx.await.map_err(|_| StoreError::Closed)?
+        self.call_queued(f).await?.wait().await
     }
 
     /// Send a call to the worker now and return at once: the store runs it before every call sent
