@@ -326,7 +326,13 @@ fn plant_sealed_reading(dir: &std::path::Path, uuid: &str, plain: &[u8]) {
         row: uuid,
     };
     let sealed = key
-        .seal(&ring::rand::SystemRandom::new(), &place, plain)
+        .seal(
+            vitals_hub::store::crypto::PublicRandom::default()
+                .nonce()
+                .unwrap(),
+            &place,
+            plain,
+        )
         .unwrap();
     let n = conn
         .execute(

@@ -30,7 +30,7 @@ impl Db {
             let plain = Db::json(record)?;
             let uuid = match existing {
                 Some(u) => u,
-                None => new_uuid(&db.rng, db.clock.now())?,
+                None => new_uuid(&mut db.public_random, db.clock.now())?,
             };
             let (key_id, sealed) = db.seal("devices", "sealed", &uuid, &plain)?;
             db.conn.execute(
@@ -118,9 +118,8 @@ impl Db {
 
     pub(super) fn device_id(&self, device: &DeviceKey) -> Result<i64> {
         self.conn
-            .query_row("SELECT id FROM devices WHERE uuid = ?1", [&device.0], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT id FROM devices WHERE uuid = ?1")?
+            .query_row([&device.0], |r| r.get(0))
             .optional()?
             .ok_or_else(|| StoreError::UnknownDevice(device.0.clone()))
     }

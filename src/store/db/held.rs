@@ -33,7 +33,7 @@ impl Db {
             if db.find_dedup("readings", &as_reading)?.is_some() {
                 return Ok((0, true));
             }
-            let uuid = new_uuid(&db.rng, db.clock.now())?;
+            let uuid = new_uuid(&mut db.public_random, db.clock.now())?;
             let env = HeldEnvelope {
                 user_id: item.user_id,
                 reading: item.reading.clone(),

@@ -60,7 +60,8 @@ impl Db {
     pub(super) fn refresh_keys(&mut self) -> Result<()> {
         let v: i64 = self
             .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         if v != self.data_version || self.keys.active.is_none() {
             self.load_keys()?;
             self.data_version = v;
@@ -183,8 +184,9 @@ impl Db {
         row: &str,
         plain: &[u8],
     ) -> Result<(i64, Vec<u8>)> {
+        let nonce = self.public_random.nonce()?;
         let key = self.active_key()?;
-        let sealed = key.seal(&self.rng, &Place { table, column, row }, plain)?;
+        let sealed = key.seal(nonce, &Place { table, column, row }, plain)?;
         let id = key.id();
         self.tx_seals += 1;
         Ok((id, sealed))

@@ -53,7 +53,7 @@ impl Db {
                     old.unwrap_or_default()
                 )));
             }
-            let uuid = new_uuid(&db.rng, db.clock.now())?;
+            let uuid = new_uuid(&mut db.public_random, db.clock.now())?;
             let (key_id, sealed) = db.seal("alert_limits", "sealed", &uuid, resource.as_bytes())?;
             db.conn.execute(
                 "INSERT INTO alert_limits(id, uuid, version, applied_ms, key_id, sealed)
@@ -120,7 +120,7 @@ impl Db {
                     in_force.unwrap_or_default()
                 )));
             }
-            let uuid = new_uuid(&db.rng, db.clock.now())?;
+            let uuid = new_uuid(&mut db.public_random, db.clock.now())?;
             let (key_id, sealed) =
                 db.seal("alert_limits_pending", "sealed", &uuid, resource.as_bytes())?;
             db.conn.execute(

@@ -24,12 +24,12 @@ mod readings;
 mod security;
 mod snapshots;
 
-use super::crypto::{CryptoError, DataKey, IndexKey, Kek};
+use super::crypto::{self, DataKey, IndexKey, Kek};
 use super::keyfile;
 use super::schema;
 use super::{Result, StoreConfig, StoreError};
 use crate::model::{Clock, UtcMillis};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -121,6 +121,8 @@ pub(crate) struct Db {
     cfg: StoreConfig,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
+    /// Nonces and row identifiers' random bits ([`crypto::PublicRandom`]); keys come from `rng`.
+    public_random: crypto::PublicRandom,
     kek: Kek,
     keys: KeyRing,
     data_version: i64,
@@ -157,11 +159,10 @@ fn is_corruption(e: &rusqlite::Error) -> bool {
 /// A UUIDv7: 48-bit millisecond time, then random bits. Time-ordered, so the `uuid` unique index is
 /// appended to at its right edge instead of being rewritten at random pages (SD-card wear, WAL size).
 /// The minute-coarse time is plain anyway; the millisecond part leaks little more. The random bits
-/// come from the store's own `ring` generator; `uuid` lays out the version, variant and text.
-fn new_uuid(rng: &dyn SecureRandom, now: UtcMillis) -> Result<String> {
+/// come from the store's pool of public random bytes ([`crypto::PublicRandom`]); `uuid` lays out the version, variant and text.
+fn new_uuid(rng: &mut crypto::PublicRandom, now: UtcMillis) -> Result<String> {
     let mut b = [0u8; 10];
-    rng.fill(&mut b)
-        .map_err(|_| StoreError::Crypto(CryptoError::Random))?;
+    rng.fill(&mut b)?;
     let ms = u64::try_from(now.as_millis()).unwrap_or(0);
     Ok(uuid::Builder::from_unix_timestamp_millis(ms, &b)
         .into_uuid()
@@ -274,6 +275,9 @@ pub(super) fn quick_check_aside(path: &Path) -> Result<Option<String>> {
 fn open_conn(path: &Path, check: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Room for every statement the store caches (rusqlite's default is 16; more than that are
+    // prepared on the write paths, and an evicted one is compiled again at its next use).
+    conn.set_prepared_statement_cache_capacity(64);
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         warn!(mode = %mode, "SQLite did not switch to WAL.");
@@ -356,6 +360,7 @@ impl Db {
             cfg,
             clock,
             rng: SystemRandom::new(),
+            public_random: crypto::PublicRandom::default(),
             kek,
             keys: KeyRing::default(),
             data_version: 0,
@@ -478,6 +483,7 @@ impl Db {
             cfg,
             clock,
             rng,
+            public_random: crypto::PublicRandom::default(),
             kek,
             keys: KeyRing::default(),
             data_version: 0,
@@ -605,7 +611,7 @@ impl Db {
                     .into(),
             ));
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         self.tx_seals = 0;
         let mut reserved = None;
         let body = (|| {
@@ -617,10 +623,9 @@ impl Db {
                     .reservation_for(self.tx_seals, self.cfg.rotate_after_seals),
             ) {
                 // MAX: never lower what another connection reserved.
-                self.conn.execute(
-                    "UPDATE keys SET seals = max(seals, ?1) WHERE id = ?2",
-                    params![i64::try_from(bound).unwrap_or(i64::MAX), active],
-                )?;
+                self.conn
+                    .prepare_cached("UPDATE keys SET seals = max(seals, ?1) WHERE id = ?2")?
+                    .execute(params![i64::try_from(bound).unwrap_or(i64::MAX), active])?;
                 reserved = Some(bound);
             }
             for ev in &self.queued {
@@ -645,7 +650,7 @@ impl Db {
                     [EVENTS_BUDGET],
                 )?;
             }
-            self.conn.execute_batch("COMMIT")?;
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
             Ok(t)
         })();
         match body {
@@ -660,7 +665,8 @@ impl Db {
                 // reload the key ring before its next use.
                 self.data_version = self
                     .conn
-                    .query_row("PRAGMA data_version", [], |r| r.get(0))
+                    .prepare_cached("PRAGMA data_version")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
                     .unwrap_or(KEYS_STALE);
                 Ok(t)
             }

@@ -62,11 +62,12 @@ impl Db {
                 out.ids.push(db.insert_reading(device_id, dedup.key(), &env)?);
             }
             if let Some((name, value)) = cursor {
-                db.conn.execute(
-                    "INSERT INTO cursors(device_id, name, value, updated_min) VALUES (?1, ?2, ?3, ?4)
+                db.conn
+                    .prepare_cached(
+                        "INSERT INTO cursors(device_id, name, value, updated_min) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, updated_min = excluded.updated_min",
-                    params![device_id, name, value, db.clock.now().floor_minute().as_millis()],
-                )?;
+                    )?
+                    .execute(params![device_id, name, value, db.clock.now().floor_minute().as_millis()])?;
             }
             if let Some(snap) = snapshot {
                 db.put_snapshot_in_tx(snap)?;
@@ -84,7 +85,7 @@ impl Db {
         dedup: &[u8],
         env: &ReadingEnvelope,
     ) -> Result<i64> {
-        let uuid = new_uuid(&self.rng, self.clock.now())?;
+        let uuid = new_uuid(&mut self.public_random, self.clock.now())?;
         let (key_id, sealed) = self.seal("readings", "sealed", &uuid, &Db::json(env)?)?;
         let coarse = env.received_at.floor_minute().as_millis();
         self.conn
@@ -117,7 +118,7 @@ impl Db {
             if let Some(id) = existing {
                 return Ok((id, true));
             }
-            let uuid = new_uuid(&db.rng, db.clock.now())?;
+            let uuid = new_uuid(&mut db.public_random, db.clock.now())?;
             let env = AlertEnvelope {
                 payload: payload.clone(),
                 stable_key: stable_key.to_owned(),

@@ -52,7 +52,7 @@ impl Db {
                     self.conn
                         .execute("UPDATE security_reports SET open = 0 WHERE id = ?1", [id])?;
                 }
-                let uuid = new_uuid(&self.rng, self.clock.now())?;
+                let uuid = new_uuid(&mut self.public_random, self.clock.now())?;
                 let closes_at = now.saturating_add(self.cfg.security_window_ms.max(0));
                 self.conn.execute(
                     "INSERT INTO security_reports(uuid, code, kinds, count, first_at, last_at, closes_at, open)

@@ -26,7 +26,7 @@ impl Db {
             .optional()?;
         let uuid = match existing {
             Some(u) => u,
-            None => new_uuid(&self.rng, self.clock.now())?,
+            None => new_uuid(&mut self.public_random, self.clock.now())?,
         };
         let env = SnapshotEnvelope {
             covers: snap.covers,
