@@ -126,6 +126,17 @@ fn daemon(w: &World, config: &Path, uid: u32, gid: u32) -> std::process::Child {
         .gid(gid)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    // The copy was just written: while another test thread forks to spawn its own child, that
+    // child holds the copy's write descriptor until it execs, and executing the copy then fails
+    // with ETXTBSY ("Text file busy"). Seen once in CI; the child execs within milliseconds.
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            spawned => return spawned.unwrap(),
+        }
+    }
     cmd.spawn().unwrap()
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -242,9 +242,12 @@ fn print_accounting(
     )
 }
 
-fn rate(n: usize, start: Instant) -> f64 {
-    n as f64 / start.elapsed().as_secs_f64().max(1e-9)
+fn rate(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64().max(1e-9)
 }
+
+/// How many alternating rounds each timed comparison is split into.
+const ROUNDS: usize = 6;
 
 /// Run every measurement and print the figures to `out`.
 pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
@@ -284,44 +287,14 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
     w(out, format!("vitals-hub bench store — dir {}, {} single + {} batched readings (batch {}), CPU AES instructions: {}",
         opts.dir.display(), opts.single, opts.readings, opts.batch, if aes { "yes" } else { "no" }))?;
 
-    // Plaintext baseline.
+    // Both stores open side by side, and every timed part alternates between them in ROUNDS
+    // rounds (which one goes first alternating too), so a drift in the disk's speed during the
+    // run (a shared virtual disk, writeback of other files) falls on both alike instead of on
+    // whichever would have run second.
     let plain_dir = root.join("plain");
     std::fs::create_dir_all(&plain_dir).map_err(io(&plain_dir))?;
-    let mut plain = Plain::open(&plain_dir.join("plain.db"))?;
-    let t = Instant::now();
-    for i in 0..opts.single {
-        plain.append(std::slice::from_ref(&sample(i)))?;
-    }
-    let plain_single = rate(opts.single, t);
-    let items: Vec<NewReading> = (0..opts.readings).map(|i| sample(1_000_000 + i)).collect();
-    let wb = write_bytes();
-    let t = Instant::now();
-    for chunk in items.chunks(opts.batch) {
-        plain.append(chunk)?;
-    }
-    let plain_batched = rate(opts.readings, t);
-    let plain_written = write_bytes().saturating_sub(wb);
-    let extra: Vec<NewReading> = (0..ACCOUNTED_BATCHES * opts.batch + ACCOUNTED_SINGLE)
-        .map(|i| sample(2_000_000 + i))
-        .collect();
-    let (batched_part, single_part) = extra.split_at(ACCOUNTED_BATCHES * opts.batch);
     let plain_db = plain_dir.join("plain.db");
-    let plain_acc_batched = wal_accounting(&plain_db, &mut || {
-        for chunk in batched_part.chunks(opts.batch) {
-            plain.append(chunk)?;
-        }
-        Ok(())
-    })?;
-    let plain_acc_single = wal_accounting(&plain_db, &mut || {
-        for item in single_part {
-            plain.append(std::slice::from_ref(item))?;
-        }
-        Ok(())
-    })?;
-    drop(plain);
-    let plain_size = files_size(&plain_dir);
-
-    // Encrypted store.
+    let mut plain = Plain::open(&plain_db)?;
     let enc_dir = root.join("enc");
     let mut cfg = StoreConfig::new(&enc_dir);
     cfg.kek = crate::store::KekSource::resolve(&enc_dir, None);
@@ -336,30 +309,92 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
         },
         true,
     ))?;
-    let t = Instant::now();
-    for i in 0..opts.single {
-        rt.block_on(store.append(&dev, vec![sample(i)], None))?;
+    let enc_append = |items: &[NewReading]| {
+        rt.block_on(store.append(&dev, items.to_vec(), None))
+            .map(|_| ())
+    };
+
+    let (mut plain_t, mut enc_t) = (Duration::ZERO, Duration::ZERO);
+    let singles: Vec<usize> = (0..opts.single).collect();
+    for (round, part) in singles
+        .chunks(opts.single.div_ceil(ROUNDS).max(1))
+        .enumerate()
+    {
+        for plain_turn in [round % 2 == 0, round % 2 == 1] {
+            let t = Instant::now();
+            for &i in part {
+                let item = [sample(i)];
+                if plain_turn {
+                    plain.append(&item)?;
+                } else {
+                    enc_append(&item)?;
+                }
+            }
+            *if plain_turn { &mut plain_t } else { &mut enc_t } += t.elapsed();
+        }
     }
-    let enc_single = rate(opts.single, t);
-    let wb = write_bytes();
-    let t = Instant::now();
-    for chunk in items.chunks(opts.batch) {
-        rt.block_on(store.append(&dev, chunk.to_vec(), None))?;
+    let plain_single = rate(opts.single, plain_t);
+    let enc_single = rate(opts.single, enc_t);
+
+    let items: Vec<NewReading> = (0..opts.readings).map(|i| sample(1_000_000 + i)).collect();
+    let (mut plain_t, mut enc_t) = (Duration::ZERO, Duration::ZERO);
+    let (mut plain_written, mut enc_written) = (0u64, 0u64);
+    let round_len = opts.readings.div_ceil(ROUNDS).div_ceil(opts.batch.max(1)) * opts.batch.max(1);
+    for (round, part) in items.chunks(round_len.max(1)).enumerate() {
+        for plain_turn in [round % 2 == 0, round % 2 == 1] {
+            let wb = write_bytes();
+            let t = Instant::now();
+            for chunk in part.chunks(opts.batch.max(1)) {
+                if plain_turn {
+                    plain.append(chunk)?;
+                } else {
+                    enc_append(chunk)?;
+                }
+            }
+            let took = t.elapsed();
+            let written = write_bytes().saturating_sub(wb);
+            if plain_turn {
+                plain_t += took;
+                plain_written += written;
+            } else {
+                enc_t += took;
+                enc_written += written;
+            }
+        }
     }
-    let enc_batched = rate(opts.readings, t);
-    let enc_written = write_bytes().saturating_sub(wb);
+    let plain_batched = rate(opts.readings, plain_t);
+    let enc_batched = rate(opts.readings, enc_t);
+
+    let extra: Vec<NewReading> = (0..ACCOUNTED_BATCHES * opts.batch + ACCOUNTED_SINGLE)
+        .map(|i| sample(2_000_000 + i))
+        .collect();
+    let (batched_part, single_part) = extra.split_at(ACCOUNTED_BATCHES * opts.batch);
+    let plain_acc_batched = wal_accounting(&plain_db, &mut || {
+        for chunk in batched_part.chunks(opts.batch) {
+            plain.append(chunk)?;
+        }
+        Ok(())
+    })?;
+    let plain_acc_single = wal_accounting(&plain_db, &mut || {
+        for item in single_part {
+            plain.append(std::slice::from_ref(item))?;
+        }
+        Ok(())
+    })?;
     let enc_acc_batched = wal_accounting(&enc_db, &mut || {
         for chunk in batched_part.chunks(opts.batch) {
-            rt.block_on(store.append(&dev, chunk.to_vec(), None))?;
+            enc_append(chunk)?;
         }
         Ok(())
     })?;
     let enc_acc_single = wal_accounting(&enc_db, &mut || {
         for item in single_part {
-            rt.block_on(store.append(&dev, vec![item.clone()], None))?;
+            enc_append(std::slice::from_ref(item))?;
         }
         Ok(())
     })?;
+    drop(plain);
+    let plain_size = files_size(&plain_dir);
     rt.block_on(store.close());
     let enc_size = files_size(&enc_dir);
     let total = (opts.single + opts.readings).max(1) as f64;

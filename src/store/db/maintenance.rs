@@ -26,31 +26,46 @@ impl Db {
 
     pub(super) fn check_capacity(&mut self) -> Result<()> {
         let used = self.used_bytes()?;
+        self.refuse_when_full(used)
+            .inspect_err(|e| self.report_full(e))
+    }
+
+    /// `Err(Full)` when `used` bytes reach the limit; nothing recorded (inside a transaction,
+    /// [`Db::report_full`] follows its rollback).
+    pub(super) fn refuse_when_full(&mut self, used: u64) -> Result<()> {
         let limit = self.cfg.size_limit;
         if used >= limit {
-            if !self.full_reported {
-                self.full_reported = true;
-                error!(
-                    used,
-                    limit, "Store full: appends are refused until uploads are acknowledged."
-                );
-                self.queue(
-                    "store_full",
-                    "error",
-                    format!("{used} of {limit} bytes used; appends refused"),
-                );
-                self.flush_events();
-            }
             return Err(StoreError::Full { used, limit });
         }
         self.full_reported = false;
         Ok(())
     }
 
+    /// The first refusal of a full store is logged and recorded as an event (once until the store
+    /// has room again).
+    pub(super) fn report_full(&mut self, e: &StoreError) {
+        let StoreError::Full { used, limit } = *e else {
+            return;
+        };
+        if !self.full_reported {
+            self.full_reported = true;
+            error!(
+                used,
+                limit, "Store full: appends are refused until uploads are acknowledged."
+            );
+            self.queue(
+                "store_full",
+                "error",
+                format!("{used} of {limit} bytes used; appends refused"),
+            );
+            self.flush_events();
+        }
+    }
+
     /// After an append committed: the 80 % warning. Never fails the committed append; a size that
     /// cannot be read is checked again after the next one.
-    pub(super) fn after_append_capacity(&mut self) {
-        let used = match self.used_bytes() {
+    pub(super) fn after_append_capacity(&mut self, measured: Option<u64>) {
+        let used = match measured.map_or_else(|| self.used_bytes(), Ok) {
             Ok(u) => u,
             Err(e) => {
                 warn!(error = %e, "Could not read the store's size after an append.");
