@@ -279,6 +279,22 @@ fn run(ops: Vec<Op>) {
                 assert_eq!(key, &e.key);
                 assert_eq!(matches!(item.payload, OutboxPayload::Alert(_)), e.alert);
             }
+            // The uplink's read ahead: the due list without some entries, at most a batch; here
+            // every other due entry and one that does not exist are left out, batch 3.
+            let exclude: std::collections::HashSet<i64> =
+                want.iter().step_by(2).copied().chain([i64::MAX]).collect();
+            let ahead = store
+                .pending_excluding(3, now, exclude.clone())
+                .await
+                .unwrap();
+            let ahead_ids: Vec<i64> = ahead.iter().map(|i| i.id).collect();
+            let want_ahead: Vec<i64> = want
+                .iter()
+                .filter(|id| !exclude.contains(id))
+                .take(3)
+                .copied()
+                .collect();
+            assert_eq!(ahead_ids, want_ahead);
             let s = store.stats().await.unwrap();
             let count =
                 |st: OutboxState| m.entries.values().filter(|e| e.state == st).count() as u64;

@@ -286,6 +286,19 @@ impl Store {
         self.call(move |db| db.pending(batch, now)).await
     }
 
+    /// [`Store::pending`] without the entries in `exclude`, which are skipped before their records
+    /// are opened (the uplink reads the next batch while the entries of this one and the last are
+    /// still pending).
+    pub async fn pending_excluding(
+        &self,
+        batch: usize,
+        now: UtcMillis,
+        exclude: std::collections::HashSet<i64>,
+    ) -> Result<Vec<OutboxItem>> {
+        self.call(move |db| db.pending_excluding(batch, now, &exclude))
+            .await
+    }
+
     /// Pending → in flight (counts an attempt). Returns how many moved.
     pub async fn mark_in_flight(&self, ids: Vec<i64>) -> Result<usize> {
         self.call(move |db| db.mark_in_flight(&ids)).await

@@ -775,10 +775,12 @@ impl Uplink {
                 // ends cleanly; it excludes this batch's entries, still `pending` until acked.
                 let store = self.store.clone();
                 let now = self.clock.now();
-                let extra = items.len().saturating_add(unconfirmed.len());
+                let mut exclude: HashSet<i64> = items.iter().map(|i| i.id).collect();
+                exclude.extend(unconfirmed);
+                let want = self.cfg.batch_size.min(max);
                 let ahead = async move {
                     let t = Instant::now();
-                    let r = store.pending(max.saturating_add(extra), now).await;
+                    let r = store.pending_excluding(want, now, exclude).await;
                     (r, t.elapsed())
                 };
                 let (posted, (ahead, took), (confirmed, waited)) =
@@ -791,12 +793,6 @@ impl Uplink {
                     return Err(e.into());
                 }
                 if let Ok(next) = ahead {
-                    let mine: HashSet<i64> = items.iter().map(|i| i.id).collect();
-                    let mut next: Vec<OutboxItem> = next
-                        .into_iter()
-                        .filter(|i| !mine.contains(&i.id) && !unconfirmed.contains(&i.id))
-                        .collect();
-                    next.truncate(self.cfg.batch_size.min(max));
                     prefetch = Some(next);
                 }
                 posted
