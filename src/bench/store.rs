@@ -249,6 +249,52 @@ fn rate(n: usize, took: Duration) -> f64 {
 /// How many alternating rounds each timed comparison is split into.
 const ROUNDS: usize = 6;
 
+/// The two sides' times, in total and round by round.
+#[derive(Debug, Default)]
+struct Sides {
+    plain: Duration,
+    enc: Duration,
+    /// Per round, encrypted / plaintext appends/s (the same readings on both sides).
+    rounds: Vec<f64>,
+    this_round: (Duration, Duration),
+}
+
+impl Sides {
+    fn add(&mut self, plain_turn: bool, took: Duration) {
+        if plain_turn {
+            self.plain += took;
+            self.this_round.0 = took;
+        } else {
+            self.enc += took;
+            self.this_round.1 = took;
+        }
+    }
+
+    fn end_round(&mut self) {
+        let (p, e) = std::mem::take(&mut self.this_round);
+        self.rounds
+            .push(p.as_secs_f64() / e.as_secs_f64().max(1e-9));
+    }
+
+    /// "median m, lo–hi" of the rounds' ratios: a burst of disk latency in one round moves the
+    /// total's ratio but hardly the median.
+    fn spread(&self) -> String {
+        let mut r = self.rounds.clone();
+        r.sort_by(f64::total_cmp);
+        let (Some(lo), Some(hi)) = (r.first(), r.last()) else {
+            return String::new();
+        };
+        let mid = r.len() / 2;
+        let at = |i: usize| r.get(i).copied().unwrap_or(0.0);
+        let median = if r.len().is_multiple_of(2) {
+            (at(mid.saturating_sub(1)) + at(mid)) / 2.0
+        } else {
+            at(mid)
+        };
+        format!("rounds: median {median:.2}, {lo:.2}–{hi:.2}")
+    }
+}
+
 /// Run every measurement and print the figures to `out`.
 pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
     let root = opts.dir.join(format!(
@@ -314,7 +360,7 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
             .map(|_| ())
     };
 
-    let (mut plain_t, mut enc_t) = (Duration::ZERO, Duration::ZERO);
+    let mut single_t = Sides::default();
     let singles: Vec<usize> = (0..opts.single).collect();
     for (round, part) in singles
         .chunks(opts.single.div_ceil(ROUNDS).max(1))
@@ -330,14 +376,15 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
                     enc_append(&item)?;
                 }
             }
-            *if plain_turn { &mut plain_t } else { &mut enc_t } += t.elapsed();
+            single_t.add(plain_turn, t.elapsed());
         }
+        single_t.end_round();
     }
-    let plain_single = rate(opts.single, plain_t);
-    let enc_single = rate(opts.single, enc_t);
+    let plain_single = rate(opts.single, single_t.plain);
+    let enc_single = rate(opts.single, single_t.enc);
 
     let items: Vec<NewReading> = (0..opts.readings).map(|i| sample(1_000_000 + i)).collect();
-    let (mut plain_t, mut enc_t) = (Duration::ZERO, Duration::ZERO);
+    let mut batched_t = Sides::default();
     let (mut plain_written, mut enc_written) = (0u64, 0u64);
     let round_len = opts.readings.div_ceil(ROUNDS).div_ceil(opts.batch.max(1)) * opts.batch.max(1);
     for (round, part) in items.chunks(round_len.max(1)).enumerate() {
@@ -351,19 +398,18 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
                     enc_append(chunk)?;
                 }
             }
-            let took = t.elapsed();
+            batched_t.add(plain_turn, t.elapsed());
             let written = write_bytes().saturating_sub(wb);
             if plain_turn {
-                plain_t += took;
                 plain_written += written;
             } else {
-                enc_t += took;
                 enc_written += written;
             }
         }
+        batched_t.end_round();
     }
-    let plain_batched = rate(opts.readings, plain_t);
-    let enc_batched = rate(opts.readings, enc_t);
+    let plain_batched = rate(opts.readings, batched_t.plain);
+    let enc_batched = rate(opts.readings, batched_t.enc);
 
     let extra: Vec<NewReading> = (0..ACCOUNTED_BATCHES * opts.batch + ACCOUNTED_SINGLE)
         .map(|i| sample(2_000_000 + i))
@@ -407,11 +453,12 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
     w(
         out,
         format!(
-            "  1 reading per tx     {enc_single:>11.0}  {plain_single:>11.0}    {:.2}  (target >= 0.80)",
-            enc_single / plain_single.max(1e-9)
+            "  1 reading per tx     {enc_single:>11.0}  {plain_single:>11.0}    {:.2}  (target >= 0.80; {})",
+            enc_single / plain_single.max(1e-9),
+            single_t.spread()
         ),
     )?;
-    w(out, format!("  batches of {:<4}      {enc_batched:>11.0}  {plain_batched:>11.0}    {:.2}  (target >= 0.80)", opts.batch, enc_batched / plain_batched.max(1e-9)))?;
+    w(out, format!("  batches of {:<4}      {enc_batched:>11.0}  {plain_batched:>11.0}    {:.2}  (target >= 0.80; {})", opts.batch, enc_batched / plain_batched.max(1e-9), batched_t.spread()))?;
     w(
         out,
         "bytes per reading          encrypted    plaintext    ratio".into(),
@@ -470,4 +517,52 @@ fn run_in(opts: &Options, root: &Path, out: &mut dyn Write) -> Result<()> {
     let hwm = proc_field("/proc/self/status", "VmHWM:").unwrap_or(0);
     w(out, format!("peak RSS (VmHWM): {hwm} kB"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn rounds_spread_is_the_median_and_range_of_the_ratios() {
+        let mut s = Sides::default();
+        for (p, e) in [(10u64, 20u64), (10, 10), (30, 10), (10, 40)] {
+            s.add(true, Duration::from_millis(p));
+            s.add(false, Duration::from_millis(e));
+            s.end_round();
+        }
+        // Ratios 0.5, 1, 3, 0.25 → sorted 0.25, 0.5, 1, 3: median 0.75.
+        assert_eq!(s.spread(), "rounds: median 0.75, 0.25–3.00");
+        assert_eq!(s.plain, Duration::from_millis(60));
+        assert_eq!(s.enc, Duration::from_millis(80));
+        assert_eq!(Sides::default().spread(), "");
+    }
+
+    /// The whole bench, small: every figure of the table is printed.
+    #[test]
+    fn a_small_run_prints_every_figure() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            readings: 300,
+            single: 12,
+            batch: 10,
+            dir: dir.path().to_path_buf(),
+        };
+        let mut out = Vec::new();
+        run(&opts, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        for want in [
+            "1 reading per tx",
+            "batches of 10 ",
+            "rounds: median",
+            "written (batched run)",
+            "WAL pages written per reading",
+            "ChaCha20-Poly1305",
+        ] {
+            assert!(out.contains(want), "{want:?} missing from:\n{out}");
+        }
+        // The bench cleans up after itself.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }
