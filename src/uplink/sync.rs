@@ -756,12 +756,13 @@ impl Uplink {
             let whole = more && a == 0 && built.consumed == items.len() && work.is_empty();
             let posted = if whole {
                 // The last bundle's ack is confirmed while this one is on the wire; its entries
-                // are kept out of the batch read ahead until then.
+                // are kept out of the batch read ahead until then, as are this batch's (still
+                // `pending` until acked).
                 let prior = self.acking.take();
-                let unconfirmed: HashSet<i64> = prior
-                    .as_ref()
-                    .map(|(ids, _)| ids.iter().copied().collect())
-                    .unwrap_or_default();
+                let mut exclude: HashSet<i64> = items.iter().map(|i| i.id).collect();
+                if let Some((ids, _)) = &prior {
+                    exclude.extend(ids.iter().copied());
+                }
                 let confirm = async move {
                     let t = Instant::now();
                     let r = match prior {
@@ -772,11 +773,9 @@ impl Uplink {
                 };
                 // The whole batch in one bundle: read the next batch while this one is on the
                 // wire (the store works while the server does). It is used only if this pass
-                // ends cleanly; it excludes this batch's entries, still `pending` until acked.
+                // ends cleanly.
                 let store = self.store.clone();
                 let now = self.clock.now();
-                let mut exclude: HashSet<i64> = items.iter().map(|i| i.id).collect();
-                exclude.extend(unconfirmed);
                 let want = self.cfg.batch_size.min(max);
                 let ahead = async move {
                     let t = Instant::now();

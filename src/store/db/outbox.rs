@@ -52,15 +52,9 @@ impl Db {
                 params![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
-            let mut rows = Vec::new();
-            for row in it {
-                let row = row?;
-                if !exclude.contains(&row.0) {
-                    rows.push(row);
-                }
-            }
-            rows.truncate(batch);
-            rows
+            it.filter(|row| row.as_ref().map_or(true, |r| !exclude.contains(&r.0)))
+                .take(batch)
+                .collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(rows.len());
         for (id, item, item_id, attempts) in rows {
